@@ -1,0 +1,276 @@
+//! The one extension point for the places tidegate applies to.
+//!
+//! A provider turns desired resources of one environment into live ones. It
+//! is built once per environment (see [`connect`]), so every call already
+//! knows its cluster context or AWS region and the owner name that scopes what
+//! it may touch. A new provider is one new file implementing [`Provider`] and
+//! one line in [`connect`].
+//!
+//! # Contract
+//!
+//! - **Ownership.** A provider only ever observes, changes or deletes objects
+//!   that carry tidegate's ownership marks for its environment
+//!   ([`labels`]); an object without them is never touched, even when its
+//!   name matches.
+//! - **Batched observe.** [`Provider::observe`] costs one list call sequence
+//!   (paginated) per kind, never one call per resource.
+//! - **Idempotence.** [`Provider::apply`] and [`Provider::delete`] tolerate
+//!   being run again after a crash at any point: applying what already exists
+//!   converges without duplicates; deleting what is gone succeeds.
+//! - **Secrets.** [`Value::Sensitive`] leaves are exposed only inside the
+//!   request that needs them; no error, log line or returned [`Live`] body
+//!   carries plaintext.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::value::{Map, Value};
+
+/// Names of the ownership marks, shared by every provider.
+pub mod labels {
+    /// Kubernetes label / EC2 tag: who manages the object.
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    /// The value of [`MANAGED_BY`].
+    pub const MANAGER: &str = "tidegate";
+    /// Kubernetes label / EC2 tag (`tidegate:environment`): owning environment.
+    pub const ENVIRONMENT: &str = "tidegate.dev/environment";
+    /// Kubernetes label / EC2 tag (`tidegate:module`): owning module instance.
+    pub const MODULE: &str = "tidegate.dev/module";
+    /// Kubernetes annotation / EC2 tag (`tidegate:resource`): resource id.
+    pub const RESOURCE: &str = "tidegate.dev/resource";
+    /// The field manager for Kubernetes server-side apply.
+    pub const FIELD_MANAGER: &str = "tidegate";
+}
+
+/// Which provider a resource belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Kubernetes,
+    Aws,
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProviderKind::Kubernetes => "kubernetes",
+            ProviderKind::Aws => "aws",
+        })
+    }
+}
+
+/// The stable identity of a resource inside its environment.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ResourceId {
+    /// The module instance name in the environment (`network`).
+    pub module: String,
+    /// The resource name inside the module (`vpc`).
+    pub name: String,
+}
+
+impl fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.module, self.name)
+    }
+}
+
+/// Where something was declared, for messages.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Origin {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// The Kubernetes target of an environment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KubeTarget {
+    /// Context in `KUBECONFIG`; `None` means the in-cluster configuration.
+    pub context: Option<String>,
+    /// Take over fields owned by other managers on conflict.
+    pub force_conflicts: bool,
+}
+
+/// The AWS target of an environment. Endpoint and credentials come from the
+/// standard AWS configuration (`AWS_ENDPOINT_URL`, profiles, ...).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AwsTarget {
+    pub region: String,
+    pub profile: Option<String>,
+}
+
+/// Everything a provider needs to reach one environment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EnvTarget {
+    /// The owner name written into ownership marks. Usually the environment
+    /// name; a blue/green rebuild (`--as prod-green`) uses the new name.
+    pub environment: String,
+    pub kubernetes: Option<KubeTarget>,
+    pub aws: Option<AwsTarget>,
+}
+
+/// A resource as Git wants it, references resolved as far as they can be.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    pub id: ResourceId,
+    /// Kubernetes: `group/version/Kind` (`apps/v1/Deployment`, `v1/ConfigMap`);
+    /// AWS: the resource type (`vpc`, `instance`, ...).
+    pub kind: String,
+    /// Kubernetes: the manifest; AWS: the typed spec of the resource type.
+    /// May hold [`Value::Unknown`] until its dependencies are applied.
+    pub body: Value,
+    pub origin: Origin,
+}
+
+/// A resource as it is, observed from the provider.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Live {
+    pub id: ResourceId,
+    pub kind: String,
+    /// The provider's own name for it (`namespace/name`, `vpc-0abc...`).
+    pub external_id: String,
+    /// Observed state, normalised for comparison with a desired body
+    /// (server-owned fields removed, secrets wrapped as sensitive).
+    pub body: Value,
+    /// Attributes other resources may reference (`id`, `arn`, `private_ip`).
+    pub attributes: Map,
+}
+
+/// What a change to one resource is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Action {
+    NoOp,
+    Create,
+    Update,
+    /// Destroy and create again; each reason names an immutable field.
+    Replace {
+        reasons: Vec<String>,
+    },
+    Delete,
+}
+
+/// The provider's prediction of one change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    pub action: Action,
+    /// Normalised live state, if the resource exists.
+    pub before: Option<Value>,
+    /// The state after apply (a server-side dry-run result where the
+    /// provider has one), with [`Value::Unknown`] where not yet known.
+    pub after: Value,
+}
+
+/// Readiness of a live resource.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", content = "reason", rename_all = "lowercase")]
+pub enum Health {
+    Healthy,
+    /// Not ready yet; the reason says what is awaited.
+    Progressing(String),
+    /// Will not become ready without a change; the reason says why.
+    Failed(String),
+}
+
+/// A provider call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The environment's target cannot be reached or configured
+    /// (missing kubeconfig context, bad region).
+    #[error("{provider} target of environment {environment}: {message}")]
+    Target {
+        provider: ProviderKind,
+        environment: String,
+        message: String,
+    },
+    /// The desired resource is not valid for this provider.
+    #[error("{id} ({origin}): {message}")]
+    Invalid {
+        id: ResourceId,
+        origin: Origin,
+        message: String,
+    },
+    /// Another field manager owns fields tidegate wants to change.
+    #[error("{id}: conflict with field manager(s) {managers}; set `forceConflicts: true` on the environment's kubernetes target to take them over")]
+    Conflict { id: ResourceId, managers: String },
+    /// An API call failed after its retries.
+    #[error("{operation} failed{}: {source}", if *.retryable { " (retryable)" } else { "" })]
+    Api {
+        operation: String,
+        retryable: bool,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The resource did not become healthy in time.
+    #[error("{id} not healthy after {seconds}s: {reason}")]
+    Timeout {
+        id: ResourceId,
+        seconds: u64,
+        reason: String,
+    },
+}
+
+impl Error {
+    /// A short, stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Target { .. } => "target",
+            Error::Invalid { .. } => "invalid",
+            Error::Conflict { .. } => "conflict",
+            Error::Api {
+                retryable: true, ..
+            } => "api_retryable",
+            Error::Api { .. } => "api",
+            Error::Timeout { .. } => "timeout",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One environment's view of one provider.
+///
+/// Every method is idempotent and may be retried after a crash.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync {
+    /// Which provider this is.
+    fn kind(&self) -> ProviderKind;
+
+    /// Every object this environment owns through this provider, among the
+    /// given kinds (the provider adds kinds it recorded in its own inventory,
+    /// so that resources removed from Git are still found for pruning).
+    /// One list call sequence per kind.
+    async fn observe(&self, kinds: &[String]) -> Result<Vec<Live>>;
+
+    /// What applying `desired` over `live` would do. Never changes anything;
+    /// may call a dry-run API. With unknown values in `desired` the
+    /// prediction keeps them unknown.
+    async fn plan(&self, desired: &Desired, live: Option<&Live>) -> Result<Change>;
+
+    /// Makes the live resource match `desired` (which has no unknowns left)
+    /// and returns it as observed afterwards.
+    async fn apply(&self, desired: &Desired, live: Option<&Live>) -> Result<Live>;
+
+    /// Deletes an owned resource; succeeds when it is already gone.
+    async fn delete(&self, live: &Live) -> Result<()>;
+
+    /// Readiness of an applied resource, checked once.
+    async fn health(&self, live: &Live) -> Result<Health>;
+
+    /// Records the complete set of owned resources after an apply, where the
+    /// provider keeps an inventory (Kubernetes: a ConfigMap).
+    async fn record_inventory(&self, _owned: &[Live]) -> Result<()> {
+        Ok(())
+    }
+
+    /// API calls made so far, by `operation` name, for metrics and benchmarks.
+    fn api_calls(&self) -> BTreeMap<String, u64>;
+}

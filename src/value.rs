@@ -1,0 +1,242 @@
+//! The value tree that flows from the loader to the providers.
+//!
+//! It is JSON-shaped with two extra leaves: [`Value::Sensitive`] for secret
+//! plaintext (masked everywhere but in the one provider call that needs it) and
+//! [`Value::Unknown`] for a value that exists only after something else has been
+//! applied (rendered as `(known after apply)`). Maps keep the author's order so
+//! rendered diffs read like the files they came from.
+
+use indexmap::IndexMap;
+use serde::ser::{SerializeMap, SerializeSeq};
+
+use crate::sensitive::Sensitive;
+
+/// What an unknown value renders as.
+pub const KNOWN_AFTER_APPLY: &str = "(known after apply)";
+
+/// An ordered map of values.
+pub type Map = IndexMap<String, Value>;
+
+/// A desired or observed value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Value {
+    #[default]
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    String(String),
+    List(Vec<Value>),
+    Map(Map),
+    /// Secret plaintext; never rendered.
+    Sensitive(Sensitive),
+    /// Known only after apply; holds the reference it waits on
+    /// (e.g. `module.network.vpc.id`).
+    Unknown(String),
+}
+
+/// Converting a value for a provider failed.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Error {
+    /// A value still waits on a reference that has not been applied.
+    #[error("value at {path} is not known yet (waits on {reference})")]
+    Unknown { path: String, reference: String },
+    /// A float that JSON cannot carry (NaN or infinite).
+    #[error("value at {path} is not a finite number")]
+    NonFinite { path: String },
+}
+
+impl Value {
+    /// Builds a value from JSON (as read back from an API).
+    pub fn from_json(v: serde_json::Value) -> Value {
+        match v {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            serde_json::Value::String(s) => Value::String(s),
+            serde_json::Value::Array(a) => {
+                Value::List(a.into_iter().map(Value::from_json).collect())
+            }
+            serde_json::Value::Object(o) => Value::Map(
+                o.into_iter()
+                    .map(|(k, v)| (k, Value::from_json(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The JSON a provider sends, secrets in plaintext. Call only at the
+    /// provider boundary and drop the result right after the request.
+    pub fn to_json_exposed(&self) -> Result<serde_json::Value, Error> {
+        self.to_json_at("", true)
+    }
+
+    /// JSON for output: secrets masked, unknowns as `(known after apply)`.
+    pub fn to_json_masked(&self) -> serde_json::Value {
+        self.to_json_at("", false)
+            .expect("masked conversion never fails")
+    }
+
+    fn to_json_at(&self, path: &str, exposed: bool) -> Result<serde_json::Value, Error> {
+        use serde_json::Value as J;
+        Ok(match self {
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) => match serde_json::Number::from_f64(*f) {
+                Some(n) => J::Number(n),
+                None if exposed => {
+                    return Err(Error::NonFinite {
+                        path: path.to_string(),
+                    })
+                }
+                None => J::String(f.to_string()),
+            },
+            Value::String(s) => J::String(s.clone()),
+            Value::List(items) => J::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| v.to_json_at(&format!("{path}[{i}]"), exposed))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Map(m) => J::Object(
+                m.iter()
+                    .map(|(k, v)| Ok((k.clone(), v.to_json_at(&format!("{path}.{k}"), exposed)?)))
+                    .collect::<Result<_, Error>>()?,
+            ),
+            Value::Sensitive(s) if exposed => {
+                J::String(String::from_utf8_lossy(s.expose()).into_owned())
+            }
+            Value::Sensitive(_) => J::String(crate::sensitive::MASK.to_string()),
+            Value::Unknown(r) if exposed => {
+                return Err(Error::Unknown {
+                    path: path.to_string(),
+                    reference: r.clone(),
+                })
+            }
+            Value::Unknown(_) => J::String(KNOWN_AFTER_APPLY.to_string()),
+        })
+    }
+
+    /// Looks up a dotted path of map keys (`spec.replicas`).
+    pub fn get_path(&self, path: &str) -> Option<&Value> {
+        path.split('.')
+            .filter(|s| !s.is_empty())
+            .try_fold(self, |v, key| match v {
+                Value::Map(m) => m.get(key),
+                _ => None,
+            })
+    }
+
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The map, if this is one.
+    pub fn as_map(&self) -> Option<&Map> {
+        match self {
+            Value::Map(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// True when any leaf is [`Value::Unknown`].
+    pub fn has_unknown(&self) -> bool {
+        match self {
+            Value::Unknown(_) => true,
+            Value::List(l) => l.iter().any(Value::has_unknown),
+            Value::Map(m) => m.values().any(Value::has_unknown),
+            _ => false,
+        }
+    }
+
+    /// True when any leaf is [`Value::Sensitive`].
+    pub fn has_sensitive(&self) -> bool {
+        match self {
+            Value::Sensitive(_) => true,
+            Value::List(l) => l.iter().any(Value::has_sensitive),
+            Value::Map(m) => m.values().any(Value::has_sensitive),
+            _ => false,
+        }
+    }
+}
+
+/// Serializes masked: serialization is for output, never for a provider.
+impl serde::Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Null => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::Float(f) => s.serialize_f64(*f),
+            Value::String(v) => s.serialize_str(v),
+            Value::List(l) => {
+                let mut seq = s.serialize_seq(Some(l.len()))?;
+                for v in l {
+                    seq.serialize_element(v)?;
+                }
+                seq.end()
+            }
+            Value::Map(m) => {
+                let mut map = s.serialize_map(Some(m.len()))?;
+                for (k, v) in m {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+            Value::Sensitive(v) => v.serialize(s),
+            Value::Unknown(_) => s.serialize_str(KNOWN_AFTER_APPLY),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Value {
+        let mut m = Map::new();
+        m.insert("name".into(), Value::String("web".into()));
+        m.insert(
+            "password".into(),
+            Value::Sensitive(Sensitive::from_string("pw".into())),
+        );
+        m.insert("vpc".into(), Value::Unknown("module.network.vpc.id".into()));
+        Value::Map(m)
+    }
+
+    #[test]
+    fn masked_json_hides_secrets_and_marks_unknowns() {
+        let j = sample().to_json_masked();
+        assert_eq!(j["password"], "(sensitive)");
+        assert_eq!(j["vpc"], KNOWN_AFTER_APPLY);
+        assert_eq!(serde_json::to_value(sample()).unwrap(), j);
+    }
+
+    #[test]
+    fn exposed_json_refuses_unknowns() {
+        let err = sample().to_json_exposed().unwrap_err();
+        assert_eq!(
+            err,
+            Error::Unknown {
+                path: ".vpc".into(),
+                reference: "module.network.vpc.id".into()
+            }
+        );
+    }
+
+    #[test]
+    fn json_round_trip_and_paths() {
+        let v = Value::from_json(serde_json::json!({"spec": {"replicas": 3, "ratio": 0.5}}));
+        assert_eq!(v.get_path("spec.replicas"), Some(&Value::Int(3)));
+        assert_eq!(v.to_json_exposed().unwrap()["spec"]["ratio"], 0.5);
+    }
+}

@@ -1,0 +1,1 @@
+//! A Kubernetes API simulator (see issue: kube-sim).
