@@ -6,10 +6,85 @@
 //! applied (rendered as `(known after apply)`). Maps keep the author's order so
 //! rendered diffs read like the files they came from.
 
+use std::collections::BTreeMap;
+use std::fmt;
+
 use indexmap::IndexMap;
 use serde::ser::{SerializeMap, SerializeSeq};
 
 use crate::sensitive::Sensitive;
+
+/// Where something was declared, for messages.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Origin {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// Where each node of a value was written, so that any later check (schema,
+/// policy) can point at file:line:column. Paths are map keys joined by `.`
+/// with `[i]` for list items (`spec.template.spec.containers[0].image`); the
+/// empty path is the value itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Spans {
+    map: BTreeMap<String, Origin>,
+}
+
+impl Spans {
+    /// Records where the node at `path` starts.
+    pub fn insert(&mut self, path: impl Into<String>, origin: Origin) {
+        self.map.insert(path.into(), origin);
+    }
+
+    /// Where the node at `path` starts, if recorded.
+    pub fn get(&self, path: &str) -> Option<&Origin> {
+        self.map.get(path)
+    }
+
+    /// The origin of `path` or of its closest recorded ancestor, so a
+    /// missing field can point at the map that should hold it.
+    pub fn nearest(&self, path: &str) -> Option<&Origin> {
+        let mut p = path;
+        loop {
+            if let Some(o) = self.map.get(p) {
+                return Some(o);
+            }
+            if p.is_empty() {
+                return None;
+            }
+            p = match p.rfind(['.', '[']) {
+                Some(i) => &p[..i],
+                None => "",
+            };
+        }
+    }
+
+    /// Every recorded path and origin, in path order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Origin)> {
+        self.map.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+/// The path of a map entry below `parent`.
+pub fn key_path(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// The path of a list item below `parent`.
+pub fn index_path(parent: &str, index: usize) -> String {
+    format!("{parent}[{index}]")
+}
 
 /// What an unknown value renders as.
 pub const KNOWN_AFTER_APPLY: &str = "(known after apply)";
@@ -231,6 +306,21 @@ mod tests {
                 reference: "module.network.vpc.id".into()
             }
         );
+    }
+
+    #[test]
+    fn spans_fall_back_to_the_nearest_ancestor() {
+        let mut s = Spans::default();
+        let o = |line| Origin {
+            file: "m.yaml".into(),
+            line,
+            column: 1,
+        };
+        s.insert("", o(1));
+        s.insert(key_path("spec", "containers"), o(5));
+        assert_eq!(s.nearest("spec.containers[0].image"), Some(&o(5)));
+        assert_eq!(s.nearest("metadata.name"), Some(&o(1)));
+        assert_eq!(index_path("a", 2), "a[2]");
     }
 
     #[test]

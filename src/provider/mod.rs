@@ -26,6 +26,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub use crate::value::Origin;
 use crate::value::{Map, Value};
 
 /// Names of the ownership marks, shared by every provider.
@@ -73,20 +74,6 @@ pub struct ResourceId {
 impl fmt::Display for ResourceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.module, self.name)
-    }
-}
-
-/// Where something was declared, for messages.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct Origin {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file, self.line, self.column)
     }
 }
 
