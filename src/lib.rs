@@ -9,8 +9,10 @@
 //!
 //! - [`value`]: the value tree carried from the loader to the providers.
 //! - [`sensitive`]: secret plaintext that never prints.
+//! - [`diff`]: field-level changes between two values, secrets masked.
 //! - [`provider`]: the trait every target (Kubernetes, AWS) implements.
 
+pub mod diff;
 pub mod provider;
 pub mod sensitive;
 pub mod value;
