@@ -10,7 +10,9 @@
 //! - [`value`]: the value tree carried from the loader to the providers.
 //! - [`sensitive`]: secret plaintext that never prints.
 //! - [`provider`]: the trait every target (Kubernetes, AWS) implements.
+//! - [`secrets`]: SOPS-compatible age decryption/encryption of secret files.
 
 pub mod provider;
+pub mod secrets;
 pub mod sensitive;
 pub mod value;
