@@ -278,7 +278,7 @@ fn files_tidegate_encrypts_decrypt_with_sops() {
         cli::encrypt_file(None, &path, true, &mut Vec::new()).unwrap();
         let encrypted = std::fs::read_to_string(&path).unwrap();
         assert!(
-            !encrypted.contains("s3cr3t") && !encrypted.contains("abc"),
+            !encrypted.contains("p@ss") && !encrypted.contains("abc\\ndef"),
             "{file}"
         );
         let (right, wrong) = if file.contains("prod") {
@@ -297,7 +297,7 @@ fn files_tidegate_encrypts_decrypt_with_sops() {
         assert_eq!(canon_value(&ours), parsed(plain, file));
     }
     let prod_text = std::fs::read_to_string(d.join("secrets/prod.sops.yaml")).unwrap();
-    assert!(prod_text.contains("encrypted_regex: ^(password|token|data)$"));
+    assert!(prod_text.contains(r#"encrypted_regex: "^(password|token|data)$""#));
     assert!(
         prod_text.contains("greeting: \"héllo"),
         "unselected values stay readable"
@@ -488,7 +488,7 @@ fn canary_never_leaks() {
             decrypt_bytes(
                 std::fs::read_to_string(&path)
                     .unwrap()
-                    .replace("meta_unencrypted: x", "meta_unencrypted: y")
+                    .replace("meta_unencrypted: \"x\"", "meta_unencrypted: \"y\"")
                     .as_bytes(),
                 "canary.sops.yaml",
                 &ids(&k),
