@@ -206,6 +206,26 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_kubernetes_secret_volume_layout() {
+        // A mounted Secret: the key file is a symlink into a timestamped
+        // directory reached through `..data`.
+        let dir = tempfile::tempdir().unwrap();
+        let (secret, public) = key();
+        let stamp = dir.path().join("..2026_11_22_04_00_00.1");
+        std::fs::create_dir(&stamp).unwrap();
+        std::fs::write(stamp.join("identity.agekey"), &secret).unwrap();
+        std::os::unix::fs::symlink("..2026_11_22_04_00_00.1", dir.path().join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/identity.agekey", dir.path().join("identity.agekey"))
+            .unwrap();
+        let opts = IdentityOptions {
+            age_key_file: None,
+            age_key_dir: Some(dir.path().to_path_buf()),
+        };
+        let ids = Identities::load(&opts, &|_| None).unwrap();
+        assert_eq!(ids.recipients(), vec![public]);
+    }
+
+    #[test]
     fn loads_all_sources_and_mounted_dirs() {
         let dir = tempfile::tempdir().unwrap();
         let (s1, p1) = key();

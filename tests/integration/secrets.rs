@@ -305,6 +305,32 @@ fn files_tidegate_encrypts_decrypt_with_sops() {
 }
 
 #[test]
+fn mac_only_encrypted_files_tidegate_writes_decrypt_with_sops() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let k = keygen(d, "k");
+    std::fs::write(
+        d.join(".sops.yaml"),
+        format!(
+            "creation_rules:\n  - age: [{}]\n    encrypted_suffix: _secret\n    mac_only_encrypted: true\n",
+            k.public
+        ),
+    )
+    .unwrap();
+    for (file, plain) in [
+        ("s.yaml", PLAIN_YAML),
+        ("s.json", "{\"a_secret\": 1, \"b\": [2]}\n"),
+    ] {
+        std::fs::write(d.join(file), plain).unwrap();
+        cli::encrypt_file(None, &d.join(file), true, &mut Vec::new()).unwrap();
+        let printed = sops_ok(d, Some(&k), &["decrypt", file]);
+        assert_eq!(parsed(&printed, file), parsed(plain, file), "{file}");
+        let ours = decrypt_file(&d.join(file), &ids(&k)).unwrap();
+        assert_eq!(canon_value(&ours), parsed(plain, file), "{file}");
+    }
+}
+
+#[test]
 fn updatekeys_rewraps_for_new_recipients_only() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
