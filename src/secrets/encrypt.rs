@@ -255,7 +255,7 @@ mod tests {
         )
         .unwrap();
         assert!(!out.contains("hunter2"));
-        assert!(out.contains("user_unencrypted: \"app\""));
+        assert!(out.contains("user_unencrypted: app\n"));
         let v = decrypt_bytes(out.as_bytes(), "s.yaml", &ids).unwrap();
         let pw = v.get_path("db.password").unwrap();
         assert!(matches!(pw, Value::Sensitive(s) if s.expose_str() == Some("hunter2")));
@@ -285,7 +285,7 @@ mod tests {
             &rule(vec![public], Rule::default()),
         )
         .unwrap();
-        let tampered = out.replace("user_unencrypted: \"app\"", "user_unencrypted: \"root\"");
+        let tampered = out.replace("user_unencrypted: app", "user_unencrypted: root");
         assert_ne!(tampered, *out);
         let e = decrypt_bytes(tampered.as_bytes(), "s.yaml", &ids).unwrap_err();
         assert!(matches!(e, Error::MacMismatch { .. }), "{e}");

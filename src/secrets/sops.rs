@@ -678,6 +678,7 @@ fn yaml_scalar(v: &Node) -> String {
         Kind::Int(i) => i.to_string(),
         Kind::Float(f) => yaml_float(*f),
         Kind::Str(s) if s.starts_with("ENC[AES256_GCM,") && is_plain_enc(s) => s.to_string(),
+        Kind::Str(s) if is_plain_safe(s) => s.to_string(),
         Kind::Str(s) => double_quote(s),
         Kind::List(_) => "[]".into(),
         Kind::Map(_) => "{}".into(),

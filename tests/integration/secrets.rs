@@ -514,7 +514,7 @@ fn canary_never_leaks() {
             decrypt_bytes(
                 std::fs::read_to_string(&path)
                     .unwrap()
-                    .replace("meta_unencrypted: \"x\"", "meta_unencrypted: \"y\"")
+                    .replace("meta_unencrypted: x", "meta_unencrypted: y")
                     .as_bytes(),
                 "canary.sops.yaml",
                 &ids(&k),
