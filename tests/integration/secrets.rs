@@ -111,7 +111,9 @@ fn parsed(text: &str, name: &str) -> serde_json::Value {
     canon_node(&parse_document(text.as_bytes(), name).unwrap())
 }
 
-const PLAIN_YAML: &str = r#"database:
+const PLAIN_YAML: &str = r#"# sops encrypts comments (type:comment); tidegate skips them
+database:
+  # the primary credentials
   password: "p@ss: word # not a comment"
   port: 5432
   ratio: 0.75
@@ -183,6 +185,7 @@ fn files_made_by_sops_decrypt_to_what_sops_prints() {
         args.extend(extra.iter().copied());
         args.push("plain.yaml");
         let encrypted = sops_ok(d, None, &args);
+        assert!(encrypted.contains("type:comment]"), "sops encrypted the comments");
         std::fs::write(d.join(name), &encrypted).unwrap();
         let expected = parsed(&sops_ok(d, Some(&k1), &["decrypt", name]), "x.yaml");
         for key in [&k1, &k2] {
