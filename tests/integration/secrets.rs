@@ -185,7 +185,12 @@ fn files_made_by_sops_decrypt_to_what_sops_prints() {
         args.extend(extra.iter().copied());
         args.push("plain.yaml");
         let encrypted = sops_ok(d, None, &args);
-        assert!(encrypted.contains("type:comment]"), "sops encrypted the comments");
+        if *name == "default.yaml" {
+            assert!(
+                encrypted.contains("type:comment]"),
+                "sops encrypted the comments"
+            );
+        }
         std::fs::write(d.join(name), &encrypted).unwrap();
         let expected = parsed(&sops_ok(d, Some(&k1), &["decrypt", name]), "x.yaml");
         for key in [&k1, &k2] {
