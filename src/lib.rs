@@ -11,8 +11,10 @@
 //! - [`sensitive`]: secret plaintext that never prints.
 //! - [`diff`]: field-level changes between two values, secrets masked.
 //! - [`provider`]: the trait every target (Kubernetes, AWS) implements.
+//! - [`secrets`]: SOPS-compatible age decryption/encryption of secret files.
 
 pub mod diff;
 pub mod provider;
+pub mod secrets;
 pub mod sensitive;
 pub mod value;

@@ -1,13 +1,28 @@
 //! The `tidegate` command line: a flat match over modes.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// GitOps reconciler for Kubernetes and AWS EC2: Git → dev → staging → test → prod.
 #[derive(Parser, Debug)]
 #[command(name = "tidegate", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Encrypt, decrypt or re-key SOPS secret files (age recipients).
+    Secrets(tidegate::secrets::cli::SecretsArgs),
+}
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Secrets(args)) => {
+            tidegate::secrets::cli::run(&args, &mut std::io::stdout().lock())?
+        }
+        None => {}
+    }
     Ok(())
 }

@@ -1,0 +1,596 @@
+//! Secrets against the real `sops` 3.x and Debian `age-keygen`: files sops
+//! writes decrypt here to exactly what `sops -d` prints, files tidegate
+//! writes decrypt with `sops -d`, `updatekeys` re-keys, the `fail_*` corpus
+//! is refused with the expected error, and a canary secret never leaks.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tidegate::secrets::cli;
+use tidegate::secrets::encrypt::{self, Config};
+use tidegate::secrets::mac::go_format_float;
+use tidegate::secrets::sops::{parse_document, Kind, Node};
+use tidegate::secrets::{
+    decrypt_bytes, decrypt_file, Decrypted, Error, Identities, IdentityOptions,
+};
+use tidegate::value::Value;
+
+use crate::support;
+
+/// A generated age key: its file and public key.
+struct Key {
+    file: PathBuf,
+    public: String,
+}
+
+fn keygen(dir: &Path, name: &str) -> Key {
+    let file = dir.join(format!("{name}.txt"));
+    let out = Command::new(support::tool("age-keygen"))
+        .arg("-o")
+        .arg(&file)
+        .output()
+        .expect("run age-keygen");
+    assert!(out.status.success(), "age-keygen failed: {out:?}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let public = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .expect("public key line")
+        .to_string();
+    Key { file, public }
+}
+
+fn ids(key: &Key) -> Identities {
+    Identities::load(
+        &IdentityOptions {
+            age_key_file: Some(key.file.clone()),
+            age_key_dir: None,
+        },
+        &|_| None,
+    )
+    .unwrap()
+}
+
+/// Runs the real sops in `dir` with only the given key file.
+fn sops(dir: &Path, key: Option<&Key>, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(support::tool("sops"));
+    cmd.current_dir(dir)
+        .args(args)
+        .env("HOME", dir)
+        .env_remove("SOPS_AGE_KEY")
+        .env_remove("SOPS_AGE_RECIPIENTS")
+        .env_remove("XDG_CONFIG_HOME");
+    match key {
+        Some(k) => cmd.env("SOPS_AGE_KEY_FILE", &k.file),
+        None => cmd.env_remove("SOPS_AGE_KEY_FILE"),
+    };
+    cmd.output().expect("run sops")
+}
+
+fn sops_ok(dir: &Path, key: Option<&Key>, args: &[&str]) -> String {
+    let out = sops(dir, key, args);
+    assert!(
+        out.status.success(),
+        "sops {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A comparable form of a plaintext document: leaves as their text.
+fn canon_node(n: &Node) -> serde_json::Value {
+    use serde_json::Value as J;
+    match &n.kind {
+        Kind::Null => J::Null,
+        Kind::Bool(b) => J::String(b.to_string()),
+        Kind::Int(i) => J::String(i.to_string()),
+        Kind::Float(f) => J::String(go_format_float(*f)),
+        Kind::Str(s) => J::String(s.to_string()),
+        Kind::List(l) => J::Array(l.iter().map(canon_node).collect()),
+        Kind::Map(m) => J::Object(m.iter().map(|(k, v)| (k.clone(), canon_node(v))).collect()),
+    }
+}
+
+/// The same form of a decrypted tidegate value (secrets exposed: test only).
+fn canon_value(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Null => J::Null,
+        Value::Bool(b) => J::String(b.to_string()),
+        Value::Int(i) => J::String(i.to_string()),
+        Value::Float(f) => J::String(go_format_float(*f)),
+        Value::String(s) => J::String(s.clone()),
+        Value::Sensitive(s) => J::String(s.expose_str().expect("utf-8").to_string()),
+        Value::List(l) => J::Array(l.iter().map(canon_value).collect()),
+        Value::Map(m) => J::Object(m.iter().map(|(k, v)| (k.clone(), canon_value(v))).collect()),
+        Value::Unknown(_) => panic!("no unknowns in secrets"),
+    }
+}
+
+fn parsed(text: &str, name: &str) -> serde_json::Value {
+    canon_node(&parse_document(text.as_bytes(), name).unwrap())
+}
+
+const PLAIN_YAML: &str = r#"# sops encrypts comments (type:comment); tidegate skips them
+database:
+  # the primary credentials
+  password: "p@ss: word # not a comment"
+  port: 5432
+  ratio: 0.75
+  big: 1e21
+  enabled: true
+  disabled: false
+  empty: ""
+  nothing: null
+  octal: 0755
+  quoted_number: "42"
+certificate: |
+  -----BEGIN CERTIFICATE-----
+  MIIBkTCB+wIJAKHBfpegPjMCMA0GCSqGSIb3DQEBBQUAMBExDzANBgNVBAMMBnVu
+  -----END CERTIFICATE-----
+greeting: "héllo wörld ✓ 日本語"
+public_key: ssh-ed25519 AAAA
+servers:
+  - name: web
+    token: abc
+    ports: [80, 443]
+  - name: db
+    tags:
+      - primary
+      - - nested
+        - 3.5
+api_key_secret: s3cr3t
+note_plain: visible
+data:
+  key: value
+stringData:
+  other: thing
+"#;
+
+const PLAIN_JSON: &str = r#"{
+  "token": "abc\ndef",
+  "count": 7,
+  "ratio": 1.25,
+  "flags": [true, false, null],
+  "nested": {"deep": {"unicode": "ü✓", "empty": ""}},
+  "empty_map": {},
+  "empty_list": []
+}
+"#;
+
+#[test]
+fn files_made_by_sops_decrypt_to_what_sops_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let k1 = keygen(d, "k1");
+    let k2 = keygen(d, "k2");
+    std::fs::write(d.join("plain.yaml"), PLAIN_YAML).unwrap();
+    std::fs::write(d.join("plain.json"), PLAIN_JSON).unwrap();
+    let both = format!("{},{}", k1.public, k2.public);
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        ("default.yaml", vec![]),
+        (
+            "enc_regex.yaml",
+            vec!["--encrypted-regex", "^(data|stringData|password)$"],
+        ),
+        (
+            "unenc_regex.yaml",
+            vec!["--unencrypted-regex", "^(public_key|name)$"],
+        ),
+        ("enc_suffix.yaml", vec!["--encrypted-suffix", "_secret"]),
+        ("unenc_suffix.yaml", vec!["--unencrypted-suffix", "_plain"]),
+    ];
+    for (name, extra) in &cases {
+        let mut args = vec!["encrypt", "--age", &both];
+        args.extend(extra.iter().copied());
+        args.push("plain.yaml");
+        let encrypted = sops_ok(d, None, &args);
+        if *name == "default.yaml" {
+            assert!(
+                encrypted.contains("type:comment]"),
+                "sops encrypted the comments"
+            );
+        }
+        std::fs::write(d.join(name), &encrypted).unwrap();
+        let expected = parsed(&sops_ok(d, Some(&k1), &["decrypt", name]), "x.yaml");
+        for key in [&k1, &k2] {
+            let got = decrypt_file(&d.join(name), &ids(key)).unwrap();
+            assert_eq!(canon_value(&got), expected, "{name} with {}", key.public);
+        }
+    }
+    // Selection rules decide what is Sensitive.
+    let enc_regex = decrypt_file(&d.join("enc_regex.yaml"), &ids(&k1)).unwrap();
+    assert!(matches!(
+        enc_regex.get_path("data.key"),
+        Some(Value::Sensitive(_))
+    ));
+    assert!(matches!(
+        enc_regex.get_path("greeting"),
+        Some(Value::String(_))
+    ));
+    let default = decrypt_file(&d.join("default.yaml"), &ids(&k1)).unwrap();
+    assert!(matches!(
+        default.get_path("database.port"),
+        Some(Value::Sensitive(_))
+    ));
+    assert_eq!(
+        default.get_path("note_plain"),
+        Some(&Value::Sensitive(
+            tidegate::sensitive::Sensitive::from_string("visible".into())
+        ))
+    );
+    let unenc = decrypt_file(&d.join("unenc_suffix.yaml"), &ids(&k1)).unwrap();
+    assert_eq!(
+        unenc.get_path("note_plain"),
+        Some(&Value::String("visible".into()))
+    );
+
+    let json = sops_ok(d, None, &["encrypt", "--age", &both, "plain.json"]);
+    std::fs::write(d.join("s.json"), &json).unwrap();
+    let expected = parsed(&sops_ok(d, Some(&k2), &["decrypt", "s.json"]), "x.json");
+    let got = decrypt_file(&d.join("s.json"), &ids(&k2)).unwrap();
+    assert_eq!(canon_value(&got), expected);
+}
+
+#[test]
+fn mac_only_encrypted_files_from_sops_decrypt() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let k = keygen(d, "k");
+    std::fs::write(
+        d.join(".sops.yaml"),
+        format!(
+            "creation_rules:\n  - age: {}\n    encrypted_regex: ^password$\n    mac_only_encrypted: true\n",
+            k.public
+        ),
+    )
+    .unwrap();
+    std::fs::write(d.join("p.yaml"), PLAIN_YAML).unwrap();
+    let encrypted = sops_ok(d, None, &["encrypt", "p.yaml"]);
+    assert!(encrypted.contains("mac_only_encrypted: true"));
+    // Plain values are outside the MAC: changing one is allowed, as in sops.
+    let edited = encrypted.replace("note_plain: visible", "note_plain: changed");
+    std::fs::write(d.join("s.yaml"), &edited).unwrap();
+    let expected = parsed(&sops_ok(d, Some(&k), &["decrypt", "s.yaml"]), "x.yaml");
+    let got = decrypt_file(&d.join("s.yaml"), &ids(&k)).unwrap();
+    assert_eq!(canon_value(&got), expected);
+}
+
+fn write_sops_config(d: &Path, dev: &Key, prod: &Key) {
+    std::fs::create_dir_all(d.join("secrets")).unwrap();
+    std::fs::write(
+        d.join(".sops.yaml"),
+        format!(
+            "creation_rules:\n  - path_regex: secrets/prod\\.sops\\.(yaml|json)$\n    age: {}\n    encrypted_regex: ^(password|token|data)$\n  - path_regex: secrets/.*\n    age: {}\n",
+            prod.public, dev.public
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn files_tidegate_encrypts_decrypt_with_sops() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let dev = keygen(d, "dev");
+    let prod = keygen(d, "prod");
+    write_sops_config(d, &dev, &prod);
+    for (file, plain) in [
+        ("secrets/dev.sops.yaml", PLAIN_YAML),
+        ("secrets/prod.sops.yaml", PLAIN_YAML),
+        ("secrets/dev.sops.json", PLAIN_JSON),
+        ("secrets/prod.sops.json", PLAIN_JSON),
+    ] {
+        let path = d.join(file);
+        std::fs::write(&path, plain).unwrap();
+        cli::encrypt_file(None, &path, true, &mut Vec::new()).unwrap();
+        let encrypted = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !encrypted.contains("p@ss") && !encrypted.contains("abc\\ndef"),
+            "{file}"
+        );
+        let (right, wrong) = if file.contains("prod") {
+            (&prod, &dev)
+        } else {
+            (&dev, &prod)
+        };
+        let printed = sops_ok(d, Some(right), &["decrypt", file]);
+        assert_eq!(parsed(&printed, file), parsed(plain, file), "{file}");
+        let refused = sops(d, Some(wrong), &["decrypt", file]);
+        assert!(
+            !refused.status.success(),
+            "{file} must not open with the other environment's key"
+        );
+        let ours = decrypt_file(&path, &ids(right)).unwrap();
+        assert_eq!(canon_value(&ours), parsed(plain, file));
+    }
+    let prod_text = std::fs::read_to_string(d.join("secrets/prod.sops.yaml")).unwrap();
+    assert!(prod_text.contains(r#"encrypted_regex: "^(password|token|data)$""#));
+    assert!(
+        prod_text.contains("greeting: \"héllo"),
+        "unselected values stay readable"
+    );
+}
+
+#[test]
+fn mac_only_encrypted_files_tidegate_writes_decrypt_with_sops() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let k = keygen(d, "k");
+    std::fs::write(
+        d.join(".sops.yaml"),
+        format!(
+            "creation_rules:\n  - age: [{}]\n    encrypted_suffix: _secret\n    mac_only_encrypted: true\n",
+            k.public
+        ),
+    )
+    .unwrap();
+    for (file, plain) in [
+        ("s.yaml", PLAIN_YAML),
+        ("s.json", "{\"a_secret\": 1, \"b\": [2]}\n"),
+    ] {
+        std::fs::write(d.join(file), plain).unwrap();
+        cli::encrypt_file(None, &d.join(file), true, &mut Vec::new()).unwrap();
+        let printed = sops_ok(d, Some(&k), &["decrypt", file]);
+        assert_eq!(parsed(&printed, file), parsed(plain, file), "{file}");
+        let ours = decrypt_file(&d.join(file), &ids(&k)).unwrap();
+        assert_eq!(canon_value(&ours), parsed(plain, file), "{file}");
+    }
+}
+
+#[test]
+fn updatekeys_rewraps_for_new_recipients_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let dev = keygen(d, "dev");
+    let prod = keygen(d, "prod");
+    let rotated = keygen(d, "rotated");
+    write_sops_config(d, &dev, &prod);
+    let path = d.join("secrets/dev.sops.yaml");
+    std::fs::write(&path, PLAIN_YAML).unwrap();
+    cli::encrypt_file(None, &path, true, &mut Vec::new()).unwrap();
+    let before = std::fs::read_to_string(&path).unwrap();
+    // Rotate: dev's rule now names the rotated key.
+    write_sops_config(d, &rotated, &prod);
+    let mut out = Vec::new();
+    cli::updatekeys_file(Some(d), &path, &ids(&dev), &mut out).unwrap();
+    assert!(String::from_utf8(out).unwrap().contains(&rotated.public));
+    let after = std::fs::read_to_string(&path).unwrap();
+    let values = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| {
+                !l.starts_with("    ")
+                    && !l.contains("recipient")
+                    && !l.trim_start().starts_with("enc:")
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        values(&before),
+        values(&after),
+        "values, lastmodified and mac are untouched"
+    );
+    let printed = sops_ok(d, Some(&rotated), &["decrypt", "secrets/dev.sops.yaml"]);
+    assert_eq!(parsed(&printed, "x.yaml"), parsed(PLAIN_YAML, "x.yaml"));
+    assert!(!sops(d, Some(&dev), &["decrypt", "secrets/dev.sops.yaml"])
+        .status
+        .success());
+    let e = decrypt_file(&path, &ids(&dev)).unwrap_err().to_string();
+    assert!(
+        e.contains(&rotated.public) && e.contains(&dev.public),
+        "{e}"
+    );
+}
+
+#[test]
+fn cli_binary_decrypts_like_sops() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let k = keygen(d, "k");
+    std::fs::write(d.join("p.yaml"), PLAIN_YAML).unwrap();
+    let encrypted = sops_ok(d, None, &["encrypt", "--age", &k.public, "p.yaml"]);
+    std::fs::write(d.join("s.yaml"), encrypted).unwrap();
+    let mounted = d.join("mounted");
+    std::fs::create_dir(&mounted).unwrap();
+    std::fs::copy(&k.file, mounted.join("identity.agekey")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args(["secrets", "decrypt"])
+        .arg(d.join("s.yaml"))
+        .arg("--age-key-file")
+        .arg(&mounted)
+        .env_remove("SOPS_AGE_KEY_FILE")
+        .env_remove("SOPS_AGE_KEY")
+        .env("HOME", d)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours = String::from_utf8(out.stdout).unwrap();
+    let theirs = sops_ok(d, Some(&k), &["decrypt", "s.yaml"]);
+    assert_eq!(parsed(&ours, "x.yaml"), parsed(&theirs, "x.yaml"));
+    // The same file through SOPS_AGE_KEY (key text in the environment).
+    let key_text = std::fs::read_to_string(&k.file).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args(["secrets", "decrypt"])
+        .arg(d.join("s.yaml"))
+        .env_remove("SOPS_AGE_KEY_FILE")
+        .env("SOPS_AGE_KEY", key_text)
+        .env("HOME", d)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No identity at all: a clear error naming the file and its recipient.
+    let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args(["secrets", "decrypt"])
+        .arg(d.join("s.yaml"))
+        .env_remove("SOPS_AGE_KEY_FILE")
+        .env_remove("SOPS_AGE_KEY")
+        .env("HOME", d)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("s.yaml") && err.contains(&k.public) && err.contains("--age-key-file"),
+        "{err}"
+    );
+}
+
+fn fixtures() -> PathBuf {
+    support::repo_root().join("tests/fixtures/sops")
+}
+
+#[test]
+fn fail_corpus_is_refused_with_the_expected_error() {
+    let key = Key {
+        file: fixtures().join("key.txt"),
+        public: String::new(),
+    };
+    let ids = ids(&key);
+    let mut seen = 0;
+    for entry in std::fs::read_dir(fixtures()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if !name.starts_with("fail_") || name.ends_with(".expect") {
+            continue;
+        }
+        let expect = std::fs::read_to_string(path.with_extension("expect")).unwrap();
+        let err = decrypt_file(&path, &ids).expect_err(&name).to_string();
+        assert!(
+            err.contains(expect.trim()),
+            "{name}: `{err}` lacks `{}`",
+            expect.trim()
+        );
+        assert!(
+            err.contains(&name),
+            "{name}: error must name the file: {err}"
+        );
+        assert!(!err.contains("s3cret-value"), "{name}: {err}");
+        seen += 1;
+    }
+    assert!(seen >= 10, "corpus has {seen} cases");
+}
+
+/// The canary: a known secret goes through decryption, lookup, rendering,
+/// error paths and trace-level logging; it must appear in none of them nor
+/// in any file written.
+#[test]
+fn canary_never_leaks() {
+    const CANARY: &str = "canary-7d1f0b-do-not-print";
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let k = keygen(d, "k");
+    let other = keygen(d, "other");
+    let config = Config::parse(
+        format!("creation_rules:\n  - age: {}\n", k.public).as_bytes(),
+        ".sops.yaml",
+    )
+    .unwrap();
+    let plain = format!("db:\n  password: {CANARY}\n  list: [{CANARY}]\nmeta_unencrypted: x\n");
+    let rule = config.rule_for("secrets/canary.sops.yaml").unwrap();
+
+    let logs = LogCapture::default();
+    let mut rendered = String::new();
+    tracing::subscriber::with_default(logs.subscriber(), || {
+        let encrypted = encrypt::encrypt(plain.as_bytes(), "canary.sops.yaml", rule).unwrap();
+        let path = d.join("canary.sops.yaml");
+        std::fs::write(&path, encrypted.as_bytes()).unwrap();
+        let mut all = Decrypted::new();
+        all.load("canary", &path, &ids(&k)).unwrap();
+        let tree = all.tree("canary").unwrap();
+        let secret = all.lookup("canary", &["db", "password"]).unwrap();
+        assert_eq!(
+            secret.expose_str(),
+            Some(CANARY),
+            "the secret is really there"
+        );
+        rendered.push_str(&format!("{tree:?}\n{all:?}\n{secret:?}\n{secret}\n"));
+        rendered.push_str(&serde_json::to_string(tree).unwrap());
+        rendered.push_str(&tree.to_json_masked().to_string());
+        for e in [
+            all.get("canary", &["db", "missing"]).unwrap_err(),
+            all.get("canary", &["db"]).unwrap_err(),
+            decrypt_file(&path, &ids(&other)).unwrap_err(),
+            decrypt_bytes(
+                std::fs::read_to_string(&path)
+                    .unwrap()
+                    .replace("meta_unencrypted: x", "meta_unencrypted: y")
+                    .as_bytes(),
+                "canary.sops.yaml",
+                &ids(&k),
+            )
+            .unwrap_err(),
+            decrypt_bytes(b"db: [\n", "broken.yaml", &ids(&k)).unwrap_err(),
+        ] {
+            rendered.push_str(&format!("{e}\n{e:?}\n"));
+        }
+        let e: Error =
+            encrypt::encrypt(format!("{CANARY}: [").as_bytes(), "p.yaml", rule).unwrap_err();
+        rendered.push_str(&format!("{e}\n{e:?}\n"));
+    });
+    let logged = logs.contents();
+    assert!(
+        logged.contains("decrypt"),
+        "trace logging was captured: {logged}"
+    );
+    assert!(
+        !rendered.contains(CANARY),
+        "rendered output leaks: {rendered}"
+    );
+    assert!(!logged.contains(CANARY), "logs leak: {logged}");
+    for entry in walk(d) {
+        let bytes = std::fs::read(&entry).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(CANARY), "{} leaks", entry.display());
+    }
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Trace-level logs captured into memory.
+#[derive(Clone, Default)]
+struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish()
+    }
+
+    fn contents(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
