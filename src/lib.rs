@@ -10,7 +10,9 @@
 //! - [`value`]: the value tree carried from the loader to the providers.
 //! - [`sensitive`]: secret plaintext that never prints.
 //! - [`provider`]: the trait every target (Kubernetes, AWS) implements.
+//! - [`policy`]: production-readiness checks, per-environment severity, waivers.
 
+pub mod policy;
 pub mod provider;
 pub mod sensitive;
 pub mod value;
