@@ -127,7 +127,7 @@ impl PolicyConfig {
         if errors.is_empty() {
             Ok(config)
         } else {
-            Err(errors)
+            Err(by_position(errors))
         }
     }
 
@@ -235,6 +235,12 @@ impl ConfigError {
             | ConfigError::DuplicateWaiver { origin, .. } => origin,
         }
     }
+}
+
+/// Errors in file order, so they read top to bottom.
+pub(crate) fn by_position(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    errors.sort_by(|a, b| a.origin().cmp(b.origin()));
+    errors
 }
 
 fn did_you_mean(s: &Option<&'static str>) -> String {

@@ -123,15 +123,24 @@ fn image_digest(c: &Container<'_>, out: &mut Vec<Hit>) {
         Pin::Tag => "is pinned by tag, not by digest",
     };
     let shown = image.shown();
+    let fix = if shown == image.raw {
+        format!(
+            "pin the image of {} by digest: `{}@sha256:<digest>` (`docker buildx imagetools inspect {}` prints the digest)",
+            c.label,
+            repository(shown),
+            shown.split('@').next().unwrap_or(shown)
+        )
+    } else {
+        format!(
+            "pin the image of {} by digest: `<repository>@sha256:<digest>`",
+            c.label
+        )
+    };
     out.push(c.hit(
         CheckId::ImageDigest,
         "image",
         format!("{} image `{shown}` {problem}", c.label),
-        format!(
-            "pin `{}` by digest: `{}@sha256:<digest>` (`docker buildx imagetools inspect {shown}` prints it)",
-            c.label,
-            repository(shown)
-        ),
+        fix,
     ));
 }
 

@@ -35,6 +35,7 @@ mod waiver;
 pub use config::{
     is_production, ConfigError, PolicyConfig, Severity, DEFAULT_PUBLIC_PORTS, DEFAULT_REQUIRED_TAGS,
 };
+pub use render::render_check_list;
 pub use waiver::{Date, Waiver};
 
 /// The built-in checks.

@@ -143,6 +143,20 @@ impl Report {
     }
 }
 
+/// The check table as text, for `tidegate policy --list`: id, what it
+/// looks at, why, and how to fix.
+pub fn render_check_list() -> String {
+    let mut out = String::new();
+    for c in super::checks() {
+        let _ = writeln!(
+            out,
+            "{}\n  applies to: {}\n  why: {}\n  fix: {}",
+            c.id, c.applies_to, c.rationale, c.fix
+        );
+    }
+    out
+}
+
 fn plural(n: usize, word: &str) -> String {
     if n == 1 {
         word.to_string()

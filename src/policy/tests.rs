@@ -769,7 +769,7 @@ fn rendering_text_markdown_and_json() {
     let first = text.lines().next().unwrap();
     assert_eq!(
         first,
-        format!("modules/app/module.yaml:{line}:1: error[image-digest] app.res: container `web` image `nginx:latest` uses the `latest` tag (fix: pin `container `web`` by digest: `nginx@sha256:<digest>` (`docker buildx imagetools inspect nginx:latest` prints it))")
+        format!("modules/app/module.yaml:{line}:1: error[image-digest] app.res: container `web` image `nginx:latest` uses the `latest` tag (fix: pin the image of container `web` by digest: `nginx@sha256:<digest>` (`docker buildx imagetools inspect nginx:latest` prints the digest))")
     );
     assert!(text.contains("waived[read-only-root-fs] app.res:"));
     assert!(
@@ -807,6 +807,9 @@ fn the_check_table_is_complete_and_documented() {
         );
     }
     assert_eq!(checks().len(), CheckId::ALL.len());
+    let list = render_check_list();
+    assert_eq!(list.lines().count(), 4 * CheckId::ALL.len());
+    assert!(list.starts_with("image-digest\n  applies to: every container"));
     assert!("nope".parse::<CheckId>().is_err());
 }
 

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use crate::value::{index_path, key_path, Origin, Spans, Value};
 
-use super::config::{ConfigError, Locator};
+use super::config::{by_position, ConfigError, Locator};
 use super::CheckId;
 
 /// A calendar date (`YYYY-MM-DD`), enough for waiver expiries.
@@ -150,7 +150,7 @@ impl Waiver {
         if errors.is_empty() {
             Ok(out)
         } else {
-            Err(errors)
+            Err(by_position(errors))
         }
     }
 }
@@ -304,11 +304,21 @@ mod tests {
         .unwrap_err();
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
         assert_eq!(text.len(), 5, "{text:#?}");
-        assert!(text[0].contains("unknown field `expiry` in a waiver (did you mean `expires`?)"));
-        assert!(text[1].contains("unknown check id `imdsv3` (did you mean `imdsv2`?)"));
-        assert!(text[2].starts_with("modules/web/module.yaml:26:7: `31.12.2026` is not a date"));
-        assert!(text[3].contains("waiver for `probes` has an empty reason"));
-        assert!(text[4].contains("a waiver has no `check`"));
+        let has = |s: &str| text.iter().any(|t| t.contains(s));
+        assert!(has(
+            "unknown field `expiry` in a waiver (did you mean `expires`?)"
+        ));
+        assert!(has("unknown check id `imdsv3` (did you mean `imdsv2`?)"));
+        assert!(has(
+            "modules/web/module.yaml:26:7: `31.12.2026` is not a date"
+        ));
+        assert!(has("waiver for `probes` has an empty reason"));
+        assert!(has("a waiver has no `check`"));
+        let lines: Vec<usize> = errs.iter().map(|e| e.origin().line).collect();
+        assert!(
+            lines.windows(2).all(|w| w[0] <= w[1]),
+            "sorted by position: {lines:?}"
+        );
     }
 
     #[test]
