@@ -102,7 +102,7 @@ impl PolicyConfig {
         policy: &Value,
         spans: &Spans,
         path: &str,
-    ) -> Result<PolicyConfig, Vec<ConfigError>> {
+    ) -> super::Result<PolicyConfig> {
         let mut config = PolicyConfig::defaults(environment);
         let mut errors = Vec::new();
         let at = Locator { spans, path };
@@ -512,7 +512,7 @@ mod tests {
         s
     }
 
-    fn parse(env: &str, j: serde_json::Value) -> Result<PolicyConfig, Vec<ConfigError>> {
+    fn parse(env: &str, j: serde_json::Value) -> crate::policy::Result<PolicyConfig> {
         PolicyConfig::parse(env, &Value::from_json(j), &spans(), "spec.policy")
     }
 

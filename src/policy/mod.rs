@@ -36,6 +36,9 @@ pub use config::{
     is_production, ConfigError, PolicyConfig, Severity, DEFAULT_PUBLIC_PORTS, DEFAULT_REQUIRED_TAGS,
 };
 pub use render::render_check_list;
+
+/// Parsing a policy block or waivers: every problem found, in file order.
+pub type Result<T, E = Vec<ConfigError>> = std::result::Result<T, E>;
 pub use waiver::{Date, Waiver};
 
 /// The built-in checks.
@@ -288,6 +291,8 @@ pub struct Note {
 /// The policy result for one environment.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Report {
+    /// The environment evaluated ([`PolicyConfig::environment`]).
+    pub environment: String,
     /// Unwaived findings, sorted by file, line, check.
     pub findings: Vec<Finding>,
     /// Findings a valid waiver turned off (listed in the plan).
@@ -344,7 +349,10 @@ pub fn evaluate(config: &PolicyConfig, subjects: &[Subject<'_>], today: Date) ->
     hits.extend(ingress::unique(subjects));
     hits.retain(|(_, h)| config.severity_of(h.check) != Severity::Off);
 
-    let mut report = Report::default();
+    let mut report = Report {
+        environment: config.environment.clone(),
+        ..Report::default()
+    };
     let mut used = vec![Vec::new(); subjects.len()];
     for (i, hit) in hits {
         let s = &subjects[i];
@@ -411,9 +419,7 @@ fn waiver_notes(
                         origin: w.origin.clone(),
                     })
                 }
-                _ if used.contains(&w.check)
-                    || config.severity_of(w.check) == Severity::Off
-                    || s.body.has_unknown() => {}
+                _ if used.contains(&w.check) || !runs(config, w.check) || s.body.has_unknown() => {}
                 _ => report.notes.push(Note {
                     origin: Some(w.origin.clone()),
                     message: format!(
@@ -426,9 +432,15 @@ fn waiver_notes(
     }
 }
 
+/// False for checks that are off, or skipped for lack of configuration.
+fn runs(config: &PolicyConfig, check: CheckId) -> bool {
+    config.severity_of(check) != Severity::Off
+        && !(check == CheckId::IngressDomain && config.approved_domains.is_empty())
+}
+
 fn skipped_notes(config: &PolicyConfig, subjects: &[Subject<'_>], report: &mut Report) {
     let relevant = config.severity_of(CheckId::IngressDomain) != Severity::Off
-        && config.approved_domains.is_empty()
+        && !runs(config, CheckId::IngressDomain)
         && subjects
             .iter()
             .any(|s| s.provider == ProviderKind::Kubernetes && ingress::is_ingress(s.kind));
@@ -444,12 +456,19 @@ fn skipped_notes(config: &PolicyConfig, subjects: &[Subject<'_>], report: &mut R
 }
 
 fn sort(report: &mut Report) {
-    let key = |f: &Finding| (f.origin.file.clone(), f.origin.line, f.check);
-    report.findings.sort_by_key(key);
-    report.waived.sort_by_key(|w| key(&w.finding));
+    fn key(o: &Origin, check: CheckId) -> (&str, usize, CheckId) {
+        (&o.file, o.line, check)
+    }
+    report
+        .findings
+        .sort_by(|a, b| key(&a.origin, a.check).cmp(&key(&b.origin, b.check)));
+    report.waived.sort_by(|a, b| {
+        let (a, b) = (&a.finding, &b.finding);
+        key(&a.origin, a.check).cmp(&key(&b.origin, b.check))
+    });
     report
         .expired_waivers
-        .sort_by_key(|w| (w.origin.file.clone(), w.origin.line, w.check));
+        .sort_by(|a, b| key(&a.origin, a.check).cmp(&key(&b.origin, b.check)));
 }
 
 #[cfg(test)]

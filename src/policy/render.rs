@@ -55,36 +55,38 @@ impl Report {
 
     /// `policy: 2 errors, 1 warning, 3 waived — apply blocked`.
     pub fn summary(&self) -> String {
+        format!("policy: {} — {}", self.counts(), self.verdict())
+    }
+
+    /// `2 errors, 1 warning, 3 waived[, 1 expired waiver]`.
+    fn counts(&self) -> String {
+        let (e, w) = (self.errors(), self.warnings());
         let mut s = format!(
-            "policy: {} {}, {} {}, {} waived",
-            self.errors(),
-            plural(self.errors(), "error"),
-            self.warnings(),
-            plural(self.warnings(), "warning"),
+            "{e} {}, {w} {}, {} waived",
+            plural(e, "error"),
+            plural(w, "warning"),
             self.waived.len()
         );
-        if !self.expired_waivers.is_empty() {
-            let _ = write!(s, ", {} expired waiver(s)", self.expired_waivers.len());
+        let x = self.expired_waivers.len();
+        if x > 0 {
+            let _ = write!(s, ", {x} expired {}", plural(x, "waiver"));
         }
-        s.push_str(if self.blocks_apply() {
-            " — apply blocked"
-        } else {
-            " — apply allowed"
-        });
         s
+    }
+
+    fn verdict(&self) -> &'static str {
+        if self.blocks_apply() {
+            "apply blocked"
+        } else {
+            "apply allowed"
+        }
     }
 
     /// A Markdown section (`### Policy`) with a table of findings, the
     /// waivers in force, expired waivers and notes, for the plan preview.
     pub fn render_markdown(&self) -> String {
         let mut out = String::from("### Policy\n\n");
-        let _ = writeln!(
-            out,
-            "{}\n",
-            self.summary()
-                .replace("policy: ", "**")
-                .replace(" — ", "** — ")
-        );
+        let _ = writeln!(out, "**{}** — {}\n", self.counts(), self.verdict());
         if !self.findings.is_empty() {
             out.push_str(
                 "| | Check | Resource | Where | Finding | Fix |\n|---|---|---|---|---|---|\n",

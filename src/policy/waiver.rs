@@ -116,11 +116,7 @@ impl Waiver {
     /// in `spans` (`resources[2].waivers`). `null` is an empty list. Every
     /// problem is reported: unknown fields or check ids, a missing or empty
     /// reason, a malformed expiry, two waivers for one check.
-    pub fn parse_all(
-        waivers: &Value,
-        spans: &Spans,
-        path: &str,
-    ) -> Result<Vec<Waiver>, Vec<ConfigError>> {
+    pub fn parse_all(waivers: &Value, spans: &Spans, path: &str) -> super::Result<Vec<Waiver>> {
         let at = Locator { spans, path };
         let items = match waivers {
             Value::Null => return Ok(Vec::new()),
@@ -246,7 +242,7 @@ mod tests {
         s
     }
 
-    fn parse(j: serde_json::Value) -> Result<Vec<Waiver>, Vec<ConfigError>> {
+    fn parse(j: serde_json::Value) -> crate::policy::Result<Vec<Waiver>> {
         Waiver::parse_all(&Value::from_json(j), &spans(), "resources[0].waivers")
     }
 
