@@ -575,6 +575,19 @@ fn ingress_domain_without_approved_domains_is_skipped_with_a_note() {
     assert!(r.notes[0]
         .message
         .starts_with("ingress-domain skipped in environment prod"));
+
+    let mut waived = ingress("w", &["shop.example.org"]);
+    waived.waivers = vec![waiver(CheckId::IngressDomain, None)];
+    let r = evaluate(
+        &PolicyConfig::defaults("prod"),
+        &[waived.subject()],
+        today(),
+    );
+    assert_eq!(
+        r.notes.len(),
+        1,
+        "a waiver for a skipped check is not called useless"
+    );
 }
 
 #[test]
@@ -788,6 +801,7 @@ fn rendering_text_markdown_and_json() {
     ));
 
     let j = serde_json::to_value(&r).unwrap();
+    assert_eq!(j["environment"], "prod");
     assert_eq!(j["findings"][0]["check"], "image-digest");
     assert_eq!(j["findings"][0]["severity"], "error");
     assert_eq!(j["findings"][0]["resource"], "app.res");
