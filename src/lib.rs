@@ -12,8 +12,10 @@
 //! - [`diff`]: field-level changes between two values, secrets masked.
 //! - [`provider`]: the trait every target (Kubernetes, AWS) implements.
 //! - [`secrets`]: SOPS-compatible age decryption/encryption of secret files.
+//! - [`policy`]: production-readiness checks, per-environment severity, waivers.
 
 pub mod diff;
+pub mod policy;
 pub mod provider;
 pub mod secrets;
 pub mod sensitive;
