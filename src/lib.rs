@@ -10,7 +10,21 @@
 //! - [`value`]: the value tree carried from the loader to the providers.
 //! - [`sensitive`]: secret plaintext that never prints.
 //! - [`provider`]: the trait every target (Kubernetes, AWS) implements.
+//! - [`diag`]: file:line:column diagnostics, collected and sorted.
+//! - [`load`]: repository files → resolved [`model::Model`] (two stages).
+//! - [`model`]: environments, module instances, modules, resources.
+//! - [`expr`]: `${...}` references: parsing and evaluation.
+//! - [`render`]: model + known attributes + secrets → `provider::Desired`.
+//! - [`graph`]: the dependency graph (petgraph), cycles, levels, DOT/Mermaid.
+//! - [`cli`]: the command implementations behind `src/main.rs`.
 
+pub mod cli;
+pub mod diag;
+pub mod expr;
+pub mod graph;
+pub mod load;
+pub mod model;
 pub mod provider;
+pub mod render;
 pub mod sensitive;
 pub mod value;

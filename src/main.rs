@@ -1,13 +1,56 @@
 //! The `tidegate` command line: a flat match over modes.
 
-use clap::Parser;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tidegate::cli;
 
 /// GitOps reconciler for Kubernetes and AWS EC2: Git → dev → staging → test → prod.
 #[derive(Parser, Debug)]
 #[command(name = "tidegate", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Parse, resolve, graph and check every environment (no keys, no network).
+    /// Exit 0 when clean, 1 with every problem listed.
+    Validate {
+        /// The repository (holding environments/, modules/, secrets/).
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: cli::validate::Format,
+    },
+    /// Print the dependency graph as Graphviz DOT or Mermaid.
+    Graph {
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Only this environment.
+        #[arg(long)]
+        env: Option<String>,
+        #[arg(long, value_enum, default_value = "dot")]
+        format: cli::graph::Format,
+    },
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let mut out = std::io::stdout().lock();
+    let code = match cli.command {
+        Command::Validate { repo, format } => cli::validate::run(&repo, format, &mut out)?,
+        Command::Graph { repo, env, format } => cli::graph::run(
+            &repo,
+            env.as_deref(),
+            format,
+            &mut out,
+            &mut std::io::stderr(),
+        )?,
+    };
+    out.flush()?;
+    Ok(ExitCode::from(code))
 }
