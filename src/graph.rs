@@ -70,7 +70,9 @@ pub struct Edge {
     pub kind: EdgeKind,
     /// Where the dependency was declared.
     pub origin: Origin,
-    /// What declared it, for messages (`${resource.vpc.id}`, `dependsOn: network`).
+    /// What declared it and where, for messages: for a reference, the chain
+    /// from the dependent value to the resource
+    /// (`${input.vpcId} at m.yaml:3:9 <- ${module.network.vpc_id} at dev.yaml:9:12 <- ...`).
     pub detail: String,
 }
 
@@ -118,7 +120,7 @@ impl Graph {
         for env in &model.environments {
             for (a, o) in &env.after {
                 if let (Some(from), Some(to)) = (g.env_node(a), g.env_node(&env.name)) {
-                    g.add_edge(from, to, EdgeKind::Order, o, format!("after: {a}"));
+                    g.add_edge(from, to, EdgeKind::Order, o, format!("after: {a} at {o}"));
                 }
             }
             EnvBuilder::new(model, env, &mut g, diags).build();
@@ -300,7 +302,7 @@ impl Graph {
             names.join(", ")
         );
         for (a, b, e) in &edges {
-            let _ = write!(msg, "\n    {a} -> {b}: {} at {}", e.detail, e.origin);
+            let _ = write!(msg, "\n    {a} -> {b}: {}", e.detail);
         }
         let origin = edges
             .iter()
@@ -436,12 +438,36 @@ fn mermaid_id(s: &str) -> String {
         .collect()
 }
 
-/// A resource that a value depends on, with how the dependency was declared.
+/// A resource that a value depends on, with the chain of references that
+/// leads to it (first the one in the dependent value, last the one naming
+/// the resource).
 #[derive(Clone)]
 struct Dep {
     id: ResourceId,
-    origin: Origin,
-    detail: String,
+    hops: Vec<(String, Origin)>,
+}
+
+impl Dep {
+    fn origin(&self) -> Origin {
+        self.hops[0].1.clone()
+    }
+
+    fn detail(&self) -> String {
+        self.hops
+            .iter()
+            .map(|(r, o)| format!("{r} at {o}"))
+            .collect::<Vec<_>>()
+            .join(" <- ")
+    }
+
+    fn via(&self, head: String, origin: Origin) -> Dep {
+        let mut hops = vec![(head, origin)];
+        hops.extend(self.hops.iter().cloned());
+        Dep {
+            id: self.id.clone(),
+            hops,
+        }
+    }
 }
 
 /// Builds the edges of one environment.
@@ -560,7 +586,13 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
                 }
             }
             for dep in self.module_value_deps(inst, &res.body, &res.spans) {
-                self.edge(&dep.id, &to, EdgeKind::Reference, &dep.origin, dep.detail);
+                self.edge(
+                    &dep.id,
+                    &to,
+                    EdgeKind::Reference,
+                    &dep.origin(),
+                    dep.detail(),
+                );
             }
         }
     }
@@ -582,16 +614,11 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
                         module: inst.name.clone(),
                         name: r.path[0].clone(),
                     },
-                    origin,
-                    detail: format!("${{{r}}}"),
+                    hops: vec![(format!("${{{r}}}"), origin)],
                 }),
                 Scope::Input => {
                     for d in self.value_deps(inst, &r.path[0], false) {
-                        out.push(Dep {
-                            id: d.id,
-                            detail: format!("${{{r}}} set from {} at {}", d.detail, d.origin),
-                            origin: origin.clone(),
-                        });
+                        out.push(d.via(format!("${{{r}}}"), origin.clone()));
                     }
                 }
                 _ => {}
@@ -650,11 +677,7 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
             }
             let origin = v.spans.nearest(&path).cloned().unwrap_or_default();
             for d in self.value_deps(other, &r.path[1], true) {
-                out.push(Dep {
-                    id: d.id,
-                    detail: format!("${{{r}}} at {origin} ← {}", d.detail),
-                    origin: d.origin,
-                });
+                out.push(d.via(format!("${{{r}}}"), origin.clone()));
             }
         }
         out
@@ -706,7 +729,7 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
         for (id, gk, ns, origin) in objects {
             if let Some(ns_id) = ns.and_then(|n| namespaces.get(&n).cloned()) {
                 if ns_id != id {
-                    let detail = format!("lives in namespace {ns_id}");
+                    let detail = format!("lives in namespace {ns_id} ({origin})");
                     self.edge(&ns_id, &id, EdgeKind::Namespace, &origin, detail);
                 }
             }
@@ -718,7 +741,7 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
                         &id,
                         EdgeKind::Crd,
                         &origin,
-                        format!("custom resource of {crd}"),
+                        format!("custom resource of {crd} ({origin})"),
                     );
                 }
             }

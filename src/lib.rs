@@ -28,3 +28,6 @@ pub mod provider;
 pub mod render;
 pub mod sensitive;
 pub mod value;
+
+#[cfg(test)]
+mod testutil;

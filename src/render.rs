@@ -90,6 +90,9 @@ pub struct Renderer<'m> {
     env: &'m Environment,
     opts: RenderOptions<'m>,
     cache: RefCell<HashMap<(u8, String, String), Slot>>,
+    /// The innermost failure while evaluating a nested value, so the error
+    /// reported points at the value that is wrong, not at its users.
+    failed: RefCell<Option<Error>>,
 }
 
 const BODY: u8 = 0;
@@ -107,6 +110,7 @@ impl<'m> Renderer<'m> {
             env,
             opts,
             cache: RefCell::new(HashMap::new()),
+            failed: RefCell::new(None),
         })
     }
 
@@ -152,7 +156,7 @@ impl<'m> Renderer<'m> {
             &res.origin,
             || {
                 let scope = ModuleScope { r: self, inst };
-                eval(&res.body, &res.spans, &scope, &format!("resource {id}"))
+                self.eval(&res.body, &res.spans, &scope, &format!("resource {id}"))
             },
         )
     }
@@ -164,7 +168,7 @@ impl<'m> Renderer<'m> {
             Some(v) => {
                 let scope = EnvScope { r: self, inst };
                 let what = format!("input `{name}` of module instance {}", inst.name);
-                eval(&v.value, &v.spans, &scope, &what)
+                self.eval(&v.value, &v.spans, &scope, &what)
             }
             None => Ok(self
                 .module(inst)
@@ -183,7 +187,7 @@ impl<'m> Renderer<'m> {
             };
             let scope = ModuleScope { r: self, inst };
             let what = format!("output `{name}` of module instance {}", inst.name);
-            eval(&out.value.value, &out.value.spans, &scope, &what)
+            self.eval(&out.value.value, &out.value.spans, &scope, &what)
         })
     }
 
@@ -195,12 +199,38 @@ impl<'m> Renderer<'m> {
         spans: &Spans,
     ) -> Result<Value> {
         let scope = ModuleScope { r: self, inst };
-        eval(
+        self.eval(
             value,
             spans,
             &scope,
             &format!("module instance {}", inst.name),
         )
+    }
+
+    fn eval(&self, value: &Value, spans: &Spans, scope: &dyn Resolve, what: &str) -> Result<Value> {
+        expr::eval(value, "", scope).map_err(|(path, source)| {
+            self.failed
+                .borrow_mut()
+                .take()
+                .unwrap_or_else(|| Error::Eval {
+                    origin: spans.nearest(&path).cloned().unwrap_or_default(),
+                    what: what.to_string(),
+                    source,
+                })
+        })
+    }
+
+    /// Keeps a nested failure for the outer evaluation to report.
+    fn nested(&self, e: Error, r: &Ref) -> expr::Error {
+        let placeholder = expr::Error::Unresolved {
+            reference: r.to_string(),
+            message: e.to_string(),
+        };
+        let mut failed = self.failed.borrow_mut();
+        if failed.is_none() {
+            *failed = Some(e);
+        }
+        placeholder
     }
 
     fn module(&self, inst: &Instance) -> Option<&'m Module> {
@@ -263,24 +293,6 @@ impl<'m> Renderer<'m> {
     }
 }
 
-fn eval(value: &Value, spans: &Spans, scope: &dyn Resolve, what: &str) -> Result<Value> {
-    expr::eval(value, "", scope).map_err(|(path, source)| Error::Eval {
-        origin: spans.nearest(&path).cloned().unwrap_or_default(),
-        what: what.to_string(),
-        source,
-    })
-}
-
-fn nested(e: Error, r: &Ref) -> expr::Error {
-    match e {
-        Error::Eval { source, .. } if matches!(source, expr::Error::Unresolved { .. }) => source,
-        other => expr::Error::Unresolved {
-            reference: r.to_string(),
-            message: other.to_string(),
-        },
-    }
-}
-
 fn sub(v: Value, path: &[&str], r: &Ref) -> expr::Result<Value> {
     if path.is_empty() || matches!(v, Value::Unknown(_)) {
         return Ok(v);
@@ -318,7 +330,10 @@ impl Resolve for EnvScope<'_, '_> {
                             reference: r.to_string(),
                             message: "no such module instance".into(),
                         })?;
-                let v = self.r.output(other, segs[1]).map_err(|e| nested(e, r))?;
+                let v = self
+                    .r
+                    .output(other, segs[1])
+                    .map_err(|e| self.r.nested(e, r))?;
                 sub(v, &segs[2..], r)
             }
             Scope::Input | Scope::Resource => Err(expr::Error::Unresolved {
@@ -340,7 +355,10 @@ impl Resolve for ModuleScope<'_, '_> {
         let segs = r.segments();
         match r.scope {
             Scope::Input => {
-                let v = self.r.input(self.inst, segs[0]).map_err(|e| nested(e, r))?;
+                let v = self
+                    .r
+                    .input(self.inst, segs[0])
+                    .map_err(|e| self.r.nested(e, r))?;
                 sub(v, &segs[1..], r)
             }
             Scope::Env => Ok(self.r.env_field(segs[0])),
@@ -368,7 +386,7 @@ impl ModuleScope<'_, '_> {
                 return Ok(v.clone());
             }
         }
-        let body = self.r.body(&id).map_err(|e| nested(e, r))?;
+        let body = self.r.body(&id).map_err(|e| self.r.nested(e, r))?;
         Ok(match expr::lookup(&body, attr) {
             Some(v) if !matches!(v, Value::Null) => v.clone(),
             _ => Value::Unknown(format!(
@@ -378,5 +396,100 @@ impl ModuleScope<'_, '_> {
                 attr.join(".")
             )),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil;
+
+    struct Secrets;
+    impl SecretLookup for Secrets {
+        fn lookup(&self, file_key: &str, path: &[&str]) -> Option<Sensitive> {
+            (file_key == "secrets/s.sops.yaml" && path == ["db", "password"])
+                .then(|| Sensitive::from_string("hunter2".into()))
+        }
+    }
+
+    fn id(m: &str, n: &str) -> ResourceId {
+        ResourceId {
+            module: m.into(),
+            name: n.into(),
+        }
+    }
+
+    #[test]
+    fn unknown_until_known_then_rendered() {
+        let model = crate::load::load(&testutil::repo()).unwrap();
+        let mut known = HashMap::new();
+        let opts = RenderOptions {
+            known: &known,
+            secrets: &Secrets,
+            owner: None,
+        };
+        let all = render_env(&model, "dev", opts).unwrap();
+        let cfg = all.iter().find(|d| d.id == id("app", "config")).unwrap();
+        assert_eq!(cfg.kind, "v1/ConfigMap");
+        assert_eq!(
+            cfg.body.get_path("data.VPC"),
+            Some(&Value::Unknown("module.network.vpc.id".into()))
+        );
+        assert_eq!(
+            cfg.body.get_path("metadata.namespace"),
+            Some(&Value::String("app-dev".into()))
+        );
+        assert_eq!(cfg.body.get_path("data.REPLICAS"), Some(&Value::Int(2)));
+        let url = cfg.body.get_path("data.URL").unwrap();
+        assert!(
+            matches!(url, Value::Sensitive(s) if s.expose_str() == Some("postgres://app:hunter2@db"))
+        );
+
+        let mut attrs = Map::new();
+        attrs.insert("id".into(), Value::String("vpc-123".into()));
+        known.insert(id("network", "vpc"), attrs);
+        let opts = RenderOptions {
+            known: &known,
+            secrets: &Secrets,
+            owner: Some("dev-green"),
+        };
+        let r = Renderer::new(&model, "dev", opts).unwrap();
+        let cfg = r.render(&id("app", "config")).unwrap();
+        assert_eq!(
+            cfg.body.get_path("data.VPC"),
+            Some(&Value::String("vpc-123".into()))
+        );
+        assert_eq!(
+            cfg.body.get_path("metadata.namespace"),
+            Some(&Value::String("app-dev-green".into()))
+        );
+        let subnet = r.render(&id("network", "subnet")).unwrap();
+        assert_eq!(
+            subnet.body.get_path("vpcId"),
+            Some(&Value::String("vpc-123".into()))
+        );
+    }
+
+    #[test]
+    fn a_missing_secret_names_the_file_and_key() {
+        struct Empty;
+        impl SecretLookup for Empty {
+            fn lookup(&self, _: &str, _: &[&str]) -> Option<Sensitive> {
+                None
+            }
+        }
+        let model = crate::load::load(&testutil::repo()).unwrap();
+        let known = HashMap::new();
+        let opts = RenderOptions {
+            known: &known,
+            secrets: &Empty,
+            owner: None,
+        };
+        let e = render_env(&model, "dev", opts).unwrap_err().to_string();
+        assert!(
+            e.contains("key `db.password` missing from decrypted secrets/s.sops.yaml"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"));
     }
 }

@@ -54,6 +54,9 @@ pub fn check(files: &Files) -> std::result::Result<Checked, Report> {
         return Err(Report::new(diags));
     }
     let graph = Graph::build_with(&model, &mut diags);
+    if !diags.is_empty() {
+        return Err(Report::new(diags));
+    }
     let known = HashMap::new();
     let opts = RenderOptions {
         known: &known,

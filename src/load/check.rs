@@ -93,13 +93,26 @@ fn join<T: AsRef<str>>(items: impl Iterator<Item = T>) -> String {
 }
 
 /// Checks every reference of every module and environment.
-pub fn references(model: &Model, diags: &mut Diagnostics) {
-    for m in model.modules.values() {
+/// Modules in `broken` had problems of their own (already reported):
+/// references into them are not checked again.
+pub fn references(model: &Model, broken: &BTreeSet<String>, diags: &mut Diagnostics) {
+    for m in model
+        .modules
+        .values()
+        .filter(|m| !broken.contains(&m.source))
+    {
         check_module(m, diags);
     }
+    let ctx = Ctx { model, broken };
     for env in &model.environments {
-        check_env(model, env, diags);
+        check_env(&ctx, env, diags);
     }
+}
+
+/// What the environment checks look at.
+struct Ctx<'a> {
+    model: &'a Model,
+    broken: &'a BTreeSet<String>,
 }
 
 fn check_module(m: &Module, diags: &mut Diagnostics) {
@@ -255,7 +268,7 @@ fn attributes(res: &Resource) -> String {
     }
 }
 
-fn check_env(model: &Model, env: &Environment, diags: &mut Diagnostics) {
+fn check_env(ctx: &Ctx<'_>, env: &Environment, diags: &mut Diagnostics) {
     for (path, r) in expr::refs(&Value::Map(env.vars.clone()), "") {
         let at = nearest(&env.var_spans, &path);
         if r.is_ok() {
@@ -279,13 +292,17 @@ fn check_env(model: &Model, env: &Environment, diags: &mut Diagnostics) {
             );
             continue;
         }
-        check_instance(model, env, inst, diags);
+        check_instance(ctx, env, inst, diags);
     }
 }
 
-fn check_instance(model: &Model, env: &Environment, inst: &Instance, diags: &mut Diagnostics) {
+fn check_instance(ctx: &Ctx<'_>, env: &Environment, inst: &Instance, diags: &mut Diagnostics) {
+    let model = ctx.model;
     for (d, o) in &inst.depends_on {
         instance_exists(env, inst, d, o, "`dependsOn`", diags);
+    }
+    if ctx.broken.contains(&inst.source) {
+        return;
     }
     let Some(module) = model.modules.get(&inst.source) else {
         let known = join(model.modules.keys());
@@ -475,6 +492,10 @@ fn secret_ref(model: &Model, env: &Environment, r: &Ref, at: &Origin, diags: &mu
         return;
     }
     let files: Vec<&str> = env.secret_files.iter().map(|(f, _)| f.as_str()).collect();
+    if files.iter().any(|f| !model.secret_keys.contains_key(*f)) {
+        // A listed file is missing or unreadable: reported at the list.
+        return;
+    }
     if files.is_empty() {
         diags.error(
             at,

@@ -65,8 +65,16 @@ pub fn load(files: &Files) -> Result<Model> {
 /// model is complete only when `diags` stays empty.
 pub fn load_with(files: &Files, diags: &mut Diagnostics) -> Model {
     let mut model = Model::default();
+    // Modules whose file has problems: references into them are not
+    // checked, so one mistake is reported once, not again at every use.
+    let mut broken = std::collections::BTreeSet::new();
     for (path, text) in files_under(files, "modules/", diags) {
-        if let Some(m) = module::decode(&path, &text, diags) {
+        let before = diags.len();
+        let decoded = module::decode(&path, &text, diags);
+        if diags.len() > before {
+            broken.insert(path.rsplit_once('/').map_or("", |(d, _)| d).to_string());
+        }
+        if let Some(m) = decoded {
             model.modules.insert(m.source.clone(), m);
         }
     }
@@ -87,7 +95,7 @@ pub fn load_with(files: &Files, diags: &mut Diagnostics) -> Model {
     }
     model.secret_keys = sops::read_referenced(files, &envs, diags);
     model.environments = check::order(envs, diags);
-    check::references(&model, diags);
+    check::references(&model, &broken, diags);
     model
 }
 

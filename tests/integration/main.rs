@@ -1,4 +1,7 @@
 //! All integration tests, in one binary so heavy dependencies link once.
 //! Each concern is a module; shared setup (tool lookup, stand-ins) is in `support`.
 
+mod cli_golden;
+mod example;
+mod fixtures;
 mod support;
