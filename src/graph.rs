@@ -697,13 +697,25 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
         let mut namespaces: HashMap<String, ResourceId> = HashMap::new();
         let mut crds: HashMap<(String, String), ResourceId> = HashMap::new();
         let mut objects: Vec<(ResourceId, String, Option<String>, Origin)> = Vec::new();
-        for (id, _, res) in self.model.resources(self.env) {
+        for (id, inst, res) in self.model.resources(self.env) {
             if res.provider != ProviderKind::Kubernetes {
                 continue;
             }
-            let Ok(body) = r.body(&id) else { continue };
-            let s = |p: &str| body.get_path(p).and_then(Value::as_str).map(str::to_string);
             let kind = res.kind.rsplit('/').next().unwrap_or_default().to_string();
+            // Only the fields that decide the order are evaluated, not the
+            // whole body.
+            let field = |p: &str| -> Option<String> {
+                let v = res.body.get_path(p)?;
+                let spans = crate::value::Spans::default();
+                match r.eval_in_module(inst, v, &spans).ok()? {
+                    Value::String(s) => Some(s),
+                    _ => None,
+                }
+            };
+            let s = |p: &str| match (p, kind.as_str()) {
+                ("spec.group" | "spec.names.kind", k) if k != "CustomResourceDefinition" => None,
+                _ => field(p),
+            };
             match kind.as_str() {
                 "Namespace" => {
                     if let Some(n) = s("metadata.name") {
