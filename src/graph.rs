@@ -697,6 +697,7 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
         let mut namespaces: HashMap<String, ResourceId> = HashMap::new();
         let mut crds: HashMap<(String, String), ResourceId> = HashMap::new();
         let mut objects: Vec<(ResourceId, String, Option<String>, Origin)> = Vec::new();
+        let mut identities: HashMap<(String, String, String), ResourceId> = HashMap::new();
         for (id, inst, res) in self.model.resources(self.env) {
             if res.provider != ProviderKind::Kubernetes {
                 continue;
@@ -731,6 +732,24 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
             }
             let group = res.kind.rsplitn(3, '/').nth(2).unwrap_or("").to_string();
             let ns = s("metadata.namespace");
+            if let Some(name) = s("metadata.name") {
+                let key = (res.kind.clone(), ns.clone().unwrap_or_default(), name);
+                if let Some(first) = identities.get(&key) {
+                    self.diags.error(
+                        &res.origin,
+                        format!(
+                            "resources {first} and {id} of environment {} both declare {} {}{}",
+                            self.env.name,
+                            key.0,
+                            key.1.clone() + if key.1.is_empty() { "" } else { "/" },
+                            key.2
+                        ),
+                        "give one of them another metadata.name or namespace",
+                    );
+                } else {
+                    identities.insert(key, id.clone());
+                }
+            }
             objects.push((
                 id.clone(),
                 format!("{group}/{kind}"),

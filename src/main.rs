@@ -28,6 +28,7 @@ enum Command {
     },
     /// Print the dependency graph as Graphviz DOT or Mermaid.
     Graph {
+        /// The repository (holding environments/, modules/, secrets/).
         #[arg(long, default_value = ".")]
         repo: PathBuf,
         /// Only this environment.
@@ -38,19 +39,33 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
-    let code = match cli.command {
-        Command::Validate { repo, format } => cli::validate::run(&repo, format, &mut out)?,
-        Command::Graph { repo, env, format } => cli::graph::run(
-            &repo,
-            env.as_deref(),
-            format,
-            &mut out,
-            &mut std::io::stderr(),
-        )?,
+    let result = match cli.command {
+        Command::Validate { repo, format } => cli::validate::run(&repo, format, &mut out),
+        Command::Graph { repo, env, format } => {
+            let mut err = std::io::stderr();
+            cli::graph::run(&repo, env.as_deref(), format, &mut out, &mut err)
+        }
     };
-    out.flush()?;
-    Ok(ExitCode::from(code))
+    let flushed = result.and_then(|code| {
+        out.flush()?;
+        Ok(code)
+    });
+    match flushed {
+        Ok(code) => Ok(code),
+        // The reader went away (`tidegate graph | head`): nothing to report.
+        Err(cli::Error::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(e.into()),
+    }
 }

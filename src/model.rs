@@ -288,6 +288,17 @@ impl Model {
         })
     }
 
+    /// The distinct `Desired::kind`s of one provider in `env`, sorted: what
+    /// [`crate::provider::Provider::observe`] is asked to list.
+    pub fn kinds(&self, env: &Environment, provider: ProviderKind) -> Vec<String> {
+        let kinds: std::collections::BTreeSet<&str> = self
+            .resources(env)
+            .filter(|(_, _, r)| r.provider == provider)
+            .map(|(_, _, r)| r.kind.as_str())
+            .collect();
+        kinds.into_iter().map(str::to_string).collect()
+    }
+
     /// How many resources all environments hold.
     pub fn resource_count(&self) -> usize {
         self.environments

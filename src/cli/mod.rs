@@ -24,7 +24,7 @@ pub enum Error {
     #[error(transparent)]
     Load(#[from] load::Error),
     /// Writing the output failed.
-    #[error("writing output: {0}")]
+    #[error("writing output")]
     Write(#[from] std::io::Error),
     /// An option names something the repository does not have.
     #[error("{0}")]

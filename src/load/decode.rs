@@ -138,6 +138,27 @@ pub fn boolean(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<bool>
     }
 }
 
+/// Reports every plain `yes`/`no`/`on`/`off` in a free-form value: YAML 1.2
+/// (tidegate) reads them as strings, YAML 1.1 (kubectl, older tools) as
+/// booleans, so the author's intent is ambiguous.
+pub fn ambiguous_booleans(node: &Node, diags: &mut Diagnostics) {
+    match &node.kind {
+        NodeKind::Str(s) if node.plain && yaml11_bool(s).is_some() && s.len() > 1 => {
+            let b = yaml11_bool(s).unwrap_or_default();
+            diags.error(
+                &node.origin,
+                format!("ambiguous value `{s}`: a boolean in YAML 1.1 (kubectl), the string \"{s}\" in YAML 1.2 (tidegate)"),
+                format!("write `{b}` for a boolean or quote it (\"{s}\") for a string"),
+            );
+        }
+        NodeKind::Seq(items) => items.iter().for_each(|n| ambiguous_booleans(n, diags)),
+        NodeKind::Map(entries) => entries
+            .iter()
+            .for_each(|(_, n)| ambiguous_booleans(n, diags)),
+        _ => {}
+    }
+}
+
 /// Reads a non-negative integer field.
 pub fn uint(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<u64> {
     match &node.kind {

@@ -37,7 +37,7 @@ pub const API_VERSION: &str = "tidegate.dev/v1";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file or folder of the repository could not be read from disk.
-    #[error("reading {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         #[source]

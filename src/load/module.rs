@@ -113,7 +113,12 @@ fn input(name: String, n: &Node, diags: &mut Diagnostics) -> Option<InputDecl> {
         };
         Some(ty)
     });
-    let default = f.opt("default").map(|d| (d.to_value_spans().0, d));
+    let default = f.opt("default").map(|d| {
+        if ty != Some(InputType::Bool) {
+            decode::ambiguous_booleans(d, diags);
+        }
+        (d.to_value_spans().0, d)
+    });
     let required = f
         .opt("required")
         .and_then(|r| decode::boolean(r, "`required`", diags));
@@ -123,7 +128,9 @@ fn input(name: String, n: &Node, diags: &mut Diagnostics) -> Option<InputDecl> {
     f.finish(&["type", "default", "required", "description"], diags);
     let ty = ty?;
     if let Some((v, node)) = &default {
-        if !ty.accepts(v) {
+        if ty == InputType::Bool && !ty.accepts(v) {
+            decode::boolean(node, &format!("default of input `{name}`"), diags);
+        } else if !ty.accepts(v) {
             diags.error(
                 &node.origin,
                 format!(
@@ -242,6 +249,7 @@ fn kube_body<'n>(
     let Some(m) = f.req("manifest", diags) else {
         return (None, None);
     };
+    decode::ambiguous_booleans(m, diags);
     let Some(mut mf) = Fields::new(m, "`manifest`", diags) else {
         return (None, None);
     };
