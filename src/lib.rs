@@ -13,10 +13,27 @@
 //! - [`provider`]: the trait every target (Kubernetes, AWS) implements.
 //! - [`secrets`]: SOPS-compatible age decryption/encryption of secret files.
 //! - [`policy`]: production-readiness checks, per-environment severity, waivers.
+//! - [`diag`]: file:line:column diagnostics, collected and sorted.
+//! - [`load`]: repository files → resolved [`model::Model`] (two stages).
+//! - [`model`]: environments, module instances, modules, resources.
+//! - [`expr`]: `${...}` references: parsing and evaluation.
+//! - [`render`]: model + known attributes + secrets → `provider::Desired`.
+//! - [`graph`]: the dependency graph (petgraph), cycles, levels, DOT/Mermaid.
+//! - [`cli`]: the command implementations behind `src/main.rs`.
 
+pub mod cli;
+pub mod diag;
 pub mod diff;
+pub mod expr;
+pub mod graph;
+pub mod load;
+pub mod model;
 pub mod policy;
 pub mod provider;
+pub mod render;
 pub mod secrets;
 pub mod sensitive;
 pub mod value;
+
+#[cfg(test)]
+mod testutil;

@@ -1,28 +1,77 @@
 //! The `tidegate` command line: a flat match over modes.
 
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
+use tidegate::cli;
 
 /// GitOps reconciler for Kubernetes and AWS EC2: Git → dev → staging → test → prod.
 #[derive(Parser, Debug)]
 #[command(name = "tidegate", version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Parse, resolve, graph and check every environment (no keys, no network).
+    /// Exit 0 when clean, 1 with every problem listed.
+    Validate {
+        /// The repository (holding environments/, modules/, secrets/).
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: cli::validate::Format,
+    },
+    /// Print the dependency graph as Graphviz DOT or Mermaid.
+    Graph {
+        /// The repository (holding environments/, modules/, secrets/).
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Only this environment.
+        #[arg(long)]
+        env: Option<String>,
+        #[arg(long, value_enum, default_value = "dot")]
+        format: cli::graph::Format,
+    },
     /// Encrypt, decrypt or re-key SOPS secret files (age recipients).
     Secrets(tidegate::secrets::cli::SecretsArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Secrets(args)) => {
-            tidegate::secrets::cli::run(&args, &mut std::io::stdout().lock())?
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
-        None => {}
     }
-    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let mut out = std::io::stdout().lock();
+    let result = match cli.command {
+        Command::Validate { repo, format } => cli::validate::run(&repo, format, &mut out),
+        Command::Graph { repo, env, format } => {
+            let mut err = std::io::stderr();
+            cli::graph::run(&repo, env.as_deref(), format, &mut out, &mut err)
+        }
+        Command::Secrets(args) => {
+            tidegate::secrets::cli::run(&args, &mut out)?;
+            Ok(0)
+        }
+    };
+    let flushed = result.and_then(|code| {
+        out.flush()?;
+        Ok(code)
+    });
+    match flushed {
+        Ok(code) => Ok(code),
+        // The reader went away (`tidegate graph | head`): nothing to report.
+        Err(cli::Error::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(e.into()),
+    }
 }

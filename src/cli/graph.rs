@@ -1,0 +1,44 @@
+//! `tidegate graph`: the dependency graph as Graphviz DOT or Mermaid.
+
+use std::io::Write;
+use std::path::Path;
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Dot,
+    Mermaid,
+}
+
+/// Prints the graph of the repository at `repo` (one environment or all)
+/// to `out`; problems go to `err`. Returns the exit code.
+pub fn run(
+    repo: &Path,
+    env: Option<&str>,
+    format: Format,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> super::Result<u8> {
+    let files = super::read_repo(repo)?;
+    let checked = match super::check(&files) {
+        Ok(c) => c,
+        Err(report) => {
+            writeln!(err, "{report}")?;
+            return Ok(1);
+        }
+    };
+    if let Some(e) = env {
+        if checked.model.environment(e).is_none() {
+            let known = checked.graph.environments().join(", ");
+            return Err(super::Error::Usage(format!(
+                "unknown environment `{e}` (environments: {known})"
+            )));
+        }
+    }
+    let text = match format {
+        Format::Dot => checked.graph.to_dot(env),
+        Format::Mermaid => checked.graph.to_mermaid(env),
+    };
+    out.write_all(text.as_bytes())?;
+    Ok(0)
+}

@@ -1,0 +1,141 @@
+//! Diagnostics: every problem found in a run, each pointing at
+//! file:line:column with what is wrong and how to fix it.
+//!
+//! Loading never stops at the first problem: each stage pushes what it
+//! finds into a [`Diagnostics`] list, and the caller reports them all at
+//! once, in a stable order (file, line, column, message), so the same input
+//! always yields the same report.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::value::Origin;
+
+/// One problem in the input.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Diagnostic {
+    /// Where the problem is.
+    #[serde(flatten)]
+    pub origin: Origin,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+impl Diagnostic {
+    /// A diagnostic at `origin`.
+    pub fn new(origin: Origin, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        Diagnostic {
+            origin,
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: error: {}", self.origin, self.message)?;
+        if !self.fix.is_empty() {
+            write!(f, "\n  fix: {}", self.fix)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every diagnostic of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Diagnostics {
+    items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    /// Records one problem.
+    pub fn push(&mut self, d: Diagnostic) {
+        self.items.push(d);
+    }
+
+    /// Records one problem at `origin`.
+    pub fn error(&mut self, origin: &Origin, message: impl Into<String>, fix: impl Into<String>) {
+        self.push(Diagnostic::new(origin.clone(), message, fix));
+    }
+
+    /// Takes over all of `other`'s problems.
+    pub fn extend(&mut self, other: Diagnostics) {
+        self.items.extend(other.items);
+    }
+
+    /// True when nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// How many problems were found.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The problems in report order (file, line, column, message), without
+    /// duplicates.
+    pub fn sorted(mut self) -> Vec<Diagnostic> {
+        self.items.sort();
+        self.items.dedup();
+        self.items
+    }
+
+    /// The problems in the order they were found.
+    pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.items.iter()
+    }
+}
+
+/// The report of a failed run: every diagnostic, sorted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report(pub Vec<Diagnostic>);
+
+impl Report {
+    /// Sorts and wraps a list of diagnostics.
+    pub fn new(d: Diagnostics) -> Self {
+        Report(d.sorted())
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.0 {
+            writeln!(f, "{d}")?;
+        }
+        write!(f, "{} error(s)", self.0.len())
+    }
+}
+
+impl std::error::Error for Report {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(file: &str, line: usize) -> Origin {
+        Origin {
+            file: file.into(),
+            line,
+            column: 1,
+        }
+    }
+
+    #[test]
+    fn reports_in_stable_order_without_duplicates() {
+        let mut d = Diagnostics::default();
+        d.error(&at("b.yaml", 1), "late", "");
+        d.error(&at("a.yaml", 9), "second", "");
+        d.error(&at("a.yaml", 2), "first", "do x");
+        d.error(&at("a.yaml", 2), "first", "do x");
+        let r = Report::new(d);
+        assert_eq!(
+            r.to_string(),
+            "a.yaml:2:1: error: first\n  fix: do x\na.yaml:9:1: error: second\nb.yaml:1:1: error: late\n3 error(s)"
+        );
+    }
+}

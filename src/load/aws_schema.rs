@@ -1,0 +1,298 @@
+//! The typed EC2 resource specs (`type:` + `spec:` of an `aws` resource):
+//! which fields each type has, which are required, and which attributes
+//! other resources can reference. Checked at load time so a typo in a spec
+//! is reported at its line, not by the EC2 API halfway through an apply.
+
+use crate::diag::Diagnostics;
+use crate::expr;
+
+use super::decode::{self, Fields};
+use super::yaml::{Node, NodeKind};
+
+/// The type of one spec field.
+#[derive(Clone, Copy, Debug)]
+pub enum Ty {
+    Str,
+    Bool,
+    Int,
+    StrList,
+    /// A map of string tags.
+    Tags,
+    /// One of the given strings.
+    Enum(&'static [&'static str]),
+    Obj(&'static [Field]),
+    ObjList(&'static [Field]),
+}
+
+/// One spec field.
+#[derive(Clone, Copy, Debug)]
+pub struct Field {
+    pub name: &'static str,
+    pub ty: Ty,
+    pub required: bool,
+}
+
+const fn req(name: &'static str, ty: Ty) -> Field {
+    Field {
+        name,
+        ty,
+        required: true,
+    }
+}
+
+const fn opt(name: &'static str, ty: Ty) -> Field {
+    Field {
+        name,
+        ty,
+        required: false,
+    }
+}
+
+const TAGS: Field = opt("tags", Ty::Tags);
+
+const RULE: &[Field] = &[
+    req("protocol", Ty::Enum(&["tcp", "udp", "icmp", "-1"])),
+    opt("fromPort", Ty::Int),
+    opt("toPort", Ty::Int),
+    opt("cidrBlocks", Ty::StrList),
+    opt("sourceSecurityGroupIds", Ty::StrList),
+    opt("description", Ty::Str),
+];
+
+const ROUTE: &[Field] = &[
+    req("destinationCidrBlock", Ty::Str),
+    req("gatewayId", Ty::Str),
+];
+
+const METADATA: &[Field] = &[
+    opt("httpTokens", Ty::Enum(&["required", "optional"])),
+    opt("httpPutResponseHopLimit", Ty::Int),
+];
+
+const ROOT_VOLUME: &[Field] = &[
+    opt("sizeGiB", Ty::Int),
+    opt("encrypted", Ty::Bool),
+    opt("volumeType", Ty::Str),
+];
+
+/// One EC2 resource type.
+#[derive(Debug)]
+pub struct TypeSchema {
+    pub name: &'static str,
+    pub fields: &'static [Field],
+    /// Attributes known after apply that references may name.
+    pub attributes: &'static [&'static str],
+}
+
+/// Every supported type.
+pub const TYPES: &[TypeSchema] = &[
+    TypeSchema {
+        name: "vpc",
+        fields: &[
+            req("cidrBlock", Ty::Str),
+            opt("enableDnsHostnames", Ty::Bool),
+            opt("enableDnsSupport", Ty::Bool),
+            TAGS,
+        ],
+        attributes: &["id", "cidrBlock", "arn"],
+    },
+    TypeSchema {
+        name: "subnet",
+        fields: &[
+            req("vpcId", Ty::Str),
+            req("cidrBlock", Ty::Str),
+            opt("availabilityZone", Ty::Str),
+            opt("mapPublicIpOnLaunch", Ty::Bool),
+            TAGS,
+        ],
+        attributes: &["id", "availabilityZone", "cidrBlock"],
+    },
+    TypeSchema {
+        name: "internet_gateway",
+        fields: &[req("vpcId", Ty::Str), TAGS],
+        attributes: &["id"],
+    },
+    TypeSchema {
+        name: "route_table",
+        fields: &[
+            req("vpcId", Ty::Str),
+            opt("routes", Ty::ObjList(ROUTE)),
+            opt("subnetIds", Ty::StrList),
+            TAGS,
+        ],
+        attributes: &["id"],
+    },
+    TypeSchema {
+        name: "security_group",
+        fields: &[
+            req("vpcId", Ty::Str),
+            req("groupName", Ty::Str),
+            req("description", Ty::Str),
+            opt("ingress", Ty::ObjList(RULE)),
+            opt("egress", Ty::ObjList(RULE)),
+            TAGS,
+        ],
+        attributes: &["id", "groupName"],
+    },
+    TypeSchema {
+        name: "key_pair",
+        fields: &[req("keyName", Ty::Str), req("publicKey", Ty::Str), TAGS],
+        attributes: &["id", "keyName", "fingerprint"],
+    },
+    TypeSchema {
+        name: "instance",
+        fields: &[
+            req("ami", Ty::Str),
+            req("instanceType", Ty::Str),
+            req("subnetId", Ty::Str),
+            opt("securityGroupIds", Ty::StrList),
+            opt("keyName", Ty::Str),
+            opt("userData", Ty::Str),
+            opt("metadata", Ty::Obj(METADATA)),
+            opt("rootVolume", Ty::Obj(ROOT_VOLUME)),
+            opt("privateIp", Ty::Str),
+            TAGS,
+        ],
+        attributes: &["id", "privateIp", "publicIp", "privateDnsName"],
+    },
+    TypeSchema {
+        name: "eip",
+        fields: &[opt("instanceId", Ty::Str), TAGS],
+        attributes: &["id", "publicIp"],
+    },
+];
+
+/// The schema of `type_name`.
+pub fn schema(type_name: &str) -> Option<&'static TypeSchema> {
+    TYPES.iter().find(|t| t.name == type_name)
+}
+
+/// Every type name, for messages.
+pub fn type_names() -> Vec<&'static str> {
+    TYPES.iter().map(|t| t.name).collect()
+}
+
+/// True when `attr` (dotted) can be referenced on a resource of this type.
+pub fn has_attribute(t: &TypeSchema, attr: &str) -> bool {
+    t.attributes.contains(&attr) || t.fields.iter().any(|f| f.name == attr)
+}
+
+/// Checks a spec against its type: required fields, unknown fields and
+/// value types. A string holding a `${...}` reference is accepted for any
+/// type (its value is checked once rendered).
+pub fn check_spec(t: &TypeSchema, spec: &Node, diags: &mut Diagnostics) {
+    check_obj(t.fields, spec, &format!("`{}` spec", t.name), diags);
+}
+
+fn check_obj(fields: &[Field], node: &Node, what: &str, diags: &mut Diagnostics) {
+    let Some(mut f) = Fields::new(node, what, diags) else {
+        return;
+    };
+    for field in fields {
+        let n = if field.required {
+            f.req(field.name, diags)
+        } else {
+            f.opt(field.name)
+        };
+        if let Some(n) = n {
+            check_ty(field.ty, n, &format!("`{}` in {what}", field.name), diags);
+        }
+    }
+    let known: Vec<&str> = fields.iter().map(|f| f.name).collect();
+    f.finish(&known, diags);
+}
+
+fn is_template(n: &Node) -> bool {
+    matches!(&n.kind, NodeKind::Str(s) if expr::has_refs(s))
+}
+
+fn check_ty(ty: Ty, n: &Node, what: &str, diags: &mut Diagnostics) {
+    if is_template(n) {
+        return;
+    }
+    match ty {
+        Ty::Str => {
+            decode::string(n, what, diags);
+        }
+        Ty::Bool => {
+            decode::boolean(n, what, diags);
+        }
+        Ty::Int => {
+            if !matches!(n.kind, NodeKind::Int(_)) {
+                decode::wrong_type(n, what, "a whole number", diags);
+            }
+        }
+        Ty::Enum(allowed) => match &n.kind {
+            NodeKind::Str(s) if allowed.contains(&s.as_str()) => {}
+            _ => {
+                let quoted: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
+                decode::wrong_type(n, what, &format!("one of {}", quoted.join(", ")), diags);
+            }
+        },
+        Ty::StrList => {
+            if let Some(items) = decode::list(n, what, diags) {
+                for i in items.iter().filter(|i| !is_template(i)) {
+                    decode::string(i, &format!("an item of {what}"), diags);
+                }
+            }
+        }
+        Ty::Tags => {
+            if let Some(f) = Fields::new(n, what, diags) {
+                if let NodeKind::Map(entries) = &n.kind {
+                    for (k, v) in entries.iter().filter(|(_, v)| !is_template(v)) {
+                        decode::string(v, &format!("tag `{}`", k.name), diags);
+                    }
+                }
+                drop(f);
+            }
+        }
+        Ty::Obj(fields) => check_obj(fields, n, what, diags),
+        Ty::ObjList(fields) => {
+            if let Some(items) = decode::list(n, what, diags) {
+                for i in items {
+                    check_obj(fields, i, &format!("an item of {what}"), diags);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::yaml::parse;
+    use super::*;
+
+    fn check(t: &str, text: &str) -> Vec<String> {
+        let mut d = Diagnostics::default();
+        let n = parse("f.yaml", text, &mut d).unwrap().remove(0);
+        check_spec(schema(t).unwrap(), &n, &mut d);
+        d.iter().map(|e| e.message.clone()).collect()
+    }
+
+    #[test]
+    fn specs_are_checked_field_by_field() {
+        assert!(check("vpc", "cidrBlock: 10.0.0.0/16\nenableDnsSupport: true\n").is_empty());
+        assert_eq!(
+            check("vpc", "enableDnsSupport: yes\n"),
+            vec![
+                "missing required field `cidrBlock` in `vpc` spec".to_string(),
+                "`enableDnsSupport` in `vpc` spec must be a boolean; `yes` is a YAML 1.1 boolean, which YAML 1.2 reads as the string \"yes\"".to_string(),
+            ]
+        );
+        let e = check(
+            "security_group",
+            "vpcId: ${resource.vpc.id}\ngroupName: g\ndescription: d\ningress: [{protocol: tcp, fromPort: '80', cidr: x}]\n",
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("`fromPort`"), "{e:?}");
+        assert!(e[1].contains("unknown field `cidr`"), "{e:?}");
+    }
+
+    #[test]
+    fn attributes_include_contract_names_and_spec_fields() {
+        let i = schema("instance").unwrap();
+        assert!(has_attribute(i, "privateIp"));
+        assert!(has_attribute(i, "instanceType"));
+        assert!(!has_attribute(i, "arn"));
+    }
+}

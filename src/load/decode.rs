@@ -1,0 +1,267 @@
+//! Typed reading of YAML nodes: required and optional fields, unknown
+//! fields, scalar types. Every problem becomes a diagnostic at the node's
+//! position; reading carries on so that one run reports them all.
+
+use crate::diag::Diagnostics;
+use crate::value::Origin;
+
+use super::yaml::{yaml11_bool, Key, Node, NodeKind};
+
+/// The fields of one map node, read one by one; [`Fields::finish`] reports
+/// those nobody asked for.
+pub struct Fields<'a> {
+    what: String,
+    origin: &'a Origin,
+    entries: &'a [(Key, Node)],
+    used: Vec<bool>,
+}
+
+impl<'a> Fields<'a> {
+    /// Opens `node` as a map described as `what` (`Environment spec`);
+    /// `None` (with a diagnostic) when it is not a map.
+    pub fn new(node: &'a Node, what: &str, diags: &mut Diagnostics) -> Option<Self> {
+        match &node.kind {
+            NodeKind::Map(entries) => Some(Fields {
+                what: what.to_string(),
+                origin: &node.origin,
+                entries,
+                used: vec![false; entries.len()],
+            }),
+            _ => {
+                diags.error(
+                    &node.origin,
+                    format!("{what} must be a map, found a {}", node.type_name()),
+                    "write `key: value` entries here",
+                );
+                None
+            }
+        }
+    }
+
+    /// The field `key`, if present.
+    pub fn opt(&mut self, key: &str) -> Option<&'a Node> {
+        let i = self.entries.iter().position(|(k, _)| k.name == key)?;
+        self.used[i] = true;
+        Some(&self.entries[i].1)
+    }
+
+    /// The field `key`; reports it missing otherwise.
+    pub fn req(&mut self, key: &str, diags: &mut Diagnostics) -> Option<&'a Node> {
+        let n = self.opt(key);
+        if n.is_none() {
+            diags.error(
+                self.origin,
+                format!("missing required field `{key}` in {}", self.what),
+                format!("add `{key}:` to {}", self.what),
+            );
+        }
+        n
+    }
+
+    /// Where the map starts.
+    pub fn origin(&self) -> &'a Origin {
+        self.origin
+    }
+
+    /// Reports every field not read, suggesting the closest known name.
+    pub fn finish(self, known: &[&str], diags: &mut Diagnostics) {
+        for ((k, _), used) in self.entries.iter().zip(self.used) {
+            if used {
+                continue;
+            }
+            let fix = match closest(&k.name, known) {
+                Some(s) => format!("did you mean `{s}`? (allowed: {})", known.join(", ")),
+                None => format!("remove it (allowed: {})", known.join(", ")),
+            };
+            diags.error(
+                &k.origin,
+                format!("unknown field `{}` in {}", k.name, self.what),
+                fix,
+            );
+        }
+    }
+}
+
+/// The known name closest to `name` by edit distance, if close enough.
+pub fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Reads a string field.
+pub fn string(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<String> {
+    match &node.kind {
+        NodeKind::Str(s) => Some(s.clone()),
+        _ => {
+            wrong_type(node, what, "a string", diags);
+            None
+        }
+    }
+}
+
+/// Reads a boolean field; YAML 1.1 spellings (`yes`, `on`) are errors with
+/// a fix.
+pub fn boolean(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<bool> {
+    match &node.kind {
+        NodeKind::Bool(b) => Some(*b),
+        NodeKind::Str(s) if node.plain && yaml11_bool(s).is_some() => {
+            let b = yaml11_bool(s).unwrap_or_default();
+            diags.error(
+                &node.origin,
+                format!("{what} must be a boolean; `{s}` is a YAML 1.1 boolean, which YAML 1.2 reads as the string \"{s}\""),
+                format!("write `{b}`"),
+            );
+            None
+        }
+        _ => {
+            wrong_type(node, what, "a boolean (true or false)", diags);
+            None
+        }
+    }
+}
+
+/// Reports every plain `yes`/`no`/`on`/`off` in a free-form value: YAML 1.2
+/// (tidegate) reads them as strings, YAML 1.1 (kubectl, older tools) as
+/// booleans, so the author's intent is ambiguous.
+pub fn ambiguous_booleans(node: &Node, diags: &mut Diagnostics) {
+    match &node.kind {
+        NodeKind::Str(s) if node.plain && yaml11_bool(s).is_some() && s.len() > 1 => {
+            let b = yaml11_bool(s).unwrap_or_default();
+            diags.error(
+                &node.origin,
+                format!("ambiguous value `{s}`: a boolean in YAML 1.1 (kubectl), the string \"{s}\" in YAML 1.2 (tidegate)"),
+                format!("write `{b}` for a boolean or quote it (\"{s}\") for a string"),
+            );
+        }
+        NodeKind::Seq(items) => items.iter().for_each(|n| ambiguous_booleans(n, diags)),
+        NodeKind::Map(entries) => entries
+            .iter()
+            .for_each(|(_, n)| ambiguous_booleans(n, diags)),
+        _ => {}
+    }
+}
+
+/// Reads a non-negative integer field.
+pub fn uint(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<u64> {
+    match &node.kind {
+        NodeKind::Int(i) if *i >= 0 => Some(*i as u64),
+        _ => {
+            wrong_type(node, what, "a non-negative whole number", diags);
+            None
+        }
+    }
+}
+
+/// Reads a list field.
+pub fn list<'n>(node: &'n Node, what: &str, diags: &mut Diagnostics) -> Option<&'n [Node]> {
+    match &node.kind {
+        NodeKind::Seq(items) => Some(items),
+        _ => {
+            wrong_type(node, what, "a list", diags);
+            None
+        }
+    }
+}
+
+/// Reads a string, or a list of strings, as a list.
+pub fn strings(node: &Node, what: &str, diags: &mut Diagnostics) -> Vec<(String, Origin)> {
+    match &node.kind {
+        NodeKind::Str(s) => vec![(s.clone(), node.origin.clone())],
+        NodeKind::Seq(items) => items
+            .iter()
+            .filter_map(|n| string(n, what, diags).map(|s| (s, n.origin.clone())))
+            .collect(),
+        _ => {
+            wrong_type(node, what, "a string or a list of strings", diags);
+            Vec::new()
+        }
+    }
+}
+
+/// Reports that `node` is not of the expected type.
+pub fn wrong_type(node: &Node, what: &str, want: &str, diags: &mut Diagnostics) {
+    let found = match &node.kind {
+        NodeKind::Str(s) => format!("the string \"{s}\""),
+        _ => format!("a {}", node.type_name()),
+    };
+    diags.error(
+        &node.origin,
+        format!("{what} must be {want}, found {found}"),
+        format!("write {want} here"),
+    );
+}
+
+/// True when `s` is a valid name (DNS-label-like: lowercase letters,
+/// digits, `-`, `_`; starting with a letter).
+pub fn valid_name(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Reads a name field, checking its spelling.
+pub fn name(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<String> {
+    let s = string(node, what, diags)?;
+    if valid_name(&s) {
+        Some(s)
+    } else {
+        diags.error(
+            &node.origin,
+            format!("{what} `{s}` is not a valid name"),
+            "use letters, digits, `-` and `_`, starting with a letter",
+        );
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::yaml::parse;
+    use super::*;
+
+    fn node(text: &str) -> Node {
+        let mut d = Diagnostics::default();
+        parse("f.yaml", text, &mut d).unwrap().remove(0)
+    }
+
+    #[test]
+    fn unknown_fields_are_reported_with_a_suggestion() {
+        let n = node("name: a\nafterr: b\n");
+        let mut d = Diagnostics::default();
+        let mut f = Fields::new(&n, "Environment spec", &mut d).unwrap();
+        f.opt("name");
+        f.finish(&["name", "after"], &mut d);
+        let e = d.iter().next().unwrap();
+        assert_eq!(e.message, "unknown field `afterr` in Environment spec");
+        assert!(e.fix.starts_with("did you mean `after`?"));
+        assert_eq!(e.origin.line, 2);
+    }
+
+    #[test]
+    fn yaml11_booleans_are_errors_with_a_fix() {
+        let n = node("x: yes\n");
+        let mut d = Diagnostics::default();
+        assert_eq!(boolean(n.get("x").unwrap(), "`x`", &mut d), None);
+        let e = d.iter().next().unwrap();
+        assert!(e.message.contains("YAML 1.1 boolean"), "{}", e.message);
+        assert_eq!(e.fix, "write `true`");
+    }
+}

@@ -1,0 +1,133 @@
+use super::*;
+use crate::testutil::{self, env, files, module};
+
+fn errors(f: &Files) -> Vec<String> {
+    match load(f) {
+        Ok(_) => Vec::new(),
+        Err(Error::Invalid(r)) => r.0.iter().map(|d| d.to_string()).collect(),
+        Err(e) => vec![e.to_string()],
+    }
+}
+
+#[test]
+fn a_valid_repository_resolves_in_order() {
+    let f = testutil::repo();
+    let m = load(&f).unwrap();
+    let names: Vec<&str> = m.environments.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["dev", "prod"]);
+    let prod = m.environment("prod").unwrap();
+    assert_eq!(prod.after[0].0, "dev");
+    assert_eq!(m.resources(prod).count(), 4);
+    assert_eq!(
+        prod.secret_file_for(&m, &["db", "password"]),
+        Some("secrets/s.sops.yaml")
+    );
+    assert_eq!(prod.target(Some("prod-green")).environment, "prod-green");
+    let vpc = m.modules["modules/net"].resource("vpc").unwrap();
+    assert_eq!(vpc.kind, "vpc");
+    assert_eq!(vpc.spans.get("cidrBlock").unwrap().line, 17);
+}
+
+#[test]
+fn every_problem_is_reported_in_file_order() {
+    let mut f = testutil::repo();
+    let bad = env(
+        "dev",
+        "  vars: {}\n  secrets: [secrets/s.sops.yaml]\n  modules:\n    - name: network\n      source: modules/net\n      inputs:\n        cidr: 10\n        extra: x\n    - name: app\n      source: modules/app\n      inputs:\n        vpcId: ${module.network.nope}\n        password: ${secret.db.pasword}\n",
+    );
+    f.insert("environments/dev.yaml".into(), bad.into_bytes());
+    let e = errors(&f);
+    assert_eq!(e.len(), 4, "{e:#?}");
+    assert!(e[0].starts_with("environments/dev.yaml:12:15: error: input `cidr` of module net must be a string, found a number"), "{}", e[0]);
+    assert!(
+        e[1].starts_with("environments/dev.yaml:13:9: error: module net has no input `extra`"),
+        "{}",
+        e[1]
+    );
+    assert!(e[2].contains("has no output `nope`"), "{}", e[2]);
+    assert!(
+        e[3].contains("`${secret.db.pasword}`: no such key in secrets/s.sops.yaml"),
+        "{}",
+        e[3]
+    );
+    assert!(
+        e[3].contains("or use one of: api.token, db.password"),
+        "{}",
+        e[3]
+    );
+}
+
+#[test]
+fn module_scope_rules_are_enforced() {
+    let m = module(
+        "net",
+        "  resources:\n    - name: vpc\n      provider: aws\n      type: vpc\n      spec:\n        cidrBlock: ${var.cidr}\n    - name: sub\n      provider: aws\n      type: subnet\n      spec:\n        vpcId: ${resource.sub.id}\n        cidrBlock: ${resource.vpc.arnn}\n",
+    );
+    let f = files(&[
+        ("environments/dev.yaml", &env("dev", "  modules: []\n")),
+        ("modules/net/module.yaml", &m),
+    ]);
+    let e = errors(&f);
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert!(
+        e[0].contains("`${var.cidr}` cannot be used inside a module"),
+        "{}",
+        e[0]
+    );
+    assert!(e[1].contains("resource `sub` refers to itself"), "{}", e[1]);
+    assert!(e[2].contains("has no attribute `arnn`"), "{}", e[2]);
+}
+
+#[test]
+fn missing_required_inputs_and_unknown_modules_are_errors() {
+    let f = files(&[
+        (
+            "environments/dev.yaml",
+            &env(
+                "dev",
+                "  modules:\n    - name: network\n      source: modules/net\n    - name: x\n      source: modules/nope\n",
+            ),
+        ),
+        ("modules/net/module.yaml", &testutil::net_module()),
+    ]);
+    let e = errors(&f);
+    assert!(
+        e[0].contains("does not set required input `cidr`"),
+        "{e:#?}"
+    );
+    assert!(
+        e[1].contains("uses unknown module `modules/nope`"),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn environment_order_cycles_name_every_environment() {
+    let f = files(&[
+        ("environments/a.yaml", &env("a", "  after: b\n")),
+        ("environments/b.yaml", &env("b", "  after: a\n")),
+    ]);
+    let e = errors(&f);
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].contains("environment order has a cycle between a, b"),
+        "{}",
+        e[0]
+    );
+    assert!(
+        e[0].contains("a after b (declared at environments/a.yaml:6:10)"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn read_dir_reads_the_bundled_example() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let f = read_dir(root).unwrap();
+    assert!(f.contains_key("environments/prod.yaml"));
+    assert!(f.contains_key(".sops.yaml"));
+    assert!(!f.keys().any(|k| k.ends_with(".agekey")));
+    let m = load(&f).unwrap();
+    assert_eq!(m.environments.len(), 4);
+}

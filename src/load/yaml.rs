@@ -1,0 +1,419 @@
+//! Stage 1 of loading: YAML text to a tree of nodes that remember where
+//! they were written.
+//!
+//! Built directly on `saphyr-parser`'s event stream so that every node
+//! (keys included) carries its file:line:column, duplicate keys are caught,
+//! and scalars resolve by the YAML 1.2 core schema (`yes` is a string, not
+//! a boolean; typed fields report it as a likely YAML 1.1 mistake).
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::value::{Map, Origin, Spans, Value};
+
+/// One YAML node and where it starts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub kind: NodeKind,
+    pub origin: Origin,
+    /// True for a plain (unquoted) scalar.
+    pub plain: bool,
+}
+
+/// The shape of a node, scalars resolved by the core schema.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeKind {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    /// Entries in document order; keys are string scalars.
+    Map(Vec<(Key, Node)>),
+}
+
+/// A map key and where it was written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Key {
+    pub name: String,
+    pub origin: Origin,
+}
+
+impl Node {
+    /// A short name of the node's type, for messages.
+    pub fn type_name(&self) -> &'static str {
+        match self.kind {
+            NodeKind::Null => "null",
+            NodeKind::Bool(_) => "boolean",
+            NodeKind::Int(_) | NodeKind::Float(_) => "number",
+            NodeKind::Str(_) => "string",
+            NodeKind::Seq(_) => "list",
+            NodeKind::Map(_) => "map",
+        }
+    }
+
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.kind {
+            NodeKind::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The entry under `key`, if this is a map holding it.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.kind {
+            NodeKind::Map(entries) => entries.iter().find(|(k, _)| k.name == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// Converts to a [`Value`], recording the origin of every node below
+    /// `path` in `spans`.
+    pub fn to_value(&self, path: &str, spans: &mut Spans) -> Value {
+        spans.insert(path, self.origin.clone());
+        match &self.kind {
+            NodeKind::Null => Value::Null,
+            NodeKind::Bool(b) => Value::Bool(*b),
+            NodeKind::Int(i) => Value::Int(*i),
+            NodeKind::Float(f) => Value::Float(*f),
+            NodeKind::Str(s) => Value::String(s.clone()),
+            NodeKind::Seq(items) => Value::List(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| n.to_value(&crate::value::index_path(path, i), spans))
+                    .collect(),
+            ),
+            NodeKind::Map(entries) => {
+                let mut m = Map::with_capacity(entries.len());
+                for (k, v) in entries {
+                    let p = crate::value::key_path(path, &k.name);
+                    m.insert(k.name.clone(), v.to_value(&p, spans));
+                }
+                Value::Map(m)
+            }
+        }
+    }
+
+    /// Converts to a [`Value`] and its spans, rooted at the empty path.
+    pub fn to_value_spans(&self) -> (Value, Spans) {
+        let mut spans = Spans::default();
+        let v = self.to_value("", &mut spans);
+        (v, spans)
+    }
+}
+
+/// Parses every document of `text`. Problems (syntax, duplicate keys,
+/// unsupported tags) go to `diags`; `None` when the text could not be
+/// parsed at all.
+pub fn parse(file: &str, text: &str, diags: &mut Diagnostics) -> Option<Vec<Node>> {
+    let mut b = Builder {
+        file,
+        stack: Vec::new(),
+        docs: Vec::new(),
+        anchors: HashMap::new(),
+        diags,
+    };
+    for ev in Parser::new_from_str(text) {
+        match ev {
+            Ok((ev, span)) => b.event(ev, span),
+            Err(e) => {
+                let m = e.marker();
+                b.diags.push(Diagnostic::new(
+                    Origin {
+                        file: file.to_string(),
+                        line: m.line(),
+                        column: m.col() + 1,
+                    },
+                    format!("malformed YAML: {}", e.info()),
+                    "fix the YAML syntax at this position (indentation, quoting, a missing `:`)",
+                ));
+                return None;
+            }
+        }
+    }
+    Some(b.docs)
+}
+
+enum Frame {
+    Seq(Vec<Node>, Origin, usize),
+    Map(Vec<(Key, Node)>, Option<Key>, Origin, usize),
+}
+
+struct Builder<'a> {
+    file: &'a str,
+    stack: Vec<Frame>,
+    docs: Vec<Node>,
+    anchors: HashMap<usize, Node>,
+    diags: &'a mut Diagnostics,
+}
+
+impl Builder<'_> {
+    fn origin(&self, span: Span) -> Origin {
+        Origin {
+            file: self.file.to_string(),
+            line: span.start.line(),
+            column: span.start.col() + 1,
+        }
+    }
+
+    fn event(&mut self, ev: Event<'_>, span: Span) {
+        let origin = self.origin(span);
+        match ev {
+            Event::Scalar(text, style, anchor, tag) => {
+                let node = self.scalar(&text, style, tag.as_deref(), origin);
+                self.finish(node, anchor);
+            }
+            Event::SequenceStart(anchor, _) => {
+                self.stack.push(Frame::Seq(Vec::new(), origin, anchor))
+            }
+            Event::MappingStart(anchor, _) => {
+                self.stack
+                    .push(Frame::Map(Vec::new(), None, origin, anchor))
+            }
+            Event::SequenceEnd => {
+                if let Some(Frame::Seq(items, o, anchor)) = self.stack.pop() {
+                    let node = Node {
+                        kind: NodeKind::Seq(items),
+                        origin: o,
+                        plain: false,
+                    };
+                    self.finish(node, anchor);
+                }
+            }
+            Event::MappingEnd => {
+                if let Some(Frame::Map(entries, _, o, anchor)) = self.stack.pop() {
+                    let node = Node {
+                        kind: NodeKind::Map(entries),
+                        origin: o,
+                        plain: false,
+                    };
+                    self.finish(node, anchor);
+                }
+            }
+            Event::Alias(id) => {
+                let node = match self.anchors.get(&id) {
+                    Some(n) => n.clone(),
+                    None => Node {
+                        kind: NodeKind::Null,
+                        origin,
+                        plain: true,
+                    },
+                };
+                self.finish(node, 0);
+            }
+            _ => {}
+        }
+    }
+
+    fn scalar(
+        &mut self,
+        text: &str,
+        style: ScalarStyle,
+        tag: Option<&Tag>,
+        origin: Origin,
+    ) -> Node {
+        let plain = style == ScalarStyle::Plain;
+        let kind = match tag {
+            Some(t) if t.is_yaml_core_schema() => match t.suffix.as_str() {
+                "str" => NodeKind::Str(text.to_string()),
+                _ => resolve_plain(text),
+            },
+            Some(t) => {
+                self.diags.error(
+                    &origin,
+                    format!("unsupported YAML tag `{}{}`", t.handle, t.suffix),
+                    "remove the tag; tidegate reads plain YAML values",
+                );
+                NodeKind::Str(text.to_string())
+            }
+            None if plain => resolve_plain(text),
+            None => NodeKind::Str(text.to_string()),
+        };
+        Node {
+            kind,
+            origin,
+            plain,
+        }
+    }
+
+    fn finish(&mut self, node: Node, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.docs.push(node),
+            Some(Frame::Seq(items, _, _)) => items.push(node),
+            Some(Frame::Map(entries, pending, _, _)) => match pending.take() {
+                None => {
+                    let name = match &node.kind {
+                        NodeKind::Str(s) => s.clone(),
+                        NodeKind::Null => String::new(),
+                        NodeKind::Bool(b) => b.to_string(),
+                        NodeKind::Int(i) => i.to_string(),
+                        NodeKind::Float(f) => f.to_string(),
+                        NodeKind::Seq(_) | NodeKind::Map(_) => {
+                            self.diags.error(
+                                &node.origin,
+                                "a map key must be a plain value, not a list or map",
+                                "use a string key",
+                            );
+                            String::new()
+                        }
+                    };
+                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.name == name) {
+                        self.diags.error(
+                            &node.origin,
+                            format!(
+                                "duplicate key `{name}` (first at line {})",
+                                first.origin.line
+                            ),
+                            "remove one of the two entries",
+                        );
+                    }
+                    *pending = Some(Key {
+                        name,
+                        origin: node.origin,
+                    });
+                }
+                Some(key) => entries.push((key, node)),
+            },
+        }
+    }
+}
+
+/// Resolves a plain scalar by the YAML 1.2 core schema.
+pub fn resolve_plain(s: &str) -> NodeKind {
+    match s {
+        "" | "~" | "null" | "Null" | "NULL" => return NodeKind::Null,
+        "true" | "True" | "TRUE" => return NodeKind::Bool(true),
+        "false" | "False" | "FALSE" => return NodeKind::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return NodeKind::Float(f64::INFINITY)
+        }
+        "-.inf" | "-.Inf" | "-.INF" => return NodeKind::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return NodeKind::Float(f64::NAN),
+        _ => {}
+    }
+    if let Some(i) = parse_int(s) {
+        return NodeKind::Int(i);
+    }
+    if is_float(s) {
+        if let Ok(f) = s.parse::<f64>() {
+            return NodeKind::Float(f);
+        }
+    }
+    NodeKind::Str(s.to_string())
+}
+
+fn parse_int(s: &str) -> Option<i64> {
+    if let Some(h) = s.strip_prefix("0x") {
+        return i64::from_str_radix(h, 16).ok();
+    }
+    if let Some(o) = s.strip_prefix("0o") {
+        return i64::from_str_radix(o, 8).ok();
+    }
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn is_float(s: &str) -> bool {
+    let t = s.strip_prefix(['-', '+']).unwrap_or(s);
+    let (mant, exp) = match t.find(['e', 'E']) {
+        Some(i) => (&t[..i], Some(&t[i + 1..])),
+        None => (t, None),
+    };
+    let mant_ok = {
+        let (a, b) = mant.split_once('.').unwrap_or((mant, ""));
+        (!a.is_empty() || !b.is_empty())
+            && a.bytes().all(|c| c.is_ascii_digit())
+            && b.bytes().all(|c| c.is_ascii_digit())
+    };
+    let exp_ok = exp.is_none_or(|e| {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !e.is_empty() && e.bytes().all(|c| c.is_ascii_digit())
+    });
+    mant_ok && exp_ok
+}
+
+/// The YAML 1.1 spellings of booleans that YAML 1.2 reads as strings.
+pub fn yaml11_bool(s: &str) -> Option<bool> {
+    match s {
+        "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "y" | "Y" => Some(true),
+        "no" | "No" | "NO" | "off" | "Off" | "OFF" | "n" | "N" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(text: &str) -> Node {
+        let mut d = Diagnostics::default();
+        let docs = parse("f.yaml", text, &mut d).unwrap();
+        assert!(d.is_empty(), "{d:?}");
+        docs.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn scalars_follow_the_core_schema() {
+        let n = one("a: yes\nb: true\nc: 3\nd: 1.5\ne: ~\nf: '3'\ng: 0x1f\nh: 1e3\n");
+        let k = |key| n.get(key).unwrap().kind.clone();
+        assert_eq!(k("a"), NodeKind::Str("yes".into()));
+        assert_eq!(k("b"), NodeKind::Bool(true));
+        assert_eq!(k("c"), NodeKind::Int(3));
+        assert_eq!(k("d"), NodeKind::Float(1.5));
+        assert_eq!(k("e"), NodeKind::Null);
+        assert_eq!(k("f"), NodeKind::Str("3".into()));
+        assert_eq!(k("g"), NodeKind::Int(31));
+        assert_eq!(k("h"), NodeKind::Float(1000.0));
+        assert_eq!(yaml11_bool("on"), Some(true));
+    }
+
+    #[test]
+    fn every_node_knows_its_line_and_column() {
+        let n = one("spec:\n  items:\n    - name: x\n");
+        let (_, spans) = n.to_value_spans();
+        let o = spans.get("spec.items[0].name").unwrap();
+        assert_eq!((o.line, o.column), (3, 13));
+        let key = match &n.kind {
+            NodeKind::Map(e) => e[0].0.origin.clone(),
+            _ => unreachable!(),
+        };
+        assert_eq!((key.line, key.column), (1, 1));
+    }
+
+    #[test]
+    fn duplicate_keys_and_syntax_errors_are_reported() {
+        let mut d = Diagnostics::default();
+        parse("f.yaml", "a: 1\na: 2\n", &mut d).unwrap();
+        assert!(d
+            .iter()
+            .next()
+            .unwrap()
+            .message
+            .contains("duplicate key `a`"));
+        let mut d = Diagnostics::default();
+        assert!(parse("f.yaml", "a: [1, 2\n", &mut d).is_none());
+        assert!(d
+            .iter()
+            .next()
+            .unwrap()
+            .message
+            .starts_with("malformed YAML"));
+    }
+
+    #[test]
+    fn aliases_copy_the_anchored_node() {
+        let n = one("a: &x {k: 1}\nb: *x\n");
+        assert_eq!(n.get("b").unwrap().get("k").unwrap().kind, NodeKind::Int(1));
+    }
+}

@@ -1,0 +1,334 @@
+//! The resolved model: what a repository declares, after loading has
+//! checked that every name, input, output, secret key and reference exists.
+//!
+//! Nothing here can be dangling: an [`Instance`]'s `source` names a module in
+//! [`Model::modules`], every input it sets is declared, every `${...}` it
+//! holds points at something that exists. Values are kept as templates
+//! (strings may hold `${...}`); [`crate::render`] turns them into
+//! [`crate::provider::Desired`] bodies. Each value keeps its [`Spans`] so later
+//! checks (schema, policy) can point at file:line:column.
+
+use std::collections::BTreeMap;
+
+use indexmap::IndexMap;
+
+use crate::provider::{AwsTarget, EnvTarget, KubeTarget, ProviderKind, ResourceId};
+use crate::value::{Map, Origin, Spans, Value};
+
+/// Everything a repository declares.
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    /// Environments in promotion order (each after the ones it names in `after`).
+    pub environments: Vec<Environment>,
+    /// Modules by source path (`modules/web`).
+    pub modules: BTreeMap<String, Module>,
+    /// The plaintext key structure of every SOPS file read, by repo path.
+    pub secret_keys: BTreeMap<String, SecretTree>,
+}
+
+/// A value as written, with where each of its nodes was written.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Located {
+    pub value: Value,
+    pub spans: Spans,
+}
+
+impl Located {
+    /// Where the value itself starts.
+    pub fn origin(&self) -> Origin {
+        self.spans.get("").cloned().unwrap_or_default()
+    }
+}
+
+/// One `environments/<name>.yaml`.
+#[derive(Clone, Debug, Default)]
+pub struct Environment {
+    pub name: String,
+    /// The repo path of the document.
+    pub file: String,
+    /// Where `metadata.name` was written.
+    pub origin: Origin,
+    /// Environments that must be converged before this one, with where each
+    /// was named.
+    pub after: Vec<(String, Origin)>,
+    pub kubernetes: Option<KubeTarget>,
+    pub aws: Option<AwsTarget>,
+    /// Literal values for `${var.x}`.
+    pub vars: Map,
+    pub var_spans: Spans,
+    /// SOPS files (repo paths) searched, in order, for `${secret.x.y}`.
+    pub secret_files: Vec<(String, Origin)>,
+    /// Module instances in declaration order.
+    pub instances: Vec<Instance>,
+    /// The raw `policy:` block, parsed by the policy module.
+    pub policy: Option<Located>,
+}
+
+impl Environment {
+    /// The provider target for this environment; `owner` replaces the
+    /// environment name in ownership marks (blue/green rebuild).
+    pub fn target(&self, owner: Option<&str>) -> EnvTarget {
+        EnvTarget {
+            environment: owner.unwrap_or(&self.name).to_string(),
+            kubernetes: self.kubernetes.clone(),
+            aws: self.aws.clone(),
+        }
+    }
+
+    /// The instance named `name`.
+    pub fn instance(&self, name: &str) -> Option<&Instance> {
+        self.instances.iter().find(|i| i.name == name)
+    }
+
+    /// The secret file holding the key `path`, if any.
+    pub fn secret_file_for<'m>(&self, model: &'m Model, path: &[&str]) -> Option<&'m str> {
+        self.secret_files.iter().find_map(|(f, _)| {
+            let (k, tree) = model.secret_keys.get_key_value(f)?;
+            tree.leaf(path).then_some(k.as_str())
+        })
+    }
+}
+
+/// A module used in an environment under an instance name.
+#[derive(Clone, Debug, Default)]
+pub struct Instance {
+    /// The instance name (the `module` part of every [`ResourceId`]).
+    pub name: String,
+    /// The module's source path, a key of [`Model::modules`].
+    pub source: String,
+    pub origin: Origin,
+    /// Input values as written (templates in environment scope).
+    pub inputs: IndexMap<String, Located>,
+    /// Other instances of the same environment this one runs after.
+    pub depends_on: Vec<(String, Origin)>,
+}
+
+/// One `modules/<name>/module.yaml`.
+#[derive(Clone, Debug, Default)]
+pub struct Module {
+    pub name: String,
+    /// The folder (`modules/web`), as instances name it in `source`.
+    pub source: String,
+    pub file: String,
+    pub origin: Origin,
+    pub inputs: IndexMap<String, InputDecl>,
+    pub outputs: IndexMap<String, OutputDecl>,
+    pub resources: Vec<Resource>,
+}
+
+impl Module {
+    /// The resource named `name`.
+    pub fn resource(&self, name: &str) -> Option<&Resource> {
+        self.resources.iter().find(|r| r.name == name)
+    }
+}
+
+/// The type of a module input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputType {
+    String,
+    Number,
+    Bool,
+    List,
+    Map,
+}
+
+impl InputType {
+    /// Its name as written in `type:`.
+    pub fn name(self) -> &'static str {
+        match self {
+            InputType::String => "string",
+            InputType::Number => "number",
+            InputType::Bool => "bool",
+            InputType::List => "list",
+            InputType::Map => "map",
+        }
+    }
+
+    /// True when a (fully known) `v` has this type. Sensitive values count
+    /// as strings; unknown values match any type.
+    pub fn accepts(self, v: &Value) -> bool {
+        matches!(
+            (self, v),
+            (_, Value::Unknown(_))
+                | (InputType::String, Value::String(_) | Value::Sensitive(_))
+                | (InputType::Number, Value::Int(_) | Value::Float(_))
+                | (InputType::Bool, Value::Bool(_))
+                | (InputType::List, Value::List(_))
+                | (InputType::Map, Value::Map(_))
+        )
+    }
+}
+
+/// A declared module input.
+#[derive(Clone, Debug)]
+pub struct InputDecl {
+    pub name: String,
+    pub ty: InputType,
+    pub default: Option<Value>,
+    /// True when an instance must set it (no default).
+    pub required: bool,
+    pub description: Option<String>,
+    pub origin: Origin,
+}
+
+/// A declared module output: a template in module scope.
+#[derive(Clone, Debug)]
+pub struct OutputDecl {
+    pub name: String,
+    pub value: Located,
+    pub description: Option<String>,
+    pub origin: Origin,
+}
+
+/// What a resource's `dependsOn` entry names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DependsOn {
+    /// Another resource of the same module.
+    Resource(String),
+    /// Every resource of another instance in the environment.
+    Module(String),
+}
+
+/// A resource template inside a module.
+#[derive(Clone, Debug)]
+pub struct Resource {
+    pub name: String,
+    pub provider: ProviderKind,
+    /// Kubernetes: `group/version/Kind` (`apps/v1/Deployment`, `v1/ConfigMap`);
+    /// AWS: the resource type (`vpc`, ...). Becomes `Desired::kind`.
+    pub kind: String,
+    /// The manifest (Kubernetes) or spec (AWS), strings may hold `${...}`.
+    pub body: Value,
+    /// Where each node of `body` was written (paths relative to the body).
+    pub spans: Spans,
+    /// Where the resource entry starts.
+    pub origin: Origin,
+    pub depends_on: Vec<(DependsOn, Origin)>,
+    /// The raw `waivers:` list, parsed by the policy module.
+    pub waivers: Option<Located>,
+}
+
+impl Resource {
+    /// Its id inside `instance`.
+    pub fn id(&self, instance: &str) -> ResourceId {
+        ResourceId {
+            module: instance.to_string(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// The plaintext key structure of a SOPS file: maps of keys down to opaque
+/// (encrypted) leaves.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum SecretTree {
+    /// An encrypted value (or a list, addressed as a whole).
+    #[default]
+    Leaf,
+    Map(BTreeMap<String, SecretTree>),
+}
+
+impl SecretTree {
+    /// The node at `path`, if present.
+    pub fn get(&self, path: &[&str]) -> Option<&SecretTree> {
+        path.iter().try_fold(self, |t, k| match t {
+            SecretTree::Map(m) => m.get(*k),
+            SecretTree::Leaf => None,
+        })
+    }
+
+    /// True when `path` names a leaf.
+    pub fn leaf(&self, path: &[&str]) -> bool {
+        matches!(self.get(path), Some(SecretTree::Leaf))
+    }
+
+    /// Every leaf path, dotted, in order.
+    pub fn leaves(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.collect("", &mut out);
+        out
+    }
+
+    fn collect(&self, prefix: &str, out: &mut Vec<String>) {
+        match self {
+            SecretTree::Leaf => out.push(prefix.to_string()),
+            SecretTree::Map(m) => {
+                for (k, v) in m {
+                    v.collect(&crate::value::key_path(prefix, k), out);
+                }
+            }
+        }
+    }
+}
+
+impl Model {
+    /// The environment named `name`.
+    pub fn environment(&self, name: &str) -> Option<&Environment> {
+        self.environments.iter().find(|e| e.name == name)
+    }
+
+    /// The module an instance uses.
+    pub fn module_of(&self, instance: &Instance) -> &Module {
+        &self.modules[&instance.source]
+    }
+
+    /// Every resource of `env` with its id, instance and declaration, in
+    /// declaration order.
+    pub fn resources<'m>(
+        &'m self,
+        env: &'m Environment,
+    ) -> impl Iterator<Item = (ResourceId, &'m Instance, &'m Resource)> + 'm {
+        env.instances.iter().flat_map(move |i| {
+            self.module_of(i)
+                .resources
+                .iter()
+                .map(move |r| (r.id(&i.name), i, r))
+        })
+    }
+
+    /// The distinct `Desired::kind`s of one provider in `env`, sorted: what
+    /// [`crate::provider::Provider::observe`] is asked to list.
+    pub fn kinds(&self, env: &Environment, provider: ProviderKind) -> Vec<String> {
+        let kinds: std::collections::BTreeSet<&str> = self
+            .resources(env)
+            .filter(|(_, _, r)| r.provider == provider)
+            .map(|(_, _, r)| r.kind.as_str())
+            .collect();
+        kinds.into_iter().map(str::to_string).collect()
+    }
+
+    /// How many resources all environments hold.
+    pub fn resource_count(&self) -> usize {
+        self.environments
+            .iter()
+            .map(|e| self.resources(e).count())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_trees_answer_leaf_paths() {
+        let mut db = BTreeMap::new();
+        db.insert("password".to_string(), SecretTree::Leaf);
+        let mut top = BTreeMap::new();
+        top.insert("db".to_string(), SecretTree::Map(db));
+        let t = SecretTree::Map(top);
+        assert!(t.leaf(&["db", "password"]));
+        assert!(!t.leaf(&["db"]));
+        assert!(!t.leaf(&["db", "user"]));
+        assert_eq!(t.leaves(), vec!["db.password"]);
+    }
+
+    #[test]
+    fn input_types_accept_matching_values() {
+        assert!(InputType::Number.accepts(&Value::Int(1)));
+        assert!(!InputType::Number.accepts(&Value::String("1".into())));
+        assert!(InputType::Bool.accepts(&Value::Unknown("x".into())));
+    }
+}
