@@ -546,7 +546,9 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
     }
 
     fn instance_edges(&mut self, inst: &'m Instance) {
-        let module = self.model.module_of(inst);
+        let Some(module) = self.model.module_of(inst) else {
+            return;
+        };
         let own: Vec<ResourceId> = module.resources.iter().map(|r| r.id(&inst.name)).collect();
         for (dep, o) in &inst.depends_on {
             for from in self.instance_resources(dep) {
@@ -646,8 +648,7 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
             return Vec::new();
         }
         let deps = if output {
-            let module = self.model.module_of(inst);
-            match module.outputs.get(name) {
+            match self.model.module_of(inst).and_then(|m| m.outputs.get(name)) {
                 Some(o) => self.module_value_deps(inst, &o.value.value, &o.value.spans),
                 None => Vec::new(),
             }
