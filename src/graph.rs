@@ -365,6 +365,36 @@ impl Graph {
         out
     }
 
+    /// The apply order as text: per environment (in promotion order), each
+    /// level with its resources and what each waits for.
+    pub fn to_text(&self, env: Option<&str>) -> String {
+        let mut out = String::new();
+        for name in self
+            .environments()
+            .into_iter()
+            .filter(|n| env.is_none_or(|e| e == *n))
+        {
+            let levels = self.levels(name);
+            let count: usize = levels.iter().map(Vec::len).sum();
+            let _ = writeln!(out, "{name}: {count} resources in {} levels", levels.len());
+            for (i, level) in levels.iter().enumerate() {
+                let _ = writeln!(out, "  level {}:", i + 1);
+                for id in level {
+                    let kind = self.node(name, id).map_or("", |n| n.kind.as_str());
+                    let deps = self.dependencies(name, id);
+                    let after = if deps.is_empty() {
+                        String::new()
+                    } else {
+                        let d: Vec<String> = deps.iter().map(ResourceId::to_string).collect();
+                        format!(" (after {})", d.join(", "))
+                    };
+                    let _ = writeln!(out, "    {id} [{kind}]{after}");
+                }
+            }
+        }
+        out
+    }
+
     /// The graph as a Mermaid flowchart, for one environment or all.
     pub fn to_mermaid(&self, env: Option<&str>) -> String {
         let mut out = String::from("flowchart LR\n");

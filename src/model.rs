@@ -97,7 +97,9 @@ pub struct Instance {
     /// The module's source path, a key of [`Model::modules`].
     pub source: String,
     pub origin: Origin,
-    /// Input values as written (templates in environment scope).
+    /// Input values as written (templates in environment scope). Besides the
+    /// value's own paths, the spans hold `@key`: where the input's key was
+    /// written.
     pub inputs: IndexMap<String, Located>,
     /// Other instances of the same environment this one runs after.
     pub depends_on: Vec<(String, Origin)>,
