@@ -462,6 +462,50 @@ impl Graph {
     }
 }
 
+/// The references that the part `sub` of `value` depends on, each with the
+/// path of the string holding it and the part of the referenced value that
+/// matters (`sub` carried through a whole-string reference). Where the part
+/// cannot be told apart (an interpolated string), every reference counts.
+fn refs_at(value: &Value, sub: &[String]) -> Vec<(String, expr::Ref, Vec<String>)> {
+    if let (Value::String(s), false) = (value, sub.is_empty()) {
+        if let Ok(parts) = expr::parse(s) {
+            if let [expr::Part::Ref(r)] = parts.as_slice() {
+                return vec![(String::new(), r.clone(), sub.to_vec())];
+            }
+        }
+    }
+    let mut base = String::new();
+    let mut v = value;
+    for (i, seg) in sub.iter().enumerate() {
+        let child = match v {
+            Value::List(l) => seg.parse::<usize>().ok().and_then(|i| l.get(i)),
+            Value::Map(m) => m.get(seg),
+            _ => None,
+        };
+        match child {
+            Some(c) => {
+                base = match v {
+                    Value::List(_) => crate::value::index_path(&base, seg.parse().unwrap_or(0)),
+                    _ => crate::value::key_path(&base, seg),
+                };
+                v = c;
+                if let Value::String(_) = c {
+                    let rest = &sub[i + 1..];
+                    return refs_at(c, rest)
+                        .into_iter()
+                        .map(|(p, r, e)| (if p.is_empty() { base.clone() } else { p }, r, e))
+                        .collect();
+                }
+            }
+            None => break,
+        }
+    }
+    expr::refs(v, &base)
+        .into_iter()
+        .filter_map(|(p, r)| r.ok().map(|r| (p, r, Vec::new())))
+        .collect()
+}
+
 fn mermaid_id(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -617,7 +661,7 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
                     );
                 }
             }
-            for dep in self.module_value_deps(inst, &res.body, &res.spans) {
+            for dep in self.module_value_deps(inst, &res.body, &res.spans, &[]) {
                 self.edge(
                     &dep.id,
                     &to,
@@ -629,16 +673,17 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
         }
     }
 
-    /// Resources a value in a module (body or output) depends on.
+    /// Resources a value in a module (body, or the part `sub` of an output)
+    /// depends on.
     fn module_value_deps(
         &mut self,
         inst: &'m Instance,
         value: &Value,
         spans: &crate::value::Spans,
+        sub: &[String],
     ) -> Vec<Dep> {
         let mut out = Vec::new();
-        for (path, r) in expr::refs(value, "") {
-            let Ok(r) = r else { continue };
+        for (path, r, extra) in refs_at(value, sub) {
             let origin = spans.nearest(&path).cloned().unwrap_or_default();
             match r.scope {
                 Scope::Resource => out.push(Dep {
@@ -649,7 +694,8 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
                     hops: vec![(format!("${{{r}}}"), origin)],
                 }),
                 Scope::Input => {
-                    for d in self.value_deps(inst, &r.path[0], false) {
+                    let sub: Vec<String> = r.path[1..].iter().cloned().chain(extra).collect();
+                    for d in self.value_deps(inst, &r.path[0], false, &sub) {
                         out.push(d.via(format!("${{{r}}}"), origin.clone()));
                     }
                 }
@@ -659,13 +705,28 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
         out
     }
 
-    /// Resources an instance input (`output == false`) or output depends on.
-    fn value_deps(&mut self, inst: &'m Instance, name: &str, output: bool) -> Vec<Dep> {
-        let key = (inst.name.clone(), name.to_string(), output);
+    /// Resources the part `sub` of an instance input (`output == false`) or
+    /// output depends on: `${input.subnetIds.0}` follows only the first item
+    /// of the list, when it can be told apart.
+    fn value_deps(
+        &mut self,
+        inst: &'m Instance,
+        name: &str,
+        output: bool,
+        sub: &[String],
+    ) -> Vec<Dep> {
+        let key = (
+            inst.name.clone(),
+            format!("{name}.{}", sub.join(".")),
+            output,
+        );
         if let Some(d) = self.memo.get(&key) {
             return d.clone();
         }
-        if !self.visiting.insert(key.clone()) {
+        // Cycles are detected on whole values (as the renderer evaluates
+        // them), so the part followed cannot grow without end.
+        let whole = (inst.name.clone(), name.to_string(), output);
+        if !self.visiting.insert(whole.clone()) {
             let what = if output { "output" } else { "input" };
             self.diags.error(
                 &inst.origin,
@@ -679,24 +740,23 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
         }
         let deps = if output {
             match self.model.module_of(inst).and_then(|m| m.outputs.get(name)) {
-                Some(o) => self.module_value_deps(inst, &o.value.value, &o.value.spans),
+                Some(o) => self.module_value_deps(inst, &o.value.value, &o.value.spans, sub),
                 None => Vec::new(),
             }
         } else {
-            self.input_deps(inst, name)
+            self.input_deps(inst, name, sub)
         };
-        self.visiting.remove(&key);
+        self.visiting.remove(&whole);
         self.memo.insert(key, deps.clone());
         deps
     }
 
-    fn input_deps(&mut self, inst: &'m Instance, name: &str) -> Vec<Dep> {
+    fn input_deps(&mut self, inst: &'m Instance, name: &str, sub: &[String]) -> Vec<Dep> {
         let Some(v) = inst.inputs.get(name) else {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for (path, r) in expr::refs(&v.value, "") {
-            let Ok(r) = r else { continue };
+        for (path, r, extra) in refs_at(&v.value, sub) {
             if r.scope != Scope::Module {
                 continue;
             }
@@ -707,7 +767,8 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
                 continue;
             }
             let origin = v.spans.nearest(&path).cloned().unwrap_or_default();
-            for d in self.value_deps(other, &r.path[1], true) {
+            let sub: Vec<String> = r.path[2..].iter().cloned().chain(extra).collect();
+            for d in self.value_deps(other, &r.path[1], true, &sub) {
                 out.push(d.via(format!("${{{r}}}"), origin.clone()));
             }
         }

@@ -214,4 +214,15 @@ fn the_example_applies_in_levels() {
         .collect();
     assert!(last.contains(&"web.deployment".to_string()), "{levels:?}");
     assert_eq!(levels.iter().map(Vec::len).sum::<usize>(), 16);
+    // `${input.subnetIds.0}` waits for the first subnet only.
+    let app_a = ResourceId {
+        module: "app-servers".into(),
+        name: "app_a".into(),
+    };
+    let deps: Vec<String> = graph
+        .dependencies("prod", &app_a)
+        .iter()
+        .map(ResourceId::to_string)
+        .collect();
+    assert_eq!(deps, ["app-servers.key", "network.app_sg", "network.subnet_a"]);
 }
