@@ -224,5 +224,8 @@ fn the_example_applies_in_levels() {
         .iter()
         .map(ResourceId::to_string)
         .collect();
-    assert_eq!(deps, ["app-servers.key", "network.app_sg", "network.subnet_a"]);
+    assert_eq!(
+        deps,
+        ["app-servers.key", "network.app_sg", "network.subnet_a"]
+    );
 }
