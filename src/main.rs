@@ -26,7 +26,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: cli::validate::Format,
     },
-    /// Print the dependency graph as Graphviz DOT or Mermaid.
+    /// Print the dependency graph as Graphviz DOT, Mermaid, or the apply order as text.
     Graph {
         /// The repository (holding environments/, modules/, secrets/).
         #[arg(long, default_value = ".")]

@@ -97,7 +97,9 @@ pub struct Instance {
     /// The module's source path, a key of [`Model::modules`].
     pub source: String,
     pub origin: Origin,
-    /// Input values as written (templates in environment scope).
+    /// Input values as written (templates in environment scope). Besides the
+    /// value's own paths, the spans hold `@key`: where the input's key was
+    /// written.
     pub inputs: IndexMap<String, Located>,
     /// Other instances of the same environment this one runs after.
     pub depends_on: Vec<(String, Origin)>,
@@ -269,9 +271,10 @@ impl Model {
         self.environments.iter().find(|e| e.name == name)
     }
 
-    /// The module an instance uses.
-    pub fn module_of(&self, instance: &Instance) -> &Module {
-        &self.modules[&instance.source]
+    /// The module an instance uses (always present in a model that loaded
+    /// without errors).
+    pub fn module_of(&self, instance: &Instance) -> Option<&Module> {
+        self.modules.get(&instance.source)
     }
 
     /// Every resource of `env` with its id, instance and declaration, in
@@ -282,7 +285,8 @@ impl Model {
     ) -> impl Iterator<Item = (ResourceId, &'m Instance, &'m Resource)> + 'm {
         env.instances.iter().flat_map(move |i| {
             self.module_of(i)
-                .resources
+                .map(|m| m.resources.as_slice())
+                .unwrap_or_default()
                 .iter()
                 .map(move |r| (r.id(&i.name), i, r))
         })

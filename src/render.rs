@@ -69,6 +69,10 @@ pub enum Error {
         #[source]
         source: expr::Error,
     },
+    /// A value needs itself to be evaluated (through outputs and inputs of
+    /// other instances).
+    #[error("{origin}: {what} refers to itself through other values (a reference cycle)")]
+    Cycle { origin: Origin, what: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -246,14 +250,15 @@ impl<'m> Renderer<'m> {
         match self.cache.borrow().get(&key) {
             Some(Slot::Done(v)) => return Ok(v.clone()),
             Some(Slot::Busy) => {
-                return Err(Error::Eval {
+                let what = match key.0 {
+                    BODY => format!("resource {}.{}", key.1, key.2),
+                    INPUT => format!("input `{}` of module instance {}", key.2, key.1),
+                    _ => format!("output `{}` of module instance {}", key.2, key.1),
+                };
+                return Err(Error::Cycle {
                     origin: origin.clone(),
-                    what: format!("{}.{}", key.1, key.2),
-                    source: expr::Error::Unresolved {
-                        reference: format!("{}.{}", key.1, key.2),
-                        message: "refers to itself through other values (a reference cycle)".into(),
-                    },
-                })
+                    what,
+                });
             }
             None => {}
         }

@@ -20,7 +20,7 @@ const MODULES: usize = 10;
 fn module(name: &str) -> String {
     let tags = "        tags:\n          environment: ${env.name}\n          owner: ${input.owner}\n          product: bench\n";
     let mut s = format!(
-        "apiVersion: tidegate.dev/v1\nkind: Module\nmetadata:\n  name: {name}\nspec:\n  inputs:\n    cidr:\n      type: string\n    upstreamVpc:\n      type: string\n      default: none\n    owner:\n      type: string\n    replicas:\n      type: number\n      default: 2\n    password:\n      type: string\n  outputs:\n    vpc_id:\n      value: ${{resource.vpc.id}}\n    ips:\n      value:\n        - ${{resource.app.privateIp}}\n  resources:\n",
+        "apiVersion: tidegate.dev/v1\nkind: Module\nmetadata:\n  name: {name}\nspec:\n  inputs:\n    app:\n      type: string\n    cidr:\n      type: string\n    upstreamVpc:\n      type: string\n      default: none\n    owner:\n      type: string\n    replicas:\n      type: number\n      default: 2\n    password:\n      type: string\n  outputs:\n    vpc_id:\n      value: ${{resource.vpc.id}}\n    ips:\n      value:\n        - ${{resource.app.privateIp}}\n  resources:\n",
     );
     s += &format!("    - name: vpc\n      provider: aws\n      type: vpc\n      spec:\n        cidrBlock: ${{input.cidr}}\n        enableDnsSupport: true\n{tags}");
     s += &format!("    - name: subnet\n      provider: aws\n      type: subnet\n      spec:\n        vpcId: ${{resource.vpc.id}}\n        cidrBlock: ${{input.cidr}}\n{tags}");
@@ -29,7 +29,7 @@ fn module(name: &str) -> String {
     let kube = |name: &str, kind: &str, api: &str, extra: &str| {
         format!("    - name: {name}\n      provider: kubernetes\n      manifest:\n        apiVersion: {api}\n        kind: {kind}\n        metadata:\n          name: {name}\n          namespace: ${{resource.ns.metadata.name}}\n{extra}")
     };
-    s += "    - name: ns\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: Namespace\n        metadata:\n          name: svc-${env.name}\n";
+    s += "    - name: ns\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: Namespace\n        metadata:\n          name: ${input.app}-${env.name}\n";
     s += &kube("config", "ConfigMap", "v1", "        data:\n          VPC: ${resource.vpc.id}\n          UPSTREAM: ${input.upstreamVpc}\n          IP: ${resource.app.privateIp}\n");
     s += &kube(
         "secret",
@@ -58,7 +58,7 @@ fn environment(i: usize, n: usize) -> String {
     );
     for k in 0..n {
         s += &format!(
-            "    - name: svc{k}\n      source: modules/service{}\n      inputs:\n        cidr: 10.{}.{}.0/24\n        owner: ${{var.owner}}\n        password: ${{secret.db.password}}\n",
+            "    - name: svc{k}\n      source: modules/service{}\n      inputs:\n        app: svc{k}\n        cidr: 10.{}.{}.0/24\n        owner: ${{var.owner}}\n        password: ${{secret.db.password}}\n",
             k % MODULES,
             k / 250,
             k % 250
@@ -96,6 +96,10 @@ fn repo(n: usize) -> Files {
     f
 }
 
+fn first_lines(s: &str) -> String {
+    s.lines().take(6).collect::<Vec<_>>().join("\n")
+}
+
 fn peak_memory_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
@@ -115,14 +119,20 @@ fn main() {
     let t0 = Instant::now();
     let model = match load::load(&files) {
         Ok(m) => m,
-        Err(e) => panic!("synthetic repository must load: {e}"),
+        Err(e) => panic!(
+            "synthetic repository must load: {}",
+            first_lines(&e.to_string())
+        ),
     };
     let t_load = t0.elapsed();
 
     let t1 = Instant::now();
     let graph = match Graph::build(&model) {
         Ok(g) => g,
-        Err(e) => panic!("synthetic repository must graph: {e}"),
+        Err(e) => panic!(
+            "synthetic repository must graph: {}",
+            first_lines(&e.to_string())
+        ),
     };
     let levels: usize = ENVS.iter().map(|e| graph.levels(e).len()).sum();
     let t_graph = t1.elapsed();

@@ -1,4 +1,5 @@
-//! `tidegate graph`: the dependency graph as Graphviz DOT or Mermaid.
+//! `tidegate graph`: the dependency graph as Graphviz DOT, Mermaid, or the
+//! apply order as text.
 
 use std::io::Write;
 use std::path::Path;
@@ -6,8 +7,12 @@ use std::path::Path;
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// Graphviz DOT (`| dot -Tsvg`).
     Dot,
+    /// A Mermaid flowchart (renders in Markdown).
     Mermaid,
+    /// The apply order: levels of resources that can run in parallel.
+    Text,
 }
 
 /// Prints the graph of the repository at `repo` (one environment or all)
@@ -38,6 +43,7 @@ pub fn run(
     let text = match format {
         Format::Dot => checked.graph.to_dot(env),
         Format::Mermaid => checked.graph.to_mermaid(env),
+        Format::Text => checked.graph.to_text(env),
     };
     out.write_all(text.as_bytes())?;
     Ok(0)

@@ -86,6 +86,11 @@ fn push_render_error(diags: &mut Diagnostics, e: render::Error) {
             format!("{what}: {source}"),
             "fix the reference or the value it points at",
         ),
+        render::Error::Cycle { origin, what } => diags.error(
+            &origin,
+            format!("{what} refers to itself through other values (a reference cycle)"),
+            "break the chain of `${module...}` / `${input...}` references",
+        ),
         other => diags.error(&Default::default(), other.to_string(), ""),
     }
 }

@@ -123,3 +123,43 @@ fn custom_resources_come_after_their_crd_and_depends_on_adds_edges() {
     );
     assert_eq!(g.levels("dev").len(), 3);
 }
+
+#[test]
+fn list_items_are_followed_precisely_and_value_cycles_end() {
+    // a.o[0] is a.one; a.two takes p[1] = b.o[1] = b's p[0] = a.o[0]: the
+    // graph follows the items (a.one -> a.two, no cycle), while rendering,
+    // which evaluates whole values, reports the cycle between the outputs.
+    let ns = |n: &str| format!("          namespace: ${{input.ns}}\n{n}");
+    let model_files = crate::testutil::files(&[
+        (
+            "environments/dev.yaml",
+            &env(
+                "dev",
+                "  modules:\n    - name: a\n      source: modules/m\n      inputs:\n        ns: a\n        p: ${module.b.o}\n    - name: b\n      source: modules/m\n      inputs:\n        ns: b\n        p: ${module.a.o}\n",
+            ),
+        ),
+        (
+            "modules/m/module.yaml",
+            &module(
+                "m",
+                &format!(
+                    "  inputs:\n    ns:\n      type: string\n    p:\n      type: list\n  outputs:\n    o:\n      value:\n        - ${{resource.one.metadata.uid}}\n        - ${{input.p.0}}\n  resources:\n{}{}",
+                    cm("one", "x").replace("        data:\n", &ns("        data:\n")),
+                    cm("two", "${input.p.1}").replace("        data:\n", &ns("        data:\n"))
+                ),
+            ),
+        ),
+    ]);
+    let model = crate::load::load(&model_files).unwrap();
+    let g = Graph::build(&model).unwrap();
+    assert_eq!(g.dependencies("dev", &id("a", "two")), [id("a", "one")]);
+    let report = crate::cli::check(&model_files)
+        .err()
+        .expect("render finds the cycle");
+    assert!(
+        report
+            .to_string()
+            .contains("refers to itself through other values"),
+        "{report}"
+    );
+}

@@ -159,17 +159,6 @@ pub fn ambiguous_booleans(node: &Node, diags: &mut Diagnostics) {
     }
 }
 
-/// Reads a non-negative integer field.
-pub fn uint(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<u64> {
-    match &node.kind {
-        NodeKind::Int(i) if *i >= 0 => Some(*i as u64),
-        _ => {
-            wrong_type(node, what, "a non-negative whole number", diags);
-            None
-        }
-    }
-}
-
 /// Reads a list field.
 pub fn list<'n>(node: &'n Node, what: &str, diags: &mut Diagnostics) -> Option<&'n [Node]> {
     match &node.kind {

@@ -130,4 +130,35 @@ fn read_dir_reads_the_bundled_example() {
     assert!(!f.keys().any(|k| k.ends_with(".agekey")));
     let m = load(&f).unwrap();
     assert_eq!(m.environments.len(), 4);
+    let web = &m.modules["modules/web"];
+    let deploy = web.resource("deployment").unwrap();
+    let image = deploy
+        .spans
+        .get("spec.template.spec.containers[0].image")
+        .unwrap();
+    assert_eq!(image.file, "modules/web/module.yaml");
+    assert_eq!(
+        deploy
+            .body
+            .get_path("spec.template.spec.securityContext.runAsNonRoot"),
+        Some(&crate::value::Value::Bool(true))
+    );
+    let prod = m.environment("prod").unwrap();
+    assert!(prod.policy.is_some());
+    assert_eq!(
+        m.kinds(prod, crate::provider::ProviderKind::Kubernetes),
+        [
+            "apps/v1/Deployment",
+            "networking.k8s.io/v1/Ingress",
+            "v1/ConfigMap",
+            "v1/Namespace",
+            "v1/Secret",
+            "v1/Service"
+        ]
+    );
+    assert_eq!(prod.aws.as_ref().unwrap().region, "eu-central-1");
+    assert_eq!(
+        prod.kubernetes.as_ref().unwrap().context.as_deref(),
+        Some("prod")
+    );
 }

@@ -72,6 +72,13 @@ fn graph_of_prod_as_mermaid() {
 }
 
 #[test]
+fn apply_order_of_dev_as_text() {
+    let (code, out, err) = tidegate(&["graph", "--env", "dev", "--format", "text"]);
+    assert_eq!(code, 0, "{err}");
+    insta::assert_snapshot!("graph_dev_text", out);
+}
+
+#[test]
 fn graph_of_an_unknown_environment_is_an_error() {
     let (code, _, err) = tidegate(&["graph", "--env", "qa"]);
     assert_eq!(code, 1);

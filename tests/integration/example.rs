@@ -63,3 +63,169 @@ fn example_secrets_decrypt_with_their_own_demo_key_only() {
         "prod secrets must not open with the dev key"
     );
 }
+
+/// Secrets decrypted by the real `sops` with the example's demo identity,
+/// held in memory for the test only.
+struct SopsSecrets {
+    files: std::collections::HashMap<String, serde_json::Value>,
+}
+
+impl SopsSecrets {
+    fn for_env(env: &str) -> SopsSecrets {
+        let file = format!("secrets/{env}.sops.yaml");
+        let out = decrypt(&file, &format!("{env}.agekey"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = serde_json::from_slice(&out.stdout).expect("json");
+        SopsSecrets {
+            files: [(file, v)].into_iter().collect(),
+        }
+    }
+}
+
+impl tidegate::render::SecretLookup for SopsSecrets {
+    fn lookup(&self, file_key: &str, path: &[&str]) -> Option<tidegate::sensitive::Sensitive> {
+        let v = path
+            .iter()
+            .try_fold(self.files.get(file_key)?, |v, k| v.get(*k))?;
+        Some(tidegate::sensitive::Sensitive::from_string(
+            v.as_str()?.to_string(),
+        ))
+    }
+}
+
+#[test]
+fn the_example_renders_with_real_secrets_and_known_attributes() {
+    use std::collections::HashMap;
+    use tidegate::provider::ResourceId;
+    use tidegate::render::{RenderOptions, Renderer};
+    use tidegate::value::{Map, Value};
+
+    let files = tidegate::load::read_dir(&super::support::repo_root()).unwrap();
+    let model = tidegate::load::load(&files).unwrap();
+    let secrets = SopsSecrets::for_env("prod");
+    let id = |m: &str, n: &str| ResourceId {
+        module: m.into(),
+        name: n.into(),
+    };
+    let mut known: HashMap<ResourceId, Map> = HashMap::new();
+    let opts = RenderOptions {
+        known: &known,
+        secrets: &secrets,
+        owner: None,
+    };
+    let r = Renderer::new(&model, "prod", opts).unwrap();
+
+    let secret = r.render(&id("web", "secret")).unwrap();
+    let pw = secret.body.get_path("stringData.db-password").unwrap();
+    let plain = secrets.files["secrets/prod.sops.yaml"]["db"]["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(matches!(pw, Value::Sensitive(s) if s.expose_str() == Some(plain.as_str())));
+    let masked = serde_json::to_string(&secret.body).unwrap();
+    assert!(!masked.contains(&plain), "masked output leaks the secret");
+
+    let app = r.render(&id("app-servers", "app_a")).unwrap();
+    assert!(matches!(
+        app.body.get_path("userData"),
+        Some(Value::Sensitive(_))
+    ));
+    assert_eq!(
+        app.body.get_path("tags.Name"),
+        Some(&Value::String("prod-app-a".into()))
+    );
+    assert_eq!(
+        app.body.get_path("subnetId"),
+        Some(&Value::Unknown("module.network.subnet_a.id".into()))
+    );
+    let deploy = r.render(&id("web", "deployment")).unwrap();
+    assert_eq!(deploy.kind, "apps/v1/Deployment");
+    assert_eq!(deploy.body.get_path("spec.replicas"), Some(&Value::Int(3)));
+
+    let config = r.render(&id("web", "config")).unwrap();
+    assert!(matches!(
+        config.body.get_path("data.APP_SERVERS"),
+        Some(Value::Unknown(_))
+    ));
+
+    // Once the EC2 side is applied, the ConfigMap carries its attributes.
+    let attrs = |pairs: &[(&str, &str)]| -> Map {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect()
+    };
+    known.insert(id("network", "vpc"), attrs(&[("id", "vpc-0abc")]));
+    known.insert(
+        id("app-servers", "app_a"),
+        attrs(&[("privateIp", "10.40.1.10")]),
+    );
+    known.insert(
+        id("app-servers", "app_b"),
+        attrs(&[("privateIp", "10.40.2.10")]),
+    );
+    let opts = RenderOptions {
+        known: &known,
+        secrets: &secrets,
+        owner: Some("prod-green"),
+    };
+    let r = Renderer::new(&model, "prod", opts).unwrap();
+    let config = r.render(&id("web", "config")).unwrap();
+    assert_eq!(
+        config.body.get_path("data.APP_SERVERS"),
+        Some(&Value::String("10.40.1.10:8080,10.40.2.10:8080".into()))
+    );
+    assert_eq!(
+        config.body.get_path("data.VPC_ID"),
+        Some(&Value::String("vpc-0abc".into()))
+    );
+    assert_eq!(
+        config.body.get_path("metadata.namespace"),
+        Some(&Value::String("web-prod-green".into()))
+    );
+    assert_eq!(
+        model
+            .environment("prod")
+            .unwrap()
+            .target(Some("prod-green"))
+            .environment,
+        "prod-green"
+    );
+}
+
+#[test]
+fn the_example_applies_in_levels() {
+    use tidegate::provider::ResourceId;
+    let files = tidegate::load::read_dir(&super::support::repo_root()).unwrap();
+    let model = tidegate::load::load(&files).unwrap();
+    let graph = tidegate::graph::Graph::build(&model).unwrap();
+    let levels = graph.levels("prod");
+    let first: Vec<String> = levels[0].iter().map(ResourceId::to_string).collect();
+    assert_eq!(first, ["app-servers.key", "network.vpc", "web.namespace"]);
+    let last: Vec<String> = levels
+        .last()
+        .unwrap()
+        .iter()
+        .map(ResourceId::to_string)
+        .collect();
+    assert!(last.contains(&"web.deployment".to_string()), "{levels:?}");
+    assert_eq!(levels.iter().map(Vec::len).sum::<usize>(), 16);
+    // `${input.subnetIds.0}` waits for the first subnet only.
+    let app_a = ResourceId {
+        module: "app-servers".into(),
+        name: "app_a".into(),
+    };
+    let deps: Vec<String> = graph
+        .dependencies("prod", &app_a)
+        .iter()
+        .map(ResourceId::to_string)
+        .collect();
+    assert_eq!(
+        deps,
+        ["app-servers.key", "network.app_sg", "network.subnet_a"]
+    );
+}
