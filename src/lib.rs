@@ -9,7 +9,8 @@
 //!
 //! - [`value`]: the value tree carried from the loader to the providers.
 //! - [`sensitive`]: secret plaintext that never prints.
-//! - [`provider`]: the trait every target (Kubernetes, AWS) implements.
+//! - [`provider`]: the trait every target (Kubernetes, AWS) implements;
+//!   [`provider::aws`] is the EC2 provider.
 
 pub mod provider;
 pub mod sensitive;

@@ -1,4 +1,6 @@
 //! All integration tests, in one binary so heavy dependencies link once.
 //! Each concern is a module; shared setup (tool lookup, stand-ins) is in `support`.
 
+mod aws;
 mod support;
+mod support_moto;
