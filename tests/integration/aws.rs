@@ -62,13 +62,20 @@ fn res(kind: &'static str, module: &str, name: &str, body: serde_json::Value) ->
 }
 
 fn network(subnet_a_cidr: &str) -> Vec<Res> {
+    network_in("10.0", subnet_a_cidr)
+}
+
+/// The network module with the VPC at `<prefix>.0.0/16`.
+fn network_in(prefix: &str, subnet_a_cidr: &str) -> Vec<Res> {
+    let vpc_cidr = format!("{prefix}.0.0/16");
+    let subnet_b_cidr = format!("{prefix}.2.0/24");
     let tags = serde_json::json!({"environment": "dev", "owner": "platform", "product": "shop"});
     vec![
         res(
             "vpc",
             "network",
             "vpc",
-            serde_json::json!({"cidrBlock": "10.0.0.0/16", "enableDnsHostnames": true, "tags": tags}),
+            serde_json::json!({"cidrBlock": vpc_cidr, "enableDnsHostnames": true, "tags": tags}),
         ),
         res(
             "internet_gateway",
@@ -87,7 +94,7 @@ fn network(subnet_a_cidr: &str) -> Vec<Res> {
             "subnet",
             "network",
             "public_b",
-            serde_json::json!({"vpcId": "${network.vpc.id}", "cidrBlock": "10.0.2.0/24",
+            serde_json::json!({"vpcId": "${network.vpc.id}", "cidrBlock": subnet_b_cidr,
             "availabilityZone": "us-east-1b", "tags": tags}),
         ),
         res(
@@ -357,12 +364,21 @@ async fn lifecycle_of_the_network_and_app_servers() {
     if let Value::Map(m) = &mut git[8].body {
         m.insert("instanceType".into(), Value::String("t3.small".into()));
     }
+    if let Value::Map(m) = &mut git[9].body {
+        m.insert(
+            "metadata".into(),
+            Value::from_json(
+                serde_json::json!({"httpTokens": "required", "httpPutResponseHopLimit": 2}),
+            ),
+        );
+    }
     let plan = plan_all(&p, &git).await;
     assert_eq!(
         changes(&plan),
         vec![
             &("network.web".to_string(), Action::Update),
-            &("app.server0".to_string(), Action::Update)
+            &("app.server0".to_string(), Action::Update),
+            &("app.server1".to_string(), Action::Update)
         ]
     );
     let lives = converge(&p, &git).await;
@@ -371,6 +387,22 @@ async fn lifecycle_of_the_network_and_app_servers() {
         module: "network".into(),
         name: "web".into(),
     }];
+    let server = |n: &str| {
+        lives[&ResourceId {
+            module: "app".into(),
+            name: n.into(),
+        }]
+            .body
+            .clone()
+    };
+    assert_eq!(
+        server("server0").get_path("instanceType"),
+        Some(&Value::String("t3.small".into()))
+    );
+    assert_eq!(
+        server("server1").get_path("metadata.httpPutResponseHopLimit"),
+        Some(&Value::Int(2))
+    );
     assert_eq!(
         web.body.get_path("ingress").map(|v| match v {
             Value::List(l) => l.len(),
@@ -535,6 +567,11 @@ async fn a_lost_run_instances_answer_makes_no_duplicate() {
     // moto created the instance whose answer was lost; tidegate found it by
     // its tags instead of sending RunInstances again.
     assert_eq!(proxy.faults.forwarded("RunInstances"), 1);
+    assert_eq!(
+        *proxy.faults.lose_answer.lock().unwrap(),
+        Some(("RunInstances".to_string(), 0)),
+        "the answer was really lost"
+    );
     let all = p
         .client()
         .describe_instances()
@@ -561,4 +598,75 @@ async fn a_lost_run_instances_answer_makes_no_duplicate() {
         2,
         "one per environment"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_the_vpc_creates_before_destroying_and_prunes_the_deposed_one() {
+    let moto = MotoServer::start();
+    let p = provider("bluegreen", &moto.endpoint);
+    let git: Vec<Res> = network_in("10.0", "10.0.1.0/24")
+        .into_iter()
+        .chain(app_servers(1))
+        .collect();
+    let lives = converge(&p, &git).await;
+    let vpc_id = ResourceId {
+        module: "network".into(),
+        name: "vpc".into(),
+    };
+    let old_vpc = lives[&vpc_id].external_id.clone();
+
+    let git: Vec<Res> = network_in("10.1", "10.1.1.0/24")
+        .into_iter()
+        .chain(app_servers(1))
+        .collect();
+    let plan = plan_all(&p, &git).await;
+    assert_eq!(
+        plan[0].1,
+        Action::Replace {
+            reasons: vec!["cidrBlock changes from 10.0.0.0/16 to 10.1.0.0/16 (immutable)".into()]
+        }
+    );
+
+    // The new VPC is made first; the old one still has subnets, so EC2
+    // refuses to delete it and it stays, deposed, for the prune.
+    let observed = observe(&p).await;
+    let d = desired(&git[0], &observed);
+    let new_vpc = p.apply(&d, observed.get(&vpc_id)).await.unwrap();
+    assert_ne!(new_vpc.external_id, old_vpc);
+    let observed = observe(&p).await;
+    let deposed: Vec<&Live> = observed
+        .values()
+        .filter(|l| l.id.name.contains("~deposed~"))
+        .collect();
+    assert_eq!(deposed.len(), 1, "{:?}", observed.keys());
+    assert_eq!(deposed[0].external_id, old_vpc);
+    assert_eq!(observed[&vpc_id].external_id, new_vpc.external_id);
+
+    // The rest follows, the deposed resources are pruned, nothing is left over.
+    let lives = converge(&p, &git).await;
+    assert!(
+        !lives.keys().any(|id| id.name.contains("~deposed~")),
+        "{:?}",
+        lives.keys()
+    );
+    assert_eq!(lives.len(), git.len());
+    assert!(changes(&plan_all(&p, &git).await).is_empty());
+    let vpcs = p
+        .client()
+        .describe_vpcs()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:tidegate:environment")
+                .values("bluegreen")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vpcs.vpcs().len(), 1);
+    assert!(
+        p.api_calls()["DeleteVpc"] >= 2,
+        "one refused while in use, one after the prune"
+    );
+    converge(&p, &[]).await;
 }

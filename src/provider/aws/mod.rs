@@ -304,3 +304,56 @@ async fn futures_join_all<F: std::future::Future>(
     out.extend(results.into_iter().flatten());
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_environment_without_an_aws_target_is_a_clear_error() {
+        let target = EnvTarget {
+            environment: "dev".into(),
+            ..Default::default()
+        };
+        let err = AwsProvider::connect(&target).await.unwrap_err();
+        assert!(err.to_string().contains("targets.aws"), "{err}");
+        let err = crate::provider::connect(ProviderKind::Aws, &target)
+            .await
+            .err()
+            .expect("no target");
+        assert_eq!(err.metric_label(), "target");
+    }
+
+    #[tokio::test]
+    async fn apply_refuses_invalid_and_unresolved_specs_without_calling_ec2() {
+        let p = AwsProvider::with_config(
+            "dev",
+            aws_sdk_ec2::config::Builder::new()
+                .region(Region::new("us-east-1"))
+                .endpoint_url("http://127.0.0.1:9"),
+            Options::default(),
+        );
+        let mut desired = Desired {
+            id: crate::provider::ResourceId {
+                module: "network".into(),
+                name: "vpc".into(),
+            },
+            kind: "vpc".into(),
+            body: crate::value::Value::from_json(serde_json::json!({"cidr": "10.0.0.0/16"})),
+            origin: Default::default(),
+        };
+        let err = p.apply(&desired, None).await.unwrap_err();
+        assert!(err.to_string().contains("unknown field `cidr`"), "{err}");
+        desired.body = crate::value::Value::Map(
+            [(
+                "cidrBlock".to_string(),
+                crate::value::Value::Unknown("module.x.cidr".into()),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        let err = p.apply(&desired, None).await.unwrap_err();
+        assert!(err.to_string().contains("known only after apply"), "{err}");
+        assert!(p.api_calls().is_empty());
+    }
+}
