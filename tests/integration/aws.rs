@@ -670,3 +670,43 @@ async fn replacing_the_vpc_creates_before_destroying_and_prunes_the_deposed_one(
     );
     converge(&p, &[]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_public_key_replaces_the_key_pair_destroying_first() {
+    let moto = MotoServer::start();
+    let p = provider("keys", &moto.endpoint);
+    let mut git = vec![app_servers(0).remove(0)];
+    let lives = converge(&p, &git).await;
+    let id = git[0].id.clone();
+    let old = lives[&id].clone();
+    assert!(old.attributes["fingerprint"].as_str().is_some());
+
+    // Only the comment changes: not a change.
+    let key =
+        |material: &str, comment: &str| Value::String(format!("ssh-ed25519 {material} {comment}"));
+    let material = "AAAAC3NzaC1lZDI1NTE5AAAAIHr0kR2lJ3Jw2kZ1m3rYbq9Qm0yqYp4wJ6rK3zQx0x8E";
+    if let Value::Map(m) = &mut git[0].body {
+        m.insert("publicKey".into(), key(material, "renamed@example"));
+    }
+    assert!(changes(&plan_all(&p, &git).await).is_empty());
+
+    let rotated = "AAAAC3NzaC1lZDI1NTE5AAAAIJv2YH1t8wq9bqM0n1XcYpKQ3lN6dLr8sT0uVw5xZ7aB";
+    if let Value::Map(m) = &mut git[0].body {
+        m.insert("publicKey".into(), key(rotated, "deploy@example"));
+    }
+    let plan = plan_all(&p, &git).await;
+    assert_eq!(
+        plan[0].1,
+        Action::Replace {
+            reasons: vec![
+                "publicKey changed (imported key material is immutable)".into(),
+                "destroy before create: keyName must stay unique in the region".into(),
+            ]
+        }
+    );
+    let lives = converge(&p, &git).await;
+    assert_ne!(lives[&id].external_id, old.external_id);
+    assert!(changes(&plan_all(&p, &git).await).is_empty());
+    assert_eq!(observe(&p).await.len(), 1);
+    converge(&p, &[]).await;
+}

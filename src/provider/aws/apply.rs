@@ -207,10 +207,13 @@ impl AwsProvider {
         let mut n = 1;
         loop {
             match self.create_call(desired, d, &salt).await {
-                Ok(Created::Id(id)) => {
-                    let live = self.wait_visible(&desired.kind, &id).await?;
-                    return self.converge(desired, d, &live).await;
-                }
+                Ok(Created::Id(id)) => match self.wait_visible(&desired.kind, &id).await {
+                    Ok(live) => return self.converge(desired, d, &live).await,
+                    // A ClientToken can name a route table deleted since:
+                    // EC2 then returns its id again. Create anew, salted.
+                    Err(_) if desired.kind == "route_table" && salt.is_empty() => salt = id,
+                    Err(e) => return Err(e),
+                },
                 Ok(Created::Stale(id)) if salt.is_empty() => {
                     tracing::info!(resource = %desired.id, "the ClientToken named a terminated instance; creating anew");
                     salt = id;

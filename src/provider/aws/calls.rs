@@ -57,24 +57,14 @@ impl Intercept for CallCounter {
 /// The part of an SDK failure tidegate keeps: EC2's error code and a
 /// message. Request parameters (which may hold user data) are never part of
 /// it.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{}{message}", code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
 pub struct ApiError {
     pub code: Option<String>,
     pub message: String,
     /// The request may not have reached EC2 or its answer was lost.
     pub transport: bool,
 }
-
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.code {
-            Some(c) => write!(f, "{c}: {}", self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
-
-impl std::error::Error for ApiError {}
 
 impl ApiError {
     /// Classifies an SDK error.
