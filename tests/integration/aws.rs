@@ -710,3 +710,68 @@ async fn a_new_public_key_replaces_the_key_pair_destroying_first() {
     assert_eq!(observe(&p).await.len(), 1);
     converge(&p, &[]).await;
 }
+
+/// `connect` reaches moto through the standard AWS variables alone
+/// (`AWS_ENDPOINT_URL_EC2`, `AWS_REGION`, credentials): run in a child
+/// process so the variables never leak into parallel tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_uses_the_standard_aws_configuration() {
+    const NAME: &str = "aws::connect_uses_the_standard_aws_configuration";
+    let target = tidegate::provider::EnvTarget {
+        environment: "standard".into(),
+        aws: Some(tidegate::provider::AwsTarget {
+            region: String::new(),
+            profile: None,
+        }),
+        ..Default::default()
+    };
+    if std::env::var_os("TIDEGATE_CONNECT_CHILD").is_some() {
+        let p = tidegate::provider::connect(tidegate::provider::ProviderKind::Aws, &target)
+            .await
+            .expect("connect");
+        let git = network("10.0.1.0/24");
+        let d = desired(&git[0], &BTreeMap::new());
+        p.apply(&d, None)
+            .await
+            .expect("apply through the standard configuration");
+        return;
+    }
+    let moto = MotoServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([NAME, "--exact", "--test-threads=1"])
+        .env("TIDEGATE_CONNECT_CHILD", "1")
+        .env("AWS_ENDPOINT_URL_EC2", &moto.endpoint)
+        .env("AWS_REGION", "eu-west-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_CONFIG_FILE", dir.path().join("config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.path().join("credentials"),
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child test failed");
+    // The VPC landed in moto, in the region the environment variable named.
+    let conf = aws_sdk_ec2::config::Builder::new()
+        .region(Region::new("eu-west-1"))
+        .endpoint_url(&moto.endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"));
+    let p = AwsProvider::with_config("standard", conf, Options::default());
+    let lives = p.observe(&[]).await.unwrap();
+    assert_eq!(lives.len(), 1);
+    assert_eq!(lives[0].id.to_string(), "network.vpc");
+    assert!(
+        provider("standard", &moto.endpoint)
+            .observe(&[])
+            .await
+            .unwrap()
+            .is_empty(),
+        "not in us-east-1"
+    );
+}
