@@ -30,6 +30,7 @@ fn provider(env: &str, endpoint: &str) -> AwsProvider {
         max_delay: Duration::from_millis(100),
         settle: Duration::from_secs(20),
         poll: Duration::from_millis(50),
+        attempt_timeout: Duration::from_secs(2),
     };
     AwsProvider::with_config(
         env,
@@ -549,6 +550,36 @@ async fn throttling_is_retried_with_backoff() {
     assert!(
         calls.values().sum::<u64>() as usize >= 5 + proxy.faults.forwarded.lock().unwrap().len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_endpoint_times_out_and_is_retried() {
+    let moto = MotoServer::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let p = provider("hung", &proxy.endpoint);
+    let git = network("10.0.1.0/24");
+    // The first observe request and later the CreateVpc hang past the
+    // 2 s attempt timeout and never reach moto; the read is sent again,
+    // the create is searched for by tag first, then sent again.
+    proxy.faults.stall.store(1, Ordering::SeqCst);
+    assert!(p.observe(&[]).await.unwrap().is_empty());
+    let d = desired(&git[0], &BTreeMap::new());
+    proxy.faults.stall.store(1, Ordering::SeqCst);
+    let searches = proxy.faults.forwarded("DescribeVpcs");
+    let t = std::time::Instant::now();
+    let vpc = p.apply(&d, None).await.unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "the attempt timed out"
+    );
+    assert_eq!(
+        proxy.faults.forwarded("CreateVpc"),
+        1,
+        "the stalled create never reached moto; the resend did"
+    );
+    assert!(proxy.faults.forwarded("DescribeVpcs") > searches);
+    assert_eq!(observe(&p).await.len(), 1);
+    assert!(vpc.external_id.starts_with("vpc-"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

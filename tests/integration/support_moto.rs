@@ -67,6 +67,9 @@ pub struct Faults {
     /// Forward requests of this EC2 action, then drop the connection
     /// instead of answering, this many times.
     pub lose_answer: Mutex<Option<(String, u32)>>,
+    /// Hold this many requests for 5 s, then drop them unanswered and
+    /// unforwarded (a hung endpoint).
+    pub stall: AtomicU32,
     /// Requests answered with throttling.
     pub throttled: AtomicU32,
     /// Requests forwarded to moto, by action.
@@ -164,6 +167,14 @@ async fn handle(
             .header("content-type", "text/xml")
             .body(Full::new(Bytes::from_static(THROTTLED.as_bytes())))
             .unwrap());
+    }
+    if faults
+        .stall
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        return Err(std::io::Error::other("fault proxy: stalled"));
     }
     let stream = tokio::net::TcpStream::connect(&upstream).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

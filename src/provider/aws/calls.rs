@@ -148,6 +148,9 @@ pub struct RetryPolicy {
     pub settle: Duration,
     /// Poll interval while waiting.
     pub poll: Duration,
+    /// Longest wait for one HTTP attempt; a hung endpoint then counts as a
+    /// lost answer (retried, and for creates searched for first).
+    pub attempt_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -159,6 +162,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(20),
             settle: Duration::from_secs(300),
             poll: Duration::from_secs(2),
+            attempt_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -190,7 +194,9 @@ impl RetryPolicy {
         loop {
             match call().await {
                 Ok(v) => return Ok(v),
-                Err(e) if n < self.attempts && retry_worthy(&e, not_found_is_transient) => {
+                Err(e)
+                    if n < self.attempts && retry_worthy(operation, &e, not_found_is_transient) =>
+                {
                     tracing::debug!(operation, attempt = n, error = %e, "retrying");
                     tokio::time::sleep(self.backoff(n)).await;
                     n += 1;
@@ -201,8 +207,30 @@ impl RetryPolicy {
     }
 }
 
-fn retry_worthy(e: &ApiError, not_found_is_transient: bool) -> bool {
-    e.is_throttling() || (not_found_is_transient && e.is_not_found())
+fn retry_worthy(operation: &str, e: &ApiError, not_found_is_transient: bool) -> bool {
+    e.is_throttling()
+        || (not_found_is_transient && e.is_not_found())
+        || (e.transport && is_idempotent(operation))
+}
+
+/// Operations that may be sent again after a lost answer: reads, and
+/// changes whose repetition either does nothing or fails as "not found",
+/// which the delete path reads as done. Creates, authorizations and
+/// associations are not among them (their repetition would fail or
+/// duplicate): a lost answer there surfaces, and the next run converges.
+fn is_idempotent(operation: &str) -> bool {
+    [
+        "Describe",
+        "Modify",
+        "CreateTags",
+        "Delete",
+        "Stop",
+        "Start",
+        "Terminate",
+        "Release",
+    ]
+    .iter()
+    .any(|p| operation.starts_with(p))
 }
 
 /// Shorthand: map an SDK result into [`ApiError`].
@@ -232,6 +260,12 @@ mod tests {
         assert!(err("InvalidVpcID.NotFound").is_not_found());
         assert!(!err("InvalidVpcID.Malformed").is_not_found());
         assert!(err("DependencyViolation").is_dependency());
+        let lost = ApiError {
+            transport: true,
+            ..err("x")
+        };
+        assert!(retry_worthy("DescribeVpcs", &lost, false));
+        assert!(!retry_worthy("AuthorizeSecurityGroupIngress", &lost, false));
         assert!(matches!(
             err("RequestLimitExceeded").into_error("CreateVpc"),
             Error::Api {

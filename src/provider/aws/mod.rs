@@ -37,6 +37,7 @@ use std::collections::BTreeMap;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::config::retry::RetryConfig;
+use aws_sdk_ec2::config::timeout::TimeoutConfig;
 use aws_sdk_ec2::Client;
 
 pub use calls::RetryPolicy;
@@ -129,9 +130,13 @@ impl AwsProvider {
             .with_max_attempts(options.retry.sdk_attempts)
             .with_initial_backoff(options.retry.base_delay)
             .with_max_backoff(options.retry.max_delay);
+        let timeouts = TimeoutConfig::builder()
+            .operation_attempt_timeout(options.retry.attempt_timeout)
+            .build();
         let config = config
             .behavior_version(behavior_version())
             .retry_config(retry)
+            .timeout_config(timeouts)
             .interceptor(counter.clone())
             .build();
         AwsProvider {
