@@ -10,7 +10,8 @@
 //! - [`value`]: the value tree carried from the loader to the providers.
 //! - [`sensitive`]: secret plaintext that never prints.
 //! - [`diff`]: field-level changes between two values, secrets masked.
-//! - [`provider`]: the trait every target (Kubernetes, AWS) implements.
+//! - [`provider`]: the trait every target (Kubernetes, AWS) implements;
+//!   [`provider::aws`] is the EC2 provider.
 //! - [`secrets`]: SOPS-compatible age decryption/encryption of secret files.
 //! - [`policy`]: production-readiness checks, per-environment severity, waivers.
 //! - [`diag`]: file:line:column diagnostics, collected and sorted.

@@ -26,6 +26,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub mod aws;
+
 pub use crate::value::Origin;
 use crate::value::{Map, Value};
 
@@ -260,4 +262,30 @@ pub trait Provider: Send + Sync {
 
     /// API calls made so far, by `operation` name, for metrics and benchmarks.
     fn api_calls(&self) -> BTreeMap<String, u64>;
+}
+
+/// One thing wrong with a resource body, found without any network call.
+/// `path` is relative to the body (`ingress[0].fromPort`, empty for the body
+/// itself) so the caller can join it with the loader's spans for
+/// file:line:column.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+/// Builds the provider of `kind` for one environment: the registry of
+/// providers, one line each.
+pub async fn connect(kind: ProviderKind, target: &EnvTarget) -> Result<Box<dyn Provider>> {
+    match kind {
+        ProviderKind::Aws => Ok(Box::new(aws::AwsProvider::connect(target).await?)),
+        ProviderKind::Kubernetes => Err(Error::Target {
+            provider: kind,
+            environment: target.environment.clone(),
+            message: "no kubernetes provider is built into this binary yet".into(),
+        }),
+    }
 }

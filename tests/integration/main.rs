@@ -1,9 +1,11 @@
 //! All integration tests, in one binary so heavy dependencies link once.
 //! Each concern is a module; shared setup (tool lookup, stand-ins) is in `support`.
 
+mod aws;
 mod cli_golden;
 mod example;
 mod fixtures;
 mod policy;
 mod secrets;
 mod support;
+mod support_moto;

@@ -1,0 +1,364 @@
+//! The AWS EC2 provider: VPCs, subnets, gateways, route tables, security
+//! groups, key pairs, instances and elastic IPs, owned through tags.
+//!
+//! EC2 keeps no state for tidegate; the tags are the state. Every resource
+//! carries `managed-by: tidegate`, `tidegate:environment`, `tidegate:module`
+//! and `tidegate:resource`, observe reads one Describe sequence per type
+//! filtered by the environment tag, and a resource without the tags is never
+//! touched.
+//!
+//! # Guarantees
+//! - Creates are idempotent: RunInstances and CreateRouteTable carry a
+//!   ClientToken derived from environment, resource id and desired state;
+//!   every create is preceded by a search for the resource's tags, and a
+//!   create whose answer was lost is retried only after searching again.
+//! - Replacement is create-before-destroy: the old resource is tagged
+//!   `tidegate:deposed`, the new one created, then the old one deleted. When
+//!   something still uses it (a VPC with subnets) it stays deposed and is
+//!   listed by observe under `<name>~deposed~<id>`, so the engine prunes it
+//!   once its dependents moved. Where a name must stay unique (a security
+//!   group keeping its name in its VPC, a key pair keeping its name) the old
+//!   one is deleted first.
+//! - Secret user data reaches EC2 only in RunInstances; tidegate stores a
+//!   keyed fingerprint tag for change detection.
+//!
+//! # Caveats
+//! - VPC DNS attributes have no batched read; they are observed from the tag
+//!   tidegate writes when it sets them, so an out-of-band change to them is
+//!   not seen.
+
+mod apply;
+mod calls;
+mod model;
+mod observe;
+mod schema;
+
+use std::collections::BTreeMap;
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ec2::config::retry::RetryConfig;
+use aws_sdk_ec2::config::timeout::TimeoutConfig;
+use aws_sdk_ec2::Client;
+
+pub use calls::RetryPolicy;
+pub use model::{
+    TAG_DEPOSED, TAG_ENVIRONMENT, TAG_MANAGED_BY, TAG_MODULE, TAG_RESOURCE, TAG_USER_DATA,
+};
+pub use schema::{check, TYPES};
+
+use crate::provider::{
+    Action, Change, Desired, EnvTarget, Error, Health, Live, Provider, ProviderKind, Result,
+};
+use calls::CallCounter;
+use observe::Raw;
+
+/// The AWS behavior version this build was tested with (pinned, so an SDK
+/// upgrade cannot change defaults silently).
+pub fn behavior_version() -> BehaviorVersion {
+    BehaviorVersion::v2026_01_12()
+}
+
+/// Knobs for the provider; the defaults suit real AWS.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub retry: RetryPolicy,
+    /// Key of the user-data fingerprint tag. Keep it secret and stable: a
+    /// new key makes every instance with user data look changed.
+    pub fingerprint_key: Vec<u8>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            retry: RetryPolicy::default(),
+            fingerprint_key: b"tidegate:user-data:v1".to_vec(),
+        }
+    }
+}
+
+/// One environment's EC2 region.
+#[derive(Clone, Debug)]
+pub struct AwsProvider {
+    environment: String,
+    client: Client,
+    counter: CallCounter,
+    policy: RetryPolicy,
+    key: Vec<u8>,
+}
+
+impl AwsProvider {
+    /// Connects through the standard AWS configuration chain (environment,
+    /// profile, `AWS_ENDPOINT_URL[_EC2]`, credentials) with the target's
+    /// region and profile.
+    pub async fn connect(target: &EnvTarget) -> Result<Self> {
+        let aws = target.aws.as_ref().ok_or_else(|| Error::Target {
+            provider: ProviderKind::Aws,
+            environment: target.environment.clone(),
+            message: "the environment has no `targets.aws`; add `aws: { region: ... }`".into(),
+        })?;
+        let mut loader = aws_config::defaults(behavior_version());
+        if !aws.region.is_empty() {
+            loader = loader.region(Region::new(aws.region.clone()));
+        }
+        if let Some(p) = &aws.profile {
+            loader = loader.profile_name(p);
+        }
+        let shared = loader.load().await;
+        if shared.region().is_none() {
+            return Err(Error::Target {
+                provider: ProviderKind::Aws,
+                environment: target.environment.clone(),
+                message: "no AWS region: set `targets.aws.region` or AWS_REGION".into(),
+            });
+        }
+        Ok(Self::with_config(
+            &target.environment,
+            aws_sdk_ec2::config::Builder::from(&shared),
+            Options::default(),
+        ))
+    }
+
+    /// Builds the provider from an explicit EC2 client configuration (tests
+    /// point it at a local endpoint without touching process environment).
+    pub fn with_config(
+        environment: &str,
+        config: aws_sdk_ec2::config::Builder,
+        options: Options,
+    ) -> Self {
+        let counter = CallCounter::default();
+        let retry = RetryConfig::adaptive()
+            .with_max_attempts(options.retry.sdk_attempts)
+            .with_initial_backoff(options.retry.base_delay)
+            .with_max_backoff(options.retry.max_delay);
+        let timeouts = TimeoutConfig::builder()
+            .operation_attempt_timeout(options.retry.attempt_timeout)
+            .build();
+        let config = config
+            .behavior_version(behavior_version())
+            .retry_config(retry)
+            .timeout_config(timeouts)
+            .interceptor(counter.clone())
+            .build();
+        AwsProvider {
+            environment: environment.to_string(),
+            client: Client::from_conf(config),
+            counter,
+            policy: options.retry,
+            key: options.fingerprint_key,
+        }
+    }
+
+    /// The environment name written into ownership tags.
+    pub fn environment(&self) -> &str {
+        &self.environment
+    }
+
+    /// The underlying client, for callers that need EC2 beyond the trait
+    /// (tests simulating out-of-band changes).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn invalid(desired: &Desired, message: String) -> Error {
+        Error::Invalid {
+            id: desired.id.clone(),
+            origin: desired.origin.clone(),
+            message,
+        }
+    }
+
+    /// Rejects a body that fails the schema check.
+    fn check_spec(desired: &Desired) -> Result<()> {
+        let problems = check(&desired.kind, &desired.body);
+        if let Some(p) = problems.first() {
+            let at = if p.path.is_empty() {
+                String::new()
+            } else {
+                format!(" at {}", p.path)
+            };
+            return Err(Self::invalid(
+                desired,
+                format!("{}{at}; {}", p.message, p.fix),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Kinds observe reads: every type, so resources removed from Git are found.
+fn observed_kinds(requested: &[String]) -> Vec<&'static str> {
+    let _ = requested;
+    TYPES.to_vec()
+}
+
+#[async_trait::async_trait]
+impl Provider for AwsProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Aws
+    }
+
+    /// Reads every owned resource of the environment: one Describe sequence
+    /// per type (all types, whatever `kinds` asks, since EC2 tags are the
+    /// inventory), concurrently.
+    async fn observe(&self, kinds: &[String]) -> Result<Vec<Live>> {
+        let reads = observed_kinds(kinds).into_iter().map(|k| async move {
+            self.list(k, Vec::new())
+                .await
+                .map_err(|e| e.into_error(&format!("observe {k}")))
+        });
+        let mut out = Vec::new();
+        for raws in futures_join_all(reads).await {
+            out.extend(raws?.iter().filter_map(observe::to_live));
+        }
+        Ok(out)
+    }
+
+    async fn plan(&self, desired: &Desired, live: Option<&Live>) -> Result<Change> {
+        Self::check_spec(desired)?;
+        let d = model::canonical(&desired.kind, &desired.body);
+        let mut change = model::predict(&desired.kind, &d, live.map(|l| &l.body), &self.key);
+        if let Action::Replace { reasons } = &mut change.action {
+            if let Some(l) = live {
+                if let Some(why) = apply::destroy_first_reason(&desired.kind, &d, &l.body) {
+                    reasons.push(why);
+                }
+            }
+        }
+        Ok(change)
+    }
+
+    async fn apply(&self, desired: &Desired, live: Option<&Live>) -> Result<Live> {
+        Self::check_spec(desired)?;
+        if desired.body.has_unknown() {
+            return Err(Self::invalid(
+                desired,
+                "the spec still has values known only after apply; apply its dependencies first"
+                    .into(),
+            ));
+        }
+        let d = model::canonical(&desired.kind, &desired.body);
+        match live {
+            None => self.create(desired, &d).await,
+            Some(l) => self.converge(desired, &d, l).await,
+        }
+    }
+
+    async fn delete(&self, live: &Live) -> Result<()> {
+        self.delete_resource(live, true).await
+    }
+
+    async fn health(&self, live: &Live) -> Result<Health> {
+        let raws = self
+            .list(
+                &live.kind,
+                vec![observe::id_filter(&live.kind, &live.external_id)],
+            )
+            .await
+            .map_err(|e| e.into_error(&format!("health {}", live.kind)))?;
+        let Some(raw) = raws.into_iter().next() else {
+            return Ok(Health::Failed(format!(
+                "{} {} does not exist",
+                live.kind, live.external_id
+            )));
+        };
+        match raw {
+            Raw::Instance(i, _) => self.instance_health(&i).await,
+            Raw::Vpc(v) if v.state().map(|s| s.as_str()) == Some("pending") => {
+                Ok(Health::Progressing("VPC pending".into()))
+            }
+            Raw::Subnet(s) if s.state().map(|s| s.as_str()) == Some("pending") => {
+                Ok(Health::Progressing("subnet pending".into()))
+            }
+            _ => Ok(Health::Healthy),
+        }
+    }
+
+    fn api_calls(&self) -> BTreeMap<String, u64> {
+        self.counter.snapshot()
+    }
+}
+
+/// Awaits all futures concurrently, keeping their order.
+async fn futures_join_all<F: std::future::Future>(
+    futs: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    let mut out = Vec::with_capacity(futs.len());
+    let mut pending: Vec<_> = futs.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (i, slot) in pending.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        results[i] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.extend(results.into_iter().flatten());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_environment_without_an_aws_target_is_a_clear_error() {
+        let target = EnvTarget {
+            environment: "dev".into(),
+            ..Default::default()
+        };
+        let err = AwsProvider::connect(&target).await.unwrap_err();
+        assert!(err.to_string().contains("targets.aws"), "{err}");
+        let err = crate::provider::connect(ProviderKind::Aws, &target)
+            .await
+            .err()
+            .expect("no target");
+        assert_eq!(err.metric_label(), "target");
+    }
+
+    #[tokio::test]
+    async fn apply_refuses_invalid_and_unresolved_specs_without_calling_ec2() {
+        let p = AwsProvider::with_config(
+            "dev",
+            aws_sdk_ec2::config::Builder::new()
+                .region(Region::new("us-east-1"))
+                .endpoint_url("http://127.0.0.1:9"),
+            Options::default(),
+        );
+        let mut desired = Desired {
+            id: crate::provider::ResourceId {
+                module: "network".into(),
+                name: "vpc".into(),
+            },
+            kind: "vpc".into(),
+            body: crate::value::Value::from_json(serde_json::json!({"cidr": "10.0.0.0/16"})),
+            origin: Default::default(),
+        };
+        let err = p.apply(&desired, None).await.unwrap_err();
+        assert!(err.to_string().contains("unknown field `cidr`"), "{err}");
+        desired.body = crate::value::Value::Map(
+            [(
+                "cidrBlock".to_string(),
+                crate::value::Value::Unknown("module.x.cidr".into()),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        let err = p.apply(&desired, None).await.unwrap_err();
+        assert!(err.to_string().contains("known only after apply"), "{err}");
+        assert!(p.api_calls().is_empty());
+    }
+}

@@ -1,0 +1,692 @@
+//! Pure rules between a desired spec and an observed one.
+//!
+//! Observe normalises EC2's answers into the spec shape; this module puts a
+//! desired spec into the same canonical shape (sets sorted, rules grouped)
+//! and decides, field by field, what changed and whether EC2 can change it
+//! in place. Fields a spec leaves out are not managed (EC2's default stays),
+//! except `tags`, which tidegate owns completely. No I/O here: everything is
+//! unit-tested.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest, Sha256};
+
+use super::schema::{self, Field, Ty};
+use crate::provider::{Action, Change, ResourceId};
+use crate::sensitive::Sensitive;
+use crate::value::{Map, Value};
+
+/// Ownership tag: who manages the resource.
+pub const TAG_MANAGED_BY: &str = "managed-by";
+/// The value of [`TAG_MANAGED_BY`].
+pub const MANAGER: &str = "tidegate";
+/// Ownership tag: owning environment.
+pub const TAG_ENVIRONMENT: &str = "tidegate:environment";
+/// Ownership tag: owning module instance.
+pub const TAG_MODULE: &str = "tidegate:module";
+/// Ownership tag: `<module>.<name>`.
+pub const TAG_RESOURCE: &str = "tidegate:resource";
+/// Keyed fingerprint of the user data, for change detection without storing it.
+pub const TAG_USER_DATA: &str = "tidegate:user-data-sha256";
+/// Fingerprint of the imported public key.
+pub const TAG_PUBLIC_KEY: &str = "tidegate:public-key-sha256";
+/// Set on a resource that a replacement superseded; it is pruned later.
+pub const TAG_DEPOSED: &str = "tidegate:deposed";
+
+/// Fields whose live value is a fingerprint tag, never the value itself.
+pub fn fingerprint_tag(field: &str) -> Option<&'static str> {
+    match field {
+        "userData" => Some(TAG_USER_DATA),
+        "publicKey" => Some(TAG_PUBLIC_KEY),
+        _ => None,
+    }
+}
+
+/// The fingerprint (`sha256:<hex>`) of a fingerprinted field's desired value.
+/// Keyed, so a low-entropy secret cannot be guessed from a tag by anyone
+/// without the key; the public key is reduced to type and key material so a
+/// changed comment is not a change.
+pub fn fingerprint(field: &str, v: &Value, key: &[u8]) -> Option<String> {
+    let secret = match v {
+        Value::Sensitive(s) => s.clone(),
+        Value::String(s) if field == "publicKey" => {
+            Sensitive::from_string(s.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        }
+        Value::String(s) => Sensitive::from_string(s.clone()),
+        _ => return None,
+    };
+    Some(format!("sha256:{}", secret.fingerprint_hex(key)))
+}
+
+/// True for tags tidegate writes itself, and AWS's own.
+pub fn is_reserved_tag(key: &str) -> bool {
+    key == TAG_MANAGED_BY || key.starts_with("tidegate:") || key.starts_with("aws:")
+}
+
+/// The ownership tags of a resource.
+pub fn owner_tags(environment: &str, id: &ResourceId) -> Vec<(String, String)> {
+    vec![
+        (TAG_MANAGED_BY.into(), MANAGER.into()),
+        (TAG_ENVIRONMENT.into(), environment.into()),
+        (TAG_MODULE.into(), id.module.clone()),
+        (TAG_RESOURCE.into(), id.to_string()),
+    ]
+}
+
+/// The resource id a `tidegate:resource` / `tidegate:module` tag pair names.
+pub fn id_from_tags(tags: &BTreeMap<String, String>) -> Option<ResourceId> {
+    let module = tags.get(TAG_MODULE)?;
+    let name = tags
+        .get(TAG_RESOURCE)?
+        .strip_prefix(&format!("{module}."))?;
+    Some(ResourceId {
+        module: module.clone(),
+        name: name.to_string(),
+    })
+}
+
+/// The user's tags among all tags, as a map value.
+pub fn user_tags(tags: &BTreeMap<String, String>) -> Value {
+    Value::Map(
+        tags.iter()
+            .filter(|(k, _)| !is_reserved_tag(k))
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+/// Tags to set and tag keys to remove so that the user tags become `desired`.
+pub fn tag_changes(desired: &Value, live: &Value) -> (Vec<(String, String)>, Vec<String>) {
+    let strings = |v: &Value| -> BTreeMap<String, String> {
+        v.as_map()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (d, l) = (strings(desired), strings(live));
+    let set = d
+        .iter()
+        .filter(|(k, v)| l.get(*k) != Some(v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let remove = l.keys().filter(|k| !d.contains_key(*k)).cloned().collect();
+    (set, remove)
+}
+
+/// A desired spec in canonical form: schema order, nulls dropped, sets
+/// sorted and deduplicated, rules grouped, `tags` always present.
+pub fn canonical(kind: &str, body: &Value) -> Value {
+    let Some(fields) = schema::fields(kind) else {
+        return body.clone();
+    };
+    let mut out = canonical_object(fields, body);
+    if let Value::Map(m) = &mut out {
+        if !m.contains_key("tags") {
+            m.insert("tags".into(), Value::Map(Map::new()));
+        }
+    }
+    out
+}
+
+fn canonical_object(fields: &[Field], v: &Value) -> Value {
+    let Some(m) = v.as_map() else {
+        return v.clone();
+    };
+    let mut out = Map::new();
+    for f in fields {
+        match m.get(f.name) {
+            None | Some(Value::Null) => {}
+            Some(v) => {
+                out.insert(f.name.to_string(), canonical_value(f, v));
+            }
+        }
+    }
+    Value::Map(out)
+}
+
+fn canonical_value(f: &Field, v: &Value) -> Value {
+    match (&f.ty, v) {
+        (Ty::StrSet, Value::List(items)) => sorted_set(items),
+        (Ty::Tags, Value::Map(m)) => {
+            let sorted: BTreeMap<_, _> = m.iter().collect();
+            Value::Map(
+                sorted
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )
+        }
+        (Ty::Object(fs), _) => canonical_object(fs, v),
+        (Ty::ObjectSet(_), Value::List(_)) if f.name == "routes" => canonical_routes(v),
+        (Ty::ObjectSet(_), Value::List(_)) => match rule_atoms(v) {
+            Some(atoms) => rules_value(&atoms),
+            None => v.clone(),
+        },
+        _ => v.clone(),
+    }
+}
+
+fn sorted_set(items: &[Value]) -> Value {
+    let mut strings: Vec<&Value> = items.iter().collect();
+    strings.sort_by_key(|v| match v {
+        Value::String(s) => (0, s.clone()),
+        other => (1, format!("{other:?}")),
+    });
+    strings.dedup();
+    Value::List(strings.into_iter().cloned().collect())
+}
+
+fn canonical_routes(v: &Value) -> Value {
+    let Value::List(items) = v else {
+        return v.clone();
+    };
+    let mut routes: Vec<Value> = items.to_vec();
+    routes.sort_by_key(|r| {
+        r.get_path("destinationCidrBlock")
+            .and_then(Value::as_str)
+            .unwrap_or("~")
+            .to_string()
+    });
+    routes.dedup();
+    Value::List(routes)
+}
+
+/// Where a security group rule lets traffic come from (or go to).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Source {
+    Cidr(String),
+    Group(String),
+}
+
+/// One security group rule with one source: the unit EC2 authorizes and
+/// revokes, and the unit tidegate diffs.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RuleAtom {
+    pub protocol: String,
+    pub from_port: Option<i64>,
+    pub to_port: Option<i64>,
+    pub source: Source,
+    pub description: Option<String>,
+}
+
+/// A rule list split into atoms; `None` while a part is unknown.
+pub fn rule_atoms(rules: &Value) -> Option<BTreeSet<RuleAtom>> {
+    let Value::List(items) = rules else {
+        return Some(BTreeSet::new());
+    };
+    let mut out = BTreeSet::new();
+    for r in items {
+        let protocol = r.get_path("protocol")?.as_str()?.to_string();
+        let all = protocol == "-1";
+        let port = |k: &str| match r.get_path(k) {
+            Some(Value::Int(i)) if !all => Some(Some(*i)),
+            Some(Value::Unknown(_)) => None,
+            _ => Some(None),
+        };
+        let (from_port, to_port) = (port("fromPort")?, port("toPort")?);
+        let description = r
+            .get_path("description")
+            .and_then(Value::as_str)
+            .filter(|d| !d.is_empty())
+            .map(str::to_string);
+        let strings = |k: &str| -> Option<Vec<String>> {
+            match r.get_path(k) {
+                Some(Value::List(l)) => l.iter().map(|v| v.as_str().map(str::to_string)).collect(),
+                _ => Some(vec![]),
+            }
+        };
+        let sources = strings("cidrBlocks")?.into_iter().map(Source::Cidr).chain(
+            strings("sourceSecurityGroupIds")?
+                .into_iter()
+                .map(Source::Group),
+        );
+        for source in sources {
+            out.insert(RuleAtom {
+                protocol: protocol.clone(),
+                from_port,
+                to_port,
+                source,
+                description: description.clone(),
+            });
+        }
+    }
+    Some(out)
+}
+
+/// Atoms grouped back into spec rules by (protocol, ports, description).
+pub fn rules_value(atoms: &BTreeSet<RuleAtom>) -> Value {
+    type Key = (String, Option<i64>, Option<i64>, Option<String>);
+    let mut groups: BTreeMap<Key, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for a in atoms {
+        let key = (
+            a.protocol.clone(),
+            a.from_port,
+            a.to_port,
+            a.description.clone(),
+        );
+        let g = groups.entry(key).or_default();
+        match &a.source {
+            Source::Cidr(c) => g.0.push(c.clone()),
+            Source::Group(s) => g.1.push(s.clone()),
+        }
+    }
+    let strings = |l: Vec<String>| Value::List(l.into_iter().map(Value::String).collect());
+    Value::List(
+        groups
+            .into_iter()
+            .map(|((protocol, from, to, description), (cidrs, sgs))| {
+                let mut m = Map::new();
+                m.insert("protocol".into(), Value::String(protocol));
+                if let (Some(f), Some(t)) = (from, to) {
+                    m.insert("fromPort".into(), Value::Int(f));
+                    m.insert("toPort".into(), Value::Int(t));
+                }
+                if !cidrs.is_empty() {
+                    m.insert("cidrBlocks".into(), strings(cidrs));
+                }
+                if !sgs.is_empty() {
+                    m.insert("sourceSecurityGroupIds".into(), strings(sgs));
+                }
+                if let Some(d) = description {
+                    m.insert("description".into(), Value::String(d));
+                }
+                Value::Map(m)
+            })
+            .collect(),
+    )
+}
+
+/// Whether the desired value `d` of field `f` already holds in `live`.
+fn same(f: &Field, d: &Value, live: Option<&Value>, key: &[u8]) -> bool {
+    if d.has_unknown() {
+        return false;
+    }
+    if fingerprint_tag(f.name).is_some() {
+        return fingerprint(f.name, d, key).as_deref() == live.and_then(Value::as_str);
+    }
+    match (&f.ty, live) {
+        (Ty::Object(fs), Some(l)) => d.as_map().is_some_and(|m| {
+            m.iter().all(|(k, dv)| {
+                fs.iter()
+                    .find(|sf| sf.name == k)
+                    .is_some_and(|sf| same(sf, dv, l.get_path(k), key))
+            })
+        }),
+        (Ty::ObjectSet(_), Some(l)) if f.name != "routes" => rule_atoms(d) == rule_atoms(l),
+        (Ty::Tags, None) => d.as_map().is_some_and(|m| m.is_empty()),
+        (_, Some(l)) => canonical_value(f, d) == canonical_value(f, l),
+        (_, None) => false,
+    }
+}
+
+/// Why a changed immutable field forces a replacement, without its value
+/// when it may be secret.
+fn replace_reason(f: &Field, d: &Value, live: Option<&Value>) -> String {
+    if d.has_unknown() {
+        return format!("{} is known only after apply (forces replacement)", f.name);
+    }
+    match (f.name, d, live) {
+        ("userData", _, _) => "userData changed (user data runs only at first boot)".into(),
+        ("publicKey", _, _) => "publicKey changed (imported key material is immutable)".into(),
+        (_, Value::String(new), Some(Value::String(old))) => {
+            format!("{} changes from {old} to {new} (immutable)", f.name)
+        }
+        (_, Value::String(new), _) => format!("{} becomes {new} (immutable)", f.name),
+        _ => format!("{} changes (immutable)", f.name),
+    }
+}
+
+/// The fields of a desired canonical spec that differ from the live body.
+#[derive(Debug, Default, PartialEq)]
+pub struct Diff {
+    /// Changed fields EC2 can modify in place.
+    pub updates: Vec<String>,
+    /// One reason per changed immutable field.
+    pub replace: Vec<String>,
+}
+
+/// Compares a canonical desired spec with a normalised live body.
+pub fn diff(kind: &str, desired: &Value, live: &Value, key: &[u8]) -> Diff {
+    let mut out = Diff::default();
+    let (Some(fields), Some(d)) = (schema::fields(kind), desired.as_map()) else {
+        return out;
+    };
+    for f in fields {
+        let Some(dv) = d.get(f.name) else { continue };
+        if same(f, dv, live.get_path(f.name), key) {
+            continue;
+        }
+        if f.immutable {
+            out.replace
+                .push(replace_reason(f, dv, live.get_path(f.name)));
+        } else {
+            out.updates.push(f.name.to_string());
+        }
+    }
+    out
+}
+
+/// Fields EC2 chooses when the spec leaves them out, unknown until created.
+fn computed(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "subnet" => &["availabilityZone"],
+        "instance" => &["privateIp"],
+        _ => &[],
+    }
+}
+
+fn with_computed_unknown(kind: &str, desired: &Value) -> Value {
+    let mut out = desired.clone();
+    if let Value::Map(m) = &mut out {
+        for field in computed(kind) {
+            m.entry(field.to_string())
+                .or_insert_with(|| Value::Unknown(format!("{kind}.{field}")));
+        }
+    }
+    out
+}
+
+/// `live` with every field that already matches the desired spec written
+/// the desired way (fingerprints replaced by the value, sets in the
+/// author's grouping), so a renderer comparing before and after sees only
+/// real changes.
+fn aligned_before(kind: &str, desired: &Value, live: &Value, key: &[u8]) -> Value {
+    let mut out = live.clone();
+    if let (Some(fields), Some(d), Value::Map(m)) =
+        (schema::fields(kind), desired.as_map(), &mut out)
+    {
+        for f in fields {
+            if let Some(dv) = d.get(f.name) {
+                if same(f, dv, live.get_path(f.name), key) {
+                    let merged = merge(live.get_path(f.name), dv);
+                    m.insert(f.name.to_string(), merged);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `base` with the keys of `over` written over it (one level into objects,
+/// so an unmanaged sub-field keeps its live value).
+fn merge(base: Option<&Value>, over: &Value) -> Value {
+    match (base, over) {
+        (Some(Value::Map(b)), Value::Map(o)) => {
+            let mut m = b.clone();
+            for (k, v) in o {
+                m.insert(k.clone(), v.clone());
+            }
+            Value::Map(m)
+        }
+        _ => over.clone(),
+    }
+}
+
+/// The predicted change from `live` (normalised body) to the canonical
+/// `desired` spec.
+pub fn predict(kind: &str, desired: &Value, live: Option<&Value>, key: &[u8]) -> Change {
+    let Some(live) = live else {
+        return Change {
+            action: Action::Create,
+            before: None,
+            after: with_computed_unknown(kind, desired),
+        };
+    };
+    let d = diff(kind, desired, live, key);
+    let before = aligned_before(kind, desired, live, key);
+    let (action, after) = if !d.replace.is_empty() {
+        let after = with_computed_unknown(kind, desired);
+        (Action::Replace { reasons: d.replace }, after)
+    } else if d.updates.is_empty() {
+        (Action::NoOp, before.clone())
+    } else {
+        let mut after = before.clone();
+        if let (Value::Map(a), Some(dm)) = (&mut after, desired.as_map()) {
+            for field in &d.updates {
+                if let Some(v) = dm.get(field) {
+                    let merged = merge(live.get_path(field), v);
+                    a.insert(field.clone(), merged);
+                }
+            }
+        }
+        (Action::Update, after)
+    };
+    Change {
+        action,
+        before: Some(before),
+        after,
+    }
+}
+
+/// The idempotency token of one create: the same environment, resource and
+/// desired state always give the same token, so a create retried after a
+/// lost response or a crash is recognised by EC2. Secrets enter only as
+/// their keyed fingerprints. `salt` distinguishes a deliberate second create
+/// of the same state (after the first result was terminated).
+pub fn client_token(
+    environment: &str,
+    id: &ResourceId,
+    desired: &Value,
+    salt: &str,
+    key: &[u8],
+) -> String {
+    let mut h = Sha256::new();
+    for part in [environment, &id.to_string(), salt] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let mut masked = desired.clone();
+    if let Value::Map(m) = &mut masked {
+        for (k, v) in m.iter_mut() {
+            if let Some(fp) = fingerprint(k, v, key).filter(|_| fingerprint_tag(k).is_some()) {
+                *v = Value::String(fp);
+            }
+        }
+    }
+    h.update(serde_json::to_vec(&masked.to_json_masked()).unwrap_or_default());
+    let digest = h.finalize();
+    let hex: String = digest.iter().take(20).map(|b| format!("{b:02x}")).collect();
+    format!("tg-{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"k";
+
+    fn v(j: serde_json::Value) -> Value {
+        Value::from_json(j)
+    }
+
+    fn id() -> ResourceId {
+        ResourceId {
+            module: "network".into(),
+            name: "vpc".into(),
+        }
+    }
+
+    #[test]
+    fn equal_state_is_a_no_op_even_when_written_differently() {
+        let desired = canonical(
+            "security_group",
+            &v(serde_json::json!({
+                "vpcId": "vpc-1", "groupName": "web", "description": "d",
+                "ingress": [{"protocol": "tcp", "fromPort": 443, "toPort": 443, "cidrBlocks": ["10.0.0.0/8", "0.0.0.0/0"]}],
+                "tags": {"b": "2", "a": "1"}
+            })),
+        );
+        let live = v(serde_json::json!({
+            "vpcId": "vpc-1", "groupName": "web", "description": "d",
+            "ingress": [
+                {"protocol": "tcp", "fromPort": 443, "toPort": 443, "cidrBlocks": ["0.0.0.0/0"]},
+                {"protocol": "tcp", "fromPort": 443, "toPort": 443, "cidrBlocks": ["10.0.0.0/8"]}],
+            "egress": [{"protocol": "-1", "cidrBlocks": ["0.0.0.0/0"]}],
+            "tags": {"a": "1", "b": "2"}
+        }));
+        let c = predict("security_group", &desired, Some(&live), KEY);
+        assert_eq!(c.action, Action::NoOp);
+        assert_eq!(c.before.as_ref(), Some(&c.after));
+    }
+
+    #[test]
+    fn a_tag_change_is_an_update_and_a_cidr_change_a_replace_with_reason() {
+        let live = v(
+            serde_json::json!({"cidrBlock": "10.0.0.0/16", "enableDnsSupport": true, "tags": {"owner": "a"}}),
+        );
+        let d = canonical(
+            "vpc",
+            &v(serde_json::json!({"cidrBlock": "10.0.0.0/16", "tags": {"owner": "b"}})),
+        );
+        let c = predict("vpc", &d, Some(&live), KEY);
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(
+            c.after.get_path("tags.owner"),
+            Some(&Value::String("b".into()))
+        );
+        assert_eq!(
+            c.after.get_path("enableDnsSupport"),
+            Some(&Value::Bool(true))
+        );
+
+        let d = canonical(
+            "vpc",
+            &v(serde_json::json!({"cidrBlock": "10.9.0.0/16", "tags": {"owner": "a"}})),
+        );
+        let c = predict("vpc", &d, Some(&live), KEY);
+        assert_eq!(
+            c.action,
+            Action::Replace {
+                reasons: vec![
+                    "cidrBlock changes from 10.0.0.0/16 to 10.9.0.0/16 (immutable)".into()
+                ]
+            }
+        );
+    }
+
+    #[test]
+    fn create_marks_computed_fields_unknown() {
+        let d = canonical(
+            "subnet",
+            &v(serde_json::json!({"vpcId": "vpc-1", "cidrBlock": "10.0.1.0/24"})),
+        );
+        let c = predict("subnet", &d, None, KEY);
+        assert_eq!(c.action, Action::Create);
+        assert!(matches!(
+            c.after.get_path("availabilityZone"),
+            Some(Value::Unknown(_))
+        ));
+        assert_eq!(c.after.get_path("tags"), Some(&Value::Map(Map::new())));
+    }
+
+    #[test]
+    fn secret_user_data_is_compared_by_fingerprint_and_never_shown() {
+        let secret = Value::Sensitive(Sensitive::from_string("#!/bin/sh\necho pw=hunter2".into()));
+        let mut d =
+            v(serde_json::json!({"ami": "ami-1", "instanceType": "t3.micro", "subnetId": "s"}));
+        if let Value::Map(m) = &mut d {
+            m.insert("userData".into(), secret.clone());
+        }
+        let d = canonical("instance", &d);
+        let fp = fingerprint("userData", &secret, KEY).unwrap();
+        assert!(!fp.contains("hunter2"));
+        let live = v(
+            serde_json::json!({"ami": "ami-1", "instanceType": "t3.micro", "subnetId": "s",
+            "userData": fp, "privateIp": "10.0.0.5", "tags": {}}),
+        );
+        let c = predict("instance", &d, Some(&live), KEY);
+        assert_eq!(c.action, Action::NoOp);
+        assert_eq!(c.before.unwrap().get_path("userData"), Some(&secret));
+
+        let live2 = v(
+            serde_json::json!({"ami": "ami-1", "instanceType": "t3.micro", "subnetId": "s",
+            "userData": "sha256:00", "tags": {}}),
+        );
+        let c = predict("instance", &d, Some(&live2), KEY);
+        let Action::Replace { reasons } = c.action else {
+            panic!()
+        };
+        assert_eq!(
+            reasons,
+            vec!["userData changed (user data runs only at first boot)"]
+        );
+        assert!(!format!("{:?}", c.after).contains("hunter2"));
+    }
+
+    #[test]
+    fn unknown_immutable_fields_force_replacement_and_partial_objects_compare_partially() {
+        let mut d = v(serde_json::json!({"cidrBlock": "10.0.1.0/24"}));
+        if let Value::Map(m) = &mut d {
+            m.insert("vpcId".into(), Value::Unknown("resource.vpc.id".into()));
+        }
+        let live = v(serde_json::json!({"vpcId": "vpc-1", "cidrBlock": "10.0.1.0/24", "tags": {}}));
+        let c = predict("subnet", &canonical("subnet", &d), Some(&live), KEY);
+        assert!(
+            matches!(c.action, Action::Replace { ref reasons } if reasons[0].starts_with("vpcId is known only after apply"))
+        );
+
+        let d = canonical(
+            "instance",
+            &v(
+                serde_json::json!({"ami": "a", "instanceType": "t", "subnetId": "s",
+            "metadata": {"httpTokens": "required"}}),
+            ),
+        );
+        let live = v(
+            serde_json::json!({"ami": "a", "instanceType": "t", "subnetId": "s",
+            "metadata": {"httpTokens": "optional", "httpPutResponseHopLimit": 1}, "tags": {}}),
+        );
+        let c = predict("instance", &d, Some(&live), KEY);
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(
+            c.after.get_path("metadata"),
+            Some(&v(
+                serde_json::json!({"httpTokens": "required", "httpPutResponseHopLimit": 1})
+            ))
+        );
+    }
+
+    #[test]
+    fn tags_and_tokens() {
+        let tags: BTreeMap<String, String> = owner_tags("dev", &id())
+            .into_iter()
+            .chain([("owner".to_string(), "me".to_string())])
+            .collect();
+        assert_eq!(id_from_tags(&tags), Some(id()));
+        assert_eq!(user_tags(&tags), v(serde_json::json!({"owner": "me"})));
+        let (set, remove) = tag_changes(
+            &v(serde_json::json!({"a": "1", "b": "3"})),
+            &v(serde_json::json!({"b": "2", "c": "x"})),
+        );
+        assert_eq!(
+            set,
+            vec![("a".into(), "1".into()), ("b".into(), "3".into())]
+        );
+        assert_eq!(remove, vec!["c".to_string()]);
+
+        let d = v(serde_json::json!({"cidrBlock": "10.0.0.0/16"}));
+        let t = client_token("dev", &id(), &d, "", KEY);
+        assert_eq!(t, client_token("dev", &id(), &d, "", KEY));
+        assert!(t.len() <= 64);
+        assert_ne!(t, client_token("prod", &id(), &d, "", KEY));
+        assert_ne!(t, client_token("dev", &id(), &d, "i-1", KEY));
+    }
+
+    #[test]
+    fn public_key_comments_do_not_count() {
+        let a = fingerprint(
+            "publicKey",
+            &Value::String("ssh-ed25519 AAAA me@a".into()),
+            KEY,
+        );
+        let b = fingerprint(
+            "publicKey",
+            &Value::String("ssh-ed25519 AAAA you@b".into()),
+            KEY,
+        );
+        assert_eq!(a, b);
+    }
+}

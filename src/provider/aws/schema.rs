@@ -1,0 +1,480 @@
+//! The shape of every AWS resource spec, as one table.
+//!
+//! The same table answers three questions without a network call: is a body
+//! well formed ([`check`]), which fields force a replacement, and which
+//! fields are sets whose order does not matter. Keeping them in one place
+//! means a new field is one line, and validate, plan and apply cannot
+//! disagree about it.
+
+use crate::provider::Problem;
+use crate::value::{index_path, key_path, Value};
+
+/// The resource types this provider manages, in creation order.
+pub const TYPES: &[&str] = &[
+    "vpc",
+    "key_pair",
+    "internet_gateway",
+    "subnet",
+    "security_group",
+    "route_table",
+    "instance",
+    "eip",
+];
+
+/// What a field holds.
+#[derive(Debug)]
+pub enum Ty {
+    Str,
+    /// A string that may be a secret ([`Value::Sensitive`]).
+    SecretStr,
+    Bool,
+    Int,
+    /// One of the listed strings.
+    Enum(&'static [&'static str]),
+    /// A list of strings compared as a set.
+    StrSet,
+    /// A string-to-string map (tags).
+    Tags,
+    Object(&'static [Field]),
+    /// A list of objects compared as a set.
+    ObjectSet(&'static [Field]),
+}
+
+/// One field of a spec.
+#[derive(Debug)]
+pub struct Field {
+    pub name: &'static str,
+    pub ty: Ty,
+    pub required: bool,
+    /// EC2 cannot change it in place: a change replaces the resource.
+    pub immutable: bool,
+}
+
+const fn f(name: &'static str, ty: Ty) -> Field {
+    Field {
+        name,
+        ty,
+        required: false,
+        immutable: false,
+    }
+}
+
+const fn req(mut field: Field) -> Field {
+    field.required = true;
+    field
+}
+
+const fn fixed(mut field: Field) -> Field {
+    field.immutable = true;
+    field
+}
+
+const TAGS: Field = f("tags", Ty::Tags);
+
+const VPC: &[Field] = &[
+    req(fixed(f("cidrBlock", Ty::Str))),
+    f("enableDnsHostnames", Ty::Bool),
+    f("enableDnsSupport", Ty::Bool),
+    TAGS,
+];
+const SUBNET: &[Field] = &[
+    req(fixed(f("vpcId", Ty::Str))),
+    req(fixed(f("cidrBlock", Ty::Str))),
+    fixed(f("availabilityZone", Ty::Str)),
+    f("mapPublicIpOnLaunch", Ty::Bool),
+    TAGS,
+];
+const IGW: &[Field] = &[req(f("vpcId", Ty::Str)), TAGS];
+const ROUTE: &[Field] = &[
+    req(f("destinationCidrBlock", Ty::Str)),
+    req(f("gatewayId", Ty::Str)),
+];
+const ROUTE_TABLE: &[Field] = &[
+    req(fixed(f("vpcId", Ty::Str))),
+    f("routes", Ty::ObjectSet(ROUTE)),
+    f("subnetIds", Ty::StrSet),
+    TAGS,
+];
+/// Protocols a rule may name.
+pub const PROTOCOLS: &[&str] = &["tcp", "udp", "icmp", "-1"];
+const RULE: &[Field] = &[
+    req(f("protocol", Ty::Enum(PROTOCOLS))),
+    f("fromPort", Ty::Int),
+    f("toPort", Ty::Int),
+    f("cidrBlocks", Ty::StrSet),
+    f("sourceSecurityGroupIds", Ty::StrSet),
+    f("description", Ty::Str),
+];
+const SECURITY_GROUP: &[Field] = &[
+    req(fixed(f("vpcId", Ty::Str))),
+    req(fixed(f("groupName", Ty::Str))),
+    req(fixed(f("description", Ty::Str))),
+    f("ingress", Ty::ObjectSet(RULE)),
+    f("egress", Ty::ObjectSet(RULE)),
+    TAGS,
+];
+const KEY_PAIR: &[Field] = &[
+    req(fixed(f("keyName", Ty::Str))),
+    req(fixed(f("publicKey", Ty::Str))),
+    TAGS,
+];
+const METADATA: &[Field] = &[
+    f("httpTokens", Ty::Enum(&["required", "optional"])),
+    f("httpPutResponseHopLimit", Ty::Int),
+];
+const ROOT_VOLUME: &[Field] = &[
+    f("sizeGiB", Ty::Int),
+    f("encrypted", Ty::Bool),
+    f(
+        "volumeType",
+        Ty::Enum(&["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"]),
+    ),
+];
+const INSTANCE: &[Field] = &[
+    req(fixed(f("ami", Ty::Str))),
+    req(f("instanceType", Ty::Str)),
+    req(fixed(f("subnetId", Ty::Str))),
+    f("securityGroupIds", Ty::StrSet),
+    fixed(f("keyName", Ty::Str)),
+    fixed(f("userData", Ty::SecretStr)),
+    f("metadata", Ty::Object(METADATA)),
+    fixed(f("rootVolume", Ty::Object(ROOT_VOLUME))),
+    fixed(f("privateIp", Ty::Str)),
+    TAGS,
+];
+const EIP: &[Field] = &[f("instanceId", Ty::Str), TAGS];
+
+/// The fields of a resource type, if it is one.
+pub fn fields(kind: &str) -> Option<&'static [Field]> {
+    Some(match kind {
+        "vpc" => VPC,
+        "subnet" => SUBNET,
+        "internet_gateway" => IGW,
+        "route_table" => ROUTE_TABLE,
+        "security_group" => SECURITY_GROUP,
+        "key_pair" => KEY_PAIR,
+        "instance" => INSTANCE,
+        "eip" => EIP,
+        _ => return None,
+    })
+}
+
+/// Every problem with the spec `body` of an AWS resource of type `kind`:
+/// unknown type or field, wrong type, missing required field, malformed
+/// CIDR or port range. Pure; unresolved references ([`Value::Unknown`]) pass.
+pub fn check(kind: &str, body: &Value) -> Vec<Problem> {
+    let mut out = Vec::new();
+    match fields(kind) {
+        Some(fs) => check_object(fs, body, "", &mut out),
+        None => out.push(problem(
+            "",
+            format!("unknown AWS resource type `{kind}`"),
+            format!("use one of: {}", TYPES.join(", ")),
+        )),
+    }
+    out
+}
+
+fn problem(path: &str, message: String, fix: String) -> Problem {
+    Problem {
+        path: path.to_string(),
+        message,
+        fix,
+    }
+}
+
+fn check_object(fs: &[Field], v: &Value, path: &str, out: &mut Vec<Problem>) {
+    let Some(m) = v.as_map() else {
+        if !matches!(v, Value::Unknown(_)) {
+            out.push(problem(
+                path,
+                format!("expected a map, found {}", type_name(v)),
+                "write the fields as `key: value` lines".into(),
+            ));
+        }
+        return;
+    };
+    for (k, child) in m {
+        let p = key_path(path, k);
+        match fs.iter().find(|f| f.name == k) {
+            Some(field) => check_value(field, child, &p, out),
+            None => out.push(problem(
+                &p,
+                format!("unknown field `{k}`"),
+                format!(
+                    "use one of: {}",
+                    fs.iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
+    }
+    for field in fs.iter().filter(|f| f.required) {
+        if !m.contains_key(field.name) {
+            out.push(problem(
+                path,
+                format!("missing required field `{}`", field.name),
+                format!("add `{}:`", field.name),
+            ));
+        }
+    }
+    check_cross_fields(m, path, out);
+}
+
+fn check_value(field: &Field, v: &Value, path: &str, out: &mut Vec<Problem>) {
+    if matches!(v, Value::Unknown(_)) {
+        return;
+    }
+    if matches!(v, Value::Sensitive(_)) && !matches!(field.ty, Ty::SecretStr) {
+        out.push(problem(
+            path,
+            format!("`{}` cannot hold a secret", field.name),
+            "reference secrets only from `userData`".into(),
+        ));
+        return;
+    }
+    let wrong = |expected: &str, out: &mut Vec<Problem>| {
+        out.push(problem(
+            path,
+            format!(
+                "`{}` must be {expected}, found {}",
+                field.name,
+                type_name(v)
+            ),
+            format!("write `{}` as {expected}", field.name),
+        ))
+    };
+    match (&field.ty, v) {
+        (Ty::Str, Value::String(s)) => check_string(field.name, s, path, out),
+        (Ty::SecretStr, Value::String(_) | Value::Sensitive(_)) => {}
+        (Ty::Bool, Value::Bool(_)) | (Ty::Int, Value::Int(_)) => {}
+        (Ty::Enum(allowed), Value::String(s)) if allowed.contains(&s.as_str()) => {}
+        (Ty::Enum(allowed), _) => wrong(
+            &format!(
+                "one of {}",
+                allowed
+                    .iter()
+                    .map(|a| format!("\"{a}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            out,
+        ),
+        (Ty::StrSet, Value::List(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                if !matches!(item, Value::String(_) | Value::Unknown(_)) {
+                    out.push(problem(
+                        &index_path(path, i),
+                        format!("expected a string, found {}", type_name(item)),
+                        "quote the value".into(),
+                    ));
+                }
+            }
+        }
+        (Ty::Tags, Value::Map(m)) => {
+            for (k, tv) in m {
+                if !matches!(tv, Value::String(_) | Value::Unknown(_)) {
+                    out.push(problem(
+                        &key_path(path, k),
+                        format!("tag `{k}` must be a string, found {}", type_name(tv)),
+                        "quote the tag value".into(),
+                    ));
+                }
+                if k.starts_with("tidegate:") || k == "managed-by" || k.starts_with("aws:") {
+                    out.push(problem(
+                        &key_path(path, k),
+                        format!("tag `{k}` is reserved"),
+                        "tidegate sets its ownership tags itself; rename the tag".into(),
+                    ));
+                }
+            }
+        }
+        (Ty::Object(fs), Value::Map(_)) => check_object(fs, v, path, out),
+        (Ty::ObjectSet(fs), Value::List(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                check_object(fs, item, &index_path(path, i), out);
+            }
+        }
+        (Ty::Str | Ty::SecretStr, _) => wrong("a string", out),
+        (Ty::Bool, _) => wrong("true or false", out),
+        (Ty::Int, _) => wrong("an integer", out),
+        (Ty::StrSet, _) => wrong("a list of strings", out),
+        (Ty::Tags, _) => wrong("a map of strings", out),
+        (Ty::Object(_), _) => wrong("a map", out),
+        (Ty::ObjectSet(_), _) => wrong("a list of maps", out),
+    }
+}
+
+fn check_string(name: &str, s: &str, path: &str, out: &mut Vec<Problem>) {
+    if (name == "cidrBlock" || name == "destinationCidrBlock") && !is_cidr(s) {
+        out.push(problem(
+            path,
+            format!("`{s}` is not an IPv4 CIDR block"),
+            "write it as a.b.c.d/n, e.g. 10.0.0.0/16".into(),
+        ));
+    }
+    if name == "publicKey"
+        && !PUBLIC_KEY_PREFIXES
+            .iter()
+            .any(|p| s.trim_start().starts_with(p))
+    {
+        out.push(problem(
+            path,
+            "`publicKey` is not an OpenSSH public key".into(),
+            "paste the one line of an `.pub` file (ssh-ed25519 AAAA... or ssh-rsa AAAA...)".into(),
+        ));
+    }
+}
+
+const PUBLIC_KEY_PREFIXES: [&str; 3] = ["ssh-rsa ", "ssh-ed25519 ", "ecdsa-sha2-"];
+
+/// Cross-field rules: a rule's port range, its sources.
+fn check_cross_fields(m: &crate::value::Map, path: &str, out: &mut Vec<Problem>) {
+    let Some(protocol) = m.get("protocol").and_then(Value::as_str) else {
+        return;
+    };
+    let port = |k: &str| match m.get(k) {
+        Some(Value::Int(i)) => Some(*i),
+        _ => None,
+    };
+    if matches!(protocol, "tcp" | "udp") {
+        match (port("fromPort"), port("toPort")) {
+            (Some(a), Some(b)) if (0..=65535).contains(&a) && (a..=65535).contains(&b) => {}
+            (Some(_), Some(_)) => out.push(problem(
+                path,
+                "port range is not 0 <= fromPort <= toPort <= 65535".into(),
+                "fix fromPort/toPort".into(),
+            )),
+            _ if m
+                .get("fromPort")
+                .is_some_and(|v| matches!(v, Value::Unknown(_))) => {}
+            _ => out.push(problem(
+                path,
+                format!("a {protocol} rule needs `fromPort` and `toPort`"),
+                "add both ports (the same number for a single port)".into(),
+            )),
+        }
+    }
+    let has = |k: &str| {
+        m.get(k)
+            .is_some_and(|v| !matches!(v, Value::List(l) if l.is_empty()))
+    };
+    if !has("cidrBlocks") && !has("sourceSecurityGroupIds") {
+        out.push(problem(
+            path,
+            "the rule has no source: neither `cidrBlocks` nor `sourceSecurityGroupIds`".into(),
+            "add `cidrBlocks: [..]` or `sourceSecurityGroupIds: [..]`".into(),
+        ));
+    }
+}
+
+/// True for `a.b.c.d/n` with octets <= 255 and n <= 32.
+pub fn is_cidr(s: &str) -> bool {
+    let Some((ip, bits)) = s.split_once('/') else {
+        return false;
+    };
+    ip.parse::<std::net::Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 32)
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Int(_) => "an integer",
+        Value::Float(_) => "a number",
+        Value::String(_) => "a string",
+        Value::List(_) => "a list",
+        Value::Map(_) => "a map",
+        Value::Sensitive(_) => "a secret",
+        Value::Unknown(_) => "a value known after apply",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(j: serde_json::Value) -> Value {
+        Value::from_json(j)
+    }
+
+    #[test]
+    fn a_complete_instance_passes() {
+        let b = body(serde_json::json!({
+            "ami": "ami-1", "instanceType": "t3.micro", "subnetId": "subnet-1",
+            "securityGroupIds": ["sg-1"], "metadata": {"httpTokens": "required"},
+            "rootVolume": {"sizeGiB": 20, "encrypted": true}, "tags": {"owner": "x"}
+        }));
+        assert_eq!(check("instance", &b), vec![]);
+    }
+
+    #[test]
+    fn unknown_and_missing_fields_and_wrong_types_are_named() {
+        let b = body(serde_json::json!({"cidrBlock": 5, "enableDns": true}));
+        let p = check("vpc", &b);
+        let paths: Vec<_> = p
+            .iter()
+            .map(|p| (p.path.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            paths,
+            vec![
+                (
+                    "cidrBlock",
+                    "`cidrBlock` must be a string, found an integer"
+                ),
+                ("enableDns", "unknown field `enableDns`"),
+            ]
+        );
+        let p = check("subnet", &body(serde_json::json!({"vpcId": "v"})));
+        assert_eq!(p[0].message, "missing required field `cidrBlock`");
+    }
+
+    #[test]
+    fn rules_need_ports_and_a_source() {
+        let b = body(serde_json::json!({
+            "vpcId": "v", "groupName": "g", "description": "d",
+            "ingress": [{"protocol": "tcp", "fromPort": 443}, {"protocol": "ftp", "cidrBlocks": ["0.0.0.0/0"]}]
+        }));
+        let p = check("security_group", &b);
+        let msgs: Vec<_> = p
+            .iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect();
+        assert_eq!(msgs.len(), 3, "{msgs:?}");
+        assert!(msgs[0].starts_with("ingress[0]: a tcp rule needs"));
+        assert!(msgs[1].starts_with("ingress[0]: the rule has no source"));
+        assert!(msgs[2].starts_with("ingress[1].protocol: `protocol` must be one of"));
+    }
+
+    #[test]
+    fn unknown_values_pass_and_secrets_only_in_user_data() {
+        let b = Value::Map(
+            [
+                (
+                    "vpcId".to_string(),
+                    Value::Unknown("resource.vpc.id".into()),
+                ),
+                ("cidrBlock".into(), Value::String("10.0.1.0/24".into())),
+                (
+                    "availabilityZone".into(),
+                    Value::Sensitive(crate::sensitive::Sensitive::from_string("x".into())),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let p = check("subnet", &b);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].path, "availabilityZone");
+        assert!(check("nat_gateway", &Value::Null)[0].fix.contains("vpc"));
+    }
+
+    #[test]
+    fn cidr_and_reserved_tags() {
+        assert!(is_cidr("10.0.0.0/16"));
+        assert!(!is_cidr("10.0.0.0/33"));
+        assert!(!is_cidr("10.0.0/16"));
+        let b = body(serde_json::json!({"cidrBlock": "10.0.0.0/16", "tags": {"managed-by": "me"}}));
+        assert_eq!(check("vpc", &b)[0].message, "tag `managed-by` is reserved");
+    }
+}
