@@ -21,6 +21,8 @@
 //!   request that needs them; no error, log line or returned [`Live`] body
 //!   carries plaintext.
 
+pub mod kubernetes;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -260,4 +262,16 @@ pub trait Provider: Send + Sync {
 
     /// API calls made so far, by `operation` name, for metrics and benchmarks.
     fn api_calls(&self) -> BTreeMap<String, u64>;
+}
+
+/// Builds the provider of `kind` for one environment's target.
+pub async fn connect(kind: ProviderKind, target: &EnvTarget) -> Result<Box<dyn Provider>> {
+    match kind {
+        ProviderKind::Kubernetes => Ok(Box::new(kubernetes::Kubernetes::connect(target).await?)),
+        ProviderKind::Aws => Err(Error::Target {
+            provider: kind,
+            environment: target.environment.clone(),
+            message: "the aws provider is not part of this build".into(),
+        }),
+    }
 }
