@@ -87,14 +87,22 @@ impl Cluster {
         kube::Client::try_from(config).unwrap()
     }
 
-    async fn dynamic(&self, group: &str, version: &str, kind: &str, plural: &str, ns: &str) -> Api<DynamicObject> {
+    async fn dynamic(
+        &self,
+        group: &str,
+        version: &str,
+        kind: &str,
+        plural: &str,
+        ns: &str,
+    ) -> Api<DynamicObject> {
         let gvk = GroupVersionKind::gvk(group, version, kind);
         let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
         Api::namespaced_with(self.client().await, ns, &ar)
     }
 
     async fn configmaps(&self) -> Api<DynamicObject> {
-        self.dynamic("", "v1", "ConfigMap", "configmaps", "default").await
+        self.dynamic("", "v1", "ConfigMap", "configmaps", "default")
+            .await
     }
 }
 
@@ -215,7 +223,12 @@ async fn kubernetes_create_then_reapply_is_a_noop_with_zero_writes() {
     let kinds: Vec<String> = all.iter().map(|d| d.kind.clone()).collect();
     assert!(p.observe(&kinds).await.unwrap().is_empty());
     for d in &all {
-        assert_eq!(p.plan(d, None).await.unwrap().action, Action::Create, "{}", d.id);
+        assert_eq!(
+            p.plan(d, None).await.unwrap().action,
+            Action::Create,
+            "{}",
+            d.id
+        );
     }
     let applied = converge(&p, &all).await;
     assert_eq!(applied.len(), 3);
@@ -241,7 +254,11 @@ async fn kubernetes_create_then_reapply_is_a_noop_with_zero_writes() {
     // Re-apply from Git unchanged: every plan is a no-op and nothing is written.
     let versions = [
         resource_version(&c.configmaps().await, "settings").await,
-        resource_version(&c.dynamic("", "v1", "Secret", "secrets", "default").await, "db").await,
+        resource_version(
+            &c.dynamic("", "v1", "Secret", "secrets", "default").await,
+            "db",
+        )
+        .await,
     ];
     let sim_before = c.sim.counters();
     let (dry_before, apply_before) = (calls(&p, "dry_run"), calls(&p, "apply"));
@@ -262,15 +279,25 @@ async fn kubernetes_create_then_reapply_is_a_noop_with_zero_writes() {
     for verb in ["create", "update", "patch", "delete"] {
         assert_eq!(sim_after.total(verb), sim_before.total(verb), "{verb}");
     }
-    assert_eq!(resource_version(&c.configmaps().await, "settings").await, versions[0]);
     assert_eq!(
-        resource_version(&c.dynamic("", "v1", "Secret", "secrets", "default").await, "db").await,
+        resource_version(&c.configmaps().await, "settings").await,
+        versions[0]
+    );
+    assert_eq!(
+        resource_version(
+            &c.dynamic("", "v1", "Secret", "secrets", "default").await,
+            "db"
+        )
+        .await,
         versions[1]
     );
 
     // The secret is observed masked and never printed.
     let db = find(&live, "db").unwrap();
-    assert!(matches!(db.body.get_path("data.password"), Some(Value::Sensitive(_))));
+    assert!(matches!(
+        db.body.get_path("data.password"),
+        Some(Value::Sensitive(_))
+    ));
     let printed = format!("{db:?} {}", db.body.to_json_masked());
     assert!(!printed.contains("hunter2"), "{printed}");
     assert!(!printed.contains("aHVudGVyMi1zZWNyZXQ"), "{printed}");
@@ -279,12 +306,18 @@ async fn kubernetes_create_then_reapply_is_a_noop_with_zero_writes() {
     let change = p.plan(&secret("db", "rotated"), Some(db)).await.unwrap();
     assert_eq!(change.action, Action::Update);
     let after = format!("{:?}", change.after);
-    assert!(!after.contains("rotated") && !after.contains("cm90YXRlZA"), "{after}");
+    assert!(
+        !after.contains("rotated") && !after.contains("cm90YXRlZA"),
+        "{after}"
+    );
 
     // Attributes other resources can reference.
     let settings = find(&live, "settings").unwrap();
     assert_eq!(settings.external_id, "default/settings");
-    assert_eq!(settings.attributes["metadata.name"], Value::String("settings".into()));
+    assert_eq!(
+        settings.attributes["metadata.name"],
+        Value::String("settings".into())
+    );
     assert!(settings.attributes.contains_key("metadata.uid"));
 }
 
@@ -296,18 +329,28 @@ async fn kubernetes_update_reports_conflicts_unless_forced() {
 
     // An update tidegate alone owns is predicted exactly by the dry run.
     let change = p
-        .plan(&configmap("flags", json!({"a": "1", "b": "2"})), Some(&applied[0]))
+        .plan(
+            &configmap("flags", json!({"a": "1", "b": "2"})),
+            Some(&applied[0]),
+        )
         .await
         .unwrap();
     assert_eq!(change.action, Action::Update);
-    assert_eq!(change.after.get_path("data.b"), Some(&Value::String("2".into())));
+    assert_eq!(
+        change.after.get_path("data.b"),
+        Some(&Value::String("2".into()))
+    );
 
     // Another manager takes field `a`.
     let other = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "flags", "namespace": "default"}, "data": {"a": "from-other"}});
     c.configmaps()
         .await
-        .patch("flags", &PatchParams::apply("other-team").force(), &Patch::Apply(&other))
+        .patch(
+            "flags",
+            &PatchParams::apply("other-team").force(),
+            &Patch::Apply(&other),
+        )
         .await
         .unwrap();
     let live = p.observe(&["v1/ConfigMap".into()]).await.unwrap();
@@ -321,13 +364,19 @@ async fn kubernetes_update_reports_conflicts_unless_forced() {
         other => panic!("expected a conflict, got {other}"),
     }
     assert!(err.to_string().contains("forceConflicts"), "{err}");
-    assert!(matches!(p.apply(&want, live.first()).await, Err(Error::Conflict { .. })));
+    assert!(matches!(
+        p.apply(&want, live.first()).await,
+        Err(Error::Conflict { .. })
+    ));
     let stored = c.configmaps().await.get("flags").await.unwrap();
     assert_eq!(stored.data["data"]["a"], "from-other");
 
     // The environment allows taking fields over.
     let forced = c.provider("dev", true).await;
-    forced.apply(&want, live.first()).await.expect("forced apply");
+    forced
+        .apply(&want, live.first())
+        .await
+        .expect("forced apply");
     let stored = c.configmaps().await.get("flags").await.unwrap();
     assert_eq!(stored.data["data"]["a"], "3");
 }
@@ -369,9 +418,27 @@ async fn kubernetes_prune_deletes_only_owned_objects() {
         p.delete(l).await.expect("prune");
         p.delete(l).await.expect("deleting what is gone succeeds");
     }
-    assert!(c.configmaps().await.get_opt("gone").await.unwrap().is_none());
-    assert!(c.configmaps().await.get_opt("keep").await.unwrap().is_some());
-    assert!(c.configmaps().await.get_opt("staging-only").await.unwrap().is_some());
+    assert!(c
+        .configmaps()
+        .await
+        .get_opt("gone")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(c
+        .configmaps()
+        .await
+        .get_opt("keep")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(c
+        .configmaps()
+        .await
+        .get_opt("staging-only")
+        .await
+        .unwrap()
+        .is_some());
     let remaining = p.observe(&["v1/ConfigMap".into()]).await.unwrap();
     p.record_inventory(&remaining).await.unwrap();
     assert_eq!(remaining.len(), 1);
@@ -386,12 +453,24 @@ async fn kubernetes_prune_deletes_only_owned_objects() {
     }
     claim.external_id = "default/foreign".into();
     let err = p.delete(&claim).await.unwrap_err();
-    assert!(err.to_string().contains("refusing to delete") || format!("{:?}", err).contains("NotOwned"), "{err:?}");
-    assert!(c.configmaps().await.get_opt("foreign").await.unwrap().is_some());
+    assert!(format!("{err} {err:?}").contains("NotOwned"), "{err:?}");
+    assert!(c
+        .configmaps()
+        .await
+        .get_opt("foreign")
+        .await
+        .unwrap()
+        .is_some());
     // Another environment's object is not this environment's to delete.
     let theirs = staging.observe(&["v1/ConfigMap".into()]).await.unwrap();
     assert!(p.delete(&theirs[0]).await.is_err());
-    assert!(c.configmaps().await.get_opt("staging-only").await.unwrap().is_some());
+    assert!(c
+        .configmaps()
+        .await
+        .get_opt("staging-only")
+        .await
+        .unwrap()
+        .is_some());
 
     // Applying over the unowned object would take it over: refused.
     let err = p
@@ -400,7 +479,10 @@ async fn kubernetes_prune_deletes_only_owned_objects() {
         .unwrap_err();
     assert!(matches!(err, Error::Invalid { .. }), "{err}");
     assert!(err.to_string().contains("not owned by tidegate"), "{err}");
-    assert!(p.plan(&configmap("foreign", json!({})), None).await.is_err());
+    assert!(p
+        .plan(&configmap("foreign", json!({})), None)
+        .await
+        .is_err());
     let stored = c.configmaps().await.get("foreign").await.unwrap();
     assert_eq!(stored.data["data"]["x"], "y");
 }
@@ -449,12 +531,18 @@ async fn kubernetes_crd_then_custom_resource() {
 
     let applied = p.apply(&crd(), None).await.expect("crd applied");
     assert_eq!(p.health(&applied).await.unwrap(), Health::Healthy);
-    let w = p.apply(&widget("w", 1), None).await.expect("custom resource applied");
+    let w = p
+        .apply(&widget("w", 1), None)
+        .await
+        .expect("custom resource applied");
     assert_eq!(w.external_id, "default/w");
     let live = p.observe(&kinds).await.unwrap();
     assert_eq!(live.len(), 2);
     let w = find(&live, "w").unwrap();
-    assert_eq!(p.plan(&widget("w", 1), Some(w)).await.unwrap().action, Action::NoOp);
+    assert_eq!(
+        p.plan(&widget("w", 1), Some(w)).await.unwrap().action,
+        Action::NoOp
+    );
     let change = p.plan(&widget("w", 2), Some(w)).await.unwrap();
     assert_eq!(change.action, Action::Update);
     assert_eq!(change.after.get_path("spec.size"), Some(&Value::Int(2)));
@@ -464,8 +552,14 @@ async fn kubernetes_crd_then_custom_resource() {
 async fn kubernetes_health_waits_for_rollouts_and_times_out() {
     let c = Cluster::start().await;
     let p = c.provider("dev", false).await;
-    let later = p.apply(&deployment("later", "after:700ms"), None).await.unwrap();
-    assert!(matches!(p.health(&later).await.unwrap(), Health::Progressing(_)));
+    let later = p
+        .apply(&deployment("later", "after:700ms"), None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        p.health(&later).await.unwrap(),
+        Health::Progressing(_)
+    ));
     let h = p
         .wait_healthy(&later, Duration::from_secs(10))
         .await
@@ -486,7 +580,10 @@ async fn kubernetes_health_waits_for_rollouts_and_times_out() {
     }
 
     let failing = p.apply(&deployment("broken", "fail"), None).await.unwrap();
-    let h = p.wait_healthy(&failing, Duration::from_secs(5)).await.unwrap();
+    let h = p
+        .wait_healthy(&failing, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert!(matches!(h, Health::Failed(_)), "{h:?}");
 
     let job = desired(
@@ -602,7 +699,6 @@ async fn kubernetes_observe_costs_the_same_for_1_or_50_objects() {
     assert_eq!(one, 3, "inventory get + one list per kind");
     assert_eq!(sim_one, 2);
     assert_eq!(sim_fifty, 2);
-    assert_eq!(c.sim.counters().total("get") > 0, true);
 
     // Pages: 50 objects at 20 a page are three list requests, all found.
     let target = EnvTarget {
@@ -623,6 +719,67 @@ async fn kubernetes_observe_costs_the_same_for_1_or_50_objects() {
     )
     .await
     .unwrap();
-    assert_eq!(paged.observe(&["v1/ConfigMap".into()]).await.unwrap().len(), 50);
+    assert_eq!(
+        paged.observe(&["v1/ConfigMap".into()]).await.unwrap().len(),
+        50
+    );
     assert_eq!(calls(&paged, "list"), 3);
+}
+
+#[tokio::test]
+async fn kubernetes_unknown_values_and_bad_targets() {
+    let c = Cluster::start().await;
+    let p = c.provider("dev", false).await;
+    let mut d = configmap("later", json!({"vpc": "x"}));
+    if let Value::Map(root) = &mut d.body {
+        if let Some(Value::Map(data)) = root.get_mut("data") {
+            data.insert("vpc".into(), Value::Unknown("module.network.vpc.id".into()));
+        }
+    }
+    let writes_before = c.sim.counters().total("apply");
+    let change = p.plan(&d, None).await.unwrap();
+    assert_eq!(change.action, Action::Create);
+    assert_eq!(
+        change.after.get_path("data.vpc"),
+        Some(&Value::Unknown("module.network.vpc.id".into()))
+    );
+    assert_eq!(c.sim.counters().total("apply"), writes_before, "no dry run");
+    let err = p.apply(&d, None).await.unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
+    assert!(err.to_string().contains("data.vpc"), "{err}");
+    assert!(
+        err.to_string().contains("modules/web/module.yaml:1:1"),
+        "{err}"
+    );
+
+    let bad_kind = desired("web", "x", "ConfigMap", json!({"metadata": {"name": "x"}}));
+    assert!(matches!(
+        p.plan(&bad_kind, None).await,
+        Err(Error::Invalid { .. })
+    ));
+
+    let target = |context: Option<&str>| EnvTarget {
+        environment: "dev".into(),
+        kubernetes: Some(KubeTarget {
+            context: context.map(str::to_string),
+            force_conflicts: false,
+        }),
+        aws: None,
+    };
+    let err =
+        Kubernetes::connect_kubeconfig(&c.kubeconfig, &target(Some("nope")), Options::default())
+            .await
+            .err()
+            .expect("unknown context");
+    assert!(matches!(err, Error::Target { .. }), "{err}");
+    assert!(err.to_string().contains("nope"), "{err}");
+    let no_target = EnvTarget {
+        environment: "dev".into(),
+        ..EnvTarget::default()
+    };
+    let err = tidegate::provider::connect(tidegate::provider::ProviderKind::Kubernetes, &no_target)
+        .await
+        .err()
+        .expect("no kubernetes target");
+    assert!(err.to_string().contains("no kubernetes target"), "{err}");
 }
