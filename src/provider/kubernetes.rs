@@ -207,20 +207,7 @@ impl Kubernetes {
     /// Polls [`Provider::health`] until the object is healthy or failed;
     /// [`Error::Timeout`] with the last reason when `timeout` passes first.
     pub async fn wait_healthy(&self, live: &Live, timeout: Duration) -> Result<Health> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.health(live).await? {
-                Health::Progressing(reason) if Instant::now() >= deadline => {
-                    return Err(Error::Timeout {
-                        id: live.id.clone(),
-                        seconds: timeout.as_secs_f64().ceil() as u64,
-                        reason,
-                    })
-                }
-                Health::Progressing(_) => tokio::time::sleep(self.options.poll_interval).await,
-                done => return Ok(done),
-            }
-        }
+        wait_healthy(self, live, timeout, self.options.poll_interval).await
     }
 
     /// The kind's API resource, from the discovery cache or one discovery
@@ -833,6 +820,31 @@ impl Provider for Kubernetes {
 
     fn api_calls(&self) -> BTreeMap<String, u64> {
         self.calls.snapshot()
+    }
+}
+
+/// Polls `provider.health(live)` every `interval` until the object is
+/// healthy or failed; [`Error::Timeout`] with the last reason when `timeout`
+/// passes first. Works for any provider (the executor holds `dyn Provider`).
+pub async fn wait_healthy(
+    provider: &dyn Provider,
+    live: &Live,
+    timeout: Duration,
+    interval: Duration,
+) -> Result<Health> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match provider.health(live).await? {
+            Health::Progressing(reason) if Instant::now() >= deadline => {
+                return Err(Error::Timeout {
+                    id: live.id.clone(),
+                    seconds: timeout.as_secs_f64().ceil() as u64,
+                    reason,
+                })
+            }
+            Health::Progressing(_) => tokio::time::sleep(interval).await,
+            done => return Ok(done),
+        }
     }
 }
 

@@ -567,10 +567,16 @@ async fn kubernetes_health_waits_for_rollouts_and_times_out() {
     assert_eq!(h, Health::Healthy);
 
     let never = p.apply(&deployment("never", "never"), None).await.unwrap();
-    let err = p
-        .wait_healthy(&never, Duration::from_millis(600))
-        .await
-        .unwrap_err();
+    // Through `dyn Provider`, as the executor holds it.
+    let boxed: Box<dyn Provider> = Box::new(c.provider("dev", false).await);
+    let err = tidegate::provider::kubernetes::wait_healthy(
+        boxed.as_ref(),
+        &never,
+        Duration::from_millis(600),
+        Duration::from_millis(50),
+    )
+    .await
+    .unwrap_err();
     match err {
         Error::Timeout { id, reason, .. } => {
             assert_eq!(id.name, "never");
