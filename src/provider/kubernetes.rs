@@ -403,8 +403,8 @@ impl Kubernetes {
         api_error(format!("{verb} {gvk} {target} ({})", desired.id), e)
     }
 
-    /// Deletes the object at `target` (whose uid is `uid`) and waits until
-    /// it is gone, for a replacement.
+    /// Deletes the object now at `target` (exactly that one: uid
+    /// precondition) and waits until it is gone, for a replacement.
     async fn delete_and_wait(
         &self,
         desired: &Desired,

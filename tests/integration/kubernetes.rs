@@ -789,3 +789,59 @@ async fn kubernetes_unknown_values_and_bad_targets() {
         .expect("no kubernetes target");
     assert!(err.to_string().contains("no kubernetes target"), "{err}");
 }
+
+#[tokio::test]
+async fn kubernetes_namespace_then_its_objects() {
+    let c = Cluster::start().await;
+    let p = c.provider("dev", false).await;
+    let ns = desired(
+        "shop",
+        "namespace",
+        "v1/Namespace",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+    );
+    let cm = desired(
+        "shop",
+        "settings",
+        "v1/ConfigMap",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "settings", "namespace": "shop"}, "data": {"a": "1"}}),
+    );
+    // Before its namespace exists the object can only be predicted.
+    let change = p.plan(&cm, None).await.unwrap();
+    assert_eq!(change.action, Action::Create);
+    assert!(p.apply(&cm, None).await.is_err(), "namespace missing");
+
+    assert_eq!(p.plan(&ns, None).await.unwrap().action, Action::Create);
+    let applied_ns = p.apply(&ns, None).await.unwrap();
+    assert_eq!(applied_ns.external_id, "shop");
+    let applied_cm = p.apply(&cm, None).await.unwrap();
+    assert_eq!(applied_cm.external_id, "shop/settings");
+    p.record_inventory(&[applied_ns, applied_cm]).await.unwrap();
+
+    // Both are found from the inventory's kinds alone.
+    let live = p.observe(&[]).await.unwrap();
+    let mut ids: Vec<String> = live.iter().map(|l| l.id.to_string()).collect();
+    ids.sort();
+    assert_eq!(ids, ["shop.namespace", "shop.settings"]);
+    let inventory = c
+        .configmaps()
+        .await
+        .get("tidegate-inventory-dev")
+        .await
+        .unwrap();
+    let keys: Vec<&String> = inventory.data["data"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["_shop__Namespace", "shop_settings__ConfigMap"]);
+
+    // Recording a smaller set drops the removed entry.
+    let settings = find(&live, "settings").unwrap().clone();
+    p.record_inventory(&[settings]).await.unwrap();
+    let inventory = c
+        .configmaps()
+        .await
+        .get("tidegate-inventory-dev")
+        .await
+        .unwrap();
+    let keys: Vec<&String> = inventory.data["data"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["shop_settings__ConfigMap"]);
+}
