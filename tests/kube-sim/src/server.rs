@@ -276,6 +276,10 @@ pub async fn handle(sim: Arc<Sim>, req: axum::extract::Request) -> Response {
         }
         None => {}
     }
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        let e = ApiError::unsupported_media_type(&content_type);
+        return error_response(&e);
+    }
     let ctx = RequestCtx {
         sim: &sim,
         cluster: &cluster,
