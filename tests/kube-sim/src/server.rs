@@ -276,6 +276,10 @@ pub async fn handle(sim: Arc<Sim>, req: axum::extract::Request) -> Response {
         }
         None => {}
     }
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        let e = ApiError::unsupported_media_type(&content_type);
+        return error_response(&e);
+    }
     let ctx = RequestCtx {
         sim: &sim,
         cluster: &cluster,
@@ -412,6 +416,19 @@ fn list_query(ctx: &RequestCtx) -> Result<ListQuery, ApiError> {
     })
 }
 
+fn wants_metadata(ctx: &RequestCtx) -> bool {
+    ctx.headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"))
+}
+
+/// An object reduced to `PartialObjectMetadata` (kube-rs `get_metadata`,
+/// `list_metadata`, `watch_metadata`).
+fn metadata_only(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
+}
+
 fn wants_table(ctx: &RequestCtx) -> bool {
     ctx.headers
         .get(header::ACCEPT)
@@ -435,15 +452,31 @@ fn resource(ctx: &RequestCtx, t: Target) -> Result<Response, ApiError> {
             if wants_table(ctx) {
                 return Ok(json_response(
                     200,
-                    &table(&t.rt, std::slice::from_ref(&obj), c.resource_version()),
+                    &table(std::slice::from_ref(&obj), c.resource_version()),
                 ));
+            }
+            if wants_metadata(ctx) {
+                return Ok(json_response(200, &metadata_only(&obj)));
             }
             Ok(json_response(200, &obj))
         }
         "list" => {
             let page = c.list(&t, &list_query(ctx)?)?;
             if wants_table(ctx) {
-                return Ok(json_response(200, &table(&t.rt, &page.items, page.rv)));
+                return Ok(json_response(200, &table(&page.items, page.rv)));
+            }
+            if wants_metadata(ctx) {
+                let items = page
+                    .items
+                    .iter()
+                    .map(|o| Arc::new(metadata_only(o)))
+                    .collect();
+                let page = ListPage { items, ..page };
+                let kind = "PartialObjectMetadataList";
+                return Ok(bytes_response(
+                    200,
+                    list_json_as(kind, "meta.k8s.io/v1", &page),
+                ));
             }
             Ok(bytes_response(200, list_json(&t.rt, &page)))
         }
@@ -494,6 +527,10 @@ fn resource(ctx: &RequestCtx, t: Target) -> Result<Response, ApiError> {
 
 /// A `<Kind>List` written without cloning the items.
 fn list_json(rt: &ResourceType, page: &ListPage) -> Vec<u8> {
+    list_json_as(&format!("{}List", rt.kind), &rt.api_version(), page)
+}
+
+fn list_json_as(kind: &str, api_version: &str, page: &ListPage) -> Vec<u8> {
     let mut meta = json!({"resourceVersion": page.rv.to_string()});
     if let Some(c) = &page.continue_token {
         meta["continue"] = json!(c);
@@ -501,7 +538,7 @@ fn list_json(rt: &ResourceType, page: &ListPage) -> Vec<u8> {
     if let Some(n) = page.remaining {
         meta["remainingItemCount"] = json!(n);
     }
-    let head = json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": meta});
+    let head = json!({"kind": kind, "apiVersion": api_version, "metadata": meta});
     let mut out = serde_json::to_vec(&head).unwrap_or_default();
     out.pop();
     out.extend_from_slice(b",\"items\":[");
@@ -516,7 +553,7 @@ fn list_json(rt: &ResourceType, page: &ListPage) -> Vec<u8> {
 }
 
 /// A `meta.k8s.io/v1` Table (Name, Age), what `kubectl get` asks for.
-fn table(rt: &ResourceType, items: &[Arc<Value>], rv: u64) -> Value {
+fn table(items: &[Arc<Value>], rv: u64) -> Value {
     let col = |name: &str, format: &str| json!({"name": name, "type": "string", "format": format, "description": name, "priority": 0});
     let rows: Vec<Value> = items
         .iter()
@@ -532,7 +569,6 @@ fn table(rt: &ResourceType, items: &[Arc<Value>], rv: u64) -> Value {
             })
         })
         .collect();
-    let _ = rt;
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
@@ -565,6 +601,14 @@ fn watch(ctx: &RequestCtx, t: Target) -> Result<Response, ApiError> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1800u64);
     let start = ctx.cluster.watch(&t, rv.as_deref(), send_initial)?;
+    let only_meta = wants_metadata(ctx);
+    let render = move |obj: &Value| {
+        if only_meta {
+            metadata_only(obj)
+        } else {
+            obj.clone()
+        }
+    };
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let mut dropped = ctx.sim.drop_watches.subscribe();
     let cluster = ctx.cluster.clone();
@@ -581,7 +625,10 @@ fn watch(ctx: &RequestCtx, t: Target) -> Result<Response, ApiError> {
         for ev in &start.backlog {
             if let Some(kind) = filter_event(ev, &t, &q.labels, &q.fields) {
                 if tx
-                    .send(event_line(kind.as_str(), &present(&ev.object, &t.rt)))
+                    .send(event_line(
+                        kind.as_str(),
+                        &render(&present(&ev.object, &t.rt)),
+                    ))
                     .await
                     .is_err()
                 {
@@ -612,7 +659,7 @@ fn watch(ctx: &RequestCtx, t: Target) -> Result<Response, ApiError> {
                 ev = live.recv() => match ev {
                     Ok(ev) => {
                         if let Some(kind) = filter_event(&ev, &t, &q.labels, &q.fields) {
-                            if tx.send(event_line(kind.as_str(), &present(&ev.object, &t.rt))).await.is_err() {
+                            if tx.send(event_line(kind.as_str(), &render(&present(&ev.object, &t.rt)))).await.is_err() {
                                 return;
                             }
                         }

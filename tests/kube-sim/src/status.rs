@@ -92,7 +92,7 @@ impl ApiError {
             .iter()
             .map(|c| {
                 json!({
-                    "type": "FieldManagerConflict",
+                    "reason": "FieldManagerConflict",
                     "message": format!("conflict with \"{}\" using {}", c.manager, c.api_version),
                     "field": c.field,
                 })
@@ -105,7 +105,7 @@ impl ApiError {
     pub fn invalid(group_resource: &str, kind: &str, name: &str, why: &str) -> Self {
         let msg = format!("{kind} \"{name}\" is invalid: {why}");
         let mut d = details(group_resource, name);
-        d["causes"] = json!([{"type": "FieldValueInvalid", "message": why}]);
+        d["causes"] = json!([{"reason": "FieldValueInvalid", "message": why}]);
         Self::new(422, "Invalid", msg, d)
     }
 
@@ -186,6 +186,6 @@ mod tests {
             e.message,
             "Apply failed with 1 conflict: conflict with \"kubectl\" using v1: .data.a"
         );
-        assert_eq!(e.details["causes"][0]["type"], "FieldManagerConflict");
+        assert_eq!(e.details["causes"][0]["reason"], "FieldManagerConflict");
     }
 }
