@@ -359,7 +359,7 @@ async fn kubernetes_update_reports_conflicts_unless_forced() {
     match &err {
         Error::Conflict { id, managers } => {
             assert_eq!(id.name, "flags");
-            assert!(managers.contains("other-team"), "{managers}");
+            assert_eq!(managers, "other-team (.data.a)");
         }
         other => panic!("expected a conflict, got {other}"),
     }
