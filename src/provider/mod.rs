@@ -27,6 +27,7 @@ use std::fmt;
 use serde::Serialize;
 
 pub mod aws;
+pub mod kubernetes;
 
 pub use crate::value::Origin;
 use crate::value::{Map, Value};
@@ -282,10 +283,6 @@ pub struct Problem {
 pub async fn connect(kind: ProviderKind, target: &EnvTarget) -> Result<Box<dyn Provider>> {
     match kind {
         ProviderKind::Aws => Ok(Box::new(aws::AwsProvider::connect(target).await?)),
-        ProviderKind::Kubernetes => Err(Error::Target {
-            provider: kind,
-            environment: target.environment.clone(),
-            message: "no kubernetes provider is built into this binary yet".into(),
-        }),
+        ProviderKind::Kubernetes => Ok(Box::new(kubernetes::Kubernetes::connect(target).await?)),
     }
 }

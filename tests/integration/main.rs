@@ -5,6 +5,7 @@ mod aws;
 mod cli_golden;
 mod example;
 mod fixtures;
+mod kubernetes;
 mod policy;
 mod secrets;
 mod support;

@@ -1,0 +1,910 @@
+//! The Kubernetes provider: any kind (CRDs included) through discovery and
+//! dynamic objects, server-side apply under one field manager, exact diffs
+//! from server-side dry-runs, an in-cluster inventory for exact pruning, and
+//! health as `kubectl rollout status` judges it.
+//!
+//! # Expected flow
+//!
+//! `observe` (one list sequence per kind, label selector, paginated) →
+//! `plan` (a `dryRun=All` apply per resource gives the object after apply,
+//! compared with the observed one) → `apply` (the same apply for real) →
+//! `health`/[`Kubernetes::wait_healthy`] → `record_inventory`; pruning calls
+//! `delete` on observed objects Git no longer declares.
+//!
+//! # Guarantees
+//!
+//! - Only objects labelled `app.kubernetes.io/managed-by=tidegate` and
+//!   `tidegate.dev/environment=<env>` are observed, changed or deleted: an
+//!   existing object without those labels makes `plan`/`apply` fail rather
+//!   than be taken over, and `delete` re-reads the object and refuses it.
+//! - Field conflicts with other managers are errors naming them, unless the
+//!   environment's target sets `force_conflicts`.
+//! - Every HTTP request is counted ([`Provider::api_calls`]) and retried with
+//!   exponential backoff on 429 (honouring `Retry-After`), 5xx, connection
+//!   failures and timeouts, a bounded number of times; the error after the
+//!   last attempt belongs to the one resource being handled.
+//! - Applying a CRD returns only once it is Established, and custom
+//!   resources of its group resolve right after.
+//!
+//! # Caveats
+//!
+//! Secret `data` stays in its wire form (base64) inside
+//! [`Value::Sensitive`] in observed bodies; changes are detected by comparing
+//! those sensitive values, never by printing them.
+
+mod health;
+pub mod inventory;
+pub mod object;
+pub mod transport;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::{ApiResource, Status};
+
+use self::object::{
+    conflict_managers, immutable_reasons, is_owned, json_meta_str, normalise, owned_selector,
+    resource_id, value_is_owned, with_ownership, Gvk,
+};
+use self::transport::{CallCounter, RetryConfig};
+use super::{
+    labels, Action, Change, Desired, EnvTarget, Error, Health, Live, Provider, ProviderKind,
+    ResourceId, Result,
+};
+use crate::value::{Map, Value};
+
+pub use self::health::assess;
+
+/// Failures of this provider's own, carried as the source of an
+/// [`Error::Api`] or turned into the message of another provider error.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    /// Loading the kubeconfig (or in-cluster config) failed.
+    #[error("cannot load Kubernetes configuration: {0}")]
+    Config(String),
+    /// A kind string is not `group/version/Kind` or `version/Kind`.
+    #[error("kind {kind:?} is not `group/version/Kind` (core: `v1/ConfigMap`)")]
+    BadKind { kind: String },
+    /// The API server does not serve the kind (no such group/version, or a
+    /// CRD not applied yet).
+    #[error("the cluster does not serve {kind}; if it is a custom resource, apply its CustomResourceDefinition first")]
+    NotServed { kind: String },
+    /// `delete` found an object without tidegate's ownership labels.
+    #[error("refusing to delete {kind} {object}: it lacks the ownership labels of tidegate environment {environment}")]
+    NotOwned {
+        kind: String,
+        object: String,
+        environment: String,
+    },
+    /// The in-cluster inventory could not be read.
+    #[error(transparent)]
+    Inventory(#[from] inventory::Error),
+}
+
+/// Tuning knobs; the defaults suit a real cluster.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Per HTTP request (connect, read, write).
+    pub request_timeout: Duration,
+    /// Retries of one HTTP request.
+    pub retry: RetryConfig,
+    /// Namespace of the inventory ConfigMaps (must exist).
+    pub inventory_namespace: String,
+    /// Objects per list page.
+    pub page_size: u32,
+    /// How long `apply` waits for a CRD to be Established or a replaced
+    /// object to be gone.
+    pub wait_timeout: Duration,
+    /// Interval between status reads while waiting.
+    pub poll_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(30),
+            retry: RetryConfig::default(),
+            inventory_namespace: "default".into(),
+            page_size: 500,
+            wait_timeout: Duration::from_secs(120),
+            poll_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// How the API server serves one kind.
+#[derive(Clone, Debug)]
+struct Resolved {
+    resource: ApiResource,
+    namespaced: bool,
+}
+
+/// Where one object lives.
+struct ObjectRef {
+    name: String,
+    namespace: Option<String>,
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{ns}/{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// One environment's Kubernetes cluster.
+pub struct Kubernetes {
+    client: kube::Client,
+    environment: String,
+    force_conflicts: bool,
+    options: Options,
+    calls: CallCounter,
+    kinds: Mutex<HashMap<Gvk, Resolved>>,
+}
+
+impl Kubernetes {
+    /// Connects to the environment's kubeconfig context (`KUBECONFIG` or
+    /// `~/.kube/config`), or to the in-cluster configuration when the target
+    /// names no context.
+    pub async fn connect(target: &EnvTarget) -> Result<Self> {
+        Self::connect_with(target, Options::default()).await
+    }
+
+    /// [`Kubernetes::connect`] with explicit options.
+    pub async fn connect_with(target: &EnvTarget, options: Options) -> Result<Self> {
+        let kube_target = kube_target(target)?;
+        let config = match &kube_target.context {
+            Some(context) => kube::Config::from_kubeconfig(&context_options(context))
+                .await
+                .map_err(|e| config_error(target, e))?,
+            None => kube::Config::incluster().map_err(|e| config_error(target, e))?,
+        };
+        Self::from_config(config, target, options)
+    }
+
+    /// Connects through the kubeconfig file at `path`, using the target's
+    /// context (or the file's current context when it names none).
+    pub async fn connect_kubeconfig(
+        path: &std::path::Path,
+        target: &EnvTarget,
+        options: Options,
+    ) -> Result<Self> {
+        let kube_target = kube_target(target)?;
+        let kubeconfig = Kubeconfig::read_from(path).map_err(|e| config_error(target, e))?;
+        let opts = kube_target
+            .context
+            .as_deref()
+            .map(context_options)
+            .unwrap_or_default();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &opts)
+            .await
+            .map_err(|e| config_error(target, e))?;
+        Self::from_config(config, target, options)
+    }
+
+    /// A provider over an already loaded configuration.
+    pub fn from_config(config: kube::Config, target: &EnvTarget, options: Options) -> Result<Self> {
+        let kube_target = kube_target(target)?;
+        let calls = CallCounter::default();
+        let client = transport::client(config, &options.retry, options.request_timeout, &calls)
+            .map_err(|e| config_error(target, e))?;
+        Ok(Self {
+            client,
+            environment: target.environment.clone(),
+            force_conflicts: kube_target.force_conflicts,
+            options,
+            calls,
+            kinds: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Polls [`Provider::health`] until the object is healthy or failed;
+    /// [`Error::Timeout`] with the last reason when `timeout` passes first.
+    pub async fn wait_healthy(&self, live: &Live, timeout: Duration) -> Result<Health> {
+        wait_healthy(self, live, timeout, self.options.poll_interval).await
+    }
+
+    /// The kind's API resource, from the discovery cache or one discovery
+    /// request for its group/version; `None` when the server does not serve
+    /// it. Kinds that are not served are not cached (a CRD may add them).
+    async fn resolve(&self, gvk: &Gvk) -> Result<Option<Resolved>> {
+        if let Some(r) = self.cached(gvk) {
+            return Ok(Some(r));
+        }
+        let api_version = gvk.api_version();
+        let listed = if gvk.group.is_empty() {
+            self.client.list_core_api_resources(&gvk.version).await
+        } else {
+            self.client.list_api_group_resources(&api_version).await
+        };
+        let list = match listed {
+            Ok(list) => list,
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
+            Err(e) => return Err(api_error(format!("discover {api_version}"), e)),
+        };
+        let mut cache = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        for res in list.resources.iter().filter(|r| !r.name.contains('/')) {
+            let key = Gvk {
+                group: gvk.group.clone(),
+                version: gvk.version.clone(),
+                kind: res.kind.clone(),
+            };
+            let resource = ApiResource {
+                group: gvk.group.clone(),
+                version: gvk.version.clone(),
+                api_version: api_version.clone(),
+                kind: res.kind.clone(),
+                plural: res.name.clone(),
+            };
+            cache.insert(
+                key,
+                Resolved {
+                    resource,
+                    namespaced: res.namespaced,
+                },
+            );
+        }
+        Ok(cache.get(gvk).cloned())
+    }
+
+    fn cached(&self, gvk: &Gvk) -> Option<Resolved> {
+        let cache = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        cache.get(gvk).cloned()
+    }
+
+    /// Drops cached discovery of `group`, so kinds a new CRD adds resolve.
+    fn forget_group(&self, group: &str) {
+        let mut cache = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|k, _| k.group != group);
+    }
+
+    /// Like [`Kubernetes::resolve`], but a kind that is not served is an
+    /// error for `operation`.
+    async fn resolve_served(&self, gvk: &Gvk, operation: &str) -> Result<Resolved> {
+        self.resolve(gvk).await?.ok_or_else(|| Error::Api {
+            operation: operation.to_string(),
+            retryable: false,
+            source: Box::new(KubeError::NotServed {
+                kind: gvk.to_string(),
+            }),
+        })
+    }
+
+    fn api(&self, r: &Resolved, namespace: Option<&str>) -> Api<DynamicObject> {
+        match (r.namespaced, namespace) {
+            (true, Some(ns)) => Api::namespaced_with(self.client.clone(), ns, &r.resource),
+            (true, None) => Api::namespaced_with(self.client.clone(), "default", &r.resource),
+            (false, _) => Api::all_with(self.client.clone(), &r.resource),
+        }
+    }
+
+    /// Where a desired manifest goes: its name, and its namespace for
+    /// namespaced kinds (`default` when the manifest names none).
+    fn object_ref(&self, desired: &Desired, manifest: &Value, r: &Resolved) -> Result<ObjectRef> {
+        let name = object::meta_str(manifest, "name")
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| invalid(desired, "the manifest has no metadata.name"))?;
+        let namespace = r.namespaced.then(|| {
+            object::meta_str(manifest, "namespace")
+                .unwrap_or("default")
+                .to_string()
+        });
+        Ok(ObjectRef {
+            name: name.to_string(),
+            namespace,
+        })
+    }
+
+    /// The manifest for `desired`, ownership marks added.
+    fn manifest(&self, desired: &Desired) -> Result<(Gvk, Value)> {
+        let gvk = Gvk::parse(&desired.kind).ok_or_else(|| {
+            invalid(
+                desired,
+                &KubeError::BadKind {
+                    kind: desired.kind.clone(),
+                }
+                .to_string(),
+            )
+        })?;
+        if !matches!(desired.body, Value::Map(_)) {
+            return Err(invalid(desired, "the manifest is not a map"));
+        }
+        let manifest = with_ownership(&desired.body, &gvk, &self.environment, &desired.id);
+        Ok((gvk, manifest))
+    }
+
+    /// The existing object at `target` when there is one and tidegate owns
+    /// it for this environment; an error when it exists unowned, because
+    /// applying would take it over.
+    async fn existing_owned(
+        &self,
+        desired: &Desired,
+        gvk: &Gvk,
+        r: &Resolved,
+        target: &ObjectRef,
+    ) -> Result<Option<serde_json::Value>> {
+        let api = self.api(r, target.namespace.as_deref());
+        let found = api
+            .get_opt(&target.name)
+            .await
+            .map_err(|e| api_error(format!("get {gvk} {target}"), e))?;
+        let Some(obj) = found else { return Ok(None) };
+        let obj = to_json(obj);
+        if is_owned(
+            obj.get("metadata").and_then(|m| m.get("labels")),
+            &self.environment,
+        ) {
+            return Ok(Some(obj));
+        }
+        Err(invalid(
+            desired,
+            &format!(
+                "{gvk} {target} already exists and is not owned by tidegate environment {env} \
+                 (labels {mb}={m} and {el}={env} missing); tidegate never takes over objects it \
+                 did not create: delete or rename the existing object, or add those labels to adopt it",
+                env = self.environment,
+                mb = labels::MANAGED_BY,
+                m = labels::MANAGER,
+                el = labels::ENVIRONMENT,
+            ),
+        ))
+    }
+
+    /// A server-side apply of `manifest` (a dry run when `dry_run`).
+    async fn server_side_apply(
+        &self,
+        r: &Resolved,
+        target: &ObjectRef,
+        manifest: &Value,
+        dry_run: bool,
+    ) -> std::result::Result<serde_json::Value, kube::Error> {
+        let mut params = PatchParams::apply(labels::FIELD_MANAGER);
+        params.force = self.force_conflicts;
+        params.dry_run = dry_run;
+        let api = self.api(r, target.namespace.as_deref());
+        // The plaintext of secrets exists only for the length of this call.
+        let body = match manifest.to_json_exposed() {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(kube::Error::BuildRequest(
+                    kube::core::request::Error::Validation(e.to_string()),
+                ))
+            }
+        };
+        let result = api.patch(&target.name, &params, &Patch::Apply(&body)).await;
+        drop(body);
+        result.map(to_json)
+    }
+
+    /// Maps a failed apply of `desired` to the provider error.
+    fn apply_error(
+        &self,
+        desired: &Desired,
+        gvk: &Gvk,
+        target: &ObjectRef,
+        dry_run: bool,
+        e: kube::Error,
+    ) -> Error {
+        if let kube::Error::Api(s) = &e {
+            if s.code == 409 {
+                return Error::Conflict {
+                    id: desired.id.clone(),
+                    managers: conflict_managers(s),
+                };
+            }
+        }
+        let verb = if dry_run { "dry-run apply" } else { "apply" };
+        api_error(format!("{verb} {gvk} {target} ({})", desired.id), e)
+    }
+
+    /// Deletes the object now at `target` (exactly that one: uid
+    /// precondition) and waits until it is gone, for a replacement.
+    async fn delete_and_wait(
+        &self,
+        desired: &Desired,
+        gvk: &Gvk,
+        r: &Resolved,
+        target: &ObjectRef,
+    ) -> Result<()> {
+        let api = self.api(r, target.namespace.as_deref());
+        let operation = format!("replace {gvk} {target}");
+        let Some(current) = api
+            .get_opt(&target.name)
+            .await
+            .map_err(|e| api_error(operation.clone(), e))?
+        else {
+            return Ok(());
+        };
+        let uid = current.metadata.uid.clone();
+        let params = DeleteParams::background().preconditions(Preconditions {
+            uid: uid.clone(),
+            resource_version: None,
+        });
+        match api.delete(&target.name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(e) => return Err(api_error(operation, e)),
+        }
+        let deadline = Instant::now() + self.options.wait_timeout;
+        loop {
+            let now = api
+                .get_opt(&target.name)
+                .await
+                .map_err(|e| api_error(operation.clone(), e))?;
+            match now {
+                None => return Ok(()),
+                Some(o) if o.metadata.uid != uid => return Ok(()),
+                Some(_) if Instant::now() >= deadline => {
+                    return Err(Error::Timeout {
+                        id: desired.id.clone(),
+                        seconds: self.options.wait_timeout.as_secs(),
+                        reason: format!("{gvk} {target} still exists after delete (finalizers?)"),
+                    })
+                }
+                Some(_) => tokio::time::sleep(self.options.poll_interval).await,
+            }
+        }
+    }
+
+    /// Waits until a just-applied CRD is Established, then forgets cached
+    /// discovery of its group so its custom resources resolve.
+    async fn wait_established(
+        &self,
+        desired: &Desired,
+        gvk: &Gvk,
+        r: &Resolved,
+        target: &ObjectRef,
+        applied: &serde_json::Value,
+    ) -> Result<()> {
+        let api = self.api(r, None);
+        let deadline = Instant::now() + self.options.wait_timeout;
+        let mut current = applied.clone();
+        loop {
+            match assess(&gvk.group, &gvk.kind, &current) {
+                Health::Healthy => break,
+                Health::Failed(reason) => {
+                    return Err(Error::Timeout {
+                        id: desired.id.clone(),
+                        seconds: 0,
+                        reason,
+                    })
+                }
+                Health::Progressing(reason) if Instant::now() >= deadline => {
+                    return Err(Error::Timeout {
+                        id: desired.id.clone(),
+                        seconds: self.options.wait_timeout.as_secs(),
+                        reason,
+                    })
+                }
+                Health::Progressing(_) => tokio::time::sleep(self.options.poll_interval).await,
+            }
+            current = to_json(
+                api.get(&target.name)
+                    .await
+                    .map_err(|e| api_error(format!("get {gvk} {target}"), e))?,
+            );
+        }
+        if let Some(group) = current.pointer("/spec/group").and_then(|g| g.as_str()) {
+            self.forget_group(group);
+        }
+        Ok(())
+    }
+
+    /// The observed form of an object of `kind`.
+    fn live_of(&self, id: ResourceId, kind: &str, gvk: &Gvk, obj: serde_json::Value) -> Live {
+        let name = json_meta_str(&obj, "name").unwrap_or_default().to_string();
+        let namespace = json_meta_str(&obj, "namespace").map(str::to_string);
+        let uid = json_meta_str(&obj, "uid").map(str::to_string);
+        let mut attributes = Map::new();
+        attributes.insert("metadata.name".into(), Value::String(name.clone()));
+        if let Some(ns) = &namespace {
+            attributes.insert("metadata.namespace".into(), Value::String(ns.clone()));
+        }
+        if let Some(uid) = uid {
+            attributes.insert("metadata.uid".into(), Value::String(uid));
+        }
+        let external_id = match &namespace {
+            Some(ns) => format!("{ns}/{name}"),
+            None => name,
+        };
+        Live {
+            id,
+            kind: kind.to_string(),
+            external_id,
+            body: normalise(obj, gvk),
+            attributes,
+        }
+    }
+
+    /// The inventory entries of this environment, empty when none is stored.
+    async fn read_inventory(&self) -> Result<BTreeMap<String, inventory::Entry>> {
+        let api: Api<ConfigMap> =
+            Api::namespaced(self.client.clone(), &self.options.inventory_namespace);
+        let name = inventory::configmap_name(&self.environment);
+        let operation = format!("read inventory {}/{name}", self.options.inventory_namespace);
+        let cm = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| api_error(operation.clone(), e))?;
+        let data = cm.and_then(|c| c.data).unwrap_or_default();
+        inventory::parse(&data).map_err(|e| Error::Api {
+            operation,
+            retryable: false,
+            source: Box::new(KubeError::from(e)),
+        })
+    }
+
+    /// Every owned object of one kind: one list request per page.
+    async fn list_owned(
+        &self,
+        kind: &str,
+        inventory: &BTreeMap<String, inventory::Entry>,
+    ) -> Result<Vec<Live>> {
+        let gvk = Gvk::parse(kind).ok_or_else(|| Error::Api {
+            operation: "observe".into(),
+            retryable: false,
+            source: Box::new(KubeError::BadKind { kind: kind.into() }),
+        })?;
+        let Some(r) = self.resolve(&gvk).await? else {
+            // Not served (yet): nothing of this kind can exist.
+            return Ok(Vec::new());
+        };
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &r.resource);
+        let selector = owned_selector(&self.environment);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut params = ListParams::default()
+                .labels(&selector)
+                .limit(self.options.page_size);
+            if let Some(t) = &token {
+                params = params.continue_token(t);
+            }
+            let page = api
+                .list(&params)
+                .await
+                .map_err(|e| api_error(format!("list {gvk}"), e))?;
+            for item in page.items {
+                if let Some(live) = self.observed(kind, &gvk, to_json(item), inventory) {
+                    out.push(live);
+                }
+            }
+            match page.metadata.continue_ {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// A listed object as [`Live`], when it is owned and identifiable (by
+    /// its annotation, or else by its inventory entry).
+    fn observed(
+        &self,
+        kind: &str,
+        gvk: &Gvk,
+        obj: serde_json::Value,
+        inventory: &BTreeMap<String, inventory::Entry>,
+    ) -> Option<Live> {
+        if !is_owned(
+            obj.get("metadata").and_then(|m| m.get("labels")),
+            &self.environment,
+        ) {
+            return None;
+        }
+        let name = json_meta_str(&obj, "name")?;
+        let key = inventory::stable_id(
+            json_meta_str(&obj, "namespace").unwrap_or(""),
+            name,
+            &gvk.group,
+            &gvk.kind,
+        );
+        let id = resource_id(&obj).or_else(|| inventory.get(&key).and_then(inventory::entry_id));
+        let Some(id) = id else {
+            tracing::warn!(object = %key, "owned object without a tidegate.dev/resource annotation; ignored");
+            return None;
+        };
+        Some(self.live_of(id, kind, gvk, obj))
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for Kubernetes {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Kubernetes
+    }
+
+    async fn observe(&self, kinds: &[String]) -> Result<Vec<Live>> {
+        let inventory = self.read_inventory().await?;
+        let all: BTreeSet<&str> = kinds
+            .iter()
+            .map(String::as_str)
+            .chain(inventory.values().map(|e| e.kind.as_str()))
+            .collect();
+        let lists =
+            futures::future::try_join_all(all.iter().map(|k| self.list_owned(k, &inventory)))
+                .await?;
+        Ok(lists.into_iter().flatten().collect())
+    }
+
+    async fn plan(&self, desired: &Desired, live: Option<&Live>) -> Result<Change> {
+        let (gvk, manifest) = self.manifest(desired)?;
+        let mut before = live.map(|l| l.body.clone());
+        let predicted = |before: Option<Value>, after: Value| Change {
+            action: if before.is_some() {
+                Action::Update
+            } else {
+                Action::Create
+            },
+            before,
+            after,
+        };
+        if manifest.has_unknown() {
+            return Ok(predicted(before, manifest));
+        }
+        let Some(r) = self.resolve(&gvk).await? else {
+            // A custom resource whose CRD is applied earlier in this run.
+            return Ok(predicted(before, manifest));
+        };
+        let target = self.object_ref(desired, &manifest, &r)?;
+        if before.is_none() {
+            before = self
+                .existing_owned(desired, &gvk, &r, &target)
+                .await?
+                .map(|o| normalise(o, &gvk));
+        }
+        match self.server_side_apply(&r, &target, &manifest, true).await {
+            Ok(obj) => {
+                let after = normalise(obj, &gvk);
+                let action = match &before {
+                    None => Action::Create,
+                    Some(b) if *b == after => Action::NoOp,
+                    Some(_) => Action::Update,
+                };
+                Ok(Change {
+                    action,
+                    before,
+                    after,
+                })
+            }
+            Err(kube::Error::Api(s)) if before.is_some() && immutable_reasons(&s).is_some() => {
+                Ok(Change {
+                    action: Action::Replace {
+                        reasons: immutable_reasons(&s).unwrap_or_default(),
+                    },
+                    before,
+                    after: manifest,
+                })
+            }
+            // The namespace does not exist yet: it is applied earlier in this run.
+            Err(kube::Error::Api(s)) if before.is_none() && s.code == 404 => {
+                Ok(predicted(None, manifest))
+            }
+            Err(e) => Err(self.apply_error(desired, &gvk, &target, true, e)),
+        }
+    }
+
+    async fn apply(&self, desired: &Desired, live: Option<&Live>) -> Result<Live> {
+        let (gvk, manifest) = self.manifest(desired)?;
+        if let Some((path, reference)) = object::first_unknown(&manifest, "") {
+            return Err(invalid(
+                desired,
+                &format!("{path} is not known yet (waits on {reference}); apply that first"),
+            ));
+        }
+        let operation = format!("apply {gvk} ({})", desired.id);
+        let r = self.resolve_served(&gvk, &operation).await?;
+        let target = self.object_ref(desired, &manifest, &r)?;
+        if live.is_none() {
+            self.existing_owned(desired, &gvk, &r, &target).await?;
+        }
+        let obj = match self.server_side_apply(&r, &target, &manifest, false).await {
+            Ok(obj) => obj,
+            Err(kube::Error::Api(s)) if immutable_reasons(&s).is_some() => {
+                tracing::info!(resource = %desired.id, reasons = ?immutable_reasons(&s), "replacing");
+                self.delete_and_wait(desired, &gvk, &r, &target).await?;
+                self.server_side_apply(&r, &target, &manifest, false)
+                    .await
+                    .map_err(|e| self.apply_error(desired, &gvk, &target, false, e))?
+            }
+            Err(e) => return Err(self.apply_error(desired, &gvk, &target, false, e)),
+        };
+        if gvk.is_crd() {
+            self.wait_established(desired, &gvk, &r, &target, &obj)
+                .await?;
+        }
+        Ok(self.live_of(desired.id.clone(), &desired.kind, &gvk, obj))
+    }
+
+    async fn delete(&self, live: &Live) -> Result<()> {
+        let refuse = || Error::Api {
+            operation: format!("delete {} {}", live.kind, live.external_id),
+            retryable: false,
+            source: Box::new(KubeError::NotOwned {
+                kind: live.kind.clone(),
+                object: live.external_id.clone(),
+                environment: self.environment.clone(),
+            }),
+        };
+        if !value_is_owned(&live.body, &self.environment) {
+            return Err(refuse());
+        }
+        let gvk = Gvk::parse(&live.kind).ok_or_else(|| Error::Api {
+            operation: "delete".into(),
+            retryable: false,
+            source: Box::new(KubeError::BadKind {
+                kind: live.kind.clone(),
+            }),
+        })?;
+        let Some(r) = self.resolve(&gvk).await? else {
+            return Ok(()); // the kind is gone, and with it the object
+        };
+        let name = object::meta_str(&live.body, "name").unwrap_or_default();
+        let namespace = object::meta_str(&live.body, "namespace");
+        let api = self.api(&r, namespace);
+        let operation = format!("delete {gvk} {}", live.external_id);
+        // Re-read: the object now at that name may not be the one observed.
+        let Some(current) = api
+            .get_opt(name)
+            .await
+            .map_err(|e| api_error(operation.clone(), e))?
+        else {
+            return Ok(());
+        };
+        let current = to_json(current);
+        if !is_owned(current.pointer("/metadata/labels"), &self.environment) {
+            return Err(refuse());
+        }
+        let params = DeleteParams::background().preconditions(Preconditions {
+            uid: json_meta_str(&current, "uid").map(str::to_string),
+            resource_version: None,
+        });
+        match api.delete(name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(api_error(operation, e)),
+        }
+    }
+
+    async fn health(&self, live: &Live) -> Result<Health> {
+        let Some(gvk) = Gvk::parse(&live.kind) else {
+            return Ok(Health::Failed(format!("unknown kind {}", live.kind)));
+        };
+        let Some(r) = self.resolve(&gvk).await? else {
+            return Ok(Health::Failed(format!(
+                "the cluster no longer serves {gvk}"
+            )));
+        };
+        let name = object::meta_str(&live.body, "name").unwrap_or_default();
+        let api = self.api(&r, object::meta_str(&live.body, "namespace"));
+        let found = api
+            .get_opt(name)
+            .await
+            .map_err(|e| api_error(format!("health {gvk} {}", live.external_id), e))?;
+        Ok(match found {
+            Some(obj) => assess(&gvk.group, &gvk.kind, &to_json(obj)),
+            None => Health::Failed(format!("{gvk} {} does not exist", live.external_id)),
+        })
+    }
+
+    async fn record_inventory(&self, owned: &[Live]) -> Result<()> {
+        let name = inventory::configmap_name(&self.environment);
+        let namespace = &self.options.inventory_namespace;
+        let cm = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {
+                    labels::MANAGED_BY: labels::MANAGER,
+                    "tidegate.dev/inventory": self.environment,
+                },
+            },
+            "data": inventory::data(owned),
+        });
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        // The inventory belongs to tidegate alone: take it over if needed.
+        let params = PatchParams::apply(labels::FIELD_MANAGER).force();
+        api.patch(&name, &params, &Patch::Apply(&cm))
+            .await
+            .map_err(|e| api_error(format!("write inventory {namespace}/{name}"), e))?;
+        Ok(())
+    }
+
+    fn api_calls(&self) -> BTreeMap<String, u64> {
+        self.calls.snapshot()
+    }
+}
+
+/// Polls `provider.health(live)` every `interval` until the object is
+/// healthy or failed; [`Error::Timeout`] with the last reason when `timeout`
+/// passes first. Works for any provider (the executor holds `dyn Provider`).
+pub async fn wait_healthy(
+    provider: &dyn Provider,
+    live: &Live,
+    timeout: Duration,
+    interval: Duration,
+) -> Result<Health> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match provider.health(live).await? {
+            Health::Progressing(reason) if Instant::now() >= deadline => {
+                return Err(Error::Timeout {
+                    id: live.id.clone(),
+                    seconds: timeout.as_secs_f64().ceil() as u64,
+                    reason,
+                })
+            }
+            Health::Progressing(_) => tokio::time::sleep(interval).await,
+            done => return Ok(done),
+        }
+    }
+}
+
+fn kube_target(target: &EnvTarget) -> Result<&super::KubeTarget> {
+    target.kubernetes.as_ref().ok_or_else(|| Error::Target {
+        provider: ProviderKind::Kubernetes,
+        environment: target.environment.clone(),
+        message: "the environment has no kubernetes target (spec.targets.kubernetes)".into(),
+    })
+}
+
+fn context_options(context: &str) -> KubeConfigOptions {
+    KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..Default::default()
+    }
+}
+
+fn config_error(target: &EnvTarget, e: impl std::error::Error) -> Error {
+    let mut message = KubeError::Config(e.to_string()).to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    Error::Target {
+        provider: ProviderKind::Kubernetes,
+        environment: target.environment.clone(),
+        message,
+    }
+}
+
+fn invalid(desired: &Desired, message: &str) -> Error {
+    Error::Invalid {
+        id: desired.id.clone(),
+        origin: desired.origin.clone(),
+        message: message.to_string(),
+    }
+}
+
+/// A failed API call after its retries; 429, 5xx and transport failures
+/// are marked retryable (a later run may succeed).
+fn api_error(operation: String, e: kube::Error) -> Error {
+    let retryable = match &e {
+        kube::Error::Api(s) => is_retryable_status(s),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    };
+    Error::Api {
+        operation,
+        retryable,
+        source: Box::new(e),
+    }
+}
+
+fn is_retryable_status(s: &Status) -> bool {
+    s.code == 429 || (500..600).contains(&s.code)
+}
+
+fn to_json(obj: impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(obj).expect("a Kubernetes object serializes to JSON")
+}

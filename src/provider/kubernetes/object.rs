@@ -1,0 +1,569 @@
+//! Pure rules about Kubernetes objects: kind strings, ownership marks,
+//! normalisation for comparison, and reading API error statuses.
+//!
+//! Everything here works on plain values so the rules can be tested without
+//! a server; the provider only moves objects between these functions and
+//! the API.
+
+use std::collections::BTreeSet;
+
+use kube::core::Status;
+
+use crate::provider::{labels, ResourceId};
+use crate::sensitive::Sensitive;
+use crate::value::{Map, Value};
+
+/// A parsed `group/version/Kind` (core: `v1/ConfigMap`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Gvk {
+    /// Empty for the core group.
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+}
+
+impl Gvk {
+    /// Parses a `Desired.kind` string; `None` when it has not 2 or 3 parts.
+    pub fn parse(s: &str) -> Option<Gvk> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let (group, version, kind) = match parts.as_slice() {
+            [v, k] => ("", *v, *k),
+            [g, v, k] => (*g, *v, *k),
+            _ => return None,
+        };
+        if version.is_empty() || kind.is_empty() || (parts.len() == 3 && group.is_empty()) {
+            return None;
+        }
+        Some(Gvk {
+            group: group.into(),
+            version: version.into(),
+            kind: kind.into(),
+        })
+    }
+
+    /// The manifest's `apiVersion` (`apps/v1`, `v1`).
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// True for `apiextensions.k8s.io/*/CustomResourceDefinition`.
+    pub fn is_crd(&self) -> bool {
+        self.group == "apiextensions.k8s.io" && self.kind == "CustomResourceDefinition"
+    }
+
+    /// True for core `v1/Secret`.
+    pub fn is_secret(&self) -> bool {
+        self.group.is_empty() && self.kind == "Secret"
+    }
+}
+
+impl std::fmt::Display for Gvk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.api_version(), self.kind)
+    }
+}
+
+/// The label selector that finds what one environment owns.
+pub fn owned_selector(environment: &str) -> String {
+    format!(
+        "{}={},{}={}",
+        labels::MANAGED_BY,
+        labels::MANAGER,
+        labels::ENVIRONMENT,
+        environment
+    )
+}
+
+/// `metadata.<field>` as a string.
+pub fn meta_str<'a>(body: &'a Value, field: &str) -> Option<&'a str> {
+    body.get_path("metadata")?.as_map()?.get(field)?.as_str()
+}
+
+/// `metadata.<field>` of a JSON object as a string.
+pub fn json_meta_str<'a>(obj: &'a serde_json::Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get(field)?.as_str()
+}
+
+/// True when the object's labels say tidegate owns it for `environment`.
+pub fn is_owned(labels_of: Option<&serde_json::Value>, environment: &str) -> bool {
+    let get = |k: &str| {
+        labels_of
+            .and_then(|l| l.get(k))
+            .and_then(serde_json::Value::as_str)
+    };
+    get(labels::MANAGED_BY) == Some(labels::MANAGER)
+        && get(labels::ENVIRONMENT) == Some(environment)
+}
+
+/// True when a normalised body carries tidegate's marks for `environment`.
+pub fn value_is_owned(body: &Value, environment: &str) -> bool {
+    let l = body.get_path("metadata.labels").and_then(Value::as_map);
+    let get = |k: &str| l.and_then(|m| m.get(k)).and_then(Value::as_str);
+    get(labels::MANAGED_BY) == Some(labels::MANAGER)
+        && get(labels::ENVIRONMENT) == Some(environment)
+}
+
+/// The desired manifest with tidegate's ownership labels and annotation,
+/// `apiVersion`/`kind` taken from the resource kind so the request path and
+/// the body cannot disagree.
+pub fn with_ownership(body: &Value, gvk: &Gvk, environment: &str, id: &ResourceId) -> Value {
+    let mut root = body.as_map().cloned().unwrap_or_default();
+    root.insert("apiVersion".into(), Value::String(gvk.api_version()));
+    root.insert("kind".into(), Value::String(gvk.kind.clone()));
+    let meta = entry_map(&mut root, "metadata");
+    let l = entry_map(meta, "labels");
+    l.insert(labels::MANAGED_BY.into(), text(labels::MANAGER));
+    l.insert(labels::ENVIRONMENT.into(), text(environment));
+    l.insert(labels::MODULE.into(), text(&id.module));
+    let a = entry_map(meta, "annotations");
+    a.insert(labels::RESOURCE.into(), Value::String(id.to_string()));
+    Value::Map(root)
+}
+
+/// A string leaf.
+fn text(s: &str) -> Value {
+    Value::String(s.to_string())
+}
+
+/// The map under `key`, created (or replacing a non-map) when missing.
+fn entry_map<'a>(m: &'a mut Map, key: &str) -> &'a mut Map {
+    let slot = m
+        .entry(key.to_string())
+        .or_insert_with(|| Value::Map(Map::new()));
+    if !matches!(slot, Value::Map(_)) {
+        *slot = Value::Map(Map::new());
+    }
+    match slot {
+        Value::Map(inner) => inner,
+        _ => unreachable!("just made a map"),
+    }
+}
+
+/// The resource id recorded on a live object: the `tidegate.dev/resource`
+/// annotation, split after the module label's value (module instance names
+/// and resource names may both contain dots).
+pub fn resource_id(obj: &serde_json::Value) -> Option<ResourceId> {
+    let meta = obj.get("metadata")?;
+    let annotation = meta.get("annotations")?.get(labels::RESOURCE)?.as_str()?;
+    let module = meta
+        .get("labels")
+        .and_then(|l| l.get(labels::MODULE))
+        .and_then(serde_json::Value::as_str);
+    parse_resource_id(annotation, module)
+}
+
+/// Splits `<module>.<name>`, preferring the known module prefix.
+pub fn parse_resource_id(s: &str, module: Option<&str>) -> Option<ResourceId> {
+    if let Some(m) = module {
+        if let Some(name) = s.strip_prefix(m).and_then(|r| r.strip_prefix('.')) {
+            if !name.is_empty() {
+                return Some(ResourceId {
+                    module: m.into(),
+                    name: name.into(),
+                });
+            }
+        }
+    }
+    let (module, name) = s.split_once('.')?;
+    (!module.is_empty() && !name.is_empty()).then(|| ResourceId {
+        module: module.into(),
+        name: name.into(),
+    })
+}
+
+/// The path and reference of the first [`Value::Unknown`] leaf.
+pub fn first_unknown(v: &Value, path: &str) -> Option<(String, String)> {
+    match v {
+        Value::Unknown(r) => Some((path.to_string(), r.clone())),
+        Value::List(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| first_unknown(x, &crate::value::index_path(path, i))),
+        Value::Map(m) => m
+            .iter()
+            .find_map(|(k, x)| first_unknown(x, &crate::value::key_path(path, k))),
+        _ => None,
+    }
+}
+
+/// Metadata fields the server owns; they differ between reads of the same
+/// object and never come from Git.
+const SERVER_METADATA: &[&str] = &[
+    "managedFields",
+    "resourceVersion",
+    "uid",
+    "generation",
+    "creationTimestamp",
+    "selfLink",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+];
+
+/// Annotations written by servers and clients rather than by the author.
+const SERVER_ANNOTATIONS: &[&str] = &[
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "deployment.kubernetes.io/revision",
+];
+
+/// An object as read from the API, made comparable with another read of the
+/// same object and with a dry-run result: server-owned metadata and
+/// `status` dropped, `apiVersion`/`kind` set (list items may lack them),
+/// empty label/annotation maps removed, and Secret `data`/`stringData`
+/// values wrapped as [`Value::Sensitive`] (they stay in their wire form,
+/// base64 for `data`).
+pub fn normalise(mut obj: serde_json::Value, gvk: &Gvk) -> Value {
+    if let Some(o) = obj.as_object_mut() {
+        o.remove("status");
+        if let Some(meta) = o.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            for f in SERVER_METADATA {
+                meta.remove(*f);
+            }
+            if let Some(a) = meta.get_mut("annotations").and_then(|a| a.as_object_mut()) {
+                for f in SERVER_ANNOTATIONS {
+                    a.remove(*f);
+                }
+            }
+            for k in ["annotations", "labels"] {
+                if meta
+                    .get(k)
+                    .is_some_and(|v| v.is_null() || v.as_object().is_some_and(|m| m.is_empty()))
+                {
+                    meta.remove(k);
+                }
+            }
+        }
+    }
+    let mut v = Value::from_json(obj);
+    if let Value::Map(m) = &mut v {
+        let mut head = Map::new();
+        head.insert("apiVersion".into(), Value::String(gvk.api_version()));
+        head.insert("kind".into(), Value::String(gvk.kind.clone()));
+        for (k, val) in std::mem::take(m) {
+            if k != "apiVersion" && k != "kind" {
+                head.insert(k, val);
+            }
+        }
+        *m = head;
+        if gvk.is_secret() {
+            for field in ["data", "stringData"] {
+                if let Some(Value::Map(data)) = m.get_mut(field) {
+                    for val in data.values_mut() {
+                        mask(val);
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Wraps a plain leaf as sensitive.
+fn mask(v: &mut Value) {
+    if let Value::String(s) = v {
+        *v = Value::Sensitive(Sensitive::from_string(std::mem::take(s)));
+    }
+}
+
+/// The fields an API error names as immutable, one reason each; `None`
+/// when the error is not about immutable fields.
+pub fn immutable_reasons(status: &Status) -> Option<Vec<String>> {
+    if status.code != 422 {
+        return None;
+    }
+    let mut reasons: Vec<String> = status
+        .details
+        .iter()
+        .flat_map(|d| d.causes.iter())
+        .filter(|c| is_immutable_text(&c.message))
+        .map(|c| {
+            if c.field.is_empty() {
+                c.message.clone()
+            } else {
+                format!("{}: {}", c.field, immutable_phrase(&c.message))
+            }
+        })
+        .collect();
+    if reasons.is_empty() && is_immutable_text(&status.message) {
+        reasons = immutable_fields_in_message(&status.message);
+    }
+    (!reasons.is_empty()).then_some(reasons)
+}
+
+fn is_immutable_text(s: &str) -> bool {
+    s.contains("immutable") || s.contains("may not change once set")
+}
+
+fn immutable_phrase(s: &str) -> &str {
+    if s.contains("may not change once set") {
+        "may not change once set"
+    } else {
+        "field is immutable"
+    }
+}
+
+/// Reasons from a message like `Service "web" is invalid:
+/// spec.clusterIP: Invalid value: "10.0.0.1": field is immutable`
+/// (several field errors are joined by `, ` in one message).
+fn immutable_fields_in_message(message: &str) -> Vec<String> {
+    let tail = message
+        .split_once(" is invalid: ")
+        .map(|(_, t)| t)
+        .unwrap_or(message);
+    let mut out: Vec<String> = tail
+        .split(", ")
+        .filter(|part| is_immutable_text(part))
+        .filter_map(|part| part.split_once(": ").map(|(field, _)| field.trim()))
+        .filter(|field| !field.is_empty() && !field.contains(' '))
+        .map(|field| format!("{field}: field is immutable"))
+        .collect();
+    if out.is_empty() {
+        out.push(message.to_string());
+    }
+    out
+}
+
+/// The other field managers a 409 apply conflict names, each with the
+/// fields it owns (`kubectl (.spec.replicas)`), from the status causes or,
+/// failing that, the quoted names in the message.
+pub fn conflict_managers(status: &Status) -> String {
+    let mut managers: Vec<(String, BTreeSet<String>)> = Vec::new();
+    for cause in status.details.iter().flat_map(|d| d.causes.iter()) {
+        for name in quoted(&cause.message) {
+            add_manager(&mut managers, name, &cause.field);
+        }
+    }
+    if managers.is_empty() {
+        for name in quoted(&status.message) {
+            add_manager(&mut managers, name, "");
+        }
+    }
+    if managers.is_empty() {
+        return "(unnamed)".into();
+    }
+    managers
+        .into_iter()
+        .map(|(name, fields)| {
+            if fields.is_empty() {
+                name
+            } else {
+                format!(
+                    "{name} ({})",
+                    fields.into_iter().collect::<Vec<_>>().join(", ")
+                )
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Adds `field` under manager `name`, keeping first-seen order of managers.
+fn add_manager(managers: &mut Vec<(String, BTreeSet<String>)>, name: String, field: &str) {
+    let i = match managers.iter().position(|(n, _)| *n == name) {
+        Some(i) => i,
+        None => {
+            managers.push((name, BTreeSet::new()));
+            managers.len() - 1
+        }
+    };
+    if !field.is_empty() {
+        managers[i].1.insert(field.to_string());
+    }
+}
+
+/// Strings in double quotes after `conflict with`/`conflicts with`.
+fn quoted(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("with \"") {
+        rest = &rest[i + 6..];
+        if let Some(end) = rest.find('"') {
+            out.push(rest[..end].to_string());
+            rest = &rest[end + 1..];
+        } else {
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value as J};
+
+    fn gvk(s: &str) -> Gvk {
+        Gvk::parse(s).unwrap()
+    }
+
+    #[test]
+    fn kinds_parse_with_and_without_group() {
+        assert_eq!(
+            gvk("apps/v1/Deployment"),
+            Gvk {
+                group: "apps".into(),
+                version: "v1".into(),
+                kind: "Deployment".into()
+            }
+        );
+        assert_eq!(gvk("v1/ConfigMap").api_version(), "v1");
+        assert_eq!(gvk("apps/v1/Deployment").to_string(), "apps/v1/Deployment");
+        for bad in ["ConfigMap", "a/b/c/d", "/v1/X", "v1/", ""] {
+            assert_eq!(Gvk::parse(bad), None, "{bad}");
+        }
+        assert!(gvk("apiextensions.k8s.io/v1/CustomResourceDefinition").is_crd());
+        assert!(gvk("v1/Secret").is_secret());
+        assert!(!gvk("example.com/v1/Secret").is_secret());
+    }
+
+    #[test]
+    fn ownership_marks_are_added_and_win() {
+        let body = Value::from_json(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "labels": {"app": "x", "tidegate.dev/environment": "prod"}},
+            "data": {"k": "v"}
+        }));
+        let id = ResourceId {
+            module: "web".into(),
+            name: "config".into(),
+        };
+        let out = with_ownership(&body, &gvk("v1/ConfigMap"), "dev", &id).to_json_masked();
+        assert_eq!(out["metadata"]["labels"]["app"], "x");
+        assert_eq!(out["metadata"]["labels"]["tidegate.dev/environment"], "dev");
+        assert_eq!(
+            out["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "tidegate"
+        );
+        assert_eq!(out["metadata"]["labels"]["tidegate.dev/module"], "web");
+        assert_eq!(
+            out["metadata"]["annotations"]["tidegate.dev/resource"],
+            "web.config"
+        );
+        assert!(is_owned(Some(&out["metadata"]["labels"]), "dev"));
+        assert!(!is_owned(Some(&out["metadata"]["labels"]), "prod"));
+        assert!(!is_owned(None, "dev"));
+        assert!(value_is_owned(&Value::from_json(out), "dev"));
+    }
+
+    #[test]
+    fn resource_ids_split_after_the_module_label() {
+        let obj = json!({"metadata": {
+            "labels": {"tidegate.dev/module": "web.eu"},
+            "annotations": {"tidegate.dev/resource": "web.eu.config"}}});
+        assert_eq!(
+            resource_id(&obj),
+            Some(ResourceId {
+                module: "web.eu".into(),
+                name: "config".into()
+            })
+        );
+        assert_eq!(
+            parse_resource_id("net.vpc", None),
+            Some(ResourceId {
+                module: "net".into(),
+                name: "vpc".into()
+            })
+        );
+        assert_eq!(parse_resource_id("novalue", None), None);
+        assert_eq!(resource_id(&json!({"metadata": {}})), None);
+    }
+
+    #[test]
+    fn normalise_drops_server_fields_and_masks_secrets() {
+        let obj = json!({
+            "metadata": {
+                "name": "s", "namespace": "default", "uid": "u", "resourceVersion": "7",
+                "generation": 2, "creationTimestamp": "2026-01-01T00:00:00Z",
+                "managedFields": [{"manager": "tidegate"}],
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+                "labels": {"a": "b"}
+            },
+            "type": "Opaque",
+            "data": {"password": "aHVudGVyMg=="},
+            "status": {"x": 1}
+        });
+        let v = normalise(obj, &gvk("v1/Secret"));
+        let keys: Vec<&String> = v.as_map().unwrap().keys().collect();
+        assert_eq!(keys, ["apiVersion", "kind", "metadata", "type", "data"]);
+        let meta = v.get_path("metadata").unwrap().as_map().unwrap();
+        let meta_keys: Vec<&String> = meta.keys().collect();
+        assert_eq!(meta_keys, ["name", "namespace", "labels"]);
+        assert!(matches!(
+            v.get_path("data.password"),
+            Some(Value::Sensitive(_))
+        ));
+        let printed = format!("{v:?} {}", v.to_json_masked());
+        assert!(!printed.contains("aHVudGVyMg"), "{printed}");
+    }
+
+    #[test]
+    fn sensitive_values_compare_by_content() {
+        let a = normalise(json!({"data": {"p": "YQ=="}}), &gvk("v1/Secret"));
+        let b = normalise(json!({"data": {"p": "YQ=="}}), &gvk("v1/Secret"));
+        let c = normalise(json!({"data": {"p": "Yg=="}}), &gvk("v1/Secret"));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    fn status(code: u16, message: &str, causes: Vec<(&str, &str)>) -> Status {
+        let causes: Vec<J> = causes
+            .into_iter()
+            .map(|(field, message)| json!({"reason": "FieldValueInvalid", "message": message, "field": field}))
+            .collect();
+        serde_json::from_value(json!({
+            "status": "Failure", "code": code, "message": message, "reason": "Invalid",
+            "details": {"causes": causes}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn immutable_fields_are_found_in_causes_or_message() {
+        let s = status(
+            422,
+            "x",
+            vec![("spec.selector", "Invalid value: {}: field is immutable")],
+        );
+        assert_eq!(
+            immutable_reasons(&s),
+            Some(vec!["spec.selector: field is immutable".to_string()])
+        );
+        let s = status(
+            422,
+            "Service \"web\" is invalid: spec.clusterIP: Invalid value: \"10.0.0.9\": field is immutable",
+            vec![],
+        );
+        assert_eq!(
+            immutable_reasons(&s),
+            Some(vec!["spec.clusterIP: field is immutable".to_string()])
+        );
+        assert_eq!(immutable_reasons(&status(422, "bad port", vec![])), None);
+        assert_eq!(immutable_reasons(&status(409, "immutable", vec![])), None);
+    }
+
+    #[test]
+    fn conflicts_name_the_other_managers_and_fields() {
+        let s = status(
+            409,
+            "Apply failed with 2 conflicts: conflicts with \"kubectl\"",
+            vec![
+                (".data.a", "conflict with \"kubectl\""),
+                (".data.b", "conflict with \"kubectl\""),
+                (".spec.x", "conflict with \"helm\" using v1"),
+            ],
+        );
+        assert_eq!(
+            conflict_managers(&s),
+            "kubectl (.data.a, .data.b), helm (.spec.x)"
+        );
+        let s = status(
+            409,
+            "Apply failed with 1 conflict: conflict with \"other\": .data.k",
+            vec![],
+        );
+        assert_eq!(conflict_managers(&s), "other");
+    }
+}

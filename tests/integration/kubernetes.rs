@@ -1,0 +1,847 @@
+//! The Kubernetes provider against the kube-sim API server over real HTTP:
+//! discovery, server-side apply and dry-run, field-manager conflicts,
+//! inventory and prune, CRDs, health gates, injected faults, and how many
+//! requests an observe costs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube_sim::{Config, FaultAction, FaultRule, Handle, Simulator};
+use serde_json::json;
+use tempfile::TempDir;
+use tidegate::provider::kubernetes::transport::RetryConfig;
+use tidegate::provider::kubernetes::{Kubernetes, Options};
+use tidegate::provider::{
+    Action, Desired, EnvTarget, Error, Health, KubeTarget, Live, Origin, Provider, ResourceId,
+};
+use tidegate::sensitive::Sensitive;
+use tidegate::value::Value;
+
+const CONTEXT: &str = "dev";
+
+/// A running simulator with a kubeconfig for context `dev`.
+struct Cluster {
+    sim: Handle,
+    kubeconfig: PathBuf,
+    _dir: TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let sim = Simulator::start(Config {
+            contexts: vec![CONTEXT.into()],
+            ..Config::default()
+        })
+        .await
+        .expect("simulator starts");
+        let dir = TempDir::new().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        sim.kubeconfig(&kubeconfig).unwrap();
+        Cluster {
+            sim,
+            kubeconfig,
+            _dir: dir,
+        }
+    }
+
+    /// The provider for environment `env` (through the kubeconfig context).
+    async fn provider(&self, env: &str, force_conflicts: bool) -> Kubernetes {
+        let target = EnvTarget {
+            environment: env.into(),
+            kubernetes: Some(KubeTarget {
+                context: Some(CONTEXT.into()),
+                force_conflicts,
+            }),
+            aws: None,
+        };
+        let options = Options {
+            request_timeout: Duration::from_secs(2),
+            retry: RetryConfig {
+                max_retries: 4,
+                base_delay: Duration::from_millis(20),
+                max_delay: Duration::from_secs(2),
+            },
+            wait_timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(50),
+            ..Options::default()
+        };
+        Kubernetes::connect_kubeconfig(&self.kubeconfig, &target, options)
+            .await
+            .expect("provider connects")
+    }
+
+    /// A plain kube client, for acting as another field manager and for
+    /// reading what is stored.
+    async fn client(&self) -> kube::Client {
+        let kc = Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let opts = KubeConfigOptions {
+            context: Some(CONTEXT.into()),
+            ..Default::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+
+    async fn dynamic(
+        &self,
+        group: &str,
+        version: &str,
+        kind: &str,
+        plural: &str,
+        ns: &str,
+    ) -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
+        Api::namespaced_with(self.client().await, ns, &ar)
+    }
+
+    async fn configmaps(&self) -> Api<DynamicObject> {
+        self.dynamic("", "v1", "ConfigMap", "configmaps", "default")
+            .await
+    }
+}
+
+fn desired(module: &str, name: &str, kind: &str, body: serde_json::Value) -> Desired {
+    Desired {
+        id: ResourceId {
+            module: module.into(),
+            name: name.into(),
+        },
+        kind: kind.into(),
+        body: Value::from_json(body),
+        origin: Origin {
+            file: format!("modules/{module}/module.yaml"),
+            line: 1,
+            column: 1,
+        },
+    }
+}
+
+fn configmap(name: &str, data: serde_json::Value) -> Desired {
+    desired(
+        "web",
+        name,
+        "v1/ConfigMap",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": name, "namespace": "default"}, "data": data}),
+    )
+}
+
+fn deployment(name: &str, ready: &str) -> Desired {
+    desired(
+        "web",
+        name,
+        "apps/v1/Deployment",
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "default",
+                         "annotations": {kube_sim::READY_ANNOTATION: ready}},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app", "image": "registry.example.com/app@sha256:0123"}]}
+                }
+            }
+        }),
+    )
+}
+
+/// The secret with its value as a sensitive leaf, as the loader makes it.
+fn secret(name: &str, password: &str) -> Desired {
+    let mut d = desired(
+        "web",
+        name,
+        "v1/Secret",
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": name, "namespace": "default"}, "type": "Opaque",
+               "stringData": {"password": "placeholder"}}),
+    );
+    if let Value::Map(root) = &mut d.body {
+        if let Some(Value::Map(data)) = root.get_mut("stringData") {
+            data.insert(
+                "password".into(),
+                Value::Sensitive(Sensitive::from_string(password.into())),
+            );
+        }
+    }
+    d
+}
+
+fn find<'a>(lives: &'a [Live], name: &str) -> Option<&'a Live> {
+    lives.iter().find(|l| l.id.name == name)
+}
+
+fn calls(p: &Kubernetes, op: &str) -> u64 {
+    p.api_calls().get(op).copied().unwrap_or(0)
+}
+
+async fn resource_version(api: &Api<DynamicObject>, name: &str) -> String {
+    api.get(name)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap()
+}
+
+/// observe → plan → apply for each desired resource, then the inventory;
+/// returns what was applied.
+async fn converge(p: &Kubernetes, all: &[Desired]) -> Vec<Live> {
+    let kinds: Vec<String> = all.iter().map(|d| d.kind.clone()).collect();
+    let live = p.observe(&kinds).await.expect("observe");
+    let mut applied = Vec::new();
+    for d in all {
+        let before = live.iter().find(|l| l.id == d.id);
+        let change = p.plan(d, before).await.expect("plan");
+        let now = if change.action == Action::NoOp {
+            before.unwrap().clone()
+        } else {
+            p.apply(d, before).await.expect("apply")
+        };
+        applied.push(now);
+    }
+    p.record_inventory(&applied).await.expect("inventory");
+    applied
+}
+
+#[tokio::test]
+async fn kubernetes_create_then_reapply_is_a_noop_with_zero_writes() {
+    let c = Cluster::start().await;
+    let p = c.provider("dev", false).await;
+    let all = vec![
+        configmap("settings", json!({"mode": "fast"})),
+        secret("db", "hunter2-secret"),
+        deployment("api", "now"),
+    ];
+    let kinds: Vec<String> = all.iter().map(|d| d.kind.clone()).collect();
+    assert!(p.observe(&kinds).await.unwrap().is_empty());
+    for d in &all {
+        assert_eq!(
+            p.plan(d, None).await.unwrap().action,
+            Action::Create,
+            "{}",
+            d.id
+        );
+    }
+    let applied = converge(&p, &all).await;
+    assert_eq!(applied.len(), 3);
+
+    let stored = c.configmaps().await.get("settings").await.unwrap();
+    let labels = stored.metadata.labels.unwrap();
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "tidegate");
+    assert_eq!(labels["tidegate.dev/environment"], "dev");
+    assert_eq!(labels["tidegate.dev/module"], "web");
+    assert_eq!(
+        stored.metadata.annotations.unwrap()["tidegate.dev/resource"],
+        "web.settings"
+    );
+    let managers: Vec<String> = stored
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(managers.contains(&"tidegate".to_string()), "{managers:?}");
+
+    // Re-apply from Git unchanged: every plan is a no-op and nothing is written.
+    let versions = [
+        resource_version(&c.configmaps().await, "settings").await,
+        resource_version(
+            &c.dynamic("", "v1", "Secret", "secrets", "default").await,
+            "db",
+        )
+        .await,
+    ];
+    let sim_before = c.sim.counters();
+    let (dry_before, apply_before) = (calls(&p, "dry_run"), calls(&p, "apply"));
+    let live = p.observe(&kinds).await.unwrap();
+    assert_eq!(live.len(), 3);
+    for d in &all {
+        let l = find(&live, &d.id.name).expect("observed");
+        let change = p.plan(d, Some(l)).await.unwrap();
+        assert_eq!(change.action, Action::NoOp, "{}", d.id);
+    }
+    let sim_after = c.sim.counters();
+    let dry_runs = calls(&p, "dry_run") - dry_before;
+    assert_eq!(dry_runs, 3);
+    assert_eq!(calls(&p, "apply") - apply_before, 0, "no real apply");
+    // kube-sim counts dry-run applies as `apply` too: every one seen is ours.
+    let sim_applies = sim_after.total("apply") - sim_before.total("apply");
+    assert_eq!(sim_applies, dry_runs);
+    for verb in ["create", "update", "patch", "delete"] {
+        assert_eq!(sim_after.total(verb), sim_before.total(verb), "{verb}");
+    }
+    assert_eq!(
+        resource_version(&c.configmaps().await, "settings").await,
+        versions[0]
+    );
+    assert_eq!(
+        resource_version(
+            &c.dynamic("", "v1", "Secret", "secrets", "default").await,
+            "db"
+        )
+        .await,
+        versions[1]
+    );
+
+    // The secret is observed masked and never printed.
+    let db = find(&live, "db").unwrap();
+    assert!(matches!(
+        db.body.get_path("data.password"),
+        Some(Value::Sensitive(_))
+    ));
+    let printed = format!("{db:?} {}", db.body.to_json_masked());
+    assert!(!printed.contains("hunter2"), "{printed}");
+    assert!(!printed.contains("aHVudGVyMi1zZWNyZXQ"), "{printed}");
+
+    // A changed secret is an update, decided without showing either value.
+    let change = p.plan(&secret("db", "rotated"), Some(db)).await.unwrap();
+    assert_eq!(change.action, Action::Update);
+    let after = format!("{:?}", change.after);
+    assert!(
+        !after.contains("rotated") && !after.contains("cm90YXRlZA"),
+        "{after}"
+    );
+
+    // Attributes other resources can reference.
+    let settings = find(&live, "settings").unwrap();
+    assert_eq!(settings.external_id, "default/settings");
+    assert_eq!(
+        settings.attributes["metadata.name"],
+        Value::String("settings".into())
+    );
+    assert!(settings.attributes.contains_key("metadata.uid"));
+}
+
+#[tokio::test]
+async fn kubernetes_update_reports_conflicts_unless_forced() {
+    let c = Cluster::start().await;
+    let p = c.provider("dev", false).await;
+    let applied = converge(&p, &[configmap("flags", json!({"a": "1"}))]).await;
+
+    // An update tidegate alone owns is predicted exactly by the dry run.
+    let change = p
+        .plan(
+            &configmap("flags", json!({"a": "1", "b": "2"})),
+            Some(&applied[0]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(change.action, Action::Update);
+    assert_eq!(
+        change.after.get_path("data.b"),
+        Some(&Value::String("2".into()))
+    );
+
+    // Another manager takes field `a`.
+    let other = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "flags", "namespace": "default"}, "data": {"a": "from-other"}});
+    c.configmaps()
+        .await
+        .patch(
+            "flags",
+            &PatchParams::apply("other-team").force(),
+            &Patch::Apply(&other),
+        )
+        .await
+        .unwrap();
+    let live = p.observe(&["v1/ConfigMap".into()]).await.unwrap();
+    let want = configmap("flags", json!({"a": "3"}));
+    let err = p.plan(&want, live.first()).await.unwrap_err();
+    match &err {
+        Error::Conflict { id, managers } => {
+            assert_eq!(id.name, "flags");
+            assert_eq!(managers, "other-team (.data.a)");
+        }
+        other => panic!("expected a conflict, got {other}"),
+    }
+    assert!(err.to_string().contains("forceConflicts"), "{err}");
+    assert!(matches!(
+        p.apply(&want, live.first()).await,
+        Err(Error::Conflict { .. })
+    ));
+    let stored = c.configmaps().await.get("flags").await.unwrap();
+    assert_eq!(stored.data["data"]["a"], "from-other");
+
+    // The environment allows taking fields over.
+    let forced = c.provider("dev", true).await;
+    forced
+        .apply(&want, live.first())
+        .await
+        .expect("forced apply");
+    let stored = c.configmaps().await.get("flags").await.unwrap();
+    assert_eq!(stored.data["data"]["a"], "3");
+}
+
+#[tokio::test]
+async fn kubernetes_prune_deletes_only_owned_objects() {
+    let c = Cluster::start().await;
+    let p = c.provider("dev", false).await;
+    converge(
+        &p,
+        &[
+            configmap("keep", json!({"k": "v"})),
+            configmap("gone", json!({"k": "v"})),
+            deployment("worker", "now"),
+        ],
+    )
+    .await;
+    // An object nobody at tidegate made, and one of another environment.
+    c.configmaps()
+        .await
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "foreign", "namespace": "default"}, "data": {"x": "y"}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let staging = c.provider("staging", false).await;
+    converge(&staging, &[configmap("staging-only", json!({"s": "1"}))]).await;
+
+    // Git now declares only `keep`: the inventory still finds the Deployment
+    // kind although no desired resource names it.
+    let live = p.observe(&["v1/ConfigMap".into()]).await.unwrap();
+    let mut names: Vec<&str> = live.iter().map(|l| l.id.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["gone", "keep", "worker"]);
+    for l in live.iter().filter(|l| l.id.name != "keep") {
+        p.delete(l).await.expect("prune");
+        p.delete(l).await.expect("deleting what is gone succeeds");
+    }
+    assert!(c
+        .configmaps()
+        .await
+        .get_opt("gone")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(c
+        .configmaps()
+        .await
+        .get_opt("keep")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(c
+        .configmaps()
+        .await
+        .get_opt("staging-only")
+        .await
+        .unwrap()
+        .is_some());
+    let remaining = p.observe(&["v1/ConfigMap".into()]).await.unwrap();
+    p.record_inventory(&remaining).await.unwrap();
+    assert_eq!(remaining.len(), 1);
+
+    // A Live claiming ownership of the unowned object (same name) is refused
+    // after re-reading it, and the object stays.
+    let mut claim = find(&live, "keep").unwrap().clone();
+    if let Value::Map(root) = &mut claim.body {
+        if let Some(Value::Map(meta)) = root.get_mut("metadata") {
+            meta.insert("name".into(), Value::String("foreign".into()));
+        }
+    }
+    claim.external_id = "default/foreign".into();
+    let err = p.delete(&claim).await.unwrap_err();
+    assert!(format!("{err} {err:?}").contains("NotOwned"), "{err:?}");
+    assert!(c
+        .configmaps()
+        .await
+        .get_opt("foreign")
+        .await
+        .unwrap()
+        .is_some());
+    // Another environment's object is not this environment's to delete.
+    let theirs = staging.observe(&["v1/ConfigMap".into()]).await.unwrap();
+    assert!(p.delete(&theirs[0]).await.is_err());
+    assert!(c
+        .configmaps()
+        .await
+        .get_opt("staging-only")
+        .await
+        .unwrap()
+        .is_some());
+
+    // Applying over the unowned object would take it over: refused.
+    let err = p
+        .apply(&configmap("foreign", json!({"x": "mine"})), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
+    assert!(err.to_string().contains("not owned by tidegate"), "{err}");
+    assert!(p
+        .plan(&configmap("foreign", json!({})), None)
+        .await
+        .is_err());
+    let stored = c.configmaps().await.get("foreign").await.unwrap();
+    assert_eq!(stored.data["data"]["x"], "y");
+}
+
+fn crd() -> Desired {
+    desired(
+        "platform",
+        "widgets-crd",
+        "apiextensions.k8s.io/v1/CustomResourceDefinition",
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {
+                "group": "example.com",
+                "scope": "Namespaced",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object",
+                        "x-kubernetes-preserve-unknown-fields": true}}}]
+            }
+        }),
+    )
+}
+
+fn widget(name: &str, size: i64) -> Desired {
+    desired(
+        "platform",
+        name,
+        "example.com/v1/Widget",
+        json!({"apiVersion": "example.com/v1", "kind": "Widget",
+               "metadata": {"name": name, "namespace": "default"}, "spec": {"size": size}}),
+    )
+}
+
+#[tokio::test]
+async fn kubernetes_crd_then_custom_resource() {
+    let c = Cluster::start().await;
+    let p = c.provider("dev", false).await;
+    let kinds = vec![crd().kind.clone(), widget("w", 1).kind.clone()];
+    // Before the CRD exists its kind is not served: nothing observed, and
+    // the custom resource is predicted as a create from its manifest.
+    assert!(p.observe(&kinds).await.unwrap().is_empty());
+    let change = p.plan(&widget("w", 1), None).await.unwrap();
+    assert_eq!(change.action, Action::Create);
+    assert!(p.apply(&widget("w", 1), None).await.is_err(), "no CRD yet");
+
+    let applied = p.apply(&crd(), None).await.expect("crd applied");
+    assert_eq!(p.health(&applied).await.unwrap(), Health::Healthy);
+    let w = p
+        .apply(&widget("w", 1), None)
+        .await
+        .expect("custom resource applied");
+    assert_eq!(w.external_id, "default/w");
+    let live = p.observe(&kinds).await.unwrap();
+    assert_eq!(live.len(), 2);
+    let w = find(&live, "w").unwrap();
+    assert_eq!(
+        p.plan(&widget("w", 1), Some(w)).await.unwrap().action,
+        Action::NoOp
+    );
+    let change = p.plan(&widget("w", 2), Some(w)).await.unwrap();
+    assert_eq!(change.action, Action::Update);
+    assert_eq!(change.after.get_path("spec.size"), Some(&Value::Int(2)));
+}
+
+#[tokio::test]
+async fn kubernetes_health_waits_for_rollouts_and_times_out() {
+    let c = Cluster::start().await;
+    let p = c.provider("dev", false).await;
+    let later = p
+        .apply(&deployment("later", "after:700ms"), None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        p.health(&later).await.unwrap(),
+        Health::Progressing(_)
+    ));
+    let h = p
+        .wait_healthy(&later, Duration::from_secs(10))
+        .await
+        .expect("ready in time");
+    assert_eq!(h, Health::Healthy);
+
+    let never = p.apply(&deployment("never", "never"), None).await.unwrap();
+    // Through `dyn Provider`, as the executor holds it.
+    let boxed: Box<dyn Provider> = Box::new(c.provider("dev", false).await);
+    let err = tidegate::provider::kubernetes::wait_healthy(
+        boxed.as_ref(),
+        &never,
+        Duration::from_millis(600),
+        Duration::from_millis(50),
+    )
+    .await
+    .unwrap_err();
+    match err {
+        Error::Timeout { id, reason, .. } => {
+            assert_eq!(id.name, "never");
+            assert!(!reason.is_empty());
+        }
+        other => panic!("expected a timeout, got {other}"),
+    }
+
+    let failing = p.apply(&deployment("broken", "fail"), None).await.unwrap();
+    let h = p
+        .wait_healthy(&failing, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(matches!(h, Health::Failed(_)), "{h:?}");
+
+    let job = desired(
+        "batch",
+        "migrate",
+        "batch/v1/Job",
+        json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "migrate", "namespace": "default"},
+            "spec": {"template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "m", "image": "registry.example.com/m@sha256:01"}]}}}}),
+    );
+    let job = p.apply(&job, None).await.unwrap();
+    assert_eq!(
+        p.wait_healthy(&job, Duration::from_secs(5)).await.unwrap(),
+        Health::Healthy
+    );
+}
+
+#[tokio::test]
+async fn kubernetes_retries_injected_faults_and_fails_alone() {
+    let c = Cluster::start().await;
+    let p = c.provider("dev", false).await;
+    // Two 500s on writes, a 429 with Retry-After on reads, a reset.
+    c.sim.add_fault(FaultRule::new(
+        Some("PATCH"),
+        Some("/api/v1/namespaces/default/configmaps"),
+        2,
+        FaultAction::Error { code: 500 },
+    ));
+    c.sim.add_fault(FaultRule::new(
+        Some("GET"),
+        Some("/api/v1/configmaps"),
+        1,
+        FaultAction::Throttle {
+            retry_after_seconds: 1,
+        },
+    ));
+    c.sim.add_fault(FaultRule::new(
+        Some("GET"),
+        Some("/apis/apps/v1"),
+        1,
+        FaultAction::Reset,
+    ));
+    // A hung read: the request times out (2 s here) and is sent again.
+    c.sim.add_fault(FaultRule::new(
+        Some("GET"),
+        Some("/api/v1/namespaces/default/configmaps/tidegate-inventory-dev"),
+        1,
+        FaultAction::Stall { millis: 4000 },
+    ));
+    let started = std::time::Instant::now();
+    let applied = converge(
+        &p,
+        &[configmap("a", json!({"k": "1"})), deployment("d", "now")],
+    )
+    .await;
+    assert_eq!(applied.len(), 2);
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "Retry-After honoured and the stalled read timed out"
+    );
+    assert!(calls(&p, "get") >= 2, "the stalled read was retried");
+    assert!(c.configmaps().await.get_opt("a").await.unwrap().is_some());
+
+    // A resource whose writes keep failing fails alone, with its reason.
+    c.sim.add_fault(FaultRule::new(
+        Some("PATCH"),
+        Some("/api/v1/namespaces/default/configmaps/doomed"),
+        50,
+        FaultAction::Error { code: 503 },
+    ));
+    let err = p
+        .apply(&configmap("doomed", json!({"k": "1"})), None)
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Api { retryable, .. } => assert!(*retryable),
+        other => panic!("expected an API error, got {other}"),
+    }
+    assert!(err.to_string().contains("doomed"), "{err}");
+    p.apply(&configmap("fine", json!({"k": "1"})), None)
+        .await
+        .expect("other resources still apply");
+}
+
+#[tokio::test]
+async fn kubernetes_observe_costs_the_same_for_1_or_50_objects() {
+    let c = Cluster::start().await;
+    let p = c.provider("dev", false).await;
+    let kinds = vec!["v1/ConfigMap".to_string(), "apps/v1/Deployment".to_string()];
+    let total = |p: &Kubernetes| p.api_calls().values().sum::<u64>();
+
+    converge(&p, &[configmap("cm-0", json!({"i": "0"}))]).await;
+    p.observe(&kinds).await.unwrap(); // warm discovery
+    let before = total(&p);
+    let sim_before = c.sim.counters();
+    assert_eq!(p.observe(&kinds).await.unwrap().len(), 1);
+    let one = total(&p) - before;
+    let sim_one = c.sim.counters().total("list") - sim_before.total("list");
+
+    let many: Vec<Desired> = (0..50)
+        .map(|i| configmap(&format!("cm-{i}"), json!({"i": i.to_string()})))
+        .collect();
+    converge(&p, &many).await;
+    let before = total(&p);
+    let sim_before = c.sim.counters();
+    assert_eq!(p.observe(&kinds).await.unwrap().len(), 50);
+    let fifty = total(&p) - before;
+    let sim_fifty = c.sim.counters().total("list") - sim_before.total("list");
+
+    eprintln!("observe API calls: 1 object -> {one}, 50 objects -> {fifty}");
+    assert_eq!(one, fifty);
+    assert_eq!(one, 3, "inventory get + one list per kind");
+    assert_eq!(sim_one, 2);
+    assert_eq!(sim_fifty, 2);
+
+    // Pages: 50 objects at 20 a page are three list requests, all found.
+    let target = EnvTarget {
+        environment: "dev".into(),
+        kubernetes: Some(KubeTarget {
+            context: Some(CONTEXT.into()),
+            force_conflicts: false,
+        }),
+        aws: None,
+    };
+    let paged = Kubernetes::connect_kubeconfig(
+        &c.kubeconfig,
+        &target,
+        Options {
+            page_size: 20,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        paged.observe(&["v1/ConfigMap".into()]).await.unwrap().len(),
+        50
+    );
+    assert_eq!(calls(&paged, "list"), 3);
+}
+
+#[tokio::test]
+async fn kubernetes_unknown_values_and_bad_targets() {
+    let c = Cluster::start().await;
+    let p = c.provider("dev", false).await;
+    let mut d = configmap("later", json!({"vpc": "x"}));
+    if let Value::Map(root) = &mut d.body {
+        if let Some(Value::Map(data)) = root.get_mut("data") {
+            data.insert("vpc".into(), Value::Unknown("module.network.vpc.id".into()));
+        }
+    }
+    let writes_before = c.sim.counters().total("apply");
+    let change = p.plan(&d, None).await.unwrap();
+    assert_eq!(change.action, Action::Create);
+    assert_eq!(
+        change.after.get_path("data.vpc"),
+        Some(&Value::Unknown("module.network.vpc.id".into()))
+    );
+    assert_eq!(c.sim.counters().total("apply"), writes_before, "no dry run");
+    let err = p.apply(&d, None).await.unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
+    assert!(err.to_string().contains("data.vpc"), "{err}");
+    assert!(
+        err.to_string().contains("modules/web/module.yaml:1:1"),
+        "{err}"
+    );
+
+    let bad_kind = desired("web", "x", "ConfigMap", json!({"metadata": {"name": "x"}}));
+    assert!(matches!(
+        p.plan(&bad_kind, None).await,
+        Err(Error::Invalid { .. })
+    ));
+
+    let target = |context: Option<&str>| EnvTarget {
+        environment: "dev".into(),
+        kubernetes: Some(KubeTarget {
+            context: context.map(str::to_string),
+            force_conflicts: false,
+        }),
+        aws: None,
+    };
+    let err =
+        Kubernetes::connect_kubeconfig(&c.kubeconfig, &target(Some("nope")), Options::default())
+            .await
+            .err()
+            .expect("unknown context");
+    assert!(matches!(err, Error::Target { .. }), "{err}");
+    assert!(err.to_string().contains("nope"), "{err}");
+    let no_target = EnvTarget {
+        environment: "dev".into(),
+        ..EnvTarget::default()
+    };
+    let err = tidegate::provider::connect(tidegate::provider::ProviderKind::Kubernetes, &no_target)
+        .await
+        .err()
+        .expect("no kubernetes target");
+    assert!(err.to_string().contains("no kubernetes target"), "{err}");
+}
+
+#[tokio::test]
+async fn kubernetes_namespace_then_its_objects() {
+    let c = Cluster::start().await;
+    let p = c.provider("dev", false).await;
+    let ns = desired(
+        "shop",
+        "namespace",
+        "v1/Namespace",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+    );
+    let cm = desired(
+        "shop",
+        "settings",
+        "v1/ConfigMap",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "settings", "namespace": "shop"}, "data": {"a": "1"}}),
+    );
+    // Before its namespace exists the object can only be predicted.
+    let change = p.plan(&cm, None).await.unwrap();
+    assert_eq!(change.action, Action::Create);
+    assert!(p.apply(&cm, None).await.is_err(), "namespace missing");
+
+    assert_eq!(p.plan(&ns, None).await.unwrap().action, Action::Create);
+    let applied_ns = p.apply(&ns, None).await.unwrap();
+    assert_eq!(applied_ns.external_id, "shop");
+    let applied_cm = p.apply(&cm, None).await.unwrap();
+    assert_eq!(applied_cm.external_id, "shop/settings");
+    p.record_inventory(&[applied_ns, applied_cm]).await.unwrap();
+
+    // Both are found from the inventory's kinds alone.
+    let live = p.observe(&[]).await.unwrap();
+    let mut ids: Vec<String> = live.iter().map(|l| l.id.to_string()).collect();
+    ids.sort();
+    assert_eq!(ids, ["shop.namespace", "shop.settings"]);
+    let inventory = c
+        .configmaps()
+        .await
+        .get("tidegate-inventory-dev")
+        .await
+        .unwrap();
+    let keys: Vec<&String> = inventory.data["data"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["_shop__Namespace", "shop_settings__ConfigMap"]);
+
+    // Recording a smaller set drops the removed entry.
+    let settings = find(&live, "settings").unwrap().clone();
+    p.record_inventory(&[settings]).await.unwrap();
+    let inventory = c
+        .configmaps()
+        .await
+        .get("tidegate-inventory-dev")
+        .await
+        .unwrap();
+    let keys: Vec<&String> = inventory.data["data"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["shop_settings__ConfigMap"]);
+}
