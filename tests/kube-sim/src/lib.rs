@@ -80,6 +80,9 @@ pub struct Config {
     pub isolate_contexts: bool,
     /// Readiness of workloads without the [`READY_ANNOTATION`].
     pub readiness: Readiness,
+    /// Events kept per cluster for watches resuming from a
+    /// resourceVersion; a watch from before them gets 410 Expired.
+    pub watch_history: usize,
 }
 
 impl Default for Config {
@@ -89,6 +92,7 @@ impl Default for Config {
             contexts: vec![],
             isolate_contexts: true,
             readiness: Readiness::Now,
+            watch_history: store::DEFAULT_HISTORY,
         }
     }
 }
@@ -110,7 +114,7 @@ impl Simulator {
             port: config.port,
             source,
         })?;
-        let sim = Sim::new(addr.to_string(), config.readiness);
+        let sim = Sim::new(addr.to_string(), config.readiness, config.watch_history);
         let app = {
             let sim = sim.clone();
             axum::Router::new().fallback(move |req| server::handle(sim.clone(), req))

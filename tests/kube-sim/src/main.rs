@@ -42,6 +42,7 @@ async fn main() -> Result<()> {
         contexts: args.contexts,
         isolate_contexts: !args.shared,
         readiness,
+        ..Config::default()
     };
     let handle = Simulator::start(config)
         .await

@@ -37,6 +37,8 @@ pub struct Sim {
     pub kubelet_default: Arc<Mutex<Readiness>>,
     /// `host:port` the server listens on.
     pub address: String,
+    /// Watch history length per cluster.
+    pub history: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -45,7 +47,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Sim {
     /// New state for a server at `address`.
-    pub fn new(address: String, readiness: Readiness) -> Arc<Self> {
+    pub fn new(address: String, readiness: Readiness, history: usize) -> Arc<Self> {
         Arc::new(Sim {
             clusters: Mutex::new(HashMap::new()),
             faults: Mutex::new(Faults::default()),
@@ -53,6 +55,7 @@ impl Sim {
             drop_watches: watch::channel(0).0,
             kubelet_default: Arc::new(Mutex::new(readiness)),
             address,
+            history,
         })
     }
 
@@ -60,7 +63,7 @@ impl Sim {
     pub fn cluster(&self, name: &str) -> Arc<Cluster> {
         let mut map = lock(&self.clusters);
         map.entry(name.to_string())
-            .or_insert_with(|| Cluster::new(name, self.kubelet_default.clone()))
+            .or_insert_with(|| Cluster::new(name, self.kubelet_default.clone(), self.history))
             .clone()
     }
 

@@ -24,9 +24,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::broadcast;
 
-/// How many events the history keeps for watches that resume from a
-/// resourceVersion; older ones answer 410 Gone.
-const HISTORY: usize = 20_000;
+/// How many events the history keeps by default for watches that resume
+/// from a resourceVersion; older ones answer 410 Gone.
+pub const DEFAULT_HISTORY: usize = 20_000;
 
 /// `(namespace, name)`; namespace is empty for cluster-scoped objects.
 pub type Key = (String, String);
@@ -165,6 +165,7 @@ struct Store {
     types: Vec<ResourceType>,
     objects: HashMap<String, BTreeMap<Key, Arc<Value>>>,
     history: VecDeque<Arc<Event>>,
+    history_limit: usize,
     compacted: u64,
 }
 
@@ -263,12 +264,13 @@ fn same_content(a: &Value, b: &Value) -> bool {
 }
 
 impl Store {
-    fn new() -> Self {
+    fn new(history_limit: usize) -> Self {
         Store {
             rv: 0,
             types: kinds::builtins(),
             objects: HashMap::new(),
             history: VecDeque::new(),
+            history_limit: history_limit.max(1),
             compacted: 0,
         }
     }
@@ -302,7 +304,7 @@ impl Store {
     fn record(&mut self, ev: Event, tx: &broadcast::Sender<Arc<Event>>) {
         let ev = Arc::new(ev);
         self.history.push_back(ev.clone());
-        while self.history.len() > HISTORY {
+        while self.history.len() > self.history_limit {
             if let Some(old) = self.history.pop_front() {
                 self.compacted = old.rv;
             }
@@ -427,11 +429,11 @@ pub fn filter_event(
 
 impl Cluster {
     /// A new cluster with the default namespaces.
-    pub fn new(name: &str, kubelet_default: Arc<Mutex<Readiness>>) -> Arc<Self> {
+    pub fn new(name: &str, kubelet_default: Arc<Mutex<Readiness>>, history: usize) -> Arc<Self> {
         let (events, _) = broadcast::channel(8192);
         let c = Arc::new(Cluster {
             name: name.to_string(),
-            state: Mutex::new(Store::new()),
+            state: Mutex::new(Store::new(history)),
             events,
             kubelet_default,
         });

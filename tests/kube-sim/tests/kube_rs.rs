@@ -499,3 +499,83 @@ async fn injected_faults_reach_the_client() {
     );
     api.list(&ListParams::default()).await.unwrap();
 }
+
+#[tokio::test]
+async fn raw_http_status_objects_retry_after_and_expired_watches() {
+    let cfg = Config {
+        watch_history: 3,
+        ..Config::default()
+    };
+    let sim = Simulator::start(cfg).await.unwrap();
+    let raw = |req: String| {
+        let addr = sim.addr();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        }
+    };
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    sim.add_fault(FaultRule::new(
+        None,
+        Some("/api/v1/namespaces"),
+        1,
+        FaultAction::Throttle {
+            retry_after_seconds: 7,
+        },
+    ));
+    let throttled = raw(get("/api/v1/namespaces")).await;
+    assert!(throttled.starts_with("HTTP/1.1 429"), "{throttled}");
+    assert!(
+        throttled.to_ascii_lowercase().contains("retry-after: 7"),
+        "{throttled}"
+    );
+    assert!(
+        throttled.contains("\"reason\":\"TooManyRequests\""),
+        "{throttled}"
+    );
+    let missing = raw(get("/api/v1/namespaces/default/configmaps/nope")).await;
+    let body: serde_json::Value =
+        serde_json::from_str(missing.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["kind"], "Status");
+    assert_eq!(
+        body["details"],
+        json!({"name": "nope", "kind": "configmaps"})
+    );
+    // Control API: counters and faults over HTTP.
+    let counters = raw(get("/_sim/counters")).await;
+    assert!(
+        counters.contains("\"verb\":\"get\",\"resource\":\"configmaps\""),
+        "{counters}"
+    );
+    let rule = r#"{"method":"GET","times":1,"action":{"type":"error","code":503}}"#;
+    let post = format!("POST /_sim/faults HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{rule}", rule.len());
+    assert!(raw(post).await.starts_with("HTTP/1.1 200"));
+    assert!(raw(get("/api/v1/namespaces"))
+        .await
+        .starts_with("HTTP/1.1 503"));
+    // More than 3 events later, a watch from resourceVersion 1 is expired.
+    let client = kube::Client::try_from(kube::Config::new(sim.url().parse().unwrap())).unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    for i in 0..5 {
+        api.patch(
+            &format!("e{i}"),
+            &PatchParams::apply("t"),
+            &Patch::Apply(cm(&format!("e{i}"), json!({}), json!({}))),
+        )
+        .await
+        .unwrap();
+    }
+    let mut events = api
+        .watch(&WatchParams::default().timeout(2), "1")
+        .await
+        .unwrap()
+        .boxed();
+    match events.try_next().await.unwrap().unwrap() {
+        WatchEvent::Error(e) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
+        other => panic!("expected a 410 ERROR event, got {other:?}"),
+    }
+}

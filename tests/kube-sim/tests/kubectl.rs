@@ -287,6 +287,33 @@ spec:
         "--timeout=1s",
     ]);
     c.ok(&["rollout", "status", "deploy/slow", "--timeout=10s"]);
+    // Client-side apply twice: the second is a strategic merge patch that
+    // merges the container list by name and bumps the generation.
+    let plain = c.file("plain.yaml", &dep("plain", "now"));
+    c.ok(&["apply", "-f", plain.to_str().unwrap()]);
+    let newer = c.file(
+        "plain2.yaml",
+        &dep("plain", "now").replace("image: nginx", "image: nginx:1.27"),
+    );
+    c.ok(&["apply", "-f", newer.to_str().unwrap()]);
+    let images = c.ok(&[
+        "get",
+        "deploy",
+        "plain",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[*].image}",
+    ]);
+    assert_eq!(images, "nginx:1.27");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "plain",
+            "-o",
+            "jsonpath={.metadata.generation}/{.status.observedGeneration}"
+        ]),
+        "2/2"
+    );
 }
 
 #[test]
