@@ -10,7 +10,9 @@
 //! - [`value`]: the value tree carried from the loader to the providers.
 //! - [`sensitive`]: secret plaintext that never prints.
 //! - [`provider`]: the trait every target (Kubernetes, AWS) implements.
+//! - [`source`]: Git remote → in-memory snapshots (poll, cache, signatures).
 
 pub mod provider;
 pub mod sensitive;
+pub mod source;
 pub mod value;

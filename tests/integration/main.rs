@@ -2,3 +2,4 @@
 //! Each concern is a module; shared setup (tool lookup, stand-ins) is in `support`.
 
 mod support;
+mod source;
