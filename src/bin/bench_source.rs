@@ -17,7 +17,9 @@ const POLLS: usize = 50;
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>().expect("a number"));
+    let mut args = std::env::args()
+        .skip(1)
+        .map(|a| a.parse::<usize>().expect("a number"));
     let files = args.next().unwrap_or(5_000);
     let commits = args.next().unwrap_or(10_000);
     let root = std::env::temp_dir().join(format!("tidegate-bench-source-{}", std::process::id()));
@@ -26,9 +28,16 @@ async fn main() {
 
     let t = Instant::now();
     build_repo(&upstream, files, commits);
-    println!("built repo: {files} files, {commits} commits in {:.2?}", t.elapsed());
+    println!(
+        "built repo: {files} files, {commits} commits in {:.2?}",
+        t.elapsed()
+    );
 
-    let cfg = SourceConfig::new(format!("file://{}", upstream.display()), "main", root.join("cache"));
+    let cfg = SourceConfig::new(
+        format!("file://{}", upstream.display()),
+        "main",
+        root.join("cache"),
+    );
     let src = Source::open(cfg).await.unwrap();
     let t = Instant::now();
     let p = src.poll().await.unwrap();
@@ -47,24 +56,44 @@ async fn main() {
         times.push(t.elapsed());
         assert_eq!(p.event, Event::Unchanged);
     }
-    assert_eq!(src.status().tree_reads, reads, "a no-change poll read a tree");
+    assert_eq!(
+        src.status().tree_reads,
+        reads,
+        "a no-change poll read a tree"
+    );
     report("no-change poll (target < 50 ms)", &mut times);
 
     let mut ready = Vec::new();
     let mut unread = Vec::new();
     for i in 0..5 {
-        append_commit(&upstream, &format!("modules/m0/f0.yaml"), &format!("bench: {i}\n"));
+        append_commit(
+            &upstream,
+            &format!("modules/m0/f0.yaml"),
+            &format!("bench: {i}\n"),
+        );
         let t = Instant::now();
         let p = src.poll().await.unwrap();
         ready.push(t.elapsed());
-        assert!(matches!(p.event, Event::NewCommit { fast_forward: true, .. }));
+        assert!(matches!(
+            p.event,
+            Event::NewCommit {
+                fast_forward: true,
+                ..
+            }
+        ));
         append_commit(&upstream, "docs/readme.md", &format!("docs {i}\n"));
         let t = Instant::now();
         src.poll().await.unwrap();
         unread.push(t.elapsed());
     }
-    report("new commit → ready snapshot (read paths changed)", &mut ready);
-    report("new commit → ready snapshot (only unread paths changed)", &mut unread);
+    report(
+        "new commit → ready snapshot (read paths changed)",
+        &mut ready,
+    );
+    report(
+        "new commit → ready snapshot (only unread paths changed)",
+        &mut unread,
+    );
     std::fs::remove_dir_all(&root).ok();
 }
 
@@ -90,7 +119,11 @@ fn git(dir: &Path) -> Command {
 /// One fast-import stream: a first commit with all files, then one small
 /// change per commit.
 fn build_repo(dir: &Path, files: usize, commits: usize) {
-    assert!(git(dir).args(["init", "-q", "--bare", "-b", "main"]).status().unwrap().success());
+    assert!(git(dir)
+        .args(["init", "-q", "--bare", "-b", "main"])
+        .status()
+        .unwrap()
+        .success());
     let mut child = git(dir)
         .args(["fast-import", "--quiet"])
         .stdin(Stdio::piped())
@@ -99,15 +132,28 @@ fn build_repo(dir: &Path, files: usize, commits: usize) {
     let mut w = std::io::BufWriter::new(child.stdin.take().unwrap());
     for c in 0..commits {
         writeln!(w, "commit refs/heads/main").unwrap();
-        writeln!(w, "committer Bench <bench@example.com> {} +0000", 1_700_000_000 + c).unwrap();
+        writeln!(
+            w,
+            "committer Bench <bench@example.com> {} +0000",
+            1_700_000_000 + c
+        )
+        .unwrap();
         data(&mut w, format!("commit {c}").as_bytes());
         if c == 0 {
             for f in 0..files {
-                inline(&mut w, &file_path(f), format!("file: {f}\nvalue: 0\n").as_bytes());
+                inline(
+                    &mut w,
+                    &file_path(f),
+                    format!("file: {f}\nvalue: 0\n").as_bytes(),
+                );
             }
         } else {
             let f = c % files;
-            inline(&mut w, &file_path(f), format!("file: {f}\nvalue: {c}\n").as_bytes());
+            inline(
+                &mut w,
+                &file_path(f),
+                format!("file: {f}\nvalue: {c}\n").as_bytes(),
+            );
         }
     }
     drop(w);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{AutotagOption, Direction, FetchOptions, Oid, Repository};
 
-use super::credentials::{callbacks, Credentials};
+use super::credentials::{callbacks, Credentials, Refusal};
 use super::{Error, Result};
 
 /// The remote ref a reference resolved to, as the remote advertised it.
@@ -59,12 +59,18 @@ impl Cache {
     /// Ask the remote where `reference` (branch, tag or full ref) points,
     /// without fetching anything.
     pub fn ls_remote(&self, creds: &Credentials, reference: &str) -> Result<RemoteTip> {
-        let mut remote = self.repo.remote_anonymous(&self.url).map_err(|e| self.unreachable(e))?;
-        let conn = remote
-            .connect_auth(Direction::Fetch, Some(callbacks(creds, &self.url)), None)
+        let mut remote = self
+            .repo
+            .remote_anonymous(&self.url)
             .map_err(|e| self.unreachable(e))?;
-        let heads = conn.list().map_err(|e| self.unreachable(e))?;
-        let advertised: Vec<(String, Oid)> = heads.iter().map(|h| (h.name().to_string(), h.oid())).collect();
+        let advertised = self.remote_op(creds, |cbs| {
+            let conn = remote.connect_auth(Direction::Fetch, Some(cbs), None)?;
+            let heads = conn.list()?;
+            Ok(heads
+                .iter()
+                .map(|h| (h.name().to_string(), h.oid()))
+                .collect::<Vec<_>>())
+        })?;
         pick_ref(&advertised, reference).ok_or_else(|| Error::RefNotFound {
             reference: reference.to_string(),
             url: self.url.clone(),
@@ -80,17 +86,39 @@ impl Cache {
     pub fn fetch_all(&self, creds: &Credentials) -> Result<()> {
         self.fetch(
             creds,
-            &["+refs/heads/*:refs/heads/*".to_string(), "+refs/tags/*:refs/tags/*".to_string()],
+            &[
+                "+refs/heads/*:refs/heads/*".to_string(),
+                "+refs/tags/*:refs/tags/*".to_string(),
+            ],
         )
     }
 
     fn fetch(&self, creds: &Credentials, refspecs: &[String]) -> Result<()> {
-        let mut remote = self.repo.remote_anonymous(&self.url).map_err(|e| self.unreachable(e))?;
-        let mut opts = FetchOptions::new();
-        opts.remote_callbacks(callbacks(creds, &self.url))
-            .download_tags(AutotagOption::None)
-            .update_fetchhead(false);
-        remote.fetch(refspecs, Some(&mut opts), None).map_err(|e| self.unreachable(e))
+        let mut remote = self
+            .repo
+            .remote_anonymous(&self.url)
+            .map_err(|e| self.unreachable(e))?;
+        self.remote_op(creds, |cbs| {
+            let mut opts = FetchOptions::new();
+            opts.remote_callbacks(cbs)
+                .download_tags(AutotagOption::None)
+                .update_fetchhead(false);
+            remote.fetch(refspecs, Some(&mut opts), None)
+        })
+    }
+
+    /// Run one network operation; on failure, report the callbacks' own
+    /// reason when they refused (libgit2 may have replaced it).
+    fn remote_op<'a, T>(
+        &self,
+        creds: &'a Credentials,
+        op: impl FnOnce(git2::RemoteCallbacks<'a>) -> std::result::Result<T, git2::Error>,
+    ) -> Result<T> {
+        let refusal = Refusal::default();
+        op(callbacks(creds, &self.url, refusal.clone())).map_err(|e| {
+            let noted = refusal.borrow_mut().take();
+            self.unreachable(noted.map(|msg| git2::Error::from_str(&msg)).unwrap_or(e))
+        })
     }
 
     /// Whether the object store holds `oid`.
@@ -100,10 +128,13 @@ impl Cache {
 
     /// The commit `oid` names (peeling annotated tags).
     pub fn peel_commit(&self, oid: Oid) -> Result<Oid> {
-        let obj = self.repo.find_object(oid, None).map_err(|source| Error::ReadCommit {
-            commit: oid.to_string(),
-            source,
-        })?;
+        let obj = self
+            .repo
+            .find_object(oid, None)
+            .map_err(|source| Error::ReadCommit {
+                commit: oid.to_string(),
+                source,
+            })?;
         let commit = obj.peel_to_commit().map_err(|source| Error::ReadCommit {
             commit: oid.to_string(),
             source,
@@ -116,10 +147,12 @@ impl Cache {
         if old == new {
             return Ok(true);
         }
-        self.repo.graph_descendant_of(new, old).map_err(|source| Error::ReadCommit {
-            commit: new.to_string(),
-            source,
-        })
+        self.repo
+            .graph_descendant_of(new, old)
+            .map_err(|source| Error::ReadCommit {
+                commit: new.to_string(),
+                source,
+            })
     }
 
     /// Resolve a revision (branch, tag, commit id, or any git rev syntax
@@ -147,7 +180,10 @@ fn pick_ref(advertised: &[(String, Oid)], reference: &str) -> Option<RemoteTip> 
     let candidates = if reference.starts_with("refs/") {
         vec![reference.to_string()]
     } else {
-        vec![format!("refs/heads/{reference}"), format!("refs/tags/{reference}")]
+        vec![
+            format!("refs/heads/{reference}"),
+            format!("refs/tags/{reference}"),
+        ]
     };
     let find = |name: &str| advertised.iter().find(|(n, _)| n == name).map(|(_, o)| *o);
     candidates.into_iter().find_map(|refname| {
@@ -164,7 +200,10 @@ fn healthy(repo: &Repository) -> bool {
     };
     for r in refs {
         let Ok(r) = r else { return false };
-        if r.resolve().and_then(|r| r.peel(git2::ObjectType::Any)).is_err() {
+        if r.resolve()
+            .and_then(|r| r.peel(git2::ObjectType::Any))
+            .is_err()
+        {
             return false;
         }
     }
@@ -172,7 +211,9 @@ fn healthy(repo: &Repository) -> bool {
 }
 
 fn is_empty_dir(dir: &Path) -> bool {
-    std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false)
+    std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false)
 }
 
 fn init(dir: &Path) -> Result<Repository> {

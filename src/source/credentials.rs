@@ -6,7 +6,9 @@
 //! for credentials again after each rejection, so the callback counts and
 //! gives up after a bounded number of attempts instead of looping.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use git2::cert::Cert;
 use git2::{CertificateCheckStatus, Cred, CredentialType, RemoteCallbacks};
@@ -29,13 +31,19 @@ impl SecretFrom {
     /// Read the secret now. Errors name the file or variable, never the value.
     pub fn read(&self) -> Result<Sensitive> {
         let text = match self {
-            SecretFrom::File(path) => std::fs::read_to_string(path).map_err(|source| Error::ReadSecret {
-                from: path.display().to_string(),
-                source,
-            })?,
-            SecretFrom::Env(var) => std::env::var(var).map_err(|_| Error::MissingSecret { var: var.clone() })?,
+            SecretFrom::File(path) => {
+                std::fs::read_to_string(path).map_err(|source| Error::ReadSecret {
+                    from: path.display().to_string(),
+                    source,
+                })?
+            }
+            SecretFrom::Env(var) => {
+                std::env::var(var).map_err(|_| Error::MissingSecret { var: var.clone() })?
+            }
         };
-        Ok(Sensitive::from_string(text.trim_end_matches(['\r', '\n']).to_string()))
+        Ok(Sensitive::from_string(
+            text.trim_end_matches(['\r', '\n']).to_string(),
+        ))
     }
 }
 
@@ -78,26 +86,46 @@ impl Default for Credentials {
     }
 }
 
-/// Callbacks for one remote operation against `url`.
-pub fn callbacks<'a>(creds: &'a Credentials, url: &str) -> RemoteCallbacks<'a> {
+/// Why a callback refused, kept because libgit2 replaces some callback
+/// errors with a generic message ("invalid or unknown remote ssh hostkey").
+pub type Refusal = Rc<RefCell<Option<String>>>;
+
+/// Callbacks for one remote operation against `url`; a refusal reason is
+/// left in `refusal`.
+pub fn callbacks<'a>(creds: &'a Credentials, url: &str, refusal: Refusal) -> RemoteCallbacks<'a> {
     let mut cbs = RemoteCallbacks::new();
     let mut attempts = 0u32;
+    let note = refusal.clone();
     cbs.credentials(move |_url, user_from_url, allowed| {
         attempts += 1;
-        if attempts > creds.max_attempts {
-            return Err(git2::Error::from_str(&format!(
+        let result = if attempts > creds.max_attempts {
+            Err(format!(
                 "authentication failed {} times; giving up (check the credentials configured for this remote)",
                 creds.max_attempts
-            )));
-        }
-        credential(creds, user_from_url, allowed).map_err(|e| git2::Error::from_str(&e.to_string()))
+            ))
+        } else {
+            credential(creds, user_from_url, allowed).map_err(|e| e.to_string())
+        };
+        result.map_err(|msg| refuse(&note, msg))
     });
     let port = ssh_port(url);
-    cbs.certificate_check(move |cert, host| check_certificate(creds, cert, host, port));
+    cbs.certificate_check(move |cert, host| {
+        check_certificate(creds, cert, host, port).map_err(|msg| refuse(&refusal, msg))
+    });
     cbs
 }
 
-fn credential(creds: &Credentials, user_from_url: Option<&str>, allowed: CredentialType) -> Result<Cred> {
+fn refuse(note: &Refusal, msg: String) -> git2::Error {
+    let err = git2::Error::from_str(&msg);
+    *note.borrow_mut() = Some(msg);
+    err
+}
+
+fn credential(
+    creds: &Credentials,
+    user_from_url: Option<&str>,
+    allowed: CredentialType,
+) -> Result<Cred> {
     if allowed.contains(CredentialType::SSH_KEY) {
         if let Some(ssh) = &creds.ssh {
             let user = user_from_url.or(ssh.username.as_deref()).unwrap_or("git");
@@ -112,13 +140,19 @@ fn credential(creds: &Credentials, user_from_url: Option<&str>, allowed: Credent
     }
     if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
         if let Some(https) = &creds.https {
-            let user = https.username.as_deref().or(user_from_url).unwrap_or("x-access-token");
+            let user = https
+                .username
+                .as_deref()
+                .or(user_from_url)
+                .unwrap_or("x-access-token");
             let secret = https.password.read()?;
             let pass = secret.expose_str().ok_or(Error::SecretNotUtf8)?;
             return Cred::userpass_plaintext(user, pass).map_err(Error::Credentials);
         }
     }
-    Err(Error::NoCredentials { allowed: format!("{allowed:?}") })
+    Err(Error::NoCredentials {
+        allowed: format!("{allowed:?}"),
+    })
 }
 
 fn check_certificate(
@@ -126,34 +160,41 @@ fn check_certificate(
     cert: &Cert<'_>,
     host: &str,
     port: Option<u16>,
-) -> std::result::Result<CertificateCheckStatus, git2::Error> {
+) -> std::result::Result<CertificateCheckStatus, String> {
     let Some(hostkey) = cert.as_hostkey() else {
         // TLS: let libgit2/OpenSSL verify the chain against the system roots.
         return Ok(CertificateCheckStatus::CertificatePassthrough);
     };
     let Some(ssh) = &creds.ssh else {
-        return Err(git2::Error::from_str("SSH remote but no known_hosts file is configured"));
+        return Err("SSH remote but no known_hosts file is configured".into());
     };
     let Some(key) = hostkey.hostkey() else {
-        return Err(git2::Error::from_str("the SSH server sent no host key"));
+        return Err("the SSH server sent no host key".into());
     };
     match host_key_known(&ssh.known_hosts, host, port, key) {
         Ok(true) => Ok(CertificateCheckStatus::CertificateOk),
-        Ok(false) => Err(git2::Error::from_str(&format!(
-            "host key of {host} is not in {}: add it (ssh-keyscan) after verifying it",
+        Ok(false) => Err(format!(
+            "host key of {host} is not in known_hosts {}: add it (ssh-keyscan) after verifying it",
             ssh.known_hosts.display()
-        ))),
-        Err(e) => Err(git2::Error::from_str(&e.to_string())),
+        )),
+        Err(e) => Err(e.to_string()),
     }
 }
 
 /// Whether `key` (SSH wire encoding) is listed for `host` (and `port`) in
 /// the known_hosts file. `@revoked` entries reject; `@cert-authority` lines
 /// are not supported and never match.
-pub fn host_key_known(known_hosts: &Path, host: &str, port: Option<u16>, key: &[u8]) -> Result<bool> {
-    let entries = ssh_key::known_hosts::KnownHosts::read_file(known_hosts).map_err(|source| Error::KnownHosts {
-        path: known_hosts.display().to_string(),
-        source,
+pub fn host_key_known(
+    known_hosts: &Path,
+    host: &str,
+    port: Option<u16>,
+    key: &[u8],
+) -> Result<bool> {
+    let entries = ssh_key::known_hosts::KnownHosts::read_file(known_hosts).map_err(|source| {
+        Error::KnownHosts {
+            path: known_hosts.display().to_string(),
+            source,
+        }
     })?;
     let name = match port {
         Some(p) if p != 22 => format!("[{host}]:{p}"),
@@ -175,7 +216,9 @@ fn host_matches(entry: &Entry, name: &str) -> bool {
     match entry.host_patterns() {
         HostPatterns::Patterns(patterns) => {
             let hit = |p: &str| glob_match(p, name);
-            let negated = patterns.iter().any(|p| p.strip_prefix('!').is_some_and(hit));
+            let negated = patterns
+                .iter()
+                .any(|p| p.strip_prefix('!').is_some_and(hit));
             !negated && patterns.iter().any(|p| !p.starts_with('!') && hit(p))
         }
         HostPatterns::HashedName { salt, hash } => {
@@ -219,7 +262,10 @@ mod tests {
 
     #[test]
     fn ports_from_urls() {
-        assert_eq!(ssh_port("ssh://git@127.0.0.1:2222/srv/repo.git"), Some(2222));
+        assert_eq!(
+            ssh_port("ssh://git@127.0.0.1:2222/srv/repo.git"),
+            Some(2222)
+        );
         assert_eq!(ssh_port("ssh://host/repo"), None);
         assert_eq!(ssh_port("ssh://[::1]:22/repo"), Some(22));
         assert_eq!(ssh_port("git@host:repo.git"), None);
@@ -232,8 +278,10 @@ mod tests {
         assert!(!glob_match("*.example.com", "example.org"));
     }
 
-    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJj+X9XQINa6whWdP/TEvpYY8cJ940Pji9vlHmnaNdZQ";
-    const OTHER: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP8p5X5Rg6G/beELrIvoQuA5tWru71fFOpGv+XhWv3EP";
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJj+X9XQINa6whWdP/TEvpYY8cJ940Pji9vlHmnaNdZQ";
+    const OTHER: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP8p5X5Rg6G/beELrIvoQuA5tWru71fFOpGv+XhWv3EP";
 
     fn wire(openssh: &str) -> Vec<u8> {
         let k = ssh_key::PublicKey::from_openssh(openssh).unwrap();
@@ -265,9 +313,13 @@ mod tests {
     #[test]
     fn secrets_from_env_and_file() {
         std::env::set_var("TIDEGATE_TEST_TOKEN_X", "tok\n");
-        let s = SecretFrom::Env("TIDEGATE_TEST_TOKEN_X".into()).read().unwrap();
+        let s = SecretFrom::Env("TIDEGATE_TEST_TOKEN_X".into())
+            .read()
+            .unwrap();
         assert_eq!(s.expose(), b"tok");
-        let err = SecretFrom::Env("TIDEGATE_TEST_NOT_SET_X".into()).read().unwrap_err();
+        let err = SecretFrom::Env("TIDEGATE_TEST_NOT_SET_X".into())
+            .read()
+            .unwrap_err();
         assert!(err.to_string().contains("TIDEGATE_TEST_NOT_SET_X"));
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("t");

@@ -153,7 +153,11 @@ pub struct SourceConfig {
 impl SourceConfig {
     /// A configuration with defaults: default paths, no credentials,
     /// force-pushes followed, 5s..5min backoff, 30s interval.
-    pub fn new(url: impl Into<String>, reference: impl Into<String>, cache_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        url: impl Into<String>,
+        reference: impl Into<String>,
+        cache_dir: impl Into<PathBuf>,
+    ) -> Self {
         SourceConfig {
             url: url.into(),
             reference: reference.into(),
@@ -276,7 +280,10 @@ impl Source {
         lock(&self.status).clone()
     }
 
-    async fn with_work<T: Send + 'static>(&self, f: impl FnOnce(&mut Work) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn with_work<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Work) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let work = self.work.clone();
         let status = self.status.clone();
         blocking(move || {
@@ -345,11 +352,19 @@ impl Work {
     /// One round trip: where the tracked ref is relative to the served commit.
     fn observe(&mut self) -> Result<Observation> {
         let creds = &self.cfg.credentials;
-        let last = self.state.last_good().map(Oid::from_str).transpose().ok().flatten();
+        let last = self
+            .state
+            .last_good()
+            .map(Oid::from_str)
+            .transpose()
+            .ok()
+            .flatten();
         let tip = match self.tip(creds) {
             Ok(tip) => tip,
             Err(e @ (Error::Unreachable { .. } | Error::RefNotFound { .. })) => {
-                return Ok(Observation::Unreachable { error: e.to_string() })
+                return Ok(Observation::Unreachable {
+                    error: e.to_string(),
+                })
             }
             Err(e) => return Err(e),
         };
@@ -362,7 +377,9 @@ impl Work {
                 refname => self.cache.fetch_ref(creds, refname),
             };
             if let Err(e) = fetched {
-                return Ok(Observation::Unreachable { error: e.to_string() });
+                return Ok(Observation::Unreachable {
+                    error: e.to_string(),
+                });
             }
         }
         let to = self.cache.peel_commit(tip.oid)?;

@@ -107,7 +107,12 @@ impl Backoff {
 }
 
 /// One transition of the poll loop.
-pub fn step(state: State, obs: Observation, force_push: ForcePush, backoff: &Backoff) -> (Event, State) {
+pub fn step(
+    state: State,
+    obs: Observation,
+    force_push: ForcePush,
+    backoff: &Backoff,
+) -> (Event, State) {
     let last_good = state.last_good().map(str::to_owned);
     match obs {
         Observation::Same => (Event::Unchanged, settled(last_good)),
@@ -118,7 +123,11 @@ pub fn step(state: State, obs: Observation, force_push: ForcePush, backoff: &Bac
                 _ => 1,
             };
             let retry_in = backoff.delay(attempt);
-            let event = Event::Unreachable { error, attempt, retry_in };
+            let event = Event::Unreachable {
+                error,
+                attempt,
+                retry_in,
+            };
             (event, State::Backoff { attempt, last_good })
         }
     }
@@ -131,16 +140,33 @@ fn settled(last_good: Option<String>) -> State {
     }
 }
 
-fn moved(last_good: Option<String>, to: String, fast_forward: bool, force_push: ForcePush) -> (Event, State) {
+fn moved(
+    last_good: Option<String>,
+    to: String,
+    fast_forward: bool,
+    force_push: ForcePush,
+) -> (Event, State) {
     let fast_forward = fast_forward || last_good.is_none();
     match (last_good, fast_forward, force_push) {
         (Some(from), false, ForcePush::Refuse) => {
-            let event = Event::ForcePushRefused { from: from.clone(), to };
+            let event = Event::ForcePushRefused {
+                from: from.clone(),
+                to,
+            };
             (event, State::Ready { last_good: from })
         }
         (from, fast_forward, _) => {
-            let next = State::Ready { last_good: to.clone() };
-            (Event::NewCommit { from, to, fast_forward }, next)
+            let next = State::Ready {
+                last_good: to.clone(),
+            };
+            (
+                Event::NewCommit {
+                    from,
+                    to,
+                    fast_forward,
+                },
+                next,
+            )
         }
     }
 }
@@ -157,7 +183,9 @@ mod tests {
     }
 
     fn ready(c: &str) -> State {
-        State::Ready { last_good: c.into() }
+        State::Ready {
+            last_good: c.into(),
+        }
     }
 
     #[test]
@@ -170,9 +198,19 @@ mod tests {
 
     #[test]
     fn first_commit_is_a_fast_forward() {
-        let obs = Observation::Moved { to: "a".into(), fast_forward: false };
+        let obs = Observation::Moved {
+            to: "a".into(),
+            fast_forward: false,
+        };
         let (ev, st) = step(State::Initial, obs, ForcePush::Refuse, &b());
-        assert_eq!(ev, Event::NewCommit { from: None, to: "a".into(), fast_forward: true });
+        assert_eq!(
+            ev,
+            Event::NewCommit {
+                from: None,
+                to: "a".into(),
+                fast_forward: true
+            }
+        );
         assert_eq!(st, ready("a"));
     }
 
@@ -185,31 +223,69 @@ mod tests {
 
     #[test]
     fn fast_forward_moves() {
-        let obs = Observation::Moved { to: "b".into(), fast_forward: true };
+        let obs = Observation::Moved {
+            to: "b".into(),
+            fast_forward: true,
+        };
         let (ev, st) = step(ready("a"), obs, ForcePush::Refuse, &b());
-        assert_eq!(ev, Event::NewCommit { from: Some("a".into()), to: "b".into(), fast_forward: true });
+        assert_eq!(
+            ev,
+            Event::NewCommit {
+                from: Some("a".into()),
+                to: "b".into(),
+                fast_forward: true
+            }
+        );
         assert_eq!(st, ready("b"));
     }
 
     #[test]
     fn force_push_followed_or_refused() {
-        let obs = Observation::Moved { to: "x".into(), fast_forward: false };
+        let obs = Observation::Moved {
+            to: "x".into(),
+            fast_forward: false,
+        };
         let (ev, st) = step(ready("a"), obs.clone(), ForcePush::Follow, &b());
-        assert_eq!(ev, Event::NewCommit { from: Some("a".into()), to: "x".into(), fast_forward: false });
+        assert_eq!(
+            ev,
+            Event::NewCommit {
+                from: Some("a".into()),
+                to: "x".into(),
+                fast_forward: false
+            }
+        );
         assert_eq!(st, ready("x"));
         let (ev, st) = step(ready("a"), obs, ForcePush::Refuse, &b());
-        assert_eq!(ev, Event::ForcePushRefused { from: "a".into(), to: "x".into() });
+        assert_eq!(
+            ev,
+            Event::ForcePushRefused {
+                from: "a".into(),
+                to: "x".into()
+            }
+        );
         assert_eq!(st, ready("a"));
     }
 
     #[test]
     fn unreachable_backs_off_keeping_last_good_then_recovers() {
-        let down = || Observation::Unreachable { error: "refused".into() };
+        let down = || Observation::Unreachable {
+            error: "refused".into(),
+        };
         let (ev, st) = step(ready("a"), down(), ForcePush::Follow, &b());
-        assert!(matches!(ev, Event::Unreachable { attempt: 1, retry_in, .. } if retry_in == Duration::from_secs(1)));
-        assert_eq!(st, State::Backoff { attempt: 1, last_good: Some("a".into()) });
+        assert!(
+            matches!(ev, Event::Unreachable { attempt: 1, retry_in, .. } if retry_in == Duration::from_secs(1))
+        );
+        assert_eq!(
+            st,
+            State::Backoff {
+                attempt: 1,
+                last_good: Some("a".into())
+            }
+        );
         let (ev, st) = step(st, down(), ForcePush::Follow, &b());
-        assert!(matches!(ev, Event::Unreachable { attempt: 2, retry_in, .. } if retry_in == Duration::from_secs(2)));
+        assert!(
+            matches!(ev, Event::Unreachable { attempt: 2, retry_in, .. } if retry_in == Duration::from_secs(2))
+        );
         assert_eq!(st.last_good(), Some("a"));
         let (ev, st) = step(st, Observation::Same, ForcePush::Follow, &b());
         assert_eq!(ev, Event::Unchanged);
@@ -218,19 +294,39 @@ mod tests {
 
     #[test]
     fn unreachable_from_initial_has_nothing_to_serve() {
-        let obs = Observation::Unreachable { error: "dns".into() };
+        let obs = Observation::Unreachable {
+            error: "dns".into(),
+        };
         let (_, st) = step(State::Initial, obs, ForcePush::Follow, &b());
-        assert_eq!(st, State::Backoff { attempt: 1, last_good: None });
+        assert_eq!(
+            st,
+            State::Backoff {
+                attempt: 1,
+                last_good: None
+            }
+        );
         let (_, st) = step(st, Observation::Same, ForcePush::Follow, &b());
         assert_eq!(st, State::Initial);
     }
 
     #[test]
     fn recovery_with_a_new_commit() {
-        let st = State::Backoff { attempt: 3, last_good: Some("a".into()) };
-        let obs = Observation::Moved { to: "b".into(), fast_forward: true };
+        let st = State::Backoff {
+            attempt: 3,
+            last_good: Some("a".into()),
+        };
+        let obs = Observation::Moved {
+            to: "b".into(),
+            fast_forward: true,
+        };
         let (ev, st) = step(st, obs, ForcePush::Follow, &b());
-        assert!(matches!(ev, Event::NewCommit { fast_forward: true, .. }));
+        assert!(matches!(
+            ev,
+            Event::NewCommit {
+                fast_forward: true,
+                ..
+            }
+        ));
         assert_eq!(st, ready("b"));
     }
 }

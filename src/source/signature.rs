@@ -113,7 +113,10 @@ pub enum Verification {
 impl std::fmt::Display for Verification {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Verification::Trusted { fingerprint, signer } => write!(f, "signed by {signer} ({fingerprint})"),
+            Verification::Trusted {
+                fingerprint,
+                signer,
+            } => write!(f, "signed by {signer} ({fingerprint})"),
             Verification::Unsigned => write!(f, "commit is not signed"),
             Verification::Untrusted { reason } => write!(f, "untrusted signature: {reason}"),
             Verification::Invalid { reason } => write!(f, "invalid signature: {reason}"),
@@ -141,9 +144,15 @@ pub fn verify(signature: &[u8], signed: &[u8], trust: &TrustList) -> Verificatio
     let Ok(text) = std::str::from_utf8(signature) else {
         return invalid("signature is not text");
     };
-    if text.trim_start().starts_with("-----BEGIN SSH SIGNATURE-----") {
+    if text
+        .trim_start()
+        .starts_with("-----BEGIN SSH SIGNATURE-----")
+    {
         verify_ssh(text, signed, trust)
-    } else if text.trim_start().starts_with("-----BEGIN PGP SIGNATURE-----") {
+    } else if text
+        .trim_start()
+        .starts_with("-----BEGIN PGP SIGNATURE-----")
+    {
         verify_pgp(text, signed, trust)
     } else {
         invalid("unknown signature format (supported: SSH, OpenPGP; not X.509)")
@@ -151,7 +160,9 @@ pub fn verify(signature: &[u8], signed: &[u8], trust: &TrustList) -> Verificatio
 }
 
 fn invalid(reason: &str) -> Verification {
-    Verification::Invalid { reason: reason.into() }
+    Verification::Invalid {
+        reason: reason.into(),
+    }
 }
 
 fn verify_ssh(text: &str, signed: &[u8], trust: &TrustList) -> Verification {
@@ -160,11 +171,18 @@ fn verify_ssh(text: &str, signed: &[u8], trust: &TrustList) -> Verification {
         Err(e) => return invalid(&format!("unreadable SSH signature: {e}")),
     };
     if sig.namespace() != GIT_NAMESPACE {
-        return invalid(&format!("SSH signature namespace is {:?}, not \"git\"", sig.namespace()));
+        return invalid(&format!(
+            "SSH signature namespace is {:?}, not \"git\"",
+            sig.namespace()
+        ));
     }
     let signer = PublicKey::from(sig.public_key().clone());
     let fingerprint = signer.fingerprint(HashAlg::Sha256).to_string();
-    let Some(trusted) = trust.ssh.iter().find(|t| t.key.key_data() == sig.public_key()) else {
+    let Some(trusted) = trust
+        .ssh
+        .iter()
+        .find(|t| t.key.key_data() == sig.public_key())
+    else {
         return Verification::Untrusted {
             reason: format!("SSH key {fingerprint} is not in the trust list"),
         };
@@ -174,7 +192,9 @@ fn verify_ssh(text: &str, signed: &[u8], trust: &TrustList) -> Verification {
             fingerprint,
             signer: trusted.name.clone(),
         },
-        Err(e) => invalid(&format!("SSH signature by {fingerprint} does not verify: {e}")),
+        Err(e) => invalid(&format!(
+            "SSH signature by {fingerprint} does not verify: {e}"
+        )),
     }
 }
 
@@ -193,7 +213,13 @@ fn verify_pgp(text: &str, signed: &[u8], trust: &TrustList) -> Verification {
     for trusted in &trust.pgp {
         let primary = &trusted.key.primary_key;
         let candidates = std::iter::once((primary.fingerprint(), sig.verify(primary, signed)))
-            .chain(trusted.key.public_subkeys.iter().map(|s| (s.key.fingerprint(), sig.verify(&s.key, signed))));
+            .chain(
+                trusted
+                    .key
+                    .public_subkeys
+                    .iter()
+                    .map(|s| (s.key.fingerprint(), sig.verify(&s.key, signed))),
+            );
         for (fp, res) in candidates {
             let fp = format!("{fp:X}");
             let named = issuers.iter().any(|i| fp.ends_with(i.as_str()));
@@ -204,7 +230,9 @@ fn verify_pgp(text: &str, signed: &[u8], trust: &TrustList) -> Verification {
                         signer: trusted.name.clone(),
                     }
                 }
-                Err(e) if named => last_err = Some(format!("OpenPGP signature by {fp} does not verify: {e}")),
+                Err(e) if named => {
+                    last_err = Some(format!("OpenPGP signature by {fp} does not verify: {e}"))
+                }
                 Err(_) => {}
             }
         }
@@ -245,17 +273,28 @@ mod tests {
     #[test]
     fn garbage_signatures_are_invalid_not_errors() {
         let t = TrustList::default();
-        assert!(matches!(verify(b"nonsense", b"data", &t), Verification::Invalid { .. }));
+        assert!(matches!(
+            verify(b"nonsense", b"data", &t),
+            Verification::Invalid { .. }
+        ));
         let bad_ssh = b"-----BEGIN SSH SIGNATURE-----\nAAAA\n-----END SSH SIGNATURE-----\n";
-        assert!(matches!(verify(bad_ssh, b"data", &t), Verification::Invalid { .. }));
+        assert!(matches!(
+            verify(bad_ssh, b"data", &t),
+            Verification::Invalid { .. }
+        ));
         let bad_pgp = b"-----BEGIN PGP SIGNATURE-----\n\nAAAA\n-----END PGP SIGNATURE-----\n";
-        assert!(matches!(verify(bad_pgp, b"data", &t), Verification::Invalid { .. }));
+        assert!(matches!(
+            verify(bad_pgp, b"data", &t),
+            Verification::Invalid { .. }
+        ));
     }
 
     #[test]
     fn bad_trusted_key_names_the_line() {
         let mut t = TrustList::default();
-        let err = t.add_ssh_keys("trust.pub", "# c\n\nssh-ed25519 notbase64!\n").unwrap_err();
+        let err = t
+            .add_ssh_keys("trust.pub", "# c\n\nssh-ed25519 notbase64!\n")
+            .unwrap_err();
         assert!(err.to_string().contains("trust.pub:3"), "{err}");
     }
 }

@@ -60,7 +60,10 @@ const CACHE_CAPACITY: usize = 8;
 
 impl TreeCache {
     fn get(&self, key: &str) -> Option<Arc<Files>> {
-        self.entries.iter().find(|(k, _)| k == key).map(|(_, f)| f.clone())
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, f)| f.clone())
     }
 
     fn put(&mut self, key: String, files: Arc<Files>) {
@@ -72,11 +75,18 @@ impl TreeCache {
 }
 
 /// The snapshot of `commit`, from the cache when the read paths are unchanged.
-pub fn read(repo: &Repository, commit: Oid, limits: &ReadLimits, cache: &mut TreeCache) -> Result<Snapshot> {
-    let commit_obj = repo.find_commit(commit).map_err(|source| Error::ReadCommit {
-        commit: commit.to_string(),
-        source,
-    })?;
+pub fn read(
+    repo: &Repository,
+    commit: Oid,
+    limits: &ReadLimits,
+    cache: &mut TreeCache,
+) -> Result<Snapshot> {
+    let commit_obj = repo
+        .find_commit(commit)
+        .map_err(|source| Error::ReadCommit {
+            commit: commit.to_string(),
+            source,
+        })?;
     let tree = commit_obj.tree().map_err(|source| Error::ReadCommit {
         commit: commit.to_string(),
         source,
@@ -126,7 +136,13 @@ fn read_files(repo: &Repository, root: &Tree, limits: &ReadLimits) -> Result<Fil
                 walk(repo, &tree, trimmed, &mut files, &mut budget)?;
             }
             Some(ObjectType::Blob) if !p.ends_with('/') => {
-                add_blob(repo, entry.id(), trimmed.to_string(), &mut files, &mut budget)?;
+                add_blob(
+                    repo,
+                    entry.id(),
+                    trimmed.to_string(),
+                    &mut files,
+                    &mut budget,
+                )?;
             }
             _ => {}
         }
@@ -134,7 +150,13 @@ fn read_files(repo: &Repository, root: &Tree, limits: &ReadLimits) -> Result<Fil
     Ok(files)
 }
 
-fn walk(repo: &Repository, tree: &Tree, prefix: &str, files: &mut Files, budget: &mut u64) -> Result<()> {
+fn walk(
+    repo: &Repository,
+    tree: &Tree,
+    prefix: &str,
+    files: &mut Files,
+    budget: &mut u64,
+) -> Result<()> {
     for entry in tree.iter() {
         let Ok(name) = entry.name() else {
             continue; // not UTF-8: no tidegate file is named that way
@@ -152,7 +174,13 @@ fn walk(repo: &Repository, tree: &Tree, prefix: &str, files: &mut Files, budget:
     Ok(())
 }
 
-fn add_blob(repo: &Repository, id: Oid, path: String, files: &mut Files, budget: &mut u64) -> Result<()> {
+fn add_blob(
+    repo: &Repository,
+    id: Oid,
+    path: String,
+    files: &mut Files,
+    budget: &mut u64,
+) -> Result<()> {
     let blob = repo.find_blob(id).map_err(read_err(&path))?;
     let size = blob.size() as u64;
     if size > *budget {

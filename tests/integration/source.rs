@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 use tidegate::source::{
-    load_pair, load_revision, Credentials, Error, Event, ForcePush, HttpsAuth, SecretFrom, Source, SourceConfig,
-    State, TrustList, Verification,
+    load_pair, load_revision, Credentials, Error, Event, ForcePush, HttpsAuth, SecretFrom, Source,
+    SourceConfig, State, TrustList, Verification,
 };
 
 /// Run git with a clean, reproducible environment; panics on failure.
@@ -97,7 +97,11 @@ fn config(url: &str, reference: &str, cache: &TempDir) -> SourceConfig {
 
 fn new_commit(ev: &Event) -> (Option<String>, String, bool) {
     match ev {
-        Event::NewCommit { from, to, fast_forward } => (from.clone(), to.clone(), *fast_forward),
+        Event::NewCommit {
+            from,
+            to,
+            fast_forward,
+        } => (from.clone(), to.clone(), *fast_forward),
         other => panic!("expected NewCommit, got {other:?}"),
     }
 }
@@ -115,7 +119,12 @@ async fn file_remote_reads_only_tidegate_paths_and_polls_cheaply() {
     let paths: Vec<&str> = snap.files.keys().map(String::as_str).collect();
     assert_eq!(
         paths,
-        [".sops.yaml", "environments/dev.yaml", "modules/web/module.yaml", "secrets/dev.sops.yaml"]
+        [
+            ".sops.yaml",
+            "environments/dev.yaml",
+            "modules/web/module.yaml",
+            "secrets/dev.sops.yaml"
+        ]
     );
     assert_eq!(snap.files["environments/dev.yaml"], b"kind: Environment\n");
     assert_eq!(snap.tree, git(up.path(), &["rev-parse", "HEAD^{tree}"]));
@@ -134,7 +143,10 @@ async fn file_remote_reads_only_tidegate_paths_and_polls_cheaply() {
     let readme_commit = up.commit("docs only");
     let p = src.poll().await.unwrap();
     let (from, to, ff) = new_commit(&p.event);
-    assert_eq!((from.as_deref(), to.as_str(), ff), (Some(snap.commit.as_str()), readme_commit.as_str(), true));
+    assert_eq!(
+        (from.as_deref(), to.as_str(), ff),
+        (Some(snap.commit.as_str()), readme_commit.as_str(), true)
+    );
     assert_eq!(src.status().tree_reads, 1);
     assert!(Arc::ptr_eq(&p.snapshot.unwrap().files, &snap.files));
 
@@ -143,9 +155,18 @@ async fn file_remote_reads_only_tidegate_paths_and_polls_cheaply() {
     up.commit("prod");
     let p = src.poll().await.unwrap();
     assert!(new_commit(&p.event).2);
-    assert!(p.snapshot.unwrap().files.contains_key("environments/prod.yaml"));
+    assert!(p
+        .snapshot
+        .unwrap()
+        .files
+        .contains_key("environments/prod.yaml"));
     assert_eq!(src.status().tree_reads, 2);
-    assert_eq!(src.status().state, State::Ready { last_good: up.head() });
+    assert_eq!(
+        src.status().state,
+        State::Ready {
+            last_good: up.head()
+        }
+    );
 }
 
 #[tokio::test]
@@ -177,7 +198,10 @@ async fn force_push_is_followed_or_refused() {
                             fast_forward: false
                         }
                     );
-                    assert_eq!(p.snapshot.unwrap().files["environments/dev.yaml"], b"v: rewritten\n");
+                    assert_eq!(
+                        p.snapshot.unwrap().files["environments/dev.yaml"],
+                        b"v: rewritten\n"
+                    );
                     break;
                 }
                 ForcePush::Refuse => {
@@ -209,7 +233,11 @@ async fn unreachable_remote_keeps_last_good_and_backs_off() {
     for attempt in 1..=3 {
         let p = src.poll().await.unwrap();
         match &p.event {
-            Event::Unreachable { attempt: a, retry_in, error } => {
+            Event::Unreachable {
+                attempt: a,
+                retry_in,
+                error,
+            } => {
                 assert_eq!(*a, attempt);
                 assert!(error.contains("unreachable"), "{error}");
                 assert_eq!(*retry_in, p.next_poll_in);
@@ -238,7 +266,9 @@ async fn unreachable_remote_keeps_last_good_and_backs_off() {
 async fn missing_branch_is_reported_like_an_outage() {
     let up = Upstream::new();
     let tmp = tempfile::tempdir().unwrap();
-    let src = Source::open(config(&up.url(), "no-such-branch", &tmp)).await.unwrap();
+    let src = Source::open(config(&up.url(), "no-such-branch", &tmp))
+        .await
+        .unwrap();
     let p = src.poll().await.unwrap();
     match p.event {
         Event::Unreachable { error, .. } => assert!(error.contains("no-such-branch"), "{error}"),
@@ -283,9 +313,13 @@ async fn revisions_branches_tags_and_commits_from_one_cache() {
 
     // One-shot helpers for the CLI (a fresh cache each).
     let tmp2 = tempfile::tempdir().unwrap();
-    let snap = load_revision(config(&up.url(), "main", &tmp2), "v1").await.unwrap();
+    let snap = load_revision(config(&up.url(), "main", &tmp2), "v1")
+        .await
+        .unwrap();
     assert_eq!(snap.commit, v1);
-    let (b, h) = load_pair(config(&up.url(), "main", &tmp2), "v1", "feature").await.unwrap();
+    let (b, h) = load_pair(config(&up.url(), "main", &tmp2), "v1", "feature")
+        .await
+        .unwrap();
     assert_eq!((b.commit, h.commit), (v1, feat));
 }
 
@@ -303,7 +337,10 @@ async fn polls_a_tag_and_a_pinned_commit() {
     // Moving the tag is a force-push when it does not descend.
     git(up.path(), &["checkout", "-q", "--orphan", "other"]);
     let orphan = up.commit("unrelated history");
-    git(up.path(), &["tag", "-f", "-a", "v1", "-m", "moved", &orphan]);
+    git(
+        up.path(),
+        &["tag", "-f", "-a", "v1", "-m", "moved", &orphan],
+    );
     let p = src.poll().await.unwrap();
     assert_eq!(new_commit(&p.event), (Some(v1.clone()), orphan, false));
 
@@ -366,7 +403,11 @@ async fn read_limit_bounds_memory() {
 
 /// A free loopback port (bound then released).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_for_port(port: u16) {
@@ -395,8 +436,11 @@ async fn git_daemon_remote() {
     let port = free_port();
     let base = up.path().parent().unwrap();
     let name = up.path().file_name().unwrap().to_string_lossy().to_string();
-    let child = Command::new("git")
-        .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+    // The git-daemon binary itself: `git daemon` would run it as a child
+    // that outlives a kill of the wrapper.
+    let exec_path = git(up.path(), &["--exec-path"]);
+    let child = Command::new(Path::new(&exec_path).join("git-daemon"))
+        .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
         .arg(format!("--port={port}"))
         .arg(format!("--base-path={}", base.display()))
         .arg(up.path())
@@ -415,7 +459,10 @@ async fn git_daemon_remote() {
     let c = up.commit("daemon");
     let p = src.poll().await.unwrap();
     assert_eq!(new_commit(&p.event).1, c);
-    assert_eq!(p.snapshot.unwrap().files["environments/dev.yaml"], b"over git://\n");
+    assert_eq!(
+        p.snapshot.unwrap().files["environments/dev.yaml"],
+        b"over git://\n"
+    );
 }
 
 // ------------------------------------------------------ smart HTTP via CGI
@@ -459,7 +506,10 @@ fn serve(stream: TcpStream, root: &Path, basic: Option<&str>) {
             return;
         }
         let mut parts = line.split_whitespace();
-        let (method, target) = (parts.next().unwrap().to_string(), parts.next().unwrap().to_string());
+        let (method, target) = (
+            parts.next().unwrap().to_string(),
+            parts.next().unwrap().to_string(),
+        );
         let mut headers = Vec::new();
         loop {
             let mut h = String::new();
@@ -471,8 +521,17 @@ fn serve(stream: TcpStream, root: &Path, basic: Option<&str>) {
             let (k, v) = h.split_once(':').unwrap();
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
-        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        let body = read_body(&mut reader, &header("content-length"), &header("transfer-encoding"));
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let body = read_body(
+            &mut reader,
+            &header("content-length"),
+            &header("transfer-encoding"),
+        );
         if let Some(expected) = basic {
             if header("authorization").as_deref() != Some(expected) {
                 let msg = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\n\r\n";
@@ -502,7 +561,10 @@ fn serve(stream: TcpStream, root: &Path, basic: Option<&str>) {
             let _ = stdin.write_all(&body);
         });
         let output = cgi.wait_with_output().unwrap().stdout;
-        let split = output.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
+        let split = output
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| (i, 4));
         let split = split.or_else(|| output.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)));
         let (head_len, sep) = split.unwrap();
         let head = String::from_utf8_lossy(&output[..head_len]).to_string();
@@ -515,13 +577,20 @@ fn serve(stream: TcpStream, root: &Path, basic: Option<&str>) {
                 None => resp.push_str(&format!("{h}\r\n")),
             }
         }
-        let msg = format!("HTTP/1.1 {status}\r\n{resp}Content-Length: {}\r\n\r\n", payload.len());
+        let msg = format!(
+            "HTTP/1.1 {status}\r\n{resp}Content-Length: {}\r\n\r\n",
+            payload.len()
+        );
         out.write_all(msg.as_bytes()).unwrap();
         out.write_all(payload).unwrap();
     }
 }
 
-fn read_body(reader: &mut impl BufRead, length: &Option<String>, encoding: &Option<String>) -> Vec<u8> {
+fn read_body(
+    reader: &mut impl BufRead,
+    length: &Option<String>,
+    encoding: &Option<String>,
+) -> Vec<u8> {
     let mut body = Vec::new();
     if encoding.as_deref() == Some("chunked") {
         loop {
@@ -569,7 +638,10 @@ async fn smart_http_remote_with_token_from_env_and_file() {
     up.write("modules/web/module.yaml", "over http\n");
     let c = up.commit("http");
     assert_eq!(new_commit(&src.poll().await.unwrap().event).1, c);
-    assert_eq!(src.snapshot_at("main~1").await.unwrap().commit, git(up.path(), &["rev-parse", "HEAD~1"]));
+    assert_eq!(
+        src.snapshot_at("main~1").await.unwrap().commit,
+        git(up.path(), &["rev-parse", "HEAD~1"])
+    );
 
     // Token from a file.
     let tmp = tempfile::tempdir().unwrap();
@@ -589,10 +661,16 @@ async fn smart_http_remote_with_token_from_env_and_file() {
     cfg.cache_dir = tmp.path().join("cache2");
     cfg.credentials.max_attempts = 2;
     let src = Source::open(cfg).await.unwrap();
-    let p = tokio::time::timeout(Duration::from_secs(30), src.poll()).await.unwrap().unwrap();
+    let p = tokio::time::timeout(Duration::from_secs(30), src.poll())
+        .await
+        .unwrap()
+        .unwrap();
     match p.event {
         Event::Unreachable { error, .. } => {
-            assert!(error.contains("giving up") || error.contains("authentication"), "{error}");
+            assert!(
+                error.contains("giving up") || error.contains("authentication"),
+                "{error}"
+            );
             assert!(!error.contains("wrong-token"));
         }
         other => panic!("{other:?}"),
@@ -601,7 +679,10 @@ async fn smart_http_remote_with_token_from_env_and_file() {
     // No credentials configured at all.
     let tmp = tempfile::tempdir().unwrap();
     let src = Source::open(config(&url, "main", &tmp)).await.unwrap();
-    assert!(matches!(src.poll().await.unwrap().event, Event::Unreachable { .. }));
+    assert!(matches!(
+        src.poll().await.unwrap().event,
+        Event::Unreachable { .. }
+    ));
 }
 
 #[tokio::test]
@@ -611,7 +692,11 @@ async fn smart_http_without_auth() {
     let name = up.path().file_name().unwrap().to_string_lossy().to_string();
     let server = HttpGit::start(root, None);
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = config(&format!("http://127.0.0.1:{}/{name}", server.port), "main", &tmp);
+    let mut cfg = config(
+        &format!("http://127.0.0.1:{}/{name}", server.port),
+        "main",
+        &tmp,
+    );
     cfg.credentials = Credentials::default();
     let src = Source::open(cfg).await.unwrap();
     assert_eq!(new_commit(&src.poll().await.unwrap().event).1, up.head());
@@ -636,7 +721,11 @@ fn ssh_signer(comment: &str) -> SshSigner {
         .unwrap();
     assert!(ok.success());
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    SshSigner { _dir: dir, key, public }
+    SshSigner {
+        _dir: dir,
+        key,
+        public,
+    }
 }
 
 fn ssh_signed_commit(up: &Upstream, signer: &SshSigner, msg: &str) -> String {
@@ -668,12 +757,24 @@ struct Gpg {
 
 impl Gpg {
     fn new(uid: &str) -> Gpg {
-        let home = tempfile::Builder::new().prefix("gpg").tempdir_in("/tmp").unwrap();
+        let home = tempfile::Builder::new()
+            .prefix("gpg")
+            .tempdir_in("/tmp")
+            .unwrap();
         let mut g = Gpg {
             home,
             fingerprint: String::new(),
         };
-        g.run(&["--batch", "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never"]);
+        g.run(&[
+            "--batch",
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            uid,
+            "ed25519",
+            "sign",
+            "never",
+        ]);
         let listing = g.run(&["--batch", "--with-colons", "--list-secret-keys"]);
         let fingerprint = listing
             .lines()
@@ -690,7 +791,11 @@ impl Gpg {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "gpg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -743,8 +848,12 @@ async fn commit_signatures_ssh_and_openpgp() {
     let pgp_untrusted = gpg_signed_commit(&up, &gpg_other, "pgp by someone else");
 
     let mut trust = TrustList::default();
-    trust.add_ssh_keys("trusted_ssh", &format!("# ops\n{}", ops.public)).unwrap();
-    trust.add_pgp_key("release.asc", &gpg_ops.armored_public()).unwrap();
+    trust
+        .add_ssh_keys("trusted_ssh", &format!("# ops\n{}", ops.public))
+        .unwrap();
+    trust
+        .add_pgp_key("release.asc", &gpg_ops.armored_public())
+        .unwrap();
     let trust = Arc::new(trust);
 
     let tmp = tempfile::tempdir().unwrap();
@@ -757,25 +866,35 @@ async fn commit_signatures_ssh_and_openpgp() {
 
     assert_eq!(verify(unsigned).await, Verification::Unsigned);
     match verify(ssh_ok).await {
-        Verification::Trusted { fingerprint, signer } => {
+        Verification::Trusted {
+            fingerprint,
+            signer,
+        } => {
             assert_eq!(signer, "ops@example.com");
             assert!(fingerprint.starts_with("SHA256:"), "{fingerprint}");
         }
         other => panic!("{other:?}"),
     }
     match verify(ssh_untrusted).await {
-        Verification::Untrusted { reason } => assert!(reason.contains("not in the trust list"), "{reason}"),
+        Verification::Untrusted { reason } => {
+            assert!(reason.contains("not in the trust list"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
     match verify(pgp_ok).await {
-        Verification::Trusted { fingerprint, signer } => {
+        Verification::Trusted {
+            fingerprint,
+            signer,
+        } => {
             assert_eq!(signer, "Release Bot <release@example.com>");
             assert_eq!(fingerprint, gpg_ops.fingerprint);
         }
         other => panic!("{other:?}"),
     }
     match verify(pgp_untrusted).await {
-        Verification::Untrusted { reason } => assert!(reason.contains("not in the trust list"), "{reason}"),
+        Verification::Untrusted { reason } => {
+            assert!(reason.contains("not in the trust list"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -792,7 +911,9 @@ fn tampered_signed_data_is_invalid() {
     trust.add_pgp_key("k.asc", &gpg.armored_public()).unwrap();
     let repo = git2::Repository::open(up.path()).unwrap();
     for c in [ssh_c, pgp_c] {
-        let (sig, data) = repo.extract_signature(&git2::Oid::from_str(&c).unwrap(), None).unwrap();
+        let (sig, data) = repo
+            .extract_signature(&git2::Oid::from_str(&c).unwrap(), None)
+            .unwrap();
         let ok = tidegate::source::signature::verify(&sig, &data, &trust);
         assert!(matches!(ok, Verification::Trusted { .. }), "{ok:?}");
         let mut tampered = data.to_vec();
@@ -814,7 +935,10 @@ struct Sshd {
 impl Sshd {
     fn start(dir: &Path, authorized: &str) -> Sshd {
         let sshd = Path::new("/usr/sbin/sshd");
-        assert!(sshd.is_file(), "/usr/sbin/sshd missing: run .ci/setup-tools (installs openssh-server)");
+        assert!(
+            sshd.is_file(),
+            "/usr/sbin/sshd missing: run .ci/setup-tools (installs openssh-server)"
+        );
         // sshd refuses to start without its privilege separation directory.
         std::fs::create_dir_all("/run/sshd").expect("create /run/sshd for sshd");
         let host_key = dir.join("host_key");
@@ -866,11 +990,21 @@ async fn ssh_remote_with_key_and_known_hosts() {
     let sshd = Sshd::start(tmp.path(), &client.public);
     let host_line = |key: &str| {
         let mut parts = key.split_whitespace();
-        format!("[127.0.0.1]:{} {} {}\n", sshd.port, parts.next().unwrap(), parts.next().unwrap())
+        format!(
+            "[127.0.0.1]:{} {} {}\n",
+            sshd.port,
+            parts.next().unwrap(),
+            parts.next().unwrap()
+        )
     };
     let known_hosts = tmp.path().join("known_hosts");
     std::fs::write(&known_hosts, host_line(&sshd.host_public)).unwrap();
-    let url = format!("ssh://{}@127.0.0.1:{}{}", whoami(), sshd.port, up.path().display());
+    let url = format!(
+        "ssh://{}@127.0.0.1:{}{}",
+        whoami(),
+        sshd.port,
+        up.path().display()
+    );
     let mut cfg = config(&url, "main", &tmp);
     cfg.credentials.ssh = Some(tidegate::source::SshAuth {
         username: None,
@@ -903,6 +1037,13 @@ async fn ssh_remote_with_key_and_known_hosts() {
     cfg3.cache_dir = tmp.path().join("cache-badkey");
     cfg3.credentials.ssh.as_mut().unwrap().private_key = other.key.clone();
     let src = Source::open(cfg3).await.unwrap();
-    let p = tokio::time::timeout(Duration::from_secs(30), src.poll()).await.unwrap().unwrap();
-    assert!(matches!(p.event, Event::Unreachable { .. }), "{:?}", p.event);
+    let p = tokio::time::timeout(Duration::from_secs(30), src.poll())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(p.event, Event::Unreachable { .. }),
+        "{:?}",
+        p.event
+    );
 }
