@@ -7,7 +7,7 @@
 //! `cargo run --release --bin bench_source [files] [commits]`
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -66,11 +66,7 @@ async fn main() {
     let mut ready = Vec::new();
     let mut unread = Vec::new();
     for i in 0..5 {
-        append_commit(
-            &upstream,
-            &format!("modules/m0/f0.yaml"),
-            &format!("bench: {i}\n"),
-        );
+        append_commit(&upstream, "modules/m0/f0.yaml", &format!("bench: {i}\n"));
         let t = Instant::now();
         let p = src.poll().await.unwrap();
         ready.push(t.elapsed());
@@ -180,7 +176,7 @@ fn inline(w: &mut impl Write, path: &str, bytes: &[u8]) {
 }
 
 /// Add one commit on top of `main` changing `path`.
-fn append_commit(dir: &PathBuf, path: &str, text: &str) {
+fn append_commit(dir: &Path, path: &str, text: &str) {
     let mut child = git(dir)
         .args(["fast-import", "--quiet"])
         .stdin(Stdio::piped())

@@ -657,7 +657,6 @@ async fn smart_http_remote_with_token_from_env_and_file() {
 
     // A wrong token: bounded attempts, then an outage event that never shows the token.
     std::fs::write(&token_file, "wrong-token").unwrap();
-    let mut cfg = cfg;
     cfg.cache_dir = tmp.path().join("cache2");
     cfg.credentials.max_attempts = 2;
     let src = Source::open(cfg).await.unwrap();
