@@ -381,6 +381,13 @@ impl Work {
                     error: e.to_string(),
                 });
             }
+            if !self.cache.has_object(tip.oid) {
+                let error = format!(
+                    "{} has no branch or tag containing commit {}",
+                    self.cfg.url, tip.oid
+                );
+                return Ok(Observation::Unreachable { error });
+            }
         }
         let to = self.cache.peel_commit(tip.oid)?;
         match last {

@@ -1046,3 +1046,17 @@ async fn ssh_remote_with_key_and_known_hosts() {
         p.event
     );
 }
+
+#[tokio::test]
+async fn pinned_commit_missing_on_the_remote_is_reported() {
+    let up = Upstream::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = "0123456789abcdef0123456789abcdef01234567";
+    let src = Source::open(config(&up.url(), missing, &tmp))
+        .await
+        .unwrap();
+    match src.poll().await.unwrap().event {
+        Event::Unreachable { error, .. } => assert!(error.contains(missing), "{error}"),
+        other => panic!("{other:?}"),
+    }
+}
