@@ -20,6 +20,7 @@
 //! - [`expr`]: `${...}` references: parsing and evaluation.
 //! - [`render`]: model + known attributes + secrets → `provider::Desired`.
 //! - [`graph`]: the dependency graph (petgraph), cycles, levels, DOT/Mermaid.
+//! - [`source`]: Git remote → in-memory snapshots (poll, cache, signatures).
 //! - [`cli`]: the command implementations behind `src/main.rs`.
 
 pub mod cli;
@@ -34,6 +35,7 @@ pub mod provider;
 pub mod render;
 pub mod secrets;
 pub mod sensitive;
+pub mod source;
 pub mod value;
 
 #[cfg(test)]

@@ -8,5 +8,6 @@ mod fixtures;
 mod kubernetes;
 mod policy;
 mod secrets;
+mod source;
 mod support;
 mod support_moto;
