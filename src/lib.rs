@@ -19,6 +19,7 @@
 //! - [`model`]: environments, module instances, modules, resources.
 //! - [`expr`]: `${...}` references: parsing and evaluation.
 //! - [`render`]: model + known attributes + secrets → `provider::Desired`.
+//! - [`observe`]: one environment's providers and its live state (batched).
 //! - [`graph`]: the dependency graph (petgraph), cycles, levels, DOT/Mermaid.
 //! - [`source`]: Git remote → in-memory snapshots (poll, cache, signatures).
 //! - [`cli`]: the command implementations behind `src/main.rs`.
@@ -30,6 +31,7 @@ pub mod expr;
 pub mod graph;
 pub mod load;
 pub mod model;
+pub mod observe;
 pub mod policy;
 pub mod provider;
 pub mod render;

@@ -26,6 +26,7 @@ use crate::value::{Origin, Spans, Value};
 
 mod aws;
 mod config;
+mod env;
 mod field;
 mod ingress;
 mod kubernetes;
@@ -35,6 +36,7 @@ mod waiver;
 pub use config::{
     is_production, ConfigError, PolicyConfig, Severity, DEFAULT_PUBLIC_PORTS, DEFAULT_REQUIRED_TAGS,
 };
+pub use env::evaluate_env;
 pub use render::render_check_list;
 
 /// Parsing a policy block or waivers: every problem found, in file order.

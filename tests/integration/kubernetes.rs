@@ -76,6 +76,7 @@ impl Cluster {
     /// A plain kube client, for acting as another field manager and for
     /// reading what is stored.
     async fn client(&self) -> kube::Client {
+        tidegate::provider::kubernetes::transport::install_crypto_provider();
         let kc = Kubeconfig::read_from(&self.kubeconfig).unwrap();
         let opts = KubeConfigOptions {
             context: Some(CONTEXT.into()),

@@ -177,6 +177,13 @@ pub fn operation_of(req: &Request<Body>) -> &'static str {
     }
 }
 
+/// rustls refuses to pick a crypto provider when both `ring` (kube) and
+/// `aws-lc-rs` (the AWS SDK) are compiled in; tidegate uses ring for its
+/// Kubernetes connections. Installing twice is harmless (the first wins).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A kube client over `config` whose requests are counted in `counter` and
 /// retried by `retry`. kube's own retry layer is turned off so attempts are
 /// bounded once, here.
@@ -186,6 +193,7 @@ pub fn client(
     request_timeout: Duration,
     counter: &CallCounter,
 ) -> Result<kube::Client, kube::Error> {
+    install_crypto_provider();
     config.default_retry = false;
     config.read_timeout = Some(request_timeout);
     config.write_timeout = Some(request_timeout);

@@ -28,6 +28,9 @@ async fn start() -> (Handle, tempfile::TempDir) {
 }
 
 async fn client(dir: &tempfile::TempDir, context: &str) -> Client {
+    // Built in the workspace, rustls has both ring and aws-lc-rs (from the
+    // AWS SDK) and will not choose by itself.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let kc = Kubeconfig::read_from(dir.path().join("config")).unwrap();
     let opts = KubeConfigOptions {
         context: Some(context.into()),

@@ -1,0 +1,198 @@
+//! The observe stage: one environment's providers, connected once, and its
+//! live state read with one list call sequence per kind and provider.
+//!
+//! `plan` and `execute` both start here, so an environment is observed the
+//! same way for a preview, an apply and a rebuild.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::graph::Graph;
+use crate::provider::{self, EnvTarget, Live, Provider, ProviderKind, ResourceId};
+
+/// Observing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A provider could not be built for the environment's target.
+    #[error("environment {environment}: {source}")]
+    Connect {
+        environment: String,
+        #[source]
+        source: provider::Error,
+    },
+    /// The environment uses a provider it has no target for.
+    #[error("environment {environment} has {provider} resources but no `targets.{provider}`; add the target to the environment file")]
+    NoTarget {
+        environment: String,
+        provider: ProviderKind,
+    },
+    /// A list call failed (after the provider's retries).
+    #[error("environment {environment}: observing {provider}: {source}")]
+    Observe {
+        environment: String,
+        provider: ProviderKind,
+        #[source]
+        source: provider::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The providers of one environment, each connected once.
+pub struct Providers {
+    environment: String,
+    map: BTreeMap<ProviderKind, Box<dyn Provider>>,
+}
+
+impl Providers {
+    /// Connects the provider of each kind in `kinds` to `target`.
+    pub async fn connect(
+        target: &EnvTarget,
+        kinds: impl IntoIterator<Item = ProviderKind>,
+    ) -> Result<Self> {
+        let mut map = BTreeMap::new();
+        for kind in kinds.into_iter().collect::<BTreeSet<_>>() {
+            let has_target = match kind {
+                ProviderKind::Kubernetes => target.kubernetes.is_some(),
+                ProviderKind::Aws => target.aws.is_some(),
+            };
+            if !has_target {
+                return Err(Error::NoTarget {
+                    environment: target.environment.clone(),
+                    provider: kind,
+                });
+            }
+            let p = provider::connect(kind, target)
+                .await
+                .map_err(|source| Error::Connect {
+                    environment: target.environment.clone(),
+                    source,
+                })?;
+            map.insert(kind, p);
+        }
+        Ok(Self {
+            environment: target.environment.clone(),
+            map,
+        })
+    }
+
+    /// Wraps already built providers (benchmarks, tests with fault proxies).
+    pub fn from_parts(
+        environment: impl Into<String>,
+        providers: impl IntoIterator<Item = Box<dyn Provider>>,
+    ) -> Self {
+        Self {
+            environment: environment.into(),
+            map: providers.into_iter().map(|p| (p.kind(), p)).collect(),
+        }
+    }
+
+    /// The owner name the providers write into ownership marks.
+    pub fn environment(&self) -> &str {
+        &self.environment
+    }
+
+    /// The provider of `kind`, if connected.
+    pub fn get(&self, kind: ProviderKind) -> Option<&dyn Provider> {
+        self.map.get(&kind).map(|b| b.as_ref())
+    }
+
+    /// The connected provider kinds.
+    pub fn kinds(&self) -> impl Iterator<Item = ProviderKind> + '_ {
+        self.map.keys().copied()
+    }
+
+    /// API calls made so far, keyed `provider/operation`.
+    pub fn api_calls(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for (kind, p) in &self.map {
+            for (op, n) in p.api_calls() {
+                out.insert(format!("{kind}/{op}"), n);
+            }
+        }
+        out
+    }
+}
+
+/// The kinds each provider must list for environment `env` of `graph`.
+pub fn kinds_of(graph: &Graph, env: &str) -> BTreeMap<ProviderKind, BTreeSet<String>> {
+    let mut out: BTreeMap<ProviderKind, BTreeSet<String>> = BTreeMap::new();
+    for id in graph.levels(env).into_iter().flatten() {
+        if let Some(node) = graph.node(env, &id) {
+            out.entry(node.provider)
+                .or_default()
+                .insert(node.kind.clone());
+        }
+    }
+    out
+}
+
+/// One owned live resource and the provider it lives in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    pub provider: ProviderKind,
+    pub live: Live,
+}
+
+/// Everything the environment owns, by resource id: what Git still
+/// declares and what it no longer does (to be pruned).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LiveState {
+    pub resources: BTreeMap<ResourceId, Observed>,
+    /// Further live objects claiming an id already in `resources` (left by
+    /// a crash between the create and the destroy of a replacement). They
+    /// are owned, so `execute` deletes them once the id has converged.
+    pub duplicates: Vec<Observed>,
+}
+
+impl LiveState {
+    /// The live resource `id`, if it exists.
+    pub fn get(&self, id: &ResourceId) -> Option<&Live> {
+        self.resources.get(id).map(|o| &o.live)
+    }
+
+    /// Attributes of every live resource, for rendering references.
+    pub fn attributes(&self) -> std::collections::HashMap<ResourceId, crate::value::Map> {
+        self.resources
+            .iter()
+            .map(|(id, o)| (id.clone(), o.live.attributes.clone()))
+            .collect()
+    }
+}
+
+/// Observes everything environment `env` owns: each connected provider lists
+/// the kinds `kinds` names for it (plus the kinds of its own inventory),
+/// all providers at once, one list call sequence per kind.
+pub async fn observe_env(
+    providers: &Providers,
+    kinds: &BTreeMap<ProviderKind, BTreeSet<String>>,
+) -> Result<LiveState> {
+    let calls = providers.map.iter().map(|(kind, p)| async move {
+        let list: Vec<String> = kinds
+            .get(kind)
+            .map(|k| k.iter().cloned().collect())
+            .unwrap_or_default();
+        p.observe(&list)
+            .await
+            .map(|lives| (*kind, lives))
+            .map_err(|source| Error::Observe {
+                environment: providers.environment.clone(),
+                provider: *kind,
+                source,
+            })
+    });
+    let mut state = LiveState::default();
+    for (kind, lives) in futures::future::try_join_all(calls).await? {
+        for live in lives {
+            let observed = Observed {
+                provider: kind,
+                live,
+            };
+            if state.resources.contains_key(&observed.live.id) {
+                state.duplicates.push(observed);
+                continue;
+            }
+            state.resources.insert(observed.live.id.clone(), observed);
+        }
+    }
+    Ok(state)
+}
