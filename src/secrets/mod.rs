@@ -371,6 +371,32 @@ pub fn find_config(start: &Path) -> Option<PathBuf> {
     None
 }
 
+impl crate::render::SecretLookup for Decrypted {
+    fn lookup(&self, file_key: &str, path: &[&str]) -> Option<Sensitive> {
+        Decrypted::lookup(self, file_key, path)
+    }
+}
+
+/// Decrypts the secret files environment `env` lists (`spec.secrets`), read
+/// from the repository file set `files` (a Git snapshot or a folder), each
+/// recorded under its repository path, the key rendering looks values up by.
+/// Only the files of `env` are opened, so a dev run needs no prod key.
+pub fn load_env(
+    env: &crate::model::Environment,
+    files: &crate::load::Files,
+    identities: &Identities,
+) -> Result<Decrypted> {
+    let mut out = Decrypted::new();
+    for (file, _origin) in &env.secret_files {
+        let bytes = files.get(file).ok_or_else(|| Error::UnknownFile {
+            file_key: file.clone(),
+        })?;
+        let tree = decrypt_bytes(bytes, file, identities)?;
+        out.insert(file, file.clone(), tree);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,30 +465,4 @@ mod tests {
         );
         assert!(!format!("{k:?}").contains('['));
     }
-}
-
-impl crate::render::SecretLookup for Decrypted {
-    fn lookup(&self, file_key: &str, path: &[&str]) -> Option<Sensitive> {
-        Decrypted::lookup(self, file_key, path)
-    }
-}
-
-/// Decrypts the secret files environment `env` lists (`spec.secrets`), read
-/// from the repository file set `files` (a Git snapshot or a folder), each
-/// recorded under its repository path, the key rendering looks values up by.
-/// Only the files of `env` are opened, so a dev run needs no prod key.
-pub fn load_env(
-    env: &crate::model::Environment,
-    files: &crate::load::Files,
-    identities: &Identities,
-) -> Result<Decrypted> {
-    let mut out = Decrypted::new();
-    for (file, _origin) in &env.secret_files {
-        let bytes = files.get(file).ok_or_else(|| Error::UnknownFile {
-            file_key: file.clone(),
-        })?;
-        let tree = decrypt_bytes(bytes, file, identities)?;
-        out.insert(file, file.clone(), tree);
-    }
-    Ok(out)
 }
