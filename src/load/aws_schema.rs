@@ -9,73 +9,11 @@ use crate::expr;
 use super::decode::{self, Fields};
 use super::yaml::{Node, NodeKind};
 
-/// The type of one spec field.
-#[derive(Clone, Copy, Debug)]
-pub enum Ty {
-    Str,
-    Bool,
-    Int,
-    StrList,
-    /// A map of string tags.
-    Tags,
-    /// One of the given strings.
-    Enum(&'static [&'static str]),
-    Obj(&'static [Field]),
-    ObjList(&'static [Field]),
-}
+use crate::provider::aws::schema as provider_schema;
+pub use crate::provider::aws::schema::{Field, Ty};
 
-/// One spec field.
-#[derive(Clone, Copy, Debug)]
-pub struct Field {
-    pub name: &'static str,
-    pub ty: Ty,
-    pub required: bool,
-}
-
-const fn req(name: &'static str, ty: Ty) -> Field {
-    Field {
-        name,
-        ty,
-        required: true,
-    }
-}
-
-const fn opt(name: &'static str, ty: Ty) -> Field {
-    Field {
-        name,
-        ty,
-        required: false,
-    }
-}
-
-const TAGS: Field = opt("tags", Ty::Tags);
-
-const RULE: &[Field] = &[
-    req("protocol", Ty::Enum(&["tcp", "udp", "icmp", "-1"])),
-    opt("fromPort", Ty::Int),
-    opt("toPort", Ty::Int),
-    opt("cidrBlocks", Ty::StrList),
-    opt("sourceSecurityGroupIds", Ty::StrList),
-    opt("description", Ty::Str),
-];
-
-const ROUTE: &[Field] = &[
-    req("destinationCidrBlock", Ty::Str),
-    req("gatewayId", Ty::Str),
-];
-
-const METADATA: &[Field] = &[
-    opt("httpTokens", Ty::Enum(&["required", "optional"])),
-    opt("httpPutResponseHopLimit", Ty::Int),
-];
-
-const ROOT_VOLUME: &[Field] = &[
-    opt("sizeGiB", Ty::Int),
-    opt("encrypted", Ty::Bool),
-    opt("volumeType", Ty::Str),
-];
-
-/// One EC2 resource type.
+/// One EC2 resource type: its fields come from the provider's table
+/// (`provider::aws::schema`), so validate, plan and apply read one schema.
 #[derive(Debug)]
 pub struct TypeSchema {
     pub name: &'static str,
@@ -84,92 +22,19 @@ pub struct TypeSchema {
     pub attributes: &'static [&'static str],
 }
 
-/// Every supported type.
-pub const TYPES: &[TypeSchema] = &[
-    TypeSchema {
-        name: "vpc",
-        fields: &[
-            req("cidrBlock", Ty::Str),
-            opt("enableDnsHostnames", Ty::Bool),
-            opt("enableDnsSupport", Ty::Bool),
-            TAGS,
-        ],
-        attributes: &["id", "cidrBlock", "arn"],
-    },
-    TypeSchema {
-        name: "subnet",
-        fields: &[
-            req("vpcId", Ty::Str),
-            req("cidrBlock", Ty::Str),
-            opt("availabilityZone", Ty::Str),
-            opt("mapPublicIpOnLaunch", Ty::Bool),
-            TAGS,
-        ],
-        attributes: &["id", "availabilityZone", "cidrBlock"],
-    },
-    TypeSchema {
-        name: "internet_gateway",
-        fields: &[req("vpcId", Ty::Str), TAGS],
-        attributes: &["id"],
-    },
-    TypeSchema {
-        name: "route_table",
-        fields: &[
-            req("vpcId", Ty::Str),
-            opt("routes", Ty::ObjList(ROUTE)),
-            opt("subnetIds", Ty::StrList),
-            TAGS,
-        ],
-        attributes: &["id"],
-    },
-    TypeSchema {
-        name: "security_group",
-        fields: &[
-            req("vpcId", Ty::Str),
-            req("groupName", Ty::Str),
-            req("description", Ty::Str),
-            opt("ingress", Ty::ObjList(RULE)),
-            opt("egress", Ty::ObjList(RULE)),
-            TAGS,
-        ],
-        attributes: &["id", "groupName"],
-    },
-    TypeSchema {
-        name: "key_pair",
-        fields: &[req("keyName", Ty::Str), req("publicKey", Ty::Str), TAGS],
-        attributes: &["id", "keyName", "fingerprint"],
-    },
-    TypeSchema {
-        name: "instance",
-        fields: &[
-            req("ami", Ty::Str),
-            req("instanceType", Ty::Str),
-            req("subnetId", Ty::Str),
-            opt("securityGroupIds", Ty::StrList),
-            opt("keyName", Ty::Str),
-            opt("userData", Ty::Str),
-            opt("metadata", Ty::Obj(METADATA)),
-            opt("rootVolume", Ty::Obj(ROOT_VOLUME)),
-            opt("privateIp", Ty::Str),
-            TAGS,
-        ],
-        attributes: &["id", "privateIp", "publicIp", "privateDnsName"],
-    },
-    TypeSchema {
-        name: "eip",
-        fields: &[opt("instanceId", Ty::Str), TAGS],
-        attributes: &["id", "publicIp"],
-    },
-];
-
 /// The schema of `type_name`.
-pub fn schema(type_name: &str) -> Option<&'static TypeSchema> {
-    TYPES.iter().find(|t| t.name == type_name)
+pub fn schema(type_name: &str) -> Option<TypeSchema> {
+    let name = *provider_schema::TYPES.iter().find(|t| **t == type_name)?;
+    Some(TypeSchema {
+        name,
+        fields: provider_schema::fields(name)?,
+        attributes: provider_schema::attributes(name),
+    })
 }
 
 /// Every type name, for messages.
 pub fn type_names() -> Vec<&'static str> {
-    TYPES.iter().map(|t| t.name).collect()
+    provider_schema::TYPES.to_vec()
 }
 
 /// True when `attr` (dotted) can be referenced on a resource of this type.
@@ -195,7 +60,7 @@ fn check_obj(fields: &[Field], node: &Node, what: &str, diags: &mut Diagnostics)
             f.opt(field.name)
         };
         if let Some(n) = n {
-            check_ty(field.ty, n, &format!("`{}` in {what}", field.name), diags);
+            check_ty(&field.ty, n, &format!("`{}` in {what}", field.name), diags);
         }
     }
     let known: Vec<&str> = fields.iter().map(|f| f.name).collect();
@@ -206,12 +71,12 @@ fn is_template(n: &Node) -> bool {
     matches!(&n.kind, NodeKind::Str(s) if expr::has_refs(s))
 }
 
-fn check_ty(ty: Ty, n: &Node, what: &str, diags: &mut Diagnostics) {
+fn check_ty(ty: &Ty, n: &Node, what: &str, diags: &mut Diagnostics) {
     if is_template(n) {
         return;
     }
     match ty {
-        Ty::Str => {
+        Ty::Str | Ty::SecretStr => {
             decode::string(n, what, diags);
         }
         Ty::Bool => {
@@ -229,7 +94,7 @@ fn check_ty(ty: Ty, n: &Node, what: &str, diags: &mut Diagnostics) {
                 decode::wrong_type(n, what, &format!("one of {}", quoted.join(", ")), diags);
             }
         },
-        Ty::StrList => {
+        Ty::StrSet => {
             if let Some(items) = decode::list(n, what, diags) {
                 for i in items.iter().filter(|i| !is_template(i)) {
                     decode::string(i, &format!("an item of {what}"), diags);
@@ -246,8 +111,8 @@ fn check_ty(ty: Ty, n: &Node, what: &str, diags: &mut Diagnostics) {
                 drop(f);
             }
         }
-        Ty::Obj(fields) => check_obj(fields, n, what, diags),
-        Ty::ObjList(fields) => {
+        Ty::Object(fields) => check_obj(fields, n, what, diags),
+        Ty::ObjectSet(fields) => {
             if let Some(items) = decode::list(n, what, diags) {
                 for i in items {
                     check_obj(fields, i, &format!("an item of {what}"), diags);
@@ -265,7 +130,7 @@ mod tests {
     fn check(t: &str, text: &str) -> Vec<String> {
         let mut d = Diagnostics::default();
         let n = parse("f.yaml", text, &mut d).unwrap().remove(0);
-        check_spec(schema(t).unwrap(), &n, &mut d);
+        check_spec(&schema(t).unwrap(), &n, &mut d);
         d.iter().map(|e| e.message.clone()).collect()
     }
 
@@ -291,8 +156,8 @@ mod tests {
     #[test]
     fn attributes_include_contract_names_and_spec_fields() {
         let i = schema("instance").unwrap();
-        assert!(has_attribute(i, "privateIp"));
-        assert!(has_attribute(i, "instanceType"));
-        assert!(!has_attribute(i, "arn"));
+        assert!(has_attribute(&i, "privateIp"));
+        assert!(has_attribute(&i, "instanceType"));
+        assert!(!has_attribute(&i, "arn"));
     }
 }

@@ -245,7 +245,7 @@ pub fn has_attribute(res: &Resource, attr: &str) -> bool {
         ProviderKind::Aws => {
             let first = attr.split('.').next().unwrap_or_default();
             aws_schema::schema(&res.kind).is_some_and(|s| {
-                aws_schema::has_attribute(s, attr) || aws_schema::has_attribute(s, first)
+                aws_schema::has_attribute(&s, attr) || aws_schema::has_attribute(&s, first)
             })
         }
         ProviderKind::Kubernetes => {

@@ -298,7 +298,7 @@ fn aws_body<'n>(f: &mut Fields<'n>, diags: &mut Diagnostics) -> (Option<String>,
         }
     });
     let spec = f.req("spec", diags);
-    if let (Some(t), Some(s)) = (ty, spec) {
+    if let (Some(t), Some(s)) = (&ty, spec) {
         aws_schema::check_spec(t, s, diags);
     }
     (ty.map(|t| t.name.to_string()), spec)

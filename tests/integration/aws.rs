@@ -19,6 +19,12 @@ const AMI: &str = "ami-1e749f67";
 const SECRET: &str = "hunter2-db-password";
 
 fn provider(env: &str, endpoint: &str) -> AwsProvider {
+    // Generous per attempt: moto on a loaded 2-core CI machine can take
+    // seconds for its first EC2 call. The hung-endpoint test uses 2 s.
+    provider_with_timeout(env, endpoint, Duration::from_secs(20))
+}
+
+fn provider_with_timeout(env: &str, endpoint: &str, attempt_timeout: Duration) -> AwsProvider {
     let conf = aws_sdk_ec2::config::Builder::new()
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
@@ -30,7 +36,7 @@ fn provider(env: &str, endpoint: &str) -> AwsProvider {
         max_delay: Duration::from_millis(100),
         settle: Duration::from_secs(20),
         poll: Duration::from_millis(50),
-        attempt_timeout: Duration::from_secs(2),
+        attempt_timeout,
     };
     AwsProvider::with_config(
         env,
@@ -556,7 +562,7 @@ async fn throttling_is_retried_with_backoff() {
 async fn a_hung_endpoint_times_out_and_is_retried() {
     let moto = MotoServer::start();
     let proxy = FaultProxy::start(&moto.endpoint).await;
-    let p = provider("hung", &proxy.endpoint);
+    let p = provider_with_timeout("hung", &proxy.endpoint, Duration::from_secs(2));
     let git = network("10.0.1.0/24");
     // The first observe request and later the CreateVpc hang past the
     // 2 s attempt timeout and never reach moto; the read is sent again,

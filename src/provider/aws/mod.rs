@@ -31,7 +31,7 @@ mod apply;
 mod calls;
 mod model;
 mod observe;
-mod schema;
+pub mod schema;
 
 use std::collections::BTreeMap;
 

@@ -159,6 +159,21 @@ pub fn fields(kind: &str) -> Option<&'static [Field]> {
     })
 }
 
+/// Attributes a reference may name on a resource of type `kind` besides its
+/// spec fields: what observe reports once the resource exists.
+pub fn attributes(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "vpc" => &["id", "cidrBlock", "arn"],
+        "subnet" => &["id", "availabilityZone", "cidrBlock"],
+        "internet_gateway" | "route_table" => &["id"],
+        "security_group" => &["id", "groupName"],
+        "key_pair" => &["id", "keyName", "fingerprint"],
+        "instance" => &["id", "privateIp", "publicIp", "privateDnsName"],
+        "eip" => &["id", "publicIp"],
+        _ => &[],
+    }
+}
+
 /// Every problem with the spec `body` of an AWS resource of type `kind`:
 /// unknown type or field, wrong type, missing required field, malformed
 /// CIDR or port range. Pure; unresolved references ([`Value::Unknown`]) pass.
