@@ -549,7 +549,7 @@ fn assemble(
             push(name, source, rs);
         }
     }
-    for (name, rs) in std::mem::take(&mut by_module) {
+    for (name, rs) in by_module {
         push(&name, "", rs);
     }
     let order = order

@@ -484,6 +484,7 @@ fn module_blocks(m: &ModulePlan, budget: usize) -> Vec<String> {
 fn md_line(l: &str, room: usize) -> String {
     let t = l.trim_start();
     let marker = match t.chars().next() {
+        _ if t.starts_with("-/+") => '!',
         Some('+') => '+',
         Some('-') => '-',
         Some('~') | Some('@') => '!',
