@@ -167,9 +167,7 @@ async fn live_env(
     secrets: &secrets::Decrypted,
     concurrency: usize,
 ) -> Result<EnvPlan, plan::Error> {
-    let environment = model
-        .environment(env)
-        .expect("selected environments exist");
+    let environment = model.environment(env).expect("selected environments exist");
     let kinds = crate::observe::kinds_of(graph, env);
     let providers =
         crate::observe::Providers::connect(&environment.target(None), kinds.keys().copied())

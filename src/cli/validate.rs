@@ -67,21 +67,21 @@ pub fn summarise_at(files: &crate::load::Files, today: Date) -> Summary {
         Ok(c) => with_policy(
             Summary {
                 valid: true,
-            environments: c
-                .model
-                .environments
-                .iter()
-                .map(|e| EnvSummary {
-                    name: e.name.clone(),
-                    resources: c.model.resources(e).count(),
-                    levels: c.graph.levels(&e.name).len(),
-                })
-                .collect(),
-            modules: c.model.modules.len(),
-            resources: c.model.resource_count(),
-            dependencies: c.graph.edge_count(),
-            errors: Vec::new(),
-            policy: Vec::new(),
+                environments: c
+                    .model
+                    .environments
+                    .iter()
+                    .map(|e| EnvSummary {
+                        name: e.name.clone(),
+                        resources: c.model.resources(e).count(),
+                        levels: c.graph.levels(&e.name).len(),
+                    })
+                    .collect(),
+                modules: c.model.modules.len(),
+                resources: c.model.resource_count(),
+                dependencies: c.graph.edge_count(),
+                errors: Vec::new(),
+                policy: Vec::new(),
             },
             &c.model,
             today,

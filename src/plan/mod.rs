@@ -692,15 +692,7 @@ pub fn build_revisions(
     } else {
         Vec::new()
     };
-    let mut plan = assemble(
-        env,
-        env,
-        waits_for,
-        &sources,
-        out,
-        policy,
-        policy_errors,
-    );
+    let mut plan = assemble(env, env, waits_for, &sources, out, policy, policy_errors);
     if !in_head {
         plan.notes
             .push(format!("environment {env} is removed from Git in head"));

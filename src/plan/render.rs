@@ -357,7 +357,8 @@ pub fn markdown_with_limit(plan: &Plan, limit: usize) -> Vec<String> {
             blocks.extend(module_blocks(m, budget));
         }
         if !e.order.is_empty() {
-            let mut s = String::from("**Order** (each step runs in parallel after the previous ones)\n\n");
+            let mut s =
+                String::from("**Order** (each step runs in parallel after the previous ones)\n\n");
             for st in &e.order {
                 let ids: Vec<String> = st.resources.iter().map(|r| format!("`{r}`")).collect();
                 let _ = writeln!(s, "{}. {}", st.step, ids.join(", "));
@@ -371,7 +372,11 @@ pub fn markdown_with_limit(plan: &Plan, limit: usize) -> Vec<String> {
         }
         if let Some(p) = &e.policy {
             if !p.is_empty() || !policy.is_empty() {
-                policy.push_str(&p.render_markdown().replacen("### Policy", &format!("#### Policy ({})", e.name), 1));
+                policy.push_str(&p.render_markdown().replacen(
+                    "### Policy",
+                    &format!("#### Policy ({})", e.name),
+                    1,
+                ));
             }
         }
         if !policy.is_empty() {
@@ -390,7 +395,9 @@ pub fn markdown(plan: &Plan) -> Vec<String> {
 fn summary_markdown(plan: &Plan) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{}\n", source_line(plan, true));
-    s.push_str("| Environment | Create | Update | Replace | Delete | Unchanged | Policy | Gate |\n");
+    s.push_str(
+        "| Environment | Create | Update | Replace | Delete | Unchanged | Policy | Gate |\n",
+    );
     s.push_str("|---|--:|--:|--:|--:|--:|---|---|\n");
     for e in &plan.environments {
         let c = &e.counts;
@@ -398,7 +405,9 @@ fn summary_markdown(plan: &Plan) -> String {
             "❌ invalid policy block".to_string()
         } else {
             match &e.policy {
-                Some(p) if p.errors() > 0 => format!("❌ {} error(s), {} warning(s)", p.errors(), p.warnings()),
+                Some(p) if p.errors() > 0 => {
+                    format!("❌ {} error(s), {} warning(s)", p.errors(), p.warnings())
+                }
                 Some(p) if p.warnings() > 0 => format!("⚠️ {} warning(s)", p.warnings()),
                 Some(_) => "✅".to_string(),
                 None => "—".to_string(),
@@ -442,7 +451,10 @@ fn module_blocks(m: &ModulePlan, budget: usize) -> Vec<String> {
     let mut current: Vec<String> = Vec::new();
     let mut size = 0;
     for r in m.resources.iter().filter(|r| r.action != Action::NoOp) {
-        let lines: Vec<String> = resource_lines(r).into_iter().map(|(_, l)| md_line(&l, room)).collect();
+        let lines: Vec<String> = resource_lines(r)
+            .into_iter()
+            .map(|(_, l)| md_line(&l, room))
+            .collect();
         let len: usize = lines.iter().map(|l| l.chars().count() + 1).sum();
         if size + len > room && !current.is_empty() {
             chunks.push(std::mem::take(&mut current));
@@ -571,13 +583,21 @@ mod tests {
             .map(|(_, l)| l)
             .collect();
         let text = lines.join("\n");
-        assert!(text.contains("-b") && text.contains("+B") && text.contains("@@"), "{text}");
+        assert!(
+            text.contains("-b") && text.contains("+B") && text.contains("@@"),
+            "{text}"
+        );
     }
 
     #[test]
     fn secrets_render_as_created_or_changed_only() {
-        let c = FieldChange::Sensitive { path: "stringData.pw".into() };
-        assert_eq!(field_lines(&c, &Action::Create)[0].1, "+ stringData.pw: (sensitive)");
+        let c = FieldChange::Sensitive {
+            path: "stringData.pw".into(),
+        };
+        assert_eq!(
+            field_lines(&c, &Action::Create)[0].1,
+            "+ stringData.pw: (sensitive)"
+        );
         assert_eq!(
             field_lines(&c, &Action::Update)[0].1,
             "~ stringData.pw: (sensitive, changed)"

@@ -69,8 +69,12 @@ mod tests {
         let files = crate::load::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
             .expect("the bundled example reads");
         let s = CiphertextSecrets::new(&files);
-        let dev = s.lookup("secrets/dev.sops.yaml", &["db", "password"]).unwrap();
-        let prod = s.lookup("secrets/prod.sops.yaml", &["db", "password"]).unwrap();
+        let dev = s
+            .lookup("secrets/dev.sops.yaml", &["db", "password"])
+            .unwrap();
+        let prod = s
+            .lookup("secrets/prod.sops.yaml", &["db", "password"])
+            .unwrap();
         assert!(dev.expose_str().unwrap().starts_with("ENC["));
         assert_ne!(dev, prod);
         assert!(s.lookup("secrets/dev.sops.yaml", &["db", "nope"]).is_none());

@@ -147,7 +147,15 @@ fn predictions_win_over_the_local_comparison() {
         today: Date::today_utc(),
         predictions: Some(&predictions),
     };
-    let p = build_env_with(&model, &graph, "dev", Some(&live), &StructuralSecrets, &opts).unwrap();
+    let p = build_env_with(
+        &model,
+        &graph,
+        "dev",
+        Some(&live),
+        &StructuralSecrets,
+        &opts,
+    )
+    .unwrap();
     assert!(matches!(action_of(&p, &vpc), Action::Replace { reasons } if reasons.len() == 1));
     assert_eq!(p.owner, "dev-green");
     assert_eq!(p.counts.replace, 1);
@@ -160,7 +168,8 @@ fn revisions_compare_desired_with_desired() {
     let dev = String::from_utf8(head_files["environments/dev.yaml"].clone()).unwrap();
     head_files.insert(
         "environments/dev.yaml".into(),
-        dev.replace("cidr: 10.0.0.0/16", "cidr: 10.9.0.0/16").into_bytes(),
+        dev.replace("cidr: 10.0.0.0/16", "cidr: 10.9.0.0/16")
+            .into_bytes(),
     );
     let (bm, hm) = (
         crate::load::load(&base_files).unwrap(),

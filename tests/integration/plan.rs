@@ -94,7 +94,9 @@ fn exit_codes_are_0_2_1() {
     let g = GitRepo::with_example();
     let (code, out, err) = tidegate_in(
         g.path(),
-        &["plan", "--base", "main", "--head", "main", "--format", "json"],
+        &[
+            "plan", "--base", "main", "--head", "main", "--format", "json",
+        ],
     );
     assert_eq!(code, 0, "{out}{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -232,10 +234,19 @@ fn pull_request() -> (GitRepo, String, String) {
         "              keepalive_timeout 30;\n              gzip on;\n",
     );
     g.edit("environments/staging.yaml", "replicas: 2", "replicas: 4");
-    g.edit("environments/test.yaml", "cidr: 10.30.0.0/16", "cidr: 10.31.0.0/16");
+    g.edit(
+        "environments/test.yaml",
+        "cidr: 10.30.0.0/16",
+        "cidr: 10.31.0.0/16",
+    );
     let prod = std::fs::read_to_string(g.path().join("environments/prod.yaml")).unwrap();
-    let start = prod.find("    - name: web\n").expect("prod has a web instance");
-    let end = start + prod[start..].find("  policy:").expect("prod has a policy block");
+    let start = prod
+        .find("    - name: web\n")
+        .expect("prod has a web instance");
+    let end = start
+        + prod[start..]
+            .find("  policy:")
+            .expect("prod has a policy block");
     let mut cut = prod.clone();
     cut.replace_range(start..end, "");
     std::fs::write(g.path().join("environments/prod.yaml"), cut).unwrap();
@@ -276,7 +287,14 @@ fn base_head_plan_of_a_pull_request() {
         let (code, out, err) = tidegate_in(
             g.path(),
             &[
-                "plan", "--base", &base, "--head", "main", "--format", format, "--age-key-dir",
+                "plan",
+                "--base",
+                &base,
+                "--head",
+                "main",
+                "--format",
+                format,
+                "--age-key-dir",
                 keys,
             ],
         );
@@ -339,9 +357,16 @@ fn base_head_plan_of_a_pull_request() {
     // A removed module: its resources are deletes, run last.
     let prod = env("prod");
     assert_eq!(prod["counts"]["delete"], 6);
-    assert_eq!(resource(&prod, "web.deployment")["action"]["type"], "delete");
+    assert_eq!(
+        resource(&prod, "web.deployment")["action"]["type"],
+        "delete"
+    );
     // Multi-line fields as unified diffs.
-    assert!(outputs[0].contains("-  keepalive_timeout 65;"), "{}", outputs[0]);
+    assert!(
+        outputs[0].contains("-  keepalive_timeout 65;"),
+        "{}",
+        outputs[0]
+    );
     assert!(outputs[0].contains("+  gzip on;"));
     assert!(outputs[1].contains("<details>"));
 
@@ -356,7 +381,10 @@ fn base_head_plan_of_a_pull_request() {
         &["plan", "--base", &base, "--head", &head, "--env", "dev"],
     );
     assert_eq!(code, 2, "{err}");
-    assert!(out.contains("stringData.db-password: (sensitive, changed)"), "{out}");
+    assert!(
+        out.contains("stringData.db-password: (sensitive, changed)"),
+        "{out}"
+    );
     assert!(out.contains("secrets not decrypted"), "{out}");
     for s in [&new_pw, &old_pw, &token] {
         assert!(!out.contains(s.as_str()));
@@ -380,7 +408,9 @@ fn base_head_plan_of_a_pull_request() {
     assert_eq!(code, 2);
     let first = parts.path().join("part-1.md");
     assert_eq!(out.trim(), first.display().to_string());
-    assert!(std::fs::read_to_string(first).unwrap().starts_with("## tidegate plan"));
+    assert!(std::fs::read_to_string(first)
+        .unwrap()
+        .starts_with("## tidegate plan"));
 }
 
 // ------------------------------------------------------------ markdown split
@@ -471,7 +501,11 @@ fn a_huge_plan_splits_into_valid_markdown_parts_under_the_cap() {
     assert!(parts.len() > 3, "{} parts", parts.len());
     for (i, p) in parts.iter().enumerate() {
         let n = p.chars().count();
-        assert!(n < render::COMMENT_LIMIT, "part {} has {n} characters", i + 1);
+        assert!(
+            n < render::COMMENT_LIMIT,
+            "part {} has {n} characters",
+            i + 1
+        );
         assert!(p.starts_with(&format!(
             "## tidegate plan (part {} of {})",
             i + 1,
@@ -668,12 +702,9 @@ impl LiveRepo {
         let files = tidegate::load::read_dir(self.path()).unwrap();
         let checked = tidegate::cli::check(&files).unwrap_or_else(|r| panic!("{r}"));
         let ids = demo_identities(&repo_root().join("secrets/demo-keys"));
-        let secrets = tidegate::secrets::load_env(
-            checked.model.environment("dev").unwrap(),
-            &files,
-            &ids,
-        )
-        .expect("decrypt");
+        let secrets =
+            tidegate::secrets::load_env(checked.model.environment("dev").unwrap(), &files, &ids)
+                .expect("decrypt");
         (checked.model, checked.graph, secrets)
     }
 }
@@ -754,13 +785,20 @@ async fn apply(model: &Model, graph: &Graph, providers: &Providers, secrets: &De
             let d = desired.iter().find(|d| d.id == id).unwrap();
             let node = graph.node("dev", &id).unwrap();
             let p = providers.get(node.provider).unwrap();
-            p.apply(d, live.get(&id)).await.unwrap_or_else(|e| panic!("{id}: {e}"));
+            p.apply(d, live.get(&id))
+                .await
+                .unwrap_or_else(|e| panic!("{id}: {e}"));
         }
     }
     let live = observe::observe_env(providers, &kinds).await.unwrap();
     for (id, o) in &live.resources {
         if graph.node("dev", id).is_none() {
-            providers.get(o.provider).unwrap().delete(&o.live).await.unwrap();
+            providers
+                .get(o.provider)
+                .unwrap()
+                .delete(&o.live)
+                .await
+                .unwrap();
         }
     }
     let live = observe::observe_env(providers, &kinds).await.unwrap();
@@ -771,7 +809,12 @@ async fn apply(model: &Model, graph: &Graph, providers: &Providers, secrets: &De
             .filter(|o| o.provider == kind)
             .map(|o| o.live.clone())
             .collect();
-        providers.get(kind).unwrap().record_inventory(&owned).await.unwrap();
+        providers
+            .get(kind)
+            .unwrap()
+            .record_inventory(&owned)
+            .await
+            .unwrap();
     }
 }
 
@@ -781,7 +824,12 @@ async fn live_plan(repo: &LiveRepo, targets: &Targets) -> (Plan, Model, Graph, D
     let env = plan::plan_env(&model, &graph, "dev", &providers, &secrets, None, 4)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    (Plan::new(PlanSource::Live, vec![env]), model, graph, secrets)
+    (
+        Plan::new(PlanSource::Live, vec![env]),
+        model,
+        graph,
+        secrets,
+    )
 }
 
 fn action<'a>(p: &'a Plan, id: &str) -> &'a ResourcePlan {
@@ -792,7 +840,11 @@ fn action<'a>(p: &'a Plan, id: &str) -> &'a ResourcePlan {
 }
 
 fn all_formats(p: &Plan) -> Vec<String> {
-    let mut v = vec![render::text(p, false), render::text(p, true), render::json(p)];
+    let mut v = vec![
+        render::text(p, false),
+        render::text(p, true),
+        render::json(p),
+    ];
     v.extend(render::markdown(p));
     v
 }
@@ -813,10 +865,21 @@ async fn live_plan_against_moto_and_kube_sim() {
     // 1. Nothing exists: every resource is a create, in graph order.
     let (p, model, graph, secrets) = live_plan(&repo, &targets).await;
     let c = p.environments[0].counts;
-    assert_eq!((c.create, c.changes()), (6, 6), "{}", render::text(&p, false));
-    assert_eq!(p.environments[0].order[0].resources, ["app.namespace", "network.vpc"]);
+    assert_eq!(
+        (c.create, c.changes()),
+        (6, 6),
+        "{}",
+        render::text(&p, false)
+    );
+    assert_eq!(
+        p.environments[0].order[0].resources,
+        ["app.namespace", "network.vpc"]
+    );
     let text = render::text(&p, false);
-    assert!(text.contains("+ data.VPC_ID: (known after apply)"), "{text}");
+    assert!(
+        text.contains("+ data.VPC_ID: (known after apply)"),
+        "{text}"
+    );
     assert!(text.contains("password: (sensitive)"), "{text}");
     for out in all_formats(&p) {
         assert!(!out.contains(&old_pw), "secret leaked:\n{out}");
@@ -833,8 +896,16 @@ async fn live_plan_against_moto_and_kube_sim() {
     assert!(render::text(&p, false).contains("No changes."));
 
     // 3. A var, an immutable field, a resource removed, a secret rotated.
-    repo.edit("environments/dev.yaml", "greeting: hello", "greeting: bonjour");
-    repo.edit("environments/dev.yaml", "cidr: 10.20.0.0/16", "cidr: 10.21.0.0/16");
+    repo.edit(
+        "environments/dev.yaml",
+        "greeting: hello",
+        "greeting: bonjour",
+    );
+    repo.edit(
+        "environments/dev.yaml",
+        "cidr: 10.20.0.0/16",
+        "cidr: 10.21.0.0/16",
+    );
     let app = std::fs::read_to_string(repo.path().join("modules/app/module.yaml")).unwrap();
     let start = app.find("    - name: extra\n").unwrap();
     let end = app.find("    - name: secret\n").unwrap();
@@ -855,7 +926,11 @@ async fn live_plan_against_moto_and_kube_sim() {
         .current_dir(repo.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let (p, ..) = live_plan(&repo, &targets).await;
     let text = render::text(&p, false);
