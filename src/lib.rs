@@ -20,6 +20,7 @@
 //! - [`expr`]: `${...}` references: parsing and evaluation.
 //! - [`render`]: model + known attributes + secrets → `provider::Desired`.
 //! - [`observe`]: one environment's providers and its live state (batched).
+//! - [`plan`]: the preview: desired vs live, nothing or another revision.
 //! - [`graph`]: the dependency graph (petgraph), cycles, levels, DOT/Mermaid.
 //! - [`source`]: Git remote → in-memory snapshots (poll, cache, signatures).
 //! - [`cli`]: the command implementations behind `src/main.rs`.
@@ -32,6 +33,7 @@ pub mod graph;
 pub mod load;
 pub mod model;
 pub mod observe;
+pub mod plan;
 pub mod policy;
 pub mod provider;
 pub mod render;

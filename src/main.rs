@@ -37,6 +37,10 @@ enum Command {
         #[arg(long, value_enum, default_value = "dot")]
         format: cli::graph::Format,
     },
+    /// Preview what apply would do: against the live state (default),
+    /// nothing (--offline) or another revision (--base/--head).
+    /// Exit 0 no changes, 2 changes, 1 error.
+    Plan(cli::plan::PlanArgs),
     /// Encrypt, decrypt or re-key SOPS secret files (age recipients).
     Secrets(tidegate::secrets::cli::SecretsArgs),
 }
@@ -58,6 +62,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Graph { repo, env, format } => {
             let mut err = std::io::stderr();
             cli::graph::run(&repo, env.as_deref(), format, &mut out, &mut err)
+        }
+        Command::Plan(args) => {
+            use std::io::IsTerminal;
+            let tty = std::io::stdout().is_terminal();
+            let mut err = std::io::stderr();
+            cli::plan::run(&args, &mut out, &mut err, tty)
         }
         Command::Secrets(args) => {
             tidegate::secrets::cli::run(&args, &mut out)?;

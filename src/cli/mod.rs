@@ -14,6 +14,7 @@ use crate::model::Model;
 use crate::render::{self, RenderOptions, StructuralSecrets};
 
 pub mod graph;
+pub mod plan;
 pub mod validate;
 
 /// A command could not run at all (as opposed to finding problems in the
@@ -29,6 +30,15 @@ pub enum Error {
     /// An option names something the repository does not have.
     #[error("{0}")]
     Usage(String),
+    /// Planning failed (rendering, connecting, observing, a provider).
+    #[error(transparent)]
+    Plan(#[from] crate::plan::Error),
+    /// Secrets could not be decrypted (no key, wrong key, bad file).
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::Error),
+    /// A revision could not be read from Git.
+    #[error(transparent)]
+    Source(#[from] crate::source::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,5 +1,7 @@
 //! `tidegate validate`: parse, resolve, graph and render every environment
-//! without keys or network; exit 0 when clean, 1 with every problem listed.
+//! without keys or network, and evaluate each environment's policies; exit
+//! 0 when clean (warnings are shown), 1 with every problem listed or when a
+//! policy finding of severity error is not waived.
 
 use std::io::Write;
 use std::path::Path;
@@ -7,6 +9,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::diag::Diagnostic;
+use crate::policy::{self, Date};
+use crate::render::{RenderOptions, StructuralSecrets};
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -24,6 +28,8 @@ pub struct Summary {
     pub resources: usize,
     pub dependencies: usize,
     pub errors: Vec<Diagnostic>,
+    /// Policy results, one per environment with anything to show.
+    pub policy: Vec<policy::Report>,
 }
 
 /// One environment's figures.
@@ -52,24 +58,34 @@ pub fn run(repo: &Path, format: Format, out: &mut dyn Write) -> super::Result<u8
 
 /// Checks a file set and summarises the result.
 pub fn summarise(files: &crate::load::Files) -> Summary {
+    summarise_at(files, Date::today_utc())
+}
+
+/// [`summarise`] with the date waivers are judged against.
+pub fn summarise_at(files: &crate::load::Files, today: Date) -> Summary {
     match super::check(files) {
-        Ok(c) => Summary {
-            valid: true,
-            environments: c
-                .model
-                .environments
-                .iter()
-                .map(|e| EnvSummary {
-                    name: e.name.clone(),
-                    resources: c.model.resources(e).count(),
-                    levels: c.graph.levels(&e.name).len(),
-                })
-                .collect(),
-            modules: c.model.modules.len(),
-            resources: c.model.resource_count(),
-            dependencies: c.graph.edge_count(),
-            errors: Vec::new(),
-        },
+        Ok(c) => with_policy(
+            Summary {
+                valid: true,
+                environments: c
+                    .model
+                    .environments
+                    .iter()
+                    .map(|e| EnvSummary {
+                        name: e.name.clone(),
+                        resources: c.model.resources(e).count(),
+                        levels: c.graph.levels(&e.name).len(),
+                    })
+                    .collect(),
+                modules: c.model.modules.len(),
+                resources: c.model.resource_count(),
+                dependencies: c.graph.edge_count(),
+                errors: Vec::new(),
+                policy: Vec::new(),
+            },
+            &c.model,
+            today,
+        ),
         Err(report) => Summary {
             valid: false,
             environments: Vec::new(),
@@ -77,21 +93,67 @@ pub fn summarise(files: &crate::load::Files) -> Summary {
             resources: 0,
             dependencies: 0,
             errors: report.0,
+            policy: Vec::new(),
         },
     }
 }
 
+/// Evaluates every environment's policies (structural secrets: policies
+/// look at structure, never at secret values). Problems in a policy block
+/// or waiver are errors; unwaived error findings make the summary invalid.
+fn with_policy(mut s: Summary, model: &crate::model::Model, today: Date) -> Summary {
+    let known = std::collections::HashMap::new();
+    let opts = RenderOptions {
+        known: &known,
+        secrets: &StructuralSecrets,
+        owner: None,
+    };
+    for env in &model.environments {
+        let Ok(desired) = crate::render::render_env(model, &env.name, opts) else {
+            continue; // `check` already reported it
+        };
+        match policy::evaluate_env(model, &env.name, &desired, today) {
+            Ok(report) => {
+                if report.blocks_apply() {
+                    s.valid = false;
+                }
+                if !report.is_empty() {
+                    s.policy.push(report);
+                }
+            }
+            Err(errors) => {
+                s.valid = false;
+                for e in errors {
+                    let prefix = format!("{}: ", e.origin());
+                    let text = e.to_string();
+                    let message = text.strip_prefix(&prefix).unwrap_or(&text).to_string();
+                    s.errors.push(Diagnostic::new(
+                        e.origin().clone(),
+                        message,
+                        "fix the environment's `policy:` block or the resource's waivers",
+                    ));
+                }
+            }
+        }
+    }
+    s
+}
+
 fn write_text(s: &Summary, out: &mut dyn Write) -> std::io::Result<()> {
-    if !s.valid {
+    if s.environments.is_empty() && !s.valid {
         for d in &s.errors {
             writeln!(out, "{d}")?;
         }
         return writeln!(out, "invalid: {} error(s)", s.errors.len());
     }
+    for d in &s.errors {
+        writeln!(out, "{d}")?;
+    }
     let order: Vec<&str> = s.environments.iter().map(|e| e.name.as_str()).collect();
     writeln!(
         out,
-        "valid: {} environments ({}), {} modules, {} resources, {} dependencies",
+        "{}: {} environments ({}), {} modules, {} resources, {} dependencies",
+        if s.valid { "valid" } else { "checked" },
         s.environments.len(),
         order.join(" < "),
         s.modules,
@@ -103,6 +165,20 @@ fn write_text(s: &Summary, out: &mut dyn Write) -> std::io::Result<()> {
             out,
             "  {}: {} resources in {} levels",
             e.name, e.resources, e.levels
+        )?;
+    }
+    for r in &s.policy {
+        writeln!(out, "policy of {}:", r.environment)?;
+        for line in r.render_text().lines() {
+            writeln!(out, "  {line}")?;
+        }
+    }
+    if !s.valid {
+        let findings: usize = s.policy.iter().map(|r| r.errors()).sum();
+        writeln!(
+            out,
+            "invalid: {} error(s), {findings} policy error finding(s)",
+            s.errors.len()
         )?;
     }
     Ok(())

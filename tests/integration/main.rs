@@ -6,6 +6,7 @@ mod cli_golden;
 mod example;
 mod fixtures;
 mod kubernetes;
+mod plan;
 mod policy;
 mod secrets;
 mod source;

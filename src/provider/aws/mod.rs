@@ -42,7 +42,8 @@ use aws_sdk_ec2::Client;
 
 pub use calls::RetryPolicy;
 pub use model::{
-    TAG_DEPOSED, TAG_ENVIRONMENT, TAG_MANAGED_BY, TAG_MODULE, TAG_RESOURCE, TAG_USER_DATA,
+    replace_reasons, TAG_DEPOSED, TAG_ENVIRONMENT, TAG_MANAGED_BY, TAG_MODULE, TAG_RESOURCE,
+    TAG_USER_DATA,
 };
 pub use schema::{check, TYPES};
 

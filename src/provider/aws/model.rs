@@ -425,6 +425,29 @@ fn merge(base: Option<&Value>, over: &Value) -> Value {
     }
 }
 
+/// The reasons a change between two desired specs of `kind` forces a
+/// replacement (one per changed immutable field), without any network call:
+/// the revision-to-revision preview uses it where there is no live state.
+pub fn replace_reasons(kind: &str, before: &Value, after: &Value) -> Vec<String> {
+    let (b, a) = (canonical(kind, before), canonical(kind, after));
+    let Some(fields) = schema::fields(kind) else {
+        return Vec::new();
+    };
+    fields
+        .iter()
+        .filter(|f| f.immutable)
+        .filter_map(|f| {
+            let (bv, av) = (b.get_path(f.name), a.get_path(f.name));
+            let changed = match (bv, av) {
+                (Some(x), Some(y)) => !crate::diff::diff(x, y).is_empty(),
+                (None, None) => false,
+                _ => true,
+            };
+            changed.then(|| replace_reason(f, av.unwrap_or(&Value::Null), bv))
+        })
+        .collect()
+}
+
 /// The predicted change from `live` (normalised body) to the canonical
 /// `desired` spec.
 pub fn predict(kind: &str, desired: &Value, live: Option<&Value>, key: &[u8]) -> Change {

@@ -1,0 +1,313 @@
+//! `tidegate plan`: the preview of what apply would do, against the live
+//! state (default), nothing (`--offline`) or another revision
+//! (`--base REF --head REF`), as text, Markdown parts or JSON.
+//!
+//! Exit codes follow `terraform plan -detailed-exitcode`: 0 no changes,
+//! 2 changes, 1 error.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::load::Files;
+use crate::model::Model;
+use crate::plan::{self, render, EnvPlan, Plan, PlanSource, Revision, Side};
+use crate::policy::Date;
+use crate::render::{SecretLookup, StructuralSecrets};
+use crate::secrets::{self, Identities, IdentityOptions};
+use crate::source::{self, SourceConfig};
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Text for a terminal (coloured on a TTY unless NO_COLOR is set).
+    Text,
+    /// Markdown for a pull-request comment, in parts under 65,535 characters.
+    Markdown,
+    /// JSON (schema: docs/plan-json.md, `schemaVersion: 1`).
+    Json,
+}
+
+/// When to colour text output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Color {
+    /// On a terminal, unless NO_COLOR is set.
+    Auto,
+    Always,
+    Never,
+}
+
+/// `tidegate plan ...`
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlanArgs {
+    /// The repository (holding environments/, modules/, secrets/); with
+    /// --base/--head, a Git repository whose revisions are compared.
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// Only these environments (repeatable; default: all, in promotion order).
+    #[arg(long = "env", value_name = "ENV")]
+    pub envs: Vec<String>,
+    /// Compare with nothing: everything is a create; no credentials needed.
+    #[arg(long, conflicts_with_all = ["base", "head"])]
+    pub offline: bool,
+    /// Compare the desired state of this revision (branch, tag, commit)...
+    #[arg(long, requires = "head", value_name = "REF")]
+    pub base: Option<String>,
+    /// ...with this one; no credentials needed (pull requests from forks).
+    #[arg(long, requires = "base", value_name = "REF")]
+    pub head: Option<String>,
+    /// Bare Git cache for --base/--head (default: a temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub color: Color,
+    /// Write Markdown parts to DIR/part-1.md, part-2.md, ... (and print
+    /// their paths) instead of printing them.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// Provider predictions (dry-runs) in flight at once per environment.
+    #[arg(long, default_value_t = plan::DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+    #[command(flatten)]
+    pub identities: IdentityOptions,
+}
+
+/// Runs `tidegate plan`; `tty` says whether `out` is a terminal.
+pub fn run(
+    args: &PlanArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    tty: bool,
+) -> super::Result<u8> {
+    let plan = match build(args, err)? {
+        Some(p) => p,
+        None => return Ok(1),
+    };
+    write(args, &plan, out, tty)?;
+    Ok(if plan.has_changes() { 2 } else { 0 })
+}
+
+/// Writes `plan` in the requested format.
+pub fn write(args: &PlanArgs, plan: &Plan, out: &mut dyn Write, tty: bool) -> super::Result<()> {
+    match args.format {
+        Format::Json => out.write_all(render::json(plan).as_bytes())?,
+        Format::Text => {
+            let color = match args.color {
+                Color::Always => true,
+                Color::Never => false,
+                Color::Auto => tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            };
+            out.write_all(render::text(plan, color).as_bytes())?;
+        }
+        Format::Markdown => {
+            let parts = render::markdown(plan);
+            match &args.out_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)?;
+                    for (i, part) in parts.iter().enumerate() {
+                        let path = dir.join(format!("part-{}.md", i + 1));
+                        std::fs::write(&path, part)?;
+                        writeln!(out, "{}", path.display())?;
+                    }
+                }
+                None => {
+                    for (i, part) in parts.iter().enumerate() {
+                        if i > 0 {
+                            out.write_all(b"\n<!-- tidegate plan: next part -->\n\n")?;
+                        }
+                        out.write_all(part.as_bytes())?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds the plan; `None` when the repository has problems (reported on
+/// `err`).
+pub fn build(args: &PlanArgs, err: &mut dyn Write) -> super::Result<Option<Plan>> {
+    if let (Some(base), Some(head)) = (&args.base, &args.head) {
+        return revisions(args, base, head, err);
+    }
+    let files = super::read_repo(&args.repo)?;
+    let checked = match super::check(&files) {
+        Ok(c) => c,
+        Err(report) => {
+            writeln!(err, "{report}")?;
+            return Ok(None);
+        }
+    };
+    let envs = selected(args, &checked.model, None)?;
+    let (model, graph) = (&checked.model, &checked.graph);
+    if args.offline {
+        let envs = envs
+            .iter()
+            .map(|e| plan::build_env(model, graph, e, None, &StructuralSecrets, None))
+            .collect::<Result<Vec<EnvPlan>, _>>()?;
+        return Ok(Some(Plan::new(PlanSource::Offline, envs)));
+    }
+    let ids = Identities::from_env(&args.identities)?;
+    let rt = runtime()?;
+    let mut out = Vec::new();
+    for e in &envs {
+        let environment = model.environment(e).expect("selected environments exist");
+        let decrypted = secrets::load_env(environment, &files, &ids)?;
+        let p = rt.block_on(live_env(model, graph, e, &decrypted, args.concurrency))?;
+        out.push(p);
+    }
+    Ok(Some(Plan::new(PlanSource::Live, out)))
+}
+
+async fn live_env(
+    model: &Model,
+    graph: &crate::graph::Graph,
+    env: &str,
+    secrets: &secrets::Decrypted,
+    concurrency: usize,
+) -> Result<EnvPlan, plan::Error> {
+    let environment = model.environment(env).expect("selected environments exist");
+    let kinds = crate::observe::kinds_of(graph, env);
+    let providers =
+        crate::observe::Providers::connect(&environment.target(None), kinds.keys().copied())
+            .await?;
+    plan::plan_env(model, graph, env, &providers, secrets, None, concurrency).await
+}
+
+fn runtime() -> super::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// The environments to plan: `--env` (checked) or all, in promotion order.
+fn selected(args: &PlanArgs, model: &Model, other: Option<&Model>) -> super::Result<Vec<String>> {
+    let all = match other {
+        Some(base) => plan::revision_environments(base, model),
+        None => model.environments.iter().map(|e| e.name.clone()).collect(),
+    };
+    if args.envs.is_empty() {
+        return Ok(all);
+    }
+    for e in &args.envs {
+        if !all.contains(e) {
+            return Err(super::Error::Usage(format!(
+                "unknown environment `{e}` (environments: {})",
+                all.join(", ")
+            )));
+        }
+    }
+    Ok(all.into_iter().filter(|e| args.envs.contains(e)).collect())
+}
+
+fn revisions(
+    args: &PlanArgs,
+    base: &str,
+    head: &str,
+    err: &mut dyn Write,
+) -> super::Result<Option<Plan>> {
+    let abs = std::path::absolute(&args.repo)?;
+    let url = format!("file://{}", abs.display());
+    let (cache, _tmp) = match &args.cache_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let d = std::env::temp_dir().join(format!(
+                "tidegate-plan-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ));
+            (d.clone(), Some(RemoveOnDrop(d)))
+        }
+    };
+    let cfg = SourceConfig::new(url, head, cache);
+    let rt = runtime()?;
+    let (b, h) = rt.block_on(source::load_pair(cfg, base, head))?;
+    let checked = |name: &str, files: &Files, err: &mut dyn Write| -> super::Result<_> {
+        match super::check(files) {
+            Ok(c) => Ok(Some(c)),
+            Err(report) => {
+                writeln!(err, "{name}: {report}")?;
+                Ok(None)
+            }
+        }
+    };
+    let (Some(bc), Some(hc)) = (
+        checked(&format!("base {base}"), &b.files, err)?,
+        checked(&format!("head {head}"), &h.files, err)?,
+    ) else {
+        return Ok(None);
+    };
+    let envs = selected(args, &hc.model, Some(&bc.model))?;
+    let ids = Identities::from_env(&args.identities)?;
+    let today = Date::today_utc();
+    let mut out = Vec::new();
+    for e in &envs {
+        let (bs, bnote) = revision_secrets(&bc.model, e, &b.files, &ids);
+        let (hs, hnote) = revision_secrets(&hc.model, e, &h.files, &ids);
+        let base_side = Side {
+            model: &bc.model,
+            graph: &bc.graph,
+            secrets: bs.as_ref(),
+        };
+        let head_side = Side {
+            model: &hc.model,
+            graph: &hc.graph,
+            secrets: hs.as_ref(),
+        };
+        let mut p = plan::build_revisions(&base_side, &head_side, e, today)?;
+        if let Some(n) = bnote.or(hnote) {
+            p.notes.push(n);
+        }
+        out.push(p);
+    }
+    let source = PlanSource::Revisions {
+        base: Revision {
+            reference: base.to_string(),
+            commit: b.commit.clone(),
+        },
+        head: Revision {
+            reference: head.to_string(),
+            commit: h.commit.clone(),
+        },
+    };
+    Ok(Some(Plan::new(source, out)))
+}
+
+/// Decrypted secrets of `env` when a key opens them, else ciphertexts
+/// (with a note saying so).
+fn revision_secrets(
+    model: &Model,
+    env: &str,
+    files: &Files,
+    ids: &Identities,
+) -> (Box<dyn SecretLookup>, Option<String>) {
+    let Some(environment) = model.environment(env) else {
+        return (Box::new(StructuralSecrets), None);
+    };
+    if environment.secret_files.is_empty() {
+        return (Box::new(StructuralSecrets), None);
+    }
+    if !ids.is_empty() {
+        if let Ok(d) = secrets::load_env(environment, files, ids) {
+            return (Box::new(d), None);
+        }
+    }
+    (
+        Box::new(plan::secrets::CiphertextSecrets::new(files)),
+        Some(
+            "secrets not decrypted (no key for them): a secret is shown as changed when its ciphertext changed"
+                .into(),
+        ),
+    )
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
