@@ -225,7 +225,8 @@ fn clean_head(repo: &Path) -> Option<String> {
     if !statuses.is_empty() {
         return None;
     }
-    Some(r.head().ok()?.peel_to_commit().ok()?.id().to_string())
+    let head = r.head().ok()?.peel_to_commit().ok()?.id().to_string();
+    Some(head)
 }
 
 /// The shared pipeline of `apply` and `rebuild`: exit code and the result
