@@ -23,11 +23,14 @@
 //! - [`plan`]: the preview: desired vs live, nothing or another revision.
 //! - [`graph`]: the dependency graph (petgraph), cycles, levels, DOT/Mermaid.
 //! - [`source`]: Git remote → in-memory snapshots (poll, cache, signatures).
+//! - [`execute`]: applies one environment in graph order (bounded parallelism, prune).
+//! - [`state`]: per-environment records, the promotion gate, apply locks.
 //! - [`cli`]: the command implementations behind `src/main.rs`.
 
 pub mod cli;
 pub mod diag;
 pub mod diff;
+pub mod execute;
 pub mod expr;
 pub mod graph;
 pub mod load;
@@ -40,6 +43,7 @@ pub mod render;
 pub mod secrets;
 pub mod sensitive;
 pub mod source;
+pub mod state;
 pub mod value;
 
 #[cfg(test)]

@@ -43,6 +43,13 @@ enum Command {
     Plan(cli::plan::PlanArgs),
     /// Encrypt, decrypt or re-key SOPS secret files (age recipients).
     Secrets(tidegate::secrets::cli::SecretsArgs),
+    /// Apply one environment (--env) or all in order (--all): preview, ask,
+    /// apply in dependency order, prune, record. Exit 0 converged, 1 not,
+    /// 130/143 when stopped by SIGINT/SIGTERM.
+    Apply(cli::apply::ApplyArgs),
+    /// Disaster recovery: rebuild an environment from Git onto empty targets
+    /// (or a blue/green copy with --as NAME) and report the measured RTO.
+    Rebuild(cli::rebuild::RebuildArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +80,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             tidegate::secrets::cli::run(&args, &mut out)?;
             Ok(0)
         }
+        Command::Apply(args) => Ok(cli::apply::run(&args, &mut out)?),
+        Command::Rebuild(args) => Ok(cli::rebuild::run(&args, &mut out)?),
     };
     let flushed = result.and_then(|code| {
         out.flush()?;

@@ -13,8 +13,10 @@ use crate::load::{self, Files};
 use crate::model::Model;
 use crate::render::{self, RenderOptions, StructuralSecrets};
 
+pub mod apply;
 pub mod graph;
 pub mod plan;
+pub mod rebuild;
 pub mod validate;
 
 /// A command could not run at all (as opposed to finding problems in the

@@ -4,6 +4,7 @@
 mod aws;
 mod cli_golden;
 mod example;
+mod execute;
 mod fixtures;
 mod kubernetes;
 mod plan;

@@ -1,0 +1,310 @@
+//! Benchmark of a disaster-recovery rebuild: an environment built from Git
+//! onto empty targets (moto for EC2, the kube-sim binary for Kubernetes,
+//! both on loopback), with an injected latency per provider call.
+//!
+//! Prints, per run, the measured RTO (wall time of the rebuild), the
+//! critical path (the longest dependency chain of per-resource durations:
+//! the lower bound with unlimited parallelism) and their ratio; then the
+//! median and spread over the runs. Each run rebuilds under a fresh owner
+//! name (a blue/green copy), so every run starts from empty targets.
+//!
+//! ```text
+//! cargo build --release -p kube-sim
+//! cargo run --release --bin bench_rebuild -- --cells 25 --latency-ms 50 --runs 5
+//! cargo run --release --bin bench_rebuild -- --example dev --runs 3
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use tidegate::execute::{self, EnvRun};
+use tidegate::observe::Providers;
+use tidegate::provider::aws::AwsProvider;
+use tidegate::provider::kubernetes::Kubernetes;
+use tidegate::provider::{Change, Desired, Health, Live, Provider, ProviderKind, Result};
+
+#[derive(Parser)]
+struct Args {
+    /// Generated environment: a VPC plus this many cells of 8 resources
+    /// (subnet, security group, instance; namespace, 2 ConfigMaps,
+    /// Deployment, Service).
+    #[arg(long, default_value_t = 25)]
+    cells: usize,
+    /// Rebuild this environment of the bundled example instead.
+    #[arg(long)]
+    example: Option<String>,
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Latency added to every provider call.
+    #[arg(long, default_value_t = 50)]
+    latency_ms: u64,
+    #[arg(long, default_value_t = 32)]
+    parallelism: usize,
+}
+
+/// A provider whose every call first waits `latency` (a distant API).
+struct Slow {
+    inner: Box<dyn Provider>,
+    latency: Duration,
+}
+
+#[async_trait::async_trait]
+impl Provider for Slow {
+    fn kind(&self) -> ProviderKind {
+        self.inner.kind()
+    }
+    async fn observe(&self, kinds: &[String]) -> Result<Vec<Live>> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.observe(kinds).await
+    }
+    async fn plan(&self, d: &Desired, l: Option<&Live>) -> Result<Change> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.plan(d, l).await
+    }
+    async fn apply(&self, d: &Desired, l: Option<&Live>) -> Result<Live> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.apply(d, l).await
+    }
+    async fn delete(&self, l: &Live) -> Result<()> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.delete(l).await
+    }
+    async fn health(&self, l: &Live) -> Result<Health> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.health(l).await
+    }
+    async fn record_inventory(&self, owned: &[Live]) -> Result<()> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.record_inventory(owned).await
+    }
+    fn api_calls(&self) -> BTreeMap<String, u64> {
+        self.inner.api_calls()
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// moto and kube-sim, started as processes.
+fn start_stand(dir: &Path, context: &str) -> (Vec<Killed>, String, PathBuf) {
+    let moto_port = free_port();
+    let moto = Command::new(root().join(".ci/.venv/bin/moto_server"))
+        .args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server starts (run .ci/setup-tools)");
+    let sim_bin = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|p| p.join("kube-sim")))
+        .filter(|p| p.is_file())
+        .expect("kube-sim beside this binary: cargo build --release -p kube-sim");
+    let kube_port = free_port();
+    let kubeconfig = dir.join("kubeconfig");
+    let sim = Command::new(sim_bin)
+        .args(["--port", &kube_port.to_string(), "--contexts", context])
+        .arg("--kubeconfig-out")
+        .arg(&kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kube-sim starts");
+    wait_port(moto_port);
+    wait_port(kube_port);
+    while !kubeconfig.is_file() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (
+        vec![Killed(moto), Killed(sim)],
+        format!("http://127.0.0.1:{moto_port}"),
+        kubeconfig,
+    )
+}
+
+/// A generated repository: environment `bench` with a network and `cells`
+/// cells.
+fn generate(dir: &Path, cells: usize) {
+    let mut env = String::from(
+        "apiVersion: tidegate.dev/v1\nkind: Environment\nmetadata:\n  name: bench\nspec:\n  targets:\n    kubernetes:\n      context: bench\n    aws:\n      region: us-east-1\n  policy:\n    defaultSeverity: warning\n  modules:\n    - name: network\n      source: modules/network\n",
+    );
+    for i in 0..cells {
+        env.push_str(&format!(
+            "    - name: cell{i}\n      source: modules/cell\n      inputs:\n        index: \"{i}\"\n        vpcId: ${{module.network.vpc_id}}\n"
+        ));
+    }
+    let network = "apiVersion: tidegate.dev/v1\nkind: Module\nmetadata:\n  name: network\nspec:\n  outputs:\n    vpc_id:\n      value: ${resource.vpc.id}\n  resources:\n    - name: vpc\n      provider: aws\n      type: vpc\n      spec:\n        cidrBlock: 10.0.0.0/16\n";
+    let cell = "apiVersion: tidegate.dev/v1\nkind: Module\nmetadata:\n  name: cell\nspec:\n  inputs:\n    index:\n      type: string\n    vpcId:\n      type: string\n  resources:\n    - name: subnet\n      provider: aws\n      type: subnet\n      spec:\n        vpcId: ${input.vpcId}\n        cidrBlock: 10.0.${input.index}.0/24\n    - name: sg\n      provider: aws\n      type: security_group\n      spec:\n        vpcId: ${input.vpcId}\n        groupName: ${env.name}-cell${input.index}\n        description: cell\n    - name: server\n      provider: aws\n      type: instance\n      spec:\n        ami: ami-1e749f67\n        instanceType: t3.micro\n        subnetId: ${resource.subnet.id}\n        securityGroupIds: [${resource.sg.id}]\n        metadata:\n          httpTokens: required\n    - name: ns\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: Namespace\n        metadata:\n          name: ${env.name}-cell${input.index}\n    - name: config\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: ConfigMap\n        metadata:\n          name: network\n          namespace: ${env.name}-cell${input.index}\n        data:\n          SUBNET: ${resource.subnet.id}\n          SERVER: ${resource.server.privateIp}\n    - name: flags\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: ConfigMap\n        metadata:\n          name: flags\n          namespace: ${env.name}-cell${input.index}\n        data:\n          beta: \"on\"\n    - name: web\n      provider: kubernetes\n      manifest:\n        apiVersion: apps/v1\n        kind: Deployment\n        metadata:\n          name: web\n          namespace: ${env.name}-cell${input.index}\n        spec:\n          replicas: 1\n          selector:\n            matchLabels: { app: web }\n          template:\n            metadata:\n              labels: { app: web }\n            spec:\n              containers:\n                - name: web\n                  image: registry.example.com/web@sha256:8074748e826827434bbc9e3e5272c2b8fc34cf74eb9e94ebb489afe6cfcef7aa\n    - name: svc\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: Service\n        metadata:\n          name: web\n          namespace: ${env.name}-cell${input.index}\n        spec:\n          selector: { app: web }\n          ports:\n            - port: 80\n";
+    for (p, t) in [
+        ("environments/bench.yaml", env.as_str()),
+        ("modules/network/module.yaml", network),
+        ("modules/cell/module.yaml", cell),
+    ] {
+        let path = dir.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, t).unwrap();
+    }
+}
+
+async fn providers(
+    model: &tidegate::model::Model,
+    env: &str,
+    owner: &str,
+    endpoint: &str,
+    kubeconfig: &Path,
+    latency: Duration,
+) -> Providers {
+    let target = model.environment(env).unwrap().target(Some(owner));
+    let k8s = Kubernetes::connect_kubeconfig(kubeconfig, &target, Default::default())
+        .await
+        .expect("kube-sim connects");
+    let conf = aws_sdk_ec2::config::Builder::new()
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "bench", "bench", None, None, "bench",
+        ));
+    let aws = AwsProvider::with_config(owner, conf, Default::default());
+    let list: Vec<Box<dyn Provider>> = vec![
+        Box::new(Slow {
+            inner: Box::new(k8s),
+            latency,
+        }),
+        Box::new(Slow {
+            inner: Box::new(aws),
+            latency,
+        }),
+    ];
+    Providers::from_parts(owner, list)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let dir = tempfile_dir();
+    let (repo, env) = match &args.example {
+        Some(e) => (root(), e.clone()),
+        None => {
+            generate(&dir.join("repo"), args.cells);
+            (dir.join("repo"), "bench".to_string())
+        }
+    };
+    let files = tidegate::load::read_dir(&repo).expect("the repository reads");
+    let checked = tidegate::cli::check(&files).unwrap_or_else(|r| panic!("{r}"));
+    let (model, graph) = (checked.model, checked.graph);
+    let environment = model.environment(&env).expect("the environment exists");
+    let context = environment
+        .kubernetes
+        .as_ref()
+        .and_then(|k| k.context.clone())
+        .unwrap_or_else(|| "bench".into());
+    let ids = tidegate::secrets::Identities::load(
+        &tidegate::secrets::IdentityOptions {
+            age_key_dir: Some(root().join("secrets/demo-keys")),
+            ..Default::default()
+        },
+        &|_| None,
+    )
+    .expect("demo keys");
+    let secrets = tidegate::secrets::load_env(environment, &files, &ids).expect("secrets");
+    let (_stand, endpoint, kubeconfig) = start_stand(&dir, &context);
+    let resources = graph.levels(&env).iter().map(Vec::len).sum::<usize>();
+    println!(
+        "rebuild of {env}: {resources} resources, {} levels, latency {} ms per provider call, parallelism {}",
+        graph.levels(&env).len(),
+        args.latency_ms,
+        args.parallelism
+    );
+    let latency = Duration::from_millis(args.latency_ms);
+    let (mut rtos, mut paths, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..args.runs {
+        let owner = format!("{env}-r{run}");
+        let t0 = Instant::now();
+        let p = providers(&model, &env, &owner, &endpoint, &kubeconfig, latency).await;
+        let er = EnvRun {
+            model: &model,
+            graph: &graph,
+            env: &env,
+            owner: Some(&owner),
+            providers: &p,
+            secrets: &secrets,
+            options: execute::Options {
+                parallelism: args.parallelism,
+                health_poll: Duration::from_millis(50),
+                ..Default::default()
+            },
+            progress: None,
+            stop: None,
+        };
+        let outcome = execute::run_env(&er).await.expect("the rebuild runs");
+        let rto = t0.elapsed().as_secs_f64();
+        let cp = outcome.critical_path(&graph, &env).as_secs_f64();
+        let calls: HashMap<String, u64> = p.api_calls().into_iter().collect();
+        println!(
+            "run {run}: RTO {rto:.2}s, critical path {cp:.2}s, ratio {:.2} ({}; {} API calls)",
+            rto / cp,
+            outcome.counts_line(),
+            calls.values().sum::<u64>()
+        );
+        assert!(outcome.converged(), "{outcome:#?}");
+        rtos.push(rto);
+        paths.push(cp);
+        ratios.push(rto / cp);
+    }
+    let spread = |v: &[f64]| {
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
+        format!("{lo:.2}..{hi:.2}")
+    };
+    println!(
+        "median over {} runs: RTO {:.2}s ({}), critical path {:.2}s ({}), ratio {:.2} ({})",
+        args.runs,
+        median(&mut rtos.clone()),
+        spread(&rtos),
+        median(&mut paths.clone()),
+        spread(&paths),
+        median(&mut ratios.clone()),
+        spread(&ratios)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tidegate-bench-rebuild-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

@@ -1,0 +1,782 @@
+//! The executor, state records, gates, locks and the `apply`/`rebuild`
+//! commands end to end: EC2 against moto, Kubernetes against kube-sim, the
+//! repository a real Git repository, the CLI the real binary (SIGKILLed
+//! for the crash tests).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use aws_sdk_ec2::config::{Credentials, Region};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube_sim::{Config, Handle, Simulator};
+use tempfile::TempDir;
+use tidegate::execute::{self, EnvRun, Options, Outcome, Status};
+use tidegate::graph::Graph;
+use tidegate::model::Model;
+use tidegate::observe::Providers;
+use tidegate::provider::aws::{AwsProvider, RetryPolicy};
+use tidegate::provider::kubernetes::transport::RetryConfig;
+use tidegate::provider::kubernetes::Kubernetes;
+use tidegate::provider::{Provider, ResourceId};
+use tidegate::render::StructuralSecrets;
+use tidegate::state::{self, EnvLock};
+
+use super::support_moto::MotoServer;
+
+const REGION: &str = "us-east-1";
+const AMI: &str = "ami-1e749f67";
+
+/// moto, kube-sim (contexts dev and staging) and a kubeconfig for them.
+struct Stand {
+    moto: MotoServer,
+    _sim: Handle,
+    kubeconfig: PathBuf,
+    dir: TempDir,
+}
+
+impl Stand {
+    async fn start() -> Stand {
+        let moto = MotoServer::start();
+        let sim = Simulator::start(Config {
+            contexts: vec!["dev".into(), "staging".into()],
+            ..Config::default()
+        })
+        .await
+        .expect("kube-sim starts");
+        let dir = TempDir::new().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        sim.kubeconfig(&kubeconfig).unwrap();
+        Stand {
+            moto,
+            _sim: sim,
+            kubeconfig,
+            dir,
+        }
+    }
+
+    fn ec2(&self) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::from_conf(
+            aws_sdk_ec2::config::Builder::new()
+                .behavior_version(tidegate::provider::aws::behavior_version())
+                .region(Region::new(REGION))
+                .endpoint_url(&self.moto.endpoint)
+                .credentials_provider(Credentials::new("testing", "testing", None, None, "t"))
+                .build(),
+        )
+    }
+
+    async fn kube(&self, context: &str) -> kube::Client {
+        tidegate::provider::kubernetes::transport::install_crypto_provider();
+        let kc = Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let opts = KubeConfigOptions {
+            context: Some(context.into()),
+            ..Default::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// The providers of environment `env` (owner `owner`).
+    async fn providers(&self, model: &Model, env: &str, owner: &str) -> Providers {
+        let target = model.environment(env).unwrap().target(Some(owner));
+        let k8s = Kubernetes::connect_kubeconfig(
+            &self.kubeconfig,
+            &target,
+            tidegate::provider::kubernetes::Options {
+                request_timeout: Duration::from_secs(5),
+                retry: RetryConfig {
+                    max_retries: 3,
+                    base_delay: Duration::from_millis(20),
+                    max_delay: Duration::from_secs(1),
+                },
+                wait_timeout: Duration::from_secs(10),
+                poll_interval: Duration::from_millis(50),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let conf = aws_sdk_ec2::config::Builder::new()
+            .region(Region::new(REGION))
+            .endpoint_url(&self.moto.endpoint)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "t"));
+        let aws = AwsProvider::with_config(
+            owner,
+            conf,
+            tidegate::provider::aws::Options {
+                retry: RetryPolicy {
+                    sdk_attempts: 3,
+                    attempts: 4,
+                    base_delay: Duration::from_millis(5),
+                    max_delay: Duration::from_millis(100),
+                    settle: Duration::from_secs(10),
+                    poll: Duration::from_millis(50),
+                    attempt_timeout: Duration::from_secs(5),
+                },
+                ..Default::default()
+            },
+        );
+        let boxed: Vec<Box<dyn Provider>> = vec![Box::new(k8s), Box::new(aws)];
+        Providers::from_parts(owner, boxed)
+    }
+
+    /// Runs the real `tidegate` binary with this stand's endpoints.
+    fn command(&self, repo: &Path, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidegate"));
+        c.args(args)
+            .arg("--repo")
+            .arg(repo)
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("AWS_ENDPOINT_URL", &self.moto.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("SOPS_AGE_KEY_FILE")
+            .env_remove("SOPS_AGE_KEY")
+            .env("XDG_CONFIG_HOME", self.dir.path().join("no-config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    }
+
+    /// Exit code, and stdout followed by stderr.
+    async fn cli(&self, repo: &Path, args: &[&str]) -> (i32, String) {
+        let (code, stdout, stderr) = self.cli_split(repo, args).await;
+        (code, format!("{stdout}{stderr}"))
+    }
+
+    async fn cli_split(&self, repo: &Path, args: &[&str]) -> (i32, String, String) {
+        let out = self.command(repo, args).output().await.unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// What the fixture repository declares.
+#[derive(Clone)]
+struct Spec {
+    subnet_cidr: &'static str,
+    /// Declare the security group and the instance.
+    servers: bool,
+    /// Declare the second ConfigMap.
+    extra_config: bool,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            subnet_cidr: "10.1.1.0/24",
+            servers: true,
+            extra_config: true,
+        }
+    }
+}
+
+fn env_doc(name: &str, after: Option<&str>) -> String {
+    let after = after.map(|a| format!("  after: {a}\n")).unwrap_or_default();
+    format!(
+        "apiVersion: tidegate.dev/v1
+kind: Environment
+metadata:
+  name: {name}
+spec:
+{after}  targets:
+    kubernetes:
+      context: {name}
+    aws:
+      region: {REGION}
+  vars:
+    cidr: 10.1.0.0/16
+  modules:
+    - name: network
+      source: modules/net
+      inputs:
+        cidr: ${{var.cidr}}
+    - name: app
+      source: modules/app
+      inputs:
+        vpcId: ${{module.network.vpc_id}}
+  policy:
+    defaultSeverity: warning
+"
+    )
+}
+
+fn net_doc(spec: &Spec) -> String {
+    let mut s = format!(
+        "apiVersion: tidegate.dev/v1
+kind: Module
+metadata:
+  name: net
+spec:
+  inputs:
+    cidr:
+      type: string
+  outputs:
+    vpc_id:
+      value: ${{resource.vpc.id}}
+  resources:
+    - name: vpc
+      provider: aws
+      type: vpc
+      spec:
+        cidrBlock: ${{input.cidr}}
+        tags:
+          Name: ${{env.name}}-vpc
+    - name: subnet
+      provider: aws
+      type: subnet
+      spec:
+        vpcId: ${{resource.vpc.id}}
+        cidrBlock: {}
+        availabilityZone: {REGION}a
+",
+        spec.subnet_cidr
+    );
+    if spec.servers {
+        s.push_str(&format!(
+            "    - name: sg
+      provider: aws
+      type: security_group
+      spec:
+        vpcId: ${{resource.vpc.id}}
+        groupName: ${{env.name}}-app
+        description: app servers
+        ingress:
+          - protocol: tcp
+            fromPort: 8080
+            toPort: 8080
+            cidrBlocks: [10.1.0.0/16]
+    - name: server
+      provider: aws
+      type: instance
+      spec:
+        ami: {AMI}
+        instanceType: t3.micro
+        subnetId: ${{resource.subnet.id}}
+        securityGroupIds: [${{resource.sg.id}}]
+        metadata:
+          httpTokens: required
+"
+        ));
+    }
+    s
+}
+
+fn app_doc(spec: &Spec) -> String {
+    let mut s = "apiVersion: tidegate.dev/v1
+kind: Module
+metadata:
+  name: app
+spec:
+  inputs:
+    vpcId:
+      type: string
+  resources:
+    - name: ns
+      provider: kubernetes
+      manifest:
+        apiVersion: v1
+        kind: Namespace
+        metadata:
+          name: app-${env.name}
+    - name: config
+      provider: kubernetes
+      manifest:
+        apiVersion: v1
+        kind: ConfigMap
+        metadata:
+          name: network
+          namespace: app-${env.name}
+        data:
+          VPC: ${input.vpcId}
+"
+    .to_string();
+    if spec.extra_config {
+        s.push_str(
+            "    - name: flags
+      provider: kubernetes
+      manifest:
+        apiVersion: v1
+        kind: ConfigMap
+        metadata:
+          name: flags
+          namespace: app-${env.name}
+        data:
+          beta: \"on\"
+",
+        );
+    }
+    s
+}
+
+/// Writes the fixture into `dir` and commits it with the real `git`;
+/// returns the commit id.
+fn write_repo(dir: &Path, spec: &Spec) -> String {
+    let files = [
+        ("environments/dev.yaml", env_doc("dev", None)),
+        ("environments/staging.yaml", env_doc("staging", Some("dev"))),
+        ("modules/net/module.yaml", net_doc(spec)),
+        ("modules/app/module.yaml", app_doc(spec)),
+    ];
+    for (p, text) in &files {
+        let path = dir.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    if !dir.join(".git").exists() {
+        git(&["init", "-q", "-b", "main"]);
+    }
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "fixture"]);
+    git(&["rev-parse", "HEAD"])
+}
+
+fn load(dir: &Path) -> (Model, Graph) {
+    let files = tidegate::load::read_dir(dir).unwrap();
+    let checked = tidegate::cli::check(&files).expect("fixture is valid");
+    (checked.model, checked.graph)
+}
+
+fn options() -> Options {
+    Options {
+        health_timeout: Duration::from_secs(20),
+        health_poll: Duration::from_millis(20),
+        ..Options::default()
+    }
+}
+
+async fn apply(stand: &Stand, dir: &Path, env: &str) -> (Outcome, Providers) {
+    let (model, graph) = load(dir);
+    let providers = stand.providers(&model, env, env).await;
+    let run = EnvRun {
+        model: &model,
+        graph: &graph,
+        env,
+        owner: None,
+        providers: &providers,
+        secrets: &StructuralSecrets,
+        options: options(),
+        progress: None,
+        stop: None,
+    };
+    let outcome = execute::run_env(&run).await.expect("the run starts");
+    (outcome, providers)
+}
+
+fn id(m: &str, n: &str) -> ResourceId {
+    ResourceId {
+        module: m.into(),
+        name: n.into(),
+    }
+}
+
+fn status(o: &Outcome, m: &str, n: &str) -> Status {
+    o.get(&id(m, n))
+        .unwrap_or_else(|| panic!("{m}.{n} not in outcome: {o:#?}"))
+        .status
+}
+
+/// Write operations among API calls: everything but reads.
+fn writes(calls: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    calls
+        .iter()
+        .filter(|(op, _)| {
+            let op = op.split('/').nth(1).unwrap_or("");
+            !(op.starts_with("Describe")
+                || matches!(op, "get" | "list" | "discovery" | "dry_run" | "watch"))
+        })
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+/// Live EC2 resources carrying tidegate's environment tag `env`, by kind,
+/// each as (resource tag, id); terminated instances left out.
+async fn owned_ec2(stand: &Stand, env: &str) -> BTreeMap<&'static str, Vec<(String, String)>> {
+    use aws_sdk_ec2::types::{Filter, Tag};
+    let ec2 = stand.ec2();
+    let filter = Filter::builder()
+        .name("tag:tidegate:environment")
+        .values(env)
+        .build();
+    let resource = |tags: &[Tag]| {
+        tags.iter()
+            .find(|t| t.key() == Some("tidegate:resource"))
+            .and_then(|t| t.value())
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut out: BTreeMap<&'static str, Vec<(String, String)>> = BTreeMap::new();
+    let vpcs = ec2.describe_vpcs().filters(filter.clone()).send().await.unwrap();
+    for v in vpcs.vpcs() {
+        out.entry("vpc")
+            .or_default()
+            .push((resource(v.tags()), v.vpc_id().unwrap().into()));
+    }
+    let subnets = ec2
+        .describe_subnets()
+        .filters(filter.clone())
+        .send()
+        .await
+        .unwrap();
+    for s in subnets.subnets() {
+        out.entry("subnet")
+            .or_default()
+            .push((resource(s.tags()), s.subnet_id().unwrap().into()));
+    }
+    let sgs = ec2
+        .describe_security_groups()
+        .filters(filter.clone())
+        .send()
+        .await
+        .unwrap();
+    for g in sgs.security_groups() {
+        out.entry("security_group")
+            .or_default()
+            .push((resource(g.tags()), g.group_id().unwrap().into()));
+    }
+    let inst = ec2.describe_instances().filters(filter).send().await.unwrap();
+    for r in inst.reservations() {
+        for i in r.instances() {
+            let state = i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string());
+            if matches!(state.as_deref(), Some("terminated" | "shutting-down")) {
+                continue;
+            }
+            out.entry("instance")
+                .or_default()
+                .push((resource(i.tags()), i.instance_id().unwrap().into()));
+        }
+    }
+    out
+}
+
+async fn config_map(stand: &Stand, ctx: &str, ns: &str, name: &str) -> Option<ConfigMap> {
+    let api: Api<ConfigMap> = Api::namespaced(stand.kube(ctx).await, ns);
+    api.get_opt(name).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn apply_converges_outputs_flow_and_a_second_apply_writes_nothing() {
+    let stand = Stand::start().await;
+    let repo = TempDir::new().unwrap();
+    write_repo(repo.path(), &Spec::default());
+
+    let (first, _) = apply(&stand, repo.path(), "dev").await;
+    assert!(first.converged(), "{first:#?}");
+    for (m, n) in [
+        ("network", "vpc"),
+        ("network", "subnet"),
+        ("network", "sg"),
+        ("network", "server"),
+        ("app", "ns"),
+        ("app", "config"),
+        ("app", "flags"),
+    ] {
+        assert_eq!(status(&first, m, n), Status::Created, "{m}.{n}");
+    }
+
+    // Outputs flowed: the subnet and the ConfigMap carry the VPC's id.
+    let live = owned_ec2(&stand, "dev").await;
+    let vpc_id = &live["vpc"][0].1;
+    let subnets = stand
+        .ec2()
+        .describe_subnets()
+        .subnet_ids(&live["subnet"][0].1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(subnets.subnets()[0].vpc_id(), Some(vpc_id.as_str()));
+    let cm = config_map(&stand, "dev", "app-dev", "network").await.unwrap();
+    assert_eq!(cm.data.unwrap()["VPC"], *vpc_id);
+
+    // Dependencies ran first: the subnet started after the VPC finished.
+    let vpc = first.get(&id("network", "vpc")).unwrap();
+    let subnet = first.get(&id("network", "subnet")).unwrap();
+    assert!(subnet.started >= vpc.started + vpc.duration);
+    // Independent branches overlapped: the namespace did not wait for AWS.
+    let ns = first.get(&id("app", "ns")).unwrap();
+    assert!(ns.started < vpc.started + vpc.duration, "{first:#?}");
+
+    let (second, providers) = apply(&stand, repo.path(), "dev").await;
+    assert!(second.converged());
+    assert_eq!(second.count(Status::Unchanged), 7, "{second:#?}");
+    assert!(!second.wrote());
+    let w = writes(&providers.api_calls());
+    assert!(w.is_empty(), "a converged environment got writes: {w:?}");
+    assert_eq!(owned_ec2(&stand, "dev").await, live);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_resource_skips_its_dependents_while_an_independent_branch_completes() {
+    let stand = Stand::start().await;
+    let repo = TempDir::new().unwrap();
+    // A subnet outside its VPC's range: EC2 refuses it.
+    write_repo(
+        repo.path(),
+        &Spec {
+            subnet_cidr: "192.168.1.0/24",
+            ..Spec::default()
+        },
+    );
+    let (o, _) = apply(&stand, repo.path(), "dev").await;
+    assert_eq!(status(&o, "network", "subnet"), Status::Failed, "{o:#?}");
+    assert!(!o.get(&id("network", "subnet")).unwrap().reason.is_empty());
+    let server = o.get(&id("network", "server")).unwrap();
+    assert_eq!(server.status, Status::Skipped);
+    assert!(server.reason.contains("network.subnet"), "{}", server.reason);
+    for (m, n) in [("network", "vpc"), ("network", "sg"), ("app", "ns"), ("app", "config"), ("app", "flags")] {
+        assert_eq!(status(&o, m, n), Status::Created, "{m}.{n}");
+    }
+    assert!(!o.converged());
+    assert!(config_map(&stand, "dev", "app-dev", "flags").await.is_some());
+    assert!(!owned_ec2(&stand, "dev").await.contains_key("instance"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prune_deletes_what_git_removed_and_never_an_unowned_object() {
+    let stand = Stand::start().await;
+    let repo = TempDir::new().unwrap();
+    write_repo(repo.path(), &Spec::default());
+    let (first, _) = apply(&stand, repo.path(), "dev").await;
+    assert!(first.converged(), "{first:#?}");
+
+    // Objects nobody declared: an untagged VPC and a ConfigMap without labels.
+    let foreign_vpc = stand
+        .ec2()
+        .create_vpc()
+        .cidr_block("10.9.0.0/16")
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .unwrap()
+        .vpc_id()
+        .unwrap()
+        .to_string();
+    let cms: Api<ConfigMap> = Api::namespaced(stand.kube("dev").await, "app-dev");
+    let mut foreign = ConfigMap::default();
+    foreign.metadata.name = Some("hand-made".into());
+    cms.create(&PostParams::default(), &foreign).await.unwrap();
+
+    write_repo(
+        repo.path(),
+        &Spec {
+            servers: false,
+            extra_config: false,
+            ..Spec::default()
+        },
+    );
+    let (o, _) = apply(&stand, repo.path(), "dev").await;
+    assert!(o.converged(), "{o:#?}");
+    for (m, n) in [("network", "sg"), ("network", "server"), ("app", "flags")] {
+        assert_eq!(status(&o, m, n), Status::Deleted, "{m}.{n}");
+    }
+    // The instance went before the security group it used.
+    let server = o.get(&id("network", "server")).unwrap();
+    let sg = o.get(&id("network", "sg")).unwrap();
+    assert!(sg.started >= server.started + server.duration);
+
+    let live = owned_ec2(&stand, "dev").await;
+    assert!(!live.contains_key("instance") && !live.contains_key("security_group"));
+    assert!(config_map(&stand, "dev", "app-dev", "flags").await.is_none());
+    assert!(config_map(&stand, "dev", "app-dev", "hand-made").await.is_some());
+    let vpcs = stand
+        .ec2()
+        .describe_vpcs()
+        .vpc_ids(&foreign_vpc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vpcs.vpcs().len(), 1, "an unowned VPC must never be pruned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn staging_is_held_until_dev_is_converged_and_healthy_at_the_same_commit() {
+    let stand = Stand::start().await;
+    let repo = TempDir::new().unwrap();
+    let c1 = write_repo(repo.path(), &Spec::default());
+
+    let (code, text) = stand.cli(repo.path(), &["apply", "--env", "staging", "--yes"]).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!("environment staging is held at commit {c1}: dev has no record")),
+        "{text}"
+    );
+    assert!(owned_ec2(&stand, "staging").await.is_empty(), "nothing applied");
+
+    let (code, text) = stand.cli(repo.path(), &["apply", "--env", "dev", "--yes"]).await;
+    assert_eq!(code, 0, "{text}");
+    // The record lives in dev's cluster.
+    let store = state::RecordStore::ConfigMap {
+        client: stand.kube("dev").await,
+    };
+    let record = store.load("dev").await.unwrap().expect("dev's record");
+    assert!(record.good_at(&c1), "{record:?}");
+
+    // A new commit: dev's record is at the old one, so staging waits again.
+    let c2 = write_repo(
+        repo.path(),
+        &Spec {
+            extra_config: false,
+            ..Spec::default()
+        },
+    );
+    let (code, text) = stand.cli(repo.path(), &["apply", "--env", "staging", "--yes"]).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("dev was last applied at"), "{text}");
+
+    let (code, text) = stand.cli(repo.path(), &["apply", "--all", "--yes"]).await;
+    assert_eq!(code, 0, "{text}");
+    let staging = state::RecordStore::ConfigMap {
+        client: stand.kube("staging").await,
+    };
+    assert!(staging.load("staging").await.unwrap().unwrap().good_at(&c2));
+    assert!(owned_ec2(&stand, "staging").await.contains_key("instance"));
+
+    // Losing a record is harmless: applying again recomputes it, changing nothing.
+    let api: Api<ConfigMap> = Api::namespaced(stand.kube("dev").await, state::NAMESPACE);
+    api.delete("tidegate-state-dev", &Default::default()).await.unwrap();
+    let (code, text) = stand.cli(repo.path(), &["apply", "--env", "dev", "--yes"]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("no changes"), "{text}");
+    assert!(store.load("dev").await.unwrap().unwrap().good_at(&c2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_lock_stops_a_second_apply_with_the_holder_named() {
+    let stand = Stand::start().await;
+    let repo = TempDir::new().unwrap();
+    write_repo(repo.path(), &Spec::default());
+    let lock = EnvLock::lease(
+        stand.kube("dev").await,
+        "dev",
+        "reconciler-7f9c",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let (code, text) = stand.cli(repo.path(), &["apply", "--env", "dev", "--yes"]).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("environment dev is locked by reconciler-7f9c since 20")
+            && text.contains("lease tidegate-system/tidegate-lock-dev"),
+        "{text}"
+    );
+    assert!(owned_ec2(&stand, "dev").await.is_empty(), "nothing applied");
+    lock.release().await.unwrap();
+    let (code, text) = stand.cli(repo.path(), &["apply", "--env", "dev", "--yes"]).await;
+    assert_eq!(code, 0, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_at_any_point_then_rerun_leaves_exactly_the_desired_resources() {
+    let stand = Stand::start().await;
+    let repo = TempDir::new().unwrap();
+    write_repo(repo.path(), &Spec::default());
+    let args = ["apply", "--env", "dev", "--yes", "--parallelism", "2"];
+    for delay_ms in [150u64, 400, 700, 1000, 1500] {
+        let mut child = stand.command(repo.path(), &args).spawn().unwrap();
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        // SIGKILL: no handler runs, no lock is released, nothing is recorded.
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    let (code, text) = stand.cli(repo.path(), &args).await;
+    assert_eq!(code, 0, "{text}");
+
+    let live = owned_ec2(&stand, "dev").await;
+    let expect: HashMap<&str, &str> = [
+        ("vpc", "network.vpc"),
+        ("subnet", "network.subnet"),
+        ("security_group", "network.sg"),
+        ("instance", "network.server"),
+    ]
+    .into_iter()
+    .collect();
+    for (kind, resource) in &expect {
+        let found = live.get(kind).cloned().unwrap_or_default();
+        assert_eq!(
+            found.len(),
+            1,
+            "{kind}: exactly one, no duplicate and no orphan: {found:?}"
+        );
+        assert_eq!(found[0].0, *resource);
+    }
+    assert_eq!(live.len(), expect.len(), "{live:?}");
+    for name in ["network", "flags"] {
+        assert!(config_map(&stand, "dev", "app-dev", name).await.is_some());
+    }
+    let owned: Api<ConfigMap> = Api::namespaced(stand.kube("dev").await, "app-dev");
+    let mut names: Vec<String> = owned
+        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=tidegate"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["flags", "network"]);
+
+    // And the next run changes nothing.
+    let (code, text) = stand.cli(repo.path(), &args).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("no changes"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebuild_reports_rto_and_as_builds_a_coexisting_copy() {
+    let stand = Stand::start().await;
+    let repo = TempDir::new().unwrap();
+    write_repo(repo.path(), &Spec::default());
+    let (code, text) = stand.cli(repo.path(), &["rebuild", "--env", "dev", "--yes"]).await;
+    assert_eq!(code, 0, "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("dev: RTO "))
+        .unwrap_or_else(|| panic!("no RTO line: {text}"));
+    assert!(line.contains("critical path") && line.contains("ratio"), "{line}");
+
+    let (code, stdout, stderr) = stand
+        .cli_split(repo.path(), &["rebuild", "--env", "dev", "--as", "dev-green", "--yes", "--json"])
+        .await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("stdout is the JSON report");
+    assert_eq!(report[0]["owner"], "dev-green");
+    assert!(report[0]["criticalPathMs"].as_u64().unwrap() > 0);
+    assert!(report[0]["ratio"].as_f64().unwrap() >= 0.5);
+    assert_eq!(report[0]["steps"].as_array().unwrap().len(), 7);
+
+    // Blue and green coexist, apart by name and ownership.
+    assert_eq!(owned_ec2(&stand, "dev").await["vpc"].len(), 1);
+    assert_eq!(owned_ec2(&stand, "dev-green").await["vpc"].len(), 1);
+    assert!(config_map(&stand, "dev", "app-dev", "network").await.is_some());
+    assert!(config_map(&stand, "dev", "app-dev-green", "network").await.is_some());
+}
