@@ -22,6 +22,8 @@
 //! - [`observe`]: one environment's providers and its live state (batched).
 //! - [`graph`]: the dependency graph (petgraph), cycles, levels, DOT/Mermaid.
 //! - [`source`]: Git remote → in-memory snapshots (poll, cache, signatures).
+//! - [`reconcile`]: the in-cluster loop (state machine, driver, webhooks,
+//!   leases); [`server`]: its HTTP surface; [`metrics`]: its Prometheus series.
 //! - [`cli`]: the command implementations behind `src/main.rs`.
 
 pub mod cli;
@@ -30,13 +32,16 @@ pub mod diff;
 pub mod expr;
 pub mod graph;
 pub mod load;
+pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod policy;
 pub mod provider;
+pub mod reconcile;
 pub mod render;
 pub mod secrets;
 pub mod sensitive;
+pub mod server;
 pub mod source;
 pub mod value;
 

@@ -39,6 +39,10 @@ enum Command {
     },
     /// Encrypt, decrypt or re-key SOPS secret files (age recipients).
     Secrets(tidegate::secrets::cli::SecretsArgs),
+    /// Run the in-cluster reconciler: poll Git (and accept push webhooks),
+    /// walk environments through their gates, serve probes, metrics and a
+    /// status page; exit 0 after SIGTERM.
+    Reconcile(cli::reconcile::ReconcileArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             tidegate::secrets::cli::run(&args, &mut out)?;
             Ok(0)
         }
+        Command::Reconcile(args) => cli::reconcile::run(&args),
     };
     let flushed = result.and_then(|code| {
         out.flush()?;

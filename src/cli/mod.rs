@@ -14,6 +14,7 @@ use crate::model::Model;
 use crate::render::{self, RenderOptions, StructuralSecrets};
 
 pub mod graph;
+pub mod reconcile;
 pub mod validate;
 
 /// A command could not run at all (as opposed to finding problems in the
@@ -29,6 +30,9 @@ pub enum Error {
     /// An option names something the repository does not have.
     #[error("{0}")]
     Usage(String),
+    /// The reconciler could not start or serve.
+    #[error(transparent)]
+    Reconcile(#[from] crate::reconcile::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -7,6 +7,7 @@ mod example;
 mod fixtures;
 mod kubernetes;
 mod policy;
+mod reconcile;
 mod secrets;
 mod source;
 mod support;
