@@ -290,10 +290,16 @@ mod tests {
         r.commit = "c2".into();
         m.converged("dev", &r, true);
         let text = m.encode();
-        assert!(text.contains("tidegate_applied_revision_info{environment=\"dev\",revision=\"c2\"} 1"), "{text}");
+        assert!(
+            text.contains("tidegate_applied_revision_info{environment=\"dev\",revision=\"c2\"} 1"),
+            "{text}"
+        );
         assert!(!text.contains("revision=\"c1\""), "{text}");
         assert!(text.contains("tidegate_api_calls_total{provider=\"kubernetes\",operation=\"apply\",result=\"ok\"} 6"), "{text}");
-        assert!(text.contains("tidegate_drift_resources{environment=\"dev\"} 1"), "{text}");
+        assert!(
+            text.contains("tidegate_drift_resources{environment=\"dev\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("tidegate_reconcile_duration_seconds_count{environment=\"dev\",mode=\"apply\",result=\"ok\"} 2"), "{text}");
     }
 }

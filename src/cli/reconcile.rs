@@ -139,7 +139,11 @@ async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> reconcile::
             lease.renew_every = args.lease_duration / 3;
             opts.leases = Some(lease);
             crate::provider::kubernetes::transport::install_crypto_provider();
-            Some(kube::Client::try_default().await.map_err(reconcile::Error::Kube)?)
+            Some(
+                kube::Client::try_default()
+                    .await
+                    .map_err(reconcile::Error::Kube)?,
+            )
         }
     };
     let (shared, commands) = Shared::new(&opts, secret);

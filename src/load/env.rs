@@ -96,8 +96,8 @@ fn drift(n: &Node, diags: &mut Diagnostics) -> DriftPolicy {
         return policy;
     };
     if let Some(i) = f.opt("interval") {
-        if let Some(d) = decode::string(i, "`drift.interval`", diags)
-            .and_then(|s| drift_interval(i, &s, diags))
+        if let Some(d) =
+            decode::string(i, "`drift.interval`", diags).and_then(|s| drift_interval(i, &s, diags))
         {
             policy.interval = d;
         }

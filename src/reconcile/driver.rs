@@ -129,7 +129,10 @@ impl Shared {
     }
 
     pub fn status(&self) -> Status {
-        self.status.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.status
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn set_status(&self, f: impl FnOnce(&mut Status)) {
@@ -307,7 +310,9 @@ impl Io {
         let lease_task = match (&self.opts.leases, &kube) {
             (Some(cfg), Some(client)) => {
                 let leases = Leases::new(client.clone(), cfg.clone());
-                Some(tokio::spawn(lease::run(leases, publish_rx, lease_tx, stop_rx)))
+                Some(tokio::spawn(lease::run(
+                    leases, publish_rx, lease_tx, stop_rx,
+                )))
             }
             _ => None,
         };
@@ -400,7 +405,8 @@ impl Io {
                 tracing::error!(error = %e, "git source failed");
                 self.shared.metrics.poll("error");
                 self.shared.metrics.error(ErrorReason::Fetch);
-                self.shared.set_status(|s| s.source_error = Some(e.to_string()));
+                self.shared
+                    .set_status(|s| s.source_error = Some(e.to_string()));
                 return (None, jitter(self.opts.interval));
             }
         };
@@ -442,14 +448,23 @@ impl Io {
 
     /// Loads and checks a new commit; the machine only sees it when it is
     /// clean, so a bad commit changes nothing anywhere.
-    async fn load(&self, snap: Arc<Snapshot>, current: &mut Option<Arc<Snapshot>>) -> Option<Event> {
+    async fn load(
+        &self,
+        snap: Arc<Snapshot>,
+        current: &mut Option<Arc<Snapshot>>,
+    ) -> Option<Event> {
         let files = snap.clone();
         let checked = tokio::task::spawn_blocking(move || crate::cli::check(&files.files)).await;
         let commit = snap.commit.clone();
         match checked {
             Ok(Ok(checked)) => {
                 tracing::info!(commit = %commit, environments = checked.model.environments.len(), "new commit loaded");
-                let envs: Vec<EnvSpec> = checked.model.environments.iter().map(EnvSpec::from).collect();
+                let envs: Vec<EnvSpec> = checked
+                    .model
+                    .environments
+                    .iter()
+                    .map(EnvSpec::from)
+                    .collect();
                 let graph = GraphView::of(&checked.graph);
                 self.shared.set_status(|s| {
                     s.graph = graph;
@@ -494,8 +509,7 @@ impl Io {
                 let name = env.clone();
                 // The converge runs in its own task so a panic becomes a report.
                 let inner = tokio::spawn(
-                    async move { converge.converge(&snap, &name, mode).await }
-                        .in_current_span(),
+                    async move { converge.converge(&snap, &name, mode).await }.in_current_span(),
                 );
                 let abort = inner.abort_handle();
                 let _guard = AbortOnDrop(abort);
@@ -506,7 +520,10 @@ impl Io {
                         ..EnvReport::default()
                     },
                     Err(e) => EnvReport {
-                        error: Some(ReportError::new(ErrorReason::Internal, format!("converge task failed: {e}"))),
+                        error: Some(ReportError::new(
+                            ErrorReason::Internal,
+                            format!("converge task failed: {e}"),
+                        )),
                         ..EnvReport::default()
                     },
                 };

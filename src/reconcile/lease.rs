@@ -212,7 +212,10 @@ impl Leases {
             name: Some(name.into()),
             namespace: Some(self.cfg.namespace.clone()),
             labels: Some(BTreeMap::from([
-                ("app.kubernetes.io/managed-by".to_string(), "tidegate".to_string()),
+                (
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "tidegate".to_string(),
+                ),
                 (KIND_LABEL.to_string(), kind.to_string()),
             ])),
             ..ObjectMeta::default()
@@ -321,7 +324,10 @@ pub async fn run(
                 tracing::warn!(error = %e, "cannot reach the lease API; giving every environment up");
                 for (env, h) in held.iter_mut().filter(|(_, h)| **h) {
                     *h = false;
-                    let _ = events.send(Event::Lease { env: env.clone(), held: false });
+                    let _ = events.send(Event::Lease {
+                        env: env.clone(),
+                        held: false,
+                    });
                 }
                 continue;
             }
@@ -332,8 +338,12 @@ pub async fn run(
             let was = held.get(env).copied().unwrap_or(false);
             let now = if was && holding >= share && !mine.busy {
                 match leases.release(env, Some(mine)).await {
-                    Ok(_) => tracing::info!(environment = %env, share, members, "lease given up to rebalance"),
-                    Err(e) => tracing::warn!(environment = %env, error = %e, "lease release failed; it expires on its own"),
+                    Ok(_) => {
+                        tracing::info!(environment = %env, share, members, "lease given up to rebalance")
+                    }
+                    Err(e) => {
+                        tracing::warn!(environment = %env, error = %e, "lease release failed; it expires on its own")
+                    }
                 }
                 false
             } else if was || holding < share {
@@ -357,7 +367,12 @@ pub async fn run(
 
 /// Acquire or renew; tells the driver what the holder published when it is
 /// someone else.
-async fn hold(leases: &Leases, env: &str, mine: &Published, events: &mpsc::UnboundedSender<Event>) -> bool {
+async fn hold(
+    leases: &Leases,
+    env: &str,
+    mine: &Published,
+    events: &mpsc::UnboundedSender<Event>,
+) -> bool {
     match leases.try_hold(env, Some(mine)).await {
         Ok(o) => {
             if !o.held {
@@ -394,7 +409,9 @@ async fn release_all(leases: &Leases, held: &BTreeMap<String, bool>, publish: &P
         let mine = publish.iter().find(|(e, _)| e == env).map(|(_, p)| p);
         match leases.release(env, mine).await {
             Ok(_) => tracing::info!(environment = %env, "lease released"),
-            Err(e) => tracing::warn!(environment = %env, error = %e, "lease release failed; it expires on its own"),
+            Err(e) => {
+                tracing::warn!(environment = %env, error = %e, "lease release failed; it expires on its own")
+            }
         }
     }
     if let Err(e) = leases.release_name(&leases.member_name(), None).await {

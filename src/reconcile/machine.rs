@@ -194,15 +194,23 @@ pub enum Gate {
     /// Ready to start the served commit.
     Open,
     /// Held: `on` is not converged and healthy at the served commit.
-    Waiting { on: String },
+    Waiting {
+        on: String,
+    },
     /// Suspended in its file or through the API.
     Suspended,
     /// Another replica holds its lease.
     NotHeld,
     #[serde(rename_all = "camelCase")]
-    Running { commit: String, mode: Mode },
+    Running {
+        commit: String,
+        mode: Mode,
+    },
     #[serde(rename_all = "camelCase")]
-    BackingOff { attempt: u32, retry_in_secs: u64 },
+    BackingOff {
+        attempt: u32,
+        retry_in_secs: u64,
+    },
     /// No commit loaded yet.
     NoCommit,
     Unknown,
@@ -228,7 +236,10 @@ impl Gate {
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A commit was fetched and loads cleanly; `envs` in promotion order.
-    Commit { commit: String, envs: Vec<EnvSpec> },
+    Commit {
+        commit: String,
+        envs: Vec<EnvSpec>,
+    },
     /// Time passed (timers: drift, backoff).
     Tick,
     /// A converge ended. `jitter` is a draw in `0.0..1.0` for the backoff.
@@ -237,10 +248,17 @@ pub enum Event {
         report: EnvReport,
         jitter: f64,
     },
-    Suspend { env: String },
-    Resume { env: String },
+    Suspend {
+        env: String,
+    },
+    Resume {
+        env: String,
+    },
     /// This replica gained or lost `env`'s lease.
-    Lease { env: String, held: bool },
+    Lease {
+        env: String,
+        held: bool,
+    },
     /// What the holder of `env`'s lease published.
     Peer {
         env: String,

@@ -96,8 +96,8 @@ pub fn verify(headers: &HeaderMap, body: &[u8], secret: &Sensitive) -> Result<Ve
     let (forge, delivery, event) = if let Some(sig) = header("x-hub-signature-256") {
         let hex = sig.strip_prefix("sha256=").ok_or(Rejection::BadSignature)?;
         let expected = decode_hex(hex).ok_or(Rejection::BadSignature)?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose())
-            .map_err(|_| Rejection::BadSignature)?;
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(secret.expose()).map_err(|_| Rejection::BadSignature)?;
         mac.update(body);
         mac.verify_slice(&expected)
             .map_err(|_| Rejection::BadSignature)?;
@@ -223,7 +223,7 @@ mod tests {
         let body = br#"{"ref":"refs/heads/main","after":"abc"}"#;
         let sig = github_signature(secret().expose(), body);
         let h = headers(&[
-            ("x-hub-signature-256", &sig),
+            ("x-hub-signature-256", sig.as_str()),
             ("x-github-delivery", "d-1"),
             ("x-github-event", "push"),
         ]);
@@ -233,8 +233,14 @@ mod tests {
         assert!(v.triggers("main"));
         assert!(!v.triggers("release"));
         let tampered = br#"{"ref":"refs/heads/main","after":"abd"}"#;
-        assert_eq!(verify(&h, tampered, &secret()), Err(Rejection::BadSignature));
-        let h = headers(&[("x-hub-signature-256", "sha256=zz"), ("x-github-delivery", "d")]);
+        assert_eq!(
+            verify(&h, tampered, &secret()),
+            Err(Rejection::BadSignature)
+        );
+        let h = headers(&[
+            ("x-hub-signature-256", "sha256=zz"),
+            ("x-github-delivery", "d"),
+        ]);
         assert_eq!(verify(&h, body, &secret()), Err(Rejection::BadSignature));
     }
 
@@ -252,8 +258,14 @@ mod tests {
         let bad = headers(&[("x-gitlab-token", "guess"), ("x-gitlab-event-uuid", "u-2")]);
         assert_eq!(verify(&bad, body, &secret()), Err(Rejection::BadSignature));
         let nodelivery = headers(&[("x-gitlab-token", "It's a Secret to Everybody")]);
-        assert_eq!(verify(&nodelivery, body, &secret()), Err(Rejection::NoDelivery));
-        assert_eq!(verify(&HeaderMap::new(), body, &secret()), Err(Rejection::Unsigned));
+        assert_eq!(
+            verify(&nodelivery, body, &secret()),
+            Err(Rejection::NoDelivery)
+        );
+        assert_eq!(
+            verify(&HeaderMap::new(), body, &secret()),
+            Err(Rejection::Unsigned)
+        );
     }
 
     #[test]

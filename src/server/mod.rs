@@ -101,7 +101,8 @@ async fn environment(State(shared): S, Path((env, action)): Path<(String, String
     let command = match action.as_str() {
         "suspend" => Command::Suspend(env.clone()),
         "resume" if e.suspended_in_file => {
-            let msg = format!("{env} is suspended by `suspend: true` in its file; change it in Git");
+            let msg =
+                format!("{env} is suspended by `suspend: true` in its file; change it in Git");
             return error(StatusCode::CONFLICT, &msg);
         }
         "resume" => Command::Resume(env.clone()),
@@ -111,7 +112,11 @@ async fn environment(State(shared): S, Path((env, action)): Path<(String, String
         }
     };
     tracing::info!(environment = %env, action = %action, "requested through the API");
-    accepted(&shared, command, json!({"environment": env, "action": action}))
+    accepted(
+        &shared,
+        command,
+        json!({"environment": env, "action": action}),
+    )
 }
 
 async fn reconcile(State(shared): S) -> Response {
@@ -122,7 +127,10 @@ fn accepted(shared: &Shared, c: Command, body: serde_json::Value) -> Response {
     if shared.send(c) {
         (StatusCode::ACCEPTED, Json(body)).into_response()
     } else {
-        error(StatusCode::SERVICE_UNAVAILABLE, "the reconciler is stopping")
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the reconciler is stopping",
+        )
     }
 }
 
@@ -162,7 +170,11 @@ async fn hook(State(shared): S, headers: HeaderMap, body: Bytes) -> Response {
         Ok(v) if v.triggers(&shared.reference) => {
             tracing::info!(forge, delivery = %v.delivery, git_ref = ?v.git_ref, "push webhook: polling now");
             shared.metrics.webhook(forge, "accepted");
-            accepted(&shared, Command::Poll, json!({"delivery": v.delivery, "action": "poll"}))
+            accepted(
+                &shared,
+                Command::Poll,
+                json!({"delivery": v.delivery, "action": "poll"}),
+            )
         }
         Ok(v) => {
             shared.metrics.webhook(forge, "ignored");

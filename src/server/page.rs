@@ -136,8 +136,15 @@ fn pipeline(h: &mut String, envs: &[EnvStatus]) {
             }
         }
         let (fill, caption) = look(e);
-        let dash = if e.held { "" } else { " stroke-dasharray=\"4 3\"" };
-        let commit = e.last_good.as_deref().map_or("—", |c| c.get(..8).unwrap_or(c));
+        let dash = if e.held {
+            ""
+        } else {
+            " stroke-dasharray=\"4 3\""
+        };
+        let commit = e
+            .last_good
+            .as_deref()
+            .map_or("—", |c| c.get(..8).unwrap_or(c));
         let _ = write!(
             h,
             "<g class=\"env\" data-env=\"{n}\"><rect x=\"{x}\" y=\"15\" width=\"{w}\" height=\"{bh}\" rx=\"8\" fill=\"{fill}\" stroke=\"#556\"{dash}/>\
@@ -171,11 +178,15 @@ fn table(h: &mut String, status: &Status) {
          <th>drift</th><th>gate</th><th>changes</th></tr></thead><tbody>",
     );
     for e in &status.environments {
-        let commit = e.last_good.as_deref().map_or("—".to_string(), |c| format!("<code>{}</code>", esc(short(c))));
+        let commit = e.last_good.as_deref().map_or("—".to_string(), |c| {
+            format!("<code>{}</code>", esc(short(c)))
+        });
         let health = match e.last.as_ref().map(|r| &r.health) {
             _ if !e.healthy => "<span class=bad>failing</span>".to_string(),
             Some(EnvHealth::Healthy) => "<span class=ok>healthy</span>".into(),
-            Some(EnvHealth::Progressing(r)) => format!("<span class=warn>progressing</span> {}", esc(r)),
+            Some(EnvHealth::Progressing(r)) => {
+                format!("<span class=warn>progressing</span> {}", esc(r))
+            }
             Some(EnvHealth::Degraded(r)) => format!("<span class=bad>degraded</span> {}", esc(r)),
             Some(EnvHealth::NotChecked) => "not checked".into(),
             None => "—".into(),
@@ -183,7 +194,11 @@ fn table(h: &mut String, status: &Status) {
         let last = e.last.as_ref().map_or("never".to_string(), |r| {
             let result = match &r.error {
                 None => "<span class=ok>ok</span>".to_string(),
-                Some(err) => format!("<span class=bad>{}</span>: {}", esc(err.reason.label()), esc(&err.message)),
+                Some(err) => format!(
+                    "<span class=bad>{}</span>: {}",
+                    esc(err.reason.label()),
+                    esc(&err.message)
+                ),
             };
             format!(
                 "{} · {} at <code>{}</code> · {:.1}s · {}",
@@ -300,8 +315,8 @@ fn levels_svg(h: &mut String, g: &EnvGraph) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::driver::GraphView;
     use crate::model::DriftMode;
+    use crate::reconcile::driver::GraphView;
 
     fn env(name: &str, after: &[&str], gate: Gate) -> EnvStatus {
         EnvStatus {

@@ -48,7 +48,11 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "test@example.com")
         .output()
         .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -65,7 +69,10 @@ impl Upstream {
         git(up.path(), &["init", "-q", "-b", "main"]);
         let mut after = None;
         for env in ENVS {
-            up.write(&format!("environments/{env}.yaml"), &env_doc(env, after, "  vars: {rev: 1}\n"));
+            up.write(
+                &format!("environments/{env}.yaml"),
+                &env_doc(env, after, "  vars: {rev: 1}\n"),
+            );
             after = Some(env);
         }
         up.commit("four environments");
@@ -91,7 +98,10 @@ impl Upstream {
         let mut after = None;
         for env in ENVS {
             let extra = format!("  vars: {{rev: {rev}}}\n");
-            self.write(&format!("environments/{env}.yaml"), &env_doc(env, after, &extra));
+            self.write(
+                &format!("environments/{env}.yaml"),
+                &env_doc(env, after, &extra),
+            );
             after = Some(env);
         }
         self.commit(&format!("rev {rev}"))
@@ -172,7 +182,12 @@ impl Recorder {
 
 #[async_trait]
 impl Converge for Recorder {
-    async fn converge(&self, snap: &Snapshot, env: &str, mode: Mode) -> Result<EnvReport, ReportError> {
+    async fn converge(
+        &self,
+        snap: &Snapshot,
+        env: &str,
+        mode: Mode,
+    ) -> Result<EnvReport, ReportError> {
         self.calls
             .lock()
             .unwrap()
@@ -180,7 +195,10 @@ impl Converge for Recorder {
         let _active = self.cluster.as_ref().map(|c| Active::enter(c, env));
         tokio::time::sleep(self.delay).await;
         if self.fail.lock().unwrap().contains(env) {
-            return Err(ReportError::new(ErrorReason::Apply, format!("{env}: told to fail")));
+            return Err(ReportError::new(
+                ErrorReason::Apply,
+                format!("{env}: told to fail"),
+            ));
         }
         Ok(EnvReport {
             changes: Changes {
@@ -308,9 +326,18 @@ impl Running {
 }
 
 /// One HTTP/1.1 request over a fresh connection; (status, body).
-async fn http(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -321,7 +348,10 @@ async fn http(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(
     s.read_to_end(&mut out).await.unwrap();
     let text = String::from_utf8_lossy(&out).into_owned();
     let code = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (code, body)
 }
 
@@ -351,7 +381,11 @@ async fn a_new_commit_walks_the_environments_in_order_and_a_failure_holds_the_la
     })
     .await;
     assert_eq!(rec.envs_at(&c2).first().map(String::as_str), Some("dev"));
-    assert!(!rec.envs_at(&c2).iter().any(|e| e == "test" || e == "prod"), "{:?}", rec.calls());
+    assert!(
+        !rec.envs_at(&c2).iter().any(|e| e == "test" || e == "prod"),
+        "{:?}",
+        rec.calls()
+    );
     let s = r.status();
     let envs = s["environments"].as_array().unwrap();
     assert_eq!(envs[0]["lastGood"], c2.as_str());
@@ -363,15 +397,24 @@ async fn a_new_commit_walks_the_environments_in_order_and_a_failure_holds_the_la
 
     // Fixed: staging's backoff retry goes through and the rest follow.
     rec.fail("staging", false);
-    until(20, "c2 reaches prod", || rec.envs_at(&c2).contains(&"prod".to_string())).await;
+    until(20, "c2 reaches prod", || {
+        rec.envs_at(&c2).contains(&"prod".to_string())
+    })
+    .await;
 
     // A commit that does not load is reported and applies nothing.
     up.write("environments/test.yaml", "apiVersion: tidegate.dev/v1\nkind: Environment\nmetadata:\n  name: test\nspec:\n  after: staging\n  sometimes: true\n");
     let c3 = up.commit("broken");
-    until(10, "load error reported", || r.shared.status().load_error.is_some()).await;
+    until(10, "load error reported", || {
+        r.shared.status().load_error.is_some()
+    })
+    .await;
     let err = r.shared.status().load_error.unwrap();
     assert!(err.contains("environments/test.yaml:7:3"), "{err}");
-    assert_eq!(r.shared.status().rejected_commit.as_deref(), Some(c3.as_str()));
+    assert_eq!(
+        r.shared.status().rejected_commit.as_deref(),
+        Some(c3.as_str())
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(rec.envs_at(&c3).is_empty());
     r.shutdown().await;
@@ -388,7 +431,11 @@ async fn readyz_flips_after_the_first_fetch_and_load() {
     let (code, body) = r.get("/readyz").await;
     assert_eq!(code, 503, "{body}");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(r.get("/readyz").await.0, 503, "unreachable remote: still not ready");
+    assert_eq!(
+        r.get("/readyz").await.0,
+        503,
+        "unreachable remote: still not ready"
+    );
     // The remote appears.
     let up = Upstream::new();
     std::fs::rename(up.path(), &path).unwrap();
@@ -422,38 +469,91 @@ async fn webhooks_poll_at_once_and_refuse_bad_signatures_and_replays() {
 
     let bad = github_signature(b"wrong secret", body);
     let (code, _) = r
-        .post("/webhook", &[("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "d1"), ("X-Hub-Signature-256", &bad)], body)
+        .post(
+            "/webhook",
+            &[
+                ("X-GitHub-Event", "push"),
+                ("X-GitHub-Delivery", "d1"),
+                ("X-Hub-Signature-256", bad.as_str()),
+            ],
+            body,
+        )
         .await;
     assert_eq!(code, 401);
-    let (code, _) = r.post("/webhook", &[("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "d0")], body).await;
+    let (code, _) = r
+        .post(
+            "/webhook",
+            &[("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "d0")],
+            body,
+        )
+        .await;
     assert_eq!(code, 401, "unsigned");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(r.shared.status().commit.as_deref(), Some(c1.as_str()), "no poll after a refused hook");
+    assert_eq!(
+        r.shared.status().commit.as_deref(),
+        Some(c1.as_str()),
+        "no poll after a refused hook"
+    );
 
     let good = github_signature(SECRET.as_bytes(), body);
-    let headers = [("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "d2"), ("X-Hub-Signature-256", good.as_str())];
+    let headers = [
+        ("X-GitHub-Event", "push"),
+        ("X-GitHub-Delivery", "d2"),
+        ("X-Hub-Signature-256", good.as_str()),
+    ];
     let (code, resp) = r.post("/webhook", &headers, body).await;
     assert_eq!(code, 202, "{resp}");
-    until(5, "webhook polled c2 at once", || r.shared.status().commit.as_deref() == Some(c2.as_str())).await;
+    until(5, "webhook polled c2 at once", || {
+        r.shared.status().commit.as_deref() == Some(c2.as_str())
+    })
+    .await;
     let (code, _) = r.post("/webhook", &headers, body).await;
     assert_eq!(code, 409, "replayed delivery");
 
     // GitLab: the token itself, a delivery uuid.
     let c3 = up.bump(3);
     let (code, _) = r
-        .post("/webhook", &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Event-UUID", "g1"), ("X-Gitlab-Token", "guess")], body)
+        .post(
+            "/webhook",
+            &[
+                ("X-Gitlab-Event", "Push Hook"),
+                ("X-Gitlab-Event-UUID", "g1"),
+                ("X-Gitlab-Token", "guess"),
+            ],
+            body,
+        )
         .await;
     assert_eq!(code, 401);
     let (code, _) = r
-        .post("/webhook", &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Event-UUID", "g2"), ("X-Gitlab-Token", SECRET)], body)
+        .post(
+            "/webhook",
+            &[
+                ("X-Gitlab-Event", "Push Hook"),
+                ("X-Gitlab-Event-UUID", "g2"),
+                ("X-Gitlab-Token", SECRET),
+            ],
+            body,
+        )
         .await;
     assert_eq!(code, 202);
-    until(5, "gitlab hook polled c3", || r.shared.status().commit.as_deref() == Some(c3.as_str())).await;
+    until(5, "gitlab hook polled c3", || {
+        r.shared.status().commit.as_deref() == Some(c3.as_str())
+    })
+    .await;
 
     let (_, metrics) = r.get("/metrics").await;
-    assert!(metrics.contains("tidegate_webhooks_total{forge=\"github\",result=\"bad-signature\"} 1"), "{metrics}");
-    assert!(metrics.contains("tidegate_webhooks_total{forge=\"github\",result=\"replayed\"} 1"), "{metrics}");
-    assert!(metrics.contains("tidegate_webhooks_total{forge=\"gitlab\",result=\"accepted\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("tidegate_webhooks_total{forge=\"github\",result=\"bad-signature\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tidegate_webhooks_total{forge=\"github\",result=\"replayed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tidegate_webhooks_total{forge=\"gitlab\",result=\"accepted\"} 1"),
+        "{metrics}"
+    );
     let (_, page) = r.get("/").await;
     let (_, status) = r.get("/api/v1/status").await;
     for text in [&metrics, &page, &status] {
@@ -478,10 +578,23 @@ fn parse_exposition(text: &str) -> Vec<String> {
             assert!(meta.is_match(line), "bad metadata line: {line}");
             if let Some(t) = line.strip_prefix("# TYPE ") {
                 let kind = t.split(' ').nth(1).unwrap();
-                assert!(["counter", "gauge", "histogram", "info", "summary", "unknown"].contains(&kind), "{line}");
+                assert!(
+                    [
+                        "counter",
+                        "gauge",
+                        "histogram",
+                        "info",
+                        "summary",
+                        "unknown"
+                    ]
+                    .contains(&kind),
+                    "{line}"
+                );
             }
         } else {
-            let c = sample.captures(line).unwrap_or_else(|| panic!("bad sample line: {line}"));
+            let c = sample
+                .captures(line)
+                .unwrap_or_else(|| panic!("bad sample line: {line}"));
             names.push(c[1].to_string());
         }
     }
@@ -495,7 +608,10 @@ async fn metrics_status_api_page_and_suspend_resume() {
     let rec = Arc::new(Recorder::default());
     let r = start(Setup::new(up.url()), rec.clone()).await;
     until(20, "c1 reaches prod", || rec.envs_at(&c1).len() == 4).await;
-    until(5, "prod converged", || r.gate("prod")["state"] == "converged").await;
+    until(5, "prod converged", || {
+        r.gate("prod")["state"] == "converged"
+    })
+    .await;
 
     let (code, text) = r.get("/metrics").await;
     assert_eq!(code, 200);
@@ -509,21 +625,33 @@ async fn metrics_status_api_page_and_suspend_resume() {
         "tidegate_api_calls_total",
         "tidegate_source_polls_total",
     ] {
-        assert!(names.iter().any(|n| n == series), "{series} missing:\n{text}");
+        assert!(
+            names.iter().any(|n| n == series),
+            "{series} missing:\n{text}"
+        );
     }
     for env in ENVS {
-        let line = format!("tidegate_applied_revision_info{{environment=\"{env}\",revision=\"{c1}\"}} 1");
+        let line =
+            format!("tidegate_applied_revision_info{{environment=\"{env}\",revision=\"{c1}\"}} 1");
         assert!(text.contains(&line), "{line}\n{text}");
     }
-    assert!(text.contains("tidegate_api_calls_total{provider=\"kubernetes\",operation=\"apply\",result=\"ok\"}"));
+    assert!(text.contains(
+        "tidegate_api_calls_total{provider=\"kubernetes\",operation=\"apply\",result=\"ok\"}"
+    ));
 
     let (code, page) = r.get("/").await;
     assert_eq!(code, 200);
     assert!(page.contains("<svg"), "{page}");
     for env in ENVS {
-        assert!(page.contains(&format!("data-env=\"{env}\"")), "{env} missing from the page");
+        assert!(
+            page.contains(&format!("data-env=\"{env}\"")),
+            "{env} missing from the page"
+        );
     }
-    assert!(!page.contains("<script") && !page.contains("<link"), "no scripts, no external assets");
+    assert!(
+        !page.contains("<script") && !page.contains("<link"),
+        "no scripts, no external assets"
+    );
 
     let (code, json) = r.get("/api/v1/status").await;
     assert_eq!(code, 200);
@@ -532,23 +660,39 @@ async fn metrics_status_api_page_and_suspend_resume() {
     assert_eq!(json["environments"].as_array().unwrap().len(), 4);
 
     // Suspend staging through the API: a new commit stops at dev.
-    let (code, _) = r.post("/api/v1/environments/staging/suspend", &[], b"").await;
+    let (code, _) = r
+        .post("/api/v1/environments/staging/suspend", &[], b"")
+        .await;
     assert_eq!(code, 202);
     let (code, _) = r.post("/api/v1/environments/nope/suspend", &[], b"").await;
     assert_eq!(code, 404);
-    until(5, "staging suspended", || r.gate("staging")["state"] == "suspended").await;
+    until(5, "staging suspended", || {
+        r.gate("staging")["state"] == "suspended"
+    })
+    .await;
     let c2 = up.bump(2);
     let (code, _) = r.post("/api/v1/reconcile", &[], b"").await;
     assert_eq!(code, 202);
-    until(10, "dev at c2", || rec.envs_at(&c2).contains(&"dev".to_string())).await;
+    until(10, "dev at c2", || {
+        rec.envs_at(&c2).contains(&"dev".to_string())
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(rec.envs_at(&c2), ["dev"]);
     assert_eq!(r.gate("test")["on"], "staging");
     let (_, text) = r.get("/metrics").await;
-    assert!(text.contains("tidegate_environment_suspended{environment=\"staging\"} 1"), "{text}");
-    let (code, _) = r.post("/api/v1/environments/staging/resume", &[], b"").await;
+    assert!(
+        text.contains("tidegate_environment_suspended{environment=\"staging\"} 1"),
+        "{text}"
+    );
+    let (code, _) = r
+        .post("/api/v1/environments/staging/resume", &[], b"")
+        .await;
     assert_eq!(code, 202);
-    until(10, "c2 reaches prod after resume", || rec.envs_at(&c2).len() == 4).await;
+    until(10, "c2 reaches prod after resume", || {
+        rec.envs_at(&c2).len() == 4
+    })
+    .await;
     r.shutdown().await;
 }
 
@@ -569,7 +713,9 @@ async fn cluster() -> (kube_sim::Handle, kube::Client, TempDir) {
         context: Some("dev".into()),
         ..Default::default()
     };
-    let config = kube::Config::from_custom_kubeconfig(kc, &opts).await.unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+        .await
+        .unwrap();
     (sim, kube::Client::try_from(config).unwrap(), dir)
 }
 
@@ -584,7 +730,10 @@ async fn holders(client: &kube::Client) -> Vec<Option<String>> {
     let api: Api<Lease> = Api::namespaced(client.clone(), "default");
     let mut out = Vec::new();
     for env in ENVS {
-        let l = api.get_opt(&format!("tidegate-leader-{env}")).await.unwrap();
+        let l = api
+            .get_opt(&format!("tidegate-leader-{env}"))
+            .await
+            .unwrap();
         out.push(l.and_then(|l| l.spec?.holder_identity));
     }
     out
@@ -615,15 +764,25 @@ async fn two_replicas_split_the_environments_by_lease_and_one_takes_over_when_th
     let mut split = Vec::new();
     for _ in 0..200 {
         split = holders(&client).await;
-        let na = split.iter().filter(|h| h.as_deref() == Some("replica-a")).count();
-        let nb = split.iter().filter(|h| h.as_deref() == Some("replica-b")).count();
+        let na = split
+            .iter()
+            .filter(|h| h.as_deref() == Some("replica-a"))
+            .count();
+        let nb = split
+            .iter()
+            .filter(|h| h.as_deref() == Some("replica-b"))
+            .count();
         if na == 2 && nb == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let count = |who: &str| split.iter().filter(|h| h.as_deref() == Some(who)).count();
-    assert_eq!((count("replica-a"), count("replica-b")), (2, 2), "{split:?}");
+    assert_eq!(
+        (count("replica-a"), count("replica-b")),
+        (2, 2),
+        "{split:?}"
+    );
     // Across replicas the gates still hold: c1 reaches prod, through both.
     until(20, "c1 reaches prod across replicas", || {
         let mut all: Vec<String> = ra.envs_at(&c1);
@@ -632,7 +791,11 @@ async fn two_replicas_split_the_environments_by_lease_and_one_takes_over_when_th
     })
     .await;
     // Never the same environment converged by both at once.
-    assert!(cl.overlaps.lock().unwrap().is_empty(), "{:?}", cl.overlaps.lock().unwrap());
+    assert!(
+        cl.overlaps.lock().unwrap().is_empty(),
+        "{:?}",
+        cl.overlaps.lock().unwrap()
+    );
     for (i, env) in ENVS.iter().enumerate() {
         let who = split[i].as_deref().unwrap();
         let rec = if who == "replica-a" { &ra } else { &rb };
@@ -646,14 +809,22 @@ async fn two_replicas_split_the_environments_by_lease_and_one_takes_over_when_th
     a.shutdown().await;
     let mut all_b = false;
     for _ in 0..200 {
-        if holders(&client).await.iter().all(|h| h.as_deref() == Some("replica-b")) {
+        if holders(&client)
+            .await
+            .iter()
+            .all(|h| h.as_deref() == Some("replica-b"))
+        {
             all_b = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(all_b, "{:?}", holders(&client).await);
-    assert!(cl.overlaps.lock().unwrap().is_empty(), "{:?}", cl.overlaps.lock().unwrap());
+    assert!(
+        cl.overlaps.lock().unwrap().is_empty(),
+        "{:?}",
+        cl.overlaps.lock().unwrap()
+    );
     until(10, "b holds every environment", || {
         b.shared.status().environments.iter().all(|e| e.held)
     })
@@ -668,7 +839,11 @@ fn tidegate_bin() -> std::path::PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -677,8 +852,23 @@ async fn sigterm_on_the_real_binary_exits_0_within_the_grace_period() {
     let cache = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = Command::new(tidegate_bin())
-        .args(["reconcile", "--remote", &up.url(), "--branch", "main", "--interval", "1s"])
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--shutdown-grace", "3s", "--log-format", "json"])
+        .args([
+            "reconcile",
+            "--remote",
+            &up.url(),
+            "--branch",
+            "main",
+            "--interval",
+            "1s",
+        ])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--shutdown-grace",
+            "3s",
+            "--log-format",
+            "json",
+        ])
         .arg("--cache-dir")
         .arg(cache.path())
         .stdout(Stdio::null())
@@ -688,7 +878,9 @@ async fn sigterm_on_the_real_binary_exits_0_within_the_grace_period() {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut ready = false;
     for _ in 0..300 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() && http(addr, "GET", "/readyz", &[], b"").await.0 == 200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok()
+            && http(addr, "GET", "/readyz", &[], b"").await.0 == 200
+        {
             ready = true;
             break;
         }
@@ -698,27 +890,46 @@ async fn sigterm_on_the_real_binary_exits_0_within_the_grace_period() {
     let (_, page) = http(addr, "GET", "/", &[], b"").await;
     assert!(page.contains("data-env=\"prod\""));
     let t0 = Instant::now();
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "did not exit within the grace period");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "did not exit within the grace period"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let mut logs = String::new();
     use std::io::Read;
-    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
     assert_eq!(status.code(), Some(0), "{logs}");
     // JSON logs with the environment and commit fields.
-    let lines: Vec<serde_json::Value> = logs.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     assert!(!lines.is_empty(), "{logs}");
     assert!(
-        lines.iter().any(|l| l["fields"]["environment"] == "prod" || l["span"]["environment"] == "prod"),
+        lines
+            .iter()
+            .any(|l| l["fields"]["environment"] == "prod" || l["span"]["environment"] == "prod"),
         "{logs}"
     );
-    assert!(lines.iter().any(|l| l["fields"]["message"] == "stopped"), "{logs}");
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"] == "stopped"),
+        "{logs}"
+    );
 }
 
 #[test]
@@ -742,10 +953,21 @@ fn deploy_manifests_pass_kubectl_server_side_dry_run() {
     };
     let deploy = support::repo_root().join("deploy");
     // The namespace must exist for a dry run of the objects in it.
-    let out = kubectl(&["apply", "-f", deploy.join("namespace.yaml").to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = kubectl(&[
+        "apply",
+        "-f",
+        deploy.join("namespace.yaml").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = kubectl(&["apply", "--dry-run=server", "-f", deploy.to_str().unwrap()]);
-    let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(out.status.success(), "{se}\n{so}");
     for obj in [
         "namespace/tidegate",

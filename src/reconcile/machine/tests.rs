@@ -105,7 +105,12 @@ fn a_failing_environment_holds_the_later_ones_at_their_last_good_commit() {
     assert!(a.is_empty(), "{a:?}");
     assert_eq!(s.envs["staging"].last_good.as_deref(), Some("c1"));
     assert_eq!(s.envs["prod"].last_good.as_deref(), Some("c1"));
-    assert_eq!(s.gate("test", now), Gate::Waiting { on: "staging".into() });
+    assert_eq!(
+        s.gate("test", now),
+        Gate::Waiting {
+            on: "staging".into()
+        }
+    );
     assert_eq!(
         s.gate("staging", now),
         Gate::BackingOff {
@@ -134,8 +139,14 @@ fn failures_back_off_exponentially_with_a_cap_and_jitter() {
         now = at;
     }
     assert_eq!(delays, vec![10, 20, 40, 60, 60]);
-    assert_eq!(jittered(Duration::from_secs(10), 0.0), Duration::from_secs(5));
-    assert_eq!(jittered(Duration::from_secs(10), 7.0), Duration::from_secs(10));
+    assert_eq!(
+        jittered(Duration::from_secs(10), 0.0),
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        jittered(Duration::from_secs(10), 7.0),
+        Duration::from_secs(10)
+    );
 }
 
 #[test]
