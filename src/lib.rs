@@ -25,6 +25,8 @@
 //! - [`source`]: Git remote → in-memory snapshots (poll, cache, signatures).
 //! - [`execute`]: applies one environment in graph order (bounded parallelism, prune).
 //! - [`state`]: per-environment records, the promotion gate, apply locks.
+//! - [`reconcile`]: the in-cluster loop (state machine, driver, webhooks,
+//!   leases); [`server`]: its HTTP surface; [`metrics`]: its Prometheus series.
 //! - [`cli`]: the command implementations behind `src/main.rs`.
 
 pub mod cli;
@@ -34,14 +36,17 @@ pub mod execute;
 pub mod expr;
 pub mod graph;
 pub mod load;
+pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod plan;
 pub mod policy;
 pub mod provider;
+pub mod reconcile;
 pub mod render;
 pub mod secrets;
 pub mod sensitive;
+pub mod server;
 pub mod source;
 pub mod state;
 pub mod value;

@@ -50,6 +50,10 @@ enum Command {
     /// Disaster recovery: rebuild an environment from Git onto empty targets
     /// (or a blue/green copy with --as NAME) and report the measured RTO.
     Rebuild(cli::rebuild::RebuildArgs),
+    /// Run the in-cluster reconciler: poll Git (and accept push webhooks),
+    /// walk environments through their gates, serve probes, metrics and a
+    /// status page; exit 0 after SIGTERM.
+    Reconcile(cli::reconcile::ReconcileArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Apply(args) => Ok(cli::apply::run(&args, &mut out)?),
         Command::Rebuild(args) => Ok(cli::rebuild::run(&args, &mut out)?),
+        Command::Reconcile(args) => cli::reconcile::run(&args),
     };
     let flushed = result.and_then(|code| {
         out.flush()?;

@@ -62,6 +62,39 @@ pub struct Environment {
     pub instances: Vec<Instance>,
     /// The raw `policy:` block, parsed by the policy module.
     pub policy: Option<Located>,
+    /// How the reconciler checks this environment for drift (`drift:`).
+    pub drift: DriftPolicy,
+    /// `suspend: true`: the reconciler leaves this environment alone.
+    pub suspend: bool,
+}
+
+/// How often the reconciler compares an environment with its live state
+/// between commits, and what it does about differences.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DriftPolicy {
+    pub interval: std::time::Duration,
+    pub mode: DriftMode,
+}
+
+impl Default for DriftPolicy {
+    /// Every five minutes, corrected (self-heal).
+    fn default() -> Self {
+        DriftPolicy {
+            interval: std::time::Duration::from_secs(300),
+            mode: DriftMode::Heal,
+        }
+    }
+}
+
+/// What the reconciler does about drift.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftMode {
+    /// Apply the desired state again.
+    #[default]
+    Heal,
+    /// Only report the drift (status page, metrics, logs).
+    Report,
 }
 
 impl Environment {

@@ -17,6 +17,7 @@ pub mod apply;
 pub mod graph;
 pub mod plan;
 pub mod rebuild;
+pub mod reconcile;
 pub mod validate;
 
 /// A command could not run at all (as opposed to finding problems in the
@@ -41,6 +42,9 @@ pub enum Error {
     /// A revision could not be read from Git.
     #[error(transparent)]
     Source(#[from] crate::source::Error),
+    /// The reconciler could not start or serve.
+    #[error(transparent)]
+    Reconcile(#[from] crate::reconcile::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

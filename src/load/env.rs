@@ -3,14 +3,19 @@
 use indexmap::IndexMap;
 
 use crate::diag::Diagnostics;
-use crate::model::{Environment, Instance, Located};
+use crate::model::{DriftMode, DriftPolicy, Environment, Instance, Located};
 use crate::provider::{AwsTarget, KubeTarget};
 use crate::value::{Origin, Value};
 
 use super::decode::{self, Fields};
 use super::yaml::{Node, NodeKind};
 
-const SPEC_FIELDS: &[&str] = &["after", "targets", "vars", "secrets", "modules", "policy"];
+const SPEC_FIELDS: &[&str] = &[
+    "after", "targets", "vars", "secrets", "modules", "policy", "drift", "suspend",
+];
+
+/// The shortest drift interval accepted (each check observes every resource).
+const MIN_DRIFT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Decodes one environment file; `None` when its header is unusable.
 pub fn decode(path: &str, text: &str, diags: &mut Diagnostics) -> Option<Environment> {
@@ -69,6 +74,12 @@ pub fn decode(path: &str, text: &str, diags: &mut Diagnostics) -> Option<Environ
         let (value, spans) = n.to_value_spans();
         env.policy = Some(Located { value, spans });
     }
+    if let Some(n) = f.opt("drift") {
+        env.drift = drift(n, diags);
+    }
+    if let Some(n) = f.opt("suspend") {
+        env.suspend = decode::boolean(n, "`suspend`", diags).unwrap_or(false);
+    }
     f.finish(SPEC_FIELDS, diags);
     Some(env)
 }
@@ -76,6 +87,57 @@ pub fn decode(path: &str, text: &str, diags: &mut Diagnostics) -> Option<Environ
 /// A repo path as written (`./modules/web/`) in canonical form (`modules/web`).
 pub fn normalise(p: &str) -> String {
     p.trim_start_matches("./").trim_end_matches('/').to_string()
+}
+
+/// `drift: {interval: 5m, mode: heal|report}`; absent fields keep the defaults.
+fn drift(n: &Node, diags: &mut Diagnostics) -> DriftPolicy {
+    let mut policy = DriftPolicy::default();
+    let Some(mut f) = Fields::new(n, "`drift`", diags) else {
+        return policy;
+    };
+    if let Some(i) = f.opt("interval") {
+        if let Some(d) =
+            decode::string(i, "`drift.interval`", diags).and_then(|s| drift_interval(i, &s, diags))
+        {
+            policy.interval = d;
+        }
+    }
+    if let Some(m) = f.opt("mode") {
+        match decode::string(m, "`drift.mode`", diags).as_deref() {
+            Some("heal") => policy.mode = DriftMode::Heal,
+            Some("report") => policy.mode = DriftMode::Report,
+            Some(other) => diags.error(
+                &m.origin,
+                format!("`drift.mode` is `{other}`, which is not a drift mode"),
+                "write `heal` (apply the desired state again) or `report` (only report)",
+            ),
+            None => {}
+        }
+    }
+    f.finish(&["interval", "mode"], diags);
+    policy
+}
+
+fn drift_interval(n: &Node, text: &str, diags: &mut Diagnostics) -> Option<std::time::Duration> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d >= MIN_DRIFT_INTERVAL => Some(d),
+        Ok(_) => {
+            diags.error(
+                &n.origin,
+                format!("`drift.interval` is {text}, shorter than the minimum of 10s"),
+                "write an interval of at least `10s` (for example `5m`)",
+            );
+            None
+        }
+        Err(e) => {
+            diags.error(
+                &n.origin,
+                format!("`drift.interval` is `{text}`, which is not a duration: {e}"),
+                "write a duration such as `30s`, `5m` or `1h`",
+            );
+            None
+        }
+    }
 }
 
 fn targets(env: &mut Environment, n: &Node, diags: &mut Diagnostics) {

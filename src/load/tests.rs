@@ -162,3 +162,69 @@ fn read_dir_reads_the_bundled_example() {
         Some("prod")
     );
 }
+
+#[test]
+fn drift_and_suspend_are_read_with_defaults() {
+    let f = files(&[
+        (
+            "environments/a.yaml",
+            &env(
+                "a",
+                "  drift:\n    interval: 90s\n    mode: report\n  suspend: true\n",
+            ),
+        ),
+        ("environments/b.yaml", &env("b", "  drift: {mode: heal}\n")),
+        ("environments/c.yaml", &env("c", "  after: a\n")),
+    ]);
+    let m = load(&f).unwrap();
+    let a = m.environment("a").unwrap();
+    assert_eq!(a.drift.interval, std::time::Duration::from_secs(90));
+    assert_eq!(a.drift.mode, crate::model::DriftMode::Report);
+    assert!(a.suspend);
+    let b = m.environment("b").unwrap();
+    assert_eq!(b.drift, crate::model::DriftPolicy::default());
+    let c = m.environment("c").unwrap();
+    assert_eq!(c.drift.interval, std::time::Duration::from_secs(300));
+    assert!(!c.suspend);
+}
+
+#[test]
+fn bad_drift_and_suspend_values_are_errors_with_a_fix() {
+    let f = files(&[
+        (
+            "environments/a.yaml",
+            &env(
+                "a",
+                "  drift:\n    interval: soon\n    mode: fix\n    every: 1m\n  suspend: yes\n",
+            ),
+        ),
+        (
+            "environments/b.yaml",
+            &env("b", "  drift:\n    interval: 2s\n"),
+        ),
+    ]);
+    let e = errors(&f);
+    assert_eq!(e.len(), 5, "{e:#?}");
+    assert!(
+        e[0].starts_with(
+            "environments/a.yaml:7:15: error: `drift.interval` is `soon`, which is not a duration"
+        ),
+        "{}",
+        e[0]
+    );
+    assert!(e[0].contains("write a duration such as `30s`"), "{}", e[0]);
+    assert!(
+        e[1].starts_with("environments/a.yaml:8:11: error: `drift.mode` is `fix`"),
+        "{}",
+        e[1]
+    );
+    assert!(e[1].contains("`heal`"), "{}", e[1]);
+    assert!(e[2].contains("every"), "{}", e[2]);
+    assert!(
+        e[3].starts_with("environments/a.yaml:10:12: error: `suspend` must be a boolean"),
+        "{}",
+        e[3]
+    );
+    assert!(e[3].contains("write `true`"), "{}", e[3]);
+    assert!(e[4].starts_with("environments/b.yaml:7:15: error: `drift.interval` is 2s, shorter than the minimum of 10s"), "{}", e[4]);
+}

@@ -9,6 +9,7 @@ mod fixtures;
 mod kubernetes;
 mod plan;
 mod policy;
+mod reconcile;
 mod secrets;
 mod source;
 mod support;

@@ -1,0 +1,204 @@
+//! `tidegate reconcile`: run the in-cluster reconciler until SIGTERM.
+//!
+//! Until the executor is wired in, the command converges with
+//! [`ValidateOnly`]: every new commit is loaded and validated and walked
+//! through the promotion gates, and the status page, metrics and leases
+//! work, but nothing is applied. [`run_with`] takes any [`Converge`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::reconcile::lease::LeaseConfig;
+use crate::reconcile::{self, Converge, Options, Reconciler, Shared, ValidateOnly};
+use crate::sensitive::Sensitive;
+use crate::source::{HttpsAuth, SecretFrom, Source, SourceConfig, SshAuth};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Options of `tidegate reconcile`.
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileArgs {
+    /// The Git remote (file://, https://, ssh://, git://).
+    #[arg(long, env = "TIDEGATE_REMOTE")]
+    pub remote: String,
+    /// Branch, tag or commit id to follow.
+    #[arg(long, default_value = "main", env = "TIDEGATE_BRANCH")]
+    pub branch: String,
+    /// Time between polls of the remote (a webhook polls at once).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Address of the HTTP server (probes, metrics, status page, API, webhook).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// File holding the webhook secret (GitHub HMAC key / GitLab token);
+    /// without it webhooks are refused.
+    #[arg(long)]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Plan only: walk every environment in report-only mode.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Directory of the bare Git cache.
+    #[arg(long, default_value_os_t = std::env::temp_dir().join("tidegate-git-cache"))]
+    pub cache_dir: PathBuf,
+    /// Time the step in flight gets to finish after SIGTERM.
+    #[arg(long, default_value = "25s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Namespace of the per-environment leader Leases; without it this
+    /// replica holds every environment (run one replica only).
+    #[arg(long, env = "TIDEGATE_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This replica's lease identity (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// How long a Lease stays valid without renewal.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// HTTPS remotes: file holding an access token (a mounted Secret).
+    #[arg(long)]
+    pub git_token_file: Option<PathBuf>,
+    /// HTTPS remotes: user name sent with the token.
+    #[arg(long)]
+    pub git_username: Option<String>,
+    /// SSH remotes: the private key file (a mounted Secret).
+    #[arg(long, requires = "git_known_hosts")]
+    pub git_ssh_key: Option<PathBuf>,
+    /// SSH remotes: known_hosts file pinning the server's host key.
+    #[arg(long)]
+    pub git_known_hosts: Option<PathBuf>,
+}
+
+/// Runs the reconciler with [`ValidateOnly`] until SIGTERM or Ctrl-C.
+pub fn run(args: &ReconcileArgs) -> super::Result<u8> {
+    run_with(args, Arc::new(ValidateOnly))
+}
+
+/// Runs the reconciler with `converge` until SIGTERM or Ctrl-C; exit code
+/// 0 after a clean shutdown.
+pub fn run_with(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> super::Result<u8> {
+    init_logs(args.log_format);
+    let rt = tokio::runtime::Runtime::new().map_err(reconcile::Error::Runtime)?;
+    rt.block_on(serve(args, converge))?;
+    Ok(0)
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> reconcile::Result<()> {
+    let secret = match &args.webhook_secret_file {
+        None => None,
+        Some(path) => Some(read_secret(path)?),
+    };
+    let mut cfg = SourceConfig::new(&args.remote, &args.branch, &args.cache_dir);
+    cfg.interval = args.interval;
+    if let Some(token) = &args.git_token_file {
+        cfg.credentials.https = Some(HttpsAuth {
+            username: args.git_username.clone(),
+            password: SecretFrom::File(token.clone()),
+        });
+    }
+    if let (Some(key), Some(known_hosts)) = (&args.git_ssh_key, &args.git_known_hosts) {
+        cfg.credentials.ssh = Some(SshAuth {
+            username: args.git_username.clone(),
+            private_key: key.clone(),
+            passphrase: None,
+            known_hosts: known_hosts.clone(),
+        });
+    }
+    let source = Source::open(cfg).await?;
+    let mut opts = Options::new(&args.remote, &args.branch);
+    opts.interval = args.interval;
+    opts.shutdown_grace = args.shutdown_grace;
+    opts.dry_run = args.dry_run;
+    let kube = match &args.lease_namespace {
+        None => None,
+        Some(ns) => {
+            let identity = args.identity.clone().unwrap_or_else(default_identity);
+            let mut lease = LeaseConfig::new(ns, identity);
+            lease.duration = args.lease_duration;
+            lease.renew_every = args.lease_duration / 3;
+            opts.leases = Some(lease);
+            crate::provider::kubernetes::transport::install_crypto_provider();
+            Some(
+                kube::Client::try_default()
+                    .await
+                    .map_err(reconcile::Error::Kube)?,
+            )
+        }
+    };
+    let (shared, commands) = Shared::new(&opts, secret);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| reconcile::Error::Listen {
+            addr: args.listen.to_string(),
+            source,
+        })?;
+    tracing::info!(listen = %args.listen, remote = %args.remote, branch = %args.branch, dry_run = args.dry_run, "tidegate reconcile started");
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::server::serve(listener, shared.clone(), async {
+        let _ = http_stopped.await;
+    }));
+    let reconciler = Reconciler::new(source, converge, opts, shared, commands, kube);
+    reconciler.run(terminated()).await;
+    let _ = stop_http.send(());
+    let _ = server.await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn read_secret(path: &PathBuf) -> reconcile::Result<Sensitive> {
+    let mut bytes = std::fs::read(path).map_err(|source| reconcile::Error::WebhookSecret {
+        path: path.display().to_string(),
+        source,
+    })?;
+    while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        bytes.pop();
+    }
+    Ok(Sensitive::new(bytes))
+}
+
+fn default_identity() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| format!("tidegate-{}", std::process::id()))
+}

@@ -1,0 +1,629 @@
+//! The I/O around [`super::machine`]: polls the Git source, loads each new
+//! commit, runs the converges the machine asks for (one task each), feeds
+//! results, commands, lease changes and time back in, and publishes status
+//! and metrics for the HTTP server.
+//!
+//! # Shutdown
+//! When `shutdown` resolves, the machine stops starting work. The converges
+//! in flight get until `shutdown_grace` to finish; after that they are
+//! dropped (abandoned at an await point: what was applied stays applied;
+//! the next start converges from there). Then the Leases are released and
+//! [`Reconciler::run`] returns.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::lease::{self, LeaseConfig, Leases, Publish, Published};
+use super::machine::{self, Action, EnvSpec, Event, Gate, State};
+use super::webhook::ReplayCache;
+use super::{Converge, EnvReport, ErrorReason, Mode, ReportError};
+use crate::metrics::Metrics;
+use crate::model::DriftMode;
+use crate::sensitive::Sensitive;
+use crate::source::{self, Snapshot, Source};
+
+/// How the loop behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The Git remote and reference (for the status page and for matching
+    /// webhook pushes).
+    pub remote: String,
+    pub reference: String,
+    /// Time between polls; each wait is shortened by a random up to
+    /// `poll_jitter` of it.
+    pub interval: Duration,
+    pub poll_jitter: f64,
+    /// How often timers (drift, backoff) are checked.
+    pub tick: Duration,
+    pub shutdown_grace: Duration,
+    /// Per-environment backoff after a failed converge.
+    pub backoff: source::Backoff,
+    pub dry_run: bool,
+    /// Leader election; `None` holds every environment (one replica).
+    pub leases: Option<LeaseConfig>,
+}
+
+impl Options {
+    pub fn new(remote: impl Into<String>, reference: impl Into<String>) -> Self {
+        Options {
+            remote: remote.into(),
+            reference: reference.into(),
+            interval: Duration::from_secs(60),
+            poll_jitter: 0.1,
+            tick: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(25),
+            backoff: source::Backoff {
+                base: Duration::from_secs(10),
+                max: Duration::from_secs(600),
+            },
+            dry_run: false,
+            leases: None,
+        }
+    }
+}
+
+/// Requests from the HTTP API and webhooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Suspend(String),
+    Resume(String),
+    /// Poll the remote now.
+    Poll,
+}
+
+/// What the HTTP server reads and sends; shared by the driver and the
+/// server.
+pub struct Shared {
+    pub status: RwLock<Status>,
+    pub metrics: Metrics,
+    ready: AtomicBool,
+    commands: mpsc::UnboundedSender<Command>,
+    pub webhook_secret: Option<Sensitive>,
+    pub replay: Mutex<ReplayCache>,
+    pub reference: String,
+}
+
+impl Shared {
+    /// The shared state and the receiving end of its command channel (for
+    /// [`Reconciler::new`]).
+    pub fn new(
+        opts: &Options,
+        webhook_secret: Option<Sensitive>,
+    ) -> (Arc<Shared>, mpsc::UnboundedReceiver<Command>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let status = Status {
+            remote: opts.remote.clone(),
+            reference: opts.reference.clone(),
+            identity: opts.leases.as_ref().map(|l| l.identity.clone()),
+            dry_run: opts.dry_run,
+            ..Status::default()
+        };
+        let shared = Shared {
+            status: RwLock::new(status),
+            metrics: Metrics::new(),
+            ready: AtomicBool::new(false),
+            commands: tx,
+            webhook_secret,
+            replay: Mutex::new(ReplayCache::default()),
+            reference: opts.reference.clone(),
+        };
+        (Arc::new(shared), rx)
+    }
+
+    /// True once a commit was fetched and loaded cleanly.
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Queues a command; false when the reconciler has stopped.
+    pub fn send(&self, c: Command) -> bool {
+        self.commands.send(c).is_ok()
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_status(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.status.write().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+/// The status API document (`/api/v1/status`) and what the page shows.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub remote: String,
+    pub reference: String,
+    /// This replica's lease identity, when leader election is on.
+    pub identity: Option<String>,
+    pub dry_run: bool,
+    pub ready: bool,
+    /// The commit being reconciled (the newest that loads cleanly).
+    pub commit: Option<String>,
+    /// The newest commit fetched, when it differs and does not load.
+    pub rejected_commit: Option<String>,
+    /// Why the newest commit does not load (file:line messages).
+    pub load_error: Option<String>,
+    /// Why the last poll failed.
+    pub source_error: Option<String>,
+    pub last_poll_unix: Option<u64>,
+    pub stopping: bool,
+    /// In promotion order.
+    pub environments: Vec<EnvStatus>,
+    pub graph: GraphView,
+}
+
+/// One environment on the status page.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvStatus {
+    pub name: String,
+    pub after: Vec<String>,
+    pub gate: Gate,
+    pub held: bool,
+    pub suspended: bool,
+    /// Suspended by `suspend: true` in the file (the API cannot resume it).
+    pub suspended_in_file: bool,
+    pub last_good: Option<String>,
+    pub healthy: bool,
+    pub drift_mode: DriftMode,
+    pub drift_interval_secs: u64,
+    pub failures: u32,
+    pub last: Option<EnvReport>,
+}
+
+/// The dependency graph of the commit being reconciled, for the page.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GraphView {
+    /// `tidegate graph --format mermaid` of the whole commit.
+    pub mermaid: String,
+    /// Per environment: resources by level (`module/name`) and edges.
+    pub environments: Vec<EnvGraph>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EnvGraph {
+    pub name: String,
+    pub levels: Vec<Vec<String>>,
+    /// `(from, to)`: `from` is applied before `to`.
+    pub edges: Vec<(String, String)>,
+}
+
+impl GraphView {
+    pub fn of(graph: &crate::graph::Graph) -> GraphView {
+        let environments = graph
+            .environments()
+            .into_iter()
+            .map(|env| {
+                let levels = graph.levels(env);
+                let mut edges = Vec::new();
+                for id in levels.iter().flatten() {
+                    for dep in graph.dependencies(env, id) {
+                        edges.push((dep.to_string(), id.to_string()));
+                    }
+                }
+                EnvGraph {
+                    name: env.to_string(),
+                    levels: levels
+                        .iter()
+                        .map(|l| l.iter().map(|id| id.to_string()).collect())
+                        .collect(),
+                    edges,
+                }
+            })
+            .collect();
+        GraphView {
+            mermaid: graph.to_mermaid(None),
+            environments,
+        }
+    }
+}
+
+/// The reconciler: source, converge implementation, options, shared state.
+pub struct Reconciler {
+    source: Source,
+    converge: Arc<dyn Converge>,
+    opts: Options,
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    kube: Option<kube::Client>,
+}
+
+/// Converge results coming back from their tasks.
+type Done = (String, EnvReport);
+
+impl Reconciler {
+    /// `kube` is needed when `opts.leases` is set.
+    pub fn new(
+        source: Source,
+        converge: Arc<dyn Converge>,
+        opts: Options,
+        shared: Arc<Shared>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        kube: Option<kube::Client>,
+    ) -> Self {
+        Reconciler {
+            source,
+            converge,
+            opts,
+            shared,
+            commands,
+            kube,
+        }
+    }
+
+    /// Runs until `shutdown` resolves and the work in flight is finished or
+    /// abandoned; then releases the Leases.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Reconciler {
+            source,
+            converge,
+            opts,
+            shared,
+            mut commands,
+            kube,
+        } = self;
+        let io = Io {
+            source,
+            converge,
+            opts,
+            shared,
+        };
+        io.run(&mut commands, kube, shutdown).await
+    }
+}
+
+/// The driver's I/O, apart from the command channel.
+struct Io {
+    source: Source,
+    converge: Arc<dyn Converge>,
+    opts: Options,
+    shared: Arc<Shared>,
+}
+
+impl Io {
+    async fn run(
+        self,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+        kube: Option<kube::Client>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let io = &self;
+        let mut state = State::new(self.opts.leases.is_none(), self.opts.backoff);
+        state.dry_run = self.opts.dry_run;
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let (lease_tx, mut lease_rx) = mpsc::unbounded_channel::<Event>();
+        let (publish_tx, publish_rx) = watch::channel(Publish::new());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let lease_task = match (&self.opts.leases, &kube) {
+            (Some(cfg), Some(client)) => {
+                let leases = Leases::new(client.clone(), cfg.clone());
+                Some(tokio::spawn(lease::run(
+                    leases, publish_rx, lease_tx, stop_rx,
+                )))
+            }
+            _ => None,
+        };
+        let mut tasks: HashMap<String, JoinHandle<()>> = HashMap::new();
+        let mut snapshot: Option<Arc<Snapshot>> = None;
+        let mut next_poll = tokio::time::Instant::now();
+        let mut ticker = tokio::time::interval(self.opts.tick);
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+        tokio::pin!(shutdown);
+        'run: loop {
+            let event = tokio::select! {
+                _ = tokio::time::sleep_until(next_poll), if !state.stopping => {
+                    let (event, wait) = io.poll(&mut snapshot).await;
+                    next_poll = tokio::time::Instant::now() + wait;
+                    match event { Some(e) => e, None => continue }
+                }
+                Some(cmd) = commands.recv() => match cmd {
+                    Command::Suspend(env) => Event::Suspend { env },
+                    Command::Resume(env) => Event::Resume { env },
+                    Command::Poll => Event::TriggerPoll,
+                },
+                Some((env, report)) = done_rx.recv() => {
+                    tasks.remove(&env);
+                    io.finished(&env, &report);
+                    Event::Finished { env, report, jitter: fastrand::f64() }
+                }
+                Some(ev) = lease_rx.recv() => ev,
+                _ = ticker.tick() => Event::Tick,
+                _ = &mut shutdown, if deadline.is_none() => {
+                    tracing::info!(grace_secs = self.opts.shutdown_grace.as_secs(), "shutting down: no new work");
+                    deadline = Some(tokio::time::Instant::now() + self.opts.shutdown_grace);
+                    Event::Shutdown
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
+                    for (env, task) in tasks.drain() {
+                        tracing::warn!(environment = %env, "grace period over: abandoning the converge in flight");
+                        task.abort();
+                        self.shared.metrics.error(ErrorReason::Timeout);
+                    }
+                    break 'run;
+                }
+            };
+            let (next, actions) = machine::step(state, event, Instant::now());
+            state = next;
+            for action in actions {
+                match action {
+                    Action::Converge { env, commit, mode } => {
+                        let Some(snap) = snapshot.clone().filter(|s| s.commit == commit) else {
+                            continue;
+                        };
+                        let task = self.spawn(env.clone(), snap, mode, done_tx.clone());
+                        tasks.insert(env, task);
+                    }
+                    Action::Abandon { env } => {
+                        if let Some(task) = tasks.remove(&env) {
+                            tracing::warn!(environment = %env, "lease lost: abandoning the converge in flight");
+                            task.abort();
+                        }
+                    }
+                    Action::Poll => next_poll = tokio::time::Instant::now(),
+                    Action::Exit => break 'run,
+                }
+            }
+            publish_tx.send_if_modified(|p| {
+                let next = publish_of(&state);
+                let changed = *p != next;
+                *p = next;
+                changed
+            });
+            self.publish(&state);
+        }
+        state.stopping = true;
+        self.publish(&state);
+        let _ = stop_tx.send(true);
+        if let Some(task) = lease_task {
+            let _ = task.await;
+        }
+        tracing::info!("stopped");
+    }
+
+    /// One poll; the event for the machine (a new commit that loads) and how
+    /// long to wait before the next poll.
+    async fn poll(&self, snapshot: &mut Option<Arc<Snapshot>>) -> (Option<Event>, Duration) {
+        let jitter = |d: Duration| d.mul_f64(1.0 - self.opts.poll_jitter * fastrand::f64());
+        let now = unix_now();
+        let poll = match self.source.poll().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "git source failed");
+                self.shared.metrics.poll("error");
+                self.shared.metrics.error(ErrorReason::Fetch);
+                self.shared
+                    .set_status(|s| s.source_error = Some(e.to_string()));
+                return (None, jitter(self.opts.interval));
+            }
+        };
+        self.shared.set_status(|s| s.last_poll_unix = Some(now));
+        let wait = match &poll.event {
+            source::Event::Unreachable { .. } => poll.next_poll_in,
+            _ => jitter(poll.next_poll_in),
+        };
+        match poll.event {
+            source::Event::Unchanged => {
+                self.shared.metrics.poll("unchanged");
+                self.shared.set_status(|s| s.source_error = None);
+                (None, wait)
+            }
+            source::Event::Unreachable { error, attempt, .. } => {
+                tracing::warn!(%error, attempt, "git remote unreachable; serving the last good commit");
+                self.shared.metrics.poll("unreachable");
+                self.shared.metrics.error(ErrorReason::Fetch);
+                self.shared.set_status(|s| s.source_error = Some(error));
+                (None, wait)
+            }
+            source::Event::ForcePushRefused { from, to } => {
+                tracing::warn!(commit = %from, refused = %to, "force-push refused");
+                self.shared.metrics.poll("force-push-refused");
+                let msg = format!("force-push to {to} refused; serving {from}");
+                self.shared.set_status(|s| s.source_error = Some(msg));
+                (None, wait)
+            }
+            source::Event::NewCommit { to, .. } => {
+                self.shared.metrics.poll("new-commit");
+                self.shared.set_status(|s| s.source_error = None);
+                let Some(snap) = poll.snapshot.filter(|s| s.commit == to) else {
+                    return (None, wait);
+                };
+                (self.load(snap, snapshot).await, wait)
+            }
+        }
+    }
+
+    /// Loads and checks a new commit; the machine only sees it when it is
+    /// clean, so a bad commit changes nothing anywhere.
+    async fn load(
+        &self,
+        snap: Arc<Snapshot>,
+        current: &mut Option<Arc<Snapshot>>,
+    ) -> Option<Event> {
+        let files = snap.clone();
+        let checked = tokio::task::spawn_blocking(move || crate::cli::check(&files.files)).await;
+        let commit = snap.commit.clone();
+        match checked {
+            Ok(Ok(checked)) => {
+                tracing::info!(commit = %commit, environments = checked.model.environments.len(), "new commit loaded");
+                let envs: Vec<EnvSpec> = checked
+                    .model
+                    .environments
+                    .iter()
+                    .map(EnvSpec::from)
+                    .collect();
+                let graph = GraphView::of(&checked.graph);
+                self.shared.set_status(|s| {
+                    s.graph = graph;
+                    s.load_error = None;
+                    s.rejected_commit = None;
+                });
+                self.shared.ready.store(true, Ordering::Release);
+                *current = Some(snap);
+                Some(Event::Commit { commit, envs })
+            }
+            Ok(Err(report)) => {
+                tracing::error!(commit = %commit, problems = %report, "commit does not load; nothing applied");
+                self.shared.metrics.error(ErrorReason::Load);
+                self.shared.set_status(|s| {
+                    s.load_error = Some(report.to_string());
+                    s.rejected_commit = Some(commit);
+                });
+                None
+            }
+            Err(e) => {
+                tracing::error!(commit = %commit, error = %e, "loading panicked");
+                self.shared.metrics.error(ErrorReason::Internal);
+                None
+            }
+        }
+    }
+
+    fn spawn(
+        &self,
+        env: String,
+        snap: Arc<Snapshot>,
+        mode: Mode,
+        done: mpsc::UnboundedSender<Done>,
+    ) -> JoinHandle<()> {
+        let converge = self.converge.clone();
+        let commit = snap.commit.clone();
+        let span = tracing::info_span!("converge", environment = %env, commit = %commit, mode = mode.label());
+        tokio::spawn(
+            async move {
+                tracing::info!("converge started");
+                let started = Instant::now();
+                let name = env.clone();
+                // The converge runs in its own task so a panic becomes a report.
+                let inner = tokio::spawn(
+                    async move { converge.converge(&snap, &name, mode).await }.in_current_span(),
+                );
+                let abort = inner.abort_handle();
+                let _guard = AbortOnDrop(abort);
+                let mut report = match inner.await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => EnvReport {
+                        error: Some(e),
+                        ..EnvReport::default()
+                    },
+                    Err(e) => EnvReport {
+                        error: Some(ReportError::new(
+                            ErrorReason::Internal,
+                            format!("converge task failed: {e}"),
+                        )),
+                        ..EnvReport::default()
+                    },
+                };
+                report.commit = commit;
+                report.mode = mode;
+                report.duration_ms = started.elapsed().as_millis() as u64;
+                report.finished_unix = unix_now();
+                let _ = done.send((env, report));
+            }
+            .instrument(span),
+        )
+    }
+
+    /// Logs and records a finished converge.
+    fn finished(&self, env: &str, report: &EnvReport) {
+        let applied = report.passes_gate() && report.mode == Mode::Apply;
+        self.shared.metrics.converged(env, report, applied);
+        for id in &report.drift {
+            let module = id.split('/').next().unwrap_or_default();
+            tracing::warn!(environment = %env, commit = %report.commit, module, resource = %id, "drift");
+        }
+        match &report.error {
+            None => tracing::info!(
+                environment = %env,
+                commit = %report.commit,
+                mode = report.mode.label(),
+                health = report.health.label(),
+                changes = report.changes.total(),
+                drift = report.drift.len(),
+                duration_ms = report.duration_ms,
+                "converge finished"
+            ),
+            Some(e) => tracing::error!(
+                environment = %env,
+                commit = %report.commit,
+                reason = e.reason.label(),
+                error = %e.message,
+                "converge failed"
+            ),
+        }
+    }
+
+    /// Mirrors the machine into the shared status and gauges.
+    fn publish(&self, state: &State) {
+        let now = Instant::now();
+        let envs: Vec<EnvStatus> = state
+            .ordered()
+            .map(|e| EnvStatus {
+                name: e.spec.name.clone(),
+                after: e.spec.after.clone(),
+                gate: state.gate(&e.spec.name, now),
+                held: e.held,
+                suspended: e.suspended(),
+                suspended_in_file: e.spec.suspend,
+                last_good: e.last_good.clone(),
+                healthy: e.healthy,
+                drift_mode: e.spec.drift.mode,
+                drift_interval_secs: e.spec.drift.interval.as_secs(),
+                failures: e.failures,
+                last: e.last.clone(),
+            })
+            .collect();
+        for e in &envs {
+            self.shared.metrics.suspended(&e.name, e.suspended);
+        }
+        let ready = self.shared.ready();
+        self.shared.set_status(|s| {
+            s.environments = envs;
+            s.commit = state.commit.clone();
+            s.stopping = state.stopping;
+            s.ready = ready;
+        });
+    }
+}
+
+/// What this replica publishes on the Leases of the environments it holds.
+fn publish_of(state: &State) -> Publish {
+    state
+        .ordered()
+        .map(|e| {
+            let p = Published {
+                last_good: e.last_good.clone(),
+                healthy: e.healthy,
+                busy: e.running.is_some(),
+            };
+            (e.spec.name.clone(), p)
+        })
+        .collect()
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,989 @@
+//! `tidegate reconcile` for real: a Git repository made with `git` and
+//! served over file://, the HTTP server on a loopback port (probes,
+//! metrics, status API and page, webhooks with real HMAC), Leases against
+//! kube-sim with two replicas in one process, the deploy manifests through
+//! the real `kubectl apply --dry-run=server`, and SIGTERM on the real
+//! binary.
+//!
+//! The one test double: [`Recorder`] implements `reconcile::Converge` in
+//! place of the executor (plan/apply of one environment). It records every
+//! call and can be told to fail an environment. It stands in for our own
+//! executor only, to observe the state machine's order and gates; git,
+//! HTTP, webhooks, leases and metrics are the real ones.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tempfile::TempDir;
+use tidegate::reconcile::lease::LeaseConfig;
+use tidegate::reconcile::webhook::github_signature;
+use tidegate::reconcile::{
+    ApiCalls, Changes, Converge, EnvHealth, EnvReport, ErrorReason, Mode, Options, Reconciler,
+    ReportError, Shared,
+};
+use tidegate::sensitive::Sensitive;
+use tidegate::source::{Snapshot, Source, SourceConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support;
+
+const ENVS: [&str; 4] = ["dev", "staging", "test", "prod"];
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// An upstream repository with four environments dev < staging < test < prod.
+struct Upstream {
+    dir: TempDir,
+}
+
+impl Upstream {
+    fn new() -> Upstream {
+        let up = Upstream {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        git(up.path(), &["init", "-q", "-b", "main"]);
+        let mut after = None;
+        for env in ENVS {
+            up.write(
+                &format!("environments/{env}.yaml"),
+                &env_doc(env, after, "  vars: {rev: 1}\n"),
+            );
+            after = Some(env);
+        }
+        up.commit("four environments");
+        up
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.path().display())
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    /// Changes a var in every environment and commits.
+    fn bump(&self, rev: u32) -> String {
+        let mut after = None;
+        for env in ENVS {
+            let extra = format!("  vars: {{rev: {rev}}}\n");
+            self.write(
+                &format!("environments/{env}.yaml"),
+                &env_doc(env, after, &extra),
+            );
+            after = Some(env);
+        }
+        self.commit(&format!("rev {rev}"))
+    }
+
+    fn commit(&self, msg: &str) -> String {
+        git(self.path(), &["add", "-A"]);
+        git(self.path(), &["commit", "-q", "--allow-empty", "-m", msg]);
+        git(self.path(), &["rev-parse", "HEAD"])
+    }
+}
+
+fn env_doc(name: &str, after: Option<&str>, extra: &str) -> String {
+    let after = after.map(|a| format!("  after: {a}\n")).unwrap_or_default();
+    format!("apiVersion: tidegate.dev/v1\nkind: Environment\nmetadata:\n  name: {name}\nspec:\n{after}{extra}")
+}
+
+/// Test double of the executor (see the module doc): records calls, fails
+/// the environments it is told to.
+#[derive(Default)]
+struct Recorder {
+    calls: Mutex<Vec<(String, String, Mode)>>,
+    fail: Mutex<HashSet<String>>,
+    delay: Duration,
+    /// Shared by the recorders of several replicas: environments being
+    /// converged anywhere right now, and every time two overlapped.
+    cluster: Option<Arc<Cluster>>,
+}
+
+#[derive(Default)]
+struct Cluster {
+    active: Mutex<HashSet<String>>,
+    overlaps: Mutex<Vec<String>>,
+}
+
+/// Marks an environment as being converged until dropped (also when the
+/// converge is abandoned).
+struct Active(Arc<Cluster>, String);
+
+impl Active {
+    fn enter(c: &Arc<Cluster>, env: &str) -> Active {
+        if !c.active.lock().unwrap().insert(env.to_string()) {
+            c.overlaps.lock().unwrap().push(env.to_string());
+        }
+        Active(c.clone(), env.to_string())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.lock().unwrap().remove(&self.1);
+    }
+}
+
+impl Recorder {
+    fn calls(&self) -> Vec<(String, String, Mode)> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Environments converged at `commit`, in call order.
+    fn envs_at(&self, commit: &str) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|(_, c, _)| c == commit)
+            .map(|(e, _, _)| e)
+            .collect()
+    }
+
+    fn fail(&self, env: &str, yes: bool) {
+        let mut f = self.fail.lock().unwrap();
+        if yes {
+            f.insert(env.into());
+        } else {
+            f.remove(env);
+        }
+    }
+}
+
+#[async_trait]
+impl Converge for Recorder {
+    async fn converge(
+        &self,
+        snap: &Snapshot,
+        env: &str,
+        mode: Mode,
+    ) -> Result<EnvReport, ReportError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((env.to_string(), snap.commit.clone(), mode));
+        let _active = self.cluster.as_ref().map(|c| Active::enter(c, env));
+        tokio::time::sleep(self.delay).await;
+        if self.fail.lock().unwrap().contains(env) {
+            return Err(ReportError::new(
+                ErrorReason::Apply,
+                format!("{env}: told to fail"),
+            ));
+        }
+        Ok(EnvReport {
+            changes: Changes {
+                create: 1,
+                update: 0,
+                delete: 0,
+                unchanged: 2,
+            },
+            health: EnvHealth::Healthy,
+            drift: vec![],
+            resources: 3,
+            api_calls: vec![ApiCalls {
+                provider: "kubernetes".into(),
+                operation: "apply".into(),
+                result: "ok".into(),
+                count: 1,
+            }],
+            ..EnvReport::default()
+        })
+    }
+}
+
+/// A reconciler and its HTTP server running in this process.
+struct Running {
+    shared: Arc<Shared>,
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    _cache: TempDir,
+}
+
+struct Setup {
+    url: String,
+    interval: Duration,
+    secret: Option<&'static str>,
+    leases: Option<(LeaseConfig, kube::Client)>,
+    source_backoff: Duration,
+}
+
+impl Setup {
+    fn new(url: String) -> Setup {
+        Setup {
+            url,
+            interval: Duration::from_millis(200),
+            secret: None,
+            leases: None,
+            source_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+async fn start(setup: Setup, converge: Arc<dyn Converge>) -> Running {
+    let cache = tempfile::tempdir().unwrap();
+    let mut cfg = SourceConfig::new(&setup.url, "main", cache.path().join("git"));
+    cfg.interval = setup.interval;
+    cfg.backoff.base = setup.source_backoff;
+    cfg.backoff.max = setup.source_backoff * 4;
+    let source = Source::open(cfg).await.unwrap();
+    let mut opts = Options::new(&setup.url, "main");
+    opts.interval = setup.interval;
+    opts.tick = Duration::from_millis(50);
+    opts.shutdown_grace = Duration::from_secs(5);
+    opts.backoff.base = Duration::from_millis(300);
+    opts.backoff.max = Duration::from_secs(2);
+    let kube = setup.leases.as_ref().map(|(_, c)| c.clone());
+    opts.leases = setup.leases.map(|(l, _)| l);
+    let secret = setup.secret.map(|s| Sensitive::new(s.as_bytes().to_vec()));
+    let (shared, commands) = Shared::new(&opts, secret);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(tidegate::server::serve(listener, shared.clone(), async {
+        let _ = http_stopped.await;
+    }));
+    let reconciler = Reconciler::new(source, converge, opts, shared.clone(), commands, kube);
+    let task = tokio::spawn(async move {
+        reconciler
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await;
+        let _ = http_stop.send(());
+    });
+    Running {
+        shared,
+        addr,
+        stop: Some(stop),
+        task,
+        _cache: cache,
+    }
+}
+
+impl Running {
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("stops within the grace period")
+            .unwrap();
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        http(self.addr, "GET", path, &[], b"").await
+    }
+
+    async fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+        http(self.addr, "POST", path, headers, body).await
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::to_value(self.shared.status()).unwrap()
+    }
+
+    fn gate(&self, env: &str) -> serde_json::Value {
+        let s = self.status();
+        s["environments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == env)
+            .map(|e| e["gate"].clone())
+            .unwrap_or_default()
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection; (status, body).
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// Waits until `cond` holds (polling every 20 ms), at most `secs`.
+async fn until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_commit_walks_the_environments_in_order_and_a_failure_holds_the_later_ones() {
+    let up = Upstream::new();
+    let c1 = git(up.path(), &["rev-parse", "HEAD"]);
+    let rec = Arc::new(Recorder::default());
+    let r = start(Setup::new(up.url()), rec.clone()).await;
+    until(20, "c1 reaches prod", || rec.envs_at(&c1).len() == 4).await;
+    assert_eq!(rec.envs_at(&c1), ENVS);
+
+    // A new commit, and staging fails: test and prod stay at c1.
+    rec.fail("staging", true);
+    let c2 = up.bump(2);
+    until(20, "staging tried c2 twice (backoff retry)", || {
+        rec.envs_at(&c2).iter().filter(|e| *e == "staging").count() >= 2
+    })
+    .await;
+    assert_eq!(rec.envs_at(&c2).first().map(String::as_str), Some("dev"));
+    assert!(
+        !rec.envs_at(&c2).iter().any(|e| e == "test" || e == "prod"),
+        "{:?}",
+        rec.calls()
+    );
+    let s = r.status();
+    let envs = s["environments"].as_array().unwrap();
+    assert_eq!(envs[0]["lastGood"], c2.as_str());
+    assert_eq!(envs[1]["lastGood"], c1.as_str());
+    assert_eq!(envs[2]["lastGood"], c1.as_str());
+    assert_eq!(r.gate("test")["state"], "waiting");
+    assert_eq!(r.gate("test")["on"], "staging");
+    assert_eq!(envs[1]["last"]["error"]["reason"], "apply");
+
+    // Fixed: staging's backoff retry goes through and the rest follow.
+    rec.fail("staging", false);
+    until(20, "c2 reaches prod", || {
+        rec.envs_at(&c2).contains(&"prod".to_string())
+    })
+    .await;
+
+    // A commit that does not load is reported and applies nothing.
+    up.write("environments/test.yaml", "apiVersion: tidegate.dev/v1\nkind: Environment\nmetadata:\n  name: test\nspec:\n  after: staging\n  sometimes: true\n");
+    let c3 = up.commit("broken");
+    until(10, "load error reported", || {
+        r.shared.status().load_error.is_some()
+    })
+    .await;
+    let err = r.shared.status().load_error.unwrap();
+    assert!(err.contains("environments/test.yaml:7:3"), "{err}");
+    assert_eq!(
+        r.shared.status().rejected_commit.as_deref(),
+        Some(c3.as_str())
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(rec.envs_at(&c3).is_empty());
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_flips_after_the_first_fetch_and_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("later");
+    let url = format!("file://{}", path.display());
+    let rec = Arc::new(Recorder::default());
+    let r = start(Setup::new(url), rec.clone()).await;
+    assert_eq!(r.get("/healthz").await.0, 200);
+    let (code, body) = r.get("/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        r.get("/readyz").await.0,
+        503,
+        "unreachable remote: still not ready"
+    );
+    // The remote appears.
+    let up = Upstream::new();
+    std::fs::rename(up.path(), &path).unwrap();
+    let mut ready = false;
+    for _ in 0..200 {
+        if r.get("/readyz").await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "ready after the first fetch and load");
+    r.shutdown().await;
+    // The renamed tempdir is cleaned up with `dir`.
+    std::mem::forget(up);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_poll_at_once_and_refuse_bad_signatures_and_replays() {
+    const SECRET: &str = "hook-secret-do-not-print";
+    let up = Upstream::new();
+    let c1 = git(up.path(), &["rev-parse", "HEAD"]);
+    let rec = Arc::new(Recorder::default());
+    let mut setup = Setup::new(up.url());
+    setup.interval = Duration::from_secs(3600); // only the first poll and webhooks
+    setup.secret = Some(SECRET);
+    let r = start(setup, rec.clone()).await;
+    until(20, "c1 reaches prod", || rec.envs_at(&c1).len() == 4).await;
+    let c2 = up.bump(2);
+    let body = br#"{"ref":"refs/heads/main","after":"x"}"#;
+
+    let bad = github_signature(b"wrong secret", body);
+    let (code, _) = r
+        .post(
+            "/webhook",
+            &[
+                ("X-GitHub-Event", "push"),
+                ("X-GitHub-Delivery", "d1"),
+                ("X-Hub-Signature-256", bad.as_str()),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(code, 401);
+    let (code, _) = r
+        .post(
+            "/webhook",
+            &[("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "d0")],
+            body,
+        )
+        .await;
+    assert_eq!(code, 401, "unsigned");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        r.shared.status().commit.as_deref(),
+        Some(c1.as_str()),
+        "no poll after a refused hook"
+    );
+
+    let good = github_signature(SECRET.as_bytes(), body);
+    let headers = [
+        ("X-GitHub-Event", "push"),
+        ("X-GitHub-Delivery", "d2"),
+        ("X-Hub-Signature-256", good.as_str()),
+    ];
+    let (code, resp) = r.post("/webhook", &headers, body).await;
+    assert_eq!(code, 202, "{resp}");
+    until(5, "webhook polled c2 at once", || {
+        r.shared.status().commit.as_deref() == Some(c2.as_str())
+    })
+    .await;
+    let (code, _) = r.post("/webhook", &headers, body).await;
+    assert_eq!(code, 409, "replayed delivery");
+
+    // GitLab: the token itself, a delivery uuid.
+    let c3 = up.bump(3);
+    let (code, _) = r
+        .post(
+            "/webhook",
+            &[
+                ("X-Gitlab-Event", "Push Hook"),
+                ("X-Gitlab-Event-UUID", "g1"),
+                ("X-Gitlab-Token", "guess"),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(code, 401);
+    let (code, _) = r
+        .post(
+            "/webhook",
+            &[
+                ("X-Gitlab-Event", "Push Hook"),
+                ("X-Gitlab-Event-UUID", "g2"),
+                ("X-Gitlab-Token", SECRET),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(code, 202);
+    until(5, "gitlab hook polled c3", || {
+        r.shared.status().commit.as_deref() == Some(c3.as_str())
+    })
+    .await;
+
+    let (_, metrics) = r.get("/metrics").await;
+    assert!(
+        metrics.contains("tidegate_webhooks_total{forge=\"github\",result=\"bad-signature\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tidegate_webhooks_total{forge=\"github\",result=\"replayed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tidegate_webhooks_total{forge=\"gitlab\",result=\"accepted\"} 1"),
+        "{metrics}"
+    );
+    let (_, page) = r.get("/").await;
+    let (_, status) = r.get("/api/v1/status").await;
+    for text in [&metrics, &page, &status] {
+        assert!(!text.contains(SECRET), "the webhook secret leaked");
+    }
+    r.shutdown().await;
+}
+
+/// Checks every line against the Prometheus/OpenMetrics text grammar;
+/// returns the sample names.
+fn parse_exposition(text: &str) -> Vec<String> {
+    let sample = regex::Regex::new(
+        r#"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*"(,[a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*")*)?\})? (-?[0-9.eE+-]+|NaN|\+Inf|-Inf)$"#,
+    )
+    .unwrap();
+    let meta = regex::Regex::new(r"^# (HELP|TYPE|UNIT) [a-zA-Z_:][a-zA-Z0-9_:]* ?.*$").unwrap();
+    let mut names = Vec::new();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.last(), Some(&"# EOF"), "ends with # EOF");
+    for line in &lines[..lines.len() - 1] {
+        if line.starts_with('#') {
+            assert!(meta.is_match(line), "bad metadata line: {line}");
+            if let Some(t) = line.strip_prefix("# TYPE ") {
+                let kind = t.split(' ').nth(1).unwrap();
+                assert!(
+                    [
+                        "counter",
+                        "gauge",
+                        "histogram",
+                        "info",
+                        "summary",
+                        "unknown"
+                    ]
+                    .contains(&kind),
+                    "{line}"
+                );
+            }
+        } else {
+            let c = sample
+                .captures(line)
+                .unwrap_or_else(|| panic!("bad sample line: {line}"));
+            names.push(c[1].to_string());
+        }
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_status_api_page_and_suspend_resume() {
+    let up = Upstream::new();
+    let c1 = git(up.path(), &["rev-parse", "HEAD"]);
+    let rec = Arc::new(Recorder::default());
+    let r = start(Setup::new(up.url()), rec.clone()).await;
+    until(20, "c1 reaches prod", || rec.envs_at(&c1).len() == 4).await;
+    until(5, "prod converged", || {
+        r.gate("prod")["state"] == "converged"
+    })
+    .await;
+
+    let (code, text) = r.get("/metrics").await;
+    assert_eq!(code, 200);
+    let names = parse_exposition(&text);
+    for series in [
+        "tidegate_reconcile_duration_seconds_bucket",
+        "tidegate_reconcile_duration_seconds_count",
+        "tidegate_applied_revision_info",
+        "tidegate_drift_resources",
+        "tidegate_environment_healthy",
+        "tidegate_api_calls_total",
+        "tidegate_source_polls_total",
+    ] {
+        assert!(
+            names.iter().any(|n| n == series),
+            "{series} missing:\n{text}"
+        );
+    }
+    for env in ENVS {
+        let line =
+            format!("tidegate_applied_revision_info{{environment=\"{env}\",revision=\"{c1}\"}} 1");
+        assert!(text.contains(&line), "{line}\n{text}");
+    }
+    assert!(text.contains(
+        "tidegate_api_calls_total{provider=\"kubernetes\",operation=\"apply\",result=\"ok\"}"
+    ));
+
+    let (code, page) = r.get("/").await;
+    assert_eq!(code, 200);
+    assert!(page.contains("<svg"), "{page}");
+    for env in ENVS {
+        assert!(
+            page.contains(&format!("data-env=\"{env}\"")),
+            "{env} missing from the page"
+        );
+    }
+    assert!(
+        !page.contains("<script") && !page.contains("<link"),
+        "no scripts, no external assets"
+    );
+
+    let (code, json) = r.get("/api/v1/status").await;
+    assert_eq!(code, 200);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["commit"], c1.as_str());
+    assert_eq!(json["environments"].as_array().unwrap().len(), 4);
+
+    // Suspend staging through the API: a new commit stops at dev.
+    let (code, _) = r
+        .post("/api/v1/environments/staging/suspend", &[], b"")
+        .await;
+    assert_eq!(code, 202);
+    let (code, _) = r.post("/api/v1/environments/nope/suspend", &[], b"").await;
+    assert_eq!(code, 404);
+    until(5, "staging suspended", || {
+        r.gate("staging")["state"] == "suspended"
+    })
+    .await;
+    let c2 = up.bump(2);
+    let (code, _) = r.post("/api/v1/reconcile", &[], b"").await;
+    assert_eq!(code, 202);
+    until(10, "dev at c2", || {
+        rec.envs_at(&c2).contains(&"dev".to_string())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(rec.envs_at(&c2), ["dev"]);
+    assert_eq!(r.gate("test")["on"], "staging");
+    let (_, text) = r.get("/metrics").await;
+    assert!(
+        text.contains("tidegate_environment_suspended{environment=\"staging\"} 1"),
+        "{text}"
+    );
+    let (code, _) = r
+        .post("/api/v1/environments/staging/resume", &[], b"")
+        .await;
+    assert_eq!(code, 202);
+    until(10, "c2 reaches prod after resume", || {
+        rec.envs_at(&c2).len() == 4
+    })
+    .await;
+    r.shutdown().await;
+}
+
+/// A kube-sim cluster and a client for context `dev`.
+async fn cluster() -> (kube_sim::Handle, kube::Client, TempDir) {
+    let sim = kube_sim::Simulator::start(kube_sim::Config {
+        contexts: vec!["dev".into()],
+        ..kube_sim::Config::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    sim.kubeconfig(&path).unwrap();
+    tidegate::provider::kubernetes::transport::install_crypto_provider();
+    let kc = Kubeconfig::read_from(&path).unwrap();
+    let opts = KubeConfigOptions {
+        context: Some("dev".into()),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+        .await
+        .unwrap();
+    (sim, kube::Client::try_from(config).unwrap(), dir)
+}
+
+fn lease_cfg(identity: &str) -> LeaseConfig {
+    let mut l = LeaseConfig::new("default", identity);
+    l.duration = Duration::from_secs(2);
+    l.renew_every = Duration::from_millis(200);
+    l
+}
+
+async fn holders(client: &kube::Client) -> Vec<Option<String>> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let mut out = Vec::new();
+    for env in ENVS {
+        let l = api
+            .get_opt(&format!("tidegate-leader-{env}"))
+            .await
+            .unwrap();
+        out.push(l.and_then(|l| l.spec?.holder_identity));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_split_the_environments_by_lease_and_one_takes_over_when_the_other_stops() {
+    let (sim, client, _dir) = cluster().await;
+    let up = Upstream::new();
+    let c1 = git(up.path(), &["rev-parse", "HEAD"]);
+    let cl = Arc::new(Cluster::default());
+    let recorder = || {
+        Arc::new(Recorder {
+            delay: Duration::from_millis(50),
+            cluster: Some(cl.clone()),
+            ..Recorder::default()
+        })
+    };
+    let (ra, rb) = (recorder(), recorder());
+    let mut sa = Setup::new(up.url());
+    sa.leases = Some((lease_cfg("replica-a"), client.clone()));
+    let mut sb = Setup::new(up.url());
+    sb.leases = Some((lease_cfg("replica-b"), client.clone()));
+    let a = start(sa, ra.clone()).await;
+    let b = start(sb, rb.clone()).await;
+
+    // Each environment held by exactly one replica, two each.
+    let mut split = Vec::new();
+    for _ in 0..200 {
+        split = holders(&client).await;
+        let na = split
+            .iter()
+            .filter(|h| h.as_deref() == Some("replica-a"))
+            .count();
+        let nb = split
+            .iter()
+            .filter(|h| h.as_deref() == Some("replica-b"))
+            .count();
+        if na == 2 && nb == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let count = |who: &str| split.iter().filter(|h| h.as_deref() == Some(who)).count();
+    assert_eq!(
+        (count("replica-a"), count("replica-b")),
+        (2, 2),
+        "{split:?}"
+    );
+    // Across replicas the gates still hold: c1 reaches prod, through both.
+    until(20, "c1 reaches prod across replicas", || {
+        let mut all: Vec<String> = ra.envs_at(&c1);
+        all.extend(rb.envs_at(&c1));
+        ENVS.iter().all(|e| all.contains(&e.to_string()))
+    })
+    .await;
+    // Never the same environment converged by both at once.
+    assert!(
+        cl.overlaps.lock().unwrap().is_empty(),
+        "{:?}",
+        cl.overlaps.lock().unwrap()
+    );
+    for (i, env) in ENVS.iter().enumerate() {
+        let who = split[i].as_deref().unwrap();
+        let rec = if who == "replica-a" { &ra } else { &rb };
+        until(10, &format!("{env} converged by its holder {who}"), || {
+            rec.envs_at(&c1).contains(&env.to_string())
+        })
+        .await;
+    }
+
+    // replica-a stops (releasing its leases): replica-b takes everything over.
+    a.shutdown().await;
+    let mut all_b = false;
+    for _ in 0..200 {
+        if holders(&client)
+            .await
+            .iter()
+            .all(|h| h.as_deref() == Some("replica-b"))
+        {
+            all_b = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(all_b, "{:?}", holders(&client).await);
+    assert!(
+        cl.overlaps.lock().unwrap().is_empty(),
+        "{:?}",
+        cl.overlaps.lock().unwrap()
+    );
+    until(10, "b holds every environment", || {
+        b.shared.status().environments.iter().all(|e| e.held)
+    })
+    .await;
+    b.shutdown().await;
+    sim.shutdown().await;
+}
+
+/// The binary in target/ (built by cargo for this test binary).
+fn tidegate_bin() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_tidegate"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_the_real_binary_exits_0_within_the_grace_period() {
+    let up = Upstream::new();
+    let cache = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(tidegate_bin())
+        .args([
+            "reconcile",
+            "--remote",
+            &up.url(),
+            "--branch",
+            "main",
+            "--interval",
+            "1s",
+        ])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--shutdown-grace",
+            "3s",
+            "--log-format",
+            "json",
+        ])
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut ready = false;
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok()
+            && http(addr, "GET", "/readyz", &[], b"").await.0 == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the binary became ready");
+    let (_, page) = http(addr, "GET", "/", &[], b"").await;
+    assert!(page.contains("data-env=\"prod\""));
+    let t0 = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "did not exit within the grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut logs = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{logs}");
+    // JSON logs with the environment and commit fields.
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(!lines.is_empty(), "{logs}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["environment"] == "prod" || l["span"]["environment"] == "prod"),
+        "{logs}"
+    );
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"] == "stopped"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn deploy_manifests_pass_kubectl_server_side_dry_run() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sim = rt
+        .block_on(kube_sim::Simulator::start(kube_sim::Config {
+            contexts: vec!["prod".into()],
+            ..kube_sim::Config::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    sim.kubeconfig(&dir.path().join("kubeconfig")).unwrap();
+    let kubectl = |args: &[&str]| {
+        Command::new(support::tool("kubectl"))
+            .args(args)
+            .env("KUBECONFIG", dir.path().join("kubeconfig"))
+            .env("KUBECACHEDIR", dir.path().join("cache"))
+            .output()
+            .expect("kubectl runs")
+    };
+    let deploy = support::repo_root().join("deploy");
+    // The namespace must exist for a dry run of the objects in it.
+    let out = kubectl(&[
+        "apply",
+        "-f",
+        deploy.join("namespace.yaml").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(&["apply", "--dry-run=server", "-f", deploy.to_str().unwrap()]);
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{se}\n{so}");
+    for obj in [
+        "namespace/tidegate",
+        "serviceaccount/tidegate",
+        "role.rbac.authorization.k8s.io/tidegate-leases",
+        "rolebinding.rbac.authorization.k8s.io/tidegate-leases",
+        "clusterrole.rbac.authorization.k8s.io/tidegate",
+        "clusterrolebinding.rbac.authorization.k8s.io/tidegate",
+        "deployment.apps/tidegate",
+        "service/tidegate",
+        "ingress.networking.k8s.io/tidegate-webhook",
+    ] {
+        assert!(so.contains(obj), "{obj} not applied:\n{so}");
+    }
+    assert!(so.contains("(server dry run)"), "{so}");
+    // Nothing but the namespace was stored.
+    assert_eq!(sim.object_count("prod", "deployments.apps"), 0);
+    rt.block_on(sim.shutdown());
+}
