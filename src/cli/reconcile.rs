@@ -1,9 +1,9 @@
 //! `tidegate reconcile`: run the in-cluster reconciler until SIGTERM.
 //!
-//! Until the executor is wired in, the command converges with
-//! [`ValidateOnly`]: every new commit is loaded and validated and walked
-//! through the promotion gates, and the status page, metrics and leases
-//! work, but nothing is applied. [`run_with`] takes any [`Converge`].
+//! The command converges with [`reconcile::converge::Executor`]: each new
+//! commit is planned and applied environment by environment through the
+//! promotion gates by the same executor as `tidegate apply` (`--dry-run`
+//! plans and reports only). [`run_with`] takes any [`Converge`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +13,9 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::reconcile::lease::LeaseConfig;
-use crate::reconcile::{self, Converge, Options, Reconciler, Shared, ValidateOnly};
+use crate::reconcile::converge::Executor;
+use crate::reconcile::{self, Converge, Options, Reconciler, Shared};
+use crate::secrets::{Identities, IdentityOptions};
 use crate::sensitive::Sensitive;
 use crate::source::{HttpsAuth, SecretFrom, Source, SourceConfig, SshAuth};
 
@@ -76,11 +78,29 @@ pub struct ReconcileArgs {
     /// SSH remotes: known_hosts file pinning the server's host key.
     #[arg(long)]
     pub git_known_hosts: Option<PathBuf>,
+    /// Resources in flight at once per environment.
+    #[arg(long, default_value_t = 8)]
+    pub parallelism: usize,
+    /// Seconds to wait for one resource to become healthy.
+    #[arg(long, default_value_t = 300)]
+    pub health_timeout: u64,
+    /// Where records of environments without a Kubernetes target are kept.
+    #[arg(long, default_value = "/tmp/tidegate-state")]
+    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub identities: IdentityOptions,
 }
 
-/// Runs the reconciler with [`ValidateOnly`] until SIGTERM or Ctrl-C.
+/// Runs the reconciler with the executor until SIGTERM or Ctrl-C.
 pub fn run(args: &ReconcileArgs) -> super::Result<u8> {
-    run_with(args, Arc::new(ValidateOnly))
+    let identities = Identities::from_env(&args.identities)?;
+    let options = crate::execute::Options {
+        parallelism: args.parallelism.max(1),
+        health_timeout: Duration::from_secs(args.health_timeout),
+        ..crate::execute::Options::default()
+    };
+    let converge = Executor::new(identities, options, args.state_dir.clone());
+    run_with(args, Arc::new(converge))
 }
 
 /// Runs the reconciler with `converge` until SIGTERM or Ctrl-C; exit code

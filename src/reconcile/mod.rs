@@ -27,11 +27,11 @@
 //!
 //! # Caveats
 //! What "converge" means is not decided here: the [`Converge`] trait does the
-//! plan/apply/health of one environment at one snapshot. The command ships
-//! [`ValidateOnly`], which only loads and checks; applying comes from the
-//! executor (`execute::run_env`) wired in by an implementation of
-//! [`Converge`].
+//! plan/apply/health of one environment at one snapshot. The command uses
+//! [`converge::Executor`] (plan, policy gate, `execute::run_env`, state
+//! record); [`ValidateOnly`] only loads and checks.
 
+pub mod converge;
 pub mod driver;
 pub mod lease;
 pub mod machine;
@@ -290,7 +290,7 @@ impl std::fmt::Display for ErrorReason {
     }
 }
 
-/// The [`Converge`] the command uses until the executor is wired in: it
+/// A [`Converge`] for checking a remote without touching providers: it
 /// loads and validates the snapshot (everything `tidegate validate` checks)
 /// and reports the environment's resource count, with no plan, no apply and
 /// health [`EnvHealth::NotChecked`]. It never touches a provider.

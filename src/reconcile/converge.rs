@@ -1,0 +1,165 @@
+//! The [`Converge`] the reconciler runs in production: the same pipeline as
+//! `tidegate plan` and `tidegate apply`, one environment at one snapshot.
+//!
+//! load + validate → decrypt the environment's secrets → connect its
+//! providers → observe and plan (the plan gives drift and the policy gate)
+//! → apply with the executor (Mode::Apply) → record the outcome where the
+//! environment keeps its state (a ConfigMap in its cluster, else a file).
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+
+use crate::execute::{self, EnvRun, Status};
+use crate::observe::{self, Providers};
+use crate::plan;
+use crate::provider::Action;
+use crate::secrets::{self, Identities};
+use crate::source::Snapshot;
+use crate::state::RecordStore;
+
+use super::{ApiCalls, Changes, Converge, EnvHealth, EnvReport, ErrorReason, Mode, ReportError};
+
+/// Plans and applies through the providers and the executor.
+pub struct Executor {
+    identities: Identities,
+    options: execute::Options,
+    state_dir: PathBuf,
+}
+
+impl Executor {
+    /// `identities` decrypt the environments' secret files; `options` are
+    /// the executor's (parallelism, prune, health waits); records of
+    /// environments without a Kubernetes target go to `state_dir`.
+    pub fn new(identities: Identities, options: execute::Options, state_dir: PathBuf) -> Self {
+        Executor {
+            identities,
+            options,
+            state_dir,
+        }
+    }
+}
+
+fn err(reason: ErrorReason, e: impl std::fmt::Display) -> ReportError {
+    ReportError::new(reason, e.to_string())
+}
+
+fn api_calls(providers: &Providers) -> Vec<ApiCalls> {
+    providers
+        .api_calls()
+        .into_iter()
+        .map(|(key, count)| {
+            let (provider, operation) = key.split_once('/').unwrap_or(("", key.as_str()));
+            ApiCalls {
+                provider: provider.to_string(),
+                operation: operation.to_string(),
+                result: "ok".to_string(),
+                count,
+            }
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Converge for Executor {
+    async fn converge(
+        &self,
+        snapshot: &Snapshot,
+        env: &str,
+        mode: Mode,
+    ) -> std::result::Result<EnvReport, ReportError> {
+        let checked = crate::cli::check(&snapshot.files).map_err(|r| err(ErrorReason::Load, r))?;
+        let (model, graph) = (&checked.model, &checked.graph);
+        let environment = model.environment(env).ok_or_else(|| {
+            let msg = format!("commit {} has no environment {env}", snapshot.commit);
+            ReportError::new(ErrorReason::Load, msg)
+        })?;
+        let secrets = secrets::load_env(environment, &snapshot.files, &self.identities)
+            .map_err(|e| err(ErrorReason::Secrets, e))?;
+        let kinds = observe::kinds_of(graph, env);
+        let providers = Providers::connect(&environment.target(None), kinds.keys().copied())
+            .await
+            .map_err(|e| err(ErrorReason::Observe, e))?;
+        let parallelism = self.options.parallelism.max(1);
+        let preview = plan::plan_env(model, graph, env, &providers, &secrets, None, parallelism)
+            .await
+            .map_err(|e| err(ErrorReason::Observe, e))?;
+        if let Some(first) = preview.policy_errors.first() {
+            return Err(ReportError::new(ErrorReason::Policy, first.clone()));
+        }
+        if let Some(report) = preview.policy.as_ref().filter(|p| p.blocks_apply()) {
+            let msg = format!(
+                "{} policy error(s) block the environment; run `tidegate validate` for resource, file:line and fix",
+                report.errors()
+            );
+            return Err(ReportError::new(ErrorReason::Policy, msg));
+        }
+        let drift: Vec<String> = preview
+            .resources()
+            .filter(|r| r.action != Action::NoOp)
+            .map(|r| r.id.to_string())
+            .collect();
+        let c = preview.counts;
+        let mut report = EnvReport {
+            changes: Changes {
+                create: c.create,
+                update: c.update + c.replace,
+                delete: c.delete,
+                unchanged: c.no_op,
+            },
+            drift,
+            resources: preview.resources().filter(|r| r.action != Action::Delete).count(),
+            ..EnvReport::default()
+        };
+        if mode == Mode::ReportOnly {
+            report.api_calls = api_calls(&providers);
+            return Ok(report);
+        }
+
+        let run = EnvRun {
+            model,
+            graph,
+            env,
+            owner: None,
+            providers: &providers,
+            secrets: &secrets,
+            options: self.options.clone(),
+            progress: None,
+            stop: None,
+        };
+        let outcome = execute::run_env(&run)
+            .await
+            .map_err(|e| err(ErrorReason::Observe, e))?;
+        report.changes = Changes {
+            create: outcome.count(Status::Created),
+            update: outcome.count(Status::Updated) + outcome.count(Status::Replaced),
+            delete: outcome.count(Status::Deleted),
+            unchanged: outcome.count(Status::Unchanged),
+        };
+        let failed = outcome
+            .resources
+            .iter()
+            .find(|r| !r.status.is_success())
+            .map(|r| format!("{} {}: {}", r.id, r.status, r.reason));
+        report.health = match &failed {
+            None => EnvHealth::Healthy,
+            Some(why) => EnvHealth::Degraded(why.clone()),
+        };
+        if let Some(why) = failed {
+            report.error = Some(ReportError::new(ErrorReason::Apply, why));
+        }
+        let record = crate::cli::apply::record_of(&outcome, &snapshot.commit);
+        match RecordStore::for_target(environment.kubernetes.as_ref(), &self.state_dir).await {
+            Ok(store) => {
+                if let Err(e) = store.save(&record).await {
+                    tracing::warn!(environment = env, error = %e, "could not write the environment record");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(environment = env, error = %e, "no store for the environment record")
+            }
+        }
+        report.api_calls = api_calls(&providers);
+        Ok(report)
+    }
+}
