@@ -53,7 +53,7 @@ enum Command {
     /// Run the in-cluster reconciler: poll Git (and accept push webhooks),
     /// walk environments through their gates, serve probes, metrics and a
     /// status page; exit 0 after SIGTERM.
-    Reconcile(cli::reconcile::ReconcileArgs),
+    Reconcile(Box<cli::reconcile::ReconcileArgs>),
 }
 
 fn main() -> ExitCode {
