@@ -14,8 +14,7 @@ use crate::load::Files;
 use crate::model::Model;
 use crate::observe::{self, Providers};
 use crate::policy;
-use crate::provider::Action;
-use crate::render::{self, RenderOptions, Renderer, SecretLookup};
+use crate::render::{self, RenderOptions, SecretLookup};
 use crate::secrets::{self, Identities, IdentityOptions};
 use crate::state::{self, EnvLock, EnvRecord, RecordStore};
 
@@ -38,6 +37,8 @@ pub enum Error {
     State(#[from] state::Error),
     #[error(transparent)]
     Render(#[from] render::Error),
+    #[error(transparent)]
+    Plan(#[from] crate::plan::Error),
     /// Changes need a confirmation that cannot be asked.
     #[error("stdin is not a terminal, so tidegate cannot ask before applying; pass --yes to apply without asking")]
     NotATerminal,
@@ -509,10 +510,9 @@ pub fn record_of(outcome: &Outcome, commit: &str) -> EnvRecord {
     }
 }
 
-/// What will change, from `Provider::plan` of every resource rendered with
-/// what is live now (unknowns stay unknown). Prints one line per change
-/// and returns how many there are. The `plan` command's renderer replaces
-/// this at merge.
+/// What will change: the same preview `tidegate plan` prints (field-level
+/// changes, replace reasons, policy findings, order), from the providers
+/// connected for this apply. Returns how many resources change.
 async fn preview(
     ctx: &Ctx<'_>,
     name: &str,
@@ -520,60 +520,28 @@ async fn preview(
     secrets: &(dyn SecretLookup + Sync),
     out: &mut dyn Write,
 ) -> Result<usize> {
-    let kinds = observe::kinds_of(ctx.graph, name);
-    let live = observe::observe_env(providers, &kinds).await?;
-    let known = live.attributes();
-    let desired = {
-        let opts = RenderOptions {
-            known: &known,
-            secrets,
-            owner: ctx.mode.owner.as_deref(),
-        };
-        Renderer::new(ctx.model, name, opts)?.render_all()?
-    };
-    let declared: std::collections::HashSet<_> = desired.iter().map(|d| d.id.clone()).collect();
-    let mut lines = Vec::new();
-    for d in &desired {
-        let Some(node) = ctx.graph.node(name, &d.id) else {
-            continue;
-        };
-        let Some(p) = providers.get(node.provider) else {
-            continue;
-        };
-        let action = match p.plan(d, live.get(&d.id)).await {
-            Ok(c) => match c.action {
-                Action::NoOp => continue,
-                Action::Create => "create".to_string(),
-                Action::Update => "update".to_string(),
-                Action::Replace { reasons } => format!("replace ({})", reasons.join("; ")),
-                Action::Delete => "delete".to_string(),
-            },
-            Err(e) => format!("decided at apply time ({e})"),
-        };
-        lines.push(format!("  {} {} ({})", action, d.id, d.kind));
+    let env_plan = crate::plan::plan_env(
+        ctx.model,
+        ctx.graph,
+        name,
+        providers,
+        secrets,
+        ctx.mode.owner.as_deref(),
+        ctx.args.parallelism.max(1),
+    )
+    .await?;
+    let mut changes = env_plan.counts.changes();
+    if !ctx.mode.prune {
+        changes -= env_plan.counts.delete;
     }
-    for (id, o) in &live.resources {
-        if !declared.contains(id) && ctx.mode.prune {
-            lines.push(format!("  delete {id} ({}) {}", o.live.kind, o.live.external_id));
-        }
+    let color = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let plan = crate::plan::Plan::new(crate::plan::PlanSource::Live, vec![env_plan]);
+    w(out, format_args!("{}", crate::plan::render::text(&plan, color)))?;
+    if !ctx.mode.prune {
+        w(out, format_args!("prune is off: deletes above are not applied\n"))?;
     }
-    if ctx.mode.prune {
-        for o in &live.duplicates {
-            lines.push(format!(
-                "  delete duplicate {} ({}) {}",
-                o.live.id, o.live.kind, o.live.external_id
-            ));
-        }
-    }
-    if lines.is_empty() {
-        w(out, format_args!("no changes\n"))?;
-    } else {
-        w(out, format_args!("{} change(s):\n", lines.len()))?;
-        for l in &lines {
-            w(out, format_args!("{l}\n"))?;
-        }
-    }
-    Ok(lines.len())
+    Ok(changes)
 }
 
 fn confirm(owner: &str, changes: usize) -> Result<bool> {

@@ -77,7 +77,10 @@ pub(super) async fn delete_all(
             }
             continue;
         }
-        let results: Vec<(Observed, ResourceOutcome)> = stream::iter(wave)
+        // Futures collected before they are streamed, so the caller's future
+        // stays provably `Send` (the reconciler spawns it).
+        let deletes: Vec<_> = wave
+            .into_iter()
             .map(|c| async move {
                 run.emit(Event::Started {
                     id: c.live.id.clone(),
@@ -105,6 +108,8 @@ pub(super) async fn delete_all(
                 };
                 (c, r)
             })
+            .collect();
+        let results: Vec<(Observed, ResourceOutcome)> = stream::iter(deletes)
             .buffer_unordered(run.options.parallelism.max(1))
             .collect()
             .await;

@@ -777,6 +777,10 @@ async fn predict(
                 })
         })
     });
+    // Collected first: a lazy iterator of futures behind `stream::iter`
+    // makes the caller's future fail the `Send` check rustc can prove
+    // (the reconciler spawns it).
+    let calls: Vec<_> = calls.collect();
     let results: Vec<Result<(ResourceId, Change)>> = futures::stream::iter(calls)
         .buffer_unordered(concurrency.max(1))
         .collect()
