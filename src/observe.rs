@@ -17,7 +17,7 @@ pub enum Error {
     Connect {
         environment: String,
         #[source]
-        source: provider::Error,
+        source: Box<provider::Error>,
     },
     /// The environment uses a provider it has no target for.
     #[error("environment {environment} has {provider} resources but no `targets.{provider}`; add the target to the environment file")]
@@ -31,7 +31,7 @@ pub enum Error {
         environment: String,
         provider: ProviderKind,
         #[source]
-        source: provider::Error,
+        source: Box<provider::Error>,
     },
 }
 
@@ -65,7 +65,7 @@ impl Providers {
                 .await
                 .map_err(|source| Error::Connect {
                     environment: target.environment.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             map.insert(kind, p);
         }
@@ -177,7 +177,7 @@ pub async fn observe_env(
             .map_err(|source| Error::Observe {
                 environment: providers.environment.clone(),
                 provider: *kind,
-                source,
+                source: Box::new(source),
             })
     });
     let mut state = LiveState::default();

@@ -153,7 +153,9 @@ impl Signals {
                 _ = term.recv() => 143,
                 _ = int.recv() => 130,
             };
-            eprintln!("tidegate: signal received; finishing the calls in flight, starting nothing new");
+            eprintln!(
+                "tidegate: signal received; finishing the calls in flight, starting nothing new"
+            );
             c.store(n, std::sync::atomic::Ordering::SeqCst);
             s.request();
         });
@@ -309,8 +311,12 @@ pub fn run_pipeline(
                     .map(String::as_str)
                     .collect();
                 if !later.is_empty() {
-                    writeln!(out, "holding {} at their last good commit", later.join(", "))
-                        .map_err(super::Error::from)?;
+                    writeln!(
+                        out,
+                        "holding {} at their last good commit",
+                        later.join(", ")
+                    )
+                    .map_err(super::Error::from)?;
                 }
                 break;
             }
@@ -474,8 +480,8 @@ impl Ctx<'_> {
         progress.finish();
         summary(&outcome, out)?;
         let record = record_of(&outcome, self.commit);
-        let store = RecordStore::for_target(environment.kubernetes.as_ref(), &self.args.state_dir)
-            .await?;
+        let store =
+            RecordStore::for_target(environment.kubernetes.as_ref(), &self.args.state_dir).await?;
         let previous = store.load(owner).await.ok().flatten();
         if previous.is_none_or(|p| !p.same_state(&record)) {
             store.save(&record).await?;
@@ -537,9 +543,15 @@ async fn preview(
     let color = std::io::stdout().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let plan = crate::plan::Plan::new(crate::plan::PlanSource::Live, vec![env_plan]);
-    w(out, format_args!("{}", crate::plan::render::text(&plan, color)))?;
+    w(
+        out,
+        format_args!("{}", crate::plan::render::text(&plan, color)),
+    )?;
     if !ctx.mode.prune {
-        w(out, format_args!("prune is off: deletes above are not applied\n"))?;
+        w(
+            out,
+            format_args!("prune is off: deletes above are not applied\n"),
+        )?;
     }
     Ok(changes)
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::reconcile::lease::LeaseConfig;
 use crate::reconcile::converge::Executor;
+use crate::reconcile::lease::LeaseConfig;
 use crate::reconcile::{self, Converge, Options, Reconciler, Shared};
 use crate::secrets::{Identities, IdentityOptions};
 use crate::sensitive::Sensitive;

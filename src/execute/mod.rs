@@ -188,7 +188,12 @@ pub async fn run_env(run: &EnvRun<'_>) -> Result<Outcome> {
         } else {
             for c in candidates {
                 let why = "not pruned: the apply did not converge".to_string();
-                out.push(ResourceOutcome::skipped(&c.live.id, &c.live.kind, c.provider, why));
+                out.push(ResourceOutcome::skipped(
+                    &c.live.id,
+                    &c.live.kind,
+                    c.provider,
+                    why,
+                ));
                 remaining.push(c);
             }
         }
@@ -435,8 +440,7 @@ async fn wait_healthy(
             Err(e) if Instant::now() >= deadline => return Err(format!("health: {e}")),
             Err(_) => {}
         }
-        tokio::time::sleep(interval.min(deadline.saturating_duration_since(Instant::now())))
-            .await;
+        tokio::time::sleep(interval.min(deadline.saturating_duration_since(Instant::now()))).await;
         interval = (interval * 2).min(Duration::from_secs(2));
     }
 }
@@ -469,7 +473,8 @@ async fn record_inventory(
         };
         let list = owned.remove(&kind).unwrap_or_default();
         if let Err(e) = p.record_inventory(&list).await {
-            out.warnings.push(format!("{kind}: recording the inventory: {e}"));
+            out.warnings
+                .push(format!("{kind}: recording the inventory: {e}"));
         }
     }
 }

@@ -133,7 +133,9 @@ mod tests {
         let k = ProviderKind::Kubernetes;
         let a = ProviderKind::Aws;
         assert!(wave(k, "apps/v1/Deployment") < wave(k, "v1/Namespace"));
-        assert!(wave(k, "v1/Namespace") < wave(k, "apiextensions.k8s.io/v1/CustomResourceDefinition"));
+        assert!(
+            wave(k, "v1/Namespace") < wave(k, "apiextensions.k8s.io/v1/CustomResourceDefinition")
+        );
         assert!(wave(a, "instance") < wave(a, "subnet"));
         assert!(wave(a, "instance") < wave(a, "security_group"));
         assert!(wave(a, "subnet") < wave(a, "vpc"));

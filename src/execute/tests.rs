@@ -32,10 +32,7 @@ fn the_critical_path_is_the_longest_dependency_chain() {
     out.push(done(id("network", "subnet"), 50));
     out.push(done(id("app", "ns"), 400));
     out.push(done(id("app", "config"), 30));
-    assert_eq!(
-        out.critical_path(&graph, "dev"),
-        Duration::from_millis(430)
-    );
+    assert_eq!(out.critical_path(&graph, "dev"), Duration::from_millis(430));
     assert_eq!(out.counts_line(), "4 created");
     assert!(out.converged() && out.wrote());
     out.push(ResourceOutcome::skipped(
@@ -54,7 +51,10 @@ fn unknown_values_are_found_anywhere_in_a_body() {
     let mut m = Map::new();
     m.insert(
         "a".into(),
-        Value::List(vec![Value::Int(1), Value::Unknown("module.n.vpc.id".into())]),
+        Value::List(vec![
+            Value::Int(1),
+            Value::Unknown("module.n.vpc.id".into()),
+        ]),
     );
     assert_eq!(
         first_unknown(&Value::Map(m)),

@@ -50,7 +50,7 @@ pub enum Error {
     Render {
         env: String,
         #[source]
-        source: rendering::Error,
+        source: Box<rendering::Error>,
     },
     /// Connecting or observing failed.
     #[error(transparent)]
@@ -61,7 +61,7 @@ pub enum Error {
         env: String,
         id: ResourceId,
         #[source]
-        source: provider::Error,
+        source: Box<provider::Error>,
     },
 }
 
@@ -294,7 +294,7 @@ pub fn render_desired(
     };
     rendering::render_env(model, env, opts).map_err(|source| Error::Render {
         env: env.to_string(),
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -773,7 +773,7 @@ async fn predict(
                 .map_err(|source| Error::Provider {
                     env: env.to_string(),
                     id: d.id.clone(),
-                    source,
+                    source: Box::new(source),
                 })
         })
     });

@@ -108,7 +108,10 @@ impl Converge for Executor {
                 unchanged: c.no_op,
             },
             drift,
-            resources: preview.resources().filter(|r| r.action != Action::Delete).count(),
+            resources: preview
+                .resources()
+                .filter(|r| r.action != Action::Delete)
+                .count(),
             ..EnvReport::default()
         };
         if mode == Mode::ReportOnly {

@@ -308,7 +308,10 @@ mod tests {
         let first = EnvLock::file(dir.path(), "dev", "tidegate@ci pid 1").unwrap();
         let e = EnvLock::file(dir.path(), "dev", "tidegate@ci pid 2").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("environment dev is locked by tidegate@ci pid 1 since 20"), "{msg}");
+        assert!(
+            msg.contains("environment dev is locked by tidegate@ci pid 1 since 20"),
+            "{msg}"
+        );
         assert!(msg.contains("dev.lock"), "{msg}");
         EnvLock::file(dir.path(), "staging", "x").expect("other environments are free");
         futures::executor::block_on(first.release()).unwrap();

@@ -226,7 +226,9 @@ impl RecordStore {
                     operation: format!("read configmap {NAMESPACE}/{name}"),
                     source,
                 })?;
-                let Some(text) = cm.and_then(|c| c.data).and_then(|d| d.get("record").cloned())
+                let Some(text) = cm
+                    .and_then(|c| c.data)
+                    .and_then(|d| d.get("record").cloned())
                 else {
                     return Ok(None);
                 };

@@ -268,7 +268,7 @@ spec:
         ami: {AMI}
         instanceType: t3.micro
         subnetId: ${{resource.subnet.id}}
-        securityGroupIds: [${{resource.sg.id}}]
+        securityGroupIds: ['${{resource.sg.id}}']
         metadata:
           httpTokens: required
 "
@@ -348,7 +348,11 @@ fn write_repo(dir: &Path, spec: &Spec) -> String {
             .env("GIT_COMMITTER_EMAIL", "t@example.com")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     if !dir.join(".git").exists() {
@@ -434,7 +438,12 @@ async fn owned_ec2(stand: &Stand, env: &str) -> BTreeMap<&'static str, Vec<(Stri
             .to_string()
     };
     let mut out: BTreeMap<&'static str, Vec<(String, String)>> = BTreeMap::new();
-    let vpcs = ec2.describe_vpcs().filters(filter.clone()).send().await.unwrap();
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(filter.clone())
+        .send()
+        .await
+        .unwrap();
     for v in vpcs.vpcs() {
         out.entry("vpc")
             .or_default()
@@ -462,10 +471,18 @@ async fn owned_ec2(stand: &Stand, env: &str) -> BTreeMap<&'static str, Vec<(Stri
             .or_default()
             .push((resource(g.tags()), g.group_id().unwrap().into()));
     }
-    let inst = ec2.describe_instances().filters(filter).send().await.unwrap();
+    let inst = ec2
+        .describe_instances()
+        .filters(filter)
+        .send()
+        .await
+        .unwrap();
     for r in inst.reservations() {
         for i in r.instances() {
-            let state = i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string());
+            let state = i
+                .state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_string());
             if matches!(state.as_deref(), Some("terminated" | "shutting-down")) {
                 continue;
             }
@@ -513,7 +530,9 @@ async fn apply_converges_outputs_flow_and_a_second_apply_writes_nothing() {
         .await
         .unwrap();
     assert_eq!(subnets.subnets()[0].vpc_id(), Some(vpc_id.as_str()));
-    let cm = config_map(&stand, "dev", "app-dev", "network").await.unwrap();
+    let cm = config_map(&stand, "dev", "app-dev", "network")
+        .await
+        .unwrap();
     assert_eq!(cm.data.unwrap()["VPC"], *vpc_id);
 
     // Dependencies ran first: the subnet started after the VPC finished.
@@ -550,12 +569,24 @@ async fn a_failing_resource_skips_its_dependents_while_an_independent_branch_com
     assert!(!o.get(&id("network", "subnet")).unwrap().reason.is_empty());
     let server = o.get(&id("network", "server")).unwrap();
     assert_eq!(server.status, Status::Skipped);
-    assert!(server.reason.contains("network.subnet"), "{}", server.reason);
-    for (m, n) in [("network", "vpc"), ("network", "sg"), ("app", "ns"), ("app", "config"), ("app", "flags")] {
+    assert!(
+        server.reason.contains("network.subnet"),
+        "{}",
+        server.reason
+    );
+    for (m, n) in [
+        ("network", "vpc"),
+        ("network", "sg"),
+        ("app", "ns"),
+        ("app", "config"),
+        ("app", "flags"),
+    ] {
         assert_eq!(status(&o, m, n), Status::Created, "{m}.{n}");
     }
     assert!(!o.converged());
-    assert!(config_map(&stand, "dev", "app-dev", "flags").await.is_some());
+    assert!(config_map(&stand, "dev", "app-dev", "flags")
+        .await
+        .is_some());
     assert!(!owned_ec2(&stand, "dev").await.contains_key("instance"));
 }
 
@@ -605,8 +636,12 @@ async fn prune_deletes_what_git_removed_and_never_an_unowned_object() {
 
     let live = owned_ec2(&stand, "dev").await;
     assert!(!live.contains_key("instance") && !live.contains_key("security_group"));
-    assert!(config_map(&stand, "dev", "app-dev", "flags").await.is_none());
-    assert!(config_map(&stand, "dev", "app-dev", "hand-made").await.is_some());
+    assert!(config_map(&stand, "dev", "app-dev", "flags")
+        .await
+        .is_none());
+    assert!(config_map(&stand, "dev", "app-dev", "hand-made")
+        .await
+        .is_some());
     let vpcs = stand
         .ec2()
         .describe_vpcs()
@@ -623,15 +658,24 @@ async fn staging_is_held_until_dev_is_converged_and_healthy_at_the_same_commit()
     let repo = TempDir::new().unwrap();
     let c1 = write_repo(repo.path(), &Spec::default());
 
-    let (code, text) = stand.cli(repo.path(), &["apply", "--env", "staging", "--yes"]).await;
+    let (code, text) = stand
+        .cli(repo.path(), &["apply", "--env", "staging", "--yes"])
+        .await;
     assert_eq!(code, 1, "{text}");
     assert!(
-        text.contains(&format!("environment staging is held at commit {c1}: dev has no record")),
+        text.contains(&format!(
+            "environment staging is held at commit {c1}: dev has no record"
+        )),
         "{text}"
     );
-    assert!(owned_ec2(&stand, "staging").await.is_empty(), "nothing applied");
+    assert!(
+        owned_ec2(&stand, "staging").await.is_empty(),
+        "nothing applied"
+    );
 
-    let (code, text) = stand.cli(repo.path(), &["apply", "--env", "dev", "--yes"]).await;
+    let (code, text) = stand
+        .cli(repo.path(), &["apply", "--env", "dev", "--yes"])
+        .await;
     assert_eq!(code, 0, "{text}");
     // The record lives in dev's cluster.
     let store = state::RecordStore::ConfigMap {
@@ -648,7 +692,9 @@ async fn staging_is_held_until_dev_is_converged_and_healthy_at_the_same_commit()
             ..Spec::default()
         },
     );
-    let (code, text) = stand.cli(repo.path(), &["apply", "--env", "staging", "--yes"]).await;
+    let (code, text) = stand
+        .cli(repo.path(), &["apply", "--env", "staging", "--yes"])
+        .await;
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("dev was last applied at"), "{text}");
 
@@ -662,8 +708,12 @@ async fn staging_is_held_until_dev_is_converged_and_healthy_at_the_same_commit()
 
     // Losing a record is harmless: applying again recomputes it, changing nothing.
     let api: Api<ConfigMap> = Api::namespaced(stand.kube("dev").await, state::NAMESPACE);
-    api.delete("tidegate-state-dev", &Default::default()).await.unwrap();
-    let (code, text) = stand.cli(repo.path(), &["apply", "--env", "dev", "--yes"]).await;
+    api.delete("tidegate-state-dev", &Default::default())
+        .await
+        .unwrap();
+    let (code, text) = stand
+        .cli(repo.path(), &["apply", "--env", "dev", "--yes"])
+        .await;
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("no changes"), "{text}");
     assert!(store.load("dev").await.unwrap().unwrap().good_at(&c2));
@@ -682,7 +732,9 @@ async fn a_held_lock_stops_a_second_apply_with_the_holder_named() {
     )
     .await
     .unwrap();
-    let (code, text) = stand.cli(repo.path(), &["apply", "--env", "dev", "--yes"]).await;
+    let (code, text) = stand
+        .cli(repo.path(), &["apply", "--env", "dev", "--yes"])
+        .await;
     assert_eq!(code, 1, "{text}");
     assert!(
         text.contains("environment dev is locked by reconciler-7f9c since 20")
@@ -691,7 +743,9 @@ async fn a_held_lock_stops_a_second_apply_with_the_holder_named() {
     );
     assert!(owned_ec2(&stand, "dev").await.is_empty(), "nothing applied");
     lock.release().await.unwrap();
-    let (code, text) = stand.cli(repo.path(), &["apply", "--env", "dev", "--yes"]).await;
+    let (code, text) = stand
+        .cli(repo.path(), &["apply", "--env", "dev", "--yes"])
+        .await;
     assert_eq!(code, 0, "{text}");
 }
 
@@ -756,19 +810,36 @@ async fn rebuild_reports_rto_and_as_builds_a_coexisting_copy() {
     let stand = Stand::start().await;
     let repo = TempDir::new().unwrap();
     write_repo(repo.path(), &Spec::default());
-    let (code, text) = stand.cli(repo.path(), &["rebuild", "--env", "dev", "--yes"]).await;
+    let (code, text) = stand
+        .cli(repo.path(), &["rebuild", "--env", "dev", "--yes"])
+        .await;
     assert_eq!(code, 0, "{text}");
     let line = text
         .lines()
         .find(|l| l.starts_with("dev: RTO "))
         .unwrap_or_else(|| panic!("no RTO line: {text}"));
-    assert!(line.contains("critical path") && line.contains("ratio"), "{line}");
+    assert!(
+        line.contains("critical path") && line.contains("ratio"),
+        "{line}"
+    );
 
     let (code, stdout, stderr) = stand
-        .cli_split(repo.path(), &["rebuild", "--env", "dev", "--as", "dev-green", "--yes", "--json"])
+        .cli_split(
+            repo.path(),
+            &[
+                "rebuild",
+                "--env",
+                "dev",
+                "--as",
+                "dev-green",
+                "--yes",
+                "--json",
+            ],
+        )
         .await;
     assert_eq!(code, 0, "{stdout}{stderr}");
-    let report: serde_json::Value = serde_json::from_str(&stdout).expect("stdout is the JSON report");
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).expect("stdout is the JSON report");
     assert_eq!(report[0]["owner"], "dev-green");
     assert!(report[0]["criticalPathMs"].as_u64().unwrap() > 0);
     assert!(report[0]["ratio"].as_f64().unwrap() >= 0.5);
@@ -777,6 +848,10 @@ async fn rebuild_reports_rto_and_as_builds_a_coexisting_copy() {
     // Blue and green coexist, apart by name and ownership.
     assert_eq!(owned_ec2(&stand, "dev").await["vpc"].len(), 1);
     assert_eq!(owned_ec2(&stand, "dev-green").await["vpc"].len(), 1);
-    assert!(config_map(&stand, "dev", "app-dev", "network").await.is_some());
-    assert!(config_map(&stand, "dev", "app-dev-green", "network").await.is_some());
+    assert!(config_map(&stand, "dev", "app-dev", "network")
+        .await
+        .is_some());
+    assert!(config_map(&stand, "dev", "app-dev-green", "network")
+        .await
+        .is_some());
 }

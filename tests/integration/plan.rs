@@ -679,6 +679,7 @@ impl LiveRepo {
         w("modules/network/module.yaml", NETWORK);
         w("modules/app/module.yaml", APP);
         let root = repo_root();
+        std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
         std::fs::copy(
             root.join("secrets/dev.sops.yaml"),
             dir.path().join("secrets/dev.sops.yaml"),
