@@ -715,7 +715,7 @@ async fn staging_is_held_until_dev_is_converged_and_healthy_at_the_same_commit()
         .cli(repo.path(), &["apply", "--env", "dev", "--yes"])
         .await;
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("no changes"), "{text}");
+    assert!(text.contains("No changes."), "{text}");
     assert!(store.load("dev").await.unwrap().unwrap().good_at(&c2));
 }
 
@@ -802,7 +802,7 @@ async fn sigkill_at_any_point_then_rerun_leaves_exactly_the_desired_resources() 
     // And the next run changes nothing.
     let (code, text) = stand.cli(repo.path(), &args).await;
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("no changes"), "{text}");
+    assert!(text.contains("No changes."), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
