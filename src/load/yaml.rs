@@ -130,13 +130,30 @@ pub fn parse(file: &str, text: &str, diags: &mut Diagnostics) -> Option<Vec<Node
                         column: m.col() + 1,
                     },
                     format!("malformed YAML: {}", e.info()),
-                    "fix the YAML syntax at this position (indentation, quoting, a missing `:`)",
+                    syntax_fix(text, m.line()),
                 ));
                 return None;
             }
         }
     }
     Some(b.docs)
+}
+
+/// The fix for a syntax error on `line` (1-based). A `${...}` reference
+/// inside a `[...]` or `{...}` flow collection is the usual cause in
+/// tidegate files: YAML reads its braces as a nested map.
+fn syntax_fix(text: &str, line: usize) -> String {
+    let l = text.lines().nth(line.saturating_sub(1)).unwrap_or_default();
+    let in_flow = l.contains("[${") || l.contains(", ${") || l.contains("{${");
+    if in_flow {
+        let reference = l
+            .find("${")
+            .and_then(|i| l[i..].find('}').map(|j| &l[i..i + j + 1]))
+            .unwrap_or("${...}");
+        format!("quote references inside [ ] or {{ }} lists and maps: '{reference}' (YAML reads their braces as a map)")
+    } else {
+        "fix the YAML syntax at this position (indentation, quoting, a missing `:`)".to_string()
+    }
 }
 
 enum Frame {
@@ -401,6 +418,10 @@ mod tests {
             .unwrap()
             .message
             .contains("duplicate key `a`"));
+        let mut d = Diagnostics::default();
+        assert!(parse("f.yaml", "ids: [${resource.sg.id}]\n", &mut d).is_none());
+        let e = d.iter().next().unwrap();
+        assert!(e.fix.contains("'${resource.sg.id}'"), "{}", e.fix);
         let mut d = Diagnostics::default();
         assert!(parse("f.yaml", "a: [1, 2\n", &mut d).is_none());
         assert!(d
