@@ -855,3 +855,103 @@ async fn rebuild_reports_rto_and_as_builds_a_coexisting_copy() {
         .await
         .is_some());
 }
+
+/// GET `path` from the reconciler's HTTP surface: (status, body).
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+/// The real `tidegate reconcile` binary, converging through the executor:
+/// it follows a Git remote (file://), applies dev, then staging behind
+/// dev's gate, against moto and kube-sim, reports both healthy at the
+/// commit, and exits 0 on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_applies_each_environment_through_the_executor() {
+    let stand = Stand::start().await;
+    let repo = TempDir::new().unwrap();
+    let commit = write_repo(repo.path(), &Spec::default());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args(["reconcile", "--branch", "main", "--interval", "1s"])
+        .arg("--remote")
+        .arg(format!("file://{}", repo.path().display()))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--cache-dir")
+        .arg(stand.dir.path().join("git-cache"))
+        .arg("--state-dir")
+        .arg(stand.dir.path().join("state"))
+        .args(["--shutdown-grace", "5s"])
+        .env("KUBECONFIG", &stand.kubeconfig)
+        .env("AWS_ENDPOINT_URL", &stand.moto.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("SOPS_AGE_KEY_FILE")
+        .env_remove("SOPS_AGE_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let mut last = String::new();
+    let mut converged = false;
+    for _ in 0..600 {
+        if let Some((200, body)) = http_get(port, "/api/v1/status").await {
+            let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let good = |i: usize| {
+                s["environments"][i]["lastGood"] == commit.as_str()
+                    && s["environments"][i]["healthy"] == true
+            };
+            if good(0) && good(1) {
+                converged = true;
+                break;
+            }
+            last = body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(converged, "dev and staging healthy at {commit}: {last}");
+    for env in ["dev", "staging"] {
+        let ec2 = owned_ec2(&stand, env).await;
+        assert_eq!(ec2.get("instance").map(Vec::len), Some(1), "{env}: {ec2:?}");
+        let ns = format!("app-{env}");
+        assert!(config_map(&stand, env, &ns, "network").await.is_some());
+        let record = state::RecordStore::ConfigMap {
+            client: stand.kube(env).await,
+        };
+        assert!(record.load(env).await.unwrap().unwrap().good_at(&commit));
+    }
+    let (_, metrics) = http_get(port, "/metrics").await.unwrap();
+    assert!(metrics.contains("tidegate_"), "{metrics}");
+
+    let pid = child.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits within the grace period")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
