@@ -16,7 +16,7 @@ use crate::plan;
 use crate::provider::Action;
 use crate::secrets::{self, Identities};
 use crate::source::Snapshot;
-use crate::state::RecordStore;
+use crate::state::{self, RecordStore};
 
 use super::{ApiCalls, Changes, Converge, EnvHealth, EnvReport, ErrorReason, Mode, ReportError};
 
@@ -119,6 +119,16 @@ impl Converge for Executor {
             return Ok(report);
         }
 
+        // The same apply lock as `tidegate apply`, so an operator's manual
+        // apply and the reconciler never run one environment at once.
+        let lock = state::EnvLock::acquire(
+            environment.kubernetes.as_ref(),
+            &self.state_dir,
+            env,
+            &state::this_process(),
+        )
+        .await
+        .map_err(|e| err(ErrorReason::Lease, e))?;
         let run = EnvRun {
             model,
             graph,
@@ -130,9 +140,11 @@ impl Converge for Executor {
             progress: None,
             stop: None,
         };
-        let outcome = execute::run_env(&run)
-            .await
-            .map_err(|e| err(ErrorReason::Observe, e))?;
+        let outcome = execute::run_env(&run).await;
+        if let Err(e) = lock.release().await {
+            tracing::warn!(environment = env, error = %e, "could not release the apply lock");
+        }
+        let outcome = outcome.map_err(|e| err(ErrorReason::Observe, e))?;
         report.changes = Changes {
             create: outcome.count(Status::Created),
             update: outcome.count(Status::Updated) + outcome.count(Status::Replaced),
