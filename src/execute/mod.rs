@@ -186,16 +186,8 @@ pub async fn run_env(run: &EnvRun<'_>) -> Result<Outcome> {
             let deleted = prune::delete_all(run, candidates, t0, &mut out).await;
             remaining.extend(deleted);
         } else {
-            for c in candidates {
-                let why = "not pruned: the apply did not converge".to_string();
-                out.push(ResourceOutcome::skipped(
-                    &c.live.id,
-                    &c.live.kind,
-                    c.provider,
-                    why,
-                ));
-                remaining.push(c);
-            }
+            let why = "not pruned: the apply did not converge";
+            prune::skip_all(candidates, why, &mut out, &mut remaining);
         }
     } else {
         remaining.extend(candidates);

@@ -49,6 +49,21 @@ pub(super) fn wave(provider: ProviderKind, kind: &str) -> u8 {
 
 /// Deletes the candidates wave by wave (in parallel within a wave) and
 /// returns those still there.
+/// Records every candidate as skipped with `why` and keeps it in
+/// `remaining` (still owned, so it stays in the inventory).
+pub(super) fn skip_all(
+    candidates: impl IntoIterator<Item = Observed>,
+    why: &str,
+    out: &mut Outcome,
+    remaining: &mut Vec<Observed>,
+) {
+    for c in candidates {
+        let r = ResourceOutcome::skipped(&c.live.id, &c.live.kind, c.provider, why.to_string());
+        out.push(r);
+        remaining.push(c);
+    }
+}
+
 pub(super) async fn delete_all(
     run: &EnvRun<'_>,
     candidates: Vec<Observed>,
@@ -65,16 +80,12 @@ pub(super) async fn delete_all(
     let mut remaining = Vec::new();
     for (_, wave) in waves {
         if run.stopped() {
-            for c in wave {
-                let why = "stopped before it started (signal)".to_string();
-                out.push(ResourceOutcome::skipped(
-                    &c.live.id,
-                    &c.live.kind,
-                    c.provider,
-                    why,
-                ));
-                remaining.push(c);
-            }
+            skip_all(
+                wave,
+                "stopped before it started (signal)",
+                out,
+                &mut remaining,
+            );
             continue;
         }
         // Futures collected before they are streamed, so the caller's future
