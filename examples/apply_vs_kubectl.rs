@@ -207,6 +207,7 @@ impl Bench<'_> {
             env: ENV,
             owner: None,
             providers: &providers,
+            observed: None,
             secrets: &StructuralSecrets,
             options: execute::Options {
                 parallelism: self.parallelism,

@@ -260,6 +260,7 @@ async fn main() {
             env: &env,
             owner: Some(&owner),
             providers: &p,
+            observed: None,
             secrets: &secrets,
             options: execute::Options {
                 parallelism: args.parallelism,

@@ -463,6 +463,8 @@ impl Ctx<'_> {
             env: name,
             owner: self.mode.owner.as_deref(),
             providers: &providers,
+            // Re-observed: the user may have waited at the prompt.
+            observed: None,
             secrets: decrypted,
             options: execute::Options {
                 parallelism: self.args.parallelism.max(1),

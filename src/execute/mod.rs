@@ -131,6 +131,10 @@ pub struct EnvRun<'a> {
     /// the owner the `providers` were connected with.
     pub owner: Option<&'a str>,
     pub providers: &'a Providers,
+    /// Live state observed just before through the same `providers` (the
+    /// plan that decided to apply); `None` observes afresh. Pass `None`
+    /// when time has passed since (a confirmation prompt).
+    pub observed: Option<&'a LiveState>,
     pub secrets: &'a (dyn SecretLookup + Sync),
     pub options: Options,
     pub progress: Option<Progress<'a>>,
@@ -168,7 +172,10 @@ pub async fn run_env(run: &EnvRun<'_>) -> Result<Outcome> {
         .environment(run.env)
         .ok_or_else(|| Error::UnknownEnvironment(run.env.to_string()))?;
     let kinds = observe::kinds_of(run.graph, run.env);
-    let live = observe::observe_env(run.providers, &kinds).await?;
+    let live = match run.observed {
+        Some(live) => live.clone(),
+        None => observe::observe_env(run.providers, &kinds).await?,
+    };
     let order: Vec<ResourceId> = run.graph.levels(run.env).into_iter().flatten().collect();
     let declared: HashSet<&ResourceId> = order.iter().collect();
     let candidates = prune::candidates(&live, &declared);

@@ -724,6 +724,23 @@ pub async fn plan_env(
     owner: Option<&str>,
     concurrency: usize,
 ) -> Result<EnvPlan> {
+    plan_env_live(model, graph, env, providers, secrets, owner, concurrency)
+        .await
+        .map(|(plan, _)| plan)
+}
+
+/// [`plan_env`], also returning the live state it observed, so a run that
+/// applies right after (the reconciler) starts from it instead of listing
+/// every kind again.
+pub async fn plan_env_live(
+    model: &Model,
+    graph: &Graph,
+    env: &str,
+    providers: &Providers,
+    secrets: &(dyn SecretLookup + Sync),
+    owner: Option<&str>,
+    concurrency: usize,
+) -> Result<(EnvPlan, LiveState)> {
     environment(model, env)?;
     let kinds = observe::kinds_of(graph, env);
     let live = observe::observe_env(providers, &kinds).await?;
@@ -749,7 +766,7 @@ pub async fn plan_env(
             missing.join(", ")
         ));
     }
-    Ok(plan)
+    Ok((plan, live))
 }
 
 async fn predict(

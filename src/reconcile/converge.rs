@@ -83,9 +83,10 @@ impl Converge for Executor {
             .await
             .map_err(|e| err(ErrorReason::Observe, e))?;
         let parallelism = self.options.parallelism.max(1);
-        let preview = plan::plan_env(model, graph, env, &providers, &secrets, None, parallelism)
-            .await
-            .map_err(|e| err(ErrorReason::Observe, e))?;
+        let (preview, live) =
+            plan::plan_env_live(model, graph, env, &providers, &secrets, None, parallelism)
+                .await
+                .map_err(|e| err(ErrorReason::Observe, e))?;
         if let Some(first) = preview.policy_errors.first() {
             return Err(ReportError::new(ErrorReason::Policy, first.clone()));
         }
@@ -137,6 +138,7 @@ impl Converge for Executor {
             env,
             owner: None,
             providers: &providers,
+            observed: Some(&live),
             secrets: &secrets,
             options: self.options.clone(),
             progress: None,

@@ -386,6 +386,7 @@ async fn apply(stand: &Stand, dir: &Path, env: &str) -> (Outcome, Providers) {
         env,
         owner: None,
         providers: &providers,
+        observed: None,
         secrets: &StructuralSecrets,
         options: options(),
         progress: None,
