@@ -4,167 +4,21 @@
 //! for the crash tests).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 
-use aws_sdk_ec2::config::{Credentials, Region};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube_sim::{Config, Handle, Simulator};
 use tempfile::TempDir;
 use tidegate::execute::{self, EnvRun, Options, Outcome, Status};
 use tidegate::graph::Graph;
 use tidegate::model::Model;
 use tidegate::observe::Providers;
-use tidegate::provider::aws::{AwsProvider, RetryPolicy};
-use tidegate::provider::kubernetes::transport::RetryConfig;
-use tidegate::provider::kubernetes::Kubernetes;
-use tidegate::provider::{Provider, ResourceId};
+use tidegate::provider::ResourceId;
 use tidegate::render::StructuralSecrets;
 use tidegate::state::{self, EnvLock};
 
-use super::support_moto::MotoServer;
-
-const REGION: &str = "us-east-1";
-const AMI: &str = "ami-1e749f67";
-
-/// moto, kube-sim (contexts dev and staging) and a kubeconfig for them.
-struct Stand {
-    moto: MotoServer,
-    _sim: Handle,
-    kubeconfig: PathBuf,
-    dir: TempDir,
-}
-
-impl Stand {
-    async fn start() -> Stand {
-        let moto = MotoServer::start();
-        let sim = Simulator::start(Config {
-            contexts: vec!["dev".into(), "staging".into()],
-            ..Config::default()
-        })
-        .await
-        .expect("kube-sim starts");
-        let dir = TempDir::new().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        sim.kubeconfig(&kubeconfig).unwrap();
-        Stand {
-            moto,
-            _sim: sim,
-            kubeconfig,
-            dir,
-        }
-    }
-
-    fn ec2(&self) -> aws_sdk_ec2::Client {
-        aws_sdk_ec2::Client::from_conf(
-            aws_sdk_ec2::config::Builder::new()
-                .behavior_version(tidegate::provider::aws::behavior_version())
-                .region(Region::new(REGION))
-                .endpoint_url(&self.moto.endpoint)
-                .credentials_provider(Credentials::new("testing", "testing", None, None, "t"))
-                .build(),
-        )
-    }
-
-    async fn kube(&self, context: &str) -> kube::Client {
-        tidegate::provider::kubernetes::transport::install_crypto_provider();
-        let kc = Kubeconfig::read_from(&self.kubeconfig).unwrap();
-        let opts = KubeConfigOptions {
-            context: Some(context.into()),
-            ..Default::default()
-        };
-        let config = kube::Config::from_custom_kubeconfig(kc, &opts)
-            .await
-            .unwrap();
-        kube::Client::try_from(config).unwrap()
-    }
-
-    /// The providers of environment `env` (owner `owner`).
-    async fn providers(&self, model: &Model, env: &str, owner: &str) -> Providers {
-        let target = model.environment(env).unwrap().target(Some(owner));
-        let k8s = Kubernetes::connect_kubeconfig(
-            &self.kubeconfig,
-            &target,
-            tidegate::provider::kubernetes::Options {
-                request_timeout: Duration::from_secs(5),
-                retry: RetryConfig {
-                    max_retries: 3,
-                    base_delay: Duration::from_millis(20),
-                    max_delay: Duration::from_secs(1),
-                },
-                wait_timeout: Duration::from_secs(10),
-                poll_interval: Duration::from_millis(50),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        let conf = aws_sdk_ec2::config::Builder::new()
-            .region(Region::new(REGION))
-            .endpoint_url(&self.moto.endpoint)
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "t"));
-        let aws = AwsProvider::with_config(
-            owner,
-            conf,
-            tidegate::provider::aws::Options {
-                retry: RetryPolicy {
-                    sdk_attempts: 3,
-                    attempts: 4,
-                    base_delay: Duration::from_millis(5),
-                    max_delay: Duration::from_millis(100),
-                    settle: Duration::from_secs(10),
-                    poll: Duration::from_millis(50),
-                    attempt_timeout: Duration::from_secs(5),
-                },
-                ..Default::default()
-            },
-        );
-        let boxed: Vec<Box<dyn Provider>> = vec![Box::new(k8s), Box::new(aws)];
-        Providers::from_parts(owner, boxed)
-    }
-
-    /// Runs the real `tidegate` binary with this stand's endpoints.
-    fn command(&self, repo: &Path, args: &[&str]) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidegate"));
-        c.args(args)
-            .arg("--repo")
-            .arg(repo)
-            .arg("--state-dir")
-            .arg(self.dir.path().join("state"))
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("AWS_ENDPOINT_URL", &self.moto.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE")
-            .env_remove("SOPS_AGE_KEY_FILE")
-            .env_remove("SOPS_AGE_KEY")
-            .env("XDG_CONFIG_HOME", self.dir.path().join("no-config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        c
-    }
-
-    /// Exit code, and stdout followed by stderr.
-    async fn cli(&self, repo: &Path, args: &[&str]) -> (i32, String) {
-        let (code, stdout, stderr) = self.cli_split(repo, args).await;
-        (code, format!("{stdout}{stderr}"))
-    }
-
-    async fn cli_split(&self, repo: &Path, args: &[&str]) -> (i32, String, String) {
-        let out = self.command(repo, args).output().await.unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-}
+use super::stand::{commit_files, config_map, free_port, http_get, owned_ec2, Stand, AMI, REGION};
 
 /// What the fixture repository declares.
 #[derive(Clone)]
@@ -333,34 +187,7 @@ fn write_repo(dir: &Path, spec: &Spec) -> String {
         ("modules/net/module.yaml", net_doc(spec)),
         ("modules/app/module.yaml", app_doc(spec)),
     ];
-    for (p, text) in &files {
-        let path = dir.join(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    if !dir.join(".git").exists() {
-        git(&["init", "-q", "-b", "main"]);
-    }
-    git(&["add", "-A"]);
-    git(&["commit", "-q", "--allow-empty", "-m", "fixture"]);
-    git(&["rev-parse", "HEAD"])
+    commit_files(dir, &files)
 }
 
 fn load(dir: &Path) -> (Model, Graph) {
@@ -420,84 +247,6 @@ fn writes(calls: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
         })
         .map(|(k, v)| (k.clone(), *v))
         .collect()
-}
-
-/// Live EC2 resources carrying tidegate's environment tag `env`, by kind,
-/// each as (resource tag, id); terminated instances left out.
-async fn owned_ec2(stand: &Stand, env: &str) -> BTreeMap<&'static str, Vec<(String, String)>> {
-    use aws_sdk_ec2::types::{Filter, Tag};
-    let ec2 = stand.ec2();
-    let filter = Filter::builder()
-        .name("tag:tidegate:environment")
-        .values(env)
-        .build();
-    let resource = |tags: &[Tag]| {
-        tags.iter()
-            .find(|t| t.key() == Some("tidegate:resource"))
-            .and_then(|t| t.value())
-            .unwrap_or("")
-            .to_string()
-    };
-    let mut out: BTreeMap<&'static str, Vec<(String, String)>> = BTreeMap::new();
-    let vpcs = ec2
-        .describe_vpcs()
-        .filters(filter.clone())
-        .send()
-        .await
-        .unwrap();
-    for v in vpcs.vpcs() {
-        out.entry("vpc")
-            .or_default()
-            .push((resource(v.tags()), v.vpc_id().unwrap().into()));
-    }
-    let subnets = ec2
-        .describe_subnets()
-        .filters(filter.clone())
-        .send()
-        .await
-        .unwrap();
-    for s in subnets.subnets() {
-        out.entry("subnet")
-            .or_default()
-            .push((resource(s.tags()), s.subnet_id().unwrap().into()));
-    }
-    let sgs = ec2
-        .describe_security_groups()
-        .filters(filter.clone())
-        .send()
-        .await
-        .unwrap();
-    for g in sgs.security_groups() {
-        out.entry("security_group")
-            .or_default()
-            .push((resource(g.tags()), g.group_id().unwrap().into()));
-    }
-    let inst = ec2
-        .describe_instances()
-        .filters(filter)
-        .send()
-        .await
-        .unwrap();
-    for r in inst.reservations() {
-        for i in r.instances() {
-            let state = i
-                .state()
-                .and_then(|s| s.name())
-                .map(|n| n.as_str().to_string());
-            if matches!(state.as_deref(), Some("terminated" | "shutting-down")) {
-                continue;
-            }
-            out.entry("instance")
-                .or_default()
-                .push((resource(i.tags()), i.instance_id().unwrap().into()));
-        }
-    }
-    out
-}
-
-async fn config_map(stand: &Stand, ctx: &str, ns: &str, name: &str) -> Option<ConfigMap> {
-    let api: Api<ConfigMap> = Api::namespaced(stand.kube(ctx).await, ns);
-    api.get_opt(name).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -857,22 +606,6 @@ async fn rebuild_reports_rto_and_as_builds_a_coexisting_copy() {
         .is_some());
 }
 
-/// GET `path` from the reconciler's HTTP surface: (status, body).
-async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((code, body))
-}
-
 /// The real `tidegate reconcile` binary, converging through the executor:
 /// it follows a Git remote (file://), applies dev, then staging behind
 /// dev's gate, against moto and kube-sim, reports both healthy at the
@@ -882,36 +615,8 @@ async fn reconcile_applies_each_environment_through_the_executor() {
     let stand = Stand::start().await;
     let repo = TempDir::new().unwrap();
     let commit = write_repo(repo.path(), &Spec::default());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidegate"))
-        .args(["reconcile", "--branch", "main", "--interval", "1s"])
-        .arg("--remote")
-        .arg(format!("file://{}", repo.path().display()))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--cache-dir")
-        .arg(stand.dir.path().join("git-cache"))
-        .arg("--state-dir")
-        .arg(stand.dir.path().join("state"))
-        .args(["--shutdown-grace", "5s"])
-        .env("KUBECONFIG", &stand.kubeconfig)
-        .env("AWS_ENDPOINT_URL", &stand.moto.endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
-        .env_remove("SOPS_AGE_KEY_FILE")
-        .env_remove("SOPS_AGE_KEY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let port = free_port();
+    let mut child = stand.reconcile(repo.path(), port).spawn().unwrap();
 
     let mut last = String::new();
     let mut converged = false;

@@ -1,10 +1,12 @@
 //! All integration tests, in one binary so heavy dependencies link once.
-//! Each concern is a module; shared setup (tool lookup, stand-ins) is in `support`.
+//! Each concern is a module; shared setup (tool lookup, stand-ins) is in `support`,
+//! `support_moto` and `stand`.
 
 mod aws;
 mod cli_golden;
 mod example;
 mod execute;
+mod fault;
 mod fixtures;
 mod kubernetes;
 mod plan;
@@ -12,5 +14,6 @@ mod policy;
 mod reconcile;
 mod secrets;
 mod source;
+mod stand;
 mod support;
 mod support_moto;

@@ -1,0 +1,474 @@
+//! The fault harness of issue 12, on the real binary against moto and
+//! kube-sim with an environment of 200 resources (20 cells of 4 EC2
+//! resources and 6 Kubernetes objects, the ConfigMaps reading the EC2 ids):
+//!
+//! - `sigkill_trials_leave_no_duplicate_no_orphan_and_converge`: `tidegate
+//!   apply` is SIGKILLed at a random point (after a random number of
+//!   resources reported done, plus a random delay), then run again; each
+//!   trial checks zero duplicates, zero orphans and a clean plan after.
+//!   Trials: `TIDEGATE_FAULT_TRIALS` (default 3); the seed is printed and
+//!   `TIDEGATE_FAULT_SEED` replays it.
+//!
+//! Long mode (the figures in docs/reliability.md):
+//! `TIDEGATE_FAULT_TRIALS=20 PATH=$PWD/.ci/.venv/bin:$PATH cargo test --test integration fault:: -- --nocapture`
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, ListParams};
+use kube::Resource;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+use super::stand::{commit_files, owned_ec2, Stand, AMI, REGION};
+
+/// Cells in the fixture; each is 4 EC2 resources and 6 Kubernetes objects.
+const CELLS: usize = 20;
+const EC2_PER_CELL: [(&str, &str); 4] = [
+    ("vpc", "vpc"),
+    ("subnet", "subnet"),
+    ("security_group", "sg"),
+    ("instance", "server"),
+];
+const K8S_PER_CELL: [&str; 6] = [
+    "ns",
+    "network",
+    "security",
+    "server-info",
+    "flags",
+    "limits",
+];
+
+fn cell(i: usize) -> String {
+    format!("cell{i:02}")
+}
+
+/// The cell module: a VPC with a subnet, a security group and an instance,
+/// and a namespace of ConfigMaps carrying their ids.
+const CELL_MODULE: &str = "apiVersion: tidegate.dev/v1
+kind: Module
+metadata:
+  name: cell
+spec:
+  inputs:
+    index:
+      type: string
+    namespace:
+      type: string
+  resources:
+    - name: vpc
+      provider: aws
+      type: vpc
+      spec:
+        cidrBlock: 10.${input.index}.0.0/16
+        tags:
+          Name: ${input.namespace}
+    - name: subnet
+      provider: aws
+      type: subnet
+      spec:
+        vpcId: ${resource.vpc.id}
+        cidrBlock: 10.${input.index}.1.0/24
+        availabilityZone: us-east-1a
+    - name: sg
+      provider: aws
+      type: security_group
+      spec:
+        vpcId: ${resource.vpc.id}
+        groupName: ${input.namespace}
+        description: cell servers
+        ingress:
+          - protocol: tcp
+            fromPort: 8080
+            toPort: 8080
+            cidrBlocks: [10.0.0.0/8]
+    - name: server
+      provider: aws
+      type: instance
+      spec:
+        ami: AMI
+        instanceType: t3.micro
+        subnetId: ${resource.subnet.id}
+        securityGroupIds: ['${resource.sg.id}']
+        metadata:
+          httpTokens: required
+    - name: ns
+      provider: kubernetes
+      manifest:
+        apiVersion: v1
+        kind: Namespace
+        metadata:
+          name: ${input.namespace}
+    - name: network
+      provider: kubernetes
+      manifest:
+        apiVersion: v1
+        kind: ConfigMap
+        metadata:
+          name: network
+          namespace: ${input.namespace}
+        data:
+          VPC: ${resource.vpc.id}
+          SUBNET: ${resource.subnet.id}
+    - name: security
+      provider: kubernetes
+      manifest:
+        apiVersion: v1
+        kind: ConfigMap
+        metadata:
+          name: security
+          namespace: ${input.namespace}
+        data:
+          GROUP: ${resource.sg.id}
+    - name: server-info
+      provider: kubernetes
+      manifest:
+        apiVersion: v1
+        kind: ConfigMap
+        metadata:
+          name: server
+          namespace: ${input.namespace}
+        data:
+          INSTANCE: ${resource.server.id}
+    - name: flags
+      provider: kubernetes
+      manifest:
+        apiVersion: v1
+        kind: ConfigMap
+        metadata:
+          name: flags
+          namespace: ${input.namespace}
+        data:
+          beta: \"on\"
+    - name: limits
+      provider: kubernetes
+      manifest:
+        apiVersion: v1
+        kind: ConfigMap
+        metadata:
+          name: limits
+          namespace: ${input.namespace}
+        data:
+          requests: \"100\"
+";
+
+/// Writes and commits a repository with the one environment `env` (its
+/// Kubernetes objects in kube-sim context `context`) of [`CELLS`] cells.
+fn write_cells_repo(dir: &Path, env: &str, context: &str) -> String {
+    let mut doc = format!(
+        "apiVersion: tidegate.dev/v1
+kind: Environment
+metadata:
+  name: {env}
+spec:
+  targets:
+    kubernetes:
+      context: {context}
+    aws:
+      region: {REGION}
+  modules:
+"
+    );
+    for i in 0..CELLS {
+        doc.push_str(&format!(
+            "    - name: {c}
+      source: modules/cell
+      inputs:
+        index: \"{i}\"
+        namespace: {env}-{c}
+",
+            c = cell(i)
+        ));
+    }
+    doc.push_str("  policy:\n    defaultSeverity: warning\n");
+    let path = format!("environments/{env}.yaml");
+    let files = [
+        (path.as_str(), doc),
+        ("modules/cell/module.yaml", CELL_MODULE.replace("AMI", AMI)),
+    ];
+    commit_files(dir, &files)
+}
+
+/// Resource ids (`cell07.vpc`) the fixture declares, by EC2 kind.
+fn declared_ec2() -> BTreeMap<&'static str, Vec<String>> {
+    let mut out: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    for i in 0..CELLS {
+        for (kind, name) in EC2_PER_CELL {
+            out.entry(kind)
+                .or_default()
+                .push(format!("{}.{name}", cell(i)));
+        }
+    }
+    out
+}
+
+fn declared_k8s() -> Vec<String> {
+    let mut out: Vec<String> = (0..CELLS)
+        .flat_map(|i| K8S_PER_CELL.map(|n| format!("{}.{n}", cell(i))))
+        .collect();
+    out.sort();
+    out
+}
+
+const TOTAL: usize = CELLS * (EC2_PER_CELL.len() + K8S_PER_CELL.len());
+
+/// Kubernetes objects labelled as owned by environment `env` (Namespaces
+/// and ConfigMaps, every namespace), as their `tidegate.dev/resource`
+/// annotation, sorted; tidegate's own records carry no environment label.
+async fn owned_k8s(stand: &Stand, context: &str, env: &str) -> Vec<String> {
+    let client = stand.kube(context).await;
+    let lp = ListParams::default().labels(&format!(
+        "app.kubernetes.io/managed-by=tidegate,tidegate.dev/environment={env}"
+    ));
+    let resource = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get("tidegate.dev/resource"))
+            .cloned()
+            .unwrap_or_else(|| format!("<unannotated {:?}>", meta.name))
+    };
+    let mut out: Vec<String> = Api::<Namespace>::all(client.clone())
+        .list(&lp)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|o| resource(o.meta()))
+        .collect();
+    out.extend(
+        Api::<ConfigMap>::all(client)
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|o| resource(o.meta())),
+    );
+    out.sort();
+    out
+}
+
+/// Live objects owned by `env`: EC2 resources and Kubernetes objects.
+async fn owned_count(stand: &Stand, context: &str, env: &str) -> usize {
+    let ec2: usize = owned_ec2(stand, env).await.values().map(Vec::len).sum();
+    ec2 + owned_k8s(stand, context, env).await.len()
+}
+
+/// Asserts exactly the declared resources are live for `env`: one EC2
+/// object per resource id by tag (no duplicate), one Kubernetes object per
+/// declared object, and nothing else carrying the environment's marks (no
+/// orphan).
+async fn assert_exactly_declared(stand: &Stand, context: &str, env: &str, what: &str) {
+    let mut live: BTreeMap<&str, Vec<String>> = owned_ec2(stand, env)
+        .await
+        .into_iter()
+        .map(|(kind, objs)| {
+            let mut ids: Vec<String> = objs.into_iter().map(|(tag, _)| tag).collect();
+            ids.sort();
+            (kind, ids)
+        })
+        .collect();
+    let mut want = declared_ec2();
+    for ids in want.values_mut() {
+        ids.sort();
+    }
+    for (kind, ids) in &want {
+        let got = live.remove(kind).unwrap_or_default();
+        assert_eq!(
+            &got, ids,
+            "{what}: EC2 {kind} of {env}: exactly one per resource id (duplicates or orphans otherwise)"
+        );
+    }
+    assert!(
+        live.is_empty(),
+        "{what}: EC2 kinds nobody declared: {live:?}"
+    );
+    assert_eq!(
+        owned_k8s(stand, context, env).await,
+        declared_k8s(),
+        "{what}: Kubernetes objects of {env}"
+    );
+}
+
+/// What one kill trial measured.
+struct Trial {
+    /// Milliseconds from spawn to SIGKILL (None: the apply ended first).
+    killed_at_ms: Option<u128>,
+    /// Resources the killed apply reported done before the kill.
+    reported: usize,
+    /// Objects owned by the environment right after the kill.
+    live_after_kill: usize,
+    rerun_ms: u128,
+}
+
+/// Runs `apply` and SIGKILLs it once `after` resources were reported done
+/// and `delay` has passed since; returns (ms to the kill or None when the
+/// apply ended first, resources reported).
+async fn apply_and_kill(
+    stand: &Stand,
+    repo: &Path,
+    env: &str,
+    after: usize,
+    delay: Duration,
+) -> (Option<u128>, usize) {
+    let start = Instant::now();
+    let mut child = stand
+        .command(repo, &["apply", "--env", env, "--yes"])
+        .spawn()
+        .unwrap();
+    // The plan on stdout is large: drain it so the child never blocks.
+    let mut stdout = child.stdout.take().unwrap();
+    let drain = tokio::spawn(async move {
+        let mut sink = Vec::new();
+        let _ = stdout.read_to_end(&mut sink).await;
+    });
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let prefix = format!("{env}: ");
+    let mut reported = 0;
+    let mut armed = false;
+    let mut seen = String::new();
+    loop {
+        let next = if armed {
+            match tokio::time::timeout(delay, lines.next_line()).await {
+                Ok(line) => line,
+                Err(_) => break,
+            }
+        } else {
+            lines.next_line().await
+        };
+        let Ok(Some(line)) = next else {
+            // The apply ended before the kill point: it must have succeeded.
+            let status = child.wait().await.unwrap();
+            drain.abort();
+            assert!(status.success(), "the apply to be killed failed: {seen}");
+            return (None, reported);
+        };
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some(rest) = line.strip_prefix(&prefix) {
+            if rest.ends_with(" resources") {
+                armed = after == 0;
+            } else if rest.contains(" (") {
+                reported += 1;
+                armed = reported >= after;
+            }
+        }
+    }
+    // SIGKILL: no handler runs, no lock is released, nothing is recorded.
+    child.start_kill().unwrap();
+    let at = start.elapsed().as_millis();
+    let _ = child.wait().await;
+    drain.abort();
+    (Some(at), reported)
+}
+
+fn trials() -> usize {
+    std::env::var("TIDEGATE_FAULT_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+fn seed() -> u64 {
+    std::env::var("TIDEGATE_FAULT_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
+}
+
+fn median(v: &[u128]) -> u128 {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_trials_leave_no_duplicate_no_orphan_and_converge() {
+    let n = trials();
+    let seed = seed();
+    println!("fault: {n} SIGKILL trials of `tidegate apply` ({TOTAL} resources), seed {seed} (TIDEGATE_FAULT_SEED={seed} replays the kill points)");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let context = "dev";
+    let stand = Stand::with_contexts(&[context]).await;
+    let mut results = Vec::new();
+    for t in 1..=n {
+        // A new environment per trial: every trial starts from nothing,
+        // on the same moto and kube-sim.
+        let env = format!("trial{t}");
+        let repo = TempDir::new().unwrap();
+        write_cells_repo(repo.path(), &env, context);
+        let after = rng.gen_range(0..TOTAL);
+        let delay = Duration::from_millis(rng.gen_range(0..200));
+        let (killed_at_ms, reported) =
+            apply_and_kill(&stand, repo.path(), &env, after, delay).await;
+        let live_after_kill = owned_count(&stand, context, &env).await;
+
+        let started = Instant::now();
+        let (code, text) = stand
+            .cli(repo.path(), &["apply", "--env", &env, "--yes"])
+            .await;
+        let rerun_ms = started.elapsed().as_millis();
+        assert_eq!(code, 0, "trial {t} (seed {seed}): the rerun fails: {text}");
+        assert_exactly_declared(&stand, context, &env, &format!("trial {t} (seed {seed})")).await;
+        let plan = stand
+            .binary()
+            .args(["plan", "--env", &env, "--repo"])
+            .arg(repo.path())
+            .output()
+            .await
+            .unwrap();
+        let (code, text) = (
+            plan.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&plan.stdout).into_owned()
+                + &String::from_utf8_lossy(&plan.stderr),
+        );
+        assert_eq!(
+            code, 0,
+            "trial {t} (seed {seed}): the plan after the rerun shows changes: {text}"
+        );
+        let kill = match killed_at_ms {
+            Some(ms) => format!("SIGKILL at {ms} ms"),
+            None => "apply ended before the kill point".to_string(),
+        };
+        println!(
+            "fault: trial {t}/{n}: kill point {after} resources + {} ms: {kill}, {reported} of {TOTAL} reported done, {live_after_kill} objects live; rerun {rerun_ms} ms; exactly {TOTAL} declared objects, no duplicate, no orphan, plan clean",
+            delay.as_millis()
+        );
+        results.push(Trial {
+            killed_at_ms,
+            reported,
+            live_after_kill,
+            rerun_ms,
+        });
+    }
+    let killed: Vec<&Trial> = results
+        .iter()
+        .filter(|r| r.killed_at_ms.is_some())
+        .collect();
+    let kills: Vec<u128> = killed.iter().filter_map(|r| r.killed_at_ms).collect();
+    let reruns: Vec<u128> = results.iter().map(|r| r.rerun_ms).collect();
+    let done: Vec<usize> = killed.iter().map(|r| r.reported).collect();
+    let live: Vec<usize> = killed.iter().map(|r| r.live_after_kill).collect();
+    println!(
+        "fault: summary: {n} trials (seed {seed}), {} killed mid-apply at {}..{} ms (median {} ms) after {}..{} resources reported done ({}..{} objects live); rerun median {} ms, max {} ms; 0 duplicates, 0 orphans, every plan after clean",
+        killed.len(),
+        kills.iter().min().unwrap_or(&0),
+        kills.iter().max().unwrap_or(&0),
+        median(&kills),
+        done.iter().min().unwrap_or(&0),
+        done.iter().max().unwrap_or(&0),
+        live.iter().min().unwrap_or(&0),
+        live.iter().max().unwrap_or(&0),
+        median(&reruns),
+        reruns.iter().max().unwrap_or(&0),
+    );
+}

@@ -1,0 +1,338 @@
+//! The stand the end-to-end tests run on: moto for EC2, kube-sim for
+//! Kubernetes, a kubeconfig for it, the real `tidegate` binary pointed at
+//! both, a fixture repository committed with the real `git`, and the
+//! queries that say what tidegate owns afterwards. Shared by `execute`
+//! (apply, rebuild, reconcile) and `fault` (kill -9 trials, fault soak).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use aws_sdk_ec2::config::{Credentials, Region};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube_sim::{Config, Handle, Simulator};
+use tempfile::TempDir;
+use tidegate::model::Model;
+use tidegate::observe::Providers;
+use tidegate::provider::aws::{AwsProvider, RetryPolicy};
+use tidegate::provider::kubernetes::transport::RetryConfig;
+use tidegate::provider::kubernetes::Kubernetes;
+use tidegate::provider::Provider;
+
+use super::support_moto::MotoServer;
+
+pub const REGION: &str = "us-east-1";
+pub const AMI: &str = "ami-1e749f67";
+
+/// moto, kube-sim (one context per environment) and a kubeconfig for them.
+pub struct Stand {
+    pub moto: MotoServer,
+    pub sim: Handle,
+    pub kubeconfig: PathBuf,
+    pub dir: TempDir,
+    /// Where the `tidegate` binary sends EC2 requests: moto, or a fault
+    /// proxy in front of it.
+    pub aws_endpoint: String,
+}
+
+impl Stand {
+    /// A stand with the contexts `dev` and `staging`.
+    pub async fn start() -> Stand {
+        Stand::with_contexts(&["dev", "staging"]).await
+    }
+
+    pub async fn with_contexts(contexts: &[&str]) -> Stand {
+        let moto = MotoServer::start();
+        let sim = Simulator::start(Config {
+            contexts: contexts.iter().map(|c| c.to_string()).collect(),
+            ..Config::default()
+        })
+        .await
+        .expect("kube-sim starts");
+        let dir = TempDir::new().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        sim.kubeconfig(&kubeconfig).unwrap();
+        let aws_endpoint = moto.endpoint.clone();
+        Stand {
+            moto,
+            sim,
+            kubeconfig,
+            dir,
+            aws_endpoint,
+        }
+    }
+
+    /// An EC2 client straight to moto (never through a fault proxy): what
+    /// the tests use to look at live state.
+    pub fn ec2(&self) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::from_conf(
+            aws_sdk_ec2::config::Builder::new()
+                .behavior_version(tidegate::provider::aws::behavior_version())
+                .region(Region::new(REGION))
+                .endpoint_url(&self.moto.endpoint)
+                .credentials_provider(Credentials::new("testing", "testing", None, None, "t"))
+                .build(),
+        )
+    }
+
+    pub async fn kube(&self, context: &str) -> kube::Client {
+        tidegate::provider::kubernetes::transport::install_crypto_provider();
+        let kc = Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let opts = KubeConfigOptions {
+            context: Some(context.into()),
+            ..Default::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// The providers of environment `env` (owner `owner`).
+    pub async fn providers(&self, model: &Model, env: &str, owner: &str) -> Providers {
+        let target = model.environment(env).unwrap().target(Some(owner));
+        let k8s = Kubernetes::connect_kubeconfig(
+            &self.kubeconfig,
+            &target,
+            tidegate::provider::kubernetes::Options {
+                request_timeout: Duration::from_secs(5),
+                retry: RetryConfig {
+                    max_retries: 3,
+                    base_delay: Duration::from_millis(20),
+                    max_delay: Duration::from_secs(1),
+                },
+                wait_timeout: Duration::from_secs(10),
+                poll_interval: Duration::from_millis(50),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let conf = aws_sdk_ec2::config::Builder::new()
+            .region(Region::new(REGION))
+            .endpoint_url(&self.aws_endpoint)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "t"));
+        let aws = AwsProvider::with_config(
+            owner,
+            conf,
+            tidegate::provider::aws::Options {
+                retry: RetryPolicy {
+                    sdk_attempts: 3,
+                    attempts: 4,
+                    base_delay: Duration::from_millis(5),
+                    max_delay: Duration::from_millis(100),
+                    settle: Duration::from_secs(10),
+                    poll: Duration::from_millis(50),
+                    attempt_timeout: Duration::from_secs(5),
+                },
+                ..Default::default()
+            },
+        );
+        let boxed: Vec<Box<dyn Provider>> = vec![Box::new(k8s), Box::new(aws)];
+        Providers::from_parts(owner, boxed)
+    }
+
+    /// The real `tidegate` binary with this stand's endpoints and no user
+    /// configuration; stdout and stderr piped, killed when dropped.
+    pub fn binary(&self) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidegate"));
+        c.env("KUBECONFIG", &self.kubeconfig)
+            .env("AWS_ENDPOINT_URL", &self.aws_endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("SOPS_AGE_KEY_FILE")
+            .env_remove("SOPS_AGE_KEY")
+            .env("XDG_CONFIG_HOME", self.dir.path().join("no-config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    }
+
+    /// `tidegate <args> --repo <repo> --state-dir <stand's>`.
+    pub fn command(&self, repo: &Path, args: &[&str]) -> tokio::process::Command {
+        let mut c = self.binary();
+        c.args(args)
+            .arg("--repo")
+            .arg(repo)
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"));
+        c
+    }
+
+    /// `tidegate reconcile` following the Git repository at `repo` (as a
+    /// `file://` remote, branch main), polling every second, serving HTTP
+    /// on 127.0.0.1:`port`; stdout discarded.
+    pub fn reconcile(&self, repo: &Path, port: u16) -> tokio::process::Command {
+        let mut c = self.binary();
+        c.args(["reconcile", "--branch", "main", "--interval", "1s"])
+            .arg("--remote")
+            .arg(format!("file://{}", repo.display()))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("git-cache"))
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .args(["--shutdown-grace", "5s"])
+            .stdout(Stdio::null());
+        c
+    }
+
+    /// Exit code, and stdout followed by stderr.
+    pub async fn cli(&self, repo: &Path, args: &[&str]) -> (i32, String) {
+        let (code, stdout, stderr) = self.cli_split(repo, args).await;
+        (code, format!("{stdout}{stderr}"))
+    }
+
+    pub async fn cli_split(&self, repo: &Path, args: &[&str]) -> (i32, String, String) {
+        let out = self.command(repo, args).output().await.unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// Writes `files` (path, text) into `dir` and commits them with the real
+/// `git`; returns the commit id.
+pub fn commit_files(dir: &Path, files: &[(&str, String)]) -> String {
+    for (p, text) in files {
+        let path = dir.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    if !dir.join(".git").exists() {
+        git(&["init", "-q", "-b", "main"]);
+    }
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "fixture"]);
+    git(&["rev-parse", "HEAD"])
+}
+
+/// Live EC2 resources carrying tidegate's environment tag `env`, by kind,
+/// each as (resource tag, id); terminated instances left out.
+pub async fn owned_ec2(stand: &Stand, env: &str) -> BTreeMap<&'static str, Vec<(String, String)>> {
+    use aws_sdk_ec2::types::{Filter, Tag};
+    let ec2 = stand.ec2();
+    let filter = Filter::builder()
+        .name("tag:tidegate:environment")
+        .values(env)
+        .build();
+    let resource = |tags: &[Tag]| {
+        tags.iter()
+            .find(|t| t.key() == Some("tidegate:resource"))
+            .and_then(|t| t.value())
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut out: BTreeMap<&'static str, Vec<(String, String)>> = BTreeMap::new();
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(filter.clone())
+        .send()
+        .await
+        .unwrap();
+    for v in vpcs.vpcs() {
+        out.entry("vpc")
+            .or_default()
+            .push((resource(v.tags()), v.vpc_id().unwrap().into()));
+    }
+    let subnets = ec2
+        .describe_subnets()
+        .filters(filter.clone())
+        .send()
+        .await
+        .unwrap();
+    for s in subnets.subnets() {
+        out.entry("subnet")
+            .or_default()
+            .push((resource(s.tags()), s.subnet_id().unwrap().into()));
+    }
+    let sgs = ec2
+        .describe_security_groups()
+        .filters(filter.clone())
+        .send()
+        .await
+        .unwrap();
+    for g in sgs.security_groups() {
+        out.entry("security_group")
+            .or_default()
+            .push((resource(g.tags()), g.group_id().unwrap().into()));
+    }
+    let inst = ec2
+        .describe_instances()
+        .filters(filter)
+        .send()
+        .await
+        .unwrap();
+    for r in inst.reservations() {
+        for i in r.instances() {
+            let state = i
+                .state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_string());
+            if matches!(state.as_deref(), Some("terminated" | "shutting-down")) {
+                continue;
+            }
+            out.entry("instance")
+                .or_default()
+                .push((resource(i.tags()), i.instance_id().unwrap().into()));
+        }
+    }
+    out
+}
+
+pub async fn config_map(stand: &Stand, ctx: &str, ns: &str, name: &str) -> Option<ConfigMap> {
+    let api: Api<ConfigMap> = Api::namespaced(stand.kube(ctx).await, ns);
+    api.get_opt(name).await.unwrap()
+}
+
+/// GET `path` from the reconciler's HTTP surface: (status, body).
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
