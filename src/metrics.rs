@@ -9,9 +9,18 @@
 //! | `tidegate_environment_healthy` | gauge (0/1) | environment |
 //! | `tidegate_environment_suspended` | gauge (0/1) | environment |
 //! | `tidegate_api_calls_total` | counter | provider, operation, result |
+//! | `tidegate_api_retries_total` | counter | provider, reason |
 //! | `tidegate_errors_total` | counter | reason |
 //! | `tidegate_source_polls_total` | counter | result |
 //! | `tidegate_webhooks_total` | counter | forge, result |
+//!
+//! `tidegate_api_retries_total` makes backoff visible: every request a
+//! provider sent again (also counted in `tidegate_api_calls_total`), by why
+//! the attempt before failed: `throttled` (429, EC2 `RequestLimitExceeded`),
+//! `server_error` (other 5xx), `timeout`, `connection` (failed or dropped
+//! before an answer), `not_yet_visible` (EC2 did not list an id it had just
+//! handed out). Kubernetes counts in its tower retry policy; EC2 counts the
+//! SDK's attempts in its interceptor and tidegate's own retries around them.
 //!
 //! Labels hold names, commit ids and reasons only, never a value from a
 //! resource or a secret.
@@ -53,6 +62,12 @@ struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    provider: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -80,6 +95,7 @@ pub struct Metrics {
     healthy: Family<EnvLabels, Gauge>,
     suspended: Family<EnvLabels, Gauge>,
     api_calls: Family<CallLabels, Counter>,
+    api_retries: Family<RetryLabels, Counter>,
     errors: Family<ReasonLabels, Counter>,
     polls: Family<ResultLabels, Counter>,
     webhooks: Family<HookLabels, Counter>,
@@ -137,6 +153,12 @@ impl Metrics {
             "Provider API calls by provider, operation and result",
             api_calls.clone(),
         );
+        let api_retries = Family::<RetryLabels, Counter>::default();
+        registry.register(
+            "api_retries",
+            "Provider API requests sent again, by provider and the reason the attempt before failed",
+            api_retries.clone(),
+        );
         let errors = Family::<ReasonLabels, Counter>::default();
         registry.register("errors", "Errors by reason", errors.clone());
         let polls = Family::<ResultLabels, Counter>::default();
@@ -156,6 +178,7 @@ impl Metrics {
             healthy,
             suspended,
             api_calls,
+            api_retries,
             errors,
             polls,
             webhooks,
@@ -191,6 +214,14 @@ impl Metrics {
                     result: c.result.clone(),
                 })
                 .inc_by(c.count);
+        }
+        for r in &report.api_retries {
+            self.api_retries
+                .get_or_create(&RetryLabels {
+                    provider: r.provider.clone(),
+                    reason: r.reason.clone(),
+                })
+                .inc_by(r.count);
         }
         if let Some(err) = &report.error {
             self.error(err.reason);
@@ -267,7 +298,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::{ApiCalls, EnvHealth, Mode};
+    use crate::reconcile::{ApiCalls, ApiRetries, EnvHealth, Mode};
 
     #[test]
     fn a_converge_sets_every_series_and_revisions_replace_each_other() {
@@ -283,6 +314,11 @@ mod tests {
                 result: "ok".into(),
                 count: 3,
             }],
+            api_retries: vec![ApiRetries {
+                provider: "aws".into(),
+                reason: "throttled".into(),
+                count: 2,
+            }],
             duration_ms: 1500,
             ..EnvReport::default()
         };
@@ -296,6 +332,10 @@ mod tests {
         );
         assert!(!text.contains("revision=\"c1\""), "{text}");
         assert!(text.contains("tidegate_api_calls_total{provider=\"kubernetes\",operation=\"apply\",result=\"ok\"} 6"), "{text}");
+        assert!(
+            text.contains("tidegate_api_retries_total{provider=\"aws\",reason=\"throttled\"} 4"),
+            "{text}"
+        );
         assert!(
             text.contains("tidegate_drift_resources{environment=\"dev\"} 1"),
             "{text}"

@@ -111,6 +111,17 @@ impl Providers {
         }
         out
     }
+
+    /// Retries made so far, keyed `provider/reason`.
+    pub fn api_retries(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for (kind, p) in &self.map {
+            for (reason, n) in p.api_retries() {
+                out.insert(format!("{kind}/{reason}"), n);
+            }
+        }
+        out
+    }
 }
 
 /// The kinds each provider must list for environment `env` of `graph`.

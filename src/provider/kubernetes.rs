@@ -821,6 +821,10 @@ impl Provider for Kubernetes {
     fn api_calls(&self) -> BTreeMap<String, u64> {
         self.calls.snapshot()
     }
+
+    fn api_retries(&self) -> BTreeMap<String, u64> {
+        self.calls.retries()
+    }
 }
 
 /// Polls `provider.health(live)` every `interval` until the object is

@@ -23,6 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -226,6 +227,52 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Why a provider sent a request again: the `reason` label of
+/// `tidegate_api_retries_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RetryReason {
+    /// 429, or a throttling error code (EC2 `RequestLimitExceeded`).
+    Throttled,
+    /// Any other 5xx.
+    ServerError,
+    /// The attempt timed out before an answer.
+    Timeout,
+    /// The connection failed or was dropped before an answer.
+    Connection,
+    /// EC2 did not know yet an id it had just handed out (eventual
+    /// consistency).
+    NotYetVisible,
+}
+
+impl RetryReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            RetryReason::Throttled => "throttled",
+            RetryReason::ServerError => "server_error",
+            RetryReason::Timeout => "timeout",
+            RetryReason::Connection => "connection",
+            RetryReason::NotYetVisible => "not_yet_visible",
+        }
+    }
+}
+
+/// Retries a provider made, by reason; cloned into its transport layers.
+#[derive(Clone, Debug, Default)]
+pub struct RetryCounter(Arc<Mutex<BTreeMap<RetryReason, u64>>>);
+
+impl RetryCounter {
+    pub fn record(&self, reason: RetryReason) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(reason).or_default() += 1;
+    }
+
+    /// The counts so far, by [`RetryReason::label`].
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter().map(|(r, n)| (r.label().to_string(), *n)).collect()
+    }
+}
+
 /// One environment's view of one provider.
 ///
 /// Every method is idempotent and may be retried after a crash.
@@ -263,6 +310,12 @@ pub trait Provider: Send + Sync {
 
     /// API calls made so far, by `operation` name, for metrics and benchmarks.
     fn api_calls(&self) -> BTreeMap<String, u64>;
+
+    /// Requests sent again so far (a subset of [`Provider::api_calls`]), by
+    /// [`RetryReason::label`]: backoff made visible in metrics.
+    fn api_retries(&self) -> BTreeMap<String, u64> {
+        BTreeMap::new()
+    }
 }
 
 /// One thing wrong with a resource body, found without any network call.

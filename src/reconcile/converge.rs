@@ -18,7 +18,9 @@ use crate::secrets::{self, Identities};
 use crate::source::Snapshot;
 use crate::state::{self, RecordStore};
 
-use super::{ApiCalls, Changes, Converge, EnvHealth, EnvReport, ErrorReason, Mode, ReportError};
+use super::{
+    ApiCalls, ApiRetries, Changes, Converge, EnvHealth, EnvReport, ErrorReason, Mode, ReportError,
+};
 
 /// Plans and applies through the providers and the executor.
 pub struct Executor {
@@ -56,6 +58,21 @@ fn api_calls(providers: &Providers) -> Vec<ApiCalls> {
                 // Providers count every HTTP attempt, answered or not, so
                 // the label cannot claim success.
                 result: "attempt".to_string(),
+                count,
+            }
+        })
+        .collect()
+}
+
+fn api_retries(providers: &Providers) -> Vec<ApiRetries> {
+    providers
+        .api_retries()
+        .into_iter()
+        .map(|(key, count)| {
+            let (provider, reason) = key.split_once('/').unwrap_or(("", key.as_str()));
+            ApiRetries {
+                provider: provider.to_string(),
+                reason: reason.to_string(),
                 count,
             }
         })
@@ -119,6 +136,7 @@ impl Converge for Executor {
         };
         if mode == Mode::ReportOnly {
             report.api_calls = api_calls(&providers);
+            report.api_retries = api_retries(&providers);
             return Ok(report);
         }
 
@@ -179,6 +197,7 @@ impl Converge for Executor {
             }
         }
         report.api_calls = api_calls(&providers);
+        report.api_retries = api_retries(&providers);
         Ok(report)
     }
 }

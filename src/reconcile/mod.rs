@@ -148,6 +148,8 @@ pub struct EnvReport {
     pub resources: usize,
     /// Provider API calls made during this converge.
     pub api_calls: Vec<ApiCalls>,
+    /// Requests among them sent again, by provider and reason.
+    pub api_retries: Vec<ApiRetries>,
     pub error: Option<ReportError>,
     /// Seconds since the Unix epoch when the converge ended.
     pub finished_unix: u64,
@@ -220,6 +222,17 @@ pub struct ApiCalls {
     pub operation: String,
     /// `ok` or `error`.
     pub result: String,
+    pub count: u64,
+}
+
+/// Requests of one provider sent again for one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiRetries {
+    /// `kubernetes`, `aws`.
+    pub provider: String,
+    /// `throttled`, `server_error`, `timeout`, `connection`,
+    /// `not_yet_visible` ([`crate::provider::RetryReason`]).
+    pub reason: String,
     pub count: u64,
 }
 

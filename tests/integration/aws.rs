@@ -556,6 +556,11 @@ async fn throttling_is_retried_with_backoff() {
     assert!(
         calls.values().sum::<u64>() as usize >= 5 + proxy.faults.forwarded.lock().unwrap().len()
     );
+    // Each throttled answer was followed by exactly one retry, by the SDK
+    // (counted by the interceptor) or by tidegate around it.
+    let retries = p.api_retries();
+    assert_eq!(retries.get("throttled"), Some(&5), "{retries:?}");
+    assert_eq!(retries.len(), 1, "{retries:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -654,6 +654,18 @@ async fn kubernetes_retries_injected_faults_and_fails_alone() {
     );
     assert!(calls(&p, "get") >= 2, "the stalled read was retried");
     assert!(c.configmaps().await.get_opt("a").await.unwrap().is_some());
+    // Every injected fault was followed by one retry, counted by reason.
+    let retries = p.api_retries();
+    let expect: std::collections::BTreeMap<String, u64> = [
+        ("server_error", 2),
+        ("throttled", 1),
+        ("connection", 1),
+        ("timeout", 1),
+    ]
+    .into_iter()
+    .map(|(r, n)| (r.to_string(), n))
+    .collect();
+    assert_eq!(retries, expect);
 
     // A resource whose writes keep failing fails alone, with its reason.
     c.sim.add_fault(FaultRule::new(

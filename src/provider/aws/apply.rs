@@ -25,7 +25,7 @@ use super::calls::{sdk, ApiError};
 use super::model::{self, RuleAtom, Source};
 use super::observe::{self, filter, id_filter, Raw};
 use super::AwsProvider;
-use crate::provider::{Action, Desired, Error, Health, Live, Result};
+use crate::provider::{Action, Desired, Error, Health, Live, Result, RetryReason};
 use crate::value::Value;
 
 /// Why a replacement must delete the old resource before creating the new
@@ -190,6 +190,7 @@ impl AwsProvider {
                 }
                 .into_error(&format!("read {kind}")));
             }
+            self.policy.count_reason(RetryReason::NotYetVisible);
             tokio::time::sleep(self.policy.backoff(n)).await;
             n += 1;
         }
@@ -228,6 +229,7 @@ impl AwsProvider {
                 }
                 Err(e) if (e.transport || e.is_throttling()) && n < self.policy.attempts => {
                     tracing::warn!(resource = %desired.id, error = %e, "create failed or its answer was lost; searching before retrying");
+                    self.policy.count(&e);
                     tokio::time::sleep(self.policy.backoff(n)).await;
                     if let Some(found) = self.find_owned(desired).await? {
                         return self.converge(desired, d, &found).await;

@@ -5,7 +5,12 @@
 //! jitter when EC2 still throttles (`RequestLimitExceeded`) and, right after
 //! a create, when EC2 answers `*.NotFound` for an id it has just handed out
 //! (eventual consistency). An interceptor counts every attempt by operation
-//! name, so metrics and benchmarks see real request numbers.
+//! name, so metrics and benchmarks see real request numbers, and every
+//! retry by reason: it classifies each failed attempt
+//! ([`attempt_failure`]) into the request's config bag, and counts that
+//! reason when the SDK starts another attempt of the same request
+//! (`RequestAttempts` > 1). tidegate's own retries ([`Retrier`]) are
+//! counted in the same [`RetryCounter`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,22 +18,86 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_ec2::config::interceptors::{
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+};
 use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
+use aws_smithy_types::config_bag::{Storable, StoreReplace};
 
-use crate::provider::Error;
+use crate::provider::{Error, RetryCounter, RetryReason};
 
-/// Counts request attempts per operation (`DescribeInstances`: 3).
+/// Counts request attempts per operation (`DescribeInstances`: 3), and
+/// retries by reason.
 #[derive(Clone, Debug, Default)]
-pub struct CallCounter(Arc<Mutex<BTreeMap<String, u64>>>);
+pub struct CallCounter {
+    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+    pub(super) retries: RetryCounter,
+}
 
 impl CallCounter {
     /// The counts so far.
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+        self.counts.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Retries so far, by reason.
+    pub fn retries(&self) -> BTreeMap<String, u64> {
+        self.retries.snapshot()
+    }
+}
+
+/// Why the last attempt of a request failed, kept in its config bag until
+/// the next attempt starts.
+#[derive(Clone, Copy, Debug)]
+struct AttemptFailure(RetryReason);
+
+impl Storable for AttemptFailure {
+    type Storer = StoreReplace<Self>;
+}
+
+/// Error codes EC2 uses to ask for slower requests.
+const THROTTLING_CODES: [&str; 6] = [
+    "RequestLimitExceeded",
+    "Throttling",
+    "ThrottlingException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+];
+
+/// Why one attempt failed, from its HTTP status and error body (`None`
+/// when there was no answer) and whether it timed out; `None` when it did
+/// not fail in a way worth retrying.
+pub fn attempt_failure(
+    status: Option<u16>,
+    body: Option<&[u8]>,
+    timed_out: bool,
+) -> Option<RetryReason> {
+    let Some(status) = status else {
+        return Some(if timed_out {
+            RetryReason::Timeout
+        } else {
+            RetryReason::Connection
+        });
+    };
+    if status < 400 {
+        return None;
+    }
+    let body = body.map(String::from_utf8_lossy).unwrap_or_default();
+    let code = body
+        .split_once("<Code>")
+        .and_then(|(_, rest)| rest.split_once("</Code>"))
+        .map(|(code, _)| code);
+    match code {
+        Some(c) if THROTTLING_CODES.contains(&c) => Some(RetryReason::Throttled),
+        Some("RequestTimeout") => Some(RetryReason::Timeout),
+        _ if status == 429 => Some(RetryReason::Throttled),
+        _ if status >= 500 => Some(RetryReason::ServerError),
+        _ => None,
     }
 }
 
@@ -47,8 +116,35 @@ impl Intercept for CallCounter {
             .load::<Metadata>()
             .map(|m| m.name().to_string())
             .unwrap_or_else(|| "unknown".into());
-        if let Ok(mut m) = self.0.lock() {
+        if let Ok(mut m) = self.counts.lock() {
             *m.entry(name).or_default() += 1;
+        }
+        let retry = cfg.load::<RequestAttempts>().map(|a| a.attempts()) > Some(1);
+        if let (true, Some(failure)) = (retry, cfg.load::<AttemptFailure>()) {
+            self.retries.record(failure.0);
+        }
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(Err(e)) = context.output_or_error() else {
+            return Ok(());
+        };
+        let response = context.response();
+        let timed_out =
+            e.is_timeout_error() || e.as_connector_error().is_some_and(|c| c.is_timeout());
+        let failure = attempt_failure(
+            response.map(|r| r.status().as_u16()),
+            response.and_then(|r| r.body().bytes()),
+            timed_out,
+        );
+        if let Some(reason) = failure {
+            cfg.interceptor_state().store_put(AttemptFailure(reason));
         }
         Ok(())
     }
@@ -112,6 +208,16 @@ impl ApiError {
         self.code
             .as_deref()
             .is_some_and(|c| c.ends_with(".NotFound") || c.ends_with("NotFound"))
+    }
+
+    /// The reason label of a retry of this failure.
+    pub fn retry_reason(&self) -> RetryReason {
+        match self.code.as_deref() {
+            Some(c) if THROTTLING_CODES.contains(&c) => RetryReason::Throttled,
+            _ if self.is_not_found() => RetryReason::NotYetVisible,
+            _ if self.transport => RetryReason::Connection,
+            _ => RetryReason::ServerError,
+        }
     }
 
     /// Something else still uses the resource.
@@ -184,7 +290,24 @@ impl RetryPolicy {
         &self,
         operation: &str,
         not_found_is_transient: bool,
+        call: F,
+    ) -> Result<T, ApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        self.run_observed(operation, not_found_is_transient, call, |_| {})
+            .await
+    }
+
+    /// [`RetryPolicy::run`], calling `on_retry` with each failure that is
+    /// retried.
+    async fn run_observed<T, F, Fut>(
+        &self,
+        operation: &str,
+        not_found_is_transient: bool,
         mut call: F,
+        on_retry: impl Fn(&ApiError),
     ) -> Result<T, ApiError>
     where
         F: FnMut() -> Fut,
@@ -198,12 +321,61 @@ impl RetryPolicy {
                     if n < self.attempts && retry_worthy(operation, &e, not_found_is_transient) =>
                 {
                     tracing::debug!(operation, attempt = n, error = %e, "retrying");
+                    on_retry(&e);
                     tokio::time::sleep(self.backoff(n)).await;
                     n += 1;
                 }
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// [`RetryPolicy`] with the provider's [`RetryCounter`]: what the provider
+/// calls through, so its own retries are counted beside the SDK's.
+#[derive(Clone, Debug)]
+pub struct Retrier {
+    policy: RetryPolicy,
+    retries: RetryCounter,
+}
+
+impl std::ops::Deref for Retrier {
+    type Target = RetryPolicy;
+
+    fn deref(&self) -> &RetryPolicy {
+        &self.policy
+    }
+}
+
+impl Retrier {
+    pub fn new(policy: RetryPolicy, retries: RetryCounter) -> Self {
+        Retrier { policy, retries }
+    }
+
+    /// Counts one retry of a call that failed with `e`.
+    pub fn count(&self, e: &ApiError) {
+        self.retries.record(e.retry_reason());
+    }
+
+    /// Counts one retry for `reason`.
+    pub fn count_reason(&self, reason: RetryReason) {
+        self.retries.record(reason);
+    }
+
+    /// [`RetryPolicy::run`], counting each retry.
+    pub async fn run<T, F, Fut>(
+        &self,
+        operation: &str,
+        not_found_is_transient: bool,
+        call: F,
+    ) -> Result<T, ApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        self.policy
+            .run_observed(operation, not_found_is_transient, call, |e| self.count(e))
+            .await
     }
 }
 
@@ -273,6 +445,93 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn failed_attempts_are_classified_for_the_retry_counter() {
+        let xml = |code: &str| {
+            format!("<Response><Errors><Error><Code>{code}</Code><Message>m</Message></Error></Errors></Response>")
+        };
+        let throttled = xml("RequestLimitExceeded");
+        assert_eq!(
+            attempt_failure(Some(503), Some(throttled.as_bytes()), false),
+            Some(RetryReason::Throttled)
+        );
+        let throttled_400 = xml("Throttling");
+        assert_eq!(
+            attempt_failure(Some(400), Some(throttled_400.as_bytes()), false),
+            Some(RetryReason::Throttled)
+        );
+        let internal = xml("InternalError");
+        assert_eq!(
+            attempt_failure(Some(500), Some(internal.as_bytes()), false),
+            Some(RetryReason::ServerError)
+        );
+        assert_eq!(
+            attempt_failure(Some(502), None, false),
+            Some(RetryReason::ServerError)
+        );
+        assert_eq!(
+            attempt_failure(Some(429), None, false),
+            Some(RetryReason::Throttled)
+        );
+        let missing = xml("InvalidVpcID.NotFound");
+        assert_eq!(
+            attempt_failure(Some(400), Some(missing.as_bytes()), false),
+            None
+        );
+        assert_eq!(attempt_failure(Some(200), None, false), None);
+        assert_eq!(
+            attempt_failure(None, None, true),
+            Some(RetryReason::Timeout)
+        );
+        assert_eq!(
+            attempt_failure(None, None, false),
+            Some(RetryReason::Connection)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_retrier_counts_its_own_retries_by_reason() {
+        let counter = RetryCounter::default();
+        let r = Retrier::new(
+            RetryPolicy {
+                attempts: 3,
+                base_delay: Duration::from_millis(1),
+                ..Default::default()
+            },
+            counter.clone(),
+        );
+        let mut calls = 0;
+        let out: Result<u32, _> = r
+            .run("DescribeVpcs", false, || {
+                calls += 1;
+                let n = calls;
+                async move {
+                    match n {
+                        1 => Err(err("RequestLimitExceeded")),
+                        2 => Err(ApiError {
+                            transport: true,
+                            ..err("x")
+                        }),
+                        _ => Ok(n),
+                    }
+                }
+            })
+            .await;
+        assert_eq!(out.unwrap(), 3);
+        let got = counter.snapshot();
+        assert_eq!(got.get("throttled"), Some(&1), "{got:?}");
+        assert_eq!(got.get("connection"), Some(&1), "{got:?}");
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            err("InvalidSubnetID.NotFound").retry_reason(),
+            RetryReason::NotYetVisible
+        );
+        assert_eq!(
+            err("InternalError").retry_reason(),
+            RetryReason::ServerError
+        );
     }
 
     #[test]

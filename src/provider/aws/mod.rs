@@ -50,7 +50,7 @@ pub use schema::{check, TYPES};
 use crate::provider::{
     Action, Change, Desired, EnvTarget, Error, Health, Live, Provider, ProviderKind, Result,
 };
-use calls::CallCounter;
+use calls::{CallCounter, Retrier};
 use observe::Raw;
 
 /// The AWS behavior version this build was tested with (pinned, so an SDK
@@ -83,7 +83,7 @@ pub struct AwsProvider {
     environment: String,
     client: Client,
     counter: CallCounter,
-    policy: RetryPolicy,
+    policy: Retrier,
     key: Vec<u8>,
 }
 
@@ -143,8 +143,8 @@ impl AwsProvider {
         AwsProvider {
             environment: environment.to_string(),
             client: Client::from_conf(config),
+            policy: Retrier::new(options.retry, counter.retries.clone()),
             counter,
-            policy: options.retry,
             key: options.fingerprint_key,
         }
     }
@@ -276,6 +276,10 @@ impl Provider for AwsProvider {
 
     fn api_calls(&self) -> BTreeMap<String, u64> {
         self.counter.snapshot()
+    }
+
+    fn api_retries(&self) -> BTreeMap<String, u64> {
+        self.counter.retries()
     }
 }
 

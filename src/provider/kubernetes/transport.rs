@@ -18,6 +18,8 @@ use tower::retry::{Policy, RetryLayer};
 use tower::util::MapRequestLayer;
 use tower::BoxError;
 
+use crate::provider::{RetryCounter, RetryReason};
+
 /// How requests are retried.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryConfig {
@@ -85,11 +87,42 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// Why a failed attempt is sent again: `None` for an answer that is not
+/// retried. 429 is throttling; a transport error is a timeout when any
+/// error in its chain says so (kube's read/connect timeouts are
+/// `io::ErrorKind::TimedOut`), else a failed or dropped connection.
+pub fn retry_reason<B>(result: &Result<Response<B>, BoxError>) -> Option<RetryReason> {
+    match result {
+        Ok(res) if res.status() == StatusCode::TOO_MANY_REQUESTS => Some(RetryReason::Throttled),
+        Ok(res) if retryable_status(res.status()) => Some(RetryReason::ServerError),
+        Ok(_) => None,
+        Err(e) if is_timeout(e.as_ref()) => Some(RetryReason::Timeout),
+        Err(_) => Some(RetryReason::Connection),
+    }
+}
+
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        if e.is::<tokio::time::error::Elapsed>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 /// The tower retry policy: one value per request, counting its attempts.
 #[derive(Clone, Debug)]
 struct RetryPolicy {
     config: RetryConfig,
     attempt: u32,
+    retries: RetryCounter,
 }
 
 impl<B> Policy<Request<Body>, Response<B>, BoxError> for RetryPolicy {
@@ -103,6 +136,7 @@ impl<B> Policy<Request<Body>, Response<B>, BoxError> for RetryPolicy {
         if self.attempt >= self.config.max_retries {
             return None;
         }
+        let reason = retry_reason(result)?;
         let delay = match result {
             Ok(res) if retryable_status(res.status()) => retry_after(res.headers())
                 .map(|d| d.min(self.config.max_delay))
@@ -116,9 +150,11 @@ impl<B> Policy<Request<Body>, Response<B>, BoxError> for RetryPolicy {
             method = %req.method(),
             uri = %req.uri(),
             attempt = self.attempt + 1,
+            reason = reason.label(),
             ?delay,
             "retrying Kubernetes API request"
         );
+        self.retries.record(reason);
         self.attempt += 1;
         Some(tokio::time::sleep(delay))
     }
@@ -137,10 +173,11 @@ impl<B> Policy<Request<Body>, Response<B>, BoxError> for RetryPolicy {
     }
 }
 
-/// HTTP requests made, by operation name.
+/// HTTP requests made, by operation name, and the retries among them.
 #[derive(Clone, Debug, Default)]
 pub struct CallCounter {
     counts: Arc<Mutex<BTreeMap<String, u64>>>,
+    retries: RetryCounter,
 }
 
 impl CallCounter {
@@ -155,6 +192,11 @@ impl CallCounter {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Retries so far, by reason.
+    pub fn retries(&self) -> BTreeMap<String, u64> {
+        self.retries.snapshot()
     }
 }
 
@@ -198,15 +240,16 @@ pub fn client(
     config.read_timeout = Some(request_timeout);
     config.write_timeout = Some(request_timeout);
     config.connect_timeout = Some(request_timeout);
+    let policy = RetryPolicy {
+        config: retry.clone(),
+        attempt: 0,
+        retries: counter.retries.clone(),
+    };
     let counter = counter.clone();
     let count = MapRequestLayer::new(move |req: Request<Body>| {
         counter.record(operation_of(&req));
         req
     });
-    let policy = RetryPolicy {
-        config: retry.clone(),
-        attempt: 0,
-    };
     Ok(ClientBuilder::try_from(config)?
         .with_layer(&count)
         // The retry layer needs a cloneable service; the buffer provides it.
@@ -255,6 +298,48 @@ mod tests {
         for code in [200, 400, 404, 409, 422, 501] {
             assert!(!retryable_status(StatusCode::from_u16(code).unwrap()));
         }
+    }
+
+    fn answer(code: u16) -> Result<Response<()>, BoxError> {
+        Ok(Response::builder().status(code).body(()).unwrap())
+    }
+
+    #[test]
+    fn retries_are_counted_by_reason() {
+        assert_eq!(retry_reason(&answer(429)), Some(RetryReason::Throttled));
+        assert_eq!(retry_reason(&answer(503)), Some(RetryReason::ServerError));
+        assert_eq!(retry_reason(&answer(500)), Some(RetryReason::ServerError));
+        assert_eq!(retry_reason(&answer(200)), None);
+        assert_eq!(retry_reason(&answer(409)), None);
+        let timed_out: BoxError = Box::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "read timed out",
+        ));
+        let timed_out: Result<Response<()>, BoxError> = Err(timed_out);
+        assert_eq!(retry_reason(&timed_out), Some(RetryReason::Timeout));
+        // A timeout wrapped in another error is still a timeout.
+        #[derive(Debug, thiserror::Error)]
+        #[error("client error")]
+        struct Wrapper(#[source] std::io::Error);
+        let wrapped: Result<Response<()>, BoxError> = Err(Box::new(Wrapper(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "t",
+        ))));
+        assert_eq!(retry_reason(&wrapped), Some(RetryReason::Timeout));
+        let reset: Result<Response<()>, BoxError> = Err(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        )));
+        assert_eq!(retry_reason(&reset), Some(RetryReason::Connection));
+
+        let counter = CallCounter::default();
+        counter.retries.record(RetryReason::Throttled);
+        counter.retries.record(RetryReason::Throttled);
+        counter.retries.record(RetryReason::Connection);
+        let got = counter.retries();
+        assert_eq!(got.get("throttled"), Some(&2));
+        assert_eq!(got.get("connection"), Some(&1));
+        assert_eq!(got.len(), 2);
     }
 
     fn req(method: &str, uri: &str, tag: Option<&'static str>) -> Request<Body> {
