@@ -40,7 +40,8 @@ fn one() -> u64 {
     1
 }
 
-/// Injects `action` into the next `times` requests that match.
+/// Injects `action` into the next `times` requests that match, or, with
+/// `probability`, into that fraction of all matching requests.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FaultRule {
@@ -54,11 +55,23 @@ pub struct FaultRule {
     /// Query substring to match (e.g. `watch=true`); any when absent.
     #[serde(default)]
     pub query_contains: Option<String>,
-    /// How many requests to affect.
+    /// How many requests to affect (ignored with `probability`).
     #[serde(default = "one_u32")]
     pub times: u32,
+    /// Affect each matching request with this probability (0.0 to 1.0)
+    /// instead of the next `times`; the rule is never used up. When the
+    /// draw spares a request, later rules are tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+    /// Seed of the rule's draws: the same seed and the same request order
+    /// give the same faults.
+    #[serde(default)]
+    pub seed: u64,
     /// What to do.
     pub action: FaultAction,
+    /// The state of the rule's generator (starts at `seed`).
+    #[serde(skip)]
+    draws: Option<u64>,
 }
 
 fn one_u32() -> u32 {
@@ -78,12 +91,48 @@ impl FaultRule {
             path_prefix: path_prefix.map(str::to_string),
             query_contains: None,
             times,
+            probability: None,
+            seed: 0,
             action,
+            draws: None,
         }
     }
 
+    /// A rule affecting each request of `method` under `path_prefix` with
+    /// `probability`, drawn from a generator seeded with `seed`; never
+    /// used up.
+    pub fn with_probability(
+        method: Option<&str>,
+        path_prefix: Option<&str>,
+        probability: f64,
+        seed: u64,
+        action: FaultAction,
+    ) -> Self {
+        FaultRule {
+            probability: Some(probability),
+            seed,
+            ..FaultRule::new(method, path_prefix, 1, action)
+        }
+    }
+
+    /// Whether the rule lasts until removed.
+    fn is_probabilistic(&self) -> bool {
+        self.probability.is_some()
+    }
+
+    /// The next draw in [0, 1) (splitmix64: small, seedable, no dependency).
+    fn draw(&mut self) -> f64 {
+        let state = self.draws.get_or_insert(self.seed);
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     fn matches(&self, method: &str, path: &str, query: &str) -> bool {
-        self.times > 0
+        (self.is_probabilistic() || self.times > 0)
             && self
                 .method
                 .as_deref()
@@ -103,7 +152,9 @@ impl FaultRule {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Faults {
-    /// Rules, first match wins; a rule is used up after `times` matches.
+    /// Rules, first match wins; a rule is used up after `times` matches; a
+    /// rule with `probability` that spares a request passes it on to the
+    /// next rules.
     #[serde(default)]
     pub rules: Vec<FaultRule>,
     /// Latency added to every API request, in milliseconds.
@@ -114,14 +165,22 @@ pub struct Faults {
 impl Faults {
     /// The action for this request, consuming one use of the matching rule.
     pub fn take(&mut self, method: &str, path: &str, query: &str) -> Option<FaultAction> {
-        let rule = self
-            .rules
-            .iter_mut()
-            .find(|r| r.matches(method, path, query))?;
-        rule.times -= 1;
-        let action = rule.action.clone();
-        self.rules.retain(|r| r.times > 0);
-        Some(action)
+        for rule in self.rules.iter_mut() {
+            if !rule.matches(method, path, query) {
+                continue;
+            }
+            if let Some(p) = rule.probability {
+                if rule.draw() < p {
+                    return Some(rule.action.clone());
+                }
+                continue;
+            }
+            rule.times -= 1;
+            let action = rule.action.clone();
+            self.rules.retain(|r| r.is_probabilistic() || r.times > 0);
+            return Some(action);
+        }
+        None
     }
 }
 
@@ -214,6 +273,59 @@ mod tests {
             }
         );
         assert_eq!(parsed.times, 1);
+    }
+
+    #[test]
+    fn probabilistic_rules_fire_at_their_rate_reproducibly_and_stay() {
+        let rules = || Faults {
+            rules: vec![
+                FaultRule::with_probability(
+                    None,
+                    Some("/api"),
+                    0.1,
+                    7,
+                    FaultAction::Throttle {
+                        retry_after_seconds: 1,
+                    },
+                ),
+                FaultRule::new(Some("GET"), None, 3, FaultAction::Error { code: 500 }),
+            ],
+            latency_millis: 0,
+        };
+        let run = |f: &mut Faults| -> Vec<Option<FaultAction>> {
+            (0..2000)
+                .map(|_| f.take("PATCH", "/api/v1/x", ""))
+                .collect()
+        };
+        let (mut a, mut b) = (rules(), rules());
+        let first = run(&mut a);
+        assert_eq!(first, run(&mut b), "the same seed gives the same faults");
+        let fired = first.iter().filter(|f| f.is_some()).count();
+        assert!((150..=250).contains(&fired), "about 10% of 2000: {fired}");
+        // Never used up; a request it spares reaches the next rule.
+        assert_eq!(a.rules.len(), 2);
+        let mut spared = 0;
+        while spared < 3 {
+            if a.take("GET", "/api/v1/x", "") == Some(FaultAction::Error { code: 500 }) {
+                spared += 1;
+            }
+        }
+        assert_eq!(a.rules.len(), 1, "the counted rule is used up");
+        // A different seed gives different faults; other paths are spared.
+        let mut c = rules();
+        c.rules[0].seed = 8;
+        assert_ne!(first, run(&mut c));
+        assert!((0..100).all(|_| c.take("PATCH", "/healthz", "").is_none()));
+
+        let parsed: FaultRule = serde_json::from_str(
+            r#"{"probability": 0.1, "seed": 42, "action": {"type": "reset"}}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.probability, Some(0.1));
+        assert_eq!(parsed.seed, 42);
+        let round: FaultRule =
+            serde_json::from_value(serde_json::to_value(&parsed).unwrap()).unwrap();
+        assert_eq!(round, parsed);
     }
 
     #[test]
