@@ -132,8 +132,12 @@ impl std::fmt::Debug for RecordStore {
 
 /// A kube client for the context of `target` (`KUBECONFIG` or
 /// `~/.kube/config`), or the in-cluster configuration when it names none.
+/// Its requests are retried like the provider's (5xx, 429 with
+/// `Retry-After`, dropped connections), so a transient fault does not fail
+/// a lock or a record write.
 pub async fn kube_client(target: &KubeTarget) -> Result<kube::Client> {
-    crate::provider::kubernetes::transport::install_crypto_provider();
+    use crate::provider::kubernetes::{transport, Options};
+    transport::install_crypto_provider();
     let context = target.context.clone().unwrap_or_default();
     let err = |message: String| Error::Kubeconfig {
         context: context.clone(),
@@ -148,7 +152,9 @@ pub async fn kube_client(target: &KubeTarget) -> Result<kube::Client> {
         .map_err(|e| err(e.to_string()))?,
         None => kube::Config::incluster().map_err(|e| err(e.to_string()))?,
     };
-    kube::Client::try_from(config).map_err(|e| err(e.to_string()))
+    let o = Options::default();
+    transport::client(config, &o.retry, o.request_timeout, &Default::default())
+        .map_err(|e| err(e.to_string()))
 }
 
 /// The ConfigMap / Lease name for `env`.
