@@ -8,6 +8,14 @@
 //!   trial checks zero duplicates, zero orphans and a clean plan after.
 //!   Trials: `TIDEGATE_FAULT_TRIALS` (default 3); the seed is printed and
 //!   `TIDEGATE_FAULT_SEED` replays it.
+//! - `combined_fault_soak_converges_with_retries_in_metrics`: `tidegate
+//!   reconcile` applies the same environment while both providers fail
+//!   about 10% of requests (EC2 through the fault proxy: 503
+//!   `RequestLimitExceeded`, 500 `InternalError`, dropped connections;
+//!   kube-sim: 429 with `Retry-After`, 500, reset connections) with added
+//!   latency. It must converge to exactly the declared resources, and
+//!   `/metrics` must show retries for both providers. The same seed drives
+//!   both fault generators.
 //!
 //! Long mode (the figures in docs/reliability.md):
 //! `TIDEGATE_FAULT_TRIALS=20 PATH=$PWD/.ci/.venv/bin:$PATH cargo test --test integration fault:: -- --nocapture`
@@ -24,7 +32,10 @@ use rand::{Rng, SeedableRng};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-use super::stand::{commit_files, owned_ec2, Stand, AMI, REGION};
+use kube_sim::{FaultAction, FaultRule, Faults};
+
+use super::stand::{commit_files, free_port, http_get, owned_ec2, Stand, AMI, REGION};
+use super::support_moto::{FaultProxy, Rate};
 
 /// Cells in the fixture; each is 4 EC2 resources and 6 Kubernetes objects.
 const CELLS: usize = 20;
@@ -471,4 +482,151 @@ async fn sigkill_trials_leave_no_duplicate_no_orphan_and_converge() {
         median(&reruns),
         reruns.iter().max().unwrap_or(&0),
     );
+}
+
+/// `name{labels} value` lines of series `name` in a Prometheus text
+/// exposition, as (labels, value).
+fn series<'a>(metrics: &'a str, name: &str) -> Vec<(&'a str, u64)> {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+        .filter_map(|l| {
+            let (labels, value) = l.split_once("} ")?;
+            Some((labels, value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn combined_fault_soak_converges_with_retries_in_metrics() {
+    let seed = seed();
+    let rate: f64 = std::env::var("TIDEGATE_FAULT_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.1);
+    println!("fault soak: {TOTAL} resources through `tidegate reconcile`, {:.0}% of requests failing on both providers (TIDEGATE_FAULT_RATE={rate}), seed {seed} (TIDEGATE_FAULT_SEED={seed} replays the fault draws)", rate * 100.0);
+    let context = "dev";
+    let mut stand = Stand::with_contexts(&[context]).await;
+    // Of the failing share: 40% throttled, 30% server errors, 30% dropped
+    // connections; every request is 5 ms late.
+    let (throttle, error, drop) = (rate * 0.4, rate * 0.3, rate * 0.3);
+    let proxy = FaultProxy::start(&stand.moto.endpoint).await;
+    *proxy.faults.rate.lock().unwrap() = Some(Rate::new(
+        throttle,
+        error,
+        drop,
+        Duration::from_millis(5),
+        seed,
+    ));
+    stand.aws_endpoint = proxy.endpoint.clone();
+    // kube-sim: 429 with Retry-After, 500, reset. A rule sees only what the
+    // rules before it spared, hence the division.
+    let rule = |p: f64, n: u64, action: FaultAction| {
+        FaultRule::with_probability(None, None, p, seed.wrapping_add(n), action)
+    };
+    stand.sim.set_faults(Faults {
+        rules: vec![
+            rule(
+                throttle,
+                1,
+                FaultAction::Throttle {
+                    retry_after_seconds: 1,
+                },
+            ),
+            rule(
+                error / (1.0 - throttle),
+                2,
+                FaultAction::Error { code: 500 },
+            ),
+            rule(drop / (1.0 - throttle - error), 3, FaultAction::Reset),
+        ],
+        latency_millis: 5,
+    });
+
+    let env = "soak";
+    let repo = TempDir::new().unwrap();
+    let commit = write_cells_repo(repo.path(), env, context);
+    let port = free_port();
+    let log = stand.dir.path().join("reconcile.log");
+    let started = Instant::now();
+    let mut child = stand
+        .reconcile(repo.path(), port)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut last = String::new();
+    let mut converged = None;
+    // A bound so a broken build fails instead of hanging; not a timing
+    // assertion.
+    while started.elapsed() < Duration::from_secs(600) {
+        if let Some((200, body)) = http_get(port, "/api/v1/status").await {
+            let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let e = &s["environments"][0];
+            if e["lastGood"] == commit.as_str() && e["healthy"] == true {
+                converged = Some(started.elapsed());
+                last = body;
+                break;
+            }
+            last = body;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let Some(took) = converged else {
+        panic!(
+            "seed {seed}: {env} did not converge at {commit}: {last}\n{}",
+            log_text()
+        );
+    };
+    let (_, metrics) = http_get(port, "/metrics").await.unwrap();
+
+    // Faults off, then look: exactly the declared resources, nothing twice.
+    *proxy.faults.rate.lock().unwrap() = None;
+    stand.sim.set_faults(Faults::default());
+    assert_exactly_declared(&stand, context, env, &format!("soak (seed {seed})")).await;
+
+    let retries = series(&metrics, "tidegate_api_retries_total");
+    let mut by_provider: BTreeMap<&str, u64> = BTreeMap::new();
+    for (labels, n) in &retries {
+        let provider = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("provider=\""))
+            .and_then(|p| p.strip_suffix('"'))
+            .unwrap_or("");
+        *by_provider.entry(provider).or_default() += n;
+    }
+    let attempts: u64 = series(&metrics, "tidegate_api_calls_total")
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    let hits = proxy.faults.rate_hits.lock().unwrap().clone();
+    println!(
+        "fault soak: converged in {} ms; EC2 proxy faults {hits:?}; {attempts} API attempts in /metrics; retries {retries:?}",
+        took.as_millis()
+    );
+    for provider in ["aws", "kubernetes"] {
+        if rate == 0.0 {
+            break; // the baseline: nothing fails, nothing to retry
+        }
+        assert!(
+            by_provider.get(provider).copied().unwrap_or(0) > 0,
+            "seed {seed}: no {provider} retries in /metrics although its requests failed: {retries:?}\n{metrics}"
+        );
+    }
+    assert!(
+        rate == 0.0 || hits.values().sum::<u32>() > 0,
+        "the EC2 proxy injected nothing"
+    );
+
+    let pid = child.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits within the grace period")
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{}", log_text());
 }

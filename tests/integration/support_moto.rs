@@ -1,7 +1,10 @@
 //! The real EC2 stand-in (`moto_server`) on a free loopback port, and a
 //! fault-injecting HTTP proxy in front of it for the paths moto does not
-//! exercise (throttling, a create whose answer is lost).
+//! exercise (throttling, a create whose answer is lost), with a rate mode
+//! for soaks (a seeded share of all requests throttled, failed or dropped,
+//! plus latency).
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,6 +15,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use super::support;
 
@@ -74,6 +79,58 @@ pub struct Faults {
     pub throttled: AtomicU32,
     /// Requests forwarded to moto, by action.
     pub forwarded: Mutex<Vec<String>>,
+    /// Rate mode: a share of every request fails (after the counted
+    /// faults above, which keep precedence).
+    pub rate: Mutex<Option<Rate>>,
+    /// Requests the rate mode failed, by fault (`throttled`,
+    /// `internal_error`, `dropped`).
+    pub rate_hits: Mutex<BTreeMap<&'static str, u32>>,
+}
+
+/// The rate mode of the proxy: each request is, with these probabilities,
+/// answered 503 `RequestLimitExceeded`, answered 500 `InternalError`, or
+/// dropped (connection closed, never forwarded); every request waits
+/// `latency` first.
+pub struct Rate {
+    pub throttle: f64,
+    pub internal_error: f64,
+    pub drop: f64,
+    pub latency: Duration,
+    rng: StdRng,
+}
+
+impl Rate {
+    /// Draws from a generator seeded with `seed` (printed by the tests so a
+    /// failure can be replayed).
+    pub fn new(
+        throttle: f64,
+        internal_error: f64,
+        drop: f64,
+        latency: Duration,
+        seed: u64,
+    ) -> Rate {
+        Rate {
+            throttle,
+            internal_error,
+            drop,
+            latency,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// The fault for the next request, if any.
+    fn draw(&mut self) -> Option<&'static str> {
+        let x: f64 = self.rng.gen();
+        if x < self.throttle {
+            Some("throttled")
+        } else if x < self.throttle + self.internal_error {
+            Some("internal_error")
+        } else if x < self.throttle + self.internal_error + self.drop {
+            Some("dropped")
+        } else {
+            None
+        }
+    }
 }
 
 impl Faults {
@@ -100,6 +157,8 @@ impl Drop for FaultProxy {
         self.task.abort();
     }
 }
+
+const INTERNAL_ERROR: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>InternalError</Code><Message>An internal error has occurred.</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>";
 
 const THROTTLED: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>";
 
@@ -175,6 +234,26 @@ async fn handle(
     {
         tokio::time::sleep(Duration::from_secs(5)).await;
         return Err(std::io::Error::other("fault proxy: stalled"));
+    }
+    let drawn = {
+        let mut rate = faults.rate.lock().unwrap();
+        rate.as_mut().map(|r| (r.latency, r.draw()))
+    };
+    if let Some((latency, fault)) = drawn {
+        tokio::time::sleep(latency).await;
+        if let Some(fault) = fault {
+            *faults.rate_hits.lock().unwrap().entry(fault).or_default() += 1;
+            let (status, body) = match fault {
+                "throttled" => (503, THROTTLED),
+                "internal_error" => (500, INTERNAL_ERROR),
+                _ => return Err(std::io::Error::other("fault proxy: connection dropped")),
+            };
+            return Ok(Response::builder()
+                .status(status)
+                .header("content-type", "text/xml")
+                .body(Full::new(Bytes::from_static(body.as_bytes())))
+                .unwrap());
+        }
     }
     let stream = tokio::net::TcpStream::connect(&upstream).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
