@@ -153,12 +153,39 @@ pub struct LiveState {
     /// a crash between the create and the destroy of a replacement). They
     /// are owned, so `execute` deletes them once the id has converged.
     pub duplicates: Vec<Observed>,
+    /// The providers' predictions a plan made against exactly this live
+    /// state (empty after a bare observe). The executor reuses one instead
+    /// of asking the provider again when it renders the same desired body,
+    /// so a reconcile that plans and then applies makes one server-side dry
+    /// run per object, not two.
+    pub predictions: BTreeMap<ResourceId, Prediction>,
+}
+
+/// A provider's prediction for one resource: the desired body it was made
+/// for and the action it foresaw.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    pub body: crate::value::Value,
+    pub action: crate::provider::Action,
 }
 
 impl LiveState {
     /// The live resource `id`, if it exists.
     pub fn get(&self, id: &ResourceId) -> Option<&Live> {
         self.resources.get(id).map(|o| &o.live)
+    }
+
+    /// The action predicted for `id`, if a plan made one for exactly this
+    /// desired `body`.
+    pub fn predicted(
+        &self,
+        id: &ResourceId,
+        body: &crate::value::Value,
+    ) -> Option<&crate::provider::Action> {
+        self.predictions
+            .get(id)
+            .filter(|p| p.body == *body)
+            .map(|p| &p.action)
     }
 
     /// Attributes of every live resource, for rendering references.

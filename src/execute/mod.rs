@@ -276,12 +276,17 @@ async fn apply_all(
             run.emit(Event::Started { id: id.clone() });
             let rendered = render_one(run, &known, &id);
             let current = live.get(&id).cloned();
+            let predicted = rendered
+                .as_ref()
+                .ok()
+                .and_then(|d| live.predicted(&id, &d.body))
+                .cloned();
             let options = run.options.clone();
             let started = t0.elapsed();
             in_flight.push(async move {
                 let t = Instant::now();
                 let (status, reason, live) = match rendered {
-                    Ok(desired) => step(provider, desired, current, &options).await,
+                    Ok(desired) => step(provider, desired, current, predicted, &options).await,
                     Err(reason) => (Status::Failed, reason, current),
                 };
                 Step {
@@ -383,20 +388,23 @@ fn first_unknown(v: &crate::value::Value) -> Option<String> {
     }
 }
 
-/// Plan, apply unless a no-op, then wait for health.
+/// Plan (unless the plan that led here `predicted` it for this very body),
+/// apply unless a no-op, then wait for health.
 async fn step(
     provider: &dyn Provider,
     desired: Desired,
     current: Option<Live>,
+    predicted: Option<Action>,
     options: &Options,
 ) -> (Status, String, Option<Live>) {
     // Nothing owned is live (observe listed the kind): it is a create, and
     // the provider's prediction (a server-side dry run, an ownership read)
     // would only repeat what apply does. Two calls per new Kubernetes
     // object instead of four.
-    let action = match &current {
-        None => Action::Create,
-        Some(live) => match provider.plan(&desired, Some(live)).await {
+    let action = match (&current, predicted) {
+        (None, _) => Action::Create,
+        (Some(_), Some(action)) => action,
+        (Some(live), None) => match provider.plan(&desired, Some(live)).await {
             Ok(c) => c.action,
             Err(e) => return (Status::Failed, format!("plan: {e}"), current),
         },

@@ -752,6 +752,18 @@ pub async fn plan_env_live(
         predictions: Some(&predictions),
     };
     let mut plan = build_env_with(model, graph, env, Some(&live), secrets, &opts)?;
+    let mut live = live;
+    live.predictions = desired
+        .iter()
+        .filter_map(|d| {
+            let p = predictions.get(&d.id)?;
+            let prediction = observe::Prediction {
+                body: d.body.clone(),
+                action: p.action.clone(),
+            };
+            Some((d.id.clone(), prediction))
+        })
+        .collect();
     let missing: Vec<String> = desired
         .iter()
         .filter_map(|d| graph.node(env, &d.id))
