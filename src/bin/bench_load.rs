@@ -1,15 +1,45 @@
-//! Benchmark: load + resolve + graph (+ render) of a synthetic repository of
-//! 4 environments × 250 module instances × 10 resources = 10,000 resources.
+//! Benchmark: load + resolve + graph + offline plan of a synthetic
+//! repository of 4 environments × N module instances × 10 resources, at
+//! 1,000 and 10,000 resources by default.
 //!
-//! Run with `cargo run --release --bin bench_load [-- <instances per env>]`.
-//! Prints the time of each stage and the peak memory (VmHWM) of the process.
+//! ```text
+//! cargo run --release --bin bench_load                      # 1,000 and 10,000, 7 runs each
+//! cargo run --release --bin bench_load -- --resources 10000 --runs 11
+//! ```
+//!
+//! Each size runs in a child process of its own so that its peak memory
+//! (VmHWM) is its own. Prints every stage's median and spread: load +
+//! resolve, graph + levels, offline plan (render, diff against nothing,
+//! policy, for every environment) and the plan's text rendering, as
+//! `tidegate plan --offline` does them.
 
-use std::collections::HashMap;
+#[path = "bench_common/mod.rs"]
+mod common;
+
+use std::process::Command;
 use std::time::Instant;
 
+use clap::Parser;
+use common::{memory_kib, mib, summary};
 use tidegate::graph::Graph;
 use tidegate::load::{self, Files};
-use tidegate::render::{self, RenderOptions, StructuralSecrets};
+use tidegate::plan::{self, Plan, PlanSource};
+use tidegate::render::StructuralSecrets;
+
+#[derive(Parser)]
+struct Args {
+    /// Sizes to measure, in resources (multiples of 40: 4 environments ×
+    /// instances × 10 resources).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    resources: Vec<usize>,
+    /// Runs per size.
+    #[arg(long, default_value_t = 7)]
+    runs: usize,
+    /// Internal: measure this many instances per environment in this
+    /// process and print one line of figures.
+    #[arg(long, hide = true)]
+    child: Option<usize>,
+}
 
 const ENVS: [&str; 4] = ["dev", "staging", "test", "prod"];
 /// Distinct modules the instances cycle through.
@@ -100,31 +130,24 @@ fn first_lines(s: &str) -> String {
     s.lines().take(6).collect::<Vec<_>>().join("\n")
 }
 
-fn peak_memory_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+/// One run's stage times, in milliseconds.
+struct Run {
+    load: f64,
+    graph: f64,
+    plan: f64,
+    text: f64,
 }
 
-fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(250);
-    let files = repo(n);
-    let bytes: usize = files.values().map(Vec::len).sum();
-
+fn run_once(files: &Files) -> (Run, usize, usize) {
     let t0 = Instant::now();
-    let model = match load::load(&files) {
+    let model = match load::load(files) {
         Ok(m) => m,
         Err(e) => panic!(
             "synthetic repository must load: {}",
             first_lines(&e.to_string())
         ),
     };
-    let t_load = t0.elapsed();
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
 
     let t1 = Instant::now();
     let graph = match Graph::build(&model) {
@@ -135,44 +158,81 @@ fn main() {
         ),
     };
     let levels: usize = ENVS.iter().map(|e| graph.levels(e).len()).sum();
-    let t_graph = t1.elapsed();
+    let graph_ms = t1.elapsed().as_secs_f64() * 1e3;
 
     let t2 = Instant::now();
-    let known = HashMap::new();
-    let opts = RenderOptions {
-        known: &known,
-        secrets: &StructuralSecrets,
-        owner: None,
-    };
-    let mut rendered = 0;
-    for e in ENVS {
-        rendered += render::render_env(&model, e, opts).expect("renders").len();
-    }
-    let t_render = t2.elapsed();
-
-    println!(
-        "synthetic repo: {} environments x {n} instances x 10 resources = {} resources ({:.1} MiB of YAML)",
-        ENVS.len(),
+    let envs = ENVS
+        .iter()
+        .map(|e| plan::build_env(&model, &graph, e, None, &StructuralSecrets, None))
+        .collect::<Result<Vec<_>, _>>()
+        .expect("the offline plan builds");
+    let p = Plan::new(PlanSource::Offline, envs);
+    let plan_ms = t2.elapsed().as_secs_f64() * 1e3;
+    let creates: usize = p.environments.iter().map(|e| e.counts.create).sum();
+    assert_eq!(
+        creates,
         model.resource_count(),
+        "offline: everything is a create"
+    );
+
+    let t3 = Instant::now();
+    let text = plan::render::text(&p, false);
+    let text_ms = t3.elapsed().as_secs_f64() * 1e3;
+    (
+        Run {
+            load: load_ms,
+            graph: graph_ms,
+            plan: plan_ms,
+            text: text_ms,
+        },
+        levels,
+        text.len(),
+    )
+}
+
+/// Measures `n` instances per environment `runs` times in this process.
+fn child(n: usize, runs: usize) {
+    let files = repo(n);
+    let bytes: usize = files.values().map(Vec::len).sum();
+    let mut all = Vec::new();
+    let (mut levels, mut text) = (0, 0);
+    for _ in 0..runs {
+        let (r, l, t) = run_once(&files);
+        (levels, text) = (l, t);
+        all.push(r);
+    }
+    let col = |f: fn(&Run) -> f64| all.iter().map(f).collect::<Vec<_>>();
+    let total = col(|r| r.load + r.graph + r.plan + r.text);
+    println!(
+        "{} resources ({:.1} MiB of YAML, {levels} levels in all), {runs} runs, median (min..max) ms:",
+        ENVS.len() * n * 10,
         bytes as f64 / 1048576.0
     );
-    println!("load + resolve: {:>8.1} ms", t_load.as_secs_f64() * 1e3);
+    println!("  load + resolve     {}", summary(&col(|r| r.load), 1));
+    println!("  graph + levels     {}", summary(&col(|r| r.graph), 1));
+    println!("  offline plan       {}", summary(&col(|r| r.plan), 1));
     println!(
-        "graph + levels: {:>8.1} ms ({} nodes, {} edges, {levels} levels)",
-        t_graph.as_secs_f64() * 1e3,
-        graph.resource_count(),
-        graph.edge_count()
+        "  plan text          {} ({:.1} MiB of text)",
+        summary(&col(|r| r.text), 1),
+        text as f64 / 1048576.0
     );
-    println!(
-        "total (load + resolve + graph): {:.1} ms",
-        (t_load + t_graph).as_secs_f64() * 1e3
-    );
-    println!(
-        "render all:     {:>8.1} ms ({rendered} resources)",
-        t_render.as_secs_f64() * 1e3
-    );
-    match peak_memory_kib() {
-        Some(k) => println!("peak memory (VmHWM): {:.1} MiB", k as f64 / 1024.0),
-        None => println!("peak memory: unavailable (no /proc/self/status)"),
+    println!("  total              {}", summary(&total, 1));
+    println!("  peak memory (VmHWM) {}", mib(memory_kib(None, "VmHWM")));
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Some(n) = args.child {
+        child(n, args.runs);
+        return;
+    }
+    let me = std::env::current_exe().expect("own path");
+    for size in &args.resources {
+        let n = (size / (ENVS.len() * 10)).max(1);
+        let status = Command::new(&me)
+            .args(["--child", &n.to_string(), "--runs", &args.runs.to_string()])
+            .status()
+            .expect("the measuring child starts");
+        assert!(status.success(), "the measuring child failed: {status}");
     }
 }

@@ -1,0 +1,232 @@
+//! What the benchmark binaries share: the local stand-ins (moto and the
+//! kube-sim binary on loopback ports), provider connections to them, and
+//! median/spread/peak-memory figures. Included by each harness with
+//! `#[path = "bench_common/mod.rs"] mod common;` (a directory without
+//! `main.rs` is not a binary of its own).
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tidegate::model::Model;
+use tidegate::provider::aws::AwsProvider;
+use tidegate::provider::kubernetes::Kubernetes;
+
+/// A child process killed when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+pub fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The repository root (where `.ci/.venv` lives).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh scratch directory, removed by [`Scratch`]'s drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("tidegate-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// moto (EC2) and kube-sim (Kubernetes), started as processes on loopback.
+pub struct Stand {
+    _procs: Vec<Killed>,
+    /// moto's endpoint, `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    /// A kubeconfig with one context per name given to [`Stand::start`].
+    pub kubeconfig: PathBuf,
+    /// kube-sim's process id (for its memory).
+    pub sim_pid: u32,
+}
+
+/// The kube-sim binary built beside the running harness.
+pub fn kube_sim_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|p| p.join("kube-sim")))
+        .filter(|p| p.is_file())
+        .expect("kube-sim beside this binary: cargo build --release -p kube-sim")
+}
+
+impl Stand {
+    /// Starts both stand-ins; `contexts` name the kubeconfig contexts.
+    pub fn start(dir: &Path, contexts: &str) -> Stand {
+        let moto_port = free_port();
+        let moto = Command::new(root().join(".ci/.venv/bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts (run .ci/setup-tools)");
+        let kube_port = free_port();
+        let kubeconfig = dir.join("kubeconfig");
+        let _ = std::fs::remove_file(&kubeconfig);
+        let sim = Command::new(kube_sim_binary())
+            .args(["--port", &kube_port.to_string(), "--contexts", contexts])
+            .arg("--kubeconfig-out")
+            .arg(&kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kube-sim starts");
+        let sim_pid = sim.id();
+        wait_port(moto_port);
+        wait_port(kube_port);
+        while !kubeconfig.is_file() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Stand {
+            _procs: vec![Killed(moto), Killed(sim)],
+            endpoint: format!("http://127.0.0.1:{moto_port}"),
+            kubeconfig,
+            sim_pid,
+        }
+    }
+
+    /// Both providers of `env`, connected to the stand-ins under `owner`.
+    pub async fn connect(
+        &self,
+        model: &Model,
+        env: &str,
+        owner: &str,
+    ) -> (Kubernetes, AwsProvider) {
+        let target = model
+            .environment(env)
+            .expect("the environment exists")
+            .target(Some(owner));
+        let k8s = Kubernetes::connect_kubeconfig(&self.kubeconfig, &target, Default::default())
+            .await
+            .expect("kube-sim connects");
+        let conf = aws_sdk_ec2::config::Builder::new()
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "bench", "bench", None, None, "bench",
+            ));
+        let aws = AwsProvider::with_config(owner, conf, Default::default());
+        (k8s, aws)
+    }
+}
+
+/// Median of `v` (upper median for an even count).
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[s.len() / 2]
+}
+
+/// `min..max` of `v`, with `digits` decimals.
+pub fn spread(v: &[f64], digits: usize) -> String {
+    let (lo, hi) = v
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
+    format!("{lo:.digits$}..{hi:.digits$}")
+}
+
+/// `median (min..max)` of `v`, with `digits` decimals.
+pub fn summary(v: &[f64], digits: usize) -> String {
+    format!("{:.digits$} ({})", median(v), spread(v, digits))
+}
+
+/// A memory figure of a process from `/proc/<pid>/status` (`VmHWM` for the
+/// peak, `VmRSS` for now), in KiB.
+pub fn memory_kib(pid: Option<u32>, field: &str) -> Option<u64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/status"),
+        None => "/proc/self/status".to_string(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// KiB as MiB text.
+pub fn mib(kib: Option<u64>) -> String {
+    kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+        .unwrap_or_else(|| "unavailable".into())
+}
+
+/// Writes `files` (path → text) under `dir`.
+pub fn write_files(dir: &Path, files: &[(String, String)]) {
+    for (p, t) in files {
+        let path = dir.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, t).unwrap();
+    }
+}
+
+/// A repository of one environment `bench` holding a VPC and a Namespace
+/// plus `cells` cells of 10 resources (subnet, security group, 6
+/// ConfigMaps, Deployment, Service) in 4 EC2 and Kubernetes kinds each;
+/// `extra` is added to the environment's spec (for example a `drift:`
+/// block, indented by two spaces).
+pub fn cells_repo(dir: &Path, cells: usize, extra: &str) {
+    let mut env = format!(
+        "apiVersion: tidegate.dev/v1\nkind: Environment\nmetadata:\n  name: bench\nspec:\n  targets:\n    kubernetes:\n      context: bench\n    aws:\n      region: us-east-1\n  policy:\n    defaultSeverity: warning\n{extra}  modules:\n    - name: base\n      source: modules/base\n",
+    );
+    for i in 0..cells {
+        env.push_str(&format!(
+            "    - name: c{i}\n      source: modules/cell\n      inputs:\n        index: \"{i}\"\n        subnet: 10.0.{}.{}/28\n        vpcId: ${{module.base.vpc_id}}\n        namespace: ${{module.base.namespace}}\n",
+            i / 16,
+            (i % 16) * 16
+        ));
+    }
+    let base = "apiVersion: tidegate.dev/v1\nkind: Module\nmetadata:\n  name: base\nspec:\n  outputs:\n    vpc_id:\n      value: ${resource.vpc.id}\n    namespace:\n      value: ${resource.ns.metadata.name}\n  resources:\n    - name: vpc\n      provider: aws\n      type: vpc\n      spec:\n        cidrBlock: 10.0.0.0/16\n    - name: ns\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: Namespace\n        metadata:\n          name: bench\n";
+    let mut cell = String::from(
+        "apiVersion: tidegate.dev/v1\nkind: Module\nmetadata:\n  name: cell\nspec:\n  inputs:\n    index:\n      type: string\n    subnet:\n      type: string\n    vpcId:\n      type: string\n    namespace:\n      type: string\n  resources:\n    - name: subnet\n      provider: aws\n      type: subnet\n      spec:\n        vpcId: ${input.vpcId}\n        cidrBlock: ${input.subnet}\n    - name: sg\n      provider: aws\n      type: security_group\n      spec:\n        vpcId: ${input.vpcId}\n        groupName: cell${input.index}\n        description: cell\n        ingress:\n          - protocol: tcp\n            fromPort: 443\n            toPort: 443\n            cidrBlocks: ['${input.subnet}']\n",
+    );
+    for k in 0..6 {
+        cell.push_str(&format!(
+            "    - name: config{k}\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: ConfigMap\n        metadata:\n          name: c${{input.index}}-config{k}\n          namespace: ${{input.namespace}}\n        data:\n          SUBNET: ${{resource.subnet.id}}\n          GROUP: ${{resource.sg.id}}\n"
+        ));
+    }
+    cell.push_str("    - name: web\n      provider: kubernetes\n      manifest:\n        apiVersion: apps/v1\n        kind: Deployment\n        metadata:\n          name: c${input.index}-web\n          namespace: ${input.namespace}\n        spec:\n          replicas: 1\n          selector:\n            matchLabels: { app: 'c${input.index}-web' }\n          template:\n            metadata:\n              labels: { app: 'c${input.index}-web' }\n            spec:\n              containers:\n                - name: web\n                  image: registry.example.com/web@sha256:8074748e826827434bbc9e3e5272c2b8fc34cf74eb9e94ebb489afe6cfcef7aa\n                  envFrom:\n                    - configMapRef:\n                        name: ${resource.config0.metadata.name}\n    - name: svc\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: Service\n        metadata:\n          name: c${input.index}-web\n          namespace: ${input.namespace}\n        spec:\n          selector: { app: 'c${input.index}-web' }\n          ports:\n            - port: 80\n");
+    write_files(
+        dir,
+        &[
+            ("environments/bench.yaml".into(), env),
+            ("modules/base/module.yaml".into(), base.into()),
+            ("modules/cell/module.yaml".into(), cell),
+        ],
+    );
+}
