@@ -340,11 +340,13 @@ async fn apply_and_kill(
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let prefix = format!("{env}: ");
     let mut reported = 0;
-    let mut armed = false;
+    // Set once the kill point is reached: the kill comes `delay` later,
+    // however many lines arrive meanwhile.
+    let mut deadline: Option<tokio::time::Instant> = None;
     let mut seen = String::new();
     loop {
-        let next = if armed {
-            match tokio::time::timeout(delay, lines.next_line()).await {
+        let next = if let Some(at) = deadline {
+            match tokio::time::timeout_at(at, lines.next_line()).await {
                 Ok(line) => line,
                 Err(_) => break,
             }
@@ -361,11 +363,16 @@ async fn apply_and_kill(
         seen.push_str(&line);
         seen.push('\n');
         if let Some(rest) = line.strip_prefix(&prefix) {
-            if rest.ends_with(" resources") {
-                armed = after == 0;
+            let reached = if rest.ends_with(" resources") {
+                after == 0
             } else if rest.contains(" (") {
                 reported += 1;
-                armed = reported >= after;
+                reported >= after
+            } else {
+                false
+            };
+            if reached && deadline.is_none() {
+                deadline = Some(tokio::time::Instant::now() + delay);
             }
         }
     }
