@@ -315,7 +315,8 @@ impl Kubernetes {
         if !matches!(desired.body, Value::Map(_)) {
             return Err(invalid(desired, "the manifest is not a map"));
         }
-        let manifest = with_ownership(&desired.body, &gvk, &self.environment, &desired.id);
+        let mut manifest = with_ownership(&desired.body, &gvk, &self.environment, &desired.id);
+        object::with_applied_hash(&mut manifest, &gvk);
         Ok((gvk, manifest))
     }
 
@@ -509,6 +510,9 @@ impl Kubernetes {
         if let Some(uid) = uid {
             attributes.insert("metadata.uid".into(), Value::String(uid));
         }
+        if let Some(hash) = object::applied_hash(&obj) {
+            attributes.insert(labels::APPLIED_HASH.into(), Value::String(hash.into()));
+        }
         let external_id = match &namespace {
             Some(ns) => format!("{ns}/{name}"),
             None => name,
@@ -647,6 +651,15 @@ impl Provider for Kubernetes {
         };
         if manifest.has_unknown() {
             return Ok(predicted(before, manifest));
+        }
+        // Applied by tidegate from this very manifest and not changed since
+        // in any field tidegate sets: the dry run could only say "no change".
+        if let Some(l) = live.filter(|l| unchanged_since_applied(&manifest, l)) {
+            return Ok(Change {
+                action: Action::NoOp,
+                before: Some(l.body.clone()),
+                after: l.body.clone(),
+            });
         }
         let Some(r) = self.resolve(&gvk).await? else {
             // A custom resource whose CRD is applied earlier in this run.
@@ -825,6 +838,23 @@ impl Provider for Kubernetes {
     fn api_retries(&self) -> BTreeMap<String, u64> {
         self.calls.retries()
     }
+}
+
+/// True when `live` was applied from `manifest` (same applied hash) and
+/// still holds every field of it.
+fn unchanged_since_applied(manifest: &Value, live: &Live) -> bool {
+    let hash = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+    let desired = manifest.get_path("metadata").and_then(|m| {
+        m.as_map()?
+            .get("annotations")?
+            .as_map()?
+            .get(labels::APPLIED_HASH)
+    });
+    let Some(desired) = hash(desired) else {
+        return false;
+    };
+    hash(live.attributes.get(labels::APPLIED_HASH)) == Some(desired)
+        && object::contained_in(manifest, &live.body)
 }
 
 /// Polls `provider.health(live)` every `interval` until the object is

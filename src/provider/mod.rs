@@ -47,6 +47,11 @@ pub mod labels {
     pub const RESOURCE: &str = "tidegate.dev/resource";
     /// The field manager for Kubernetes server-side apply.
     pub const FIELD_MANAGER: &str = "tidegate";
+    /// Kubernetes annotation: SHA-256 of the manifest tidegate last applied
+    /// (never on Secrets or manifests holding a secret value). A plan whose
+    /// desired manifest has the same hash and is still contained in the live
+    /// object needs no server-side dry run.
+    pub const APPLIED_HASH: &str = "tidegate.dev/applied-hash";
 }
 
 /// Which provider a resource belongs to.

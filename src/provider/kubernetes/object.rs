@@ -124,6 +124,70 @@ pub fn with_ownership(body: &Value, gvk: &Gvk, environment: &str, id: &ResourceI
     Value::Map(root)
 }
 
+/// Adds [`labels::APPLIED_HASH`] to a manifest made by [`with_ownership`]:
+/// the SHA-256 of the manifest without it. Left out (`None`) for Secrets,
+/// for manifests holding a secret value (a hash of a weak secret can be
+/// guessed) and for manifests still waiting on a value; those are always
+/// predicted by a server-side dry run.
+pub fn with_applied_hash(manifest: &mut Value, gvk: &Gvk) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    if gvk.is_secret() || manifest.has_sensitive() || manifest.has_unknown() {
+        return None;
+    }
+    let json = manifest.to_json_exposed().ok()?;
+    let hash = format!("{:x}", Sha256::digest(json.to_string().as_bytes()));
+    let Value::Map(root) = manifest else {
+        return None;
+    };
+    let meta = entry_map(root, "metadata");
+    let a = entry_map(meta, "annotations");
+    a.insert(labels::APPLIED_HASH.into(), Value::String(hash.clone()));
+    Some(hash)
+}
+
+/// The [`labels::APPLIED_HASH`] annotation of an object as read from the API.
+pub fn applied_hash(obj: &serde_json::Value) -> Option<&str> {
+    obj.get("metadata")?
+        .get("annotations")?
+        .get(labels::APPLIED_HASH)?
+        .as_str()
+}
+
+/// True when every leaf of `desired` is in `live` with the same value:
+/// maps by key (the server may add defaults), lists element by element
+/// with the same length. The hash annotation of `desired` is not compared
+/// (normalised live objects do not carry it).
+pub fn contained_in(desired: &Value, live: &Value) -> bool {
+    contains(live, desired, 0)
+}
+
+fn contains(live: &Value, desired: &Value, depth: usize) -> bool {
+    match (desired, live) {
+        (Value::Map(d), Value::Map(l)) => d.iter().all(|(k, dv)| {
+            // metadata.annotations.<applied hash>
+            if depth == 2 && k == labels::APPLIED_HASH {
+                return true;
+            }
+            let depth = match (depth, k.as_str()) {
+                (0, "metadata") => 1,
+                (1, "annotations") => 2,
+                _ => 3,
+            };
+            match l.get(k) {
+                Some(lv) => contains(lv, dv, depth),
+                // Normalising drops an empty annotation map.
+                None if depth == 2 => contains(&Value::Map(Map::new()), dv, depth),
+                None => false,
+            }
+        }),
+        (Value::List(d), Value::List(l)) => {
+            d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| contains(lv, dv, 3))
+        }
+        (Value::Int(a), Value::Float(b)) | (Value::Float(b), Value::Int(a)) => (*a as f64) == *b,
+        (d, l) => d == l,
+    }
+}
+
 /// A string leaf.
 fn text(s: &str) -> Value {
     Value::String(s.to_string())
@@ -203,10 +267,13 @@ const SERVER_METADATA: &[&str] = &[
     "deletionGracePeriodSeconds",
 ];
 
-/// Annotations written by servers and clients rather than by the author.
+/// Annotations written by servers and clients rather than by the author,
+/// and tidegate's applied hash (kept in [`crate::provider::Live`]'s
+/// attributes instead, so it never shows in a diff).
 const SERVER_ANNOTATIONS: &[&str] = &[
     "kubectl.kubernetes.io/last-applied-configuration",
     "deployment.kubernetes.io/revision",
+    labels::APPLIED_HASH,
 ];
 
 /// An object as read from the API, made comparable with another read of the
@@ -397,6 +464,74 @@ mod tests {
 
     fn gvk(s: &str) -> Gvk {
         Gvk::parse(s).unwrap()
+    }
+
+    #[test]
+    fn the_applied_hash_is_stable_and_never_made_of_secrets() {
+        let id = ResourceId {
+            module: "app".into(),
+            name: "config".into(),
+        };
+        let cm = gvk("v1/ConfigMap");
+        let body = Value::from_json(json!({"metadata": {"name": "c"}, "data": {"a": "1"}}));
+        let mut one = with_ownership(&body, &cm, "dev", &id);
+        let mut two = with_ownership(&body, &cm, "dev", &id);
+        let h1 = with_applied_hash(&mut one, &cm).expect("a ConfigMap gets a hash");
+        assert_eq!(with_applied_hash(&mut two, &cm), Some(h1.clone()));
+        assert_eq!(h1.len(), 64);
+        let changed = Value::from_json(json!({"metadata": {"name": "c"}, "data": {"a": "2"}}));
+        let mut three = with_ownership(&changed, &cm, "dev", &id);
+        assert_ne!(with_applied_hash(&mut three, &cm), Some(h1));
+
+        let secret = gvk("v1/Secret");
+        let mut s = with_ownership(&body, &secret, "dev", &id);
+        assert_eq!(with_applied_hash(&mut s, &secret), None);
+        let mut m = body.as_map().unwrap().clone();
+        m.insert(
+            "data".into(),
+            Value::Sensitive(Sensitive::new(b"hunter2".to_vec())),
+        );
+        let mut with_secret = with_ownership(&Value::Map(m), &cm, "dev", &id);
+        assert_eq!(with_applied_hash(&mut with_secret, &cm), None);
+        assert!(applied_hash(&json!({"metadata": {}})).is_none());
+        assert_eq!(
+            applied_hash(
+                &json!({"metadata": {"annotations": {"tidegate.dev/applied-hash": "ab"}}})
+            ),
+            Some("ab")
+        );
+    }
+
+    #[test]
+    fn containment_allows_server_defaults_but_not_changed_or_missing_fields() {
+        let desired = Value::from_json(json!({
+            "metadata": {"name": "w", "annotations": {"tidegate.dev/applied-hash": "x"}},
+            "spec": {"replicas": 2, "ports": [{"port": 80}]}
+        }));
+        let defaulted = Value::from_json(json!({
+            "metadata": {"name": "w", "uidish": "u"},
+            "spec": {"replicas": 2, "ports": [{"port": 80, "protocol": "TCP"}], "paused": false}
+        }));
+        assert!(contained_in(&desired, &defaulted));
+        let changed = Value::from_json(json!({
+            "metadata": {"name": "w"},
+            "spec": {"replicas": 3, "ports": [{"port": 80}]}
+        }));
+        assert!(!contained_in(&desired, &changed));
+        let extra_item = Value::from_json(json!({
+            "metadata": {"name": "w"},
+            "spec": {"replicas": 2, "ports": [{"port": 80}, {"port": 81}]}
+        }));
+        assert!(!contained_in(&desired, &extra_item));
+        let missing = Value::from_json(json!({"metadata": {"name": "w"}, "spec": {}}));
+        assert!(!contained_in(&desired, &missing));
+        // Only metadata.annotations' hash key is skipped, not a key of that
+        // name anywhere else.
+        let nested = Value::from_json(json!({"data": {"tidegate.dev/applied-hash": "x"}}));
+        assert!(!contained_in(
+            &nested,
+            &Value::from_json(json!({"data": {}}))
+        ));
     }
 
     #[test]
