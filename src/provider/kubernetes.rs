@@ -52,8 +52,8 @@ use self::object::{
 };
 use self::transport::{CallCounter, RetryConfig};
 use super::{
-    labels, Action, Change, Desired, EnvTarget, Error, Health, Live, Provider, ProviderKind,
-    ResourceId, Result,
+    labels, Action, Change, Desired, EnvTarget, Error, Health, ListedHealthy, Live, Provider,
+    ProviderKind, ResourceId, Result,
 };
 use crate::value::{Map, Value};
 
@@ -146,6 +146,7 @@ pub struct Kubernetes {
     options: Options,
     calls: CallCounter,
     kinds: Mutex<HashMap<Gvk, Resolved>>,
+    listed_healthy: ListedHealthy,
 }
 
 impl Kubernetes {
@@ -201,6 +202,7 @@ impl Kubernetes {
             options,
             calls,
             kinds: Mutex::new(HashMap::new()),
+            listed_healthy: ListedHealthy::default(),
         })
     }
 
@@ -614,7 +616,12 @@ impl Kubernetes {
             tracing::warn!(object = %key, "owned object without a tidegate.dev/resource annotation; ignored");
             return None;
         };
-        Some(self.live_of(id, kind, gvk, obj))
+        let healthy = assess(&gvk.group, &gvk.kind, &obj) == Health::Healthy;
+        let live = self.live_of(id, kind, gvk, obj);
+        if healthy {
+            self.listed_healthy.mark(&live.kind, &live.external_id);
+        }
+        Some(live)
     }
 }
 
@@ -704,6 +711,9 @@ impl Provider for Kubernetes {
     }
 
     async fn apply(&self, desired: &Desired, live: Option<&Live>) -> Result<Live> {
+        if let Some(l) = live {
+            self.listed_healthy.forget(l);
+        }
         let (gvk, manifest) = self.manifest(desired)?;
         if let Some((path, reference)) = object::first_unknown(&manifest, "") {
             return Err(invalid(
@@ -736,6 +746,7 @@ impl Provider for Kubernetes {
     }
 
     async fn delete(&self, live: &Live) -> Result<()> {
+        self.listed_healthy.forget(live);
         let refuse = || Error::Api {
             operation: format!("delete {} {}", live.kind, live.external_id),
             retryable: false,
@@ -786,6 +797,9 @@ impl Provider for Kubernetes {
     }
 
     async fn health(&self, live: &Live) -> Result<Health> {
+        if self.listed_healthy.contains(live) {
+            return Ok(Health::Healthy);
+        }
         let Some(gvk) = Gvk::parse(&live.kind) else {
             return Ok(Health::Failed(format!("unknown kind {}", live.kind)));
         };

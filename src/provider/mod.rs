@@ -261,6 +261,39 @@ impl RetryReason {
     }
 }
 
+/// Objects a provider's last observe listed healthy and that it has not
+/// written since. Their health is that listing's answer, with no further
+/// read: an unchanged environment of 10,000 objects otherwise made one read
+/// per object per reconcile just to learn what the list had already said.
+/// A provider marks objects while observing and forgets one before it
+/// writes or deletes it.
+#[derive(Clone, Debug, Default)]
+pub struct ListedHealthy(Arc<Mutex<std::collections::HashSet<(String, String)>>>);
+
+impl ListedHealthy {
+    fn set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<(String, String)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `kind`/`external_id` was listed healthy just now.
+    pub fn mark(&self, kind: &str, external_id: &str) {
+        self.set()
+            .insert((kind.to_string(), external_id.to_string()));
+    }
+
+    /// `live` is about to change: its listing no longer tells its health.
+    pub fn forget(&self, live: &Live) {
+        self.set()
+            .remove(&(live.kind.clone(), live.external_id.clone()));
+    }
+
+    /// True when `live` was listed healthy and not written since.
+    pub fn contains(&self, live: &Live) -> bool {
+        self.set()
+            .contains(&(live.kind.clone(), live.external_id.clone()))
+    }
+}
+
 /// Retries a provider made, by reason; cloned into its transport layers.
 #[derive(Clone, Debug, Default)]
 pub struct RetryCounter(Arc<Mutex<BTreeMap<RetryReason, u64>>>);

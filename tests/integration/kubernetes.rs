@@ -296,6 +296,14 @@ async fn kubernetes_create_then_reapply_is_a_noop_with_zero_writes() {
         versions[1]
     );
 
+    // Health of an object listed healthy and not written since is the
+    // listing's answer: no read per object.
+    let gets_before = calls(&p, "get");
+    for l in &live {
+        assert_eq!(p.health(l).await.unwrap(), Health::Healthy, "{}", l.id);
+    }
+    assert_eq!(calls(&p, "get"), gets_before, "no GET for listed health");
+
     // Drift in a field tidegate set is not hidden by the applied hash: the
     // provider asks the server again and does not call it a no-op.
     let mut drifted = c.configmaps().await.get("settings").await.unwrap();

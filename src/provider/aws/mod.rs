@@ -48,7 +48,8 @@ pub use model::{
 pub use schema::{check, TYPES};
 
 use crate::provider::{
-    Action, Change, Desired, EnvTarget, Error, Health, Live, Provider, ProviderKind, Result,
+    Action, Change, Desired, EnvTarget, Error, Health, ListedHealthy, Live, Provider, ProviderKind,
+    Result,
 };
 use calls::{CallCounter, Retrier};
 use observe::Raw;
@@ -85,6 +86,7 @@ pub struct AwsProvider {
     counter: CallCounter,
     policy: Retrier,
     key: Vec<u8>,
+    listed_healthy: ListedHealthy,
 }
 
 impl AwsProvider {
@@ -146,6 +148,7 @@ impl AwsProvider {
             policy: Retrier::new(options.retry, counter.retries.clone()),
             counter,
             key: options.fingerprint_key,
+            listed_healthy: ListedHealthy::default(),
         }
     }
 
@@ -209,7 +212,15 @@ impl Provider for AwsProvider {
         });
         let mut out = Vec::new();
         for raws in futures_join_all(reads).await {
-            out.extend(raws?.iter().filter_map(observe::to_live));
+            for raw in raws? {
+                let Some(live) = observe::to_live(&raw) else {
+                    continue;
+                };
+                if observe::healthy_as_listed(&raw) {
+                    self.listed_healthy.mark(&live.kind, &live.external_id);
+                }
+                out.push(live);
+            }
         }
         Ok(out)
     }
@@ -238,6 +249,9 @@ impl Provider for AwsProvider {
             ));
         }
         let d = model::canonical(&desired.kind, &desired.body);
+        if let Some(l) = live {
+            self.listed_healthy.forget(l);
+        }
         match live {
             None => self.create(desired, &d).await,
             Some(l) => self.converge(desired, &d, l).await,
@@ -245,10 +259,14 @@ impl Provider for AwsProvider {
     }
 
     async fn delete(&self, live: &Live) -> Result<()> {
+        self.listed_healthy.forget(live);
         self.delete_resource(live, true).await
     }
 
     async fn health(&self, live: &Live) -> Result<Health> {
+        if self.listed_healthy.contains(live) {
+            return Ok(Health::Healthy);
+        }
         let raws = self
             .list(
                 &live.kind,

@@ -371,6 +371,19 @@ pub fn to_live(raw: &Raw) -> Option<Live> {
     })
 }
 
+/// True when the listing alone shows the resource healthy: anything but
+/// an instance (whose health needs its status checks) or a VPC or subnet
+/// still `pending`.
+pub fn healthy_as_listed(raw: &Raw) -> bool {
+    let state = |s: Option<&str>| s != Some("pending");
+    match raw {
+        Raw::Instance(..) => false,
+        Raw::Vpc(v) => state(v.state().map(|s| s.as_str())),
+        Raw::Subnet(s) => state(s.state().map(|s| s.as_str())),
+        _ => true,
+    }
+}
+
 /// True when the resource was superseded by a replacement.
 pub fn is_deposed(raw: &Raw) -> bool {
     to_live(raw).is_some_and(|l| l.id.name.contains("~deposed~"))
