@@ -560,6 +560,7 @@ async fn combined_fault_soak_converges_with_retries_in_metrics() {
     let mut child = stand
         .reconcile(repo.path(), port)
         .stderr(std::fs::File::create(&log).unwrap())
+        .env("NO_COLOR", "1")
         .spawn()
         .unwrap();
     let mut last = String::new();
@@ -608,8 +609,18 @@ async fn combined_fault_soak_converges_with_retries_in_metrics() {
         .map(|(_, n)| n)
         .sum();
     let hits = proxy.faults.rate_hits.lock().unwrap().clone();
+    let converges = series(&metrics, "tidegate_reconcile_duration_seconds_count");
+    // Converges that failed before the one that converged, and why (the
+    // reconciler retries them after a backoff).
+    let log = log_text();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("converge failed"))
+        .map(|l| l.split_once("error=").map_or(l, |(_, e)| e))
+        .map(|e| &e[..e.len().min(200)])
+        .collect();
     println!(
-        "fault soak: converged in {} ms; EC2 proxy faults {hits:?}; {attempts} API attempts in /metrics; retries {retries:?}",
+        "fault soak: converged in {} ms; converges {converges:?}, failed first: {failed:?}; EC2 proxy faults {hits:?}; {attempts} API attempts in /metrics; retries {retries:?}",
         took.as_millis()
     );
     for provider in ["aws", "kubernetes"] {
