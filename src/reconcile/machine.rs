@@ -233,6 +233,9 @@ impl Gate {
 }
 
 /// What happened.
+// `Finished` carries a whole report (one event per converge, moved once
+// into the state): boxing it would save nothing worth an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A commit was fetched and loads cleanly; `envs` in promotion order.
