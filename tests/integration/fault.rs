@@ -15,7 +15,8 @@
 //!   kube-sim: 429 with `Retry-After`, 500, reset connections) with added
 //!   latency. It must converge to exactly the declared resources, and
 //!   `/metrics` must show retries for both providers. The same seed drives
-//!   both fault generators.
+//!   both fault generators; `TIDEGATE_FAULT_RATE` (default 0.1) sets the
+//!   failing share, 0 gives the baseline.
 //!
 //! Long mode (the figures in docs/reliability.md):
 //! `TIDEGATE_FAULT_TRIALS=20 PATH=$PWD/.ci/.venv/bin:$PATH cargo test --test integration fault:: -- --nocapture`
