@@ -196,37 +196,58 @@ pub fn write_files(dir: &Path, files: &[(String, String)]) {
 }
 
 /// A repository of one environment `bench` holding a VPC and a Namespace
-/// plus `cells` cells of 10 resources (subnet, security group, 6
-/// ConfigMaps, Deployment, Service) in 4 EC2 and Kubernetes kinds each;
+/// plus `cells` cells of 10 resources. Every `ec2_every`-th cell is a
+/// mixed one (subnet, security group, 6 ConfigMaps, Deployment, Service),
+/// the others are Kubernetes-only (8 ConfigMaps, Deployment, Service).
 /// `extra` is added to the environment's spec (for example a `drift:`
 /// block, indented by two spaces).
-pub fn cells_repo(dir: &Path, cells: usize, extra: &str) {
+pub fn cells_repo(dir: &Path, cells: usize, ec2_every: usize, extra: &str) {
     let mut env = format!(
         "apiVersion: tidegate.dev/v1\nkind: Environment\nmetadata:\n  name: bench\nspec:\n  targets:\n    kubernetes:\n      context: bench\n    aws:\n      region: us-east-1\n  policy:\n    defaultSeverity: warning\n{extra}  modules:\n    - name: base\n      source: modules/base\n",
     );
     for i in 0..cells {
-        env.push_str(&format!(
-            "    - name: c{i}\n      source: modules/cell\n      inputs:\n        index: \"{i}\"\n        subnet: 10.0.{}.{}/28\n        vpcId: ${{module.base.vpc_id}}\n        namespace: ${{module.base.namespace}}\n",
-            i / 16,
-            (i % 16) * 16
-        ));
+        if i % ec2_every.max(1) == 0 {
+            env.push_str(&format!(
+                "    - name: c{i}\n      source: modules/cell\n      inputs:\n        index: \"{i}\"\n        subnet: 10.0.{}.{}/28\n        vpcId: ${{module.base.vpc_id}}\n        namespace: ${{module.base.namespace}}\n",
+                i / 16,
+                (i % 16) * 16
+            ));
+        } else {
+            env.push_str(&format!(
+                "    - name: c{i}\n      source: modules/kcell\n      inputs:\n        index: \"{i}\"\n        namespace: ${{module.base.namespace}}\n"
+            ));
+        }
     }
     let base = "apiVersion: tidegate.dev/v1\nkind: Module\nmetadata:\n  name: base\nspec:\n  outputs:\n    vpc_id:\n      value: ${resource.vpc.id}\n    namespace:\n      value: ${resource.ns.metadata.name}\n  resources:\n    - name: vpc\n      provider: aws\n      type: vpc\n      spec:\n        cidrBlock: 10.0.0.0/16\n    - name: ns\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: Namespace\n        metadata:\n          name: bench\n";
     let mut cell = String::from(
         "apiVersion: tidegate.dev/v1\nkind: Module\nmetadata:\n  name: cell\nspec:\n  inputs:\n    index:\n      type: string\n    subnet:\n      type: string\n    vpcId:\n      type: string\n    namespace:\n      type: string\n  resources:\n    - name: subnet\n      provider: aws\n      type: subnet\n      spec:\n        vpcId: ${input.vpcId}\n        cidrBlock: ${input.subnet}\n    - name: sg\n      provider: aws\n      type: security_group\n      spec:\n        vpcId: ${input.vpcId}\n        groupName: cell${input.index}\n        description: cell\n        ingress:\n          - protocol: tcp\n            fromPort: 443\n            toPort: 443\n            cidrBlocks: ['${input.subnet}']\n",
     );
+    let mut kcell = String::from(
+        "apiVersion: tidegate.dev/v1\nkind: Module\nmetadata:\n  name: kcell\nspec:\n  inputs:\n    index:\n      type: string\n    namespace:\n      type: string\n  resources:\n",
+    );
+    for k in 6..8 {
+        kcell.push_str(&format!(
+            "    - name: config{k}\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: ConfigMap\n        metadata:\n          name: c${{input.index}}-config{k}\n          namespace: ${{input.namespace}}\n        data:\n          INDEX: ${{input.index}}\n"
+        ));
+    }
     for k in 0..6 {
+        kcell.push_str(&format!(
+            "    - name: config{k}\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: ConfigMap\n        metadata:\n          name: c${{input.index}}-config{k}\n          namespace: ${{input.namespace}}\n        data:\n          INDEX: ${{input.index}}\n"
+        ));
         cell.push_str(&format!(
             "    - name: config{k}\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: ConfigMap\n        metadata:\n          name: c${{input.index}}-config{k}\n          namespace: ${{input.namespace}}\n        data:\n          SUBNET: ${{resource.subnet.id}}\n          GROUP: ${{resource.sg.id}}\n"
         ));
     }
-    cell.push_str("    - name: web\n      provider: kubernetes\n      manifest:\n        apiVersion: apps/v1\n        kind: Deployment\n        metadata:\n          name: c${input.index}-web\n          namespace: ${input.namespace}\n        spec:\n          replicas: 1\n          selector:\n            matchLabels: { app: 'c${input.index}-web' }\n          template:\n            metadata:\n              labels: { app: 'c${input.index}-web' }\n            spec:\n              containers:\n                - name: web\n                  image: registry.example.com/web@sha256:8074748e826827434bbc9e3e5272c2b8fc34cf74eb9e94ebb489afe6cfcef7aa\n                  envFrom:\n                    - configMapRef:\n                        name: ${resource.config0.metadata.name}\n    - name: svc\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: Service\n        metadata:\n          name: c${input.index}-web\n          namespace: ${input.namespace}\n        spec:\n          selector: { app: 'c${input.index}-web' }\n          ports:\n            - port: 80\n");
+    let workload = "    - name: web\n      provider: kubernetes\n      manifest:\n        apiVersion: apps/v1\n        kind: Deployment\n        metadata:\n          name: c${input.index}-web\n          namespace: ${input.namespace}\n        spec:\n          replicas: 1\n          selector:\n            matchLabels: { app: 'c${input.index}-web' }\n          template:\n            metadata:\n              labels: { app: 'c${input.index}-web' }\n            spec:\n              containers:\n                - name: web\n                  image: registry.example.com/web@sha256:8074748e826827434bbc9e3e5272c2b8fc34cf74eb9e94ebb489afe6cfcef7aa\n                  envFrom:\n                    - configMapRef:\n                        name: ${resource.config0.metadata.name}\n    - name: svc\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: Service\n        metadata:\n          name: c${input.index}-web\n          namespace: ${input.namespace}\n        spec:\n          selector: { app: 'c${input.index}-web' }\n          ports:\n            - port: 80\n";
+    cell.push_str(workload);
+    kcell.push_str(workload);
     write_files(
         dir,
         &[
             ("environments/bench.yaml".into(), env),
             ("modules/base/module.yaml".into(), base.into()),
             ("modules/cell/module.yaml".into(), cell),
+            ("modules/kcell/module.yaml".into(), kcell),
         ],
     );
 }
