@@ -107,20 +107,38 @@ impl Node {
     }
 }
 
+/// How many nodes the aliases (`*x`) of one file may copy in all. Each alias
+/// copies its anchored node, so nested aliases grow exponentially: a
+/// 600-byte file of ten aliases to ten aliases to ... asks for 10^9 nodes
+/// ("billion laughs"). Real files copy a few small maps.
+pub const MAX_ALIAS_NODES: usize = 100_000;
+
 /// Parses every document of `text`. Problems (syntax, duplicate keys,
 /// unsupported tags) go to `diags`; `None` when the text could not be
-/// parsed at all.
+/// parsed at all, or its aliases copy more than [`MAX_ALIAS_NODES`] nodes.
 pub fn parse(file: &str, text: &str, diags: &mut Diagnostics) -> Option<Vec<Node>> {
     let mut b = Builder {
         file,
         stack: Vec::new(),
         docs: Vec::new(),
         anchors: HashMap::new(),
+        alias_nodes: 0,
+        too_many_aliased: None,
         diags,
     };
     for ev in Parser::new_from_str(text) {
         match ev {
-            Ok((ev, span)) => b.event(ev, span),
+            Ok((ev, span)) => {
+                b.event(ev, span);
+                if let Some(origin) = b.too_many_aliased.take() {
+                    b.diags.error(
+                        &origin,
+                        format!("YAML aliases expand to more than {MAX_ALIAS_NODES} nodes"),
+                        "write the values out, or use fewer (nested) `*alias` references",
+                    );
+                    return None;
+                }
+            }
             Err(e) => {
                 let m = e.marker();
                 b.diags.push(Diagnostic::new(
@@ -165,7 +183,12 @@ struct Builder<'a> {
     file: &'a str,
     stack: Vec<Frame>,
     docs: Vec<Node>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes and how many nodes each holds.
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes copied by aliases so far.
+    alias_nodes: usize,
+    /// Set (at the alias) when `alias_nodes` would pass [`MAX_ALIAS_NODES`].
+    too_many_aliased: Option<Origin>,
     diags: &'a mut Diagnostics,
 }
 
@@ -214,7 +237,14 @@ impl Builder<'_> {
             }
             Event::Alias(id) => {
                 let node = match self.anchors.get(&id) {
-                    Some(n) => n.clone(),
+                    Some((n, size)) => {
+                        self.alias_nodes += size;
+                        if self.alias_nodes > MAX_ALIAS_NODES {
+                            self.too_many_aliased = Some(origin);
+                            return;
+                        }
+                        n.clone()
+                    }
                     None => Node {
                         kind: NodeKind::Null,
                         origin,
@@ -260,7 +290,8 @@ impl Builder<'_> {
 
     fn finish(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors
+                .insert(anchor, (node.clone(), node_count(&node)));
         }
         match self.stack.last_mut() {
             None => self.docs.push(node),
@@ -300,6 +331,16 @@ impl Builder<'_> {
                 Some(key) => entries.push((key, node)),
             },
         }
+    }
+}
+
+/// The number of nodes in `n` (itself and everything below it; map keys are
+/// not counted).
+fn node_count(n: &Node) -> usize {
+    match &n.kind {
+        NodeKind::Seq(items) => 1 + items.iter().map(node_count).sum::<usize>(),
+        NodeKind::Map(entries) => 1 + entries.iter().map(|(_, v)| node_count(v)).sum::<usize>(),
+        _ => 1,
     }
 }
 
@@ -430,6 +471,29 @@ mod tests {
             .unwrap()
             .message
             .starts_with("malformed YAML"));
+    }
+
+    /// Found by `cargo fuzz` (tests/fuzz, target `load`, docs/fuzzing.md):
+    /// nested aliases asked for 10^9 nodes and the loader ran out of memory.
+    #[test]
+    fn nested_aliases_cannot_expand_without_bound() {
+        let mut text = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n".to_string();
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            text += &format!("a{i}: &a{i} [{refs}]\n");
+        }
+        let mut d = Diagnostics::default();
+        assert!(parse("f.yaml", &text, &mut d).is_none());
+        let e = d.iter().next().unwrap();
+        assert!(
+            e.message.contains("aliases expand to more than"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.origin.line, 5, "{e:?}");
+        // Up to the limit, aliases still copy.
+        let n = one("a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b]\n");
+        assert!(matches!(&n.get("c").unwrap().kind, NodeKind::Seq(l) if l.len() == 2));
     }
 
     #[test]
