@@ -578,12 +578,24 @@ fn indent(out: &mut String, n: usize) {
     out.extend(std::iter::repeat_n(' ', n));
 }
 
+/// Keys longer than this are written in the explicit form `? key` then
+/// `: value` on the next line, as yaml.v3 (sops) writes them: a YAML parser
+/// reads an implicit `key: value` key of at most 1024 characters.
+const MAX_IMPLICIT_KEY: usize = 128;
+
 fn emit_yaml_map(entries: &[(String, Node)], ind: usize, out: &mut String) {
     for (i, (k, v)) in entries.iter().enumerate() {
         if i > 0 {
             indent(out, ind);
         }
-        out.push_str(&yaml_key(k));
+        if k.len() > MAX_IMPLICIT_KEY {
+            out.push_str("? ");
+            out.push_str(&yaml_key(k));
+            out.push('\n');
+            indent(out, ind);
+        } else {
+            out.push_str(&yaml_key(k));
+        }
         out.push(':');
         emit_yaml_value(v, ind, out);
     }
@@ -861,6 +873,32 @@ mod tests {
         let json = emit(&n, None, Format::Json);
         let j = parse_document(json.as_bytes(), "x.json").unwrap();
         assert!(matches!(j.get("f").unwrap().kind, Kind::Float(_)));
+    }
+
+    /// Found by `cargo fuzz` (tests/fuzz, target `sops`, docs/fuzzing.md): a
+    /// 600-byte key of control characters was written as an implicit key
+    /// whose escaped form (`"\x1f\x1f..."`) passed the 1024 characters a
+    /// YAML parser accepts, so `tidegate secrets encrypt` wrote a file that
+    /// neither tidegate nor sops reads back.
+    #[test]
+    fn long_keys_are_written_explicitly_and_read_back() {
+        // As the fuzzer wrote it: a plain key of 300 bytes holding control
+        // characters, each escaped as 4 characters when quoted.
+        let long = format!("pa{}V", "\u{1f}".repeat(300));
+        let src = format!(
+            "db:\n  {long}: x\n  {long}2:\n    - 1\n  k{}:\n    a: b\nafter: 1\n",
+            "k".repeat(MAX_IMPLICIT_KEY)
+        );
+        let n = yaml(&src);
+        let out = emit(&n, None, Format::Yaml);
+        assert!(out.contains("\n  ? \"pa\\x1f\\x1f"), "{}", *out);
+        let again = yaml(&out);
+        assert_eq!(
+            format!("{:?}", strip(&n)),
+            format!("{:?}", strip(&again)),
+            "{}",
+            *out
+        );
     }
 
     fn strip(n: &Node) -> Node {
