@@ -172,19 +172,25 @@ pub async fn run_env(run: &EnvRun<'_>) -> Result<Outcome> {
         .environment(run.env)
         .ok_or_else(|| Error::UnknownEnvironment(run.env.to_string()))?;
     let kinds = observe::kinds_of(run.graph, run.env);
-    let live = match run.observed {
-        Some(live) => live.clone(),
-        None => observe::observe_env(run.providers, &kinds).await?,
+    // Borrowed when the plan handed it over: a copy of every live body of
+    // a large environment would double the reconciler's peak memory.
+    let observed;
+    let live: &LiveState = match run.observed {
+        Some(live) => live,
+        None => {
+            observed = observe::observe_env(run.providers, &kinds).await?;
+            &observed
+        }
     };
     let order: Vec<ResourceId> = run.graph.levels(run.env).into_iter().flatten().collect();
     let declared: HashSet<&ResourceId> = order.iter().collect();
-    let candidates = prune::candidates(&live, &declared);
+    let candidates = prune::candidates(live, &declared);
     run.emit(Event::Observed {
         total: order.len() + candidates.len(),
     });
 
     let mut out = Outcome::new(run.env, run.owner.unwrap_or(&environment.name));
-    let applied = apply_all(run, &live, &order, t0, &mut out).await;
+    let applied = apply_all(run, live, &order, t0, &mut out).await;
 
     let clean = out.resources.iter().all(|r| r.status.is_success()) && !run.stopped();
     let mut remaining: Vec<Observed> = Vec::new();
@@ -202,7 +208,7 @@ pub async fn run_env(run: &EnvRun<'_>) -> Result<Outcome> {
 
     let wrote = out.resources.iter().any(|r| r.status.is_write());
     if wrote {
-        record_inventory(run, &live, &order, &applied, &remaining, &mut out).await;
+        record_inventory(run, live, &order, &applied, &remaining, &mut out).await;
     }
     out.stopped = run.stopped();
     out.duration = t0.elapsed();
