@@ -95,7 +95,7 @@ pub fn verify(headers: &HeaderMap, body: &[u8], secret: &Sensitive) -> Result<Ve
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let (forge, delivery, event) = if let Some(sig) = header("x-hub-signature-256") {
         let hex = sig.strip_prefix("sha256=").ok_or(Rejection::BadSignature)?;
-        let expected = decode_hex(hex).ok_or(Rejection::BadSignature)?;
+        let expected = hex::decode(hex).map_err(|_| Rejection::BadSignature)?;
         let mut mac =
             Hmac::<Sha256>::new_from_slice(secret.expose()).map_err(|_| Rejection::BadSignature)?;
         mac.update(body);
@@ -127,16 +127,6 @@ pub fn verify(headers: &HeaderMap, body: &[u8], secret: &Sensitive) -> Result<Ve
         event: event.unwrap_or_default().to_string(),
         git_ref,
     })
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Delivery ids seen within `ttl`, at most `capacity` of them (the oldest
@@ -189,8 +179,7 @@ pub fn github_signature(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(body);
     let bytes = mac.finalize().into_bytes();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
+    format!("sha256={}", hex::encode(bytes))
 }
 
 #[cfg(test)]

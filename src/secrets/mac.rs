@@ -245,7 +245,7 @@ impl Hasher {
 
     fn hex(self) -> Zeroizing<String> {
         let digest = self.sha.finalize();
-        Zeroizing::new(digest.iter().map(|b| format!("{b:02X}")).collect())
+        Zeroizing::new(hex::encode_upper(digest))
     }
 }
 

@@ -207,7 +207,11 @@ fn verify_pgp(text: &str, signed: &[u8], trust: &TrustList) -> Verification {
         .issuer_fingerprint()
         .iter()
         .map(|f| format!("{f:X}"))
-        .chain(sig.issuer_key_id().iter().map(|k| hex_upper(k.as_ref())))
+        .chain(
+            sig.issuer_key_id()
+                .iter()
+                .map(|k| hex::encode_upper(k.as_ref())),
+        )
         .collect();
     let mut last_err = None;
     for trusted in &trust.pgp {
@@ -246,10 +250,6 @@ fn verify_pgp(text: &str, signed: &[u8], trust: &TrustList) -> Verification {
             ),
         },
     }
-}
-
-fn hex_upper(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 
 #[cfg(test)]
