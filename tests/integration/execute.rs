@@ -649,15 +649,6 @@ async fn reconcile_applies_each_environment_through_the_executor() {
     let (_, metrics) = http_get(port, "/metrics").await.unwrap();
     assert!(metrics.contains("tidegate_"), "{metrics}");
 
-    let pid = child.id().unwrap().to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("exits within the grace period")
-        .unwrap();
+    let status = crate::stand::sigterm(&mut child).await;
     assert!(status.success(), "{status:?}");
 }

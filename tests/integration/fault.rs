@@ -638,15 +638,6 @@ async fn combined_fault_soak_converges_with_retries_in_metrics() {
         "the EC2 proxy injected nothing"
     );
 
-    let pid = child.id().unwrap().to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("exits within the grace period")
-        .unwrap();
+    let status = crate::stand::sigterm(&mut child).await;
     assert!(status.success(), "{status:?}\n{}", log_text());
 }

@@ -16,32 +16,7 @@ use tidegate::source::{
     SourceConfig, State, TrustList, Verification,
 };
 
-/// Run git with a clean, reproducible environment; panics on failure.
-fn git(dir: &Path, args: &[&str]) -> String {
-    git_env(dir, args, &[])
-}
-
-fn git_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> String {
-    let mut cmd = Command::new("git");
-    cmd.current_dir(dir)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "Test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.com")
-        .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.com");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use crate::support::{git, git_env};
 
 /// An upstream repository with a working tree; the source fetches from it.
 struct Upstream {

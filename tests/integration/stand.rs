@@ -209,23 +209,7 @@ pub fn commit_files(dir: &Path, files: &[(&str, String)]) -> String {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
     }
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let git = |args: &[&str]| crate::support::git(dir, args);
     if !dir.join(".git").exists() {
         git(&["init", "-q", "-b", "main"]);
     }
@@ -335,4 +319,19 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Sends SIGTERM to `child` (as Kubernetes stops a pod) and waits at most
+/// 10 s for it to exit.
+pub async fn sigterm(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().expect("still running").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits within the grace period")
+        .unwrap()
 }

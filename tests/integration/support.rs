@@ -1,6 +1,7 @@
 //! Shared test setup: finding the real tools `.ci/test` installs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// The repository root.
 #[allow(dead_code)]
@@ -26,4 +27,44 @@ pub fn tool(name: &str) -> PathBuf {
         }
     }
     panic!("`{name}` not found in .ci/.venv/bin or PATH: run `.ci/test` once, which installs the test tools");
+}
+
+/// Runs `cmd` and returns its stdout, trimmed; panics with the command and
+/// its stderr unless it succeeds.
+#[allow(dead_code)]
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} does not start: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The real `git` in `dir` with a clean, reproducible environment (no
+/// global or system configuration, a fixed identity); its stdout, trimmed.
+#[allow(dead_code)]
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    git_env(dir, args, &[])
+}
+
+/// [`git`] with further environment variables.
+#[allow(dead_code)]
+pub fn git_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> String {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_ok(&mut cmd)
 }
