@@ -1,10 +1,11 @@
 //! The [`Converge`] the reconciler runs in production: the same pipeline as
 //! `tidegate plan` and `tidegate apply`, one environment at one snapshot.
 //!
-//! load + validate → decrypt the environment's secrets → connect its
-//! providers → observe and plan (the plan gives drift and the policy gate)
-//! → apply with the executor (Mode::Apply) → record the outcome where the
-//! environment keeps its state (a ConfigMap in its cluster, else a file).
+//! load + validate → take the apply lock (Mode::Apply) → decrypt the
+//! environment's secrets → connect its providers → observe and plan (the
+//! plan gives drift and the policy gate) → apply with the executor
+//! (Mode::Apply) → record the outcome where the environment keeps its state
+//! (a ConfigMap in its cluster, else a file) → release the lock.
 
 use std::path::PathBuf;
 
@@ -88,11 +89,44 @@ impl Converge for Executor {
         mode: Mode,
     ) -> std::result::Result<EnvReport, ReportError> {
         let checked = crate::cli::check(&snapshot.files).map_err(|r| err(ErrorReason::Load, r))?;
-        let (model, graph) = (&checked.model, &checked.graph);
-        let environment = model.environment(env).ok_or_else(|| {
+        let environment = checked.model.environment(env).ok_or_else(|| {
             let msg = format!("commit {} has no environment {env}", snapshot.commit);
             ReportError::new(ErrorReason::Load, msg)
         })?;
+        if mode == Mode::ReportOnly {
+            return self.plan_and_apply(snapshot, &checked, env, mode).await;
+        }
+        // The same apply lock as `tidegate apply`, taken before the plan so
+        // that nothing else applies this environment between the plan and
+        // the apply it decides (an operator's manual apply, say).
+        let lock = state::EnvLock::acquire(
+            environment.kubernetes.as_ref(),
+            &self.state_dir,
+            env,
+            &state::this_process(),
+        )
+        .await
+        .map_err(|e| err(ErrorReason::Lease, e))?;
+        let result = self.plan_and_apply(snapshot, &checked, env, mode).await;
+        if let Err(e) = lock.release().await {
+            tracing::warn!(environment = env, error = %e, "could not release the apply lock");
+        }
+        result
+    }
+}
+
+impl Executor {
+    /// Everything after the lock: decrypt, connect, plan, gate on policy,
+    /// apply (unless report-only) and record.
+    async fn plan_and_apply(
+        &self,
+        snapshot: &Snapshot,
+        checked: &crate::cli::Checked,
+        env: &str,
+        mode: Mode,
+    ) -> std::result::Result<EnvReport, ReportError> {
+        let (model, graph) = (&checked.model, &checked.graph);
+        let environment = model.environment(env).expect("checked by converge");
         let secrets = secrets::load_env(environment, &snapshot.files, &self.identities)
             .map_err(|e| err(ErrorReason::Secrets, e))?;
         let kinds = observe::kinds_of(graph, env);
@@ -140,16 +174,6 @@ impl Converge for Executor {
             return Ok(report);
         }
 
-        // The same apply lock as `tidegate apply`, so an operator's manual
-        // apply and the reconciler never run one environment at once.
-        let lock = state::EnvLock::acquire(
-            environment.kubernetes.as_ref(),
-            &self.state_dir,
-            env,
-            &state::this_process(),
-        )
-        .await
-        .map_err(|e| err(ErrorReason::Lease, e))?;
         let run = EnvRun {
             model,
             graph,
@@ -162,11 +186,9 @@ impl Converge for Executor {
             progress: None,
             stop: None,
         };
-        let outcome = execute::run_env(&run).await;
-        if let Err(e) = lock.release().await {
-            tracing::warn!(environment = env, error = %e, "could not release the apply lock");
-        }
-        let outcome = outcome.map_err(|e| err(ErrorReason::Observe, e))?;
+        let outcome = execute::run_env(&run)
+            .await
+            .map_err(|e| err(ErrorReason::Observe, e))?;
         report.changes = Changes {
             create: outcome.count(Status::Created),
             update: outcome.count(Status::Updated) + outcome.count(Status::Replaced),
