@@ -8,6 +8,7 @@ mod example;
 mod execute;
 mod fault;
 mod fixtures;
+mod fuzz_corpus;
 mod kubernetes;
 mod plan;
 mod policy;
