@@ -583,10 +583,80 @@ fn parse_exposition(text: &str) -> Vec<String> {
     names
 }
 
+/// The status page in a real browser (Debian `chromium`, headless): it
+/// renders the four environments and the dependency graph; the screenshot
+/// is kept as a test artifact, `target/test-artifacts/status-page.png`.
+fn status_page_in_chromium(addr: std::net::SocketAddr, scratch: &Path) {
+    let url = format!("http://{addr}/");
+    let browser = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(crate::support::tool("chromium"));
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--no-first-run",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            scratch.join("chromium").display()
+        ))
+        .args(args)
+        .arg(&url);
+        crate::support::run_ok(&mut cmd)
+    };
+    let dom = browser(&["--dump-dom"]);
+    for env in ["dev", "staging", "test", "prod"] {
+        assert!(
+            dom.contains(&format!(">{env}<")),
+            "{env} missing from the rendered page:\n{dom}"
+        );
+    }
+    assert!(
+        dom.contains("aria-label=\"environments in promotion order\""),
+        "{dom}"
+    );
+    assert!(dom.contains("aria-label=\"dependency graph of"), "{dom}");
+    for node in ["app.ns", "app.settings"] {
+        assert!(
+            dom.contains(&format!(">{node}<")),
+            "{node} missing from the graph"
+        );
+    }
+    let shot = crate::support::repo_root().join("target/test-artifacts/status-page.png");
+    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_file(&shot);
+    browser(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1280,1000",
+    ]);
+    let png = std::fs::read(&shot).expect("chromium wrote the screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    assert!(
+        png.len() > 10_000,
+        "a near-empty screenshot: {} bytes",
+        png.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_status_api_page_and_suspend_resume() {
     let up = Upstream::new();
-    let c1 = git(up.path(), &["rev-parse", "HEAD"]);
+    // dev gets two resources, so the page has a dependency graph to draw.
+    up.write(
+        "modules/app/module.yaml",
+        "apiVersion: tidegate.dev/v1\nkind: Module\nmetadata:\n  name: app\nspec:\n  resources:\n    - name: ns\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: Namespace\n        metadata:\n          name: app\n    - name: settings\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: ConfigMap\n        metadata:\n          name: settings\n          namespace: ${resource.ns.metadata.name}\n",
+    );
+    up.write(
+        "environments/dev.yaml",
+        &env_doc(
+            "dev",
+            None,
+            "  vars: {rev: 1}\n  modules:\n    - name: app\n      source: modules/app\n",
+        ),
+    );
+    let c1 = up.commit("dev gets an app");
     let rec = Arc::new(Recorder::default());
     let r = start(Setup::new(up.url()), rec.clone()).await;
     until(20, "c1 reaches prod", || rec.envs_at(&c1).len() == 4).await;
@@ -634,6 +704,8 @@ async fn metrics_status_api_page_and_suspend_resume() {
         !page.contains("<script") && !page.contains("<link"),
         "no scripts, no external assets"
     );
+    let scratch = TempDir::new().unwrap();
+    status_page_in_chromium(r.addr, scratch.path());
 
     let (code, json) = r.get("/api/v1/status").await;
     assert_eq!(code, 200);
