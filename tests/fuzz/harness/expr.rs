@@ -32,7 +32,7 @@ impl Resolve for AnyKind {
             2 => Value::Sensitive(Sensitive::from_string(format!("s{n}"))),
             3 => Value::Unknown(r.to_string()),
             4 => Value::Float(f64::NAN),
-            5 => Value::Bool(n % 2 == 0),
+            5 => Value::Bool(n.is_multiple_of(2)),
             6 => Value::List(vec![Value::Null]),
             7 => Value::Null,
             _ => {
