@@ -641,3 +641,73 @@ async fn combined_fault_soak_converges_with_retries_in_metrics() {
     let status = crate::stand::sigterm(&mut child).await;
     assert!(status.success(), "{status:?}\n{}", log_text());
 }
+
+/// SIGKILL of `tidegate reconcile` in the middle of its first apply (as an
+/// OOM kill or a node loss ends a pod), then a new reconciler on the same
+/// Git cache, state and cluster: it takes over the dead holder's apply
+/// lock, converges, and leaves exactly the declared resources.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_reconciler_is_replaced_and_its_successor_converges() {
+    let context = "dev";
+    let stand = Stand::with_contexts(&[context]).await;
+    let env = "crash";
+    let repo = TempDir::new().unwrap();
+    let commit = write_cells_repo(repo.path(), env, context);
+    let port = free_port();
+    let log = stand.dir.path().join("reconcile-killed.log");
+    let mut first = stand
+        .reconcile(repo.path(), port)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Bounds so a broken build fails instead of hanging; not timing
+    // assertions.
+    let started = Instant::now();
+    let mut live = 0;
+    while live < 20 && started.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        live = owned_count(&stand, context, env).await;
+    }
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    let at_kill = owned_count(&stand, context, env).await;
+    println!(
+        "reconciler SIGKILLed {} ms after start with {at_kill} of {TOTAL} resources live",
+        started.elapsed().as_millis()
+    );
+    assert!(
+        (20..TOTAL).contains(&at_kill),
+        "the kill did not land mid-apply: {at_kill} of {TOTAL} live\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    let restarted = Instant::now();
+    let log2 = stand.dir.path().join("reconcile-successor.log");
+    let mut second = stand
+        .reconcile(repo.path(), port)
+        .stderr(std::fs::File::create(&log2).unwrap())
+        .spawn()
+        .unwrap();
+    let mut last = String::new();
+    let mut converged = false;
+    while !converged && restarted.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Some((200, body)) = http_get(port, "/api/v1/status").await {
+            let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let e = &s["environments"][0];
+            converged = e["lastGood"] == commit.as_str() && e["healthy"] == true;
+            last = body;
+        }
+    }
+    assert!(
+        converged,
+        "the successor did not converge at {commit}: {last}\n{}",
+        std::fs::read_to_string(&log2).unwrap_or_default()
+    );
+    println!(
+        "successor converged in {} ms",
+        restarted.elapsed().as_millis()
+    );
+    assert_exactly_declared(&stand, context, env, "after a reconciler SIGKILL").await;
+    assert!(crate::stand::sigterm(&mut second).await.success());
+}
