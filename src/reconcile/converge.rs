@@ -133,9 +133,37 @@ impl Executor {
         let providers = Providers::connect(&environment.target(None), kinds.keys().copied())
             .await
             .map_err(|e| err(ErrorReason::Observe, e))?;
+        match self
+            .with_providers(snapshot, checked, env, mode, &secrets, &providers)
+            .await
+        {
+            Ok(report) => Ok(report),
+            // A failed converge still reports the calls and retries it made,
+            // so /metrics shows the backoff that preceded the failure.
+            Err(e) => Ok(EnvReport {
+                error: Some(e),
+                api_calls: api_calls(&providers),
+                api_retries: api_retries(&providers),
+                ..EnvReport::default()
+            }),
+        }
+    }
+
+    /// Plan, policy gate, apply and record through connected `providers`.
+    async fn with_providers(
+        &self,
+        snapshot: &Snapshot,
+        checked: &crate::cli::Checked,
+        env: &str,
+        mode: Mode,
+        secrets: &secrets::Decrypted,
+        providers: &Providers,
+    ) -> std::result::Result<EnvReport, ReportError> {
+        let (model, graph) = (&checked.model, &checked.graph);
+        let environment = model.environment(env).expect("checked by converge");
         let parallelism = self.options.parallelism.max(1);
         let (preview, live) =
-            plan::plan_env_live(model, graph, env, &providers, &secrets, None, parallelism)
+            plan::plan_env_live(model, graph, env, providers, secrets, None, parallelism)
                 .await
                 .map_err(|e| err(ErrorReason::Observe, e))?;
         if let Some(first) = preview.policy_errors.first() {
@@ -169,8 +197,8 @@ impl Executor {
             ..EnvReport::default()
         };
         if mode == Mode::ReportOnly {
-            report.api_calls = api_calls(&providers);
-            report.api_retries = api_retries(&providers);
+            report.api_calls = api_calls(providers);
+            report.api_retries = api_retries(providers);
             return Ok(report);
         }
 
@@ -179,9 +207,9 @@ impl Executor {
             graph,
             env,
             owner: None,
-            providers: &providers,
+            providers,
             observed: Some(&live),
-            secrets: &secrets,
+            secrets,
             options: self.options.clone(),
             progress: None,
             stop: None,
@@ -218,8 +246,8 @@ impl Executor {
                 tracing::warn!(environment = env, error = %e, "no store for the environment record")
             }
         }
-        report.api_calls = api_calls(&providers);
-        report.api_retries = api_retries(&providers);
+        report.api_calls = api_calls(providers);
+        report.api_retries = api_retries(providers);
         Ok(report)
     }
 }

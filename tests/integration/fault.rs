@@ -711,3 +711,68 @@ async fn a_sigkilled_reconciler_is_replaced_and_its_successor_converges() {
     assert_exactly_declared(&stand, context, env, "after a reconciler SIGKILL").await;
     assert!(crate::stand::sigterm(&mut second).await.success());
 }
+
+/// A converge that fails for good (every ConfigMap list answered 500, so
+/// observe fails after its retries) still reports the calls and retries it
+/// made: the backoff that preceded the failure shows in `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_converge_still_shows_its_retries_in_metrics() {
+    let context = "dev";
+    let stand = Stand::with_contexts(&[context]).await;
+    stand.sim.set_faults(Faults {
+        rules: vec![FaultRule::new(
+            Some("GET"),
+            Some("/api/v1/configmaps"),
+            u32::MAX,
+            FaultAction::Error { code: 500 },
+        )],
+        latency_millis: 0,
+    });
+    let env = "failing";
+    let repo = TempDir::new().unwrap();
+    write_cells_repo(repo.path(), env, context);
+    let port = free_port();
+    let mut child = stand
+        .reconcile(repo.path(), port)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut metrics = String::new();
+    // A bound so a broken build fails instead of hanging; not a timing
+    // assertion.
+    while started.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Some((200, m)) = http_get(port, "/metrics").await {
+            let failed = series(&m, "tidegate_reconcile_duration_seconds_count")
+                .iter()
+                .any(|(l, n)| l.contains("result=\"error\"") && *n > 0);
+            metrics = m;
+            if failed {
+                break;
+            }
+        }
+    }
+    let errors: u64 = series(&metrics, "tidegate_reconcile_duration_seconds_count")
+        .iter()
+        .filter(|(l, _)| l.contains("result=\"error\""))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(errors > 0, "no failed converge recorded:\n{metrics}");
+    let retried: u64 = series(&metrics, "tidegate_api_retries_total")
+        .iter()
+        .filter(|(l, _)| l.contains("provider=\"kubernetes\"") && l.contains("server_error"))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        retried > 0,
+        "the failed converge's retries are missing:\n{metrics}"
+    );
+    let lists: u64 = series(&metrics, "tidegate_api_calls_total")
+        .iter()
+        .filter(|(l, _)| l.contains("provider=\"kubernetes\"") && l.contains("operation=\"list\""))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(lists > retried, "attempts include every retry:\n{metrics}");
+    assert!(crate::stand::sigterm(&mut child).await.success());
+}
