@@ -66,7 +66,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs of the one-shot commands go to stderr, filtered by `RUST_LOG`
+/// (warnings only by default); `reconcile` sets up its own (text or JSON).
+fn init_cli_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn run(cli: Cli) -> anyhow::Result<u8> {
+    if !matches!(cli.command, Command::Reconcile(_)) {
+        init_cli_logs();
+    }
     let mut out = std::io::stdout().lock();
     let result = match cli.command {
         Command::Validate { repo, format } => cli::validate::run(&repo, format, &mut out),

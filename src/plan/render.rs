@@ -21,8 +21,8 @@ pub const COMMENT_LIMIT: usize = 65_535;
 
 /// What a created secret renders as.
 pub const SENSITIVE: &str = "(sensitive)";
-/// What a changed secret renders as.
-pub const SENSITIVE_CHANGED: &str = "(sensitive, changed)";
+/// What a changed secret renders as (the same words as every other diff).
+pub use crate::diff::SENSITIVE_CHANGED;
 
 /// The plan as JSON (schema: docs/plan-json.md), with a trailing newline.
 pub fn json(plan: &Plan) -> String {
@@ -600,7 +600,7 @@ mod tests {
         );
         assert_eq!(
             field_lines(&c, &Action::Update)[0].1,
-            "~ stringData.pw: (sensitive, changed)"
+            "~ stringData.pw: (sensitive value changed)"
         );
     }
 }

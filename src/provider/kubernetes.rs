@@ -632,6 +632,7 @@ impl Provider for Kubernetes {
     }
 
     async fn observe(&self, kinds: &[String]) -> Result<Vec<Live>> {
+        self.listed_healthy.clear();
         let inventory = self.read_inventory().await?;
         let all: BTreeSet<&str> = kinds
             .iter()

@@ -275,6 +275,12 @@ impl ListedHealthy {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Forgets every mark: called when an observe starts, so a mark never
+    /// outlives the listing that made it.
+    pub fn clear(&self) {
+        self.set().clear();
+    }
+
     /// `kind`/`external_id` was listed healthy just now.
     pub fn mark(&self, kind: &str, external_id: &str) {
         self.set()

@@ -368,7 +368,7 @@ fn base_head_plan_of_a_pull_request() {
     );
     assert_eq!(code, 2, "{err}");
     assert!(
-        out.contains("stringData.db-password: (sensitive, changed)"),
+        out.contains("stringData.db-password: (sensitive value changed)"),
         "{out}"
     );
     assert!(out.contains("secrets not decrypted"), "{out}");
@@ -947,7 +947,7 @@ async fn live_plan_against_moto_and_kube_sim() {
         "{:?}",
         secret.changes
     );
-    assert!(text.contains("(sensitive, changed)"), "{text}");
+    assert!(text.contains("(sensitive value changed)"), "{text}");
     assert_eq!(action(&p, "app.namespace").action, Action::NoOp);
     for out in all_formats(&p) {
         for s in [old_pw.as_str(), "rotated-live-pw-93ab"] {

@@ -205,6 +205,7 @@ impl Provider for AwsProvider {
     /// per type (all types, whatever `kinds` asks, since EC2 tags are the
     /// inventory), concurrently.
     async fn observe(&self, kinds: &[String]) -> Result<Vec<Live>> {
+        self.listed_healthy.clear();
         let reads = observed_kinds(kinds).into_iter().map(|k| async move {
             self.list(k, Vec::new())
                 .await
