@@ -23,6 +23,9 @@ enum Command {
         /// The repository (holding environments/, modules/, secrets/).
         #[arg(long, default_value = ".")]
         repo: PathBuf,
+        /// Validate this Git revision of the repository instead of its working tree.
+        #[arg(long)]
+        revision: Option<String>,
         #[arg(long, value_enum, default_value = "text")]
         format: cli::validate::Format,
     },
@@ -31,6 +34,9 @@ enum Command {
         /// The repository (holding environments/, modules/, secrets/).
         #[arg(long, default_value = ".")]
         repo: PathBuf,
+        /// Graph this Git revision of the repository instead of its working tree.
+        #[arg(long)]
+        revision: Option<String>,
         /// Only this environment.
         #[arg(long)]
         env: Option<String>,
@@ -83,10 +89,26 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     let mut out = std::io::stdout().lock();
     let result = match cli.command {
-        Command::Validate { repo, format } => cli::validate::run(&repo, format, &mut out),
-        Command::Graph { repo, env, format } => {
+        Command::Validate {
+            repo,
+            revision,
+            format,
+        } => cli::validate::run(&repo, revision.as_deref(), format, &mut out),
+        Command::Graph {
+            repo,
+            revision,
+            env,
+            format,
+        } => {
             let mut err = std::io::stderr();
-            cli::graph::run(&repo, env.as_deref(), format, &mut out, &mut err)
+            cli::graph::run(
+                &repo,
+                revision.as_deref(),
+                env.as_deref(),
+                format,
+                &mut out,
+                &mut err,
+            )
         }
         Command::Plan(args) => {
             use std::io::IsTerminal;

@@ -15,16 +15,18 @@ pub enum Format {
     Text,
 }
 
-/// Prints the graph of the repository at `repo` (one environment or all)
-/// to `out`; problems go to `err`. Returns the exit code.
+/// Prints the graph of the repository at `repo` (its working tree, or the
+/// committed `revision`; one environment or all) to `out`; problems go to
+/// `err`. Returns the exit code.
 pub fn run(
     repo: &Path,
+    revision: Option<&str>,
     env: Option<&str>,
     format: Format,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> super::Result<u8> {
-    let files = super::read_repo(repo)?;
+    let files = super::read_repo_at(repo, revision)?;
     let checked = match super::check(&files) {
         Ok(c) => c,
         Err(report) => {

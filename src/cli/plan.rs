@@ -46,6 +46,9 @@ pub struct PlanArgs {
     /// Only these environments (repeatable; default: all, in promotion order).
     #[arg(long = "env", value_name = "ENV")]
     pub envs: Vec<String>,
+    /// Plan this Git revision of the repository instead of its working tree.
+    #[arg(long, conflicts_with_all = ["base", "head"])]
+    pub revision: Option<String>,
     /// Compare with nothing: everything is a create; no credentials needed.
     #[arg(long, conflicts_with_all = ["base", "head"])]
     pub offline: bool,
@@ -131,7 +134,7 @@ pub fn build(args: &PlanArgs, err: &mut dyn Write) -> super::Result<Option<Plan>
     if let (Some(base), Some(head)) = (&args.base, &args.head) {
         return revisions(args, base, head, err);
     }
-    let files = super::read_repo(&args.repo)?;
+    let files = super::read_repo_at(&args.repo, args.revision.as_deref())?;
     let checked = match super::check(&files) {
         Ok(c) => c,
         Err(report) => {
@@ -219,7 +222,7 @@ fn revisions(
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos())
             ));
-            (d.clone(), Some(RemoveOnDrop(d)))
+            (d.clone(), Some(super::RemoveOnDrop(d)))
         }
     };
     let cfg = SourceConfig::new(url, head, cache);
@@ -302,12 +305,4 @@ fn revision_secrets(
                 .into(),
         ),
     )
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

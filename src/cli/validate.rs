@@ -41,10 +41,15 @@ pub struct EnvSummary {
     pub levels: usize,
 }
 
-/// Validates the repository at `repo`, writing the result to `out`;
-/// returns the exit code.
-pub fn run(repo: &Path, format: Format, out: &mut dyn Write) -> super::Result<u8> {
-    let files = super::read_repo(repo)?;
+/// Validates the repository at `repo` (its working tree, or the committed
+/// `revision`), writing the result to `out`; returns the exit code.
+pub fn run(
+    repo: &Path,
+    revision: Option<&str>,
+    format: Format,
+    out: &mut dyn Write,
+) -> super::Result<u8> {
+    let files = super::read_repo_at(repo, revision)?;
     let summary = summarise(&files);
     match format {
         Format::Json => {

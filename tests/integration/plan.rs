@@ -106,6 +106,73 @@ fn exit_codes_are_0_2_1() {
     assert_eq!(code, 1, "{err}");
 }
 
+/// `--revision REF` on validate, graph and plan reads the committed files
+/// at REF from Git, not the working tree (here broken after the commit).
+#[test]
+fn revision_reads_the_commit_not_the_working_tree() {
+    let g = GitRepo::with_example();
+    let first = g.git(&["rev-parse", "HEAD"]);
+    g.edit("environments/dev.yaml", "replicas: 1", "replicas: 3");
+    g.commit("dev: three replicas");
+    std::fs::write(
+        g.path().join("environments/dev.yaml"),
+        "kind: Environment\nspec: [unterminated\n",
+    )
+    .unwrap();
+
+    let (code, _, _) = tidegate_in(g.path(), &["validate"]);
+    assert_eq!(code, 1, "the working tree is broken");
+    let (code, out, err) = tidegate_in(g.path(), &["validate", "--revision", "main"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let (code, _, _) = tidegate_in(g.path(), &["graph", "--format", "text"]);
+    assert_eq!(code, 1);
+    let (code, out, err) = tidegate_in(
+        g.path(),
+        &[
+            "graph",
+            "--revision",
+            "main",
+            "--env",
+            "dev",
+            "--format",
+            "text",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.trim().is_empty());
+
+    let (code, _, _) = tidegate_in(g.path(), &["plan", "--offline"]);
+    assert_eq!(code, 1);
+    let replicas = |rev: &str| {
+        let (code, out, err) = tidegate_in(
+            g.path(),
+            &[
+                "plan",
+                "--offline",
+                "--revision",
+                rev,
+                "--env",
+                "dev",
+                "--format",
+                "json",
+            ],
+        );
+        assert_eq!(code, 2, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["environments"][0]["counts"]["create"], 16);
+        let text = out.replace([' ', '\n'], "");
+        let key = "\"path\":\"spec.replicas\",\"after\":";
+        let at = text.find(key).expect("the plan sets spec.replicas");
+        text[at + key.len()..].chars().next().unwrap()
+    };
+    assert_eq!(replicas("main"), '3', "main has three replicas");
+    assert_eq!(replicas(&first), '1', "the first commit has one");
+    let (code, _, err) = tidegate_in(g.path(), &["plan", "--offline", "--revision", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("names no commit"), "{err}");
+}
+
 // ---------------------------------------------------------- base vs head
 
 /// A real Git repository (made with `git`) holding a copy of the example.
