@@ -174,10 +174,24 @@ fn aws_target(n: &Node, diags: &mut Diagnostics) -> Option<AwsTarget> {
     let profile = f
         .opt("profile")
         .and_then(|p| decode::string(p, "`profile`", diags));
-    f.finish(&["region", "profile"], diags);
+    let endpoint = f.opt("endpoint").and_then(|e| {
+        let url = decode::string(e, "`endpoint`", diags)?;
+        if url.starts_with("http://") || url.starts_with("https://") {
+            Some(url)
+        } else {
+            diags.error(
+                &e.origin,
+                format!("`endpoint` must be an http:// or https:// URL, not `{url}`"),
+                "write the EC2 endpoint as a URL, e.g. `https://ec2.eu-west-1.amazonaws.com` or `http://127.0.0.1:5000`",
+            );
+            None
+        }
+    });
+    f.finish(&["region", "profile", "endpoint"], diags);
     Some(AwsTarget {
         region: region?,
         profile,
+        endpoint,
     })
 }
 

@@ -101,6 +101,9 @@ pub struct KubeTarget {
 pub struct AwsTarget {
     pub region: String,
     pub profile: Option<String>,
+    /// The EC2 endpoint for this environment (`targets.aws.endpoint`), over
+    /// the standard configuration's `AWS_ENDPOINT_URL[_EC2]`.
+    pub endpoint: Option<String>,
 }
 
 /// Everything a provider needs to reach one environment.

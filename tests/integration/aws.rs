@@ -764,6 +764,9 @@ async fn connect_uses_the_standard_aws_configuration() {
         aws: Some(tidegate::provider::AwsTarget {
             region: String::new(),
             profile: None,
+            // The second child names moto in the environment's target
+            // instead of the process environment.
+            endpoint: std::env::var("TIDEGATE_CONNECT_ENDPOINT").ok(),
         }),
         ..Default::default()
     };
@@ -780,9 +783,47 @@ async fn connect_uses_the_standard_aws_configuration() {
     }
     let moto = MotoServer::start();
     let dir = tempfile::tempdir().unwrap();
+    // `targets.aws.endpoint` alone reaches moto too (no AWS_ENDPOINT_URL*);
+    // its VPC goes to us-east-1 here, so the checks below still see one.
     let status = std::process::Command::new(std::env::current_exe().unwrap())
         .args([NAME, "--exact", "--test-threads=1"])
         .env("TIDEGATE_CONNECT_CHILD", "1")
+        .env("TIDEGATE_CONNECT_ENDPOINT", &moto.endpoint)
+        .env("AWS_REGION", "us-west-2")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_CONFIG_FILE", dir.path().join("config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.path().join("credentials"),
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_ENDPOINT_URL_EC2")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the child with targets.aws.endpoint failed"
+    );
+    let conf = aws_sdk_ec2::config::Builder::new()
+        .region(Region::new("us-west-2"))
+        .endpoint_url(&moto.endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"));
+    let west2 = AwsProvider::with_config("standard", conf, Options::default());
+    let vpcs = west2.observe(&[]).await.unwrap();
+    assert_eq!(vpcs.len(), 1, "the endpoint in the target was used");
+    let arn = vpcs[0].attributes["arn"].as_str().unwrap().to_string();
+    assert!(
+        arn.starts_with("arn:aws:ec2:us-west-2:") && arn.contains(":vpc/vpc-"),
+        "{arn}"
+    );
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([NAME, "--exact", "--test-threads=1"])
+        .env("TIDEGATE_CONNECT_CHILD", "1")
+        .env_remove("TIDEGATE_CONNECT_ENDPOINT")
         .env("AWS_ENDPOINT_URL_EC2", &moto.endpoint)
         .env("AWS_REGION", "eu-west-1")
         .env("AWS_ACCESS_KEY_ID", "testing")

@@ -158,7 +158,7 @@ impl AwsProvider {
         Ok(raws
             .iter()
             .filter(|r| !observe::is_deposed(r))
-            .find_map(observe::to_live))
+            .find_map(|r| observe::to_live(r, &self.region())))
     }
 
     /// The owned resource with this id, re-read; `None` when it is gone.
@@ -178,7 +178,7 @@ impl AwsProvider {
                 .read(kind, external_id)
                 .await?
                 .as_ref()
-                .and_then(observe::to_live)
+                .and_then(|r| observe::to_live(r, &self.region()))
             {
                 return Ok(live);
             }

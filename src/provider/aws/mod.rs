@@ -90,9 +90,20 @@ pub struct AwsProvider {
 }
 
 impl AwsProvider {
+    /// The region the client talks to (for ARNs).
+    pub(crate) fn region(&self) -> String {
+        self.client
+            .config()
+            .region()
+            .map(|r| r.as_ref().to_string())
+            .unwrap_or_default()
+    }
+}
+
+impl AwsProvider {
     /// Connects through the standard AWS configuration chain (environment,
     /// profile, `AWS_ENDPOINT_URL[_EC2]`, credentials) with the target's
-    /// region and profile.
+    /// region, profile and, when it names one, endpoint.
     pub async fn connect(target: &EnvTarget) -> Result<Self> {
         let aws = target.aws.as_ref().ok_or_else(|| Error::Target {
             provider: ProviderKind::Aws,
@@ -105,6 +116,9 @@ impl AwsProvider {
         }
         if let Some(p) = &aws.profile {
             loader = loader.profile_name(p);
+        }
+        if let Some(e) = &aws.endpoint {
+            loader = loader.endpoint_url(e);
         }
         let shared = loader.load().await;
         if shared.region().is_none() {
@@ -214,7 +228,7 @@ impl Provider for AwsProvider {
         let mut out = Vec::new();
         for raws in futures_join_all(reads).await {
             for raw in raws? {
-                let Some(live) = observe::to_live(&raw) else {
+                let Some(live) = observe::to_live(&raw, &self.region()) else {
                     continue;
                 };
                 if observe::healthy_as_listed(&raw) {

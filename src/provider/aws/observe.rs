@@ -337,7 +337,7 @@ pub fn permission_atoms(perms: &[IpPermission]) -> Vec<RuleAtom> {
 
 /// The normalised live state of a raw resource; `None` when it does not
 /// carry tidegate's ownership marks.
-pub fn to_live(raw: &Raw) -> Option<Live> {
+pub fn to_live(raw: &Raw, region: &str) -> Option<Live> {
     let (kind, tags, external_id) = match raw {
         Raw::Vpc(v) => ("vpc", v.tags(), v.vpc_id()),
         Raw::Subnet(v) => ("subnet", v.tags(), v.subnet_id()),
@@ -361,7 +361,7 @@ pub fn to_live(raw: &Raw) -> Option<Live> {
         };
     }
     let user_tags = model::user_tags(&tags);
-    let (body, attributes) = normalise(raw, &tags, user_tags, &external_id);
+    let (body, attributes) = normalise(raw, &tags, user_tags, &external_id, region);
     Some(Live {
         id,
         kind: kind.to_string(),
@@ -386,7 +386,7 @@ pub fn healthy_as_listed(raw: &Raw) -> bool {
 
 /// True when the resource was superseded by a replacement.
 pub fn is_deposed(raw: &Raw) -> bool {
-    to_live(raw).is_some_and(|l| l.id.name.contains("~deposed~"))
+    to_live(raw, "").is_some_and(|l| l.id.name.contains("~deposed~"))
 }
 
 fn attrs(entries: Vec<(&str, Value)>) -> Map {
@@ -396,11 +396,25 @@ fn attrs(entries: Vec<(&str, Value)>) -> Map {
     }
 }
 
+/// The ARN of an EC2 resource: `arn:<partition>:ec2:<region>:<account>:<type>/<id>`.
+pub fn arn(region: &str, account: Option<&str>, resource: &str, id: &str) -> String {
+    let partition = if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    };
+    let account = account.unwrap_or("000000000000");
+    format!("arn:{partition}:ec2:{region}:{account}:{resource}/{id}")
+}
+
 fn normalise(
     raw: &Raw,
     tags: &BTreeMap<String, String>,
     user_tags: Value,
     id: &str,
+    region: &str,
 ) -> (Value, Map) {
     let idv = Value::String(id.to_string());
     let fp = |tag: &str| s(tags.get(tag).map(String::as_str));
@@ -413,10 +427,7 @@ fn normalise(
                 ("enableDnsSupport", Value::Bool(support)),
                 ("tags", user_tags),
             ]);
-            let arn = format!(
-                "arn:aws:ec2::{}:vpc/{id}",
-                v.owner_id().unwrap_or("000000000000")
-            );
+            let arn = arn(region, v.owner_id(), "vpc", id);
             let a = attrs(vec![
                 ("id", idv),
                 ("cidrBlock", s(v.cidr_block())),
@@ -435,10 +446,15 @@ fn normalise(
                 ),
                 ("tags", user_tags),
             ]);
+            let subnet_arn = v
+                .subnet_arn()
+                .map(str::to_string)
+                .unwrap_or_else(|| arn(region, v.owner_id(), "subnet", id));
             let a = attrs(vec![
                 ("id", idv),
                 ("availabilityZone", s(v.availability_zone())),
                 ("cidrBlock", s(v.cidr_block())),
+                ("arn", Value::String(subnet_arn)),
             ]);
             (body, a)
         }
@@ -605,6 +621,21 @@ mod tests {
     }
 
     #[test]
+    fn arns_carry_partition_region_account_and_type() {
+        assert_eq!(
+            arn("eu-west-1", Some("123456789012"), "vpc", "vpc-1"),
+            "arn:aws:ec2:eu-west-1:123456789012:vpc/vpc-1"
+        );
+        assert_eq!(
+            arn("cn-north-1", Some("1"), "subnet", "subnet-2"),
+            "arn:aws-cn:ec2:cn-north-1:1:subnet/subnet-2"
+        );
+        assert!(
+            arn("us-gov-west-1", None, "vpc", "v").starts_with("arn:aws-us-gov:ec2:us-gov-west-1:")
+        );
+    }
+
+    #[test]
     fn security_groups_normalise_into_the_spec_shape() {
         let sg = SecurityGroup::builder()
             .group_id("sg-1")
@@ -630,7 +661,7 @@ mod tests {
                     .build(),
             )
             .build();
-        let live = to_live(&Raw::SecurityGroup(sg)).unwrap();
+        let live = to_live(&Raw::SecurityGroup(sg), "eu-west-1").unwrap();
         assert_eq!(live.id.to_string(), "network.web");
         assert_eq!(
             live.body.to_json_masked(),
@@ -651,7 +682,7 @@ mod tests {
             .vpc_id("vpc-1")
             .tags(tag("tidegate:environment", "dev"))
             .build();
-        assert!(to_live(&Raw::Vpc(vpc)).is_none());
+        assert!(to_live(&Raw::Vpc(vpc), "eu-west-1").is_none());
         let mut tags = owned_tags();
         tags.push(tag(model::TAG_DEPOSED, "true"));
         let vpc = Vpc::builder()
@@ -661,7 +692,7 @@ mod tests {
             .build();
         let raw = Raw::Vpc(vpc);
         assert!(is_deposed(&raw));
-        let live = to_live(&raw).unwrap();
+        let live = to_live(&raw, "eu-west-1").unwrap();
         assert_eq!(live.id.name, "web~deposed~vpc-1");
         assert_eq!(
             live.body.get_path("enableDnsSupport"),

@@ -164,7 +164,7 @@ pub fn fields(kind: &str) -> Option<&'static [Field]> {
 pub fn attributes(kind: &str) -> &'static [&'static str] {
     match kind {
         "vpc" => &["id", "cidrBlock", "arn"],
-        "subnet" => &["id", "availabilityZone", "cidrBlock"],
+        "subnet" => &["id", "availabilityZone", "cidrBlock", "arn"],
         "internet_gateway" | "route_table" => &["id"],
         "security_group" => &["id", "groupName"],
         "key_pair" => &["id", "keyName", "fingerprint"],
