@@ -66,6 +66,9 @@ pub struct Environment {
     pub drift: DriftPolicy,
     /// `suspend: true`: the reconciler leaves this environment alone.
     pub suspend: bool,
+    /// `requireSignedCommits: true`: only commits signed by a trusted key
+    /// (`--trusted-signers`, `--trusted-pgp-keys`) are applied here.
+    pub require_signed_commits: bool,
 }
 
 /// How often the reconciler compares an environment with its live state

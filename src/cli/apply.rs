@@ -79,6 +79,8 @@ pub struct CommonArgs {
     pub health_timeout: u64,
     #[command(flatten)]
     pub identities: IdentityOptions,
+    #[command(flatten)]
+    pub trust: super::TrustOptions,
 }
 
 /// `tidegate apply`.
@@ -279,9 +281,11 @@ pub fn run_pipeline(
     if mode.owner.is_some() && envs.len() != 1 {
         return Err(super::Error::Usage("--as needs one --env".into()).into());
     }
+    let refusals = signature_refusals(args, &checked.model, &envs, &commit)?;
     let identities = Identities::from_env(&args.identities)?;
     let rt = tokio::runtime::Runtime::new().map_err(Error::Runtime)?;
     let ctx = Ctx {
+        refusals: &refusals,
         model: &checked.model,
         graph: &checked.graph,
         files: &files,
@@ -325,7 +329,49 @@ pub fn run_pipeline(
     })
 }
 
+/// The selected environments requiring a trusted signature that `commit`
+/// may not be applied to, with why. The working tree is only signed when it
+/// is a clean checkout of its HEAD.
+fn signature_refusals(
+    args: &CommonArgs,
+    model: &Model,
+    envs: &[String],
+    commit: &str,
+) -> Result<HashMap<String, String>> {
+    let strict: Vec<_> = envs
+        .iter()
+        .filter_map(|e| model.environment(e))
+        .filter(|e| e.require_signed_commits)
+        .collect();
+    if strict.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let trust = args.trust.load()?;
+    let mut out = HashMap::new();
+    if commit.starts_with("worktree-") {
+        for e in strict {
+            let why = format!(
+                "{} is not applied from the working tree of {}: it differs from the HEAD commit, so no signature covers it, and {} sets `requireSignedCommits: true`; commit and sign the change, then pass --revision REF",
+                e.name,
+                args.repo.display(),
+                e.file
+            );
+            out.insert(e.name.clone(), why);
+        }
+        return Ok(out);
+    }
+    let verdict = crate::source::verify_in_repo(&args.repo, commit, &trust)?;
+    for e in strict {
+        if let Some(why) = super::signature_refusal(e, commit, &verdict, &trust) {
+            out.insert(e.name.clone(), why);
+        }
+    }
+    Ok(out)
+}
+
 struct Ctx<'a> {
+    /// Environments the commit may not be applied to (signature), with why.
+    refusals: &'a HashMap<String, String>,
     model: &'a Model,
     graph: &'a Graph,
     files: &'a Files,
@@ -360,6 +406,11 @@ impl Ctx<'_> {
                 result.held = Some(held.to_string());
                 return Ok(result);
             }
+        }
+        if let Some(why) = self.refusals.get(name) {
+            w(out, format_args!("{why}\n"))?;
+            result.held = Some(why.clone());
+            return Ok(result);
         }
         let decrypted = secrets::load_env(environment, self.files, self.identities)?;
         if let Some(why) = self.policy_gate(name, &decrypted, out)? {

@@ -55,6 +55,55 @@ pub struct Checked {
     pub graph: Graph,
 }
 
+/// The keys trusted to sign commits for environments with
+/// `requireSignedCommits: true`: tidegate's own configuration, never the
+/// repository being checked.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TrustOptions {
+    /// Trusted SSH signing keys, in git's allowed_signers format
+    /// (`ops@example.com ssh-ed25519 AAAA...`, one per line).
+    #[arg(long, value_name = "FILE", env = "TIDEGATE_TRUSTED_SIGNERS")]
+    pub trusted_signers: Option<std::path::PathBuf>,
+    /// Trusted OpenPGP keys: a file of ASCII-armored public keys
+    /// (`gpg --armor --export`); repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub trusted_pgp_keys: Vec<std::path::PathBuf>,
+}
+
+impl TrustOptions {
+    /// Reads the trust list (empty when no file is given).
+    pub fn load(&self) -> Result<crate::source::TrustList> {
+        Ok(crate::source::TrustList::from_files(
+            self.trusted_signers.as_deref(),
+            &self.trusted_pgp_keys,
+        )?)
+    }
+}
+
+/// Why a commit may not be applied to `env`, which requires a trusted
+/// signature; `None` when it may.
+pub fn signature_refusal(
+    env: &crate::model::Environment,
+    commit: &str,
+    verdict: &crate::source::Verification,
+    trust: &crate::source::TrustList,
+) -> Option<String> {
+    use crate::source::SignaturePolicy;
+    if !env.require_signed_commits || SignaturePolicy::RequireTrusted.allows(verdict) {
+        return None;
+    }
+    let short = &commit[..commit.len().min(12)];
+    let hint = if trust.is_empty() {
+        "no trusted keys are configured: pass --trusted-signers FILE or --trusted-pgp-keys FILE"
+    } else {
+        "sign the commit with a key listed in --trusted-signers or --trusted-pgp-keys"
+    };
+    Some(format!(
+        "commit {short} is not applied to {}: {verdict}, and {} sets `requireSignedCommits: true`; {hint}",
+        env.name, env.file
+    ))
+}
+
 /// Reads the repository at `repo` from disk.
 pub fn read_repo(repo: &Path) -> Result<Files> {
     Ok(load::read_dir(repo)?)

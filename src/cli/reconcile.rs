@@ -89,6 +89,8 @@ pub struct ReconcileArgs {
     pub state_dir: PathBuf,
     #[command(flatten)]
     pub identities: IdentityOptions,
+    #[command(flatten)]
+    pub trust: super::TrustOptions,
 }
 
 /// Runs the reconciler with the executor until SIGTERM or Ctrl-C.
@@ -145,8 +147,13 @@ async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> reconcile::
             known_hosts: known_hosts.clone(),
         });
     }
+    let trust = crate::source::TrustList::from_files(
+        args.trust.trusted_signers.as_deref(),
+        &args.trust.trusted_pgp_keys,
+    )?;
     let source = Source::open(cfg).await?;
     let mut opts = Options::new(&args.remote, &args.branch);
+    opts.trust = Arc::new(trust);
     opts.interval = args.interval;
     opts.shutdown_grace = args.shutdown_grace;
     opts.dry_run = args.dry_run;

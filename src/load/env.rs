@@ -11,7 +11,15 @@ use super::decode::{self, Fields};
 use super::yaml::{Node, NodeKind};
 
 const SPEC_FIELDS: &[&str] = &[
-    "after", "targets", "vars", "secrets", "modules", "policy", "drift", "suspend",
+    "after",
+    "targets",
+    "vars",
+    "secrets",
+    "modules",
+    "policy",
+    "drift",
+    "suspend",
+    "requireSignedCommits",
 ];
 
 /// The shortest drift interval accepted (each check observes every resource).
@@ -79,6 +87,10 @@ pub fn decode(path: &str, text: &str, diags: &mut Diagnostics) -> Option<Environ
     }
     if let Some(n) = f.opt("suspend") {
         env.suspend = decode::boolean(n, "`suspend`", diags).unwrap_or(false);
+    }
+    if let Some(n) = f.opt("requireSignedCommits") {
+        env.require_signed_commits =
+            decode::boolean(n, "`requireSignedCommits`", diags).unwrap_or(false);
     }
     f.finish(SPEC_FIELDS, diags);
     Some(env)

@@ -228,3 +228,39 @@ fn bad_drift_and_suspend_values_are_errors_with_a_fix() {
     assert!(e[3].contains("write `true`"), "{}", e[3]);
     assert!(e[4].starts_with("environments/b.yaml:7:15: error: `drift.interval` is 2s, shorter than the minimum of 10s"), "{}", e[4]);
 }
+
+#[test]
+fn require_signed_commits_is_a_boolean_defaulting_to_false() {
+    let f = files(&[
+        (
+            "environments/a.yaml",
+            &env("a", "  requireSignedCommits: true\n"),
+        ),
+        ("environments/b.yaml", &env("b", "  after: a\n")),
+    ]);
+    let m = load(&f).unwrap();
+    assert!(m.environment("a").unwrap().require_signed_commits);
+    assert!(!m.environment("b").unwrap().require_signed_commits);
+
+    let f = files(&[
+        (
+            "environments/a.yaml",
+            &env("a", "  requireSignedCommits: \"yes\"\n"),
+        ),
+        (
+            "environments/b.yaml",
+            &env("b", "  requireSignedCommit: true\n"),
+        ),
+    ]);
+    let e = errors(&f);
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(
+        e[0].starts_with("environments/a.yaml:6:25: error: `requireSignedCommits` must be"),
+        "{}",
+        e[0]
+    );
+    assert!(e[0].contains("true or false"), "{}", e[0]);
+    assert!(e[1].starts_with("environments/b.yaml:6:"), "{}", e[1]);
+    assert!(e[1].contains("requireSignedCommit"), "{}", e[1]);
+    assert!(e[1].contains("requireSignedCommits"), "{}", e[1]);
+}

@@ -49,6 +49,9 @@ pub struct Options {
     pub dry_run: bool,
     /// Leader election; `None` holds every environment (one replica).
     pub leases: Option<LeaseConfig>,
+    /// Keys trusted to sign commits for environments with
+    /// `requireSignedCommits: true` (empty: such environments apply nothing).
+    pub trust: Arc<source::TrustList>,
 }
 
 impl Options {
@@ -66,6 +69,7 @@ impl Options {
             },
             dry_run: false,
             leases: None,
+            trust: Arc::default(),
         }
     }
 }
@@ -158,6 +162,9 @@ pub struct Status {
     pub load_error: Option<String>,
     /// Why the last poll failed.
     pub source_error: Option<String>,
+    /// The signature of the commit being reconciled (`signed by ops@...`,
+    /// `commit is not signed`), when an environment requires one.
+    pub signature: Option<String>,
     pub last_poll_unix: Option<u64>,
     pub stopping: bool,
     /// In promotion order.
@@ -280,6 +287,7 @@ impl Reconciler {
             converge,
             opts,
             shared,
+            refusals: Mutex::default(),
         };
         io.run(&mut commands, kube, shutdown).await
     }
@@ -291,6 +299,9 @@ struct Io {
     converge: Arc<dyn Converge>,
     opts: Options,
     shared: Arc<Shared>,
+    /// For the commit loaded last: environments requiring a trusted
+    /// signature it lacks, with why (commit, env → reason).
+    refusals: Mutex<(String, HashMap<String, String>)>,
 }
 
 impl Io {
@@ -364,6 +375,18 @@ impl Io {
                         let Some(snap) = snapshot.clone().filter(|s| s.commit == commit) else {
                             continue;
                         };
+                        if let (Mode::Apply, Some(why)) = (mode, self.refusal(&commit, &env)) {
+                            tracing::warn!(environment = %env, commit = %commit, reason = %why, "commit not applied: signature");
+                            let report = EnvReport {
+                                commit,
+                                mode,
+                                error: Some(ReportError::new(ErrorReason::Signature, why)),
+                                finished_unix: unix_now(),
+                                ..EnvReport::default()
+                            };
+                            let _ = done_tx.send((env, report));
+                            continue;
+                        }
                         let task = self.spawn(env.clone(), snap, mode, done_tx.clone());
                         tasks.insert(env, task);
                     }
@@ -446,6 +469,45 @@ impl Io {
         }
     }
 
+    /// Why `commit` may not be applied to `env` (a trusted signature is
+    /// required and missing).
+    fn refusal(&self, commit: &str, env: &str) -> Option<String> {
+        let r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        (r.0 == commit).then(|| r.1.get(env).cloned()).flatten()
+    }
+
+    /// Checks the signature of a loaded commit for the environments that
+    /// require one; records which of them it may not be applied to.
+    async fn check_signature(&self, commit: &str, model: &crate::model::Model) {
+        let strict: Vec<&crate::model::Environment> = model
+            .environments
+            .iter()
+            .filter(|e| e.require_signed_commits)
+            .collect();
+        let mut refused = HashMap::new();
+        let mut shown = None;
+        if !strict.is_empty() {
+            let trust = self.opts.trust.clone();
+            let verdict = match self.source.verify(commit, trust).await {
+                Ok(v) => v,
+                Err(e) => source::Verification::Invalid {
+                    reason: e.to_string(),
+                },
+            };
+            tracing::info!(commit = %commit, signature = %verdict, "commit signature checked");
+            for e in strict {
+                if let Some(why) =
+                    crate::cli::signature_refusal(e, commit, &verdict, &self.opts.trust)
+                {
+                    refused.insert(e.name.clone(), why);
+                }
+            }
+            shown = Some(verdict.to_string());
+        }
+        self.shared.set_status(|s| s.signature = shown);
+        *self.refusals.lock().unwrap_or_else(|p| p.into_inner()) = (commit.to_string(), refused);
+    }
+
     /// Loads and checks a new commit; the machine only sees it when it is
     /// clean, so a bad commit changes nothing anywhere.
     async fn load(
@@ -465,6 +527,7 @@ impl Io {
                     .iter()
                     .map(EnvSpec::from)
                     .collect();
+                self.check_signature(&commit, &checked.model).await;
                 let graph = GraphView::of(&checked.graph);
                 self.shared.set_status(|s| {
                     s.graph = graph;

@@ -276,6 +276,8 @@ pub enum ErrorReason {
     Timeout,
     /// A lease could not be acquired or renewed.
     Lease,
+    /// The commit lacks the trusted signature the environment requires.
+    Signature,
     /// Anything else (a panicked task).
     Internal,
 }
@@ -292,6 +294,7 @@ impl ErrorReason {
             ErrorReason::Health => "health",
             ErrorReason::Timeout => "timeout",
             ErrorReason::Lease => "lease",
+            ErrorReason::Signature => "signature",
             ErrorReason::Internal => "internal",
         }
     }

@@ -38,6 +38,9 @@ pub fn render(status: &Status, env: Option<&str>) -> String {
     if let Some(e) = &status.source_error {
         let _ = write!(h, "<p class=banner>Git source: {}</p>", esc(e));
     }
+    if let Some(s) = &status.signature {
+        let _ = write!(h, "<p>Commit signature: {}</p>", esc(s));
+    }
     if let Some(e) = &status.load_error {
         let c = status.rejected_commit.as_deref().map_or("", short);
         let _ = write!(

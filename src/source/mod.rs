@@ -36,7 +36,9 @@ use git2::Oid;
 pub use cache::{Cache, RemoteTip};
 pub use credentials::{Credentials, HttpsAuth, SecretFrom, SshAuth};
 pub use poll::{step, Backoff, Event, ForcePush, Observation, State};
-pub use signature::{SignaturePolicy, TrustList, TrustedPgpKey, TrustedSshKey, Verification};
+pub use signature::{
+    verify_in_repo, SignaturePolicy, TrustList, TrustedPgpKey, TrustedSshKey, Verification,
+};
 pub use snapshot::{Files, ReadLimits, Snapshot, TreeCache, DEFAULT_PATHS};
 
 /// Everything that can fail in the Git source.
@@ -122,6 +124,23 @@ pub enum Error {
         at: String,
         #[source]
         source: ssh_key::Error,
+    },
+    /// The Git repository whose commit is checked cannot be opened.
+    #[error("cannot open the git repository holding {path} (a signed commit needs a Git checkout): {source}")]
+    OpenRepo {
+        path: String,
+        #[source]
+        source: git2::Error,
+    },
+    /// A line of the allowed signers file cannot be used.
+    #[error("{at}: {reason} (expected git's allowed_signers format: `ops@example.com ssh-ed25519 AAAA...`)")]
+    AllowedSigners { at: String, reason: String },
+    /// A trust list file cannot be read.
+    #[error("cannot read trusted keys from {path}: {source}")]
+    ReadTrustFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
     },
     /// A trusted OpenPGP key is not a valid armored public key.
     #[error("{at}: not an ASCII-armored OpenPGP public key (export with `gpg --armor --export`): {reason}")]

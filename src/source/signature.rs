@@ -60,6 +60,111 @@ impl TrustList {
         Ok(())
     }
 
+    /// Add the keys of a file in git's `gpg.ssh.allowedSignersFile` format:
+    /// `principal[,principal...] [options] keytype base64 [comment]` per
+    /// line. The first principal becomes the name; a `namespaces="..."`
+    /// option without `git` excludes the key; `cert-authority`,
+    /// `valid-after` and `valid-before` are refused (not supported).
+    pub fn add_allowed_signers(&mut self, origin: &str, text: &str) -> Result<()> {
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let at = format!("{origin}:{}", n + 1);
+            let tokens: Vec<&str> = line.split_whitespace().collect();
+            let Some(k) = tokens.iter().position(|t| is_key_type(t)) else {
+                return Err(Error::AllowedSigners {
+                    at,
+                    reason: "no key type (such as ssh-ed25519) on the line".into(),
+                });
+            };
+            let options = if k >= 2 {
+                tokens[1..k].join(" ")
+            } else {
+                String::new()
+            };
+            if let Some(bad) = ["cert-authority", "valid-after", "valid-before"]
+                .into_iter()
+                .find(|o| options.contains(o))
+            {
+                return Err(Error::AllowedSigners {
+                    at,
+                    reason: format!("the `{bad}` option is not supported; list the signing key itself without it"),
+                });
+            }
+            if let Some(ns) = option_value(&options, "namespaces") {
+                if !ns.split(',').any(|n| n.trim() == GIT_NAMESPACE) {
+                    continue;
+                }
+            }
+            let key_line = tokens[k..].join(" ");
+            let key = PublicKey::from_openssh(&key_line)
+                .map_err(|source| Error::TrustedSshKey { at, source })?;
+            let name = match k {
+                0 if !key.comment().is_empty() => key.comment().to_string(),
+                0 => key.fingerprint(HashAlg::Sha256).to_string(),
+                _ => tokens[0].split(',').next().unwrap_or_default().to_string(),
+            };
+            self.ssh.push(TrustedSshKey { name, key });
+        }
+        Ok(())
+    }
+
+    /// Add every ASCII-armored OpenPGP public key in `text` (one or several
+    /// `-----BEGIN PGP PUBLIC KEY BLOCK-----` blocks).
+    pub fn add_pgp_keys(&mut self, origin: &str, text: &str) -> Result<()> {
+        const BEGIN: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
+        let starts: Vec<usize> = text.match_indices(BEGIN).map(|(i, _)| i).collect();
+        let blocks: Vec<&str> = starts
+            .iter()
+            .enumerate()
+            .map(|(j, &i)| &text[i..starts.get(j + 1).copied().unwrap_or(text.len())])
+            .collect();
+        if blocks.is_empty() {
+            return Err(Error::TrustedPgpKey {
+                at: origin.to_string(),
+                reason: format!("no {BEGIN} in the file"),
+            });
+        }
+        for (i, block) in blocks.iter().enumerate() {
+            let at = if blocks.len() == 1 {
+                origin.to_string()
+            } else {
+                format!("{origin} (key {})", i + 1)
+            };
+            self.add_pgp_key(&at, block)?;
+        }
+        Ok(())
+    }
+
+    /// Whether no key at all is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.ssh.is_empty() && self.pgp.is_empty()
+    }
+
+    /// The trust list of tidegate's configuration: an allowed_signers file
+    /// and armored OpenPGP key files.
+    pub fn from_files(
+        allowed_signers: Option<&std::path::Path>,
+        pgp_keys: &[std::path::PathBuf],
+    ) -> Result<TrustList> {
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).map_err(|source| Error::ReadTrustFile {
+                path: p.display().to_string(),
+                source,
+            })
+        };
+        let mut trust = TrustList::default();
+        if let Some(p) = allowed_signers {
+            trust.add_allowed_signers(&p.display().to_string(), &read(p)?)?;
+        }
+        for p in pgp_keys {
+            trust.add_pgp_keys(&p.display().to_string(), &read(p)?)?;
+        }
+        Ok(trust)
+    }
+
     /// Add one ASCII-armored OpenPGP public key; its first user id is the name.
     pub fn add_pgp_key(&mut self, origin: &str, armored: &str) -> Result<()> {
         let (key, _) = SignedPublicKey::from_string(armored).map_err(|e| Error::TrustedPgpKey {
@@ -75,6 +180,46 @@ impl TrustList {
         self.pgp.push(TrustedPgpKey { name, key });
         Ok(())
     }
+}
+
+/// Key types of OpenSSH public key lines (plain and security-key).
+fn is_key_type(t: &str) -> bool {
+    ["ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-sha2-"]
+        .iter()
+        .any(|p| t.starts_with(p))
+        && !t.contains('=')
+}
+
+/// The value of `name="..."` or `name=...` in an allowed_signers options field.
+fn option_value(options: &str, name: &str) -> Option<String> {
+    let start = options.find(&format!("{name}="))? + name.len() + 1;
+    let rest = &options[start..];
+    Some(match rest.strip_prefix('"') {
+        Some(q) => q.split('"').next().unwrap_or_default().to_string(),
+        None => rest
+            .split([',', ' '])
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    })
+}
+
+/// Check `commit` (hex id) in the Git repository holding `path` (a working
+/// tree or a bare repository) against `trust`.
+pub fn verify_in_repo(
+    path: &std::path::Path,
+    commit: &str,
+    trust: &TrustList,
+) -> Result<Verification> {
+    let repo = Repository::discover(path).map_err(|source| Error::OpenRepo {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let oid = Oid::from_str(commit).map_err(|source| Error::ReadCommit {
+        commit: commit.to_string(),
+        source,
+    })?;
+    verify_commit(&repo, oid, trust)
 }
 
 /// What an environment demands of the commit it is given.
@@ -287,6 +432,42 @@ mod tests {
             verify(bad_pgp, b"data", &t),
             Verification::Invalid { .. }
         ));
+    }
+
+    #[test]
+    fn allowed_signers_lines_principals_options_and_errors() {
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAII8KGSg3HkqXs7t3NOt97CWAJdw/MID6Dz9prabh45E9";
+        let mut t = TrustList::default();
+        let text = format!(
+            "# ops\nops@example.com,alt@example.com {key} laptop\n\
+             ci@example.com namespaces=\"file,git\" {key}\n\
+             mail@example.com namespaces=\"file\" {key}\n\
+             {key} bare-comment\n"
+        );
+        t.add_allowed_signers("signers", &text).unwrap();
+        let names: Vec<&str> = t.ssh.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["ops@example.com", "ci@example.com", "bare-comment"]);
+
+        let err = TrustList::default()
+            .add_allowed_signers("signers", &format!("\nops cert-authority {key}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("signers:2: the `cert-authority` option"),
+            "{err}"
+        );
+        let err = TrustList::default()
+            .add_allowed_signers("signers", "ops@example.com AAAA\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("signers:1: no key type"), "{err}");
+        assert!(err.contains("allowed_signers format"), "{err}");
+        let err = TrustList::default()
+            .add_pgp_keys("keys.asc", "not a key")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("keys.asc: "), "{err}");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use tidegate::reconcile::{
     ReportError, Shared,
 };
 use tidegate::sensitive::Sensitive;
-use tidegate::source::{Snapshot, Source, SourceConfig};
+use tidegate::source::{Snapshot, Source, SourceConfig, TrustList};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support;
@@ -218,6 +218,7 @@ struct Setup {
     secret: Option<&'static str>,
     leases: Option<(LeaseConfig, kube::Client)>,
     source_backoff: Duration,
+    trust: Arc<TrustList>,
 }
 
 impl Setup {
@@ -228,6 +229,7 @@ impl Setup {
             secret: None,
             leases: None,
             source_backoff: Duration::from_millis(100),
+            trust: Arc::default(),
         }
     }
 }
@@ -247,6 +249,7 @@ async fn start(setup: Setup, converge: Arc<dyn Converge>) -> Running {
     opts.backoff.max = Duration::from_secs(2);
     let kube = setup.leases.as_ref().map(|(_, c)| c.clone());
     opts.leases = setup.leases.map(|(l, _)| l);
+    opts.trust = setup.trust;
     let secret = setup.secret.map(|s| Sensitive::new(s.as_bytes().to_vec()));
     let (shared, commands) = Shared::new(&opts, secret);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -399,6 +402,130 @@ async fn a_new_commit_walks_the_environments_in_order_and_a_failure_holds_the_la
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(rec.envs_at(&c3).is_empty());
+    r.shutdown().await;
+}
+
+/// Commits `vars: {rev}` in every environment, prod requiring a trusted
+/// signature; signed with `signer` (an ssh-keygen key) when given.
+fn signed_bump(up: &Upstream, rev: u32, signer: Option<&crate::source::SshSigner>) -> String {
+    let mut after = None;
+    for env in ENVS {
+        let strict = if env == "prod" {
+            "  requireSignedCommits: true\n"
+        } else {
+            ""
+        };
+        let extra = format!("{strict}  vars: {{rev: {rev}}}\n");
+        up.write(
+            &format!("environments/{env}.yaml"),
+            &env_doc(env, after, &extra),
+        );
+        after = Some(env);
+    }
+    git(up.path(), &["add", "-A"]);
+    let mut args = vec![];
+    let key;
+    if let Some(s) = signer {
+        key = format!("user.signingkey={}", s.key.display());
+        args.extend(["-c", "gpg.format=ssh", "-c", key.as_str()]);
+    }
+    let msg = format!("rev {rev}");
+    args.extend(["commit", "-q", "-m", msg.as_str()]);
+    if signer.is_some() {
+        args.push("-S");
+    }
+    git(up.path(), &args);
+    git(up.path(), &["rev-parse", "HEAD"])
+}
+
+/// prod requires a trusted signature: an unsigned commit and one signed by
+/// an untrusted key reach dev, staging and test but not prod, and the
+/// status API and page say why; a commit signed by the trusted key
+/// (allowed_signers format) reaches prod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prod_requires_a_trusted_signature() {
+    let up = Upstream::new();
+    let ops = crate::source::ssh_signer("ops-laptop");
+    let stranger = crate::source::ssh_signer("stranger");
+    let mut trust = TrustList::default();
+    trust
+        .add_allowed_signers(
+            "allowed_signers",
+            &format!("ops@example.com {}", ops.public),
+        )
+        .unwrap();
+    let unsigned = signed_bump(&up, 2, None);
+    let rec = Arc::new(Recorder::default());
+    let mut setup = Setup::new(up.url());
+    setup.trust = Arc::new(trust);
+    let r = start(setup, rec.clone()).await;
+
+    let prod_error = |r: &Running| {
+        let s = r.status();
+        let prod = s["environments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "prod")
+            .cloned()
+            .unwrap();
+        (
+            prod["last"]["commit"].clone(),
+            prod["last"]["error"].clone(),
+        )
+    };
+    until(
+        20,
+        "the unsigned commit reaches test and is refused in prod",
+        || rec.envs_at(&unsigned).len() == 3 && prod_error(&r).1["reason"] == "signature",
+    )
+    .await;
+    assert_eq!(rec.envs_at(&unsigned), ["dev", "staging", "test"]);
+    let (commit, error) = prod_error(&r);
+    assert_eq!(commit, unsigned.as_str());
+    let msg = error["message"].as_str().unwrap();
+    assert!(
+        msg.contains("is not applied to prod: commit is not signed"),
+        "{msg}"
+    );
+    assert!(msg.contains("and environments/prod.yaml sets `requireSignedCommits: true`; sign the commit with a key listed in --trusted-signers"), "{msg}");
+    let (code, body) = r.get("/api/v1/status").await;
+    assert_eq!(code, 200);
+    let api: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(api["signature"], "commit is not signed");
+    let (_, page) = r.get("/").await;
+    assert!(page.contains("signature</span>: commit"), "{page}");
+    assert!(page.contains("Commit signature: commit is not signed"));
+
+    let untrusted = signed_bump(&up, 3, Some(&stranger));
+    until(20, "the stranger's commit is refused in prod", || {
+        prod_error(&r).0 == untrusted.as_str()
+    })
+    .await;
+    let msg = prod_error(&r).1["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("untrusted signature: SSH key SHA256:"),
+        "{msg}"
+    );
+    assert!(msg.contains("not in the trust list"), "{msg}");
+    assert!(!rec.envs_at(&untrusted).contains(&"prod".to_string()));
+
+    let signed = signed_bump(&up, 4, Some(&ops));
+    until(20, "the trusted commit reaches prod", || {
+        rec.envs_at(&signed).contains(&"prod".to_string())
+    })
+    .await;
+    assert_eq!(rec.envs_at(&signed), ENVS);
+    assert!(prod_error(&r).1.is_null(), "{:?}", prod_error(&r));
+    let sig = r.status()["signature"].as_str().unwrap().to_string();
+    assert!(
+        sig.starts_with("signed by ops@example.com (SHA256:"),
+        "{sig}"
+    );
+    assert!(rec
+        .calls()
+        .iter()
+        .all(|(e, c, _)| e != "prod" || *c == signed));
     r.shutdown().await;
 }
 

@@ -679,13 +679,13 @@ async fn smart_http_without_auth() {
 
 // ---------------------------------------------------------------- signatures
 
-struct SshSigner {
+pub(crate) struct SshSigner {
     _dir: TempDir,
-    key: PathBuf,
-    public: String,
+    pub(crate) key: PathBuf,
+    pub(crate) public: String,
 }
 
-fn ssh_signer(comment: &str) -> SshSigner {
+pub(crate) fn ssh_signer(comment: &str) -> SshSigner {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("id_ed25519");
     let ok = Command::new("ssh-keygen")
@@ -871,6 +871,101 @@ async fn commit_signatures_ssh_and_openpgp() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// `tidegate apply --revision` with prod requiring a trusted signature:
+/// an unsigned commit and one signed by an untrusted key are applied to dev
+/// and refused in prod (exit 1, reason printed); a dirty working tree is
+/// refused; a commit signed by the key in `--trusted-signers` reaches prod.
+#[test]
+fn apply_refuses_unsigned_commits_where_a_signature_is_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    git(up.path(), &["init", "-q", "-b", "main"]);
+    let env = |name: &str, extra: &str, rev: u32| {
+        up.write(
+            &format!("environments/{name}.yaml"),
+            &format!("apiVersion: tidegate.dev/v1\nkind: Environment\nmetadata:\n  name: {name}\nspec:\n{extra}  vars: {{rev: {rev}}}\n"),
+        );
+    };
+    let revise = |rev: u32| {
+        env("dev", "", rev);
+        env("prod", "  after: dev\n  requireSignedCommits: true\n", rev);
+    };
+    let ops = ssh_signer("ops-laptop");
+    let stranger = ssh_signer("stranger");
+    let signers = dir.path().join("allowed_signers");
+    std::fs::write(
+        &signers,
+        format!("# release keys\nops@example.com {}", ops.public),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let apply = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+            .args(["apply", "--all", "--yes", "--repo"])
+            .arg(up.path())
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--trusted-signers")
+            .arg(&signers)
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+
+    revise(1);
+    let unsigned = up.commit("unsigned");
+    let (code, out) = apply(&["--revision", "main"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("dev: nothing to do"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "commit {} is not applied to prod: commit is not signed, and environments/prod.yaml sets `requireSignedCommits: true`",
+            &unsigned[..12]
+        )),
+        "{out}"
+    );
+
+    revise(2);
+    let untrusted = ssh_signed_commit(&up, &stranger, "signed by a stranger");
+    let (code, out) = apply(&["--revision", &untrusted]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("untrusted signature: SSH key SHA256:"),
+        "{out}"
+    );
+
+    revise(3);
+    let signed = ssh_signed_commit(&up, &ops, "signed by ops");
+    up.write("environments/dev.yaml", "apiVersion: tidegate.dev/v1\nkind: Environment\nmetadata:\n  name: dev\nspec:\n  vars: {rev: 9}\n");
+    let (code, out) = apply(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("prod is not applied from the working tree"),
+        "{out}"
+    );
+    assert!(out.contains("pass --revision REF"), "{out}");
+
+    let (code, out) = apply(&["--revision", "main"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("commit {signed}")), "{out}");
+    assert!(out.contains("== prod =="), "{out}");
+    assert!(out.contains("prod: nothing to do"), "{out}");
+    assert!(!out.contains("not applied"), "{out}");
+
+    // A trust file that is not in allowed_signers format names its line.
+    std::fs::write(&signers, "\nops@example.com ssh-ed25519 not-base64\n").unwrap();
+    let (code, out) = apply(&["--revision", "main"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("allowed_signers:2: "), "{out}");
 }
 
 #[test]
