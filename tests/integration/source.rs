@@ -876,7 +876,8 @@ async fn commit_signatures_ssh_and_openpgp() {
 /// `tidegate apply --revision` with prod requiring a trusted signature:
 /// an unsigned commit and one signed by an untrusted key are applied to dev
 /// and refused in prod (exit 1, reason printed); a dirty working tree is
-/// refused; a commit signed by the key in `--trusted-signers` reaches prod.
+/// refused; a commit signed by the key in `--trusted-signers` reaches prod,
+/// and so does a `gpg`-signed one once `--trusted-pgp-keys` names its key.
 #[test]
 fn apply_refuses_unsigned_commits_where_a_signature_is_required() {
     let dir = tempfile::tempdir().unwrap();
@@ -960,6 +961,20 @@ fn apply_refuses_unsigned_commits_where_a_signature_is_required() {
     assert!(out.contains("== prod =="), "{out}");
     assert!(out.contains("prod: nothing to do"), "{out}");
     assert!(!out.contains("not applied"), "{out}");
+
+    // An OpenPGP signature by a key given with --trusted-pgp-keys.
+    let gpg = Gpg::new("Release Bot <release@example.com>");
+    let keys = dir.path().join("release.asc");
+    std::fs::write(&keys, gpg.armored_public()).unwrap();
+    revise(4);
+    let pgp = gpg_signed_commit(&up, &gpg, "pgp signed");
+    let (code, out) = apply(&["--revision", &pgp]);
+    assert_eq!(code, 1, "without the key: {out}");
+    assert!(out.contains("untrusted signature: OpenPGP key"), "{out}");
+    let keys_arg = keys.display().to_string();
+    let (code, out) = apply(&["--revision", &pgp, "--trusted-pgp-keys", &keys_arg]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("prod: nothing to do"), "{out}");
 
     // A trust file that is not in allowed_signers format names its line.
     std::fs::write(&signers, "\nops@example.com ssh-ed25519 not-base64\n").unwrap();
