@@ -176,6 +176,15 @@ impl Graph {
         }
     }
 
+    /// The provider of resource `id` in `env`; Kubernetes for an id the
+    /// graph does not hold (a resource only live, or only in another
+    /// revision), whose kind string then says the rest.
+    pub fn provider_of(&self, env: &str, id: &ResourceId) -> ProviderKind {
+        self.node(env, id)
+            .map(|n| n.provider)
+            .unwrap_or(ProviderKind::Kubernetes)
+    }
+
     fn neighbours(&self, env: &str, id: &ResourceId, dir: Direction) -> Vec<ResourceId> {
         let Some(i) = self.index.get(&(env.to_string(), id.clone())) else {
             return Vec::new();

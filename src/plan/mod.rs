@@ -318,10 +318,7 @@ pub fn build_env_with(
             Some(c) => c.clone(),
             None => local_change(d, live_obj.map(|o| &o.live.body)),
         };
-        let provider = graph
-            .node(env, &d.id)
-            .map(|n| n.provider)
-            .unwrap_or(ProviderKind::Kubernetes);
+        let provider = graph.provider_of(env, &d.id);
         out.push(resource_plan(
             d.id.clone(),
             provider,
@@ -611,11 +608,7 @@ pub fn build_revisions(
     let old: HashMap<&ResourceId, &Desired> = before.iter().map(|d| (&d.id, d)).collect();
     let mut out = Vec::new();
     for d in &after {
-        let provider = head
-            .graph
-            .node(env, &d.id)
-            .map(|n| n.provider)
-            .unwrap_or(ProviderKind::Kubernetes);
+        let provider = head.graph.provider_of(env, &d.id);
         let change = match old.get(&d.id) {
             None => Change {
                 action: Action::Create,
@@ -658,11 +651,7 @@ pub fn build_revisions(
     }
     let new: std::collections::HashSet<&ResourceId> = after.iter().map(|d| &d.id).collect();
     for b in before.iter().filter(|b| !new.contains(&b.id)) {
-        let provider = base
-            .graph
-            .node(env, &b.id)
-            .map(|n| n.provider)
-            .unwrap_or(ProviderKind::Kubernetes);
+        let provider = base.graph.provider_of(env, &b.id);
         out.push(delete_plan(
             b.id.clone(),
             provider,
