@@ -283,25 +283,8 @@ impl RetryPolicy {
         cap.mul_f64(fastrand::f64())
     }
 
-    /// Runs `call` until it succeeds or fails for good. Throttling is
-    /// retried with backoff; `*.NotFound` too when `not_found_is_transient`
-    /// (an id EC2 has just handed out).
-    pub async fn run<T, F, Fut>(
-        &self,
-        operation: &str,
-        not_found_is_transient: bool,
-        call: F,
-    ) -> Result<T, ApiError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, ApiError>>,
-    {
-        self.run_observed(operation, not_found_is_transient, call, |_| {})
-            .await
-    }
-
-    /// [`RetryPolicy::run`], calling `on_retry` with each failure that is
-    /// retried.
+    /// Runs `call` until it succeeds or fails for good, calling `on_retry`
+    /// with each failure that is retried ([`Retrier::run`] counts them).
     async fn run_observed<T, F, Fut>(
         &self,
         operation: &str,
@@ -362,7 +345,9 @@ impl Retrier {
         self.retries.record(reason);
     }
 
-    /// [`RetryPolicy::run`], counting each retry.
+    /// Runs `call` until it succeeds or fails for good, counting each
+    /// retry. Throttling is retried with backoff; `*.NotFound` too when
+    /// `not_found_is_transient` (an id EC2 has just handed out).
     pub async fn run<T, F, Fut>(
         &self,
         operation: &str,
@@ -544,11 +529,14 @@ mod tests {
 
     #[tokio::test]
     async fn run_retries_throttling_then_gives_up() {
-        let p = RetryPolicy {
-            attempts: 3,
-            base_delay: Duration::from_millis(1),
-            ..Default::default()
-        };
+        let p = Retrier::new(
+            RetryPolicy {
+                attempts: 3,
+                base_delay: Duration::from_millis(1),
+                ..Default::default()
+            },
+            RetryCounter::default(),
+        );
         let mut calls = 0;
         let r: Result<(), _> = p
             .run("Op", false, || {
