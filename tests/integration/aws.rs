@@ -783,27 +783,36 @@ async fn connect_uses_the_standard_aws_configuration() {
     }
     let moto = MotoServer::start();
     let dir = tempfile::tempdir().unwrap();
-    // `targets.aws.endpoint` alone reaches moto too (no AWS_ENDPOINT_URL*);
-    // its VPC goes to us-east-1 here, so the checks below still see one.
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([NAME, "--exact", "--test-threads=1"])
-        .env("TIDEGATE_CONNECT_CHILD", "1")
-        .env("TIDEGATE_CONNECT_ENDPOINT", &moto.endpoint)
-        .env("AWS_REGION", "us-west-2")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_CONFIG_FILE", dir.path().join("config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            dir.path().join("credentials"),
-        )
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("AWS_ENDPOINT_URL_EC2")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
+    // The child connects through the standard configuration in `region`;
+    // moto is named either by the environment's `targets.aws.endpoint` or
+    // by AWS_ENDPOINT_URL_EC2.
+    let child = |region: &str, endpoint_in_target: bool| {
+        let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+        c.args([NAME, "--exact", "--test-threads=1"])
+            .env("TIDEGATE_CONNECT_CHILD", "1")
+            .env("AWS_REGION", region)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_CONFIG_FILE", dir.path().join("config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                dir.path().join("credentials"),
+            )
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL")
+            .stdout(std::process::Stdio::null());
+        if endpoint_in_target {
+            c.env("TIDEGATE_CONNECT_ENDPOINT", &moto.endpoint)
+                .env_remove("AWS_ENDPOINT_URL_EC2");
+        } else {
+            c.env("AWS_ENDPOINT_URL_EC2", &moto.endpoint)
+                .env_remove("TIDEGATE_CONNECT_ENDPOINT");
+        }
+        c.status().unwrap()
+    };
+    // `targets.aws.endpoint` alone reaches moto (its VPC lands in us-west-2).
+    let status = child("us-west-2", true);
     assert!(
         status.success(),
         "the child with targets.aws.endpoint failed"
@@ -820,25 +829,7 @@ async fn connect_uses_the_standard_aws_configuration() {
         arn.starts_with("arn:aws:ec2:us-west-2:") && arn.contains(":vpc/vpc-"),
         "{arn}"
     );
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([NAME, "--exact", "--test-threads=1"])
-        .env("TIDEGATE_CONNECT_CHILD", "1")
-        .env_remove("TIDEGATE_CONNECT_ENDPOINT")
-        .env("AWS_ENDPOINT_URL_EC2", &moto.endpoint)
-        .env("AWS_REGION", "eu-west-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_CONFIG_FILE", dir.path().join("config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            dir.path().join("credentials"),
-        )
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
+    let status = child("eu-west-1", false);
     assert!(status.success(), "the child test failed");
     // The VPC landed in moto, in the region the environment variable named.
     let conf = aws_sdk_ec2::config::Builder::new()
