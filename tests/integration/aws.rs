@@ -18,7 +18,9 @@ use super::support_moto::{FaultProxy, MotoServer};
 const AMI: &str = "ami-1e749f67";
 const SECRET: &str = "hunter2-db-password";
 
-fn provider(env: &str, endpoint: &str) -> AwsProvider {
+/// The EC2 provider of environment `env` against moto at `endpoint`, with
+/// test-sized retries (shared by the plan tests).
+pub fn provider(env: &str, endpoint: &str) -> AwsProvider {
     // Generous per attempt: moto on a loaded 2-core CI machine can take
     // seconds for its first EC2 call. The hung-endpoint test uses 2 s.
     provider_with_timeout(env, endpoint, Duration::from_secs(20))

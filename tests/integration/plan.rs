@@ -9,7 +9,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use tempfile::TempDir;
 use tidegate::graph::Graph;
@@ -791,29 +790,7 @@ impl Targets {
     }
 
     async fn providers(&self, model: &Model) -> Providers {
-        use aws_sdk_ec2::config::{Credentials, Region};
-        use tidegate::provider::aws::{AwsProvider, Options, RetryPolicy};
-        let conf = aws_sdk_ec2::config::Builder::new()
-            .region(Region::new("us-east-1"))
-            .endpoint_url(&self.moto.endpoint)
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"));
-        let retry = RetryPolicy {
-            sdk_attempts: 3,
-            attempts: 6,
-            base_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(100),
-            settle: Duration::from_secs(20),
-            poll: Duration::from_millis(50),
-            attempt_timeout: Duration::from_secs(5),
-        };
-        let aws = AwsProvider::with_config(
-            "dev",
-            conf,
-            Options {
-                retry,
-                ..Options::default()
-            },
-        );
+        let aws = super::aws::provider("dev", &self.moto.endpoint);
         let target = model.environment("dev").unwrap().target(None);
         let kube = tidegate::provider::kubernetes::Kubernetes::connect_kubeconfig(
             &self.kubeconfig,
