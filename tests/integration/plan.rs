@@ -217,19 +217,14 @@ impl GitRepo {
     /// Sets a secret with the real `sops` and the example's demo key.
     fn sops_set(&self, env: &str, path: &str, value: &str) {
         let file = format!("secrets/{env}.sops.yaml");
-        let out = Command::new(support::tool("sops"))
-            .args(["set", &file, path, &format!("\"{value}\"")])
-            .env(
-                "SOPS_AGE_KEY_FILE",
-                self.path().join(format!("secrets/demo-keys/{env}.agekey")),
-            )
-            .current_dir(self.path())
-            .output()
-            .expect("sops runs");
-        assert!(
-            out.status.success(),
-            "sops set: {}",
-            String::from_utf8_lossy(&out.stderr)
+        support::run_ok(
+            Command::new(support::tool("sops"))
+                .args(["set", &file, path, &format!("\"{value}\"")])
+                .env(
+                    "SOPS_AGE_KEY_FILE",
+                    self.path().join(format!("secrets/demo-keys/{env}.agekey")),
+                )
+                .current_dir(self.path()),
         );
     }
 
@@ -943,24 +938,19 @@ async fn live_plan_against_moto_and_kube_sim() {
     let mut cut = app.clone();
     cut.replace_range(start..end, "");
     std::fs::write(repo.path().join("modules/app/module.yaml"), cut).unwrap();
-    let out = Command::new(support::tool("sops"))
-        .args([
-            "set",
-            "secrets/dev.sops.yaml",
-            "[\"db\"][\"password\"]",
-            "\"rotated-live-pw-93ab\"",
-        ])
-        .env(
-            "SOPS_AGE_KEY_FILE",
-            repo_root().join("secrets/demo-keys/dev.agekey"),
-        )
-        .current_dir(repo.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    support::run_ok(
+        Command::new(support::tool("sops"))
+            .args([
+                "set",
+                "secrets/dev.sops.yaml",
+                "[\"db\"][\"password\"]",
+                "\"rotated-live-pw-93ab\"",
+            ])
+            .env(
+                "SOPS_AGE_KEY_FILE",
+                repo_root().join("secrets/demo-keys/dev.agekey"),
+            )
+            .current_dir(repo.path()),
     );
 
     let (p, ..) = live_plan(&repo, &targets).await;

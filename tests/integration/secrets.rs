@@ -394,38 +394,27 @@ fn cli_binary_decrypts_like_sops() {
     let mounted = d.join("mounted");
     std::fs::create_dir(&mounted).unwrap();
     std::fs::copy(&k.file, mounted.join("identity.agekey")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
-        .args(["secrets", "decrypt"])
-        .arg(d.join("s.yaml"))
-        .arg("--age-key-file")
-        .arg(&mounted)
-        .env_remove("SOPS_AGE_KEY_FILE")
-        .env_remove("SOPS_AGE_KEY")
-        .env("HOME", d)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let ours = support::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_tidegate"))
+            .args(["secrets", "decrypt"])
+            .arg(d.join("s.yaml"))
+            .arg("--age-key-file")
+            .arg(&mounted)
+            .env_remove("SOPS_AGE_KEY_FILE")
+            .env_remove("SOPS_AGE_KEY")
+            .env("HOME", d),
     );
-    let ours = String::from_utf8(out.stdout).unwrap();
     let theirs = sops_ok(d, Some(&k), &["decrypt", "s.yaml"]);
     assert_eq!(parsed(&ours, "x.yaml"), parsed(&theirs, "x.yaml"));
     // The same file through SOPS_AGE_KEY (key text in the environment).
     let key_text = std::fs::read_to_string(&k.file).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
-        .args(["secrets", "decrypt"])
-        .arg(d.join("s.yaml"))
-        .env_remove("SOPS_AGE_KEY_FILE")
-        .env("SOPS_AGE_KEY", key_text)
-        .env("HOME", d)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    support::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_tidegate"))
+            .args(["secrets", "decrypt"])
+            .arg(d.join("s.yaml"))
+            .env_remove("SOPS_AGE_KEY_FILE")
+            .env("SOPS_AGE_KEY", key_text)
+            .env("HOME", d),
     );
     // No identity at all: a clear error naming the file and its recipient.
     let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))

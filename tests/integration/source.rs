@@ -760,17 +760,11 @@ impl Gpg {
     }
 
     fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("gpg")
-            .env("GNUPGHOME", self.home.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "gpg {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        crate::support::run_ok(
+            Command::new("gpg")
+                .env("GNUPGHOME", self.home.path())
+                .args(args),
+        )
     }
 
     fn armored_public(&self) -> String {

@@ -33,12 +33,18 @@ pub fn tool(name: &str) -> PathBuf {
 /// its stderr unless it succeeds.
 #[allow(dead_code)]
 pub fn run_ok(cmd: &mut Command) -> String {
+    // Program and arguments only: the environment may hold key material.
+    let shown = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
     let out = cmd
         .output()
-        .unwrap_or_else(|e| panic!("{cmd:?} does not start: {e}"));
+        .unwrap_or_else(|e| panic!("`{shown}` does not start: {e}"));
     assert!(
         out.status.success(),
-        "{cmd:?} failed: {}",
+        "`{shown}` failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
