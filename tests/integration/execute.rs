@@ -618,24 +618,11 @@ async fn reconcile_applies_each_environment_through_the_executor() {
     let port = free_port();
     let mut child = stand.reconcile(repo.path(), port).spawn().unwrap();
 
-    let mut last = String::new();
-    let mut converged = false;
-    for _ in 0..600 {
-        if let Some((200, body)) = http_get(port, "/api/v1/status").await {
-            let s: serde_json::Value = serde_json::from_str(&body).unwrap();
-            let good = |i: usize| {
-                s["environments"][i]["lastGood"] == commit.as_str()
-                    && s["environments"][i]["healthy"] == true
-            };
-            if good(0) && good(1) {
-                converged = true;
-                break;
-            }
-            last = body;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if let Err(last) =
+        super::stand::until_converged(port, &commit, 2, Duration::from_secs(60)).await
+    {
+        panic!("dev and staging healthy at {commit}: {last}");
     }
-    assert!(converged, "dev and staging healthy at {commit}: {last}");
     for env in ["dev", "staging"] {
         let ec2 = owned_ec2(&stand, env).await;
         assert_eq!(ec2.get("instance").map(Vec::len), Some(1), "{env}: {ec2:?}");

@@ -35,7 +35,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use kube_sim::{FaultAction, FaultRule, Faults};
 
-use super::stand::{commit_files, free_port, http_get, owned_ec2, Stand, AMI, REGION};
+use super::stand::{
+    commit_files, free_port, http_get, owned_ec2, until_converged, Stand, AMI, REGION,
+};
 use super::support_moto::{FaultProxy, Rate};
 
 /// Cells in the fixture; each is 4 EC2 resources and 6 Kubernetes objects.
@@ -557,37 +559,20 @@ async fn combined_fault_soak_converges_with_retries_in_metrics() {
     let commit = write_cells_repo(repo.path(), env, context);
     let port = free_port();
     let log = stand.dir.path().join("reconcile.log");
-    let started = Instant::now();
     let mut child = stand
         .reconcile(repo.path(), port)
         .stderr(std::fs::File::create(&log).unwrap())
         .env("NO_COLOR", "1")
         .spawn()
         .unwrap();
-    let mut last = String::new();
-    let mut converged = None;
-    // A bound so a broken build fails instead of hanging; not a timing
-    // assertion.
-    while started.elapsed() < Duration::from_secs(600) {
-        if let Some((200, body)) = http_get(port, "/api/v1/status").await {
-            let s: serde_json::Value = serde_json::from_str(&body).unwrap();
-            let e = &s["environments"][0];
-            if e["lastGood"] == commit.as_str() && e["healthy"] == true {
-                converged = Some(started.elapsed());
-                last = body;
-                break;
-            }
-            last = body;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let converged = until_converged(port, &commit, 1, Duration::from_secs(600)).await;
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    let Some(took) = converged else {
+    let took = converged.unwrap_or_else(|last| {
         panic!(
             "seed {seed}: {env} did not converge at {commit}: {last}\n{}",
             log_text()
-        );
-    };
+        )
+    });
     let (_, metrics) = http_get(port, "/metrics").await.unwrap();
 
     // Faults off, then look: exactly the declared resources, nothing twice.
@@ -688,22 +673,12 @@ async fn a_sigkilled_reconciler_is_replaced_and_its_successor_converges() {
         .stderr(std::fs::File::create(&log2).unwrap())
         .spawn()
         .unwrap();
-    let mut last = String::new();
-    let mut converged = false;
-    while !converged && restarted.elapsed() < Duration::from_secs(300) {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if let Some((200, body)) = http_get(port, "/api/v1/status").await {
-            let s: serde_json::Value = serde_json::from_str(&body).unwrap();
-            let e = &s["environments"][0];
-            converged = e["lastGood"] == commit.as_str() && e["healthy"] == true;
-            last = body;
-        }
+    if let Err(last) = until_converged(port, &commit, 1, Duration::from_secs(300)).await {
+        panic!(
+            "the successor did not converge at {commit}: {last}\n{}",
+            std::fs::read_to_string(&log2).unwrap_or_default()
+        );
     }
-    assert!(
-        converged,
-        "the successor did not converge at {commit}: {last}\n{}",
-        std::fs::read_to_string(&log2).unwrap_or_default()
-    );
     println!(
         "successor converged in {} ms",
         restarted.elapsed().as_millis()

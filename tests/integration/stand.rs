@@ -335,3 +335,32 @@ pub async fn sigterm(child: &mut tokio::process::Child) -> std::process::ExitSta
         .expect("exits within the grace period")
         .unwrap()
 }
+
+/// Polls the reconciler on `port` until its first `envs` environments are
+/// healthy at `commit`; the time it took, or the last status seen once
+/// `bound` has passed (a bound so a broken build fails instead of hanging,
+/// not a timing assertion).
+pub async fn until_converged(
+    port: u16,
+    commit: &str,
+    envs: usize,
+    bound: std::time::Duration,
+) -> Result<std::time::Duration, String> {
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < bound {
+        if let Some((200, body)) = http_get(port, "/api/v1/status").await {
+            let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let good = |i: usize| {
+                let e = &s["environments"][i];
+                e["lastGood"] == commit && e["healthy"] == true
+            };
+            if (0..envs).all(good) {
+                return Ok(started.elapsed());
+            }
+            last = body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(last)
+}
