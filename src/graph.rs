@@ -211,6 +211,18 @@ impl Graph {
         self.neighbours(env, id, Direction::Outgoing)
     }
 
+    /// True when a CustomResourceDefinition declared in `env` defines the
+    /// kind of `id` (its kind is served only once that CRD is applied).
+    pub fn defined_by_crd(&self, env: &str, id: &ResourceId) -> bool {
+        self.index
+            .get(&(env.to_string(), id.clone()))
+            .is_some_and(|i| {
+                self.graph
+                    .edges_directed(*i, Direction::Incoming)
+                    .any(|e| e.weight().kind == EdgeKind::Crd)
+            })
+    }
+
     /// The edge from `from` to `to` in `env`, if there is one.
     pub fn edge(&self, env: &str, from: &ResourceId, to: &ResourceId) -> Option<&Edge> {
         let a = self.index.get(&(env.to_string(), from.clone()))?;

@@ -75,8 +75,9 @@ fn main() -> ExitCode {
 /// Logs of the one-shot commands go to stderr, filtered by `RUST_LOG`
 /// (warnings only by default); `reconcile` sets up its own (text or JSON).
 fn init_cli_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(tidegate::provider::kubernetes::quiet_log_filter("warn"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

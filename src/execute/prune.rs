@@ -11,7 +11,9 @@ use super::{EnvRun, Event, Outcome, ResourceOutcome, Status};
 use crate::observe::{LiveState, Observed};
 use crate::provider::{ProviderKind, ResourceId};
 
-/// What to delete: owned and not declared, plus every duplicate.
+/// What to delete: owned and not declared, plus every duplicate; not what
+/// is being deleted already (a finalizer holds it: deleting it again would
+/// change nothing).
 pub(super) fn candidates(live: &LiveState, declared: &HashSet<&ResourceId>) -> Vec<Observed> {
     let mut out: Vec<Observed> = live
         .resources
@@ -20,6 +22,7 @@ pub(super) fn candidates(live: &LiveState, declared: &HashSet<&ResourceId>) -> V
         .map(|(_, o)| o.clone())
         .collect();
     out.extend(live.duplicates.iter().cloned());
+    out.retain(|o| o.live.deleting().is_none());
     out
 }
 

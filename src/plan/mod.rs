@@ -55,14 +55,48 @@ pub enum Error {
     /// Connecting or observing failed.
     #[error(transparent)]
     Observe(#[from] observe::Error),
-    /// A provider could not predict a change.
-    #[error("environment {env}: planning {id}: {source}")]
+    /// A provider could not predict a change: the server rejects the
+    /// object (validation, an unknown kind) or could not be asked.
+    #[error("environment {env}: planning {id} ({origin}): {source}")]
     Provider {
         env: String,
         id: ResourceId,
+        /// Where the resource is declared.
+        origin: provider::Origin,
         #[source]
         source: Box<provider::Error>,
     },
+    /// Several resources failed as in [`Error::Provider`]: every one is
+    /// listed, so a user fixes them in one pass.
+    #[error("environment {env}: {} resources cannot be applied; fix each, then plan again:{}", .failures.len(), list_failures(.failures))]
+    Providers { env: String, failures: Vec<Error> },
+}
+
+fn list_failures(failures: &[Error]) -> String {
+    failures
+        .iter()
+        .map(|f| match f {
+            Error::Provider {
+                id, origin, source, ..
+            } => format!("\n  {origin}: {id}: {}", error_chain(source.as_ref())),
+            other => format!("\n  {other}"),
+        })
+        .collect()
+}
+
+/// An error and its sources on one line (`a: b: c`), repeats left out.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = s.source();
+    }
+    text
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -329,6 +363,7 @@ pub fn build_env_with(
             Some(d.origin.clone()),
         ));
     }
+    let mut notes = Vec::new();
     if let Some(live) = live {
         let desired_ids: std::collections::HashSet<&ResourceId> =
             desired.iter().map(|d| &d.id).collect();
@@ -337,6 +372,14 @@ pub fn build_env_with(
             .values()
             .filter(|o| !desired_ids.contains(&o.live.id));
         for o in gone.chain(live.duplicates.iter()) {
+            // Already being deleted (a finalizer holds it): nothing to do.
+            if let Some(why) = o.live.deleting() {
+                notes.push(format!(
+                    "{} {} ({}) is being deleted: {why}",
+                    o.live.kind, o.live.external_id, o.live.id
+                ));
+                continue;
+            }
             out.push(delete_plan(
                 o.live.id.clone(),
                 o.provider,
@@ -352,7 +395,7 @@ pub fn build_env_with(
         .iter()
         .map(|i| (i.name.clone(), i.source.clone()))
         .collect();
-    Ok(assemble(
+    let mut plan = assemble(
         env,
         opts.owner.unwrap_or(env),
         environment.after.iter().map(|(n, _)| n.clone()).collect(),
@@ -360,7 +403,9 @@ pub fn build_env_with(
         out,
         policy,
         policy_errors,
-    ))
+    );
+    plan.notes.extend(notes);
+    Ok(plan)
 }
 
 fn evaluate_policy(
@@ -785,12 +830,23 @@ async fn predict(
             .or_else(|| graph.node(env, &d.id).map(|n| n.provider))?;
         let p = providers.get(kind)?;
         Some(async move {
-            p.plan(d, observed.map(|o| &o.live))
-                .await
+            let planned = match p.plan(d, observed.map(|o| &o.live)).await {
+                // Served once its CRD, declared here, is applied.
+                Err(provider::Error::NotServed { .. }) if graph.defined_by_crd(env, &d.id) => {
+                    Ok(Change {
+                        action: provider::Action::Create,
+                        before: None,
+                        after: d.body.clone(),
+                    })
+                }
+                other => other,
+            };
+            planned
                 .map(|c| (d.id.clone(), c))
                 .map_err(|source| Error::Provider {
                     env: env.to_string(),
                     id: d.id.clone(),
+                    origin: d.origin.clone(),
                     source: Box::new(source),
                 })
         })
@@ -803,7 +859,30 @@ async fn predict(
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
-    results.into_iter().collect()
+    let mut changes = HashMap::new();
+    let mut failures = Vec::new();
+    for r in results {
+        match r {
+            Ok((id, change)) => {
+                changes.insert(id, change);
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    match failures.len() {
+        0 => Ok(changes),
+        1 => Err(failures.remove(0)),
+        _ => {
+            failures.sort_by_key(|f| match f {
+                Error::Provider { origin, .. } => origin.clone(),
+                _ => provider::Origin::default(),
+            });
+            Err(Error::Providers {
+                env: env.to_string(),
+                failures,
+            })
+        }
+    }
 }
 
 /// Connects the providers `env` needs (owner `owner`), observes and plans.

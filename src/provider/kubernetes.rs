@@ -42,7 +42,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, Status};
 
@@ -58,6 +60,7 @@ use super::{
 use crate::value::{Map, Value};
 
 pub use self::health::assess;
+pub use self::transport::quiet_log_filter;
 
 /// Failures of this provider's own, carried as the source of an
 /// [`Error::Api`] or turned into the message of another provider error.
@@ -73,6 +76,14 @@ pub enum KubeError {
     /// CRD not applied yet).
     #[error("the cluster does not serve {kind}; if it is a custom resource, apply its CustomResourceDefinition first")]
     NotServed { kind: String },
+    /// The API server refused the request (validation, RBAC, a conflict,
+    /// a server error): its message, code and reason.
+    #[error("{message} (HTTP {code}{})", if reason.is_empty() { String::new() } else { format!(" {reason}") })]
+    Refused {
+        code: u16,
+        reason: String,
+        message: String,
+    },
     /// `delete` found an object without tidegate's ownership labels.
     #[error("refusing to delete {kind} {object}: it lacks the ownership labels of tidegate environment {environment}")]
     NotOwned {
@@ -385,6 +396,69 @@ impl Kubernetes {
         result.map(to_json)
     }
 
+    /// The server's validation of an object whose namespace does not exist
+    /// yet: a dry-run create of a copy in namespace `default`. Validation
+    /// runs before the existence check, so `AlreadyExists` (a namesake in
+    /// `default`) passes; so do `Forbidden` and `NotFound` (no right to
+    /// write `default`, or no such namespace): then only the apply tells.
+    async fn validate_elsewhere(
+        &self,
+        desired: &Desired,
+        gvk: &Gvk,
+        r: &Resolved,
+        target: &ObjectRef,
+        manifest: &Value,
+    ) -> Result<()> {
+        let Ok(mut body) = manifest.to_json_exposed() else {
+            return Ok(());
+        };
+        if let Some(meta) = body.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            meta.insert("namespace".into(), "default".into());
+        }
+        let object: std::result::Result<DynamicObject, _> = serde_json::from_value(body);
+        let Ok(object) = object else {
+            return Ok(());
+        };
+        let params = PostParams {
+            dry_run: true,
+            field_manager: Some(labels::FIELD_MANAGER.to_string()),
+        };
+        let api = self.api(r, Some("default"));
+        match api.create(&params, &object).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if matches!(s.code, 403 | 404 | 409) => Ok(()),
+            Err(e) => Err(self.apply_error(desired, gvk, target, true, e)),
+        }
+    }
+
+    /// The error for a kind the server does not serve, naming the kinds
+    /// its group/version does serve when the group/version exists.
+    fn not_served(&self, gvk: &Gvk) -> Error {
+        let cache = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        let mut served: Vec<&str> = cache
+            .keys()
+            .filter(|k| k.group == gvk.group && k.version == gvk.version)
+            .map(|k| k.kind.as_str())
+            .collect();
+        served.sort_unstable();
+        let hint = if served.is_empty() {
+            format!(
+                "no API group/version {} is served; check apiVersion",
+                gvk.api_version()
+            )
+        } else {
+            format!(
+                "{} serves {}; check kind",
+                gvk.api_version(),
+                served.join(", ")
+            )
+        };
+        Error::NotServed {
+            kind: gvk.to_string(),
+            hint,
+        }
+    }
+
     /// Maps a failed apply of `desired` to the provider error.
     fn apply_error(
         &self,
@@ -514,6 +588,9 @@ impl Kubernetes {
         }
         if let Some(hash) = object::applied_hash(&obj) {
             attributes.insert(labels::APPLIED_HASH.into(), Value::String(hash.into()));
+        }
+        if let Some(why) = deletion_in_progress(&obj) {
+            attributes.insert(Live::DELETING.into(), Value::String(why));
         }
         let external_id = match &namespace {
             Some(ns) => format!("{ns}/{name}"),
@@ -670,8 +747,10 @@ impl Provider for Kubernetes {
             });
         }
         let Some(r) = self.resolve(&gvk).await? else {
-            // A custom resource whose CRD is applied earlier in this run.
-            return Ok(predicted(before, manifest));
+            // Unless a CRD applied earlier in this run defines it (the plan
+            // stage knows from the graph and predicts the create), a kind
+            // the server does not serve is a mistake.
+            return Err(self.not_served(&gvk));
         };
         let target = self.object_ref(desired, &manifest, &r)?;
         if before.is_none() {
@@ -703,8 +782,11 @@ impl Provider for Kubernetes {
                     after: manifest,
                 })
             }
-            // The namespace does not exist yet: it is applied earlier in this run.
+            // The namespace does not exist yet: it is applied earlier in
+            // this run. The server still validates the object, elsewhere.
             Err(kube::Error::Api(s)) if before.is_none() && s.code == 404 => {
+                self.validate_elsewhere(desired, &gvk, &r, &target, &manifest)
+                    .await?;
                 Ok(predicted(None, manifest))
             }
             Err(e) => Err(self.apply_error(desired, &gvk, &target, true, e)),
@@ -937,21 +1019,51 @@ fn invalid(desired: &Desired, message: &str) -> Error {
 
 /// A failed API call after its retries; 429, 5xx and transport failures
 /// are marked retryable (a later run may succeed).
+/// For an object whose deletion has begun (`deletionTimestamp` set), what
+/// it waits for: its finalizers, or the end of its grace period.
+fn deletion_in_progress(obj: &serde_json::Value) -> Option<String> {
+    let meta = obj.get("metadata")?;
+    meta.get("deletionTimestamp")?;
+    let finalizers: Vec<&str> = meta
+        .get("finalizers")
+        .and_then(|f| f.as_array())
+        .map(|a| a.iter().filter_map(|f| f.as_str()).collect())
+        .unwrap_or_default();
+    Some(if finalizers.is_empty() {
+        "waiting for its grace period".to_string()
+    } else {
+        format!("waiting for finalizers {}", finalizers.join(", "))
+    })
+}
+
 fn api_error(operation: String, e: kube::Error) -> Error {
-    let retryable = match &e {
-        kube::Error::Api(s) => is_retryable_status(s),
-        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
-        _ => false,
+    let (retryable, source): (bool, Box<dyn std::error::Error + Send + Sync>) = match e {
+        // The server's own words, without kube's debug dump of the Status.
+        kube::Error::Api(s) => (
+            is_retryable_status(&s),
+            Box::new(KubeError::Refused {
+                code: s.code,
+                reason: s.reason.clone(),
+                message: s.message.clone(),
+            }),
+        ),
+        e @ (kube::Error::HyperError(_) | kube::Error::Service(_)) => (true, Box::new(e)),
+        e => (false, Box::new(e)),
     };
     Error::Api {
         operation,
         retryable,
-        source: Box::new(e),
+        source,
     }
 }
 
+/// 429 and 5xx, except the 500 a real API server answers a server-side
+/// apply whose manifest does not fit the schema with ("failed to create
+/// typed patch object": a field of the wrong type), which no retry mends.
 fn is_retryable_status(s: &Status) -> bool {
-    s.code == 429 || (500..600).contains(&s.code)
+    let schema_mismatch =
+        s.code == 500 && s.message.starts_with("failed to create typed patch object");
+    s.code == 429 || ((500..600).contains(&s.code) && !schema_mismatch)
 }
 
 fn to_json(obj: impl serde::Serialize) -> serde_json::Value {

@@ -143,6 +143,21 @@ pub struct Live {
     pub attributes: Map,
 }
 
+impl Live {
+    /// The attribute that marks a resource whose deletion has begun but
+    /// not finished (a Kubernetes object with a `deletionTimestamp`, held
+    /// by finalizers); its value says what it waits for.
+    pub const DELETING: &'static str = "tidegate:deleting";
+
+    /// What the deletion in progress waits for, when one is.
+    pub fn deleting(&self) -> Option<&str> {
+        match self.attributes.get(Self::DELETING) {
+            Some(Value::String(why)) => Some(why),
+            _ => None,
+        }
+    }
+}
+
 /// What a change to one resource is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -197,6 +212,11 @@ pub enum Error {
         origin: Origin,
         message: String,
     },
+    /// The target does not serve the resource's kind, and nothing declared
+    /// in this environment defines it (a Kubernetes kind without its CRD,
+    /// a typo in `kind` or `apiVersion`).
+    #[error("the cluster does not serve {kind} ({hint}); if it is a custom resource, declare its CustomResourceDefinition in this environment")]
+    NotServed { kind: String, hint: String },
     /// Another field manager owns fields tidegate wants to change.
     #[error("{id}: conflict with field manager(s) {managers}; set `forceConflicts: true` on the environment's kubernetes target to take them over")]
     Conflict { id: ResourceId, managers: String },
@@ -222,7 +242,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Target { .. } => "target",
-            Error::Invalid { .. } => "invalid",
+            Error::Invalid { .. } | Error::NotServed { .. } => "invalid",
             Error::Conflict { .. } => "conflict",
             Error::Api {
                 retryable: true, ..

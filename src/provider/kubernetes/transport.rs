@@ -219,6 +219,15 @@ pub fn operation_of(req: &Request<Body>) -> &'static str {
     }
 }
 
+/// The default log filter at `level`, less kube's line per failed HTTP
+/// answer (`kube_client::client::builder` logs every 4xx/5xx at ERROR):
+/// tidegate reports each failure itself, once, with the resource and its
+/// file, and logs its retries at debug. `RUST_LOG` replaces the whole
+/// filter.
+pub fn quiet_log_filter(level: &str) -> String {
+    format!("{level},kube_client::client::builder=off")
+}
+
 /// rustls refuses to pick a crypto provider when both `ring` (kube) and
 /// `aws-lc-rs` (the AWS SDK) are compiled in; tidegate uses ring for its
 /// Kubernetes connections. Installing twice is harmless (the first wins).
