@@ -1,5 +1,6 @@
 //! The executor, state records, gates, locks and the `apply`/`rebuild`
-//! commands end to end: EC2 against moto, Kubernetes against kube-sim, the
+//! commands end to end: EC2 against moto, Kubernetes against kube-sim and
+//! a real kube-apiserver (each test runs on both, `sim::` and `real::`), the
 //! repository a real Git repository, the CLI the real binary (SIGKILLed
 //! for the crash tests).
 
@@ -18,7 +19,9 @@ use tidegate::provider::ResourceId;
 use tidegate::render::StructuralSecrets;
 use tidegate::state::{self, EnvLock};
 
-use super::stand::{commit_files, config_map, free_port, http_get, owned_ec2, Stand, AMI, REGION};
+use super::stand::{
+    commit_files, config_map, free_port, http_get, owned_ec2, Kube, Stand, AMI, REGION,
+};
 
 /// What the fixture repository declares.
 #[derive(Clone)]
@@ -249,9 +252,8 @@ fn writes(calls: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn apply_converges_outputs_flow_and_a_second_apply_writes_nothing() {
-    let stand = Stand::start().await;
+async fn apply_converges_outputs_flow_and_a_second_apply_writes_nothing(kube: Kube) {
+    let stand = Stand::start_on(kube).await;
     let repo = TempDir::new().unwrap();
     write_repo(repo.path(), &Spec::default());
 
@@ -302,9 +304,8 @@ async fn apply_converges_outputs_flow_and_a_second_apply_writes_nothing() {
     assert_eq!(owned_ec2(&stand, "dev").await, live);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_failing_resource_skips_its_dependents_while_an_independent_branch_completes() {
-    let stand = Stand::start().await;
+async fn a_failing_resource_skips_its_dependents_while_an_independent_branch_completes(kube: Kube) {
+    let stand = Stand::start_on(kube).await;
     let repo = TempDir::new().unwrap();
     // A subnet outside its VPC's range: EC2 refuses it.
     write_repo(
@@ -340,9 +341,8 @@ async fn a_failing_resource_skips_its_dependents_while_an_independent_branch_com
     assert!(!owned_ec2(&stand, "dev").await.contains_key("instance"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn prune_deletes_what_git_removed_and_never_an_unowned_object() {
-    let stand = Stand::start().await;
+async fn prune_deletes_what_git_removed_and_never_an_unowned_object(kube: Kube) {
+    let stand = Stand::start_on(kube).await;
     let repo = TempDir::new().unwrap();
     write_repo(repo.path(), &Spec::default());
     let (first, _) = apply(&stand, repo.path(), "dev").await;
@@ -402,9 +402,8 @@ async fn prune_deletes_what_git_removed_and_never_an_unowned_object() {
     assert_eq!(vpcs.vpcs().len(), 1, "an unowned VPC must never be pruned");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn staging_is_held_until_dev_is_converged_and_healthy_at_the_same_commit() {
-    let stand = Stand::start().await;
+async fn staging_is_held_until_dev_is_converged_and_healthy_at_the_same_commit(kube: Kube) {
+    let stand = Stand::start_on(kube).await;
     let repo = TempDir::new().unwrap();
     let c1 = write_repo(repo.path(), &Spec::default());
 
@@ -469,9 +468,8 @@ async fn staging_is_held_until_dev_is_converged_and_healthy_at_the_same_commit()
     assert!(store.load("dev").await.unwrap().unwrap().good_at(&c2));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_held_lock_stops_a_second_apply_with_the_holder_named() {
-    let stand = Stand::start().await;
+async fn a_held_lock_stops_a_second_apply_with_the_holder_named(kube: Kube) {
+    let stand = Stand::start_on(kube).await;
     let repo = TempDir::new().unwrap();
     write_repo(repo.path(), &Spec::default());
     let lock = EnvLock::lease(
@@ -499,9 +497,8 @@ async fn a_held_lock_stops_a_second_apply_with_the_holder_named() {
     assert_eq!(code, 0, "{text}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkill_at_any_point_then_rerun_leaves_exactly_the_desired_resources() {
-    let stand = Stand::start().await;
+async fn sigkill_at_any_point_then_rerun_leaves_exactly_the_desired_resources(kube: Kube) {
+    let stand = Stand::start_on(kube).await;
     let repo = TempDir::new().unwrap();
     write_repo(repo.path(), &Spec::default());
     let args = ["apply", "--env", "dev", "--yes", "--parallelism", "2"];
@@ -555,9 +552,8 @@ async fn sigkill_at_any_point_then_rerun_leaves_exactly_the_desired_resources() 
     assert!(text.contains("No changes."), "{text}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rebuild_reports_rto_and_as_builds_a_coexisting_copy() {
-    let stand = Stand::start().await;
+async fn rebuild_reports_rto_and_as_builds_a_coexisting_copy(kube: Kube) {
+    let stand = Stand::start_on(kube).await;
     let repo = TempDir::new().unwrap();
     write_repo(repo.path(), &Spec::default());
     let (code, text) = stand
@@ -610,9 +606,8 @@ async fn rebuild_reports_rto_and_as_builds_a_coexisting_copy() {
 /// it follows a Git remote (file://), applies dev, then staging behind
 /// dev's gate, against moto and kube-sim, reports both healthy at the
 /// commit, and exits 0 on SIGTERM.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reconcile_applies_each_environment_through_the_executor() {
-    let stand = Stand::start().await;
+async fn reconcile_applies_each_environment_through_the_executor(kube: Kube) {
+    let stand = Stand::start_on(kube).await;
     let repo = TempDir::new().unwrap();
     let commit = write_repo(repo.path(), &Spec::default());
     let port = free_port();
@@ -639,3 +634,14 @@ async fn reconcile_applies_each_environment_through_the_executor() {
     let status = crate::stand::sigterm(&mut child).await;
     assert!(status.success(), "{status:?}");
 }
+
+crate::on_both_kubes!(
+    apply_converges_outputs_flow_and_a_second_apply_writes_nothing,
+    a_failing_resource_skips_its_dependents_while_an_independent_branch_completes,
+    prune_deletes_what_git_removed_and_never_an_unowned_object,
+    staging_is_held_until_dev_is_converged_and_healthy_at_the_same_commit,
+    a_held_lock_stops_a_second_apply_with_the_holder_named,
+    sigkill_at_any_point_then_rerun_leaves_exactly_the_desired_resources,
+    rebuild_reports_rto_and_as_builds_a_coexisting_copy,
+    reconcile_applies_each_environment_through_the_executor,
+);

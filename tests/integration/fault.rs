@@ -535,7 +535,7 @@ async fn combined_fault_soak_converges_with_retries_in_metrics() {
     let rule = |p: f64, n: u64, action: FaultAction| {
         FaultRule::with_probability(None, None, p, seed.wrapping_add(n), action)
     };
-    stand.sim.set_faults(Faults {
+    stand.sim().set_faults(Faults {
         rules: vec![
             rule(
                 throttle,
@@ -577,7 +577,7 @@ async fn combined_fault_soak_converges_with_retries_in_metrics() {
 
     // Faults off, then look: exactly the declared resources, nothing twice.
     *proxy.faults.rate.lock().unwrap() = None;
-    stand.sim.set_faults(Faults::default());
+    stand.sim().set_faults(Faults::default());
     assert_exactly_declared(&stand, context, env, &format!("soak (seed {seed})")).await;
 
     let retries = series(&metrics, "tidegate_api_retries_total");
@@ -694,7 +694,7 @@ async fn a_sigkilled_reconciler_is_replaced_and_its_successor_converges() {
 async fn a_failed_converge_still_shows_its_retries_in_metrics() {
     let context = "dev";
     let stand = Stand::with_contexts(&[context]).await;
-    stand.sim.set_faults(Faults {
+    stand.sim().set_faults(Faults {
         rules: vec![FaultRule::new(
             Some("GET"),
             Some("/api/v1/configmaps"),

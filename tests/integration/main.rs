@@ -12,6 +12,7 @@ mod fuzz_corpus;
 mod kubernetes;
 mod plan;
 mod policy;
+mod real_kube;
 mod reconcile;
 mod secrets;
 mod source;

@@ -1,8 +1,12 @@
-//! The stand the end-to-end tests run on: moto for EC2, kube-sim for
-//! Kubernetes, a kubeconfig for it, the real `tidegate` binary pointed at
-//! both, a fixture repository committed with the real `git`, and the
-//! queries that say what tidegate owns afterwards. Shared by `execute`
-//! (apply, rebuild, reconcile) and `fault` (kill -9 trials, fault soak).
+//! The stand the end-to-end tests run on: moto for EC2, Kubernetes on
+//! either target ([`Kube::Sim`]: kube-sim; [`Kube::Real`]: a real
+//! kube-apiserver with RBAC, tidegate authenticated as the ServiceAccount
+//! deploy/rbac.yaml binds), a kubeconfig for it, the real `tidegate` binary
+//! pointed at both, a fixture repository committed with the real `git`,
+//! and the queries that say what tidegate owns afterwards. Shared by
+//! `execute` (apply, rebuild, reconcile), `fault` (kill -9 trials, fault
+//! soak) and `real_kube`. [`on_both_kubes!`] runs one test body on both
+//! targets.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,10 +31,52 @@ use super::support_moto::MotoServer;
 pub const REGION: &str = "us-east-1";
 pub const AMI: &str = "ami-1e749f67";
 
-/// moto, kube-sim (one context per environment) and a kubeconfig for them.
+/// Which Kubernetes API server a stand runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kube {
+    /// kube-sim: fast, fault-injectable, one isolated cluster per context.
+    Sim,
+    /// A real kube-apiserver (etcd, controller-manager, scheduler, kwok) of
+    /// the stand's own, every context pointing at it, tidegate as its
+    /// ServiceAccount.
+    Real,
+}
+
+/// The running Kubernetes side of a stand.
+pub enum KubeServer {
+    Sim(Handle),
+    Real(Box<real_kube::ControlPlane>),
+}
+
+/// Runs each named `async fn name(kube: Kube)` once per Kubernetes target,
+/// as `<module>::sim::name` and `<module>::real::name`.
+#[macro_export]
+macro_rules! on_both_kubes {
+    ($($name:ident),* $(,)?) => {
+        mod sim {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::stand::Kube::Sim).await
+                }
+            )*
+        }
+        mod real {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::stand::Kube::Real).await
+                }
+            )*
+        }
+    };
+}
+
+/// moto, a Kubernetes API server (contexts named after the environments)
+/// and a kubeconfig for them.
 pub struct Stand {
     pub moto: MotoServer,
-    pub sim: Handle,
+    pub kube: KubeServer,
     pub kubeconfig: PathBuf,
     pub dir: TempDir,
     /// Where the `tidegate` binary sends EC2 requests: moto, or a fault
@@ -39,29 +85,67 @@ pub struct Stand {
 }
 
 impl Stand {
-    /// A stand with the contexts `dev` and `staging`.
-    pub async fn start() -> Stand {
-        Stand::with_contexts(&["dev", "staging"]).await
+    /// A kube-sim stand with `contexts`.
+    pub async fn with_contexts(contexts: &[&str]) -> Stand {
+        Stand::on(Kube::Sim, contexts).await
     }
 
-    pub async fn with_contexts(contexts: &[&str]) -> Stand {
+    /// A stand on `kube` with the contexts `dev` and `staging`.
+    pub async fn start_on(kube: Kube) -> Stand {
+        Stand::on(kube, &["dev", "staging"]).await
+    }
+
+    /// A stand on `kube` with `contexts`.
+    pub async fn on(kube: Kube, contexts: &[&str]) -> Stand {
         let moto = MotoServer::start();
-        let sim = Simulator::start(Config {
-            contexts: contexts.iter().map(|c| c.to_string()).collect(),
-            ..Config::default()
-        })
-        .await
-        .expect("kube-sim starts");
         let dir = TempDir::new().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
-        sim.kubeconfig(&kubeconfig).unwrap();
+        let kube = match kube {
+            Kube::Sim => {
+                let sim = Simulator::start(Config {
+                    contexts: contexts.iter().map(|c| c.to_string()).collect(),
+                    ..Config::default()
+                })
+                .await
+                .expect("kube-sim starts");
+                sim.kubeconfig(&kubeconfig).unwrap();
+                KubeServer::Sim(sim)
+            }
+            Kube::Real => {
+                let plane = tokio::task::spawn_blocking(real_kube::ControlPlane::start)
+                    .await
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("the real kube-apiserver stand: {e}"));
+                plane
+                    .cluster()
+                    .write_kubeconfig(&kubeconfig, contexts, real_kube::Identity::Tidegate)
+                    .unwrap();
+                KubeServer::Real(Box::new(plane))
+            }
+        };
         let aws_endpoint = moto.endpoint.clone();
         Stand {
             moto,
-            sim,
+            kube,
             kubeconfig,
             dir,
             aws_endpoint,
+        }
+    }
+
+    /// The simulator (fault injection, counters); panics on a real server.
+    pub fn sim(&self) -> &Handle {
+        match &self.kube {
+            KubeServer::Sim(sim) => sim,
+            KubeServer::Real(_) => panic!("this test needs kube-sim"),
+        }
+    }
+
+    /// The real cluster (its administrator's kubectl); panics on kube-sim.
+    pub fn real(&self) -> &real_kube::Cluster {
+        match &self.kube {
+            KubeServer::Real(plane) => plane.cluster(),
+            KubeServer::Sim(_) => panic!("this test needs the real kube-apiserver"),
         }
     }
 
