@@ -114,7 +114,10 @@ mod tests {
         let deploy = &apps["resources"][0];
         assert_eq!(deploy["name"], "deployments");
         assert_eq!(deploy["shortNames"], json!(["deploy"]));
-        assert_eq!(apps["resources"][1]["name"], "deployments/status");
+        assert_eq!(apps["resources"][1]["name"], "deployments/scale");
+        assert_eq!(apps["resources"][1]["kind"], "Scale");
+        assert_eq!(apps["resources"][1]["group"], "autoscaling");
+        assert_eq!(apps["resources"][2]["name"], "deployments/status");
         assert!(resource_list(&types, "nope", "v1").is_none());
         assert_eq!(
             group(&types, "apps").unwrap()["preferredVersion"]["groupVersion"],

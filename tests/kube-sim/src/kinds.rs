@@ -29,6 +29,9 @@ pub struct ResourceType {
     pub status_subresource: bool,
     /// Whether `metadata.generation` is maintained (bumped on spec changes).
     pub tracks_generation: bool,
+    /// Whether the `/scale` subresource (an `autoscaling/v1` Scale of
+    /// `spec.replicas`) is served.
+    pub scale_subresource: bool,
 }
 
 impl ResourceType {
@@ -67,6 +70,17 @@ impl ResourceType {
             main["categories"] = json!(self.categories);
         }
         let mut out = vec![main];
+        if self.scale_subresource {
+            out.push(json!({
+                "name": format!("{}/scale", self.plural),
+                "singularName": "",
+                "namespaced": self.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
         if self.status_subresource {
             out.push(json!({
                 "name": format!("{}/status", self.plural),
@@ -103,6 +117,8 @@ fn builtin(
         categories: if all { vec!["all".into()] } else { vec![] },
         status_subresource: status,
         tracks_generation: status,
+        scale_subresource: group == "apps"
+            && matches!(plural, "deployments" | "replicasets" | "statefulsets"),
     }
 }
 
@@ -160,6 +176,16 @@ pub fn builtins() -> Vec<ResourceType> {
             "deployments",
             true,
             &["deploy"],
+            true,
+            true,
+        ),
+        builtin(
+            "apps",
+            "v1",
+            "ReplicaSet",
+            "replicasets",
+            true,
+            &["rs"],
             true,
             true,
         ),
@@ -340,6 +366,7 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
                 categories: strings(&names["categories"]),
                 status_subresource: v["subresources"].get("status").is_some(),
                 tracks_generation: true,
+                scale_subresource: false,
             })
         })
         .collect()

@@ -1,6 +1,6 @@
 //! The workload "kubelet": what a cluster's controllers would write into
-//! the status of Deployments, StatefulSets, DaemonSets and Jobs, so that
-//! health gates can be tested. Each object's readiness mode comes from the
+//! the status of Deployments, ReplicaSets, StatefulSets, DaemonSets and
+//! Jobs, so that health gates can be tested. Each object's readiness mode comes from the
 //! annotation [`READY_ANNOTATION`] or the simulator's default; this module
 //! only computes statuses (pure), the store schedules them.
 
@@ -54,7 +54,11 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 pub fn is_workload(group_resource: &str) -> bool {
     matches!(
         group_resource,
-        "deployments.apps" | "statefulsets.apps" | "daemonsets.apps" | "jobs.batch"
+        "deployments.apps"
+            | "replicasets.apps"
+            | "statefulsets.apps"
+            | "daemonsets.apps"
+            | "jobs.batch"
     )
 }
 
@@ -150,6 +154,13 @@ pub fn status_for(group_resource: &str, obj: &Value, phase: Phase, now: &str) ->
             }
             s
         }
+        "replicasets.apps" => json!({
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "fullyLabeledReplicas": replicas,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+        }),
         "statefulsets.apps" => json!({
             "observedGeneration": generation,
             "replicas": replicas,

@@ -10,7 +10,8 @@
 //! Map: [`kinds`] (served types), [`selector`], [`merge`] (patch
 //! semantics), [`managed`] (server-side apply ownership), [`store`] (one
 //! cluster and its verbs), [`kubelet`] (workload status), [`faults`],
-//! [`discovery`], [`server`] (HTTP and the `/_sim` control API),
+//! [`discovery`], [`protobuf`] (protobuf request bodies), [`scale`] (the
+//! scale subresource), [`server`] (HTTP and the `/_sim` control API),
 //! [`kubeconfig`]. Start with [`Simulator::start`].
 
 pub mod clock;
@@ -22,6 +23,8 @@ pub mod kubelet;
 pub mod managed;
 pub mod merge;
 pub mod openapi;
+pub mod protobuf;
+pub mod scale;
 pub mod selector;
 pub mod server;
 pub mod status;

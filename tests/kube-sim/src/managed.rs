@@ -340,7 +340,10 @@ impl Writer<'_> {
 }
 
 /// Records a non-apply write (create, update, patch): the writer takes
-/// every field whose value it changed; other managers lose those fields.
+/// every field whose value it changed; other managers lose those fields
+/// and the ones that are gone. Fields outside the writer's reach (the
+/// spec for a status write, the status for a main-resource write) keep
+/// their owners.
 pub fn record_update(old: Option<&Value>, new: &mut Value, w: &Writer) {
     let mut entries = old.map(entries_of).unwrap_or_default();
     let new_fields = w.fields(new);
@@ -349,9 +352,10 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, w: &Writer) {
         .filter(|p| old.and_then(|o| value_at(o, p)) != value_at(new, p))
         .cloned()
         .collect();
+    let present = fields_of(new, false, false);
     for e in entries.iter_mut() {
         e.fields
-            .retain(|p| new_fields.contains(p) && !changed.contains(p));
+            .retain(|p| present.contains(p) && !changed.contains(p));
     }
     let mine = w
         .entry_index(&entries, "Update")
@@ -523,6 +527,48 @@ mod tests {
         record_update(Some(&first), &mut edited, &w("editor"));
         let err = apply(Some(&edited), &cm(json!({"a": "3"})), &w("one"), false).unwrap_err();
         assert_eq!(err[0].manager, "editor");
+    }
+
+    #[test]
+    fn status_writes_keep_the_owners_of_the_spec() {
+        let dep = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"replicas": 1}});
+        let applied = apply(None, &dep, &w("tidegate"), false).unwrap();
+        let mut with_status = applied.clone();
+        with_status["status"] = json!({"replicas": 1});
+        let kcm = Writer {
+            subresource: Some("status"),
+            ..w("kube-controller-manager")
+        };
+        record_update(Some(&applied), &mut with_status, &kcm);
+        let mut scaled = with_status.clone();
+        scaled["spec"]["replicas"] = json!(3);
+        let scaler = Writer {
+            subresource: Some("scale"),
+            ..w("kubectl")
+        };
+        record_update(Some(&with_status), &mut scaled, &scaler);
+        let owners: Vec<(String, Option<String>, String)> = entries_of(&scaled)
+            .iter()
+            .map(|e| {
+                let fields = e.fields.iter().map(|p| dotted(p)).collect::<Vec<_>>();
+                (e.manager.clone(), e.subresource.clone(), fields.join(" "))
+            })
+            .collect();
+        assert_eq!(
+            owners,
+            [
+                (
+                    "kube-controller-manager".into(),
+                    Some("status".into()),
+                    ".status.replicas".into()
+                ),
+                (
+                    "kubectl".into(),
+                    Some("scale".into()),
+                    ".spec.replicas".into()
+                ),
+            ]
+        );
     }
 
     #[test]

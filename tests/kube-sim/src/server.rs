@@ -9,10 +9,11 @@ use crate::faults::{Counters, FaultAction, Faults};
 use crate::kinds::ResourceType;
 use crate::kubelet::{Phase, Readiness};
 use crate::openapi;
+use crate::protobuf::{self, ProtoError};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::store::{
-    filter_event, present, Cluster, ListPage, ListQuery, PatchBody, Target, WriteOpts,
+    filter_event, present, Cluster, ListPage, ListQuery, PatchBody, ScaleWrite, Target, WriteOpts,
 };
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -279,8 +280,7 @@ pub async fn handle(sim: Arc<Sim>, req: axum::extract::Request) -> Response {
         }
         None => {}
     }
-    if content_type.contains("protobuf") || content_type.contains("cbor") {
-        let e = ApiError::unsupported_media_type(&content_type);
+    if let Err(e) = check_media_type(&parts.method, &content_type) {
         return error_response(&e);
     }
     let ctx = RequestCtx {
@@ -296,6 +296,45 @@ pub async fn handle(sim: Arc<Sim>, req: axum::extract::Request) -> Response {
         Ok(r) => r,
         Err(e) => error_response(&e),
     }
+}
+
+/// Refuses CBOR bodies (which makes client-go retry in JSON) and protobuf
+/// patches (no such patch type).
+fn check_media_type(method: &Method, content_type: &str) -> Result<(), ApiError> {
+    let is_patch = method == Method::PATCH;
+    if is_patch && (content_type.contains("cbor") || protobuf::is_protobuf(content_type)) {
+        return Err(ApiError::unsupported_media_type(content_type));
+    }
+    if content_type.contains("cbor") {
+        return Err(ApiError::unsupported_body(content_type));
+    }
+    Ok(())
+}
+
+/// The request body as JSON: parsed JSON or YAML, or a decoded protobuf
+/// object (kubectl's typed clients send built-in kinds as protobuf).
+fn body_json(ctx: &RequestCtx) -> Result<Value, ApiError> {
+    if !protobuf::is_protobuf(ctx.content_type) || ctx.body.is_empty() {
+        return parse_body(ctx.body);
+    }
+    protobuf::decode(ctx.body).map_err(|e| match e {
+        ProtoError::UnknownKind { .. } => ApiError::unsupported(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({e})"
+        )),
+        ProtoError::Schema(_) => ApiError::internal(e.to_string()),
+        other => ApiError::bad_request(error_chain(&other)),
+    })
+}
+
+/// An error and its causes, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    out
 }
 
 struct RequestCtx<'a> {
@@ -348,7 +387,12 @@ fn dispatch(ctx: &RequestCtx, route: Route) -> Result<Response, ApiError> {
             if namespace.is_some() && !rt.namespaced {
                 return Err(ApiError::no_route(&rt.group_resource()));
             }
-            if sub.is_some_and(|s| s != "status" || !rt.status_subresource) {
+            let served = |s: &str| match s {
+                "status" => rt.status_subresource,
+                "scale" => rt.scale_subresource,
+                _ => false,
+            };
+            if sub.is_some_and(|s| !served(s)) {
                 return Err(ApiError::no_route(&format!(
                     "{}/{}",
                     rt.group_resource(),
@@ -448,6 +492,9 @@ fn resource(ctx: &RequestCtx, t: Target) -> Result<Response, ApiError> {
     if t.rt.namespaced && t.namespace.is_none() && !matches!(v, "list" | "watch") {
         return Err(ApiError::no_route(&t.rt.group_resource()));
     }
+    if t.subresource.as_deref() == Some("scale") {
+        return scale(ctx, t, v);
+    }
     let c = ctx.cluster;
     match v {
         "get" => {
@@ -485,33 +532,23 @@ fn resource(ctx: &RequestCtx, t: Target) -> Result<Response, ApiError> {
         }
         "watch" => watch(ctx, t),
         "create" => {
-            let body = parse_body(ctx.body)?;
+            let body = body_json(ctx)?;
             let opts = write_opts(ctx, &Value::Null)?;
             Ok(json_response(201, &*c.create(&t, body, &opts)?))
         }
         "update" => {
-            let body = parse_body(ctx.body)?;
+            let body = body_json(ctx)?;
             let opts = write_opts(ctx, &Value::Null)?;
             Ok(json_response(200, &*c.update(&t, body, &opts)?))
         }
         "apply" | "patch" => {
-            let body = parse_body(ctx.body)?;
+            let patch = patch_body(ctx)?;
             let opts = write_opts(ctx, &Value::Null)?;
-            let ct = ctx.content_type.split(';').next().unwrap_or("").trim();
-            let patch = match ct {
-                "application/merge-patch+json" => PatchBody::Merge(body),
-                "application/strategic-merge-patch+json" => PatchBody::Strategic(body),
-                "application/json-patch+json" => PatchBody::Json(body),
-                "application/apply-patch+yaml" | "application/apply-patch+json" => {
-                    PatchBody::Apply(body)
-                }
-                other => return Err(ApiError::unsupported_media_type(other)),
-            };
             let (code, obj) = c.patch(&t, patch, &opts)?;
             Ok(json_response(code, &obj))
         }
         "delete" => {
-            let body = parse_body(ctx.body)?;
+            let body = body_json(ctx)?;
             let opts = write_opts(ctx, &body)?;
             Ok(json_response(
                 200,
@@ -519,13 +556,44 @@ fn resource(ctx: &RequestCtx, t: Target) -> Result<Response, ApiError> {
             ))
         }
         "deletecollection" => {
-            let body = parse_body(ctx.body)?;
+            let body = body_json(ctx)?;
             let opts = write_opts(ctx, &body)?;
             let page = c.delete_collection(&t, &list_query(ctx)?, &opts)?;
             Ok(bytes_response(200, list_json(&t.rt, &page)))
         }
         _ => Err(ApiError::method_not_allowed(&t.rt.group_resource())),
     }
+}
+
+/// A PATCH body, typed by its content type.
+fn patch_body(ctx: &RequestCtx) -> Result<PatchBody, ApiError> {
+    let ct = ctx.content_type.split(';').next().unwrap_or("").trim();
+    let make = match ct {
+        "application/merge-patch+json" => PatchBody::Merge,
+        "application/strategic-merge-patch+json" => PatchBody::Strategic,
+        "application/json-patch+json" => PatchBody::Json,
+        "application/apply-patch+yaml" | "application/apply-patch+json" => PatchBody::Apply,
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    Ok(make(parse_body(ctx.body)?))
+}
+
+/// The `scale` subresource: get, update (PUT) and patch.
+fn scale(ctx: &RequestCtx, t: Target, v: &str) -> Result<Response, ApiError> {
+    let c = ctx.cluster;
+    let write = match v {
+        "get" => return Ok(json_response(200, &c.get_scale(&t)?)),
+        "update" => ScaleWrite::Update(body_json(ctx)?),
+        "patch" | "apply" => ScaleWrite::Patch(patch_body(ctx)?),
+        _ => {
+            return Err(ApiError::method_not_allowed(&format!(
+                "{}/scale",
+                t.rt.group_resource()
+            )))
+        }
+    };
+    let opts = write_opts(ctx, &Value::Null)?;
+    Ok(json_response(200, &c.write_scale(&t, write, &opts)?))
 }
 
 /// A `<Kind>List` written without cloning the items.

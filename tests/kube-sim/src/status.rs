@@ -105,7 +105,14 @@ impl ApiError {
     pub fn invalid(group_resource: &str, kind: &str, name: &str, why: &str) -> Self {
         let msg = format!("{kind} \"{name}\" is invalid: {why}");
         let mut d = details(group_resource, name);
-        d["causes"] = json!([{"reason": "FieldValueInvalid", "message": why}]);
+        // `spec.replicas: Invalid value: ...`: the cause names the field,
+        // which kubectl prints before the message.
+        d["causes"] = match why.split_once(": ") {
+            Some((field, message)) if !field.contains(' ') => {
+                json!([{"reason": "FieldValueInvalid", "message": message, "field": field}])
+            }
+            _ => json!([{"reason": "FieldValueInvalid", "message": why}]),
+        };
         Self::new(422, "Invalid", msg, d)
     }
 
@@ -125,6 +132,18 @@ impl ApiError {
     pub fn unsupported_media_type(ct: &str) -> Self {
         let msg = format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})");
         Self::new(415, "UnsupportedMediaType", msg, json!({}))
+    }
+
+    /// 415: a create or update body in a format the server does not decode
+    /// (CBOR, or protobuf of a kind without a schema).
+    pub fn unsupported_body(ct: &str) -> Self {
+        let msg = format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {ct:?})");
+        Self::new(415, "UnsupportedMediaType", msg, json!({}))
+    }
+
+    /// 415 with a message of its own (a request kube-sim does not simulate).
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(415, "UnsupportedMediaType", message.into(), json!({}))
     }
 
     /// 410: a watch or continue token from before the retained history.

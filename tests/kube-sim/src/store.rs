@@ -17,6 +17,7 @@ use crate::kinds::{self, ResourceType};
 use crate::kubelet::{self, Phase, Readiness};
 use crate::managed::{self, Writer};
 use crate::merge::{self, Mode};
+use crate::scale;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, Result};
 use serde_json::{json, Map, Value};
@@ -122,6 +123,48 @@ pub enum PatchBody {
     Apply(Value),
 }
 
+/// A write of the `scale` subresource.
+#[derive(Clone, Debug)]
+pub enum ScaleWrite {
+    /// PUT of a whole Scale.
+    Update(Value),
+    /// PATCH of the current Scale.
+    Patch(PatchBody),
+}
+
+/// Applies a merge, strategic merge or JSON patch to `doc` (`kind` and
+/// `name` for the error when a JSON patch fails).
+fn patch_document(
+    doc: &mut Value,
+    patch: &PatchBody,
+    group_resource: &str,
+    kind: &str,
+    name: &str,
+) -> Result<()> {
+    match patch {
+        PatchBody::Merge(p) => merge::merge(doc, p, Mode::Merge),
+        PatchBody::Strategic(p) => merge::merge(doc, p, Mode::Strategic),
+        PatchBody::Json(p) => {
+            let ops: json_patch::Patch = serde_json::from_value(p.clone())
+                .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            json_patch::patch(doc, &ops).map_err(|e| {
+                ApiError::invalid(
+                    group_resource,
+                    kind,
+                    name,
+                    &format!("the JSON patch failed: {e}"),
+                )
+            })?;
+        }
+        PatchBody::Apply(_) => {
+            return Err(ApiError::bad_request(
+                "server-side apply is not a patch of the stored document",
+            ))
+        }
+    }
+    Ok(())
+}
+
 /// List parameters.
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {
@@ -211,8 +254,9 @@ fn check_name(name: &str) -> std::result::Result<(), String> {
     }
 }
 
-/// Base64 for Secret `stringData`.
-fn base64(data: &[u8]) -> String {
+/// Base64 (RFC 4648, padded), as Go's JSON writes `[]byte`: Secret
+/// `stringData`, protobuf `bytes` fields.
+pub(crate) fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
@@ -231,6 +275,24 @@ fn base64(data: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Removes empty `labels`, `annotations`, `finalizers` and
+/// `ownerReferences`, which Go's `omitempty` leaves out of the JSON (so
+/// removing the last label leaves no `labels: {}` behind).
+fn drop_empty_meta(obj: &mut Value) {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in ["labels", "annotations", "finalizers", "ownerReferences"] {
+            let empty = match m.get(k) {
+                Some(Value::Object(o)) => o.is_empty(),
+                Some(Value::Array(a)) => a.is_empty(),
+                _ => false,
+            };
+            if empty {
+                m.remove(k);
+            }
+        }
+    }
 }
 
 /// Spec-ish content: everything but metadata and status.
@@ -589,10 +651,10 @@ impl Cluster {
             manager: &opts.manager,
             api_version,
             now,
-            subresource: if t.subresource.as_deref() == Some("status") {
-                Some("status")
-            } else {
-                None
+            subresource: match t.subresource.as_deref() {
+                Some("status") => Some("status"),
+                Some("scale") => Some("scale"),
+                _ => None,
             },
             skip_status: t.rt.status_subresource,
         }
@@ -683,6 +745,7 @@ impl Cluster {
 
     /// Fills server-owned metadata for a new object.
     fn stamp_new(t: &Target, obj: &mut Value, now: &str) {
+        drop_empty_meta(obj);
         if t.rt.status_subresource {
             if let Some(m) = obj.as_object_mut() {
                 m.remove("status");
@@ -844,23 +907,7 @@ impl Cluster {
             .lookup(&t.gr(), &t.key())
             .ok_or_else(|| ApiError::not_found(&t.gr(), t.name()))?;
         let mut doc = (*old).clone();
-        match &patch {
-            PatchBody::Merge(p) => merge::merge(&mut doc, p, Mode::Merge),
-            PatchBody::Strategic(p) => merge::merge(&mut doc, p, Mode::Strategic),
-            PatchBody::Json(p) => {
-                let ops: json_patch::Patch = serde_json::from_value(p.clone())
-                    .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-                json_patch::patch(&mut doc, &ops).map_err(|e| {
-                    ApiError::invalid(
-                        &t.gr(),
-                        &t.rt.kind,
-                        t.name(),
-                        &format!("the JSON patch failed: {e}"),
-                    )
-                })?;
-            }
-            PatchBody::Apply(_) => unreachable!("handled above"),
-        }
+        patch_document(&mut doc, &patch, &t.gr(), &t.rt.kind, t.name())?;
         if str_at(&doc, "resourceVersion") != str_at(&old, "resourceVersion") {
             return Err(ApiError::stale(&t.gr(), t.name()));
         }
@@ -870,6 +917,67 @@ impl Cluster {
         managed::record_update(Some(&old), &mut new, &w);
         self.finish_write(&mut st, t, Some(old), new, opts)
             .map(|o| (200, o))
+    }
+
+    /// GET of the `scale` subresource.
+    pub fn get_scale(&self, t: &Target) -> Result<Value> {
+        let st = lock(&self.state);
+        st.lookup(&t.gr(), &t.key())
+            .map(|o| scale::of(&o))
+            .ok_or_else(|| ApiError::not_found(&t.gr(), t.name()))
+    }
+
+    /// PUT (`ScaleWrite::Update`) or PATCH of the `scale` subresource:
+    /// sets the parent's `spec.replicas` (checking a `resourceVersion`
+    /// precondition), records the writer's ownership of it under
+    /// `subresource: scale`, and returns the new Scale.
+    pub fn write_scale(
+        self: &Arc<Self>,
+        t: &Target,
+        write: ScaleWrite,
+        opts: &WriteOpts,
+    ) -> Result<Value> {
+        let now = clock::now();
+        let mut st = lock(&self.state);
+        let old = st
+            .lookup(&t.gr(), &t.key())
+            .ok_or_else(|| ApiError::not_found(&t.gr(), t.name()))?;
+        let current = scale::of(&old);
+        let wanted = match write {
+            ScaleWrite::Update(body) => body,
+            ScaleWrite::Patch(PatchBody::Apply(_)) => {
+                return Err(ApiError::unsupported(
+                    "kube-sim does not simulate server-side apply of the scale subresource; use a merge, strategic merge or JSON patch, or PUT",
+                ))
+            }
+            ScaleWrite::Patch(p) => {
+                let mut doc = current.clone();
+                patch_document(&mut doc, &p, scale::QUALIFIED_KIND, "Scale", t.name())?;
+                doc
+            }
+        };
+        let replicas = scale::requested(&wanted, t.name()).map_err(|r| match r {
+            scale::Refusal::Malformed(why) => ApiError::bad_request(why),
+            scale::Refusal::Invalid(why) => {
+                ApiError::invalid(scale::QUALIFIED_KIND, scale::QUALIFIED_KIND, t.name(), &why)
+            }
+        })?;
+        if let Some(rv) = str_at(&wanted, "resourceVersion") {
+            if Some(rv) != str_at(&old, "resourceVersion") {
+                return Err(ApiError::stale(&t.gr(), t.name()));
+            }
+        }
+        let mut new = (*old).clone();
+        if !new["spec"].is_object() {
+            new["spec"] = json!({});
+        }
+        new["spec"]["replicas"] = json!(replicas);
+        let av = t.rt.api_version();
+        let w = self.writer(t, opts, &av, &now);
+        let mut new = self.carry_over(t, &old, new);
+        managed::record_update(Some(&old), &mut new, &w);
+        let stored = self.finish_write(&mut st, t, Some(old), new, opts)?;
+        Ok(scale::of(&stored))
     }
 
     /// Copies server-owned metadata and the untouchable half (status or
@@ -917,6 +1025,7 @@ impl Cluster {
         if t.gr() == "customresourcedefinitions.apiextensions.k8s.io" && !status_write {
             crd_status(&mut new, &clock::now());
         }
+        drop_empty_meta(&mut new);
         new
     }
 
@@ -947,7 +1056,7 @@ impl Cluster {
             return Ok(present(&stored, &t.rt));
         }
         let stored = st.commit(&t.gr(), t.key(), Some(new), Some(old), &self.events);
-        if t.subresource.is_none() {
+        if t.subresource.as_deref() != Some("status") {
             self.after_write(st, t, &stored);
         }
         Ok(present(&stored, &t.rt))
