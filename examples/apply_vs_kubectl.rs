@@ -25,6 +25,7 @@
 //! ```text
 //! cargo build -p kube-sim --release
 //! cargo run --release --example apply_vs_kubectl -- --objects 1000 --runs 3
+//! cargo run --release --example apply_vs_kubectl -- --objects 1000 --runs 3 --kube real
 //! ```
 
 use std::net::TcpListener;
@@ -50,6 +51,11 @@ struct Args {
     /// tidegate's resources in flight at once.
     #[arg(long, default_value_t = 32)]
     parallelism: usize,
+    /// The API server: `sim` (the kube-sim binary) or `real` (a real
+    /// kube-apiserver with RBAC from tests/real-kube; both sides then
+    /// authenticate as tidegate's ServiceAccount).
+    #[arg(long, default_value = "sim")]
+    kube: String,
 }
 
 /// Objects per `app` instance.
@@ -107,6 +113,27 @@ fn start_sim(kubeconfig: &Path, context: &str) -> Killed {
         std::thread::sleep(Duration::from_millis(50));
     }
     Killed(child)
+}
+
+/// A fresh API server for one side: kube-sim, or a real control plane.
+enum Server {
+    Sim(#[allow(dead_code)] Killed),
+    Real(#[allow(dead_code)] Box<real_kube::ControlPlane>),
+}
+
+fn start_server(kube: &str, kubeconfig: &Path, context: &str) -> Server {
+    match kube {
+        "real" => {
+            let plane = real_kube::ControlPlane::start()
+                .unwrap_or_else(|e| panic!("the real kube-apiserver: {e}"));
+            plane
+                .cluster()
+                .write_kubeconfig(kubeconfig, &[context], real_kube::Identity::Tidegate)
+                .expect("kubeconfig written");
+            Server::Real(Box::new(plane))
+        }
+        _ => Server::Sim(start_sim(kubeconfig, context)),
+    }
 }
 
 /// The generated repository: `base` (Namespace + `extra` ConfigMaps) and
@@ -188,13 +215,15 @@ struct Bench<'a> {
     namespace: &'a str,
     objects: usize,
     parallelism: usize,
+    kube: &'a str,
 }
 
 impl Bench<'_> {
     /// tidegate's apply onto a fresh kube-sim: seconds, API calls by operation.
     async fn tidegate(&self) -> (f64, String) {
         let kubeconfig = self.dir.join("kubeconfig-tidegate");
-        let _sim = start_sim(&kubeconfig, "tidegate");
+        let _server =
+            tokio::task::block_in_place(|| start_server(self.kube, &kubeconfig, "tidegate"));
         let target = self.model.environment(ENV).unwrap().target(None);
         let t0 = Instant::now();
         let k8s = Kubernetes::connect_kubeconfig(&kubeconfig, &target, Default::default())
@@ -236,7 +265,7 @@ impl Bench<'_> {
     /// `kubectl apply --server-side -f` onto a fresh kube-sim: seconds.
     fn kubectl(&self) -> f64 {
         let kubeconfig = self.dir.join("kubeconfig-kubectl");
-        let _sim = start_sim(&kubeconfig, "kubectl");
+        let _server = start_server(self.kube, &kubeconfig, "kubectl");
         let t0 = Instant::now();
         let out = kubectl(&kubeconfig)
             .args(["apply", "--server-side", "-f"])
@@ -309,11 +338,13 @@ async fn main() {
         namespace: &namespace,
         objects: args.objects,
         parallelism: args.parallelism,
+        kube: &args.kube,
     };
     println!(
-        "apply of {} Kubernetes objects (1 Namespace, {} ConfigMaps, {apps} Deployments, {apps} Services) onto a fresh kube-sim per side; tidegate parallelism {}, wait_healthy false; kubectl apply --server-side -f",
+        "apply of {} Kubernetes objects (1 Namespace, {} ConfigMaps, {apps} Deployments, {apps} Services) onto a fresh {} per side; tidegate parallelism {}, wait_healthy false; kubectl apply --server-side -f",
         args.objects,
         args.objects - 1 - 2 * apps,
+        if args.kube == "real" { "real kube-apiserver (RBAC, as tidegate's ServiceAccount)" } else { "kube-sim" },
         args.parallelism
     );
     let (mut tg, mut kc, mut ratios) = (Vec::new(), Vec::new(), Vec::new());

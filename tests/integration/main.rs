@@ -4,6 +4,7 @@
 
 mod aws;
 mod cli_golden;
+mod differential;
 mod example;
 mod execute;
 mod fault;
