@@ -239,7 +239,7 @@ fn the_example_applies_in_levels() {
 /// shows as a perpetual diff.
 async fn the_bundled_modules_apply_and_replan_clean(kube: super::stand::Kube) {
     let root = super::support::repo_root();
-    let stand = super::stand::Stand::on(kube, &["dev"]).await;
+    let stand = super::stand::Stand::on(kube, &["dev", "staging", "test", "prod"]).await;
     let key = root.join("secrets/demo-keys/dev.agekey");
     let state = stand.dir.path().join("state");
     let run = |args: &[&str]| {
@@ -292,6 +292,38 @@ async fn the_bundled_modules_apply_and_replan_clean(kube: super::stand::Kube) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("No changes."), "{stdout}");
+
+    // Then every environment in order (dev < staging < test < prod, each
+    // with its own demo key), and nothing left to do anywhere.
+    let keys = root.join("secrets/demo-keys");
+    let all = |args: &[&str]| {
+        let mut c = stand.binary();
+        c.args(args)
+            .arg("--repo")
+            .arg(&root)
+            .arg("--age-key-dir")
+            .arg(&keys);
+        c
+    };
+    let out = all(&["apply", "--all", "--yes", "--state-dir", state])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "apply --all: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = all(&["plan", "--color", "never"]).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("No changes.").count(), 4, "{stdout}");
 }
 
 crate::on_both_kubes!(the_bundled_modules_apply_and_replan_clean);

@@ -66,7 +66,9 @@ impl Drop for Scratch {
     }
 }
 
-/// moto (EC2) and kube-sim (Kubernetes), started as processes on loopback.
+/// moto (EC2) and kube-sim (Kubernetes), started as processes on loopback;
+/// with `TIDEGATE_BENCH_KUBE=real`, a real kube-apiserver (the `real-kube`
+/// binary) instead of kube-sim.
 pub struct Stand {
     _procs: Vec<Killed>,
     /// moto's endpoint, `http://127.0.0.1:<port>`.
@@ -79,11 +81,16 @@ pub struct Stand {
 
 /// The kube-sim binary built beside the running harness.
 pub fn kube_sim_binary() -> PathBuf {
+    beside_harness("kube-sim", "kube-sim")
+}
+
+/// A binary of package `package` built beside the running harness.
+fn beside_harness(name: &str, package: &str) -> PathBuf {
     std::env::current_exe()
         .ok()
-        .and_then(|e| e.parent().map(|p| p.join("kube-sim")))
+        .and_then(|e| e.parent().map(|p| p.join(name)))
         .filter(|p| p.is_file())
-        .expect("kube-sim beside this binary: cargo build --release -p kube-sim")
+        .unwrap_or_else(|| panic!("{name} beside this binary: cargo build --release -p {package}"))
 }
 
 impl Stand {
@@ -99,18 +106,39 @@ impl Stand {
         let kube_port = free_port();
         let kubeconfig = dir.join("kubeconfig");
         let _ = std::fs::remove_file(&kubeconfig);
-        let sim = Command::new(kube_sim_binary())
-            .args(["--port", &kube_port.to_string(), "--contexts", contexts])
-            .arg("--kubeconfig-out")
-            .arg(&kubeconfig)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kube-sim starts");
+        let real = std::env::var("TIDEGATE_BENCH_KUBE").is_ok_and(|k| k == "real");
+        let sim = if real {
+            // A real kube-apiserver with RBAC (tests/real-kube), tidegate as
+            // its ServiceAccount: `cargo build --release -p real-kube`.
+            Command::new(beside_harness("real-kube", "real-kube"))
+                .args(["--contexts", contexts])
+                .arg("--kubeconfig-out")
+                .arg(&kubeconfig)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("real-kube starts")
+        } else {
+            Command::new(kube_sim_binary())
+                .args(["--port", &kube_port.to_string(), "--contexts", contexts])
+                .arg("--kubeconfig-out")
+                .arg(&kubeconfig)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("kube-sim starts")
+        };
         let sim_pid = sim.id();
         wait_port(moto_port);
-        wait_port(kube_port);
+        if !real {
+            wait_port(kube_port);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
         while !kubeconfig.is_file() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no kubeconfig from the Kubernetes stand-in"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Stand {
