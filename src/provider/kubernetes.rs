@@ -1017,8 +1017,6 @@ fn invalid(desired: &Desired, message: &str) -> Error {
     }
 }
 
-/// A failed API call after its retries; 429, 5xx and transport failures
-/// are marked retryable (a later run may succeed).
 /// For an object whose deletion has begun (`deletionTimestamp` set), what
 /// it waits for: its finalizers, or the end of its grace period.
 fn deletion_in_progress(obj: &serde_json::Value) -> Option<String> {
@@ -1036,6 +1034,8 @@ fn deletion_in_progress(obj: &serde_json::Value) -> Option<String> {
     })
 }
 
+/// A failed API call after its retries; 429, 5xx and transport failures
+/// are marked retryable (a later run may succeed).
 fn api_error(operation: String, e: kube::Error) -> Error {
     let (retryable, source): (bool, Box<dyn std::error::Error + Send + Sync>) = match e {
         // The server's own words, without kube's debug dump of the Status.
