@@ -12,7 +12,6 @@ use std::process::{Command, Stdio};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -321,16 +320,7 @@ fn run_script(kubeconfig: &Path, home: &Path) -> Vec<(String, String)> {
 /// The kube-rs part: server-side apply of a ConfigMap as field manager
 /// `tidegate`, a get, and a list by label selector.
 async fn run_kube_rs(kubeconfig: &Path, context: &str) -> Vec<(String, String)> {
-    tidegate::provider::kubernetes::transport::install_crypto_provider();
-    let kc = Kubeconfig::read_from(kubeconfig).unwrap();
-    let opts = KubeConfigOptions {
-        context: Some(context.into()),
-        ..Default::default()
-    };
-    let config = kube::Config::from_custom_kubeconfig(kc, &opts)
-        .await
-        .unwrap();
-    let client = kube::Client::try_from(config).unwrap();
+    let client = super::stand::kube_client(kubeconfig, context).await;
     let api: Api<ConfigMap> = Api::namespaced(client, NS);
     let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "applied", "namespace": NS, "labels": {"via": "kube-rs"}},

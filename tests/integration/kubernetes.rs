@@ -11,7 +11,7 @@ use std::time::Duration;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube_sim::{Config, FaultAction, FaultRule, Handle, Simulator};
+use kube_sim::{FaultAction, FaultRule, Handle};
 
 use super::stand::{Kube, KubeServer};
 use serde_json::json;
@@ -39,29 +39,7 @@ impl Cluster {
     async fn start(kube: Kube) -> Cluster {
         let dir = TempDir::new().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
-        let kube = match kube {
-            Kube::Sim => {
-                let sim = Simulator::start(Config {
-                    contexts: vec![CONTEXT.into()],
-                    ..Config::default()
-                })
-                .await
-                .expect("simulator starts");
-                sim.kubeconfig(&kubeconfig).unwrap();
-                KubeServer::Sim(sim)
-            }
-            Kube::Real => {
-                let plane = tokio::task::spawn_blocking(real_kube::ControlPlane::start)
-                    .await
-                    .unwrap()
-                    .unwrap_or_else(|e| panic!("the real kube-apiserver stand: {e}"));
-                plane
-                    .cluster()
-                    .write_kubeconfig(&kubeconfig, &[CONTEXT], real_kube::Identity::Tidegate)
-                    .unwrap();
-                KubeServer::Real(Box::new(plane))
-            }
-        };
+        let kube = KubeServer::start(kube, &[CONTEXT], &kubeconfig).await;
         Cluster {
             kube,
             kubeconfig,

@@ -48,6 +48,50 @@ pub enum KubeServer {
     Real(Box<real_kube::ControlPlane>),
 }
 
+impl KubeServer {
+    /// Starts `kube` with `contexts` and writes its kubeconfig (on a real
+    /// server, as tidegate's ServiceAccount) to `kubeconfig`.
+    pub async fn start(kube: Kube, contexts: &[&str], kubeconfig: &Path) -> KubeServer {
+        match kube {
+            Kube::Sim => {
+                let sim = Simulator::start(Config {
+                    contexts: contexts.iter().map(|c| c.to_string()).collect(),
+                    ..Config::default()
+                })
+                .await
+                .expect("kube-sim starts");
+                sim.kubeconfig(kubeconfig).unwrap();
+                KubeServer::Sim(sim)
+            }
+            Kube::Real => {
+                let plane = tokio::task::spawn_blocking(real_kube::ControlPlane::start)
+                    .await
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("the real kube-apiserver stand: {e}"));
+                plane
+                    .cluster()
+                    .write_kubeconfig(kubeconfig, contexts, real_kube::Identity::Tidegate)
+                    .unwrap();
+                KubeServer::Real(Box::new(plane))
+            }
+        }
+    }
+}
+
+/// A kube client for `context` of the kubeconfig at `path`.
+pub async fn kube_client(path: &Path, context: &str) -> kube::Client {
+    tidegate::provider::kubernetes::transport::install_crypto_provider();
+    let kc = Kubeconfig::read_from(path).unwrap();
+    let opts = KubeConfigOptions {
+        context: Some(context.into()),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
 /// Runs each named `async fn name(kube: Kube)` once per Kubernetes target,
 /// as `<module>::sim::name` and `<module>::real::name`.
 #[macro_export]
@@ -100,29 +144,7 @@ impl Stand {
         let moto = MotoServer::start();
         let dir = TempDir::new().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
-        let kube = match kube {
-            Kube::Sim => {
-                let sim = Simulator::start(Config {
-                    contexts: contexts.iter().map(|c| c.to_string()).collect(),
-                    ..Config::default()
-                })
-                .await
-                .expect("kube-sim starts");
-                sim.kubeconfig(&kubeconfig).unwrap();
-                KubeServer::Sim(sim)
-            }
-            Kube::Real => {
-                let plane = tokio::task::spawn_blocking(real_kube::ControlPlane::start)
-                    .await
-                    .unwrap()
-                    .unwrap_or_else(|e| panic!("the real kube-apiserver stand: {e}"));
-                plane
-                    .cluster()
-                    .write_kubeconfig(&kubeconfig, contexts, real_kube::Identity::Tidegate)
-                    .unwrap();
-                KubeServer::Real(Box::new(plane))
-            }
-        };
+        let kube = KubeServer::start(kube, contexts, &kubeconfig).await;
         let aws_endpoint = moto.endpoint.clone();
         Stand {
             moto,
@@ -163,16 +185,7 @@ impl Stand {
     }
 
     pub async fn kube(&self, context: &str) -> kube::Client {
-        tidegate::provider::kubernetes::transport::install_crypto_provider();
-        let kc = Kubeconfig::read_from(&self.kubeconfig).unwrap();
-        let opts = KubeConfigOptions {
-            context: Some(context.into()),
-            ..Default::default()
-        };
-        let config = kube::Config::from_custom_kubeconfig(kc, &opts)
-            .await
-            .unwrap();
-        kube::Client::try_from(config).unwrap()
+        kube_client(&self.kubeconfig, context).await
     }
 
     /// The providers of environment `env` (owner `owner`).
