@@ -164,7 +164,9 @@ fn generate(dir: &Path, apps: usize, extra: usize) {
         ));
     }
     app.push_str("    - name: web\n      provider: kubernetes\n      manifest:\n        apiVersion: apps/v1\n        kind: Deployment\n        metadata:\n          name: app${input.index}\n          namespace: ${input.namespace}\n        spec:\n          replicas: 1\n          selector:\n            matchLabels:\n              app: app${input.index}\n          template:\n            metadata:\n              labels:\n                app: app${input.index}\n            spec:\n              containers:\n                - name: web\n                  image: registry.example.com/web@sha256:8074748e826827434bbc9e3e5272c2b8fc34cf74eb9e94ebb489afe6cfcef7aa\n                  args: ['--name', '${input.index}']\n    - name: svc\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: Service\n        metadata:\n          name: app${input.index}\n          namespace: ${input.namespace}\n        spec:\n          selector:\n            app: app${input.index}\n          ports:\n            - port: 80\n");
+    let project = tidegate::load::project::document("bench");
     for (p, t) in [
+        ("tidegate.yaml", project.as_str()),
         ("environments/bench.yaml", env.as_str()),
         ("modules/base/module.yaml", base.as_str()),
         ("modules/app/module.yaml", app.as_str()),

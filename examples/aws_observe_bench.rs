@@ -85,7 +85,14 @@ async fn main() {
         .region(Region::new("us-east-1"))
         .endpoint_url(&endpoint)
         .credentials_provider(Credentials::new("testing", "testing", None, None, "bench"));
-    let p = AwsProvider::with_config("bench", conf, Options::default());
+    let p = AwsProvider::with_config(
+        tidegate::provider::Owner {
+            project: "bench".into(),
+            environment: "bench".into(),
+        },
+        conf,
+        Options::default(),
+    );
 
     let vpc = p
         .apply(

@@ -46,6 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let kubeconfig = dir.path().join("kubeconfig");
     sim.kubeconfig(&kubeconfig)?;
     let target = EnvTarget {
+        project: "bench".into(),
         environment: "bench".into(),
         kubernetes: Some(KubeTarget {
             context: Some("bench".into()),

@@ -18,12 +18,72 @@ use crate::value::{Map, Origin, Spans, Value};
 /// Everything a repository declares.
 #[derive(Clone, Debug, Default)]
 pub struct Model {
+    /// `tidegate.yaml`: the owner identity of everything this repository
+    /// applies.
+    pub project: Project,
     /// Environments in promotion order (each after the ones it names in `after`).
     pub environments: Vec<Environment>,
     /// Modules by source path (`modules/web`).
     pub modules: BTreeMap<String, Module>,
     /// The plaintext key structure of every SOPS file read, by repo path.
     pub secret_keys: BTreeMap<String, SecretTree>,
+}
+
+/// The repository's `tidegate.yaml`.
+#[derive(Clone, Debug, Default)]
+pub struct Project {
+    /// The owner identity: stamped on every object and resource (label
+    /// `tidegate.dev/project`, tag `tidegate:project`) and part of the
+    /// names of records, locks and inventories, so two repositories whose
+    /// environments share a name never observe, change or prune each
+    /// other's resources.
+    pub name: String,
+    pub origin: Origin,
+    /// Guard defaults for every environment.
+    pub guards: Guards,
+}
+
+/// Blast-radius guards of an environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Guards {
+    /// A plan deleting more resources than this stops (unless
+    /// `--allow-mass-delete`).
+    pub max_deletes: u64,
+    /// ... or deleting more than this share (percent) of the environment's
+    /// resources.
+    pub max_delete_percent: u64,
+}
+
+impl Default for Guards {
+    fn default() -> Self {
+        Guards {
+            max_deletes: 20,
+            max_delete_percent: 25,
+        }
+    }
+}
+
+impl Guards {
+    /// Why deleting `deletes` of `existing` live resources is a mass
+    /// delete, when it is one.
+    pub fn mass_delete(&self, deletes: usize, existing: usize) -> Option<String> {
+        let (d, n) = (deletes as u64, existing.max(1) as u64);
+        if d > self.max_deletes {
+            return Some(format!(
+                "{d} deletes, more than the limit of {}",
+                self.max_deletes
+            ));
+        }
+        // Strictly more than the share: d/n > p/100.
+        if d * 100 > self.max_delete_percent * n {
+            return Some(format!(
+                "{d} of {n} resources ({}%), more than the limit of {}%",
+                d * 100 / n,
+                self.max_delete_percent
+            ));
+        }
+        None
+    }
 }
 
 /// A value as written, with where each of its nodes was written.
@@ -69,6 +129,13 @@ pub struct Environment {
     /// `requireSignedCommits: true`: only commits signed by a trusted key
     /// (`--trusted-signers`, `--trusted-pgp-keys`) are applied here.
     pub require_signed_commits: bool,
+    /// The project (owner identity) of the repository, copied from
+    /// [`Model::project`] so a target carries it.
+    pub project: String,
+    /// `guards:` over the project's defaults.
+    pub guards: Guards,
+    /// `protect: true`: every delete and replace needs `--allow-destroy`.
+    pub protect: bool,
 }
 
 /// How often the reconciler compares an environment with its live state
@@ -105,6 +172,7 @@ impl Environment {
     /// environment name in ownership marks (blue/green rebuild).
     pub fn target(&self, owner: Option<&str>) -> EnvTarget {
         EnvTarget {
+            project: self.project.clone(),
             environment: owner.unwrap_or(&self.name).to_string(),
             kubernetes: self.kubernetes.clone(),
             aws: self.aws.clone(),
@@ -370,5 +438,26 @@ mod tests {
         assert!(InputType::Number.accepts(&Value::Int(1)));
         assert!(!InputType::Number.accepts(&Value::String("1".into())));
         assert!(InputType::Bool.accepts(&Value::Unknown("x".into())));
+    }
+
+    #[test]
+    fn mass_delete_trips_above_the_count_or_the_share() {
+        let g = Guards::default();
+        assert_eq!(g.mass_delete(0, 0), None);
+        assert_eq!(g.mass_delete(1, 4), None, "25 % exactly is allowed");
+        assert!(g
+            .mass_delete(2, 7)
+            .unwrap()
+            .contains("2 of 7 resources (28%)"));
+        assert!(g
+            .mass_delete(21, 1000)
+            .unwrap()
+            .contains("more than the limit of 20"));
+        assert_eq!(g.mass_delete(20, 1000), None);
+        let loose = Guards {
+            max_deletes: 100,
+            max_delete_percent: 100,
+        };
+        assert_eq!(loose.mass_delete(50, 50), None);
     }
 }

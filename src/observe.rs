@@ -169,6 +169,23 @@ pub struct Prediction {
     pub action: crate::provider::Action,
 }
 
+/// Why an owned live resource Git no longer declares is kept rather than
+/// pruned, when it is: it carries the marks of a tidegate from before
+/// projects (it may be another repository's), or `tidegate.dev/prune:
+/// disabled`.
+pub fn kept(live: &Live) -> Option<&'static str> {
+    if live.prune_disabled() {
+        Some("it is marked `tidegate.dev/prune: disabled`")
+    } else if live.is_legacy() {
+        Some(
+            "it carries this environment's marks from before projects (no `tidegate.dev/project` \
+             mark), so it may belong to another repository; declare it to adopt it, or delete it by hand",
+        )
+    } else {
+        None
+    }
+}
+
 impl LiveState {
     /// The live resource `id`, if it exists.
     pub fn get(&self, id: &ResourceId) -> Option<&Live> {

@@ -2,12 +2,21 @@
 
 use crate::load::Files;
 
-/// A file set from (path, text) pairs.
+/// The `tidegate.yaml` of test repositories: project `test`.
+pub const PROJECT: &str =
+    "apiVersion: tidegate.dev/v1\nkind: Project\nmetadata:\n  name: test\nspec: {}\n";
+
+/// A file set from (path, text) pairs, with [`PROJECT`] as `tidegate.yaml`
+/// unless the pairs name one.
 pub fn files(entries: &[(&str, &str)]) -> Files {
-    entries
+    let mut files: Files = entries
         .iter()
         .map(|(p, t)| (p.to_string(), t.as_bytes().to_vec()))
-        .collect()
+        .collect();
+    files
+        .entry(crate::load::project::FILE.to_string())
+        .or_insert_with(|| PROJECT.as_bytes().to_vec());
+    files
 }
 
 /// An environment document named `name` with the given spec body

@@ -112,6 +112,10 @@ fn repo(n: usize) -> Files {
             module(&name).into_bytes(),
         );
     }
+    f.insert(
+        "tidegate.yaml".into(),
+        tidegate::load::project::document("bench").into_bytes(),
+    );
     for (i, e) in ENVS.iter().enumerate() {
         f.insert(
             format!("environments/{e}.yaml"),

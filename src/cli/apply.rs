@@ -77,6 +77,13 @@ pub struct CommonArgs {
     /// Seconds to wait for one resource to become healthy.
     #[arg(long, default_value_t = 300)]
     pub health_timeout: u64,
+    /// Apply even when the plan deletes more than the environment's
+    /// `guards` allow (default: more than 20 resources or 25%).
+    #[arg(long)]
+    pub allow_mass_delete: bool,
+    /// Apply deletes and replaces in an environment with `protect: true`.
+    #[arg(long)]
+    pub allow_destroy: bool,
     #[command(flatten)]
     pub identities: IdentityOptions,
     #[command(flatten)]
@@ -420,7 +427,7 @@ impl Ctx<'_> {
         let lock = EnvLock::acquire(
             environment.kubernetes.as_ref(),
             &self.args.state_dir,
-            &owner,
+            &state::scoped(&environment.project, &owner),
             &state::this_process(),
         )
         .await?;
@@ -497,8 +504,24 @@ impl Ctx<'_> {
         let kinds = observe::kinds_of(self.graph, name);
         let providers =
             Providers::connect(&environment.target(Some(owner)), kinds.keys().copied()).await?;
-        let changes = preview(self, name, &providers, decrypted, out).await?;
+        let (changes, guards) = preview(self, name, &providers, decrypted, out).await?;
         if self.mode.dry_run {
+            return Ok(());
+        }
+        let tripped: Vec<&crate::plan::GuardTrip> = guards
+            .iter()
+            .filter(|g| match g.guard {
+                crate::plan::Guard::MassDelete => !self.args.allow_mass_delete,
+                crate::plan::Guard::Protected => !self.args.allow_destroy,
+            })
+            .collect();
+        if !tripped.is_empty() {
+            for g in &tripped {
+                w(out, format_args!("stopped by guard {g}\n"))?;
+            }
+            w(out, format_args!("{owner}: nothing applied\n"))?;
+            let labels: Vec<&str> = tripped.iter().map(|g| g.guard.label()).collect();
+            result.held = Some(format!("guard {}", labels.join(", ")));
             return Ok(());
         }
         if changes > 0 && !self.args.yes && !confirm(owner, changes)? {
@@ -533,9 +556,13 @@ impl Ctx<'_> {
         progress.finish();
         summary(&outcome, out)?;
         let record = record_of(&outcome, self.commit);
-        let store =
-            RecordStore::for_target(environment.kubernetes.as_ref(), &self.args.state_dir).await?;
-        let previous = store.load(owner).await.ok().flatten();
+        let store = RecordStore::for_target(
+            environment.kubernetes.as_ref(),
+            &self.args.state_dir,
+            &environment.project,
+        )
+        .await?;
+        let previous = store.load_exact(owner).await.ok().flatten();
         if previous.is_none_or(|p| !p.same_state(&record)) {
             store.save(&record).await?;
         }
@@ -578,8 +605,8 @@ async fn preview(
     providers: &Providers,
     secrets: &(dyn SecretLookup + Sync),
     out: &mut dyn Write,
-) -> Result<usize> {
-    let env_plan = crate::plan::plan_env(
+) -> Result<(usize, Vec<crate::plan::GuardTrip>)> {
+    let mut env_plan = crate::plan::plan_env(
         ctx.model,
         ctx.graph,
         name,
@@ -592,7 +619,12 @@ async fn preview(
     let mut changes = env_plan.counts.changes();
     if !ctx.mode.prune {
         changes -= env_plan.counts.delete;
+        // Nothing is deleted: the mass-delete guard cannot trip.
+        env_plan
+            .guards
+            .retain(|g| g.guard != crate::plan::Guard::MassDelete);
     }
+    let guards = env_plan.guards.clone();
     let color = std::io::stdout().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let plan = crate::plan::Plan::new(crate::plan::PlanSource::Live, vec![env_plan]);
@@ -606,7 +638,7 @@ async fn preview(
             format_args!("prune is off: deletes above are not applied\n"),
         )?;
     }
-    Ok(changes)
+    Ok((changes, guards))
 }
 
 fn confirm(owner: &str, changes: usize) -> Result<bool> {

@@ -13,7 +13,8 @@ use crate::provider::{ProviderKind, ResourceId};
 
 /// What to delete: owned and not declared, plus every duplicate; not what
 /// is being deleted already (a finalizer holds it: deleting it again would
-/// change nothing).
+/// change nothing), nor what is kept ([`crate::observe::kept`]: prune
+/// disabled, or marked before projects).
 pub(super) fn candidates(live: &LiveState, declared: &HashSet<&ResourceId>) -> Vec<Observed> {
     let mut out: Vec<Observed> = live
         .resources
@@ -22,7 +23,7 @@ pub(super) fn candidates(live: &LiveState, declared: &HashSet<&ResourceId>) -> V
         .map(|(_, o)| o.clone())
         .collect();
     out.extend(live.duplicates.iter().cloned());
-    out.retain(|o| o.live.deleting().is_none());
+    out.retain(|o| o.live.deleting().is_none() && crate::observe::kept(&o.live).is_none());
     out
 }
 

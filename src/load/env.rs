@@ -3,7 +3,7 @@
 use indexmap::IndexMap;
 
 use crate::diag::Diagnostics;
-use crate::model::{DriftMode, DriftPolicy, Environment, Instance, Located};
+use crate::model::{DriftMode, DriftPolicy, Environment, Instance, Located, Project};
 use crate::provider::{AwsTarget, KubeTarget};
 use crate::value::{Origin, Value};
 
@@ -20,13 +20,20 @@ const SPEC_FIELDS: &[&str] = &[
     "drift",
     "suspend",
     "requireSignedCommits",
+    "guards",
+    "protect",
 ];
 
 /// The shortest drift interval accepted (each check observes every resource).
 const MIN_DRIFT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Decodes one environment file; `None` when its header is unusable.
-pub fn decode(path: &str, text: &str, diags: &mut Diagnostics) -> Option<Environment> {
+pub fn decode(
+    path: &str,
+    text: &str,
+    project: &Project,
+    diags: &mut Diagnostics,
+) -> Option<Environment> {
     let doc = super::one_document(path, text, diags)?;
     let (name, origin, spec) = super::header(&doc, "Environment", diags)?;
     let stem = path
@@ -45,6 +52,8 @@ pub fn decode(path: &str, text: &str, diags: &mut Diagnostics) -> Option<Environ
         name,
         file: path.to_string(),
         origin,
+        project: project.name.clone(),
+        guards: project.guards,
         ..Environment::default()
     };
     let mut f = Fields::new(spec, "Environment spec", diags)?;
@@ -91,6 +100,12 @@ pub fn decode(path: &str, text: &str, diags: &mut Diagnostics) -> Option<Environ
     if let Some(n) = f.opt("requireSignedCommits") {
         env.require_signed_commits =
             decode::boolean(n, "`requireSignedCommits`", diags).unwrap_or(false);
+    }
+    if let Some(n) = f.opt("guards") {
+        env.guards = super::project::guards(n, env.guards, diags);
+    }
+    if let Some(n) = f.opt("protect") {
+        env.protect = decode::boolean(n, "`protect`", diags).unwrap_or(false);
     }
     f.finish(SPEC_FIELDS, diags);
     Some(env)

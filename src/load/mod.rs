@@ -24,6 +24,7 @@ mod check;
 pub mod decode;
 mod env;
 mod module;
+pub mod project;
 pub mod sops;
 pub mod yaml;
 
@@ -65,6 +66,12 @@ pub fn load(files: &Files) -> Result<Model> {
 /// model is complete only when `diags` stays empty.
 pub fn load_with(files: &Files, diags: &mut Diagnostics) -> Model {
     let mut model = Model::default();
+    let project_text = files
+        .get(project::FILE)
+        .and_then(|b| utf8(project::FILE, b, diags));
+    if let Some(p) = project::decode(project_text.as_deref(), diags) {
+        model.project = p;
+    }
     // Modules whose file has problems: references into them are not
     // checked, so one mistake is reported once, not again at every use.
     let mut broken = std::collections::BTreeSet::new();
@@ -80,7 +87,7 @@ pub fn load_with(files: &Files, diags: &mut Diagnostics) -> Model {
     }
     let mut envs = Vec::new();
     for (path, text) in files_under(files, "environments/", diags) {
-        envs.extend(env::decode(&path, &text, diags));
+        envs.extend(env::decode(&path, &text, &model.project, diags));
     }
     if envs.is_empty() && diags.is_empty() {
         diags.error(
@@ -142,8 +149,8 @@ fn utf8(path: &str, bytes: &[u8], diags: &mut Diagnostics) -> Option<String> {
 }
 
 /// Reads the files tidegate uses from a working tree: everything under
-/// `environments/`, `modules/` and `secrets/` (YAML and JSON only) and
-/// `.sops.yaml`.
+/// `environments/`, `modules/` and `secrets/` (YAML and JSON only),
+/// `tidegate.yaml` and `.sops.yaml`.
 pub fn read_dir(root: &Path) -> Result<Files> {
     let mut files = Files::new();
     for top in ["environments", "modules", "secrets"] {
@@ -152,9 +159,11 @@ pub fn read_dir(root: &Path) -> Result<Files> {
             walk(root, &dir, &mut files)?;
         }
     }
-    let sops = root.join(".sops.yaml");
-    if sops.is_file() {
-        files.insert(".sops.yaml".into(), read(&sops)?);
+    for top in [".sops.yaml", project::FILE] {
+        let file = root.join(top);
+        if file.is_file() {
+            files.insert(top.into(), read(&file)?);
+        }
     }
     if files.is_empty() && !root.is_dir() {
         return Err(Error::Read {

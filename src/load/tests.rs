@@ -264,3 +264,37 @@ fn require_signed_commits_is_a_boolean_defaulting_to_false() {
     assert!(e[1].contains("requireSignedCommit"), "{}", e[1]);
     assert!(e[1].contains("requireSignedCommits"), "{}", e[1]);
 }
+
+#[test]
+fn environment_guards_override_the_project_defaults() {
+    let mut files = testutil::repo();
+    files.insert(
+        "tidegate.yaml".into(),
+        b"apiVersion: tidegate.dev/v1\nkind: Project\nmetadata:\n  name: shop\nspec:\n  guards:\n    maxDeletes: 7\n".to_vec(),
+    );
+    let prod = String::from_utf8(files["environments/prod.yaml"].clone()).unwrap();
+    files.insert(
+        "environments/prod.yaml".into(),
+        prod.replace(
+            "spec:\n",
+            "spec:\n  protect: true\n  guards:\n    maxDeletePercent: 10\n",
+        )
+        .into_bytes(),
+    );
+    let m = load(&files).unwrap();
+    let (dev, prod) = (
+        m.environment("dev").unwrap(),
+        m.environment("prod").unwrap(),
+    );
+    assert_eq!(
+        (dev.guards.max_deletes, dev.guards.max_delete_percent),
+        (7, 25)
+    );
+    assert_eq!(
+        (prod.guards.max_deletes, prod.guards.max_delete_percent),
+        (7, 10)
+    );
+    assert!(prod.protect && !dev.protect);
+    assert_eq!(prod.project, "shop");
+    assert_eq!(prod.target(None).project, "shop");
+}

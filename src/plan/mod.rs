@@ -183,6 +183,107 @@ pub struct EnvPlan {
     /// What a reader should know about how the plan was made.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Blast-radius guards this plan trips: applying it stops unless the
+    /// guard's flag is given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub guards: Vec<GuardTrip>,
+}
+
+/// A blast-radius guard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guard {
+    /// More deletes than the environment's `guards` allow.
+    MassDelete,
+    /// A delete or replace in an environment with `protect: true`.
+    Protected,
+}
+
+impl Guard {
+    /// The status reason and metric label (`mass-delete`, `protected`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Guard::MassDelete => "mass-delete",
+            Guard::Protected => "protected",
+        }
+    }
+
+    /// The flag that lets `apply` go on.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Guard::MassDelete => "--allow-mass-delete",
+            Guard::Protected => "--allow-destroy",
+        }
+    }
+}
+
+/// A guard a plan trips, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GuardTrip {
+    pub guard: Guard,
+    pub message: String,
+}
+
+impl std::fmt::Display for GuardTrip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}; apply stops here unless given {}",
+            self.guard.label(),
+            self.message,
+            self.guard.flag()
+        )
+    }
+}
+
+/// The guards a plan of `environment` with these `counts` trips, when
+/// `existing` resources exist before it (those it deletes among them).
+pub fn guard_trips(
+    environment: &crate::model::Environment,
+    resources: &[ResourcePlan],
+    existing: usize,
+) -> Vec<GuardTrip> {
+    let mut out = Vec::new();
+    let deletes = resources
+        .iter()
+        .filter(|r| r.action == Action::Delete)
+        .count();
+    if let Some(why) = environment.guards.mass_delete(deletes, existing) {
+        out.push(GuardTrip {
+            guard: Guard::MassDelete,
+            message: format!(
+                "the plan deletes {why} (`guards:` in tidegate.yaml or {} set the limits)",
+                environment.file
+            ),
+        });
+    }
+    let destroyed: Vec<String> = resources
+        .iter()
+        .filter(|r| matches!(r.action, Action::Delete | Action::Replace { .. }))
+        .map(|r| r.id.to_string())
+        .collect();
+    if environment.protect && !destroyed.is_empty() {
+        const SHOWN: usize = 5;
+        let more = destroyed.len().saturating_sub(SHOWN);
+        out.push(GuardTrip {
+            guard: Guard::Protected,
+            message: format!(
+                "environment {} is protected (`protect: true` in {}) and the plan destroys {} \
+                 resource(s): {}{}",
+                environment.name,
+                environment.file,
+                destroyed.len(),
+                destroyed[..destroyed.len().min(SHOWN)].join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ),
+        });
+    }
+    out
 }
 
 impl EnvPlan {
@@ -380,6 +481,13 @@ pub fn build_env_with(
                 ));
                 continue;
             }
+            if let Some(why) = crate::observe::kept(&o.live) {
+                notes.push(format!(
+                    "{} {} ({}) is no longer declared but kept: {why}",
+                    o.live.kind, o.live.external_id, o.live.id
+                ));
+                continue;
+            }
             out.push(delete_plan(
                 o.live.id.clone(),
                 o.provider,
@@ -405,6 +513,10 @@ pub fn build_env_with(
         policy_errors,
     );
     plan.notes.extend(notes);
+    if let Some(live) = live {
+        let all: Vec<ResourcePlan> = plan.resources().cloned().collect();
+        plan.guards = guard_trips(environment, &all, live.resources.len());
+    }
     Ok(plan)
 }
 
@@ -612,6 +724,7 @@ fn assemble(
         policy,
         policy_errors,
         notes: Vec::new(),
+        guards: Vec::new(),
     }
 }
 
@@ -726,7 +839,10 @@ pub fn build_revisions(
     } else {
         Vec::new()
     };
+    let existing = before.len();
     let mut plan = assemble(env, env, waits_for, &sources, out, policy, policy_errors);
+    let all: Vec<ResourcePlan> = plan.resources().cloned().collect();
+    plan.guards = guard_trips(environment, &all, existing);
     if !in_head {
         plan.notes
             .push(format!("environment {env} is removed from Git in head"));

@@ -253,6 +253,9 @@ pub fn text(plan: &Plan, color: bool) -> String {
         for n in &e.notes {
             let _ = writeln!(out, "  note: {n}");
         }
+        for g in &e.guards {
+            let _ = writeln!(out, "  {} {g}", paint(color, bold, "guard:"));
+        }
         for m in &e.modules {
             if m.counts.changes() == 0 {
                 continue;
@@ -348,6 +351,13 @@ pub fn markdown_with_limit(plan: &Plan, limit: usize) -> Vec<String> {
         let _ = writeln!(head, "Gate: {}.\n", gate(e));
         for n in &e.notes {
             let _ = writeln!(head, "> {}\n", escape_cell(n));
+        }
+        for g in &e.guards {
+            let _ = writeln!(
+                head,
+                "> [!WARNING]\n> **Guard** {}\n",
+                escape_cell(&g.to_string())
+            );
         }
         blocks.push(head);
         for m in &e.modules {

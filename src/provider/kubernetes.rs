@@ -13,10 +13,13 @@
 //!
 //! # Guarantees
 //!
-//! - Only objects labelled `app.kubernetes.io/managed-by=tidegate` and
-//!   `tidegate.dev/environment=<env>` are observed, changed or deleted: an
-//!   existing object without those labels makes `plan`/`apply` fail rather
+//! - Only objects labelled `app.kubernetes.io/managed-by=tidegate`,
+//!   `tidegate.dev/project=<project>` and `tidegate.dev/environment=<env>`
+//!   are observed, changed or deleted: an existing object without those
+//!   labels (or with another project's) makes `plan`/`apply` fail rather
 //!   than be taken over, and `delete` re-reads the object and refuses it.
+//!   Objects marked before projects existed (no project label) are
+//!   observed as legacy: adopted when Git declares them, never pruned.
 //! - Field conflicts with other managers are errors naming them, unless the
 //!   environment's target sets `force_conflicts`.
 //! - Every HTTP request is counted ([`Provider::api_calls`]) and retried with
@@ -49,13 +52,13 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, Status};
 
 use self::object::{
-    conflict_managers, immutable_reasons, is_owned, json_meta_str, normalise, owned_selector,
-    resource_id, value_is_owned, with_ownership, Gvk,
+    claim, conflict_managers, immutable_reasons, json_meta_str, normalise, owned_selector,
+    prune_disabled, resource_id, value_claim, with_ownership, Gvk,
 };
 use self::transport::{CallCounter, RetryConfig};
 use super::{
-    labels, Action, Change, Desired, EnvTarget, Error, Health, ListedHealthy, Live, Provider,
-    ProviderKind, ResourceId, Result,
+    labels, Action, Change, Claim, Desired, EnvTarget, Error, Health, ListedHealthy, Live, Owner,
+    Provider, ProviderKind, ResourceId, Result,
 };
 use crate::value::{Map, Value};
 
@@ -85,11 +88,13 @@ pub enum KubeError {
         message: String,
     },
     /// `delete` found an object without tidegate's ownership labels.
-    #[error("refusing to delete {kind} {object}: it lacks the ownership labels of tidegate environment {environment}")]
+    #[error(
+        "refusing to delete {kind} {object}: it lacks the ownership labels of tidegate {owner}"
+    )]
     NotOwned {
         kind: String,
         object: String,
-        environment: String,
+        owner: Owner,
     },
     /// The in-cluster inventory could not be read.
     #[error(transparent)]
@@ -152,7 +157,7 @@ impl std::fmt::Display for ObjectRef {
 /// One environment's Kubernetes cluster.
 pub struct Kubernetes {
     client: kube::Client,
-    environment: String,
+    owner: Owner,
     force_conflicts: bool,
     options: Options,
     calls: CallCounter,
@@ -208,7 +213,7 @@ impl Kubernetes {
             .map_err(|e| config_error(target, e))?;
         Ok(Self {
             client,
-            environment: target.environment.clone(),
+            owner: Owner::of(target),
             force_conflicts: kube_target.force_conflicts,
             options,
             calls,
@@ -328,7 +333,7 @@ impl Kubernetes {
         if !matches!(desired.body, Value::Map(_)) {
             return Err(invalid(desired, "the manifest is not a map"));
         }
-        let mut manifest = with_ownership(&desired.body, &gvk, &self.environment, &desired.id);
+        let mut manifest = with_ownership(&desired.body, &gvk, &self.owner, &desired.id);
         object::with_applied_hash(&mut manifest, &gvk);
         Ok((gvk, manifest))
     }
@@ -350,24 +355,29 @@ impl Kubernetes {
             .map_err(|e| api_error(format!("get {gvk} {target}"), e))?;
         let Some(obj) = found else { return Ok(None) };
         let obj = to_json(obj);
-        if is_owned(
-            obj.get("metadata").and_then(|m| m.get("labels")),
-            &self.environment,
-        ) {
-            return Ok(Some(obj));
-        }
-        Err(invalid(
-            desired,
-            &format!(
-                "{gvk} {target} already exists and is not owned by tidegate environment {env} \
-                 (labels {mb}={m} and {el}={env} missing); tidegate never takes over objects it \
-                 did not create: delete or rename the existing object, or add those labels to adopt it",
-                env = self.environment,
+        let message = match claim(obj.pointer("/metadata/labels"), &self.owner) {
+            Claim::Ours | Claim::Legacy => return Ok(Some(obj)),
+            Claim::Foreign(other) => format!(
+                "{gvk} {target} already exists and belongs to another tidegate installation \
+                 ({other}); this repository is {ours}. tidegate never takes over another \
+                 owner's objects: rename one of them, or remove it from the other repository first",
+                ours = self.owner,
+            ),
+            Claim::Unmanaged => format!(
+                "{gvk} {target} already exists and is not owned by tidegate ({ours}): labels \
+                 {mb}={m}, {pl}={project} and {el}={env} missing; tidegate never takes over \
+                 objects it did not create: delete or rename the existing object, or add those \
+                 labels to adopt it",
+                ours = self.owner,
+                env = self.owner.environment,
+                project = self.owner.project,
                 mb = labels::MANAGED_BY,
                 m = labels::MANAGER,
+                pl = labels::PROJECT,
                 el = labels::ENVIRONMENT,
             ),
-        ))
+        };
+        Err(invalid(desired, &message))
     }
 
     /// A server-side apply of `manifest` (a dry run when `dry_run`).
@@ -609,12 +619,22 @@ impl Kubernetes {
     async fn read_inventory(&self) -> Result<BTreeMap<String, inventory::Entry>> {
         let api: Api<ConfigMap> =
             Api::namespaced(self.client.clone(), &self.options.inventory_namespace);
-        let name = inventory::configmap_name(&self.environment);
+        let name = inventory::configmap_name(&self.owner);
         let operation = format!("read inventory {}/{name}", self.options.inventory_namespace);
-        let cm = api
+        let mut cm = api
             .get_opt(&name)
             .await
             .map_err(|e| api_error(operation.clone(), e))?;
+        if cm.is_none() {
+            // Written before projects: read it once, the next record writes
+            // the new name. Its entries only name kinds and ids; ownership
+            // still comes from each object's own marks.
+            let legacy = inventory::legacy_configmap_name(&self.owner.environment);
+            cm = api
+                .get_opt(&legacy)
+                .await
+                .map_err(|e| api_error(format!("read inventory {legacy}"), e))?;
+        }
         let data = cm.and_then(|c| c.data).unwrap_or_default();
         inventory::parse(&data).map_err(|e| Error::Api {
             operation,
@@ -639,7 +659,7 @@ impl Kubernetes {
             return Ok(Vec::new());
         };
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &r.resource);
-        let selector = owned_selector(&self.environment);
+        let selector = owned_selector(&self.owner.environment);
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -675,12 +695,13 @@ impl Kubernetes {
         obj: serde_json::Value,
         inventory: &BTreeMap<String, inventory::Entry>,
     ) -> Option<Live> {
-        if !is_owned(
-            obj.get("metadata").and_then(|m| m.get("labels")),
-            &self.environment,
-        ) {
-            return None;
-        }
+        let legacy = match claim(obj.pointer("/metadata/labels"), &self.owner) {
+            Claim::Ours => false,
+            Claim::Legacy => true,
+            // Another project's environment of the same name: not ours.
+            Claim::Foreign(_) | Claim::Unmanaged => return None,
+        };
+        let keep = prune_disabled(&obj);
         let name = json_meta_str(&obj, "name")?;
         let key = inventory::stable_id(
             json_meta_str(&obj, "namespace").unwrap_or(""),
@@ -694,7 +715,7 @@ impl Kubernetes {
             return None;
         };
         let healthy = assess(&gvk.group, &gvk.kind, &obj) == Health::Healthy;
-        let live = self.live_of(id, kind, gvk, obj);
+        let live = self.live_of(id, kind, gvk, obj).with_marks(legacy, keep);
         if healthy {
             self.listed_healthy.mark(&live.kind, &live.external_id);
         }
@@ -836,10 +857,10 @@ impl Provider for Kubernetes {
             source: Box::new(KubeError::NotOwned {
                 kind: live.kind.clone(),
                 object: live.external_id.clone(),
-                environment: self.environment.clone(),
+                owner: self.owner.clone(),
             }),
         };
-        if !value_is_owned(&live.body, &self.environment) {
+        if !value_claim(&live.body, &self.owner).is_ours() {
             return Err(refuse());
         }
         let gvk = Gvk::parse(&live.kind).ok_or_else(|| Error::Api {
@@ -865,7 +886,7 @@ impl Provider for Kubernetes {
             return Ok(());
         };
         let current = to_json(current);
-        if !is_owned(current.pointer("/metadata/labels"), &self.environment) {
+        if !claim(current.pointer("/metadata/labels"), &self.owner).is_ours() {
             return Err(refuse());
         }
         let params = DeleteParams::background().preconditions(Preconditions {
@@ -904,7 +925,7 @@ impl Provider for Kubernetes {
     }
 
     async fn record_inventory(&self, owned: &[Live]) -> Result<()> {
-        let name = inventory::configmap_name(&self.environment);
+        let name = inventory::configmap_name(&self.owner);
         let namespace = &self.options.inventory_namespace;
         let cm = serde_json::json!({
             "apiVersion": "v1",
@@ -914,7 +935,8 @@ impl Provider for Kubernetes {
                 "namespace": namespace,
                 "labels": {
                     labels::MANAGED_BY: labels::MANAGER,
-                    "tidegate.dev/inventory": self.environment,
+                    labels::PROJECT: self.owner.project,
+                    "tidegate.dev/inventory": self.owner.environment,
                 },
             },
             "data": inventory::data(owned),

@@ -41,6 +41,12 @@ pub mod labels {
     pub const MANAGER: &str = "tidegate";
     /// Kubernetes label / EC2 tag (`tidegate:environment`): owning environment.
     pub const ENVIRONMENT: &str = "tidegate.dev/environment";
+    /// Kubernetes label / EC2 tag (`tidegate:project`): owning project
+    /// (`tidegate.yaml`). Objects marked before projects existed lack it.
+    pub const PROJECT: &str = "tidegate.dev/project";
+    /// Kubernetes annotation / EC2 tag: `disabled` keeps the object when Git
+    /// stops declaring it (never pruned).
+    pub const PRUNE: &str = "tidegate.dev/prune";
     /// Kubernetes label / EC2 tag (`tidegate:module`): owning module instance.
     pub const MODULE: &str = "tidegate.dev/module";
     /// Kubernetes annotation / EC2 tag (`tidegate:resource`): resource id.
@@ -52,6 +58,81 @@ pub mod labels {
     /// desired manifest has the same hash and is still contained in the live
     /// object needs no server-side dry run.
     pub const APPLIED_HASH: &str = "tidegate.dev/applied-hash";
+}
+
+/// The owner identity a provider stamps on what it creates, and the only
+/// one whose objects it observes, changes or deletes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct Owner {
+    pub project: String,
+    pub environment: String,
+}
+
+impl Owner {
+    /// The owner of what `target` applies.
+    pub fn of(target: &EnvTarget) -> Owner {
+        Owner {
+            project: target.project.clone(),
+            environment: target.environment.clone(),
+        }
+    }
+
+    /// `<project>.<environment>`: the part of record, lock and inventory
+    /// names that keeps installations apart (both parts are DNS labels).
+    pub fn key(&self) -> String {
+        format!("{}.{}", self.project, self.environment)
+    }
+
+    /// Whose an object is, from its marks: `managed` (the managed-by mark
+    /// says tidegate), its environment mark and its project mark.
+    pub fn claim(&self, managed: bool, environment: Option<&str>, project: Option<&str>) -> Claim {
+        if !managed {
+            return Claim::Unmanaged;
+        }
+        match (environment, project) {
+            (Some(e), Some(p)) if e == self.environment && p == self.project => Claim::Ours,
+            (Some(e), None) if e == self.environment => Claim::Legacy,
+            (e, p) => Claim::Foreign(Owner {
+                project: p.unwrap_or("").to_string(),
+                environment: e.unwrap_or("").to_string(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Owner {
+    /// `project shop, environment dev`; a mark from before projects reads
+    /// `no project (marked before tidegate.yaml), environment dev`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.project.is_empty() {
+            f.write_str("no project (marked before tidegate.yaml)")?;
+        } else {
+            write!(f, "project {}", self.project)?;
+        }
+        write!(f, ", environment {}", self.environment)
+    }
+}
+
+/// Whose a live object is, by tidegate's marks on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Marked with this project and environment.
+    Ours,
+    /// Marked with this environment by a tidegate from before projects (no
+    /// project mark): adopted when Git declares it (the next apply stamps
+    /// the project), never pruned.
+    Legacy,
+    /// Marked by another installation.
+    Foreign(Owner),
+    /// Not marked as tidegate's at all.
+    Unmanaged,
+}
+
+impl Claim {
+    /// Ours, or ours to adopt.
+    pub fn is_ours(&self) -> bool {
+        matches!(self, Claim::Ours | Claim::Legacy)
+    }
 }
 
 /// Which provider a resource belongs to.
@@ -109,6 +190,9 @@ pub struct AwsTarget {
 /// Everything a provider needs to reach one environment.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct EnvTarget {
+    /// The repository's project (`tidegate.yaml`): with `environment`, the
+    /// owner identity a provider stamps and observes.
+    pub project: String,
     /// The owner name written into ownership marks. Usually the environment
     /// name; a blue/green rebuild (`--as prod-green`) uses the new name.
     pub environment: String,
@@ -149,12 +233,43 @@ impl Live {
     /// by finalizers); its value says what it waits for.
     pub const DELETING: &'static str = "tidegate:deleting";
 
+    /// The attribute that marks an object carrying the marks of this
+    /// environment from before projects existed (no project mark): Git
+    /// declaring it adopts it; it is never pruned.
+    pub const LEGACY: &'static str = "tidegate:legacy-owner";
+
+    /// The attribute that marks an object carrying [`labels::PRUNE`]
+    /// `disabled`: it is kept when Git stops declaring it.
+    pub const KEEP: &'static str = "tidegate:prune-disabled";
+
     /// What the deletion in progress waits for, when one is.
     pub fn deleting(&self) -> Option<&str> {
         match self.attributes.get(Self::DELETING) {
             Some(Value::String(why)) => Some(why),
             _ => None,
         }
+    }
+
+    /// Marked by a tidegate from before projects: see [`Self::LEGACY`].
+    pub fn is_legacy(&self) -> bool {
+        self.attributes.get(Self::LEGACY) == Some(&Value::Bool(true))
+    }
+
+    /// Marked `tidegate.dev/prune: disabled`: see [`Self::KEEP`].
+    pub fn prune_disabled(&self) -> bool {
+        self.attributes.get(Self::KEEP) == Some(&Value::Bool(true))
+    }
+
+    /// Sets the [`Self::LEGACY`] and [`Self::KEEP`] attributes.
+    pub fn with_marks(mut self, legacy: bool, keep: bool) -> Self {
+        if legacy {
+            self.attributes
+                .insert(Self::LEGACY.into(), Value::Bool(true));
+        }
+        if keep {
+            self.attributes.insert(Self::KEEP.into(), Value::Bool(true));
+        }
+        self
     }
 }
 

@@ -102,7 +102,7 @@ impl Converge for Executor {
         let lock = state::EnvLock::acquire(
             environment.kubernetes.as_ref(),
             &self.state_dir,
-            env,
+            &state::scoped(&environment.project, env),
             &state::this_process(),
         )
         .await
@@ -176,6 +176,15 @@ impl Executor {
             );
             return Err(ReportError::new(ErrorReason::Policy, msg));
         }
+        if mode != Mode::ReportOnly {
+            if let Some(g) = preview.guards.first() {
+                let reason = match g.guard {
+                    crate::plan::Guard::MassDelete => ErrorReason::MassDelete,
+                    crate::plan::Guard::Protected => ErrorReason::Protected,
+                };
+                return Err(ReportError::new(reason, g.to_string()));
+            }
+        }
         let drift: Vec<String> = preview
             .resources()
             .filter(|r| r.action != Action::NoOp)
@@ -236,7 +245,13 @@ impl Executor {
             report.error = Some(ReportError::new(ErrorReason::Apply, why));
         }
         let record = crate::cli::apply::record_of(&outcome, &snapshot.commit);
-        match RecordStore::for_target(environment.kubernetes.as_ref(), &self.state_dir).await {
+        match RecordStore::for_target(
+            environment.kubernetes.as_ref(),
+            &self.state_dir,
+            &environment.project,
+        )
+        .await
+        {
             Ok(store) => {
                 if let Err(e) = store.save(&record).await {
                     tracing::warn!(environment = env, error = %e, "could not write the environment record");

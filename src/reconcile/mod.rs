@@ -278,6 +278,13 @@ pub enum ErrorReason {
     Lease,
     /// The commit lacks the trusted signature the environment requires.
     Signature,
+    /// The plan deletes more than the environment's `guards` allow; it
+    /// holds until someone applies it with `--allow-mass-delete` or Git
+    /// changes.
+    MassDelete,
+    /// The plan deletes or replaces in an environment with `protect: true`;
+    /// it holds until someone applies it with `--allow-destroy`.
+    Protected,
     /// Anything else (a panicked task).
     Internal,
 }
@@ -295,6 +302,8 @@ impl ErrorReason {
             ErrorReason::Timeout => "timeout",
             ErrorReason::Lease => "lease",
             ErrorReason::Signature => "signature",
+            ErrorReason::MassDelete => "mass-delete",
+            ErrorReason::Protected => "protected",
             ErrorReason::Internal => "internal",
         }
     }

@@ -13,7 +13,13 @@ use git2::{ObjectType, Oid, Repository, Tree};
 use super::{Error, Result};
 
 /// The paths tidegate reads from a repository (directory prefixes end in `/`).
-pub const DEFAULT_PATHS: &[&str] = &["environments/", "modules/", "secrets/", ".sops.yaml"];
+pub const DEFAULT_PATHS: &[&str] = &[
+    "environments/",
+    "modules/",
+    "secrets/",
+    ".sops.yaml",
+    "tidegate.yaml",
+];
 
 /// Repo-relative path (with `/`) → file contents.
 pub type Files = BTreeMap<String, Vec<u8>>;

@@ -78,8 +78,9 @@ impl std::fmt::Debug for EnvLock {
 pub const LEASE_DURATION: Duration = Duration::from_secs(60);
 
 impl EnvLock {
-    /// Locks environment `env` (an owner name): a Lease in its cluster when
-    /// `kube` is set, else a file under `state_dir`.
+    /// Locks environment `env` (`<project>.<owner name>`, see
+    /// [`super::scoped`]): a Lease in its cluster when `kube` is set, else a
+    /// file under `state_dir`.
     pub async fn acquire(
         kube: Option<&KubeTarget>,
         state_dir: &Path,

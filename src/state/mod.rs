@@ -2,9 +2,12 @@
 //! promotion gate that reads them, and the per-environment apply lock.
 //!
 //! The record lives with the environment: a ConfigMap
-//! `tidegate-state-<env>` in namespace `tidegate-system` of the
+//! `tidegate-state-<project>.<env>` in namespace `tidegate-system` of the
 //! environment's cluster when it has a Kubernetes target, else a JSON file
-//! `<state-dir>/<env>.json`. Losing it is harmless: the gate then holds
+//! `<state-dir>/<project>.<env>.json` (the project from `tidegate.yaml`, so
+//! two repositories with an environment of the same name keep apart; a
+//! record written before projects, named by the environment alone, is read
+//! when the new one does not exist yet). Losing it is harmless: the gate then holds
 //! later environments until the environment is applied again, and that
 //! apply, when nothing changed, only observes and writes the record.
 
@@ -115,16 +118,19 @@ pub fn now_rfc3339() -> String {
 /// Where one environment's record is kept.
 #[derive(Clone)]
 pub enum RecordStore {
-    /// `<dir>/<env>.json`.
-    File { dir: PathBuf },
-    /// ConfigMap `tidegate-state-<env>` in [`NAMESPACE`].
-    ConfigMap { client: kube::Client },
+    /// `<dir>/<project>.<env>.json`.
+    File { dir: PathBuf, project: String },
+    /// ConfigMap `tidegate-state-<project>.<env>` in [`NAMESPACE`].
+    ConfigMap {
+        client: kube::Client,
+        project: String,
+    },
 }
 
 impl std::fmt::Debug for RecordStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RecordStore::File { dir } => write!(f, "RecordStore::File({})", dir.display()),
+            RecordStore::File { dir, .. } => write!(f, "RecordStore::File({})", dir.display()),
             RecordStore::ConfigMap { .. } => f.write_str("RecordStore::ConfigMap"),
         }
     }
@@ -157,9 +163,19 @@ pub async fn kube_client(target: &KubeTarget) -> Result<kube::Client> {
         .map_err(|e| err(e.to_string()))
 }
 
-/// The ConfigMap / Lease name for `env`.
-pub fn object_name(prefix: &str, env: &str) -> String {
-    format!("tidegate-{prefix}-{env}")
+/// The ConfigMap / Lease name for `key` (`<project>.<env>`, or an
+/// environment name alone for names from before projects).
+pub fn object_name(prefix: &str, key: &str) -> String {
+    format!("tidegate-{prefix}-{key}")
+}
+
+/// `<project>.<env>`, or `env` alone when there is no project.
+pub fn scoped(project: &str, env: &str) -> String {
+    if project.is_empty() {
+        env.to_string()
+    } else {
+        format!("{project}.{env}")
+    }
 }
 
 /// Makes sure [`NAMESPACE`] exists (server-side apply, idempotent).
@@ -197,21 +213,49 @@ pub(crate) async fn ensure_namespace(client: &kube::Client) -> Result<()> {
 impl RecordStore {
     /// The store for an environment: its cluster when it has a Kubernetes
     /// target, else `state_dir`.
-    pub async fn for_target(kube: Option<&KubeTarget>, state_dir: &Path) -> Result<Self> {
+    pub async fn for_target(
+        kube: Option<&KubeTarget>,
+        state_dir: &Path,
+        project: &str,
+    ) -> Result<Self> {
+        let project = project.to_string();
         Ok(match kube {
             Some(k) => RecordStore::ConfigMap {
                 client: kube_client(k).await?,
+                project,
             },
             None => RecordStore::File {
                 dir: state_dir.to_path_buf(),
+                project,
             },
         })
     }
 
-    /// The record of `env` (an owner name), `None` when there is none.
-    pub async fn load(&self, env: &str) -> Result<Option<EnvRecord>> {
+    fn project(&self) -> &str {
         match self {
-            RecordStore::File { dir } => {
+            RecordStore::File { project, .. } | RecordStore::ConfigMap { project, .. } => project,
+        }
+    }
+
+    /// The record of `env` (an owner name) in this project, `None` when
+    /// there is none; a record from before projects when only that exists.
+    pub async fn load(&self, env: &str) -> Result<Option<EnvRecord>> {
+        let key = scoped(self.project(), env);
+        match self.load_key(&key).await? {
+            None if key != env => self.load_key(env).await,
+            found => Ok(found),
+        }
+    }
+
+    /// The record of `env` under its name in this project only (no
+    /// fallback to a record from before projects).
+    pub async fn load_exact(&self, env: &str) -> Result<Option<EnvRecord>> {
+        self.load_key(&scoped(self.project(), env)).await
+    }
+
+    async fn load_key(&self, env: &str) -> Result<Option<EnvRecord>> {
+        match self {
+            RecordStore::File { dir, .. } => {
                 let path = dir.join(format!("{env}.json"));
                 let text = match std::fs::read_to_string(&path) {
                     Ok(t) => t,
@@ -225,7 +269,7 @@ impl RecordStore {
                 };
                 parse(&text, &path.display().to_string()).map(Some)
             }
-            RecordStore::ConfigMap { client } => {
+            RecordStore::ConfigMap { client, .. } => {
                 let name = object_name("state", env);
                 let api: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
                 let cm = api.get_opt(&name).await.map_err(|source| Error::Kube {
@@ -247,21 +291,22 @@ impl RecordStore {
     /// ConfigMaps).
     pub async fn save(&self, record: &EnvRecord) -> Result<()> {
         let text = serde_json::to_string_pretty(record).expect("a record serialises");
+        let key = scoped(self.project(), &record.environment);
         match self {
-            RecordStore::File { dir } => {
+            RecordStore::File { dir, .. } => {
                 let io = |path: &Path| {
                     let p = path.display().to_string();
                     move |source| Error::Io { path: p, source }
                 };
                 std::fs::create_dir_all(dir).map_err(io(dir))?;
-                let path = dir.join(format!("{}.json", record.environment));
-                let tmp = dir.join(format!(".{}.json.tmp", record.environment));
+                let path = dir.join(format!("{key}.json"));
+                let tmp = dir.join(format!(".{key}.json.tmp"));
                 std::fs::write(&tmp, text + "\n").map_err(io(&tmp))?;
                 std::fs::rename(&tmp, &path).map_err(io(&path))
             }
-            RecordStore::ConfigMap { client } => {
+            RecordStore::ConfigMap { client, project } => {
                 ensure_namespace(client).await?;
-                let name = object_name("state", &record.environment);
+                let name = object_name("state", &key);
                 let mut data = BTreeMap::new();
                 data.insert("record".to_string(), text);
                 let cm = serde_json::json!({
@@ -272,6 +317,7 @@ impl RecordStore {
                         "namespace": NAMESPACE,
                         "labels": {
                             labels::MANAGED_BY: labels::MANAGER,
+                            labels::PROJECT: project,
                             "tidegate.dev/state": record.environment,
                         },
                     },
@@ -395,7 +441,7 @@ pub async fn load_predecessors(
         let Some(e) = model.environment(&before) else {
             continue;
         };
-        let store = RecordStore::for_target(e.kubernetes.as_ref(), state_dir).await?;
+        let store = RecordStore::for_target(e.kubernetes.as_ref(), state_dir, &e.project).await?;
         if let Some(r) = store.load(&before).await? {
             out.insert(before, r);
         }

@@ -49,13 +49,43 @@ async fn file_records_round_trip_and_a_missing_one_is_none() {
     let dir = tempfile::tempdir().unwrap();
     let store = RecordStore::File {
         dir: dir.path().join("state"),
+        project: "shop".into(),
     };
     assert_eq!(store.load("dev").await.unwrap(), None);
     let r = record("dev", "abc", true, true);
     store.save(&r).await.unwrap();
+    assert!(dir.path().join("state/shop.dev.json").is_file());
     assert_eq!(store.load("dev").await.unwrap(), Some(r.clone()));
     assert!(r.good_at("abc") && !r.good_at("def"));
-    std::fs::write(dir.path().join("state/dev.json"), "{").unwrap();
+    std::fs::write(dir.path().join("state/shop.dev.json"), "{").unwrap();
     let e = store.load("dev").await.unwrap_err().to_string();
-    assert!(e.contains("dev.json") && e.contains("delete it"), "{e}");
+    assert!(
+        e.contains("shop.dev.json") && e.contains("delete it"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_record_from_before_projects_is_read_until_the_new_one_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = RecordStore::File {
+        dir: dir.path().to_path_buf(),
+        project: String::new(),
+    };
+    let old = record("dev", "old", true, true);
+    legacy.save(&old).await.unwrap();
+    assert!(dir.path().join("dev.json").is_file());
+    let store = RecordStore::File {
+        dir: dir.path().to_path_buf(),
+        project: "shop".into(),
+    };
+    assert_eq!(store.load("dev").await.unwrap(), Some(old));
+    let new = record("dev", "new", true, true);
+    store.save(&new).await.unwrap();
+    assert_eq!(store.load("dev").await.unwrap(), Some(new));
+    let other = RecordStore::File {
+        dir: dir.path().to_path_buf(),
+        project: "blog".into(),
+    };
+    assert_eq!(other.load("dev").await.unwrap().unwrap().commit, "old");
 }

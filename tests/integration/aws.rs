@@ -20,6 +20,14 @@ const SECRET: &str = "hunter2-db-password";
 
 /// The EC2 provider of environment `env` against moto at `endpoint`, with
 /// test-sized retries (shared by the plan tests).
+/// The owner identity of the provider tests: project `test`.
+pub fn owner(env: &str) -> tidegate::provider::Owner {
+    tidegate::provider::Owner {
+        project: "test".into(),
+        environment: env.into(),
+    }
+}
+
 pub fn provider(env: &str, endpoint: &str) -> AwsProvider {
     // Generous per attempt: moto on a loaded 2-core CI machine can take
     // seconds for its first EC2 call. The hung-endpoint test uses 2 s.
@@ -41,7 +49,7 @@ fn provider_with_timeout(env: &str, endpoint: &str, attempt_timeout: Duration) -
         attempt_timeout,
     };
     AwsProvider::with_config(
-        env,
+        owner(env),
         conf,
         Options {
             retry,
@@ -762,6 +770,7 @@ async fn a_new_public_key_replaces_the_key_pair_destroying_first() {
 async fn connect_uses_the_standard_aws_configuration() {
     const NAME: &str = "aws::connect_uses_the_standard_aws_configuration";
     let target = tidegate::provider::EnvTarget {
+        project: "test".into(),
         environment: "standard".into(),
         aws: Some(tidegate::provider::AwsTarget {
             region: String::new(),
@@ -823,7 +832,7 @@ async fn connect_uses_the_standard_aws_configuration() {
         .region(Region::new("us-west-2"))
         .endpoint_url(&moto.endpoint)
         .credentials_provider(Credentials::new("testing", "testing", None, None, "test"));
-    let west2 = AwsProvider::with_config("standard", conf, Options::default());
+    let west2 = AwsProvider::with_config(owner("standard"), conf, Options::default());
     let vpcs = west2.observe(&[]).await.unwrap();
     assert_eq!(vpcs.len(), 1, "the endpoint in the target was used");
     let arn = vpcs[0].attributes["arn"].as_str().unwrap().to_string();
@@ -838,7 +847,7 @@ async fn connect_uses_the_standard_aws_configuration() {
         .region(Region::new("eu-west-1"))
         .endpoint_url(&moto.endpoint)
         .credentials_provider(Credentials::new("testing", "testing", None, None, "test"));
-    let p = AwsProvider::with_config("standard", conf, Options::default());
+    let p = AwsProvider::with_config(owner("standard"), conf, Options::default());
     let lives = p.observe(&[]).await.unwrap();
     assert_eq!(lives.len(), 1);
     assert_eq!(lives[0].id.to_string(), "network.vpc");

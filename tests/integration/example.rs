@@ -268,7 +268,14 @@ async fn the_bundled_modules_apply_and_replan_clean(kube: super::stand::Kube) {
         .credentials_provider(aws_sdk_ec2::config::Credentials::new(
             "testing", "testing", None, None, "test",
         ));
-    let aws = tidegate::provider::aws::AwsProvider::with_config("dev", conf, Default::default());
+    let aws = tidegate::provider::aws::AwsProvider::with_config(
+        tidegate::provider::Owner {
+            project: "shop".into(),
+            environment: "dev".into(),
+        },
+        conf,
+        Default::default(),
+    );
     let mut ec2: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for l in aws.observe(&[]).await.unwrap() {
         ec2.entry(l.kind.clone())
@@ -292,6 +299,53 @@ async fn the_bundled_modules_apply_and_replan_clean(kube: super::stand::Kube) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("No changes."), "{stdout}");
+
+    // Upgrading in place from a tidegate before projects: every mark loses
+    // its project, the record and the inventory get their old names. The
+    // next plan adopts everything and deletes nothing; the apply stamps the
+    // project and the plan after it is empty again.
+    let marked = downgrade_to_marks_without_project(&stand, &aws).await;
+    assert!(
+        marked >= 14,
+        "{marked}: every resource of dev carried the project"
+    );
+    let out = run(&["plan", "--env", "dev", "--color", "never"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "0 to create, {marked} to update, 0 to replace, 0 to delete"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("tidegate.dev/project"), "{stdout}");
+    let out = run(&["apply", "--env", "dev", "--yes", "--state-dir", state])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains("deleted"), "{stdout}");
+    let out = run(&["plan", "--env", "dev"]).output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        downgrade_to_marks_without_project(&stand, &aws).await,
+        marked,
+        "every object carries the project again"
+    );
+    let out = run(&["apply", "--env", "dev", "--yes", "--state-dir", state])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
 
     // Then every environment in order (dev < staging < test < prod, each
     // with its own demo key), and nothing left to do anywhere.
@@ -331,6 +385,92 @@ async fn the_bundled_modules_apply_and_replan_clean(kube: super::stand::Kube) {
         4,
         "{stdout}"
     );
+}
+
+/// Turns the marks of everything environment dev of the example applied
+/// into those of a tidegate from before projects (no project label or
+/// tag), and its record and inventory ConfigMaps into their old names;
+/// returns how many objects and resources carried a project mark.
+async fn downgrade_to_marks_without_project(
+    stand: &super::stand::Stand,
+    aws: &tidegate::provider::aws::AwsProvider,
+) -> usize {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+    use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+    let client = stand.kube("dev").await;
+    let selector = ListParams::default()
+        .labels("app.kubernetes.io/managed-by=tidegate,tidegate.dev/project=shop");
+    let unlabel = serde_json::json!({"metadata": {"labels": {"tidegate.dev/project": null}}});
+    let mut n = 0;
+    macro_rules! strip {
+        ($k:ty, $api:expr) => {{
+            let all: Api<$k> = Api::all(client.clone());
+            for o in all.list(&selector).await.unwrap() {
+                let name = o.metadata.name.clone().unwrap();
+                if name.starts_with("tidegate-") {
+                    continue; // the record and the inventory: renamed below
+                }
+                let api: Api<$k> = $api(o.metadata.namespace.as_deref().unwrap_or(""));
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&unlabel))
+                    .await
+                    .unwrap();
+                n += 1;
+            }
+        }};
+    }
+    strip!(Namespace, |_: &str| Api::all(client.clone()));
+    strip!(ConfigMap, |ns: &str| Api::namespaced(client.clone(), ns));
+    strip!(Secret, |ns: &str| Api::namespaced(client.clone(), ns));
+    strip!(Deployment, |ns: &str| Api::namespaced(client.clone(), ns));
+    // The record and the inventory under their names from before projects.
+    for (ns, new, old) in [
+        (
+            "tidegate-system",
+            "tidegate-state-shop.dev",
+            "tidegate-state-dev",
+        ),
+        (
+            "default",
+            "tidegate-inventory-shop.dev",
+            "tidegate-inventory-dev",
+        ),
+    ] {
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+        if let Some(mut cm) = api.get_opt(new).await.unwrap() {
+            api.delete(new, &Default::default()).await.unwrap();
+            cm.metadata = kube::api::ObjectMeta {
+                name: Some(old.into()),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            };
+            let _ = api.delete(old, &Default::default()).await;
+            api.create(&PostParams::default(), &cm).await.unwrap();
+        }
+    }
+    use tidegate::provider::Provider;
+    let ids: Vec<String> = aws
+        .observe(&[])
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|l| !l.is_legacy())
+        .map(|l| l.external_id)
+        .collect();
+    if !ids.is_empty() {
+        aws.client()
+            .delete_tags()
+            .set_resources(Some(ids.clone()))
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("tidegate:project")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    n + ids.len()
 }
 
 crate::on_both_kubes!(the_bundled_modules_apply_and_replan_clean);

@@ -25,12 +25,12 @@ use super::stand::{
 
 /// What the fixture repository declares.
 #[derive(Clone)]
-struct Spec {
-    subnet_cidr: &'static str,
+pub(crate) struct Spec {
+    pub subnet_cidr: &'static str,
     /// Declare the security group and the instance.
-    servers: bool,
+    pub servers: bool,
     /// Declare the second ConfigMap.
-    extra_config: bool,
+    pub extra_config: bool,
 }
 
 impl Default for Spec {
@@ -43,7 +43,7 @@ impl Default for Spec {
     }
 }
 
-fn env_doc(name: &str, after: Option<&str>) -> String {
+pub(crate) fn env_doc(name: &str, after: Option<&str>) -> String {
     let after = after.map(|a| format!("  after: {a}\n")).unwrap_or_default();
     format!(
         "apiVersion: tidegate.dev/v1
@@ -73,7 +73,7 @@ spec:
     )
 }
 
-fn net_doc(spec: &Spec) -> String {
+pub(crate) fn net_doc(spec: &Spec) -> String {
     let mut s = format!(
         "apiVersion: tidegate.dev/v1
 kind: Module
@@ -134,7 +134,7 @@ spec:
     s
 }
 
-fn app_doc(spec: &Spec) -> String {
+pub(crate) fn app_doc(spec: &Spec) -> String {
     let mut s = "apiVersion: tidegate.dev/v1
 kind: Module
 metadata:
@@ -183,7 +183,7 @@ spec:
 
 /// Writes the fixture into `dir` and commits it with the real `git`;
 /// returns the commit id.
-fn write_repo(dir: &Path, spec: &Spec) -> String {
+pub(crate) fn write_repo(dir: &Path, spec: &Spec) -> String {
     let files = [
         ("environments/dev.yaml", env_doc("dev", None)),
         ("environments/staging.yaml", env_doc("staging", Some("dev"))),
@@ -429,6 +429,7 @@ async fn staging_is_held_until_dev_is_converged_and_healthy_at_the_same_commit(k
     // The record lives in dev's cluster.
     let store = state::RecordStore::ConfigMap {
         client: stand.kube("dev").await,
+        project: "test".into(),
     };
     let record = store.load("dev").await.unwrap().expect("dev's record");
     assert!(record.good_at(&c1), "{record:?}");
@@ -451,13 +452,14 @@ async fn staging_is_held_until_dev_is_converged_and_healthy_at_the_same_commit(k
     assert_eq!(code, 0, "{text}");
     let staging = state::RecordStore::ConfigMap {
         client: stand.kube("staging").await,
+        project: "test".into(),
     };
     assert!(staging.load("staging").await.unwrap().unwrap().good_at(&c2));
     assert!(owned_ec2(&stand, "staging").await.contains_key("instance"));
 
     // Losing a record is harmless: applying again recomputes it, changing nothing.
     let api: Api<ConfigMap> = Api::namespaced(stand.kube("dev").await, state::NAMESPACE);
-    api.delete("tidegate-state-dev", &Default::default())
+    api.delete("tidegate-state-test.dev", &Default::default())
         .await
         .unwrap();
     let (code, text) = stand
@@ -474,7 +476,7 @@ async fn a_held_lock_stops_a_second_apply_with_the_holder_named(kube: Kube) {
     write_repo(repo.path(), &Spec::default());
     let lock = EnvLock::lease(
         stand.kube("dev").await,
-        "dev",
+        "test.dev",
         "reconciler-7f9c",
         Duration::from_secs(60),
     )
@@ -485,8 +487,8 @@ async fn a_held_lock_stops_a_second_apply_with_the_holder_named(kube: Kube) {
         .await;
     assert_eq!(code, 1, "{text}");
     assert!(
-        text.contains("environment dev is locked by reconciler-7f9c since 20")
-            && text.contains("lease tidegate-system/tidegate-lock-dev"),
+        text.contains("environment test.dev is locked by reconciler-7f9c since 20")
+            && text.contains("lease tidegate-system/tidegate-lock-test.dev"),
         "{text}"
     );
     assert!(owned_ec2(&stand, "dev").await.is_empty(), "nothing applied");
@@ -625,6 +627,7 @@ async fn reconcile_applies_each_environment_through_the_executor(kube: Kube) {
         assert!(config_map(&stand, env, &ns, "network").await.is_some());
         let record = state::RecordStore::ConfigMap {
             client: stand.kube(env).await,
+            project: "test".into(),
         };
         assert!(record.load(env).await.unwrap().unwrap().good_at(&commit));
     }

@@ -67,6 +67,7 @@ impl Cluster {
     /// The provider for environment `env` (through the kubeconfig context).
     async fn provider(&self, env: &str, force_conflicts: bool) -> Kubernetes {
         let target = EnvTarget {
+            project: "test".into(),
             environment: env.into(),
             kubernetes: Some(KubeTarget {
                 context: Some(CONTEXT.into()),
@@ -751,7 +752,7 @@ async fn kubernetes_retries_injected_faults_and_fails_alone() {
     // A hung read: the request times out (2 s here) and is sent again.
     sim.add_fault(FaultRule::new(
         Some("GET"),
-        Some("/api/v1/namespaces/default/configmaps/tidegate-inventory-dev"),
+        Some("/api/v1/namespaces/default/configmaps/tidegate-inventory-test.dev"),
         1,
         FaultAction::Stall { millis: 4000 },
     ));
@@ -839,6 +840,7 @@ async fn kubernetes_observe_costs_the_same_for_1_or_50_objects(kube: Kube) {
 
     // Pages: 50 objects at 20 a page are three list requests, all found.
     let target = EnvTarget {
+        project: "test".into(),
         environment: "dev".into(),
         kubernetes: Some(KubeTarget {
             context: Some(CONTEXT.into()),
@@ -898,6 +900,7 @@ async fn kubernetes_unknown_values_and_bad_targets(kube: Kube) {
     ));
 
     let target = |context: Option<&str>| EnvTarget {
+        project: "test".into(),
         environment: "dev".into(),
         kubernetes: Some(KubeTarget {
             context: context.map(str::to_string),
@@ -959,7 +962,7 @@ async fn kubernetes_namespace_then_its_objects(kube: Kube) {
     let inventory = c
         .configmaps()
         .await
-        .get("tidegate-inventory-dev")
+        .get("tidegate-inventory-test.dev")
         .await
         .unwrap();
     let keys: Vec<&String> = inventory.data["data"].as_object().unwrap().keys().collect();
@@ -971,7 +974,7 @@ async fn kubernetes_namespace_then_its_objects(kube: Kube) {
     let inventory = c
         .configmaps()
         .await
-        .get("tidegate-inventory-dev")
+        .get("tidegate-inventory-test.dev")
         .await
         .unwrap();
     let keys: Vec<&String> = inventory.data["data"].as_object().unwrap().keys().collect();

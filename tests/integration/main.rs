@@ -11,6 +11,7 @@ mod fault;
 mod fixtures;
 mod fuzz_corpus;
 mod kubernetes;
+mod ownership;
 mod plan;
 mod policy;
 mod real_kube;

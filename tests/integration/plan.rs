@@ -187,6 +187,7 @@ impl GitRepo {
             copy_dir(&root.join(sub), &dir.path().join(sub));
         }
         std::fs::copy(root.join(".sops.yaml"), dir.path().join(".sops.yaml")).unwrap();
+        std::fs::copy(root.join("tidegate.yaml"), dir.path().join("tidegate.yaml")).unwrap();
         let g = GitRepo { dir };
         g.git(&["init", "-q", "-b", "main"]);
         g.commit("the example");
@@ -535,6 +536,7 @@ fn huge_plan() -> Plan {
             policy: None,
             policy_errors: Vec::new(),
             notes: Vec::new(),
+            guards: Vec::new(),
         }],
     )
 }
@@ -723,6 +725,7 @@ impl LiveRepo {
             std::fs::write(path, t).unwrap();
         };
         w("environments/dev.yaml", DEV);
+        crate::stand::write_project(dir.path());
         w("modules/network/module.yaml", NETWORK);
         w("modules/app/module.yaml", APP);
         let root = repo_root();

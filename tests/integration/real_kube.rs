@@ -381,7 +381,8 @@ async fn a_namespace_held_by_a_finalizer_is_shown_as_deleting_not_deleted_again(
         r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
     ])
     .unwrap();
-    // Git no longer declares the namespace nor its ConfigMap.
+    // Git no longer declares the namespace nor its ConfigMap (2 of 2
+    // resources: a mass delete, allowed here).
     write_repo(
         dir.path(),
         &resource(
@@ -394,7 +395,10 @@ async fn a_namespace_held_by_a_finalizer_is_shown_as_deleting_not_deleted_again(
         ),
     );
     let (code, out) = stand
-        .cli(dir.path(), &["apply", "--env", "dev", "--yes"])
+        .cli(
+            dir.path(),
+            &["apply", "--env", "dev", "--yes", "--allow-mass-delete"],
+        )
         .await;
     assert_eq!(code, 0, "{out}");
     let phase = k

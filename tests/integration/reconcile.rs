@@ -90,6 +90,7 @@ impl Upstream {
     }
 
     fn commit(&self, msg: &str) -> String {
+        crate::stand::write_project(self.path());
         git(self.path(), &["add", "-A"]);
         git(self.path(), &["commit", "-q", "--allow-empty", "-m", msg]);
         git(self.path(), &["rev-parse", "HEAD"])

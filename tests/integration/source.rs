@@ -916,6 +916,7 @@ fn apply_refuses_unsigned_commits_where_a_signature_is_required() {
         )
     };
 
+    crate::stand::write_project(up.path());
     revise(1);
     let unsigned = up.commit("unsigned");
     let (code, out) = apply(&["--revision", "main"]);

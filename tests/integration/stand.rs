@@ -213,7 +213,7 @@ impl Stand {
             .endpoint_url(&self.aws_endpoint)
             .credentials_provider(Credentials::new("testing", "testing", None, None, "t"));
         let aws = AwsProvider::with_config(
-            owner,
+            tidegate::provider::Owner::of(&target),
             conf,
             tidegate::provider::aws::Options {
                 retry: RetryPolicy {
@@ -301,6 +301,7 @@ impl Stand {
 /// Writes `files` (path, text) into `dir` and commits them with the real
 /// `git`; returns the commit id.
 pub fn commit_files(dir: &Path, files: &[(&str, String)]) -> String {
+    write_project(dir);
     for (p, text) in files {
         let path = dir.join(p);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -313,6 +314,16 @@ pub fn commit_files(dir: &Path, files: &[(&str, String)]) -> String {
     git(&["add", "-A"]);
     git(&["commit", "-q", "--allow-empty", "-m", "fixture"]);
     git(&["rev-parse", "HEAD"])
+}
+
+/// Writes the test repositories' `tidegate.yaml` (project `test`) into
+/// `dir` unless it has one.
+pub fn write_project(dir: &Path) {
+    let path = dir.join("tidegate.yaml");
+    if !path.exists() {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(path, tidegate::load::project::document("test")).unwrap();
+    }
 }
 
 /// Live EC2 resources carrying tidegate's environment tag `env`, by kind,

@@ -169,7 +169,11 @@ impl Stand {
             .credentials_provider(aws_sdk_ec2::config::Credentials::new(
                 "bench", "bench", None, None, "bench",
             ));
-        let aws = AwsProvider::with_config(owner, conf, Default::default());
+        let aws = AwsProvider::with_config(
+            tidegate::provider::Owner::of(&target),
+            conf,
+            Default::default(),
+        );
         (k8s, aws)
     }
 }
@@ -273,6 +277,10 @@ pub fn cells_repo(dir: &Path, cells: usize, ec2_every: usize, extra: &str) {
         dir,
         &[
             ("environments/bench.yaml".into(), env),
+            (
+                "tidegate.yaml".into(),
+                tidegate::load::project::document("bench"),
+            ),
             ("modules/base/module.yaml".into(), base.into()),
             ("modules/cell/module.yaml".into(), cell),
             ("modules/kcell/module.yaml".into(), kcell),

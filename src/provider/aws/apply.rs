@@ -125,7 +125,7 @@ impl AwsProvider {
             .flatten()
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())));
         tags(
-            model::owner_tags(&self.environment, &desired.id)
+            model::owner_tags(&self.owner, &desired.id)
                 .into_iter()
                 .chain(user)
                 .chain(extra),
@@ -158,7 +158,7 @@ impl AwsProvider {
         Ok(raws
             .iter()
             .filter(|r| !observe::is_deposed(r))
-            .find_map(|r| observe::to_live(r, &self.region())))
+            .find_map(|r| observe::to_live(r, &self.region(), &self.owner)))
     }
 
     /// The owned resource with this id, re-read; `None` when it is gone.
@@ -178,7 +178,7 @@ impl AwsProvider {
                 .read(kind, external_id)
                 .await?
                 .as_ref()
-                .and_then(|r| observe::to_live(r, &self.region()))
+                .and_then(|r| observe::to_live(r, &self.region(), &self.owner))
             {
                 return Ok(live);
             }
@@ -283,7 +283,7 @@ impl AwsProvider {
         salt: &str,
     ) -> Result<Created, ApiError> {
         let c = &self.client;
-        let token = model::client_token(&self.environment, &desired.id, d, salt, &self.key);
+        let token = model::client_token(&self.owner.key(), &desired.id, d, salt, &self.key);
         let s = |k: &str| str_at(d, k).map(str::to_string);
         let id = match desired.kind.as_str() {
             "vpc" => {
@@ -487,6 +487,24 @@ impl AwsProvider {
         } else {
             Created::Id(id)
         })
+    }
+
+    /// Stamps the full ownership tags (the project among them) on a
+    /// resource tagged by a tidegate from before projects.
+    pub(super) async fn adopt(&self, live: &Live) -> Result<()> {
+        let t = tags(model::owner_tags(&self.owner, &live.id));
+        let id = live.external_id.clone();
+        self.call("CreateTags", || async {
+            sdk(self
+                .client
+                .create_tags()
+                .resources(&id)
+                .set_tags(Some(t.clone()))
+                .send()
+                .await)
+        })
+        .await?;
+        Ok(())
     }
 
     /// Applies in-place changes, then reads the resource back.

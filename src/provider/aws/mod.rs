@@ -42,15 +42,16 @@ use aws_sdk_ec2::Client;
 
 pub use calls::RetryPolicy;
 pub use model::{
-    replace_reasons, TAG_DEPOSED, TAG_ENVIRONMENT, TAG_MANAGED_BY, TAG_MODULE, TAG_RESOURCE,
-    TAG_USER_DATA,
+    replace_reasons, TAG_DEPOSED, TAG_ENVIRONMENT, TAG_MANAGED_BY, TAG_MODULE, TAG_PROJECT,
+    TAG_RESOURCE, TAG_USER_DATA,
 };
 pub use schema::{check, TYPES};
 
 use crate::provider::{
-    Action, Change, Desired, EnvTarget, Error, Health, ListedHealthy, Live, Provider, ProviderKind,
-    Result,
+    Action, Change, Desired, EnvTarget, Error, Health, ListedHealthy, Live, Owner, Provider,
+    ProviderKind, Result,
 };
+use crate::value::Value;
 use calls::{CallCounter, Retrier};
 use observe::Raw;
 
@@ -81,7 +82,7 @@ impl Default for Options {
 /// One environment's EC2 region.
 #[derive(Clone, Debug)]
 pub struct AwsProvider {
-    environment: String,
+    owner: Owner,
     client: Client,
     counter: CallCounter,
     policy: Retrier,
@@ -129,7 +130,7 @@ impl AwsProvider {
             });
         }
         Ok(Self::with_config(
-            &target.environment,
+            Owner::of(target),
             aws_sdk_ec2::config::Builder::from(&shared),
             Options::default(),
         ))
@@ -138,7 +139,7 @@ impl AwsProvider {
     /// Builds the provider from an explicit EC2 client configuration (tests
     /// point it at a local endpoint without touching process environment).
     pub fn with_config(
-        environment: &str,
+        owner: Owner,
         config: aws_sdk_ec2::config::Builder,
         options: Options,
     ) -> Self {
@@ -157,7 +158,7 @@ impl AwsProvider {
             .interceptor(counter.clone())
             .build();
         AwsProvider {
-            environment: environment.to_string(),
+            owner,
             client: Client::from_conf(config),
             policy: Retrier::new(options.retry, counter.retries.clone()),
             counter,
@@ -166,9 +167,9 @@ impl AwsProvider {
         }
     }
 
-    /// The environment name written into ownership tags.
-    pub fn environment(&self) -> &str {
-        &self.environment
+    /// The owner written into ownership tags.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
     }
 
     /// The underlying client, for callers that need EC2 beyond the trait
@@ -228,7 +229,7 @@ impl Provider for AwsProvider {
         let mut out = Vec::new();
         for raws in futures_join_all(reads).await {
             for raw in raws? {
-                let Some(live) = observe::to_live(&raw, &self.region()) else {
+                let Some(live) = observe::to_live(&raw, &self.region(), &self.owner) else {
                     continue;
                 };
                 if observe::healthy_as_listed(&raw) {
@@ -244,6 +245,24 @@ impl Provider for AwsProvider {
         Self::check_spec(desired)?;
         let d = model::canonical(&desired.kind, &desired.body);
         let mut change = model::predict(&desired.kind, &d, live.map(|l| &l.body), &self.key);
+        if let Some(l) = live.filter(|l| l.is_legacy()) {
+            // Tagged before projects: the apply stamps the project tag.
+            if change.action == Action::NoOp {
+                change.action = Action::Update;
+            }
+            if let Value::Map(m) = &mut change.after {
+                let tags = m
+                    .entry("tags".to_string())
+                    .or_insert_with(|| Value::Map(Default::default()));
+                if let Value::Map(tags) = tags {
+                    tags.insert(
+                        model::TAG_PROJECT.into(),
+                        Value::String(self.owner.project.clone()),
+                    );
+                }
+            }
+            change.before.get_or_insert_with(|| l.body.clone());
+        }
         if let Action::Replace { reasons } = &mut change.action {
             if let Some(l) = live {
                 if let Some(why) = apply::destroy_first_reason(&desired.kind, &d, &l.body) {
@@ -269,6 +288,12 @@ impl Provider for AwsProvider {
         }
         match live {
             None => self.create(desired, &d).await,
+            Some(l) if l.is_legacy() => {
+                self.adopt(l).await?;
+                let mut out = self.converge(desired, &d, l).await?;
+                out.attributes.shift_remove(Live::LEGACY);
+                Ok(out)
+            }
             Some(l) => self.converge(desired, &d, l).await,
         }
     }
@@ -370,7 +395,10 @@ mod tests {
     #[tokio::test]
     async fn apply_refuses_invalid_and_unresolved_specs_without_calling_ec2() {
         let p = AwsProvider::with_config(
-            "dev",
+            Owner {
+                project: "shop".into(),
+                environment: "dev".into(),
+            },
             aws_sdk_ec2::config::Builder::new()
                 .region(Region::new("us-east-1"))
                 .endpoint_url("http://127.0.0.1:9"),

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sha2::{Digest, Sha256};
 
 use super::schema::{self, Field, Ty};
-use crate::provider::{Action, Change, ResourceId};
+use crate::provider::{Action, Change, Claim, Owner, ResourceId};
 use crate::sensitive::Sensitive;
 use crate::value::{Map, Value};
 
@@ -22,6 +22,9 @@ pub const TAG_MANAGED_BY: &str = "managed-by";
 pub const MANAGER: &str = "tidegate";
 /// Ownership tag: owning environment.
 pub const TAG_ENVIRONMENT: &str = "tidegate:environment";
+/// Ownership tag: owning project (`tidegate.yaml`); missing on resources
+/// tagged before projects existed.
+pub const TAG_PROJECT: &str = "tidegate:project";
 /// Ownership tag: owning module instance.
 pub const TAG_MODULE: &str = "tidegate:module";
 /// Ownership tag: `<module>.<name>`.
@@ -64,13 +67,23 @@ pub fn is_reserved_tag(key: &str) -> bool {
 }
 
 /// The ownership tags of a resource.
-pub fn owner_tags(environment: &str, id: &ResourceId) -> Vec<(String, String)> {
+pub fn owner_tags(owner: &Owner, id: &ResourceId) -> Vec<(String, String)> {
     vec![
         (TAG_MANAGED_BY.into(), MANAGER.into()),
-        (TAG_ENVIRONMENT.into(), environment.into()),
+        (TAG_PROJECT.into(), owner.project.clone()),
+        (TAG_ENVIRONMENT.into(), owner.environment.clone()),
         (TAG_MODULE.into(), id.module.clone()),
         (TAG_RESOURCE.into(), id.to_string()),
     ]
+}
+
+/// Whose a resource is, by its tags.
+pub fn claim(tags: &BTreeMap<String, String>, owner: &Owner) -> Claim {
+    owner.claim(
+        tags.get(TAG_MANAGED_BY).map(String::as_str) == Some(MANAGER),
+        tags.get(TAG_ENVIRONMENT).map(String::as_str),
+        tags.get(TAG_PROJECT).map(String::as_str),
+    )
 }
 
 /// The resource id a `tidegate:resource` / `tidegate:module` tag pair names.
@@ -484,20 +497,20 @@ pub fn predict(kind: &str, desired: &Value, live: Option<&Value>, key: &[u8]) ->
     }
 }
 
-/// The idempotency token of one create: the same environment, resource and
-/// desired state always give the same token, so a create retried after a
+/// The idempotency token of one create: the same owner (project and
+/// environment), resource and desired state always give the same token, so a create retried after a
 /// lost response or a crash is recognised by EC2. Secrets enter only as
 /// their keyed fingerprints. `salt` distinguishes a deliberate second create
 /// of the same state (after the first result was terminated).
 pub fn client_token(
-    environment: &str,
+    owner: &str,
     id: &ResourceId,
     desired: &Value,
     salt: &str,
     key: &[u8],
 ) -> String {
     let mut h = Sha256::new();
-    for part in [environment, &id.to_string(), salt] {
+    for part in [owner, &id.to_string(), salt] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -674,7 +687,11 @@ mod tests {
 
     #[test]
     fn tags_and_tokens() {
-        let tags: BTreeMap<String, String> = owner_tags("dev", &id())
+        let owner = Owner {
+            project: "shop".into(),
+            environment: "dev".into(),
+        };
+        let tags: BTreeMap<String, String> = owner_tags(&owner, &id())
             .into_iter()
             .chain([("owner".to_string(), "me".to_string())])
             .collect();

@@ -18,7 +18,7 @@ use aws_sdk_ec2::types::{
 use super::calls::{sdk, ApiError};
 use super::model::{self, RuleAtom, Source};
 use super::AwsProvider;
-use crate::provider::{Live, ResourceId};
+use crate::provider::{labels, Claim, Live, Owner, ResourceId};
 use crate::value::{Map, Value};
 
 /// One observed resource as EC2 described it.
@@ -66,7 +66,7 @@ impl AwsProvider {
     pub(super) async fn list(&self, kind: &str, extra: Vec<Filter>) -> Result<Vec<Raw>, ApiError> {
         let mut filters = vec![filter(
             &format!("tag:{}", model::TAG_ENVIRONMENT),
-            &[&self.environment],
+            &[&self.owner.environment],
         )];
         filters.extend(extra);
         let p = &self.policy;
@@ -337,21 +337,15 @@ pub fn permission_atoms(perms: &[IpPermission]) -> Vec<RuleAtom> {
 
 /// The normalised live state of a raw resource; `None` when it does not
 /// carry tidegate's ownership marks.
-pub fn to_live(raw: &Raw, region: &str) -> Option<Live> {
-    let (kind, tags, external_id) = match raw {
-        Raw::Vpc(v) => ("vpc", v.tags(), v.vpc_id()),
-        Raw::Subnet(v) => ("subnet", v.tags(), v.subnet_id()),
-        Raw::InternetGateway(v) => ("internet_gateway", v.tags(), v.internet_gateway_id()),
-        Raw::RouteTable(v) => ("route_table", v.tags(), v.route_table_id()),
-        Raw::SecurityGroup(v) => ("security_group", v.tags(), v.group_id()),
-        Raw::KeyPair(v) => ("key_pair", v.tags(), v.key_pair_id()),
-        Raw::Instance(v, _) => ("instance", v.tags(), v.instance_id()),
-        Raw::Eip(v) => ("eip", v.tags(), v.allocation_id()),
-    };
+pub fn to_live(raw: &Raw, region: &str, owner: &Owner) -> Option<Live> {
+    let (kind, tags, external_id) = parts(raw);
     let tags = tag_map(tags);
-    if tags.get(model::TAG_MANAGED_BY).map(String::as_str) != Some(model::MANAGER) {
-        return None;
-    }
+    let legacy = match model::claim(&tags, owner) {
+        Claim::Ours => false,
+        Claim::Legacy => true,
+        Claim::Foreign(_) | Claim::Unmanaged => return None,
+    };
+    let keep = tags.get(labels::PRUNE).map(String::as_str) == Some("disabled");
     let external_id = external_id?.to_string();
     let mut id = model::id_from_tags(&tags)?;
     if tags.contains_key(model::TAG_DEPOSED) {
@@ -362,13 +356,16 @@ pub fn to_live(raw: &Raw, region: &str) -> Option<Live> {
     }
     let user_tags = model::user_tags(&tags);
     let (body, attributes) = normalise(raw, &tags, user_tags, &external_id, region);
-    Some(Live {
-        id,
-        kind: kind.to_string(),
-        external_id,
-        body,
-        attributes,
-    })
+    Some(
+        Live {
+            id,
+            kind: kind.to_string(),
+            external_id,
+            body,
+            attributes,
+        }
+        .with_marks(legacy, keep),
+    )
 }
 
 /// True when the listing alone shows the resource healthy: anything but
@@ -386,7 +383,24 @@ pub fn healthy_as_listed(raw: &Raw) -> bool {
 
 /// True when the resource was superseded by a replacement.
 pub fn is_deposed(raw: &Raw) -> bool {
-    to_live(raw, "").is_some_and(|l| l.id.name.contains("~deposed~"))
+    parts(raw)
+        .1
+        .iter()
+        .any(|t| t.key() == Some(model::TAG_DEPOSED))
+}
+
+/// The kind, tags and EC2 id of a raw resource.
+fn parts(raw: &Raw) -> (&'static str, &[Tag], Option<&str>) {
+    match raw {
+        Raw::Vpc(v) => ("vpc", v.tags(), v.vpc_id()),
+        Raw::Subnet(v) => ("subnet", v.tags(), v.subnet_id()),
+        Raw::InternetGateway(v) => ("internet_gateway", v.tags(), v.internet_gateway_id()),
+        Raw::RouteTable(v) => ("route_table", v.tags(), v.route_table_id()),
+        Raw::SecurityGroup(v) => ("security_group", v.tags(), v.group_id()),
+        Raw::KeyPair(v) => ("key_pair", v.tags(), v.key_pair_id()),
+        Raw::Instance(v, _) => ("instance", v.tags(), v.instance_id()),
+        Raw::Eip(v) => ("eip", v.tags(), v.allocation_id()),
+    }
 }
 
 fn attrs(entries: Vec<(&str, Value)>) -> Map {
@@ -610,9 +624,17 @@ mod tests {
         Tag::builder().key(k).value(v).build()
     }
 
+    fn owner() -> Owner {
+        Owner {
+            project: "shop".into(),
+            environment: "dev".into(),
+        }
+    }
+
     fn owned_tags() -> Vec<Tag> {
         vec![
             tag("managed-by", "tidegate"),
+            tag("tidegate:project", "shop"),
             tag("tidegate:environment", "dev"),
             tag("tidegate:module", "network"),
             tag("tidegate:resource", "network.web"),
@@ -661,7 +683,7 @@ mod tests {
                     .build(),
             )
             .build();
-        let live = to_live(&Raw::SecurityGroup(sg), "eu-west-1").unwrap();
+        let live = to_live(&Raw::SecurityGroup(sg), "eu-west-1", &owner()).unwrap();
         assert_eq!(live.id.to_string(), "network.web");
         assert_eq!(
             live.body.to_json_masked(),
@@ -682,7 +704,7 @@ mod tests {
             .vpc_id("vpc-1")
             .tags(tag("tidegate:environment", "dev"))
             .build();
-        assert!(to_live(&Raw::Vpc(vpc), "eu-west-1").is_none());
+        assert!(to_live(&Raw::Vpc(vpc), "eu-west-1", &owner()).is_none());
         let mut tags = owned_tags();
         tags.push(tag(model::TAG_DEPOSED, "true"));
         let vpc = Vpc::builder()
@@ -692,8 +714,35 @@ mod tests {
             .build();
         let raw = Raw::Vpc(vpc);
         assert!(is_deposed(&raw));
-        let live = to_live(&raw, "eu-west-1").unwrap();
+        let live = to_live(&raw, "eu-west-1", &owner()).unwrap();
         assert_eq!(live.id.name, "web~deposed~vpc-1");
+        assert!(!live.is_legacy());
+    }
+
+    #[test]
+    fn legacy_tags_are_adopted_and_other_projects_ignored() {
+        let vpc = |tags: Vec<Tag>| {
+            Raw::Vpc(
+                Vpc::builder()
+                    .vpc_id("vpc-1")
+                    .cidr_block("10.0.0.0/16")
+                    .set_tags(Some(tags))
+                    .build(),
+            )
+        };
+        let legacy: Vec<Tag> = owned_tags()
+            .into_iter()
+            .filter(|t| t.key() != Some("tidegate:project"))
+            .collect();
+        let live = to_live(&vpc(legacy), "eu-west-1", &owner()).unwrap();
+        assert!(live.is_legacy() && !live.prune_disabled());
+        let mut other = owned_tags();
+        other[1] = tag("tidegate:project", "blog");
+        assert!(to_live(&vpc(other), "eu-west-1", &owner()).is_none());
+        let mut kept = owned_tags();
+        kept.push(tag("tidegate.dev/prune", "disabled"));
+        let live = to_live(&vpc(kept), "eu-west-1", &owner()).unwrap();
+        assert!(live.prune_disabled() && !live.is_legacy());
         assert_eq!(
             live.body.get_path("enableDnsSupport"),
             Some(&Value::Bool(true))

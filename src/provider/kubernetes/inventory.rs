@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::object::{meta_str, Gvk};
-use crate::provider::{Live, ResourceId};
+use crate::provider::{Live, Owner, ResourceId};
 
 /// One applied object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +37,12 @@ pub enum Error {
 }
 
 /// The ConfigMap name of an environment's inventory.
-pub fn configmap_name(environment: &str) -> String {
+pub fn configmap_name(owner: &Owner) -> String {
+    format!("tidegate-inventory-{}", owner.key())
+}
+
+/// The name an inventory had before projects (`tidegate.yaml`).
+pub fn legacy_configmap_name(environment: &str) -> String {
     format!("tidegate-inventory-{environment}")
 }
 
@@ -139,6 +144,11 @@ mod tests {
 
     #[test]
     fn names_follow_the_environment() {
-        assert_eq!(configmap_name("prod"), "tidegate-inventory-prod");
+        let owner = Owner {
+            project: "shop".into(),
+            environment: "prod".into(),
+        };
+        assert_eq!(configmap_name(&owner), "tidegate-inventory-shop.prod");
+        assert_eq!(legacy_configmap_name("prod"), "tidegate-inventory-prod");
     }
 }

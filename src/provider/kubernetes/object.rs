@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use kube::core::Status;
 
-use crate::provider::{labels, ResourceId};
+use crate::provider::{labels, Claim, Owner, ResourceId};
 use crate::sensitive::Sensitive;
 use crate::value::{Map, Value};
 
@@ -88,36 +88,51 @@ pub fn json_meta_str<'a>(obj: &'a serde_json::Value, field: &str) -> Option<&'a 
     obj.get("metadata")?.get(field)?.as_str()
 }
 
-/// True when the object's labels say tidegate owns it for `environment`.
-pub fn is_owned(labels_of: Option<&serde_json::Value>, environment: &str) -> bool {
+/// Whose an object is, by the labels `labels_of` (a JSON map) carries.
+pub fn claim(labels_of: Option<&serde_json::Value>, owner: &Owner) -> Claim {
     let get = |k: &str| {
         labels_of
             .and_then(|l| l.get(k))
             .and_then(serde_json::Value::as_str)
     };
-    get(labels::MANAGED_BY) == Some(labels::MANAGER)
-        && get(labels::ENVIRONMENT) == Some(environment)
+    owner.claim(
+        get(labels::MANAGED_BY) == Some(labels::MANAGER),
+        get(labels::ENVIRONMENT),
+        get(labels::PROJECT),
+    )
 }
 
-/// True when a normalised body carries tidegate's marks for `environment`.
-pub fn value_is_owned(body: &Value, environment: &str) -> bool {
+/// Whose a normalised body is, by its labels.
+pub fn value_claim(body: &Value, owner: &Owner) -> Claim {
     let l = body.get_path("metadata.labels").and_then(Value::as_map);
     let get = |k: &str| l.and_then(|m| m.get(k)).and_then(Value::as_str);
-    get(labels::MANAGED_BY) == Some(labels::MANAGER)
-        && get(labels::ENVIRONMENT) == Some(environment)
+    owner.claim(
+        get(labels::MANAGED_BY) == Some(labels::MANAGER),
+        get(labels::ENVIRONMENT),
+        get(labels::PROJECT),
+    )
+}
+
+/// True when the object's annotation [`labels::PRUNE`] is `disabled`.
+pub fn prune_disabled(obj: &serde_json::Value) -> bool {
+    obj.pointer("/metadata/annotations")
+        .and_then(|a| a.get(labels::PRUNE))
+        .and_then(serde_json::Value::as_str)
+        == Some("disabled")
 }
 
 /// The desired manifest with tidegate's ownership labels and annotation,
 /// `apiVersion`/`kind` taken from the resource kind so the request path and
 /// the body cannot disagree.
-pub fn with_ownership(body: &Value, gvk: &Gvk, environment: &str, id: &ResourceId) -> Value {
+pub fn with_ownership(body: &Value, gvk: &Gvk, owner: &Owner, id: &ResourceId) -> Value {
     let mut root = body.as_map().cloned().unwrap_or_default();
     root.insert("apiVersion".into(), Value::String(gvk.api_version()));
     root.insert("kind".into(), Value::String(gvk.kind.clone()));
     let meta = entry_map(&mut root, "metadata");
     let l = entry_map(meta, "labels");
     l.insert(labels::MANAGED_BY.into(), text(labels::MANAGER));
-    l.insert(labels::ENVIRONMENT.into(), text(environment));
+    l.insert(labels::PROJECT.into(), text(&owner.project));
+    l.insert(labels::ENVIRONMENT.into(), text(&owner.environment));
     l.insert(labels::MODULE.into(), text(&id.module));
     let a = entry_map(meta, "annotations");
     a.insert(labels::RESOURCE.into(), Value::String(id.to_string()));
@@ -462,6 +477,13 @@ mod tests {
     use super::*;
     use serde_json::{json, Value as J};
 
+    fn owner(environment: &str) -> Owner {
+        Owner {
+            project: "shop".into(),
+            environment: environment.into(),
+        }
+    }
+
     fn gvk(s: &str) -> Gvk {
         Gvk::parse(s).unwrap()
     }
@@ -474,24 +496,24 @@ mod tests {
         };
         let cm = gvk("v1/ConfigMap");
         let body = Value::from_json(json!({"metadata": {"name": "c"}, "data": {"a": "1"}}));
-        let mut one = with_ownership(&body, &cm, "dev", &id);
-        let mut two = with_ownership(&body, &cm, "dev", &id);
+        let mut one = with_ownership(&body, &cm, &owner("dev"), &id);
+        let mut two = with_ownership(&body, &cm, &owner("dev"), &id);
         let h1 = with_applied_hash(&mut one, &cm).expect("a ConfigMap gets a hash");
         assert_eq!(with_applied_hash(&mut two, &cm), Some(h1.clone()));
         assert_eq!(h1.len(), 64);
         let changed = Value::from_json(json!({"metadata": {"name": "c"}, "data": {"a": "2"}}));
-        let mut three = with_ownership(&changed, &cm, "dev", &id);
+        let mut three = with_ownership(&changed, &cm, &owner("dev"), &id);
         assert_ne!(with_applied_hash(&mut three, &cm), Some(h1));
 
         let secret = gvk("v1/Secret");
-        let mut s = with_ownership(&body, &secret, "dev", &id);
+        let mut s = with_ownership(&body, &secret, &owner("dev"), &id);
         assert_eq!(with_applied_hash(&mut s, &secret), None);
         let mut m = body.as_map().unwrap().clone();
         m.insert(
             "data".into(),
             Value::Sensitive(Sensitive::new(b"hunter2".to_vec())),
         );
-        let mut with_secret = with_ownership(&Value::Map(m), &cm, "dev", &id);
+        let mut with_secret = with_ownership(&Value::Map(m), &cm, &owner("dev"), &id);
         assert_eq!(with_applied_hash(&mut with_secret, &cm), None);
         assert!(applied_hash(&json!({"metadata": {}})).is_none());
         assert_eq!(
@@ -565,7 +587,7 @@ mod tests {
             module: "web".into(),
             name: "config".into(),
         };
-        let out = with_ownership(&body, &gvk("v1/ConfigMap"), "dev", &id).to_json_masked();
+        let out = with_ownership(&body, &gvk("v1/ConfigMap"), &owner("dev"), &id).to_json_masked();
         assert_eq!(out["metadata"]["labels"]["app"], "x");
         assert_eq!(out["metadata"]["labels"]["tidegate.dev/environment"], "dev");
         assert_eq!(
@@ -577,10 +599,32 @@ mod tests {
             out["metadata"]["annotations"]["tidegate.dev/resource"],
             "web.config"
         );
-        assert!(is_owned(Some(&out["metadata"]["labels"]), "dev"));
-        assert!(!is_owned(Some(&out["metadata"]["labels"]), "prod"));
-        assert!(!is_owned(None, "dev"));
-        assert!(value_is_owned(&Value::from_json(out), "dev"));
+        assert_eq!(out["metadata"]["labels"]["tidegate.dev/project"], "shop");
+        let labels = Some(&out["metadata"]["labels"]);
+        assert_eq!(claim(labels, &owner("dev")), Claim::Ours);
+        assert_eq!(
+            claim(labels, &owner("prod")),
+            Claim::Foreign(Owner {
+                project: "shop".into(),
+                environment: "dev".into()
+            })
+        );
+        assert_eq!(claim(None, &owner("dev")), Claim::Unmanaged);
+        assert_eq!(
+            value_claim(&Value::from_json(out.clone()), &owner("dev")),
+            Claim::Ours
+        );
+        let mut legacy = out["metadata"]["labels"].clone();
+        legacy
+            .as_object_mut()
+            .unwrap()
+            .remove("tidegate.dev/project");
+        assert_eq!(claim(Some(&legacy), &owner("dev")), Claim::Legacy);
+        let other = Owner {
+            project: "blog".into(),
+            environment: "dev".into(),
+        };
+        assert!(matches!(claim(labels, &other), Claim::Foreign(o) if o.project == "shop"));
     }
 
     #[test]
