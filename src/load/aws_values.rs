@@ -16,11 +16,13 @@
 //! A literal problem found by both is the same diagnostic (same place,
 //! same words) and is printed once.
 
+use std::collections::HashMap;
+
 use crate::diag::Diagnostics;
 use crate::expr::{self, Part, Ref, Scope};
 use crate::model::{Environment, Instance, Model, Module, Resource};
 use crate::provider::aws::values;
-use crate::provider::{Desired, Problem, ProviderKind};
+use crate::provider::{Desired, Problem, ProviderKind, ResourceId};
 use crate::value::{index_path, key_path, Origin, Spans, Value};
 
 /// How many references a trace follows before it stops (render already
@@ -61,19 +63,18 @@ pub fn check_rendered(model: &Model, env: &str, desired: &[Desired], diags: &mut
         return;
     };
     let tracer = Tracer { model, env };
+    let declared: HashMap<ResourceId, (&Instance, &Resource)> = model
+        .resources(env)
+        .filter(|(_, _, r)| r.provider == ProviderKind::Aws)
+        .map(|(id, i, r)| (id, (i, r)))
+        .collect();
     for d in desired {
-        let Some(inst) = env.instance(&d.id.module) else {
+        let Some(&(inst, res)) = declared.get(&d.id) else {
             continue;
         };
         let Some(module) = model.module_of(inst) else {
             continue;
         };
-        let Some(res) = module.resource(&d.id.name) else {
-            continue;
-        };
-        if res.provider != ProviderKind::Aws {
-            continue;
-        }
         for p in values::check(&d.kind, &d.body) {
             let (at, via) = tracer.origin(inst, module, res, &d.body, &p.path);
             diags.push(diagnostic(at, p, &d.id.to_string(), &via));
