@@ -273,6 +273,8 @@ pub struct InputDecl {
     pub name: String,
     pub ty: InputType,
     pub default: Option<Value>,
+    /// Where each node of the default was written (paths below it).
+    pub default_spans: Spans,
     /// True when an instance must set it (no default).
     pub required: bool,
     pub description: Option<String>,

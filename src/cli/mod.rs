@@ -146,14 +146,25 @@ impl Drop for RemoveOnDrop {
 /// Loads, resolves, graphs and renders (with structural secrets) a file
 /// set: everything `validate` checks without a key or network. All
 /// problems are reported together.
+///
+/// AWS values (CIDR blocks, ports, rule sources, tags, secrets) are checked
+/// twice without network: the literal values of every module (reported even
+/// when other problems stop the run, at the field's line), and every
+/// rendered body, at the place each value was written (an environment's
+/// var, an instance's input, a default). Neither stops the other stages, so
+/// one run lists them all.
 pub fn check(files: &Files) -> std::result::Result<Checked, Report> {
     let mut diags = Diagnostics::default();
     let model = load::load_with(files, &mut diags);
+    let mut values = Diagnostics::default();
+    load::aws_values::check_modules(&model, &mut values);
     if !diags.is_empty() {
+        diags.extend(values);
         return Err(Report::new(diags));
     }
     let graph = Graph::build_with(&model, &mut diags);
     if !diags.is_empty() {
+        diags.extend(values);
         return Err(Report::new(diags));
     }
     let known = HashMap::new();
@@ -163,10 +174,14 @@ pub fn check(files: &Files) -> std::result::Result<Checked, Report> {
         owner: None,
     };
     for env in &model.environments {
-        if let Err(e) = render::render_env(&model, &env.name, opts) {
-            push_render_error(&mut diags, e);
+        match render::render_env(&model, &env.name, opts) {
+            Ok(desired) => {
+                load::aws_values::check_rendered(&model, &env.name, &desired, &mut values)
+            }
+            Err(e) => push_render_error(&mut diags, e),
         }
     }
+    diags.extend(values);
     if diags.is_empty() {
         Ok(Checked { model, graph })
     } else {

@@ -20,6 +20,7 @@ use crate::model::Model;
 use crate::value::Origin;
 
 pub mod aws_schema;
+pub mod aws_values;
 mod check;
 pub mod decode;
 mod env;

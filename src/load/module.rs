@@ -5,7 +5,7 @@ use indexmap::IndexMap;
 use crate::diag::Diagnostics;
 use crate::model::{DependsOn, InputDecl, InputType, Located, Module, OutputDecl, Resource};
 use crate::provider::ProviderKind;
-use crate::value::Value;
+use crate::value::{Spans, Value};
 
 use super::aws_schema;
 use super::decode::{self, Fields};
@@ -117,7 +117,8 @@ fn input(name: String, n: &Node, diags: &mut Diagnostics) -> Option<InputDecl> {
         if ty != Some(InputType::Bool) {
             decode::ambiguous_booleans(d, diags);
         }
-        (d.to_value_spans().0, d)
+        let (value, spans) = d.to_value_spans();
+        (value, spans, d)
     });
     let required = f
         .opt("required")
@@ -127,7 +128,7 @@ fn input(name: String, n: &Node, diags: &mut Diagnostics) -> Option<InputDecl> {
         .and_then(|d| decode::string(d, "`description`", diags));
     f.finish(&["type", "default", "required", "description"], diags);
     let ty = ty?;
-    if let Some((v, node)) = &default {
+    if let Some((v, _, node)) = &default {
         if ty == InputType::Bool && !ty.accepts(v) {
             decode::boolean(node, &format!("default of input `{name}`"), diags);
         } else if !ty.accepts(v) {
@@ -149,9 +150,14 @@ fn input(name: String, n: &Node, diags: &mut Diagnostics) -> Option<InputDecl> {
             );
         }
     }
+    let (default, default_spans) = match default {
+        Some((v, spans, _)) => (Some(v), spans),
+        None => (None, Spans::default()),
+    };
     Some(InputDecl {
         required: required.unwrap_or(default.is_none()),
-        default: default.map(|(v, _)| v),
+        default,
+        default_spans,
         name,
         ty,
         description,

@@ -57,7 +57,7 @@ pub enum Error {
     Observe(#[from] observe::Error),
     /// A provider could not predict a change: the server rejects the
     /// object (validation, an unknown kind) or could not be asked.
-    #[error("environment {env}: planning {id} ({origin}): {source}")]
+    #[error("environment {env}: planning {id} ({origin}): {}", provider_text(.source))]
     Provider {
         env: String,
         id: ResourceId,
@@ -78,10 +78,19 @@ fn list_failures(failures: &[Error]) -> String {
         .map(|f| match f {
             Error::Provider {
                 id, origin, source, ..
-            } => format!("\n  {origin}: {id}: {}", error_chain(source.as_ref())),
+            } => format!("\n  {origin}: {id}: {}", provider_text(source)),
             other => format!("\n  {other}"),
         })
         .collect()
+}
+
+/// A provider's error under a line that already names the resource and
+/// where it is declared: an invalid resource's message without them again.
+fn provider_text(e: &provider::Error) -> String {
+    match e {
+        provider::Error::Invalid { message, .. } => message.clone(),
+        other => error_chain(other),
+    }
 }
 
 /// An error and its sources on one line (`a: b: c`), repeats left out.

@@ -207,3 +207,34 @@ fn leaves_flatten_and_mask() {
     let s = Value::List(vec![Value::Sensitive(Sensitive::from_string("x".into()))]);
     assert_eq!(leaves(&s), vec![FieldChange::Sensitive { path: "".into() }]);
 }
+
+#[test]
+fn an_invalid_resource_is_named_once_per_line() {
+    let origin = crate::value::Origin {
+        file: "modules/net/module.yaml".into(),
+        line: 12,
+        column: 7,
+    };
+    let failure = || Error::Provider {
+        env: "dev".into(),
+        id: id("net", "web"),
+        origin: origin.clone(),
+        source: Box::new(provider::Error::Invalid {
+            id: id("net", "web"),
+            origin: origin.clone(),
+            message: "`toPort` 220000 is out of range".into(),
+        }),
+    };
+    let one = failure().to_string();
+    assert_eq!(
+        one,
+        "environment dev: planning net.web (modules/net/module.yaml:12:7): `toPort` 220000 is out of range"
+    );
+    let many = Error::Providers {
+        env: "dev".into(),
+        failures: vec![failure()],
+    }
+    .to_string();
+    assert_eq!(many.matches("net.web").count(), 1, "{many}");
+    assert_eq!(many.matches("module.yaml:12:7").count(), 1, "{many}");
+}

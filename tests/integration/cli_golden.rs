@@ -57,6 +57,88 @@ fn validate_reports_errors_with_exit_code_1() {
     assert_eq!(v["errors"][0]["column"], 3);
 }
 
+/// The lines of a report that name a problem, without the `error:` text.
+fn places(report: &str) -> Vec<&str> {
+    report
+        .lines()
+        .filter_map(|l| l.split_once(": error: ").map(|(at, _)| at))
+        .collect()
+}
+
+/// Issue 17: values of the right type that EC2 refuses (a CIDR that is
+/// not one, a bad octet in a rule, a /33, ports out of range or reversed,
+/// a rule without a source, a reserved tag, a secret passed into a tag)
+/// fail validate, each named once at the line where it was written.
+#[test]
+fn validate_names_each_bad_aws_value_once_at_its_own_line() {
+    let repo = "tests/fixtures/repos/fail_aws_bad_values";
+    let (code, out, err) = tidegate(&["validate", "--repo", repo]);
+    assert_eq!(code, 1, "{out}{err}");
+    insta::assert_snapshot!("validate_aws_bad_values", out);
+    let cases = [
+        (
+            "modules/net/module.yaml:37:26",
+            "`banana` is not an IPv4 CIDR block",
+        ),
+        (
+            "modules/net/module.yaml:25:20",
+            "`10.50.0.0/33` is not an IPv4 CIDR block: /33",
+        ),
+        (
+            "modules/net/module.yaml:40:21",
+            "`toPort` 220000 is out of range",
+        ),
+        (
+            "modules/net/module.yaml:43:23",
+            "`fromPort` 2222 is above `toPort` 22",
+        ),
+        ("modules/net/module.yaml:46:13", "the rule has no source"),
+        (
+            "modules/net/module.yaml:18:23",
+            "tag `managed-by` is reserved",
+        ),
+        (
+            "environments/dev.yaml:15:19",
+            "tag `api-token` would hold a secret",
+        ),
+        (
+            "modules/net/module.yaml:52:26",
+            "`192.0.256.0/24` is not an IPv4 CIDR block: 256 is not an octet",
+        ),
+    ];
+    let mut found = places(&out);
+    found.sort();
+    let mut want: Vec<&str> = cases.iter().map(|(at, _)| *at).collect();
+    want.sort();
+    assert_eq!(found, want, "each case once, nothing else:\n{out}");
+    for (at, words) in cases {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{at}: error: ")))
+            .unwrap_or_else(|| panic!("no line at {at}:\n{out}"));
+        assert!(line.contains(words), "{at}: expected `{words}` in `{line}`");
+    }
+    assert!(!out.contains("quote the tag value"), "{out}");
+    assert!(out.ends_with("invalid: 8 error(s)\n"), "{out}");
+
+    // The same problems stop `apply` before it reaches any endpoint.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args(["apply", "--repo", repo, "--env", "dev"])
+        .current_dir(super::support::repo_root())
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .expect("tidegate runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.ends_with("invalid: 8 error(s); nothing applied\n"),
+        "{text}"
+    );
+    assert_eq!(places(&text).len(), 8, "{text}");
+}
+
 #[test]
 fn graph_of_the_bundled_example_as_dot() {
     let (code, out, err) = tidegate(&["graph"]);

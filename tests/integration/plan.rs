@@ -105,6 +105,80 @@ fn exit_codes_are_0_2_1() {
     assert_eq!(code, 1, "{err}");
 }
 
+/// Issue 17: the values of `fail_aws_bad_values`, passed in through
+/// `${var.*}`, `${input.*}` (and input defaults) instead of written in the
+/// module: `plan --offline` refuses them (exit 1, no plan), each once, at
+/// the var, input or default it was written in, like `validate`.
+#[test]
+fn offline_plan_refuses_bad_aws_values_passed_through_vars_and_inputs() {
+    let repo = "tests/fixtures/repos/fail_aws_bad_values_via_refs";
+    let (code, out, err) = tidegate(&["plan", "--offline", "--repo", repo]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.is_empty(), "no plan: {out}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains(": error: ")).collect();
+    let cases = [
+        (
+            "environments/dev.yaml:10:14",
+            "`10.50.0.0/33` is not an IPv4 CIDR block",
+            "${var.vpcCidr}",
+        ),
+        (
+            "environments/dev.yaml:11:16",
+            "`banana` is not an IPv4 CIDR block",
+            "${var.sshCidrs}",
+        ),
+        (
+            "environments/dev.yaml:11:24",
+            "`192.0.256.0/24` is not an IPv4 CIDR block",
+            "${var.sshCidrs}",
+        ),
+        (
+            "environments/dev.yaml:12:23",
+            "`fromPort` 2222 is above `toPort` 22",
+            "${var.sshPorts}",
+        ),
+        (
+            "environments/dev.yaml:24:23",
+            "tag `managed-by` is reserved",
+            "${input.tags}",
+        ),
+        (
+            "environments/dev.yaml:25:19",
+            "tag `api-token` would hold a secret",
+            "${secret.api.token}",
+        ),
+        (
+            "modules/net/module.yaml:21:16",
+            "`fromPort` 220000 is out of range",
+            "${input.webPort}",
+        ),
+        (
+            "modules/net/module.yaml:21:16",
+            "`toPort` 220000 is out of range",
+            "${input.webPort}",
+        ),
+        (
+            "modules/net/module.yaml:24:16",
+            "the rule has no source",
+            "${input.webCidrs}",
+        ),
+    ];
+    assert_eq!(lines.len(), cases.len(), "{err}");
+    for (at, words, via) in cases {
+        let hits: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("{at}: error: ")) && l.contains(words))
+            .collect();
+        assert_eq!(hits.len(), 1, "`{words}` once at {at}:\n{err}");
+        assert!(hits[0].contains(via), "{} names {via}", hits[0]);
+    }
+    // validate finds exactly the same problems.
+    let (code, vout, _) = tidegate(&["validate", "--repo", repo]);
+    assert_eq!(code, 1);
+    let vlines: Vec<&str> = vout.lines().filter(|l| l.contains(": error: ")).collect();
+    assert_eq!(vlines, lines);
+}
+
 /// `--revision REF` on validate, graph and plan reads the committed files
 /// at REF from Git, not the working tree (here broken after the commit).
 #[test]

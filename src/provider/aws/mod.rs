@@ -32,6 +32,7 @@ mod calls;
 mod model;
 mod observe;
 pub mod schema;
+pub mod values;
 
 use std::collections::BTreeMap;
 
@@ -186,21 +187,26 @@ impl AwsProvider {
         }
     }
 
-    /// Rejects a body that fails the schema check.
+    /// Rejects a body that fails the schema check, naming every problem
+    /// once (`validate` and `plan` already refuse these, at their lines;
+    /// this guards bodies that became known only now).
     fn check_spec(desired: &Desired) -> Result<()> {
         let problems = check(&desired.kind, &desired.body);
-        if let Some(p) = problems.first() {
-            let at = if p.path.is_empty() {
-                String::new()
-            } else {
-                format!(" at {}", p.path)
-            };
-            return Err(Self::invalid(
-                desired,
-                format!("{}{at}; {}", p.message, p.fix),
-            ));
+        if problems.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let text: Vec<String> = problems
+            .iter()
+            .map(|p| {
+                let at = if p.path.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at {}", p.path)
+                };
+                format!("{}{at} (fix: {})", p.message, p.fix)
+            })
+            .collect();
+        Err(Self::invalid(desired, text.join("; ")))
     }
 }
 
@@ -425,6 +431,43 @@ mod tests {
         );
         let err = p.apply(&desired, None).await.unwrap_err();
         assert!(err.to_string().contains("known only after apply"), "{err}");
+        assert!(p.api_calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn plan_names_every_bad_value_once_without_calling_ec2() {
+        let p = AwsProvider::with_config(
+            "dev",
+            aws_sdk_ec2::config::Builder::new()
+                .region(Region::new("us-east-1"))
+                .endpoint_url("http://127.0.0.1:9"),
+            Options::default(),
+        );
+        let desired = Desired {
+            id: crate::provider::ResourceId {
+                module: "network".into(),
+                name: "web".into(),
+            },
+            kind: "security_group".into(),
+            body: crate::value::Value::from_json(serde_json::json!({
+                "vpcId": "vpc-1", "groupName": "web", "description": "d",
+                "ingress": [
+                    {"protocol": "tcp", "fromPort": 53, "toPort": 53, "cidrBlocks": ["192.0.256.0/24"]},
+                    {"protocol": "tcp", "fromPort": 2222, "toPort": 22, "cidrBlocks": ["10.0.0.0/8"]}
+                ]
+            })),
+            origin: Default::default(),
+        };
+        let err = p.plan(&desired, None).await.unwrap_err().to_string();
+        assert!(
+            err.contains("`192.0.256.0/24` is not an IPv4 CIDR block: 256 is not an octet (0 to 255) at ingress[0].cidrBlocks[0]"),
+            "{err}"
+        );
+        assert!(
+            err.contains("`fromPort` 2222 is above `toPort` 22 at ingress[1].fromPort"),
+            "{err}"
+        );
+        assert_eq!(err.matches("192.0.256.0/24").count(), 1, "{err}");
         assert!(p.api_calls().is_empty());
     }
 }

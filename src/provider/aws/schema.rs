@@ -175,8 +175,10 @@ pub fn attributes(kind: &str) -> &'static [&'static str] {
 }
 
 /// Every problem with the spec `body` of an AWS resource of type `kind`:
-/// unknown type or field, wrong type, missing required field, malformed
-/// CIDR or port range. Pure; unresolved references ([`Value::Unknown`]) pass.
+/// its structure (unknown type or field, wrong type, missing required
+/// field) and its values ([`super::values`]: CIDR blocks, ports, rule
+/// sources, reserved tags, secrets outside `userData`, ...). Pure;
+/// unresolved references ([`Value::Unknown`]) pass.
 pub fn check(kind: &str, body: &Value) -> Vec<Problem> {
     let mut out = Vec::new();
     match fields(kind) {
@@ -187,6 +189,7 @@ pub fn check(kind: &str, body: &Value) -> Vec<Problem> {
             format!("use one of: {}", TYPES.join(", ")),
         )),
     }
+    out.extend(super::values::check(kind, body));
     out
 }
 
@@ -200,7 +203,7 @@ fn problem(path: &str, message: String, fix: String) -> Problem {
 
 fn check_object(fs: &[Field], v: &Value, path: &str, out: &mut Vec<Problem>) {
     let Some(m) = v.as_map() else {
-        if !matches!(v, Value::Unknown(_)) {
+        if !matches!(v, Value::Unknown(_) | Value::Sensitive(_)) {
             out.push(problem(
                 path,
                 format!("expected a map, found {}", type_name(v)),
@@ -232,19 +235,12 @@ fn check_object(fs: &[Field], v: &Value, path: &str, out: &mut Vec<Problem>) {
             ));
         }
     }
-    check_cross_fields(m, path, out);
 }
 
+/// The type of one field. A secret passes here: where one is not allowed,
+/// the value rules say so (once).
 fn check_value(field: &Field, v: &Value, path: &str, out: &mut Vec<Problem>) {
-    if matches!(v, Value::Unknown(_)) {
-        return;
-    }
-    if matches!(v, Value::Sensitive(_)) && !matches!(field.ty, Ty::SecretStr) {
-        out.push(problem(
-            path,
-            format!("`{}` cannot hold a secret", field.name),
-            "reference secrets only from `userData`".into(),
-        ));
+    if matches!(v, Value::Unknown(_) | Value::Sensitive(_)) {
         return;
     }
     let wrong = |expected: &str, out: &mut Vec<Problem>| {
@@ -258,9 +254,14 @@ fn check_value(field: &Field, v: &Value, path: &str, out: &mut Vec<Problem>) {
             format!("write `{}` as {expected}", field.name),
         ))
     };
+    let stringish = |v: &Value| {
+        matches!(
+            v,
+            Value::String(_) | Value::Unknown(_) | Value::Sensitive(_)
+        )
+    };
     match (&field.ty, v) {
-        (Ty::Str, Value::String(s)) => check_string(field.name, s, path, out),
-        (Ty::SecretStr, Value::String(_) | Value::Sensitive(_)) => {}
+        (Ty::Str | Ty::SecretStr, Value::String(_)) => {}
         (Ty::Bool, Value::Bool(_)) | (Ty::Int, Value::Int(_)) => {}
         (Ty::Enum(allowed), Value::String(s)) if allowed.contains(&s.as_str()) => {}
         (Ty::Enum(allowed), _) => wrong(
@@ -276,7 +277,7 @@ fn check_value(field: &Field, v: &Value, path: &str, out: &mut Vec<Problem>) {
         ),
         (Ty::StrSet, Value::List(items)) => {
             for (i, item) in items.iter().enumerate() {
-                if !matches!(item, Value::String(_) | Value::Unknown(_)) {
+                if !stringish(item) {
                     out.push(problem(
                         &index_path(path, i),
                         format!("expected a string, found {}", type_name(item)),
@@ -287,18 +288,11 @@ fn check_value(field: &Field, v: &Value, path: &str, out: &mut Vec<Problem>) {
         }
         (Ty::Tags, Value::Map(m)) => {
             for (k, tv) in m {
-                if !matches!(tv, Value::String(_) | Value::Unknown(_)) {
+                if !stringish(tv) {
                     out.push(problem(
                         &key_path(path, k),
                         format!("tag `{k}` must be a string, found {}", type_name(tv)),
                         "quote the tag value".into(),
-                    ));
-                }
-                if k.starts_with("tidegate:") || k == "managed-by" || k.starts_with("aws:") {
-                    out.push(problem(
-                        &key_path(path, k),
-                        format!("tag `{k}` is reserved"),
-                        "tidegate sets its ownership tags itself; rename the tag".into(),
                     ));
                 }
             }
@@ -317,77 +311,6 @@ fn check_value(field: &Field, v: &Value, path: &str, out: &mut Vec<Problem>) {
         (Ty::Object(_), _) => wrong("a map", out),
         (Ty::ObjectSet(_), _) => wrong("a list of maps", out),
     }
-}
-
-fn check_string(name: &str, s: &str, path: &str, out: &mut Vec<Problem>) {
-    if (name == "cidrBlock" || name == "destinationCidrBlock") && !is_cidr(s) {
-        out.push(problem(
-            path,
-            format!("`{s}` is not an IPv4 CIDR block"),
-            "write it as a.b.c.d/n, e.g. 10.0.0.0/16".into(),
-        ));
-    }
-    if name == "publicKey"
-        && !PUBLIC_KEY_PREFIXES
-            .iter()
-            .any(|p| s.trim_start().starts_with(p))
-    {
-        out.push(problem(
-            path,
-            "`publicKey` is not an OpenSSH public key".into(),
-            "paste the one line of an `.pub` file (ssh-ed25519 AAAA... or ssh-rsa AAAA...)".into(),
-        ));
-    }
-}
-
-const PUBLIC_KEY_PREFIXES: [&str; 3] = ["ssh-rsa ", "ssh-ed25519 ", "ecdsa-sha2-"];
-
-/// Cross-field rules: a rule's port range, its sources.
-fn check_cross_fields(m: &crate::value::Map, path: &str, out: &mut Vec<Problem>) {
-    let Some(protocol) = m.get("protocol").and_then(Value::as_str) else {
-        return;
-    };
-    let port = |k: &str| match m.get(k) {
-        Some(Value::Int(i)) => Some(*i),
-        _ => None,
-    };
-    if matches!(protocol, "tcp" | "udp") {
-        match (port("fromPort"), port("toPort")) {
-            (Some(a), Some(b)) if (0..=65535).contains(&a) && (a..=65535).contains(&b) => {}
-            (Some(_), Some(_)) => out.push(problem(
-                path,
-                "port range is not 0 <= fromPort <= toPort <= 65535".into(),
-                "fix fromPort/toPort".into(),
-            )),
-            _ if m
-                .get("fromPort")
-                .is_some_and(|v| matches!(v, Value::Unknown(_))) => {}
-            _ => out.push(problem(
-                path,
-                format!("a {protocol} rule needs `fromPort` and `toPort`"),
-                "add both ports (the same number for a single port)".into(),
-            )),
-        }
-    }
-    let has = |k: &str| {
-        m.get(k)
-            .is_some_and(|v| !matches!(v, Value::List(l) if l.is_empty()))
-    };
-    if !has("cidrBlocks") && !has("sourceSecurityGroupIds") {
-        out.push(problem(
-            path,
-            "the rule has no source: neither `cidrBlocks` nor `sourceSecurityGroupIds`".into(),
-            "add `cidrBlocks: [..]` or `sourceSecurityGroupIds: [..]`".into(),
-        ));
-    }
-}
-
-/// True for `a.b.c.d/n` with octets <= 255 and n <= 32.
-pub fn is_cidr(s: &str) -> bool {
-    let Some((ip, bits)) = s.split_once('/') else {
-        return false;
-    };
-    ip.parse::<std::net::Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 32)
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -456,9 +379,9 @@ mod tests {
             .map(|p| format!("{}: {}", p.path, p.message))
             .collect();
         assert_eq!(msgs.len(), 3, "{msgs:?}");
-        assert!(msgs[0].starts_with("ingress[0]: a tcp rule needs"));
-        assert!(msgs[1].starts_with("ingress[0]: the rule has no source"));
-        assert!(msgs[2].starts_with("ingress[1].protocol: `protocol` must be one of"));
+        assert!(msgs[0].starts_with("ingress[1].protocol: `protocol` must be one of"));
+        assert!(msgs[1].starts_with("ingress[0]: a tcp rule needs"));
+        assert!(msgs[2].starts_with("ingress[0]: the rule has no source"));
     }
 
     #[test]
@@ -479,17 +402,27 @@ mod tests {
             .collect(),
         );
         let p = check("subnet", &b);
-        assert_eq!(p.len(), 1);
+        assert_eq!(
+            p.len(),
+            1,
+            "a secret is reported once, not also as a wrong type: {p:?}"
+        );
         assert_eq!(p[0].path, "availabilityZone");
+        assert_eq!(p[0].message, "`availabilityZone` cannot hold a secret");
         assert!(check("nat_gateway", &Value::Null)[0].fix.contains("vpc"));
     }
 
     #[test]
-    fn cidr_and_reserved_tags() {
-        assert!(is_cidr("10.0.0.0/16"));
-        assert!(!is_cidr("10.0.0.0/33"));
-        assert!(!is_cidr("10.0.0/16"));
-        let b = body(serde_json::json!({"cidrBlock": "10.0.0.0/16", "tags": {"managed-by": "me"}}));
-        assert_eq!(check("vpc", &b)[0].message, "tag `managed-by` is reserved");
+    fn value_rules_come_from_the_one_value_check() {
+        let b = body(serde_json::json!({
+            "vpcId": "v", "groupName": "g", "description": "d",
+            "ingress": [{"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrBlocks": ["192.0.256.0/24"]}],
+            "tags": {"managed-by": "me"}
+        }));
+        let p = check("security_group", &b);
+        assert_eq!(p, super::super::values::check("security_group", &b));
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(p[0].path, "ingress[0].cidrBlocks[0]");
+        assert_eq!(p[1].path, "tags.managed-by");
     }
 }
