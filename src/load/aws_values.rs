@@ -308,10 +308,7 @@ mod tests {
     use crate::render::{render_env, RenderOptions, StructuralSecrets};
 
     fn files(entries: &[(&str, &str)]) -> Files {
-        entries
-            .iter()
-            .map(|(p, t)| (p.to_string(), t.as_bytes().to_vec()))
-            .collect()
+        crate::testutil::files(entries)
     }
 
     const MODULE: &str = "apiVersion: tidegate.dev/v1

@@ -437,7 +437,10 @@ mod tests {
     #[tokio::test]
     async fn plan_names_every_bad_value_once_without_calling_ec2() {
         let p = AwsProvider::with_config(
-            "dev",
+            Owner {
+                project: "shop".into(),
+                environment: "dev".into(),
+            },
             aws_sdk_ec2::config::Builder::new()
                 .region(Region::new("us-east-1"))
                 .endpoint_url("http://127.0.0.1:9"),
