@@ -194,10 +194,12 @@ fn main() {
         mib(memory_kib(Some(pid), "VmRSS")),
         mib(memory_kib(Some(pid), "VmHWM"))
     );
-    println!(
-        "  kube-sim holds them in {}",
-        mib(memory_kib(Some(stand.sim_pid), "VmRSS"))
-    );
+    if !stand.real {
+        println!(
+            "  kube-sim holds them in {}",
+            mib(memory_kib(Some(stand.sim_pid), "VmRSS"))
+        );
+    }
 
     // No-change cycles: each drift check of the unchanged environment.
     let (mut seen, mut sum, mut before) = (

@@ -77,6 +77,8 @@ pub struct Stand {
     pub kubeconfig: PathBuf,
     /// kube-sim's process id (for its memory).
     pub sim_pid: u32,
+    /// The real API server (`TIDEGATE_BENCH_KUBE=real`) rather than kube-sim.
+    pub real: bool,
 }
 
 /// The kube-sim binary built beside the running harness.
@@ -146,6 +148,7 @@ impl Stand {
             endpoint: format!("http://127.0.0.1:{moto_port}"),
             kubeconfig,
             sim_pid,
+            real,
         }
     }
 
