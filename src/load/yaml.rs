@@ -6,6 +6,7 @@
 //! and scalars resolve by the YAML 1.2 core schema (`yes` is a string, not
 //! a boolean; typed fields report it as a likely YAML 1.1 mistake).
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
@@ -176,7 +177,20 @@ fn syntax_fix(text: &str, line: usize) -> String {
 
 enum Frame {
     Seq(Vec<Node>, Origin, usize),
-    Map(Vec<(Key, Node)>, Option<Key>, Origin, usize),
+    Map(MapFrame),
+}
+
+/// A map being built: its entries, the key waiting for its value, and an
+/// index of the keys seen so far, so that finding a duplicate costs one
+/// hash look-up instead of a scan of every earlier key (which made a map of
+/// n keys cost n²/2 comparisons: 80,000 keys took 40 s).
+struct MapFrame {
+    entries: Vec<(Key, Node)>,
+    pending: Option<Key>,
+    /// Key name → line of its first occurrence.
+    seen: HashMap<String, usize>,
+    origin: Origin,
+    anchor: usize,
 }
 
 struct Builder<'a> {
@@ -211,10 +225,13 @@ impl Builder<'_> {
             Event::SequenceStart(anchor, _) => {
                 self.stack.push(Frame::Seq(Vec::new(), origin, anchor))
             }
-            Event::MappingStart(anchor, _) => {
-                self.stack
-                    .push(Frame::Map(Vec::new(), None, origin, anchor))
-            }
+            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map(MapFrame {
+                entries: Vec::new(),
+                pending: None,
+                seen: HashMap::new(),
+                origin,
+                anchor,
+            })),
             Event::SequenceEnd => {
                 if let Some(Frame::Seq(items, o, anchor)) = self.stack.pop() {
                     let node = Node {
@@ -226,13 +243,13 @@ impl Builder<'_> {
                 }
             }
             Event::MappingEnd => {
-                if let Some(Frame::Map(entries, _, o, anchor)) = self.stack.pop() {
+                if let Some(Frame::Map(m)) = self.stack.pop() {
                     let node = Node {
-                        kind: NodeKind::Map(entries),
-                        origin: o,
+                        kind: NodeKind::Map(m.entries),
+                        origin: m.origin,
                         plain: false,
                     };
-                    self.finish(node, anchor);
+                    self.finish(node, m.anchor);
                 }
             }
             Event::Alias(id) => {
@@ -296,7 +313,7 @@ impl Builder<'_> {
         match self.stack.last_mut() {
             None => self.docs.push(node),
             Some(Frame::Seq(items, _, _)) => items.push(node),
-            Some(Frame::Map(entries, pending, _, _)) => match pending.take() {
+            Some(Frame::Map(m)) => match m.pending.take() {
                 None => {
                     let name = match &node.kind {
                         NodeKind::Str(s) => s.clone(),
@@ -313,22 +330,22 @@ impl Builder<'_> {
                             String::new()
                         }
                     };
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.name == name) {
-                        self.diags.error(
+                    match m.seen.entry(name.clone()) {
+                        Entry::Occupied(first) => self.diags.error(
                             &node.origin,
-                            format!(
-                                "duplicate key `{name}` (first at line {})",
-                                first.origin.line
-                            ),
+                            format!("duplicate key `{name}` (first at line {})", first.get()),
                             "remove one of the two entries",
-                        );
+                        ),
+                        Entry::Vacant(slot) => {
+                            slot.insert(node.origin.line);
+                        }
                     }
-                    *pending = Some(Key {
+                    m.pending = Some(Key {
                         name,
                         origin: node.origin,
                     });
                 }
-                Some(key) => entries.push((key, node)),
+                Some(key) => m.entries.push((key, node)),
             },
         }
     }
@@ -471,6 +488,36 @@ mod tests {
             .unwrap()
             .message
             .starts_with("malformed YAML"));
+    }
+
+    /// Duplicates are found through a per-map index (issue 17: the scan of
+    /// every earlier key made 80,000 keys take 40 s; `bench_load --yaml-keys`
+    /// measures it): each map has its own, the first position is kept, and
+    /// every entry stays in document order.
+    #[test]
+    fn duplicate_keys_are_found_per_map_in_large_maps() {
+        let mut text = String::from("data:\n");
+        for i in 0..5_000 {
+            text += &format!("  k{i}: v\n");
+        }
+        text += "  k17: again\nother:\n  k17: fine\n";
+        let mut d = Diagnostics::default();
+        let doc = parse("f.yaml", &text, &mut d).unwrap().remove(0);
+        let errors: Vec<_> = d.iter().collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].message, "duplicate key `k17` (first at line 19)");
+        assert_eq!((errors[0].origin.line, errors[0].origin.column), (5_002, 3));
+        match &doc.get("data").unwrap().kind {
+            NodeKind::Map(e) => {
+                assert_eq!(e.len(), 5_001);
+                assert_eq!(e[4_999].0.name, "k4999");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            doc.get("other").unwrap().get("k17").unwrap().kind,
+            NodeKind::Str("fine".into())
+        );
     }
 
     /// Found by `cargo fuzz` (tests/fuzz, target `load`, docs/fuzzing.md):
