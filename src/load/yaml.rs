@@ -21,6 +21,9 @@ pub struct Node {
     pub origin: Origin,
     /// True for a plain (unquoted) scalar.
     pub plain: bool,
+    /// True for a plain integer written with a leading zero (`0400`):
+    /// YAML 1.2 reads it as decimal 400, YAML 1.1 (kubectl) as octal 256.
+    pub leading_zero: bool,
 }
 
 /// The shape of a node, scalars resolved by the core schema.
@@ -238,6 +241,7 @@ impl Builder<'_> {
                         kind: NodeKind::Seq(items),
                         origin: o,
                         plain: false,
+                        leading_zero: false,
                     };
                     self.finish(node, anchor);
                 }
@@ -248,6 +252,7 @@ impl Builder<'_> {
                         kind: NodeKind::Map(m.entries),
                         origin: m.origin,
                         plain: false,
+                        leading_zero: false,
                     };
                     self.finish(node, m.anchor);
                 }
@@ -266,6 +271,7 @@ impl Builder<'_> {
                         kind: NodeKind::Null,
                         origin,
                         plain: true,
+                        leading_zero: false,
                     },
                 };
                 self.finish(node, 0);
@@ -298,10 +304,12 @@ impl Builder<'_> {
             None if plain => resolve_plain(text),
             None => NodeKind::Str(text.to_string()),
         };
+        let leading_zero = plain && matches!(kind, NodeKind::Int(_)) && octal_like(text);
         Node {
             kind,
             origin,
             plain,
+            leading_zero,
         }
     }
 
@@ -418,6 +426,14 @@ fn is_float(s: &str) -> bool {
     mant_ok && exp_ok
 }
 
+/// True for `0` followed by digits (`0400`, `-0755`): an octal number in
+/// YAML 1.1 and to kubectl, a decimal one in YAML 1.2. `0o400` (YAML 1.2
+/// octal) and `0` are not.
+pub fn octal_like(s: &str) -> bool {
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    digits.len() > 1 && digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The YAML 1.1 spellings of booleans that YAML 1.2 reads as strings.
 pub fn yaml11_bool(s: &str) -> Option<bool> {
     match s {
@@ -451,6 +467,22 @@ mod tests {
         assert_eq!(k("g"), NodeKind::Int(31));
         assert_eq!(k("h"), NodeKind::Float(1000.0));
         assert_eq!(yaml11_bool("on"), Some(true));
+    }
+
+    #[test]
+    fn leading_zero_integers_are_marked_and_0o_is_octal() {
+        let n = one("a: 0400\nb: 0o400\nc: 400\nd: '0400'\ne: 0\nf: -0755\ng: 0.5\n");
+        let k = |key| {
+            let n = n.get(key).unwrap();
+            (n.kind.clone(), n.leading_zero)
+        };
+        assert_eq!(k("a"), (NodeKind::Int(400), true));
+        assert_eq!(k("b"), (NodeKind::Int(256), false));
+        assert_eq!(k("c"), (NodeKind::Int(400), false));
+        assert_eq!(k("d"), (NodeKind::Str("0400".into()), false));
+        assert_eq!(k("e"), (NodeKind::Int(0), false));
+        assert_eq!(k("f"), (NodeKind::Int(-755), true));
+        assert_eq!(k("g"), (NodeKind::Float(0.5), false));
     }
 
     #[test]
