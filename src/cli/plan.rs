@@ -145,9 +145,12 @@ pub fn build(args: &PlanArgs, err: &mut dyn Write) -> super::Result<Option<Plan>
     let envs = selected(args, &checked.model, None)?;
     let (model, graph) = (&checked.model, &checked.graph);
     if args.offline {
+        // Ciphertexts, never decrypted: what the files keep in plaintext
+        // (`_unencrypted`) shows as it is, as it would with the key.
+        let secrets = plan::secrets::CiphertextSecrets::new(&files);
         let envs = envs
             .iter()
-            .map(|e| plan::build_env(model, graph, e, None, &StructuralSecrets, None))
+            .map(|e| plan::build_env(model, graph, e, None, &secrets, None))
             .collect::<Result<Vec<EnvPlan>, _>>()?;
         return Ok(Some(Plan::new(PlanSource::Offline, envs)));
     }
