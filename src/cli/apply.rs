@@ -67,7 +67,8 @@ pub struct CommonArgs {
     /// The repository (holding environments/, modules/, secrets/).
     #[arg(long, default_value = ".")]
     pub repo: PathBuf,
-    /// Apply this Git revision of the repository instead of its working tree.
+    /// Apply this Git revision (any revision git accepts: HEAD, main~1,
+    /// a tag, a commit id) of the repository instead of its working tree.
     #[arg(long)]
     pub revision: Option<String>,
     /// Where records and locks of environments without a Kubernetes target
@@ -172,19 +173,11 @@ impl Signals {
     }
 }
 
-/// Loads the repository (working tree or `--revision`) and the commit id
-/// records are kept under.
+/// Loads the repository (working tree, or `--revision` read from Git) and
+/// the commit id records are kept under.
 fn load_files(args: &CommonArgs) -> Result<(Files, String)> {
-    let rt = tokio::runtime::Runtime::new().map_err(Error::Runtime)?;
-    match &args.revision {
-        Some(rev) => {
-            let abs = std::path::absolute(&args.repo).unwrap_or_else(|_| args.repo.clone());
-            let cache = args.state_dir.join("git-cache");
-            let cfg =
-                crate::source::SourceConfig::new(format!("file://{}", abs.display()), rev, cache);
-            let snap = rt.block_on(crate::source::load_revision(cfg, rev))?;
-            Ok(((*snap.files).clone(), snap.commit))
-        }
+    match super::repo_snapshot(&args.repo, args.revision.as_deref())? {
+        Some(snap) => Ok(((*snap.files).clone(), snap.commit)),
         None => {
             let files = super::read_repo(&args.repo)?;
             let commit = worktree_commit(&args.repo, &files);

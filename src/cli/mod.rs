@@ -104,42 +104,30 @@ pub fn signature_refusal(
     ))
 }
 
-/// Reads the repository at `repo` from disk.
+/// Reads the working tree of the folder `repo` from disk.
 pub fn read_repo(repo: &Path) -> Result<Files> {
     Ok(load::read_dir(repo)?)
 }
 
 /// Reads the repository at `repo`: its working tree, or with `revision`
-/// (branch, tag, commit id, `main~1`) the committed files at that ref, read
-/// from the object store through a throwaway bare cache.
+/// (any revision git accepts: branch, tag, commit id, `HEAD`, `main~1`,
+/// `origin/main`) the committed files, read from its object store.
 pub fn read_repo_at(repo: &Path, revision: Option<&str>) -> Result<Files> {
-    let Some(rev) = revision else {
-        return read_repo(repo);
-    };
-    let abs = std::path::absolute(repo)?;
-    let cache = std::env::temp_dir().join(format!(
-        "tidegate-rev-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    ));
-    let _remove = RemoveOnDrop(cache.clone());
-    let cfg =
-        crate::source::SourceConfig::new(format!("file://{}", abs.display()), rev, cache.clone());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let snap = rt.block_on(crate::source::load_revision(cfg, rev))?;
-    Ok((*snap.files).clone())
+    match repo_snapshot(repo, revision)? {
+        Some(snap) => Ok((*snap.files).clone()),
+        None => read_repo(repo),
+    }
 }
 
-/// Deletes a temporary directory when dropped.
-pub(crate) struct RemoveOnDrop(pub(crate) std::path::PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+/// The commit `--revision` names in the Git repository holding `repo`;
+/// `None` for the working tree (no `--revision`).
+pub fn repo_snapshot(
+    repo: &Path,
+    revision: Option<&str>,
+) -> Result<Option<crate::source::Snapshot>> {
+    match revision {
+        None => Ok(None),
+        Some(revision) => Ok(Some(crate::source::read_local(repo, revision)?)),
     }
 }
 

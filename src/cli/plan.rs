@@ -14,7 +14,7 @@ use crate::plan::{self, render, EnvPlan, Plan, PlanSource, Revision, Side};
 use crate::policy::Date;
 use crate::render::{SecretLookup, StructuralSecrets};
 use crate::secrets::{self, Identities, IdentityOptions};
-use crate::source::{self, SourceConfig};
+use crate::source;
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -46,7 +46,8 @@ pub struct PlanArgs {
     /// Only these environments (repeatable; default: all, in promotion order).
     #[arg(long = "env", value_name = "ENV")]
     pub envs: Vec<String>,
-    /// Plan this Git revision of the repository instead of its working tree.
+    /// Plan this Git revision (any revision git accepts: HEAD, main~1, a
+    /// tag, a commit id) of the repository instead of its working tree.
     #[arg(long, conflicts_with_all = ["base", "head"])]
     pub revision: Option<String>,
     /// Compare with nothing: everything is a create; no credentials needed.
@@ -58,8 +59,9 @@ pub struct PlanArgs {
     /// ...with this one; no credentials needed (pull requests from forks).
     #[arg(long, requires = "base", value_name = "REF")]
     pub head: Option<String>,
-    /// Bare Git cache for --base/--head (default: a temporary directory).
-    #[arg(long, value_name = "DIR")]
+    /// Ignored: --base/--head are read straight from the repository's
+    /// object store. Kept so that existing CI scripts still run.
+    #[arg(long, value_name = "DIR", hide = true)]
     pub cache_dir: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -213,24 +215,7 @@ fn revisions(
     head: &str,
     err: &mut dyn Write,
 ) -> super::Result<Option<Plan>> {
-    let abs = std::path::absolute(&args.repo)?;
-    let url = format!("file://{}", abs.display());
-    let (cache, _tmp) = match &args.cache_dir {
-        Some(d) => (d.clone(), None),
-        None => {
-            let d = std::env::temp_dir().join(format!(
-                "tidegate-plan-{}-{}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos())
-            ));
-            (d.clone(), Some(super::RemoveOnDrop(d)))
-        }
-    };
-    let cfg = SourceConfig::new(url, head, cache);
-    let rt = runtime()?;
-    let (b, h) = rt.block_on(source::load_pair(cfg, base, head))?;
+    let (b, h) = source::read_local_pair(&args.repo, base, head)?;
     let checked = |name: &str, files: &Files, err: &mut dyn Write| -> super::Result<_> {
         match super::check(files) {
             Ok(c) => Ok(Some(c)),

@@ -172,6 +172,80 @@ fn revision_reads_the_commit_not_the_working_tree() {
     assert!(err.contains("names no commit"), "{err}");
 }
 
+/// Issue 17: `--revision HEAD` was refused (`revspec 'HEAD' not found`,
+/// printed twice) because revisions were looked up in a bare cache holding
+/// only branches and tags. Every revision git accepts now works, on
+/// `--revision` and `--base/--head`, and an error is said once.
+#[test]
+fn revision_takes_every_revspec_git_accepts() {
+    let g = GitRepo::with_example();
+    let first = g.git(&["rev-parse", "HEAD"]);
+    g.edit("environments/dev.yaml", "replicas: 1", "replicas: 3");
+    g.commit("dev: three replicas");
+    g.git(&["update-ref", "refs/remotes/origin/main", &first]);
+    g.git(&["tag", "-a", "-m", "release", "v1", &first]);
+    let replicas = |rev: &str| {
+        let (code, out, err) = tidegate_in(
+            g.path(),
+            &[
+                "plan",
+                "--offline",
+                "--revision",
+                rev,
+                "--env",
+                "dev",
+                "--format",
+                "json",
+            ],
+        );
+        assert_eq!(code, 2, "--revision {rev}: {err}");
+        let text = out.replace([' ', '\n'], "");
+        let key = "\"path\":\"spec.replicas\",\"after\":";
+        let at = text.find(key).expect("the plan sets spec.replicas");
+        text[at + key.len()..].chars().next().unwrap()
+    };
+    for (rev, want) in [
+        ("HEAD", '3'),
+        ("@", '3'),
+        ("HEAD~1", '1'),
+        ("main^", '1'),
+        ("HEAD@{1}", '1'),
+        ("origin/main", '1'),
+        ("v1", '1'),
+        (&first[..8], '1'),
+        (":/three replicas", '3'),
+    ] {
+        assert_eq!(replicas(rev), want, "--revision {rev}");
+    }
+    for args in [
+        &["validate", "--revision", "HEAD"][..],
+        &["graph", "--revision", "HEAD~1", "--format", "text"],
+        &[
+            "plan",
+            "--base",
+            "origin/main",
+            "--head",
+            "HEAD",
+            "--env",
+            "dev",
+        ],
+    ] {
+        let (code, out, err) = tidegate_in(g.path(), args);
+        assert!(code == 0 || code == 2, "{args:?}: {out}{err}");
+    }
+
+    let (code, _, err) = tidegate_in(g.path(), &["validate", "--revision", "HEAD~5"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("error: revision \"HEAD~5\" names no commit in .: "),
+        "{err}"
+    );
+    let (code, _, err) = tidegate_in(g.path(), &["plan", "--offline", "--revision", "nope"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.matches("revspec 'nope' not found").count(), 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
 // ---------------------------------------------------------- base vs head
 
 /// A real Git repository (made with `git`) holding a copy of the example.
