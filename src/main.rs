@@ -20,7 +20,9 @@ enum Command {
     /// Parse, resolve, graph and check every environment (no keys, no network).
     /// Exit 0 when clean, 1 with every problem listed.
     Validate {
-        /// The repository (holding environments/, modules/, secrets/).
+        /// The repository (holding environments/, modules/, secrets/): a
+        /// folder, or a file:// URL of a local Git repository (read at
+        /// --revision, default HEAD).
         #[arg(long, default_value = ".")]
         repo: PathBuf,
         /// Validate this Git revision (any revision git accepts: HEAD,
@@ -32,7 +34,9 @@ enum Command {
     },
     /// Print the dependency graph as Graphviz DOT, Mermaid, or the apply order as text.
     Graph {
-        /// The repository (holding environments/, modules/, secrets/).
+        /// The repository (holding environments/, modules/, secrets/): a
+        /// folder, or a file:// URL of a local Git repository (read at
+        /// --revision, default HEAD).
         #[arg(long, default_value = ".")]
         repo: PathBuf,
         /// Graph this Git revision (any revision git accepts: HEAD, main~1,

@@ -64,7 +64,9 @@ pub struct CommonArgs {
     /// Resources in flight at once.
     #[arg(long, default_value_t = 8)]
     pub parallelism: usize,
-    /// The repository (holding environments/, modules/, secrets/).
+    /// The repository (holding environments/, modules/, secrets/): a
+    /// folder, or a file:// URL of a local Git repository (read at
+    /// --revision, default HEAD).
     #[arg(long, default_value = ".")]
     pub repo: PathBuf,
     /// Apply this Git revision (any revision git accepts: HEAD, main~1,
@@ -173,8 +175,8 @@ impl Signals {
     }
 }
 
-/// Loads the repository (working tree, or `--revision` read from Git) and
-/// the commit id records are kept under.
+/// Loads the repository (working tree, or `--revision` / a `file://` URL
+/// read from Git) and the commit id records are kept under.
 fn load_files(args: &CommonArgs) -> Result<(Files, String)> {
     match super::repo_snapshot(&args.repo, args.revision.as_deref())? {
         Some(snap) => Ok(((*snap.files).clone(), snap.commit)),
@@ -353,7 +355,8 @@ fn signature_refusals(
         }
         return Ok(out);
     }
-    let verdict = crate::source::verify_in_repo(&args.repo, commit, &trust)?;
+    let repo = super::RepoArg::parse(&args.repo)?;
+    let verdict = crate::source::verify_in_repo(repo.path(), commit, &trust)?;
     for e in strict {
         if let Some(why) = super::signature_refusal(e, commit, &verdict, &trust) {
             out.insert(e.name.clone(), why);

@@ -39,8 +39,10 @@ pub enum Color {
 /// `tidegate plan ...`
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlanArgs {
-    /// The repository (holding environments/, modules/, secrets/); with
-    /// --base/--head, a Git repository whose revisions are compared.
+    /// The repository (holding environments/, modules/, secrets/): a
+    /// folder, or a file:// URL of a local Git repository (read at
+    /// --revision, default HEAD); with --base/--head, the Git repository
+    /// whose revisions are compared.
     #[arg(long, default_value = ".")]
     pub repo: PathBuf,
     /// Only these environments (repeatable; default: all, in promotion order).
@@ -215,7 +217,8 @@ fn revisions(
     head: &str,
     err: &mut dyn Write,
 ) -> super::Result<Option<Plan>> {
-    let (b, h) = source::read_local_pair(&args.repo, base, head)?;
+    let repo = super::RepoArg::parse(&args.repo)?;
+    let (b, h) = source::read_local_pair(repo.path(), base, head)?;
     let checked = |name: &str, files: &Files, err: &mut dyn Write| -> super::Result<_> {
         match super::check(files) {
             Ok(c) => Ok(Some(c)),
