@@ -20,10 +20,13 @@ enum Command {
     /// Parse, resolve, graph and check every environment (no keys, no network).
     /// Exit 0 when clean, 1 with every problem listed.
     Validate {
-        /// The repository (holding environments/, modules/, secrets/).
+        /// The repository (holding environments/, modules/, secrets/): a
+        /// folder, or a file:// URL of a local Git repository (read at
+        /// --revision, default HEAD).
         #[arg(long, default_value = ".")]
         repo: PathBuf,
-        /// Validate this Git revision of the repository instead of its working tree.
+        /// Validate this Git revision (any revision git accepts: HEAD,
+        /// main~1, a tag, a commit id) instead of the working tree.
         #[arg(long)]
         revision: Option<String>,
         #[arg(long, value_enum, default_value = "text")]
@@ -31,10 +34,13 @@ enum Command {
     },
     /// Print the dependency graph as Graphviz DOT, Mermaid, or the apply order as text.
     Graph {
-        /// The repository (holding environments/, modules/, secrets/).
+        /// The repository (holding environments/, modules/, secrets/): a
+        /// folder, or a file:// URL of a local Git repository (read at
+        /// --revision, default HEAD).
         #[arg(long, default_value = ".")]
         repo: PathBuf,
-        /// Graph this Git revision of the repository instead of its working tree.
+        /// Graph this Git revision (any revision git accepts: HEAD, main~1,
+        /// a tag, a commit id) instead of the working tree.
         #[arg(long)]
         revision: Option<String>,
         /// Only this environment.
@@ -66,10 +72,26 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", once(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `: `-separated, each said once: many messages
+/// already end with their cause's text, which `{:#}` would print again.
+fn once(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 /// Logs of the one-shot commands go to stderr, filtered by `RUST_LOG`

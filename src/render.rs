@@ -25,7 +25,30 @@ pub trait SecretLookup {
     /// The value at key `path` (`["db", "password"]`) of the secret file
     /// `file_key` (its repo path, `secrets/prod.sops.yaml`), or `None` when
     /// the file or key is missing.
-    fn lookup(&self, file_key: &str, path: &[&str]) -> Option<Sensitive>;
+    fn lookup(&self, file_key: &str, path: &[&str]) -> Option<Secret>;
+}
+
+/// A value of a secret file, as the file holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Secret {
+    /// Encrypted in the file: rendered as [`Value::Sensitive`], never shown.
+    Sensitive(Sensitive),
+    /// Kept in plaintext by the file (sops' `_unencrypted` suffix, a key
+    /// outside `encrypted_regex`, ...), in its YAML spelling (`5432`,
+    /// `true`). Anyone who can read the repository reads it, so masking
+    /// it would hide nothing and only make plans unreadable: it renders as
+    /// a plain string.
+    Plain(String),
+}
+
+impl Secret {
+    /// The value a reference to it renders as.
+    pub fn into_value(self) -> Value {
+        match self {
+            Secret::Sensitive(s) => Value::Sensitive(s),
+            Secret::Plain(s) => Value::String(s),
+        }
+    }
 }
 
 /// A lookup that needs no key: every secret the files' key structure holds
@@ -35,8 +58,8 @@ pub trait SecretLookup {
 pub struct StructuralSecrets;
 
 impl SecretLookup for StructuralSecrets {
-    fn lookup(&self, _file_key: &str, _path: &[&str]) -> Option<Sensitive> {
-        Some(Sensitive::new(Vec::new()))
+    fn lookup(&self, _file_key: &str, _path: &[&str]) -> Option<Secret> {
+        Some(Secret::Sensitive(Sensitive::new(Vec::new())))
     }
 }
 
@@ -293,7 +316,7 @@ impl<'m> Renderer<'m> {
         self.opts
             .secrets
             .lookup(file, &segs)
-            .map(Value::Sensitive)
+            .map(Secret::into_value)
             .ok_or_else(|| unresolved(format!("key `{}` missing from decrypted {file}", r.rest(0))))
     }
 }
@@ -411,9 +434,9 @@ mod tests {
 
     struct Secrets;
     impl SecretLookup for Secrets {
-        fn lookup(&self, file_key: &str, path: &[&str]) -> Option<Sensitive> {
+        fn lookup(&self, file_key: &str, path: &[&str]) -> Option<Secret> {
             (file_key == "secrets/s.sops.yaml" && path == ["db", "password"])
-                .then(|| Sensitive::from_string("hunter2".into()))
+                .then(|| Secret::Sensitive(Sensitive::from_string("hunter2".into())))
         }
     }
 
@@ -479,7 +502,7 @@ mod tests {
     fn a_missing_secret_names_the_file_and_key() {
         struct Empty;
         impl SecretLookup for Empty {
-            fn lookup(&self, _: &str, _: &[&str]) -> Option<Sensitive> {
+            fn lookup(&self, _: &str, _: &[&str]) -> Option<Secret> {
                 None
             }
         }

@@ -12,6 +12,15 @@
 //! resolve, graph + levels, offline plan (render, diff against nothing,
 //! policy, for every environment) and the plan's text rendering, as
 //! `tidegate plan --offline` does them.
+//!
+//! ```text
+//! cargo run --release --bin bench_load -- --yaml-keys 20000,80000
+//! ```
+//!
+//! measures one map of many keys instead (a ConfigMap's `data`): the YAML
+//! parse alone and the whole `tidegate validate` check (load, resolve,
+//! graph, render) of a repository holding it. Issue 17: duplicate keys
+//! were found by scanning every earlier key, so 80,000 keys took 40 s.
 
 #[path = "bench_common/mod.rs"]
 mod common;
@@ -35,6 +44,9 @@ struct Args {
     /// Runs per size.
     #[arg(long, default_value_t = 7)]
     runs: usize,
+    /// Measure maps of these many keys instead (YAML parse and validate).
+    #[arg(long, value_delimiter = ',')]
+    yaml_keys: Vec<usize>,
     /// Internal: measure this many instances per environment in this
     /// process and print one line of figures.
     #[arg(long, hide = true)]
@@ -224,8 +236,55 @@ fn child(n: usize, runs: usize) {
     println!("  peak memory (VmHWM) {}", mib(memory_kib(None, "VmHWM")));
 }
 
+/// A repository of one environment and one module whose ConfigMap holds
+/// `keys` entries under `data`.
+fn wide_map_repo(keys: usize) -> Files {
+    let mut m = String::from("apiVersion: tidegate.dev/v1\nkind: Module\nmetadata:\n  name: wide\nspec:\n  resources:\n    - name: config\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: ConfigMap\n        metadata:\n          name: wide\n          namespace: default\n        data:\n");
+    for k in 0..keys {
+        m += &format!("          key{k}: value-{k}\n");
+    }
+    let e = "apiVersion: tidegate.dev/v1\nkind: Environment\nmetadata:\n  name: dev\nspec:\n  modules:\n    - name: wide\n      source: modules/wide\n";
+    let mut f = Files::new();
+    f.insert("modules/wide/module.yaml".into(), m.into_bytes());
+    f.insert("environments/dev.yaml".into(), e.as_bytes().to_vec());
+    f
+}
+
+/// Times the YAML parse and the `validate` check of a map of `keys` keys.
+fn yaml_keys(keys: usize, runs: usize) {
+    let files = wide_map_repo(keys);
+    let text = std::str::from_utf8(&files["modules/wide/module.yaml"])
+        .expect("generated UTF-8")
+        .to_string();
+    let (mut parse, mut check) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let mut diags = tidegate::diag::Diagnostics::default();
+        let docs = load::yaml::parse("modules/wide/module.yaml", &text, &mut diags);
+        assert!(docs.is_some() && diags.is_empty(), "the wide map parses");
+        parse.push(t0.elapsed().as_secs_f64() * 1e3);
+        let t1 = Instant::now();
+        if let Err(e) = tidegate::cli::check(&files) {
+            panic!("the wide map validates: {}", first_lines(&e.to_string()));
+        }
+        check.push(t1.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "{keys} keys in one map ({:.1} MiB of YAML), {runs} runs, median (min..max) ms:",
+        text.len() as f64 / 1048576.0
+    );
+    println!("  YAML parse         {}", summary(&parse, 1));
+    println!("  validate (check)   {}", summary(&check, 1));
+}
+
 fn main() {
     let args = Args::parse();
+    if !args.yaml_keys.is_empty() {
+        for &keys in &args.yaml_keys {
+            yaml_keys(keys, args.runs);
+        }
+        return;
+    }
     if let Some(n) = args.child {
         child(n, args.runs);
         return;

@@ -64,10 +64,13 @@ pub struct CommonArgs {
     /// Resources in flight at once.
     #[arg(long, default_value_t = 8)]
     pub parallelism: usize,
-    /// The repository (holding environments/, modules/, secrets/).
+    /// The repository (holding environments/, modules/, secrets/): a
+    /// folder, or a file:// URL of a local Git repository (read at
+    /// --revision, default HEAD).
     #[arg(long, default_value = ".")]
     pub repo: PathBuf,
-    /// Apply this Git revision of the repository instead of its working tree.
+    /// Apply this Git revision (any revision git accepts: HEAD, main~1,
+    /// a tag, a commit id) of the repository instead of its working tree.
     #[arg(long)]
     pub revision: Option<String>,
     /// Where records and locks of environments without a Kubernetes target
@@ -179,19 +182,11 @@ impl Signals {
     }
 }
 
-/// Loads the repository (working tree or `--revision`) and the commit id
-/// records are kept under.
+/// Loads the repository (working tree, or `--revision` / a `file://` URL
+/// read from Git) and the commit id records are kept under.
 fn load_files(args: &CommonArgs) -> Result<(Files, String)> {
-    let rt = tokio::runtime::Runtime::new().map_err(Error::Runtime)?;
-    match &args.revision {
-        Some(rev) => {
-            let abs = std::path::absolute(&args.repo).unwrap_or_else(|_| args.repo.clone());
-            let cache = args.state_dir.join("git-cache");
-            let cfg =
-                crate::source::SourceConfig::new(format!("file://{}", abs.display()), rev, cache);
-            let snap = rt.block_on(crate::source::load_revision(cfg, rev))?;
-            Ok(((*snap.files).clone(), snap.commit))
-        }
+    match super::repo_snapshot(&args.repo, args.revision.as_deref())? {
+        Some(snap) => Ok(((*snap.files).clone(), snap.commit)),
         None => {
             let files = super::read_repo(&args.repo)?;
             let commit = worktree_commit(&args.repo, &files);
@@ -367,7 +362,8 @@ fn signature_refusals(
         }
         return Ok(out);
     }
-    let verdict = crate::source::verify_in_repo(&args.repo, commit, &trust)?;
+    let repo = super::RepoArg::parse(&args.repo)?;
+    let verdict = crate::source::verify_in_repo(repo.path(), commit, &trust)?;
     for e in strict {
         if let Some(why) = super::signature_refusal(e, commit, &verdict, &trust) {
             out.insert(e.name.clone(), why);

@@ -5,7 +5,7 @@
 //! A new command is one new file here and one arm in `main`.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::diag::{Diagnostics, Report};
 use crate::graph::Graph;
@@ -104,42 +104,109 @@ pub fn signature_refusal(
     ))
 }
 
-/// Reads the repository at `repo` from disk.
+/// Reads the working tree of the folder `repo` from disk.
 pub fn read_repo(repo: &Path) -> Result<Files> {
     Ok(load::read_dir(repo)?)
 }
 
-/// Reads the repository at `repo`: its working tree, or with `revision`
-/// (branch, tag, commit id, `main~1`) the committed files at that ref, read
-/// from the object store through a throwaway bare cache.
-pub fn read_repo_at(repo: &Path, revision: Option<&str>) -> Result<Files> {
-    let Some(rev) = revision else {
-        return read_repo(repo);
-    };
-    let abs = std::path::absolute(repo)?;
-    let cache = std::env::temp_dir().join(format!(
-        "tidegate-rev-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    ));
-    let _remove = RemoveOnDrop(cache.clone());
-    let cfg =
-        crate::source::SourceConfig::new(format!("file://{}", abs.display()), rev, cache.clone());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let snap = rt.block_on(crate::source::load_revision(cfg, rev))?;
-    Ok((*snap.files).clone())
+/// What `--repo` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RepoArg {
+    /// A folder: its working tree, or with `--revision` the committed files
+    /// of that folder in the Git repository holding it.
+    Dir(PathBuf),
+    /// A `file://` URL: the Git repository at that path (bare or not), read
+    /// at `--revision` (default `HEAD`), never a working tree.
+    FileUrl(PathBuf),
 }
 
-/// Deletes a temporary directory when dropped.
-pub(crate) struct RemoveOnDrop(pub(crate) std::path::PathBuf);
+/// What `--repo` accepts, for errors and help texts.
+pub const REPO_FORMS: &str = "a folder (its working tree; with --revision, that folder in the Git repository holding it) or a file:// URL of a local Git repository, bare or not (file:///srv/git/infra.git, read at --revision, default HEAD)";
 
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+impl RepoArg {
+    /// Reads `--repo`: a `file://` URL or a folder. Remote URLs (`https://`,
+    /// `ssh://`, `git@host:path`) are refused with what to do instead.
+    pub fn parse(repo: &Path) -> Result<RepoArg> {
+        let Some(text) = repo.to_str() else {
+            return Ok(RepoArg::Dir(repo.to_path_buf()));
+        };
+        if let Some(rest) = text.strip_prefix("file://") {
+            let path = rest.strip_prefix("localhost").unwrap_or(rest);
+            if !path.starts_with('/') {
+                return Err(Error::Usage(format!(
+                    "--repo {text}: a file:// URL needs an absolute path after `file://` (file:///srv/git/infra.git); --repo takes {REPO_FORMS}"
+                )));
+            }
+            return Ok(RepoArg::FileUrl(PathBuf::from(percent_decode(path))));
+        }
+        let scp_like = match (text.find(':'), text.find('/')) {
+            (Some(colon), slash) => slash.is_none_or(|s| colon < s) && !repo.exists(),
+            _ => false,
+        };
+        if text.contains("://") || scp_like {
+            return Err(Error::Usage(format!(
+                "--repo {text}: a remote Git URL cannot be read here; --repo takes {REPO_FORMS}. Clone it first, or let `tidegate reconcile --remote URL` poll it"
+            )));
+        }
+        Ok(RepoArg::Dir(repo.to_path_buf()))
+    }
+
+    /// The folder or repository path.
+    pub fn path(&self) -> &Path {
+        match self {
+            RepoArg::Dir(p) | RepoArg::FileUrl(p) => p,
+        }
+    }
+}
+
+/// `%20` and the like in a `file://` URL's path, decoded (invalid escapes
+/// are kept as written).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads the repository at `repo`: its working tree, or with `revision`
+/// (any revision git accepts: branch, tag, commit id, `HEAD`, `main~1`,
+/// `origin/main`) the committed files, read from its object store. A
+/// `file://` URL is always read from Git, at `HEAD` by default.
+pub fn read_repo_at(repo: &Path, revision: Option<&str>) -> Result<Files> {
+    match repo_snapshot(repo, revision)? {
+        Some(snap) => Ok((*snap.files).clone()),
+        None => read_repo(repo),
+    }
+}
+
+/// The commit `--repo` and `--revision` name, read from Git; `None` for a
+/// working tree (a folder without `--revision`).
+pub fn repo_snapshot(
+    repo: &Path,
+    revision: Option<&str>,
+) -> Result<Option<crate::source::Snapshot>> {
+    match (RepoArg::parse(repo)?, revision) {
+        (RepoArg::Dir(_), None) => Ok(None),
+        (arg, revision) => Ok(Some(crate::source::read_local(
+            arg.path(),
+            revision.unwrap_or("HEAD"),
+        )?)),
     }
 }
 
@@ -206,5 +273,38 @@ fn push_render_error(diags: &mut Diagnostics, e: render::Error) {
             "break the chain of `${module...}` / `${input...}` references",
         ),
         other => diags.error(&Default::default(), other.to_string(), ""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_is_a_folder_or_a_file_url() {
+        let parse = |s: &str| RepoArg::parse(Path::new(s));
+        assert_eq!(parse(".").unwrap(), RepoArg::Dir(".".into()));
+        assert_eq!(
+            parse("infra/live").unwrap(),
+            RepoArg::Dir("infra/live".into())
+        );
+        assert_eq!(
+            parse("file:///srv/git/infra.git").unwrap(),
+            RepoArg::FileUrl("/srv/git/infra.git".into())
+        );
+        assert_eq!(
+            parse("file://localhost/srv/my%20infra.git").unwrap(),
+            RepoArg::FileUrl("/srv/my infra.git".into())
+        );
+        for bad in [
+            "file://srv/infra.git",
+            "https://example.com/infra.git",
+            "ssh://git@example.com/infra.git",
+            "git@example.com:infra.git",
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("a file:// URL of a local Git repository"), "{e}");
+        }
+        assert_eq!(percent_decode("a%2"), "a%2");
     }
 }

@@ -14,7 +14,7 @@ use crate::plan::{self, render, EnvPlan, Plan, PlanSource, Revision, Side};
 use crate::policy::Date;
 use crate::render::{SecretLookup, StructuralSecrets};
 use crate::secrets::{self, Identities, IdentityOptions};
-use crate::source::{self, SourceConfig};
+use crate::source;
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -39,14 +39,17 @@ pub enum Color {
 /// `tidegate plan ...`
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlanArgs {
-    /// The repository (holding environments/, modules/, secrets/); with
-    /// --base/--head, a Git repository whose revisions are compared.
+    /// The repository (holding environments/, modules/, secrets/): a
+    /// folder, or a file:// URL of a local Git repository (read at
+    /// --revision, default HEAD); with --base/--head, the Git repository
+    /// whose revisions are compared.
     #[arg(long, default_value = ".")]
     pub repo: PathBuf,
     /// Only these environments (repeatable; default: all, in promotion order).
     #[arg(long = "env", value_name = "ENV")]
     pub envs: Vec<String>,
-    /// Plan this Git revision of the repository instead of its working tree.
+    /// Plan this Git revision (any revision git accepts: HEAD, main~1, a
+    /// tag, a commit id) of the repository instead of its working tree.
     #[arg(long, conflicts_with_all = ["base", "head"])]
     pub revision: Option<String>,
     /// Compare with nothing: everything is a create; no credentials needed.
@@ -58,8 +61,9 @@ pub struct PlanArgs {
     /// ...with this one; no credentials needed (pull requests from forks).
     #[arg(long, requires = "base", value_name = "REF")]
     pub head: Option<String>,
-    /// Bare Git cache for --base/--head (default: a temporary directory).
-    #[arg(long, value_name = "DIR")]
+    /// Ignored: --base/--head are read straight from the repository's
+    /// object store. Kept so that existing CI scripts still run.
+    #[arg(long, value_name = "DIR", hide = true)]
     pub cache_dir: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -145,9 +149,12 @@ pub fn build(args: &PlanArgs, err: &mut dyn Write) -> super::Result<Option<Plan>
     let envs = selected(args, &checked.model, None)?;
     let (model, graph) = (&checked.model, &checked.graph);
     if args.offline {
+        // Ciphertexts, never decrypted: what the files keep in plaintext
+        // (`_unencrypted`) shows as it is, as it would with the key.
+        let secrets = plan::secrets::CiphertextSecrets::new(&files);
         let envs = envs
             .iter()
-            .map(|e| plan::build_env(model, graph, e, None, &StructuralSecrets, None))
+            .map(|e| plan::build_env(model, graph, e, None, &secrets, None))
             .collect::<Result<Vec<EnvPlan>, _>>()?;
         return Ok(Some(Plan::new(PlanSource::Offline, envs)));
     }
@@ -210,24 +217,8 @@ fn revisions(
     head: &str,
     err: &mut dyn Write,
 ) -> super::Result<Option<Plan>> {
-    let abs = std::path::absolute(&args.repo)?;
-    let url = format!("file://{}", abs.display());
-    let (cache, _tmp) = match &args.cache_dir {
-        Some(d) => (d.clone(), None),
-        None => {
-            let d = std::env::temp_dir().join(format!(
-                "tidegate-plan-{}-{}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos())
-            ));
-            (d.clone(), Some(super::RemoveOnDrop(d)))
-        }
-    };
-    let cfg = SourceConfig::new(url, head, cache);
-    let rt = runtime()?;
-    let (b, h) = rt.block_on(source::load_pair(cfg, base, head))?;
+    let repo = super::RepoArg::parse(&args.repo)?;
+    let (b, h) = source::read_local_pair(repo.path(), base, head)?;
     let checked = |name: &str, files: &Files, err: &mut dyn Write| -> super::Result<_> {
         match super::check(files) {
             Ok(c) => Ok(Some(c)),

@@ -138,10 +138,13 @@ pub fn boolean(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<bool>
     }
 }
 
-/// Reports every plain `yes`/`no`/`on`/`off` in a free-form value: YAML 1.2
-/// (tidegate) reads them as strings, YAML 1.1 (kubectl, older tools) as
-/// booleans, so the author's intent is ambiguous.
-pub fn ambiguous_booleans(node: &Node, diags: &mut Diagnostics) {
+/// Reports every plain value of a free-form value (vars, input values,
+/// manifests) that YAML 1.2 (tidegate) and YAML 1.1 (kubectl, older tools)
+/// read differently, so that the author's intent is ambiguous:
+/// `yes`/`no`/`on`/`off` (strings here, booleans there) and integers with a
+/// leading zero (`0400`: decimal 400 here, octal 256 there, as in a
+/// Secret volume's `defaultMode`).
+pub fn ambiguous_values(node: &Node, diags: &mut Diagnostics) {
     match &node.kind {
         NodeKind::Str(s) if node.plain && yaml11_bool(s).is_some() && s.len() > 1 => {
             let b = yaml11_bool(s).unwrap_or_default();
@@ -151,12 +154,36 @@ pub fn ambiguous_booleans(node: &Node, diags: &mut Diagnostics) {
                 format!("write `{b}` for a boolean or quote it (\"{s}\") for a string"),
             );
         }
-        NodeKind::Seq(items) => items.iter().for_each(|n| ambiguous_booleans(n, diags)),
-        NodeKind::Map(entries) => entries
-            .iter()
-            .for_each(|(_, n)| ambiguous_booleans(n, diags)),
+        NodeKind::Int(decimal) if node.leading_zero => {
+            if let Some((message, fix)) = leading_zero(*decimal) {
+                diags.error(&node.origin, message, fix);
+            }
+        }
+        NodeKind::Seq(items) => items.iter().for_each(|n| ambiguous_values(n, diags)),
+        NodeKind::Map(entries) => entries.iter().for_each(|(_, n)| ambiguous_values(n, diags)),
         _ => {}
     }
+}
+
+/// The message and fix for an integer written with a leading zero, read
+/// by YAML 1.2 as `decimal`; `None` when both readings agree (`07`).
+fn leading_zero(decimal: i64) -> Option<(String, String)> {
+    let (sign, digits) = match decimal {
+        d if d < 0 => ("-", d.unsigned_abs().to_string()),
+        d => ("", d.to_string()),
+    };
+    let written = format!("{sign}0{digits}");
+    Some(match i64::from_str_radix(&digits, 8) {
+        Ok(octal) if octal == decimal.abs() => return None,
+        Ok(octal) => (
+            format!("ambiguous number `{written}`: octal {sign}{octal} in YAML 1.1 (kubectl), decimal {decimal} in YAML 1.2 (tidegate)"),
+            format!("write `{sign}{octal}` or `{sign}0o{digits}` for octal (file modes such as `defaultMode`), or `{decimal}` for decimal"),
+        ),
+        Err(_) => (
+            format!("ambiguous number `{written}`: the string \"{written}\" in YAML 1.1 (kubectl; not an octal number), decimal {decimal} in YAML 1.2 (tidegate)"),
+            format!("write `{decimal}` for a number or quote it (\"{written}\") for a string"),
+        ),
+    })
 }
 
 /// Reads a list field.
@@ -252,5 +279,40 @@ mod tests {
         let e = d.iter().next().unwrap();
         assert!(e.message.contains("YAML 1.1 boolean"), "{}", e.message);
         assert_eq!(e.fix, "write `true`");
+    }
+
+    /// Issue 17: `defaultMode: 0400` is 400 to tidegate and 256 to kubectl.
+    #[test]
+    fn leading_zero_integers_are_ambiguous_with_the_octal_fix() {
+        let n =
+            node("defaultMode: 0400\nok: 0o400\nalso: 420\nodd: 089\nsame: 07\nlist: [-0644]\n");
+        let mut d = Diagnostics::default();
+        ambiguous_values(&n, &mut d);
+        let e: Vec<_> = d.iter().collect();
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert_eq!(
+            e[0].message,
+            "ambiguous number `0400`: octal 256 in YAML 1.1 (kubectl), decimal 400 in YAML 1.2 (tidegate)"
+        );
+        assert_eq!(
+            e[0].fix,
+            "write `256` or `0o400` for octal (file modes such as `defaultMode`), or `400` for decimal"
+        );
+        assert_eq!((e[0].origin.line, e[0].origin.column), (1, 14));
+        assert!(
+            e[1].message.contains("the string \"089\" in YAML 1.1"),
+            "{}",
+            e[1].message
+        );
+        assert_eq!(
+            e[1].fix,
+            "write `89` for a number or quote it (\"089\") for a string"
+        );
+        assert!(
+            e[2].message
+                .starts_with("ambiguous number `-0644`: octal -420"),
+            "{}",
+            e[2].message
+        );
     }
 }

@@ -65,7 +65,7 @@ pub fn decode(
     }
     if let Some(n) = f.opt("vars") {
         if Fields::new(n, "`vars`", diags).is_some() {
-            decode::ambiguous_booleans(n, diags);
+            decode::ambiguous_values(n, diags);
             let (value, spans) = n.to_value_spans();
             env.vars = match value {
                 Value::Map(m) => m,
@@ -253,7 +253,7 @@ fn inputs(n: &Node, diags: &mut Diagnostics) -> IndexMap<String, Located> {
     }
     if let NodeKind::Map(entries) = &n.kind {
         for (k, v) in entries {
-            decode::ambiguous_booleans(v, diags);
+            decode::ambiguous_values(v, diags);
             let (value, mut spans) = v.to_value_spans();
             spans.insert("@key", k.origin.clone());
             out.insert(k.name.clone(), Located { value, spans });

@@ -115,7 +115,7 @@ fn input(name: String, n: &Node, diags: &mut Diagnostics) -> Option<InputDecl> {
     });
     let default = f.opt("default").map(|d| {
         if ty != Some(InputType::Bool) {
-            decode::ambiguous_booleans(d, diags);
+            decode::ambiguous_values(d, diags);
         }
         let (value, spans) = d.to_value_spans();
         (value, spans, d)
@@ -255,7 +255,7 @@ fn kube_body<'n>(
     let Some(m) = f.req("manifest", diags) else {
         return (None, None);
     };
-    decode::ambiguous_booleans(m, diags);
+    decode::ambiguous_values(m, diags);
     let Some(mut mf) = Fields::new(m, "`manifest`", diags) else {
         return (None, None);
     };

@@ -298,3 +298,74 @@ fn environment_guards_override_the_project_defaults() {
     assert_eq!(prod.project, "shop");
     assert_eq!(prod.target(None).project, "shop");
 }
+
+/// Issue 17: `defaultMode: 0400` is decimal 400 to tidegate (YAML 1.2) and
+/// octal 256 to kubectl; it is refused in manifests, vars and input values
+/// with both fixes, and `0o400` is read as 256.
+#[test]
+fn leading_zero_numbers_in_free_form_values_are_ambiguous() {
+    let manifest = |mode: &str| {
+        module(
+            "app",
+            &format!("  inputs:\n    mode:\n      type: number\n  resources:\n    - name: pod\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: Pod\n        metadata:\n          name: p\n        spec:\n          volumes:\n            - name: s\n              secret:\n                secretName: s\n                defaultMode: {mode}\n                items:\n                  - key: k\n                    path: k\n                    mode: ${{input.mode}}\n"),
+        )
+    };
+    let environment = |var: &str, input: &str| {
+        env(
+            "dev",
+            &format!("  vars:\n    mode: {var}\n  modules:\n    - name: app\n      source: modules/app\n      inputs:\n        mode: {input}\n"),
+        )
+    };
+    let f = files(&[
+        ("environments/dev.yaml", &environment("0640", "0600")),
+        ("modules/app/module.yaml", &manifest("0400")),
+    ]);
+    let e = errors(&f);
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert!(e[0].starts_with("environments/dev.yaml:7:11: error: ambiguous number `0640`: octal 416 in YAML 1.1 (kubectl), decimal 640 in YAML 1.2 (tidegate)"), "{}", e[0]);
+    assert!(
+        e[1].starts_with("environments/dev.yaml:12:15: error: ambiguous number `0600`"),
+        "{}",
+        e[1]
+    );
+    assert!(
+        e[2].starts_with("modules/app/module.yaml:22:30: error: ambiguous number `0400`"),
+        "{}",
+        e[2]
+    );
+    assert!(
+        e[2].contains("write `256` or `0o400` for octal"),
+        "{}",
+        e[2]
+    );
+
+    let f = files(&[
+        (
+            "environments/dev.yaml",
+            &environment("0o640", "${var.mode}"),
+        ),
+        ("modules/app/module.yaml", &manifest("0o400")),
+    ]);
+    let m = load(&f).unwrap();
+    let known = std::collections::HashMap::new();
+    let opts = crate::render::RenderOptions {
+        known: &known,
+        secrets: &crate::render::StructuralSecrets,
+        owner: None,
+    };
+    let body = &crate::render::render_env(&m, "dev", opts).unwrap()[0].body;
+    let volume = body.get_path("spec").unwrap().as_map().unwrap()["volumes"].clone();
+    let secret = match volume {
+        crate::value::Value::List(l) => l[0].get_path("secret").unwrap().clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        secret.get_path("defaultMode"),
+        Some(&crate::value::Value::Int(256))
+    );
+    let item = match secret.get_path("items") {
+        Some(crate::value::Value::List(l)) => l[0].clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(item.get_path("mode"), Some(&crate::value::Value::Int(416)));
+}

@@ -6,6 +6,7 @@
 //! and scalars resolve by the YAML 1.2 core schema (`yes` is a string, not
 //! a boolean; typed fields report it as a likely YAML 1.1 mistake).
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
@@ -20,6 +21,9 @@ pub struct Node {
     pub origin: Origin,
     /// True for a plain (unquoted) scalar.
     pub plain: bool,
+    /// True for a plain integer written with a leading zero (`0400`):
+    /// YAML 1.2 reads it as decimal 400, YAML 1.1 (kubectl) as octal 256.
+    pub leading_zero: bool,
 }
 
 /// The shape of a node, scalars resolved by the core schema.
@@ -176,7 +180,20 @@ fn syntax_fix(text: &str, line: usize) -> String {
 
 enum Frame {
     Seq(Vec<Node>, Origin, usize),
-    Map(Vec<(Key, Node)>, Option<Key>, Origin, usize),
+    Map(MapFrame),
+}
+
+/// A map being built: its entries, the key waiting for its value, and an
+/// index of the keys seen so far, so that finding a duplicate costs one
+/// hash look-up instead of a scan of every earlier key (which made a map of
+/// n keys cost n²/2 comparisons: 80,000 keys took 40 s).
+struct MapFrame {
+    entries: Vec<(Key, Node)>,
+    pending: Option<Key>,
+    /// Key name → line of its first occurrence.
+    seen: HashMap<String, usize>,
+    origin: Origin,
+    anchor: usize,
 }
 
 struct Builder<'a> {
@@ -211,28 +228,33 @@ impl Builder<'_> {
             Event::SequenceStart(anchor, _) => {
                 self.stack.push(Frame::Seq(Vec::new(), origin, anchor))
             }
-            Event::MappingStart(anchor, _) => {
-                self.stack
-                    .push(Frame::Map(Vec::new(), None, origin, anchor))
-            }
+            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map(MapFrame {
+                entries: Vec::new(),
+                pending: None,
+                seen: HashMap::new(),
+                origin,
+                anchor,
+            })),
             Event::SequenceEnd => {
                 if let Some(Frame::Seq(items, o, anchor)) = self.stack.pop() {
                     let node = Node {
                         kind: NodeKind::Seq(items),
                         origin: o,
                         plain: false,
+                        leading_zero: false,
                     };
                     self.finish(node, anchor);
                 }
             }
             Event::MappingEnd => {
-                if let Some(Frame::Map(entries, _, o, anchor)) = self.stack.pop() {
+                if let Some(Frame::Map(m)) = self.stack.pop() {
                     let node = Node {
-                        kind: NodeKind::Map(entries),
-                        origin: o,
+                        kind: NodeKind::Map(m.entries),
+                        origin: m.origin,
                         plain: false,
+                        leading_zero: false,
                     };
-                    self.finish(node, anchor);
+                    self.finish(node, m.anchor);
                 }
             }
             Event::Alias(id) => {
@@ -249,6 +271,7 @@ impl Builder<'_> {
                         kind: NodeKind::Null,
                         origin,
                         plain: true,
+                        leading_zero: false,
                     },
                 };
                 self.finish(node, 0);
@@ -281,10 +304,12 @@ impl Builder<'_> {
             None if plain => resolve_plain(text),
             None => NodeKind::Str(text.to_string()),
         };
+        let leading_zero = plain && matches!(kind, NodeKind::Int(_)) && octal_like(text);
         Node {
             kind,
             origin,
             plain,
+            leading_zero,
         }
     }
 
@@ -296,7 +321,7 @@ impl Builder<'_> {
         match self.stack.last_mut() {
             None => self.docs.push(node),
             Some(Frame::Seq(items, _, _)) => items.push(node),
-            Some(Frame::Map(entries, pending, _, _)) => match pending.take() {
+            Some(Frame::Map(m)) => match m.pending.take() {
                 None => {
                     let name = match &node.kind {
                         NodeKind::Str(s) => s.clone(),
@@ -313,22 +338,22 @@ impl Builder<'_> {
                             String::new()
                         }
                     };
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.name == name) {
-                        self.diags.error(
+                    match m.seen.entry(name.clone()) {
+                        Entry::Occupied(first) => self.diags.error(
                             &node.origin,
-                            format!(
-                                "duplicate key `{name}` (first at line {})",
-                                first.origin.line
-                            ),
+                            format!("duplicate key `{name}` (first at line {})", first.get()),
                             "remove one of the two entries",
-                        );
+                        ),
+                        Entry::Vacant(slot) => {
+                            slot.insert(node.origin.line);
+                        }
                     }
-                    *pending = Some(Key {
+                    m.pending = Some(Key {
                         name,
                         origin: node.origin,
                     });
                 }
-                Some(key) => entries.push((key, node)),
+                Some(key) => m.entries.push((key, node)),
             },
         }
     }
@@ -401,6 +426,14 @@ fn is_float(s: &str) -> bool {
     mant_ok && exp_ok
 }
 
+/// True for `0` followed by digits (`0400`, `-0755`): an octal number in
+/// YAML 1.1 and to kubectl, a decimal one in YAML 1.2. `0o400` (YAML 1.2
+/// octal) and `0` are not.
+pub fn octal_like(s: &str) -> bool {
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    digits.len() > 1 && digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The YAML 1.1 spellings of booleans that YAML 1.2 reads as strings.
 pub fn yaml11_bool(s: &str) -> Option<bool> {
     match s {
@@ -434,6 +467,22 @@ mod tests {
         assert_eq!(k("g"), NodeKind::Int(31));
         assert_eq!(k("h"), NodeKind::Float(1000.0));
         assert_eq!(yaml11_bool("on"), Some(true));
+    }
+
+    #[test]
+    fn leading_zero_integers_are_marked_and_0o_is_octal() {
+        let n = one("a: 0400\nb: 0o400\nc: 400\nd: '0400'\ne: 0\nf: -0755\ng: 0.5\n");
+        let k = |key| {
+            let n = n.get(key).unwrap();
+            (n.kind.clone(), n.leading_zero)
+        };
+        assert_eq!(k("a"), (NodeKind::Int(400), true));
+        assert_eq!(k("b"), (NodeKind::Int(256), false));
+        assert_eq!(k("c"), (NodeKind::Int(400), false));
+        assert_eq!(k("d"), (NodeKind::Str("0400".into()), false));
+        assert_eq!(k("e"), (NodeKind::Int(0), false));
+        assert_eq!(k("f"), (NodeKind::Int(-755), true));
+        assert_eq!(k("g"), (NodeKind::Float(0.5), false));
     }
 
     #[test]
@@ -471,6 +520,36 @@ mod tests {
             .unwrap()
             .message
             .starts_with("malformed YAML"));
+    }
+
+    /// Duplicates are found through a per-map index (issue 17: the scan of
+    /// every earlier key made 80,000 keys take 40 s; `bench_load --yaml-keys`
+    /// measures it): each map has its own, the first position is kept, and
+    /// every entry stays in document order.
+    #[test]
+    fn duplicate_keys_are_found_per_map_in_large_maps() {
+        let mut text = String::from("data:\n");
+        for i in 0..5_000 {
+            text += &format!("  k{i}: v\n");
+        }
+        text += "  k17: again\nother:\n  k17: fine\n";
+        let mut d = Diagnostics::default();
+        let doc = parse("f.yaml", &text, &mut d).unwrap().remove(0);
+        let errors: Vec<_> = d.iter().collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].message, "duplicate key `k17` (first at line 19)");
+        assert_eq!((errors[0].origin.line, errors[0].origin.column), (5_002, 3));
+        match &doc.get("data").unwrap().kind {
+            NodeKind::Map(e) => {
+                assert_eq!(e.len(), 5_001);
+                assert_eq!(e[4_999].0.name, "k4999");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            doc.get("other").unwrap().get("k17").unwrap().kind,
+            NodeKind::Str("fine".into())
+        );
     }
 
     /// Found by `cargo fuzz` (tests/fuzz, target `load`, docs/fuzzing.md):

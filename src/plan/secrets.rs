@@ -12,14 +12,17 @@
 use std::collections::HashMap;
 
 use crate::load::Files;
-use crate::render::SecretLookup;
-use crate::secrets::sops::{self, Kind, Node};
+use crate::render::{Secret, SecretLookup};
+use crate::secrets::sops::{self, Kind, SopsDoc};
 use crate::sensitive::Sensitive;
 
-/// A [`SecretLookup`] that answers each secret with its ciphertext.
+/// A [`SecretLookup`] that answers each encrypted secret with its
+/// ciphertext, and each value the file keeps in plaintext (sops'
+/// `_unencrypted` suffix and the like) with that value, as a decrypted
+/// file would.
 #[derive(Default)]
 pub struct CiphertextSecrets {
-    files: HashMap<String, Node>,
+    files: HashMap<String, SopsDoc>,
 }
 
 impl CiphertextSecrets {
@@ -33,7 +36,7 @@ impl CiphertextSecrets {
             .filter_map(|(k, bytes)| {
                 sops::parse_encrypted(bytes, k)
                     .ok()
-                    .map(|doc| (k.clone(), doc.data))
+                    .map(|doc| (k.clone(), doc))
             })
             .collect();
         CiphertextSecrets { files }
@@ -41,22 +44,33 @@ impl CiphertextSecrets {
 }
 
 impl SecretLookup for CiphertextSecrets {
-    fn lookup(&self, file_key: &str, path: &[&str]) -> Option<Sensitive> {
-        let mut node = self.files.get(file_key)?;
+    fn lookup(&self, file_key: &str, path: &[&str]) -> Option<Secret> {
+        let doc = self.files.get(file_key)?;
+        let mut node = &doc.data;
+        // The map keys on the way: what sops' selection rule looks at.
+        let mut keys = Vec::new();
         for key in path {
             node = match &node.kind {
-                Kind::Map(_) => node.get(key)?,
+                Kind::Map(_) => {
+                    keys.push(key.to_string());
+                    node.get(key)?
+                }
                 Kind::List(items) => items.get(key.parse::<usize>().ok()?)?,
                 _ => return None,
             };
         }
-        match &node.kind {
-            Kind::Str(s) => Some(Sensitive::from_string(s.to_string())),
-            Kind::Int(i) => Some(Sensitive::from_string(i.to_string())),
-            Kind::Bool(b) => Some(Sensitive::from_string(b.to_string())),
-            Kind::Float(f) => Some(Sensitive::from_string(f.to_string())),
-            _ => None,
-        }
+        let text = match &node.kind {
+            Kind::Str(s) => s.to_string(),
+            Kind::Int(i) => i.to_string(),
+            Kind::Bool(b) => b.to_string(),
+            Kind::Float(f) => crate::secrets::mac::go_format_float(*f),
+            _ => return None,
+        };
+        Some(if doc.meta.rule.should_encrypt(&keys) {
+            Secret::Sensitive(Sensitive::from_string(text))
+        } else {
+            Secret::Plain(text)
+        })
     }
 }
 
@@ -75,9 +89,72 @@ mod tests {
         let prod = s
             .lookup("secrets/prod.sops.yaml", &["db", "password"])
             .unwrap();
-        assert!(dev.expose_str().unwrap().starts_with("ENC["));
+        assert!(
+            matches!(&dev, Secret::Sensitive(s) if s.expose_str().unwrap().starts_with("ENC[")),
+            "{dev:?}"
+        );
         assert_ne!(dev, prod);
         assert!(s.lookup("secrets/dev.sops.yaml", &["db", "nope"]).is_none());
         assert!(s.lookup("secrets/none.sops.yaml", &["db"]).is_none());
+    }
+
+    /// Issue 17: without a key, a value the file keeps in plaintext
+    /// (`_unencrypted`, or outside `encrypted_regex`) is answered as it is,
+    /// like the decrypted file answers it, so a plan shows it the same way
+    /// with or without the key.
+    #[test]
+    fn plaintext_values_answer_as_themselves() {
+        use crate::secrets::encrypt::{encrypt, CreationRule};
+        use crate::secrets::mac::Rule;
+        let recipient = age::x25519::Identity::generate().to_public().to_string();
+        let rule = |r: Rule| CreationRule {
+            path_regex: None,
+            age: vec![recipient.clone()],
+            rule: r,
+            mac_only_encrypted: false,
+        };
+        let plain = "db:\n  password: hunter2\n  user_unencrypted: app\n  port_unencrypted: 5432\n";
+        let a = encrypt(
+            plain.as_bytes(),
+            "secrets/a.sops.yaml",
+            &rule(Rule::default()),
+        )
+        .unwrap();
+        let b = encrypt(
+            b"db:\n  password: hunter2\n  user: app\n",
+            "secrets/b.sops.yaml",
+            &rule(Rule::EncryptedRegex(
+                regex::Regex::new("^password$").unwrap(),
+            )),
+        )
+        .unwrap();
+        let files: Files = [
+            ("secrets/a.sops.yaml".to_string(), a.as_bytes().to_vec()),
+            ("secrets/b.sops.yaml".to_string(), b.as_bytes().to_vec()),
+        ]
+        .into_iter()
+        .collect();
+        let s = CiphertextSecrets::new(&files);
+        let get = |f: &str, p: &[&str]| s.lookup(f, p).unwrap();
+        assert_eq!(
+            get("secrets/a.sops.yaml", &["db", "user_unencrypted"]),
+            Secret::Plain("app".into())
+        );
+        assert_eq!(
+            get("secrets/a.sops.yaml", &["db", "port_unencrypted"]),
+            Secret::Plain("5432".into())
+        );
+        assert!(matches!(
+            get("secrets/a.sops.yaml", &["db", "password"]),
+            Secret::Sensitive(_)
+        ));
+        assert_eq!(
+            get("secrets/b.sops.yaml", &["db", "user"]),
+            Secret::Plain("app".into())
+        );
+        assert!(matches!(
+            get("secrets/b.sops.yaml", &["db", "password"]),
+            Secret::Sensitive(_)
+        ));
     }
 }

@@ -1,14 +1,14 @@
 use super::*;
 use crate::observe::Observed;
 use crate::provider::Live;
-use crate::render::StructuralSecrets;
+use crate::render::{Secret, StructuralSecrets};
 use crate::sensitive::Sensitive;
 use crate::testutil;
 
 struct Secrets(&'static str);
 impl SecretLookup for Secrets {
-    fn lookup(&self, _: &str, _: &[&str]) -> Option<Sensitive> {
-        Some(Sensitive::from_string(self.0.into()))
+    fn lookup(&self, _: &str, _: &[&str]) -> Option<Secret> {
+        Some(Secret::Sensitive(Sensitive::from_string(self.0.into())))
     }
 }
 

@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use zeroize::Zeroizing;
 
+use crate::render::Secret;
 use crate::sensitive::Sensitive;
 use crate::value::Value;
 
@@ -267,6 +268,17 @@ impl Decrypted {
     /// Like [`Decrypted::lookup`] but says what is missing: an error naming
     /// the file and the key path.
     pub fn get(&self, file_key: &str, path: &[&str]) -> Result<Sensitive> {
+        self.secret(file_key, path).map(|s| match s {
+            Secret::Sensitive(s) => s,
+            Secret::Plain(p) => Sensitive::from_string(p),
+        })
+    }
+
+    /// Like [`Decrypted::get`], but tells a value the file encrypted
+    /// ([`Secret::Sensitive`]) from one it keeps in plaintext
+    /// ([`Secret::Plain`]: sops' `unencrypted_suffix`, a key outside
+    /// `encrypted_regex`, ...), which rendering shows as it is.
+    pub fn secret(&self, file_key: &str, path: &[&str]) -> Result<Secret> {
         let file = self.files.get(file_key).ok_or_else(|| Error::UnknownFile {
             file_key: file_key.to_string(),
         })?;
@@ -285,19 +297,21 @@ impl Decrypted {
                 file: file.path.clone(),
                 path: path.join("."),
             }),
-            leaf => Ok(leaf_to_sensitive(leaf)),
+            leaf => Ok(leaf_secret(leaf)),
         }
     }
 }
 
-fn leaf_to_sensitive(leaf: &Value) -> Sensitive {
+/// A leaf of a decrypted tree: encrypted leaves are [`Value::Sensitive`]
+/// ([`mac::to_value`]); plaintext ones keep their YAML spelling.
+fn leaf_secret(leaf: &Value) -> Secret {
     match leaf {
-        Value::Sensitive(s) => s.clone(),
-        Value::String(s) => Sensitive::from_string(s.clone()),
-        Value::Bool(b) => Sensitive::from_string(b.to_string()),
-        Value::Int(i) => Sensitive::from_string(i.to_string()),
-        Value::Float(f) => Sensitive::from_string(mac::go_format_float(*f)),
-        other => Sensitive::from_string(format!("{other:?}")),
+        Value::Sensitive(s) => Secret::Sensitive(s.clone()),
+        Value::String(s) => Secret::Plain(s.clone()),
+        Value::Bool(b) => Secret::Plain(b.to_string()),
+        Value::Int(i) => Secret::Plain(i.to_string()),
+        Value::Float(f) => Secret::Plain(mac::go_format_float(*f)),
+        other => Secret::Sensitive(Sensitive::from_string(format!("{other:?}"))),
     }
 }
 
@@ -372,8 +386,8 @@ pub fn find_config(start: &Path) -> Option<PathBuf> {
 }
 
 impl crate::render::SecretLookup for Decrypted {
-    fn lookup(&self, file_key: &str, path: &[&str]) -> Option<Sensitive> {
-        Decrypted::lookup(self, file_key, path)
+    fn lookup(&self, file_key: &str, path: &[&str]) -> Option<Secret> {
+        self.secret(file_key, path).ok()
     }
 }
 
@@ -431,6 +445,27 @@ mod tests {
             Some("a")
         );
         assert!(d.lookup("prod", &["db", "password"]).is_none());
+    }
+
+    /// Issue 17: values the file keeps in plaintext (`*_unencrypted`) are
+    /// plain to rendering, as docs/secrets.md says; encrypted ones stay
+    /// sensitive.
+    #[test]
+    fn plaintext_leaves_are_plain_secrets() {
+        let d = sample();
+        assert!(matches!(
+            d.secret("staging", &["db", "password"]),
+            Ok(Secret::Sensitive(s)) if s.expose_str() == Some("pw")
+        ));
+        assert_eq!(
+            d.secret("staging", &["db", "port"]).unwrap(),
+            Secret::Plain("5432".into())
+        );
+        let r: &dyn crate::render::SecretLookup = &d;
+        assert_eq!(
+            r.lookup("staging", &["hosts", "0"]).map(Secret::into_value),
+            Some(Value::String("a".into()))
+        );
     }
 
     #[test]

@@ -158,9 +158,10 @@ impl Cache {
     /// Resolve a revision (branch, tag, commit id, or any git rev syntax
     /// such as `main~2`) to a commit in the cache.
     pub fn resolve(&self, revision: &str) -> Result<Oid> {
-        let not_found = |source| Error::UnknownRevision {
+        let not_found = |source: git2::Error| Error::UnknownRevision {
             revision: revision.to_string(),
-            source,
+            repo: self.url.clone(),
+            reason: source.message().to_string(),
         };
         let obj = self.repo.revparse_single(revision).map_err(not_found)?;
         Ok(obj.peel_to_commit().map_err(not_found)?.id())

@@ -69,12 +69,17 @@ pub enum Error {
     #[error("git remote {url} has no branch or tag {reference:?}: check the configured reference")]
     RefNotFound { reference: String, url: String },
     /// A revision given on the command line names no commit in the repository.
-    #[error("revision {revision:?} names no commit (use a branch, tag or commit id): {source}")]
+    #[error("revision {revision:?} names no commit in {repo}: {reason} (give a branch, tag, commit id or any revision git accepts: HEAD, main~1, origin/main, v1.2)")]
     UnknownRevision {
         revision: String,
-        #[source]
-        source: git2::Error,
+        /// The repository (path or URL) it was looked up in.
+        repo: String,
+        /// libgit2's reason, without its class and code.
+        reason: String,
     },
+    /// `--repo` names no Git repository (a revision was asked of it).
+    #[error("{path} is not in a Git repository ({reason}); --revision and file:// URLs read a Git repository: a checkout, a folder inside one, or a bare repository")]
+    NotARepository { path: String, reason: String },
     /// A commit or its tree cannot be read from the object store.
     #[error("cannot read commit {commit}: {source}")]
     ReadCommit {
@@ -319,6 +324,89 @@ impl Source {
 /// `--revision`).
 pub async fn load_revision(cfg: SourceConfig, revision: &str) -> Result<Snapshot> {
     Source::open(cfg).await?.snapshot_at(revision).await
+}
+
+/// The snapshot of `revision` of the Git repository at `path`, read
+/// straight from its object store (no cache, no fetch), so every revision
+/// git itself accepts works: `HEAD`, `main~1`, `origin/main`, `v1.2`, a
+/// short id, `@{-1}`, `HEAD@{1}`. `path` is a checkout, a folder inside one
+/// (its files are then read relative to that folder, as the working-tree
+/// loader reads them), or a bare repository.
+pub fn read_local(path: &std::path::Path, revision: &str) -> Result<Snapshot> {
+    let shown = path.display().to_string();
+    let repo = git2::Repository::discover(path).map_err(|e| Error::NotARepository {
+        path: shown.clone(),
+        reason: e.message().to_string(),
+    })?;
+    let prefix = folder_in_checkout(&repo, path);
+    let not_found = |reason: String| Error::UnknownRevision {
+        revision: revision.to_string(),
+        repo: shown.clone(),
+        reason,
+    };
+    let object = repo
+        .revparse_single(revision)
+        .map_err(|e| not_found(e.message().to_string()))?;
+    let commit = object.peel_to_commit().map_err(|_| {
+        let kind = object.kind().map_or("object", |k| k.str());
+        not_found(format!("it names a {kind}, not a commit"))
+    })?;
+    let limits = ReadLimits {
+        paths: DEFAULT_PATHS
+            .iter()
+            .map(|p| format!("{prefix}{p}"))
+            .collect(),
+        ..ReadLimits::default()
+    };
+    let snap = snapshot::read(&repo, commit.id(), &limits, &mut TreeCache::default())?;
+    if prefix.is_empty() {
+        return Ok(snap);
+    }
+    let files = snap
+        .files
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.to_string(), v.clone())))
+        .collect();
+    Ok(Snapshot {
+        files: Arc::new(files),
+        ..snap
+    })
+}
+
+/// The folder `path` names inside the checkout of `repo`, as a tree path
+/// ending in `/` (`examples/shop/`); empty for the top folder, the `.git`
+/// folder and a bare repository.
+fn folder_in_checkout(repo: &git2::Repository, path: &std::path::Path) -> String {
+    let (Some(workdir), Ok(path)) = (repo.workdir(), path.canonicalize()) else {
+        return String::new();
+    };
+    let inside_git_dir = repo
+        .path()
+        .canonicalize()
+        .is_ok_and(|git_dir| path.starts_with(git_dir));
+    let rel = match workdir.canonicalize() {
+        Ok(w) if !inside_git_dir => path.strip_prefix(w).map(std::path::Path::to_path_buf),
+        _ => return String::new(),
+    };
+    match rel {
+        Ok(rel) if !rel.as_os_str().is_empty() => {
+            let parts: Vec<_> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            format!("{}/", parts.join("/"))
+        }
+        _ => String::new(),
+    }
+}
+
+/// [`read_local`] of two revisions (for `--base/--head`).
+pub fn read_local_pair(
+    path: &std::path::Path,
+    base: &str,
+    head: &str,
+) -> Result<(Snapshot, Snapshot)> {
+    Ok((read_local(path, base)?, read_local(path, head)?))
 }
 
 /// One-shot: the snapshots of `base` and `head` (for `--base/--head`).

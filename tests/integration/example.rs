@@ -87,12 +87,12 @@ impl SopsSecrets {
 }
 
 impl tidegate::render::SecretLookup for SopsSecrets {
-    fn lookup(&self, file_key: &str, path: &[&str]) -> Option<tidegate::sensitive::Sensitive> {
+    fn lookup(&self, file_key: &str, path: &[&str]) -> Option<tidegate::render::Secret> {
         let v = path
             .iter()
             .try_fold(self.files.get(file_key)?, |v, k| v.get(*k))?;
-        Some(tidegate::sensitive::Sensitive::from_string(
-            v.as_str()?.to_string(),
+        Some(tidegate::render::Secret::Sensitive(
+            tidegate::sensitive::Sensitive::from_string(v.as_str()?.to_string()),
         ))
     }
 }

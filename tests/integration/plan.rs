@@ -246,6 +246,163 @@ fn revision_reads_the_commit_not_the_working_tree() {
     assert!(err.contains("names no commit"), "{err}");
 }
 
+/// Issue 17: `--revision HEAD` was refused (`revspec 'HEAD' not found`,
+/// printed twice) because revisions were looked up in a bare cache holding
+/// only branches and tags. Every revision git accepts now works, on
+/// `--revision` and `--base/--head`, and an error is said once.
+#[test]
+fn revision_takes_every_revspec_git_accepts() {
+    let g = GitRepo::with_example();
+    let first = g.git(&["rev-parse", "HEAD"]);
+    g.edit("environments/dev.yaml", "replicas: 1", "replicas: 3");
+    g.commit("dev: three replicas");
+    g.git(&["update-ref", "refs/remotes/origin/main", &first]);
+    g.git(&["tag", "-a", "-m", "release", "v1", &first]);
+    let replicas = |rev: &str| {
+        let (code, out, err) = tidegate_in(
+            g.path(),
+            &[
+                "plan",
+                "--offline",
+                "--revision",
+                rev,
+                "--env",
+                "dev",
+                "--format",
+                "json",
+            ],
+        );
+        assert_eq!(code, 2, "--revision {rev}: {err}");
+        let text = out.replace([' ', '\n'], "");
+        let key = "\"path\":\"spec.replicas\",\"after\":";
+        let at = text.find(key).expect("the plan sets spec.replicas");
+        text[at + key.len()..].chars().next().unwrap()
+    };
+    for (rev, want) in [
+        ("HEAD", '3'),
+        ("@", '3'),
+        ("HEAD~1", '1'),
+        ("main^", '1'),
+        ("HEAD@{1}", '1'),
+        ("origin/main", '1'),
+        ("v1", '1'),
+        (&first[..8], '1'),
+        (":/three replicas", '3'),
+    ] {
+        assert_eq!(replicas(rev), want, "--revision {rev}");
+    }
+    for args in [
+        &["validate", "--revision", "HEAD"][..],
+        &["graph", "--revision", "HEAD~1", "--format", "text"],
+        &[
+            "plan",
+            "--base",
+            "origin/main",
+            "--head",
+            "HEAD",
+            "--env",
+            "dev",
+        ],
+    ] {
+        let (code, out, err) = tidegate_in(g.path(), args);
+        assert!(code == 0 || code == 2, "{args:?}: {out}{err}");
+    }
+
+    let (code, _, err) = tidegate_in(g.path(), &["validate", "--revision", "HEAD~5"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("error: revision \"HEAD~5\" names no commit in .: "),
+        "{err}"
+    );
+    let (code, _, err) = tidegate_in(g.path(), &["plan", "--offline", "--revision", "nope"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.matches("revspec 'nope' not found").count(), 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// Issue 17: `--repo file:///path/repo.git` was joined to the working
+/// directory as a relative path. A file:// URL names a local Git
+/// repository (a checkout's `.git` or a bare one), read at `--revision`
+/// (default HEAD); remote URLs are refused saying which forms `--repo`
+/// takes.
+#[test]
+fn repo_takes_a_file_url() {
+    let g = GitRepo::with_example();
+    g.edit("environments/dev.yaml", "replicas: 1", "replicas: 3");
+    let head = g.commit("dev: three replicas");
+    let bare = TempDir::new().unwrap();
+    let bare_path = bare.path().join("infra repo.git");
+    crate::support::git(
+        bare.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &g.path().display().to_string(),
+            "infra repo.git",
+        ],
+    );
+    let elsewhere = TempDir::new().unwrap();
+    let dot_git = format!("file://{}", g.path().join(".git").display());
+    let bare_url = format!("file://{}", bare_path.display()).replace(' ', "%20");
+    for (url, rev) in [
+        (dot_git.as_str(), None),
+        (bare_url.as_str(), None),
+        (bare_url.as_str(), Some("main~1")),
+    ] {
+        let mut args = vec![
+            "plan",
+            "--offline",
+            "--repo",
+            url,
+            "--env",
+            "dev",
+            "--format",
+            "json",
+        ];
+        args.extend(rev.iter().flat_map(|r| ["--revision", *r]));
+        let (code, out, err) = tidegate_in(elsewhere.path(), &args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        let text = out.replace([' ', '\n'], "");
+        let want = if rev.is_some() { "1" } else { "3" };
+        assert!(
+            text.contains(&format!("\"path\":\"spec.replicas\",\"after\":{want}")),
+            "{args:?}: {out}"
+        );
+    }
+    let (code, out, err) = tidegate_in(
+        elsewhere.path(),
+        &["validate", "--repo", &bare_url, "--format", "json"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = tidegate_in(
+        elsewhere.path(),
+        &[
+            "plan", "--repo", &bare_url, "--base", "main~1", "--head", &head, "--env", "dev",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+
+    for remote in ["https://example.com/infra.git", "git@example.com:infra.git"] {
+        let (code, _, err) = tidegate_in(elsewhere.path(), &["validate", "--repo", remote]);
+        assert_eq!(code, 1);
+        assert!(
+            err.contains("a remote Git URL cannot be read here"),
+            "{err}"
+        );
+        assert!(
+            err.contains("or a file:// URL of a local Git repository"),
+            "{err}"
+        );
+    }
+    let (code, _, err) = tidegate_in(
+        elsewhere.path(),
+        &["validate", "--repo", "file://relative/x"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("needs an absolute path"), "{err}");
+}
+
 // ---------------------------------------------------------- base vs head
 
 /// A real Git repository (made with `git`) holding a copy of the example.

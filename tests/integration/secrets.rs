@@ -675,3 +675,97 @@ async fn canary_through_the_binary_at_trace_level() {
     }
     assert!(read > 0, "the runs wrote no file to check");
 }
+
+/// Issue 17: a value sops keeps in plaintext (`_unencrypted` suffix) is
+/// as readable as the file in Git, so `${secret.db.user_unencrypted}`
+/// renders and prints plain, with the key (decrypted) and without it
+/// (`plan --offline`), while `${secret.db.password}` stays `(sensitive)`.
+#[test]
+fn unencrypted_suffix_values_print_plain() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let k = keygen(d, "k");
+    for sub in ["environments", "modules/app", "secrets"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    std::fs::write(
+        d.join("secrets/dev.yaml"),
+        "db:\n  password: canary-pw-4711\n  user_unencrypted: app-user\n  port_unencrypted: 5432\n",
+    )
+    .unwrap();
+    let enc = sops_ok(
+        d,
+        None,
+        &["encrypt", "--age", &k.public, "secrets/dev.yaml"],
+    );
+    std::fs::remove_file(d.join("secrets/dev.yaml")).unwrap();
+    assert!(enc.contains("user_unencrypted: app-user"), "{enc}");
+    std::fs::write(d.join("secrets/dev.sops.yaml"), &enc).unwrap();
+    std::fs::write(
+        d.join("modules/app/module.yaml"),
+        "apiVersion: tidegate.dev/v1\nkind: Module\nmetadata:\n  name: app\nspec:\n  inputs:\n    user:\n      type: string\n    port:\n      type: string\n    password:\n      type: string\n  resources:\n    - name: config\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: ConfigMap\n        metadata:\n          name: app\n          namespace: default\n        data:\n          USER: ${input.user}\n          PORT: ${input.port}\n          URL: postgres://${input.user}:${input.password}@db\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("environments/dev.yaml"),
+        "apiVersion: tidegate.dev/v1\nkind: Environment\nmetadata:\n  name: dev\nspec:\n  secrets: [secrets/dev.sops.yaml]\n  modules:\n    - name: app\n      source: modules/app\n      inputs:\n        user: ${secret.db.user_unencrypted}\n        port: ${secret.db.port_unencrypted}\n        password: ${secret.db.password}\n",
+    )
+    .unwrap();
+
+    // With the key: the decrypted file renders the plaintext values plain.
+    let files = tidegate::load::read_dir(d).unwrap();
+    let model = tidegate::load::load(&files).unwrap();
+    let decrypted =
+        tidegate::secrets::load_env(model.environment("dev").unwrap(), &files, &ids(&k)).unwrap();
+    let known = std::collections::HashMap::new();
+    let opts = tidegate::render::RenderOptions {
+        known: &known,
+        secrets: &decrypted,
+        owner: None,
+    };
+    let body = &tidegate::render::render_env(&model, "dev", opts).unwrap()[0].body;
+    assert_eq!(
+        body.get_path("data.USER"),
+        Some(&Value::String("app-user".into()))
+    );
+    assert_eq!(
+        body.get_path("data.PORT"),
+        Some(&Value::String("5432".into()))
+    );
+    assert!(matches!(
+        body.get_path("data.URL"),
+        Some(Value::Sensitive(_))
+    ));
+
+    // Without it: the offline plan prints them plain too, the password never.
+    let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args(["plan", "--offline", "--format", "json", "--repo"])
+        .arg(d)
+        .env_remove("SOPS_AGE_KEY_FILE")
+        .env_remove("SOPS_AGE_KEY")
+        .env("HOME", d)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let changes = &plan["environments"][0]["modules"][0]["resources"][0]["changes"];
+    let change = |path: &str| {
+        changes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["path"] == path)
+            .cloned()
+            .unwrap_or_else(|| panic!("no change at {path}: {changes}"))
+    };
+    assert_eq!(change("data.USER")["after"], "app-user");
+    assert_eq!(change("data.PORT")["after"], "5432");
+    assert_eq!(change("data.URL")["op"], "sensitive");
+    assert!(!stdout.contains("canary-pw-4711"));
+}
