@@ -712,6 +712,7 @@ fn unencrypted_suffix_values_print_plain() {
     )
     .unwrap();
 
+    crate::stand::write_project(d);
     // With the key: the decrypted file renders the plaintext values plain.
     let files = tidegate::load::read_dir(d).unwrap();
     let model = tidegate::load::load(&files).unwrap();
