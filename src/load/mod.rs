@@ -45,6 +45,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A symbolic link in the working tree leads out of the repository.
+    #[error("{link} is a symbolic link to {target}, outside the repository: tidegate reads only what the repository holds (a link out would read another machine's files, or the whole filesystem); copy what it points at into the repository, or point the link inside it")]
+    LinkOutside { link: String, target: String },
+    /// A symbolic link the loader would read leads nowhere.
+    #[error("{link} is a symbolic link to {target}, which does not exist; restore the target or remove the link")]
+    LinkDangling { link: String, target: String },
+    /// A folder link leads back into a folder that holds it.
+    #[error("{link} is a symbolic link to {target}, a folder that holds it: following it would loop; remove the link or point it elsewhere in the repository")]
+    LinkLoop { link: String, target: String },
     /// The repository's documents have problems; all of them are listed.
     #[error("{0}")]
     Invalid(Report),
@@ -152,53 +161,150 @@ fn utf8(path: &str, bytes: &[u8], diags: &mut Diagnostics) -> Option<String> {
 /// Reads the files tidegate uses from a working tree: everything under
 /// `environments/`, `modules/` and `secrets/` (YAML and JSON only),
 /// `tidegate.yaml` and `.sops.yaml`.
+///
+/// Symbolic links are followed only inside the repository (`root`): a link
+/// to a file or folder elsewhere in it reads that file or folder under the
+/// link's own path; a link whose target leaves the repository (`ln -s /
+/// modules/root`, a secret file linked from a home folder) is an error
+/// naming the link and its target, and is never read; a folder link back
+/// to a folder being read (a loop) is an error too.
 pub fn read_dir(root: &Path) -> Result<Files> {
-    let mut files = Files::new();
-    for top in ["environments", "modules", "secrets"] {
-        let dir = root.join(top);
-        if dir.is_dir() {
-            walk(root, &dir, &mut files)?;
-        }
-    }
-    for top in [".sops.yaml", project::FILE] {
-        let file = root.join(top);
-        if file.is_file() {
-            files.insert(top.into(), read(&file)?);
-        }
-    }
-    if files.is_empty() && !root.is_dir() {
+    let Some(real_root) = root.canonicalize().ok().filter(|r| r.is_dir()) else {
         return Err(Error::Read {
             path: root.to_path_buf(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
         });
-    }
-    Ok(files)
-}
-
-fn walk(root: &Path, dir: &Path, files: &mut Files) -> Result<()> {
-    let rd = std::fs::read_dir(dir).map_err(|source| Error::Read {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            walk(root, &p, files)?;
-        } else if p
-            .extension()
-            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
-        {
-            let rel = p.strip_prefix(root).unwrap_or(&p);
-            let key = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/");
-            files.insert(key, read(&p)?);
+    };
+    let mut walker = Walker {
+        real_root,
+        files: Files::new(),
+    };
+    for top in ["environments", "modules", "secrets", ".sops.yaml", project::FILE] {
+        let path = root.join(top);
+        if path.symlink_metadata().is_ok() {
+            walker.entry(&path, top, &mut Vec::new())?;
         }
     }
-    Ok(())
+    Ok(walker.files)
+}
+
+/// One read of a working tree.
+struct Walker {
+    /// The repository folder with every link resolved: what links may not
+    /// leave.
+    real_root: PathBuf,
+    files: Files,
+}
+
+impl Walker {
+    /// Reads `path` (repo path `rel`): a folder is walked, a YAML or JSON
+    /// file read, a link checked and followed. `open` holds the resolved
+    /// folders being walked, outermost first.
+    fn entry(&mut self, path: &Path, rel: &str, open: &mut Vec<PathBuf>) -> Result<()> {
+        let meta = path.symlink_metadata().map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let real = if meta.file_type().is_symlink() {
+            match self.follow(path, rel, open)? {
+                Some(real) => real,
+                None => return Ok(()),
+            }
+        } else {
+            path.to_path_buf()
+        };
+        if real.is_dir() {
+            let real_dir = real.canonicalize().map_err(|source| Error::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            open.push(real_dir);
+            let walked = self.dir(path, rel, open);
+            open.pop();
+            walked
+        } else {
+            if is_yaml(rel) || rel.ends_with(".json") {
+                self.files.insert(rel.to_string(), read(&real)?);
+            }
+            Ok(())
+        }
+    }
+
+    /// The entries of the folder `path`, in name order.
+    fn dir(&mut self, path: &Path, rel: &str, open: &mut Vec<PathBuf>) -> Result<()> {
+        let rd = std::fs::read_dir(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut names: Vec<std::ffi::OsString> =
+            rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+        names.sort();
+        for name in names {
+            let child = format!("{rel}/{}", name.to_string_lossy());
+            self.entry(&path.join(&name), &child, open)?;
+        }
+        Ok(())
+    }
+
+    /// Where the link `path` leads, when it may be followed: inside the
+    /// repository and not back into a folder being walked. `None` for a
+    /// dangling link the loader would not read anyway (not YAML or JSON).
+    fn follow(&self, path: &Path, rel: &str, open: &[PathBuf]) -> Result<Option<PathBuf>> {
+        let target = std::fs::read_link(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let real = match path.canonicalize() {
+            Ok(real) => real,
+            // Dangling: outside is still outside, said as such.
+            Err(_) if !self.lexically_inside(path, &target) => {
+                return Err(Error::LinkOutside {
+                    link: rel.to_string(),
+                    target: target.display().to_string(),
+                })
+            }
+            Err(_) if !(is_yaml(rel) || rel.ends_with(".json")) => return Ok(None),
+            Err(_) => {
+                return Err(Error::LinkDangling {
+                    link: rel.to_string(),
+                    target: target.display().to_string(),
+                })
+            }
+        };
+        if !real.starts_with(&self.real_root) {
+            return Err(Error::LinkOutside {
+                link: rel.to_string(),
+                target: target.display().to_string(),
+            });
+        }
+        if real.is_dir() && open.iter().any(|o| o.starts_with(&real)) {
+            return Err(Error::LinkLoop {
+                link: rel.to_string(),
+                target: target.display().to_string(),
+            });
+        }
+        Ok(Some(real))
+    }
+
+    /// Whether `target`, read from the folder holding the link `path`,
+    /// names a path inside the repository, by its text alone (for a link
+    /// whose target does not exist).
+    fn lexically_inside(&self, path: &Path, target: &Path) -> bool {
+        let Some(dir) = path.parent().and_then(|d| d.canonicalize().ok()) else {
+            return false;
+        };
+        let mut out = PathBuf::new();
+        for c in dir.join(target).components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => out.push(other),
+            }
+        }
+        out.starts_with(&self.real_root)
+    }
 }
 
 fn read(p: &Path) -> Result<Vec<u8>> {

@@ -94,6 +94,18 @@ pub enum Error {
         #[source]
         source: git2::Error,
     },
+    /// A symbolic link in a commit leads out of the repository (an
+    /// absolute target, or `..` past its top folder).
+    #[error("{path} is a symbolic link to {target}, outside the repository: tidegate reads only what the repository holds; commit the file itself, or point the link inside the repository")]
+    LinkOutside { path: String, target: String },
+    /// A folder link in a commit leads back into a folder that holds it, or
+    /// links chain more than 40 times.
+    #[error("{path} is a symbolic link to {target}, which loops back into a folder that holds it; remove the link or point it elsewhere in the repository")]
+    LinkLoop { path: String, target: String },
+    /// A symbolic link to a file tidegate reads (YAML, JSON) leads nowhere
+    /// in the commit.
+    #[error("{path} is a symbolic link to {target}, which the commit does not hold; commit the target or remove the link")]
+    LinkDangling { path: String, target: String },
     /// The files under the read paths exceed the configured byte limit.
     #[error("{path}: the files tidegate reads exceed the size limit; narrow the read paths or raise the limit")]
     TooLarge { path: String },
@@ -356,6 +368,7 @@ pub fn read_local(path: &std::path::Path, revision: &str) -> Result<Snapshot> {
             .iter()
             .map(|p| format!("{prefix}{p}"))
             .collect(),
+        root: prefix.clone(),
         ..ReadLimits::default()
     };
     let snap = snapshot::read(&repo, commit.id(), &limits, &mut TreeCache::default())?;

@@ -374,6 +374,173 @@ async fn read_limit_bounds_memory() {
     assert_eq!(snap.files.len(), 2);
 }
 
+/// Issue 17: a symbolic link in a commit is a blob holding its target's
+/// path, which was read as the file's content. Links are now followed
+/// inside the repository (the target's content, under the link's path; a
+/// change to the target alone is a new snapshot, not a stale cache hit),
+/// and a link leaving it or looping is an error naming link and target.
+#[tokio::test]
+async fn symlinks_in_commits_are_followed_inside_and_refused_outside() {
+    let up = Upstream::new();
+    up.write("shared/web.yaml", "kind: Module\nv: 1\n");
+    up.write("shared/env/prod.yaml", "kind: Environment\n");
+    let module = up.path().join("modules/web/module.yaml");
+    std::fs::remove_file(&module).unwrap();
+    std::os::unix::fs::symlink("../../shared/web.yaml", &module).unwrap();
+    std::os::unix::fs::symlink("../shared/env", up.path().join("environments/more")).unwrap();
+    up.commit("links inside");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = Source::open(config(&up.url(), "main", &tmp)).await.unwrap();
+    let snap = src.poll().await.unwrap().snapshot.unwrap();
+    assert_eq!(
+        snap.files["modules/web/module.yaml"],
+        b"kind: Module\nv: 1\n"
+    );
+    assert_eq!(
+        snap.files["environments/more/prod.yaml"],
+        b"kind: Environment\n"
+    );
+    assert!(!snap.files.keys().any(|k| k.starts_with("shared/")));
+
+    up.write("shared/web.yaml", "kind: Module\nv: 2\n");
+    up.commit("the target alone changes");
+    let snap = src.poll().await.unwrap().snapshot.unwrap();
+    assert_eq!(
+        snap.files["modules/web/module.yaml"],
+        b"kind: Module\nv: 2\n"
+    );
+
+    let cases: [(&str, &str, &str); 4] = [
+        ("modules/root", "/", "outside the repository"),
+        (
+            "secrets/key.yaml",
+            "../../../etc/key.yaml",
+            "outside the repository",
+        ),
+        (
+            "modules/web/loop",
+            "..",
+            "loops back into a folder that holds it",
+        ),
+        (
+            "environments/gone.yaml",
+            "nothing.yaml",
+            "which the commit does not hold",
+        ),
+    ];
+    for (link, target, says) in cases {
+        std::os::unix::fs::symlink(target, up.path().join(link)).unwrap();
+        up.commit(&format!("link {link}"));
+        let err = src.poll().await.unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{link} is a symbolic link to {target}, "))
+                && err.contains(says),
+            "{err}"
+        );
+        std::fs::remove_file(up.path().join(link)).unwrap();
+        up.commit(&format!("unlink {link}"));
+        src.poll().await.unwrap();
+    }
+    // A dangling link the loader would not read is left alone, as on disk.
+    std::os::unix::fs::symlink("nowhere", up.path().join("modules/web/NOTES")).unwrap();
+    up.commit("dangling, not read");
+    assert!(src.poll().await.is_ok());
+}
+
+/// Issue 17: the working-tree loader followed every link: `ln -s /
+/// modules/root` made `validate` walk the whole filesystem, and a file or
+/// module linked from outside was read and applied. Links inside the
+/// repository read the same from the working tree and from a commit;
+/// links out and loops are refused by both, naming link and target.
+#[test]
+fn symlinks_read_the_same_from_the_working_tree_and_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("repo");
+    let root = crate::support::repo_root();
+    for sub in ["environments", "modules", "secrets"] {
+        copy_tree(&root.join(sub), &d.join(sub));
+    }
+    std::fs::copy(root.join(".sops.yaml"), d.join(".sops.yaml")).unwrap();
+    // The web module and the dev environment live elsewhere in the
+    // repository, linked in.
+    std::fs::create_dir_all(d.join("shared")).unwrap();
+    std::fs::rename(d.join("modules/web"), d.join("shared/web")).unwrap();
+    std::os::unix::fs::symlink("../shared/web", d.join("modules/web")).unwrap();
+    std::fs::rename(d.join("environments/dev.yaml"), d.join("shared/dev.yaml")).unwrap();
+    std::os::unix::fs::symlink("../shared/dev.yaml", d.join("environments/dev.yaml")).unwrap();
+    git(&d, &["init", "-q", "-b", "main"]);
+    let commit = |msg: &str| {
+        git(&d, &["add", "-A"]);
+        git(&d, &["commit", "-q", "--allow-empty", "-m", msg]);
+    };
+    commit("linked inside");
+    let validate = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+            .arg("validate")
+            .args(args)
+            .current_dir(&d)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, tree, err) = validate(&[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(tree.starts_with("valid: 4 environments"), "{tree}");
+    assert_eq!(validate(&["--revision", "HEAD"]).1, tree);
+
+    let outside = dir.path().join("outside.yaml");
+    std::fs::write(&outside, "apiVersion: tidegate.dev/v1\n").unwrap();
+    let cases = [
+        ("modules/root", "/".to_string(), "outside the repository"),
+        (
+            "environments/extra.yaml",
+            outside.display().to_string(),
+            "outside the repository",
+        ),
+        (
+            "secrets/up.yaml",
+            "../../outside.yaml".into(),
+            "outside the repository",
+        ),
+        ("modules/web/loop", "..".into(), "a folder that holds it"),
+    ];
+    for (link, target, says) in cases {
+        std::os::unix::fs::symlink(&target, d.join(link)).unwrap();
+        let (code, _, err) = validate(&[]);
+        assert_eq!(code, Some(1), "{link}: {err}");
+        let want = format!("error: {link} is a symbolic link to {target}, ");
+        assert!(err.starts_with(&want) && err.contains(says), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        commit(&format!("link {link}"));
+        let (code, _, err) = validate(&["--revision", "HEAD"]);
+        assert_eq!(code, Some(1), "{link}: {err}");
+        let says_git = if says.contains("folder") {
+            "loops back"
+        } else {
+            says
+        };
+        assert!(err.starts_with(&want) && err.contains(says_git), "{err}");
+        std::fs::remove_file(d.join(link)).unwrap();
+        commit(&format!("unlink {link}"));
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
 // ---------------------------------------------------------------- git daemon
 
 /// A free loopback port (bound then released).
