@@ -468,6 +468,7 @@ fn symlinks_read_the_same_from_the_working_tree_and_a_commit() {
     std::os::unix::fs::symlink("../shared/web", d.join("modules/web")).unwrap();
     std::fs::rename(d.join("environments/dev.yaml"), d.join("shared/dev.yaml")).unwrap();
     std::os::unix::fs::symlink("../shared/dev.yaml", d.join("environments/dev.yaml")).unwrap();
+    crate::stand::write_project(&d);
     git(&d, &["init", "-q", "-b", "main"]);
     let commit = |msg: &str| {
         git(&d, &["add", "-A"]);
