@@ -179,7 +179,13 @@ pub fn read_dir(root: &Path) -> Result<Files> {
         real_root,
         files: Files::new(),
     };
-    for top in ["environments", "modules", "secrets", ".sops.yaml", project::FILE] {
+    for top in [
+        "environments",
+        "modules",
+        "secrets",
+        ".sops.yaml",
+        project::FILE,
+    ] {
         let path = root.join(top);
         if path.symlink_metadata().is_ok() {
             walker.entry(&path, top, &mut Vec::new())?;
