@@ -69,6 +69,15 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// The owner `project`/`environment` (tests and tools; the engine
+    /// takes it from the target with [`Owner::of`]).
+    pub fn new(project: &str, environment: &str) -> Owner {
+        Owner {
+            project: project.to_string(),
+            environment: environment.to_string(),
+        }
+    }
+
     /// The owner of what `target` applies.
     pub fn of(target: &EnvTarget) -> Owner {
         Owner {

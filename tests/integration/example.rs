@@ -269,10 +269,7 @@ async fn the_bundled_modules_apply_and_replan_clean(kube: super::stand::Kube) {
             "testing", "testing", None, None, "test",
         ));
     let aws = tidegate::provider::aws::AwsProvider::with_config(
-        tidegate::provider::Owner {
-            project: "shop".into(),
-            environment: "dev".into(),
-        },
+        tidegate::provider::Owner::new("shop", "dev"),
         conf,
         Default::default(),
     );

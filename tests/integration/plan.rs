@@ -403,6 +403,80 @@ fn repo_takes_a_file_url() {
     assert!(err.contains("needs an absolute path"), "{err}");
 }
 
+/// Issue 17: without AWS_ENDPOINT_URL or credentials, a live plan printed
+/// the same DNS failure three times (the SDK's causes, then its Debug
+/// dump, then the chain again), without saying what to do. Now one line
+/// names the environment, the endpoint and what to set.
+#[test]
+fn aws_without_endpoint_or_credentials_says_what_to_set() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    copy_dir(
+        &repo_root().join("modules/network"),
+        &d.join("modules/network"),
+    );
+    std::fs::create_dir_all(d.join("environments")).unwrap();
+    std::fs::write(
+        d.join("environments/dev.yaml"),
+        "apiVersion: tidegate.dev/v1\nkind: Environment\nmetadata:\n  name: dev\nspec:\n  targets:\n    aws:\n      region: eu-west-1\n  modules:\n    - name: network\n      source: modules/network\n      inputs:\n        cidr: 10.10.0.0/16\n        subnetCidrs: [10.10.1.0/24, 10.10.2.0/24]\n        availabilityZones: [eu-west-1a, eu-west-1b]\n        owner: team\n        product: shop\n",
+    )
+    .unwrap();
+    let plan = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidegate"));
+        cmd.args(["plan", "--env", "dev"])
+            .current_dir(d)
+            .env("HOME", d)
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        for var in [
+            "AWS_CONFIG_FILE",
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_EC2",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "RUST_LOG",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().copied());
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, err) = plan(&[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.starts_with("error: environment dev: "), "{err}");
+    assert!(
+        err.contains("no AWS credentials to call EC2 at https://ec2.eu-west-1.amazonaws.com"),
+        "{err}"
+    );
+    assert!(
+        err.contains("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+        "{err}"
+    );
+    assert!(!err.contains("WARN"), "{err}");
+
+    let (code, err) = plan(&[
+        ("AWS_ENDPOINT_URL", "http://ec2.tidegate-test.invalid"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: environment dev: observing aws: aws target of environment dev: cannot reach EC2 at http://ec2.tidegate-test.invalid (observe "),
+        "{err}"
+    );
+    assert!(err.contains("set AWS_ENDPOINT_URL"), "{err}");
+    assert_eq!(err.matches("dns error").count(), 1, "{err}");
+}
+
 // ---------------------------------------------------------- base vs head
 
 /// A real Git repository (made with `git`) holding a copy of the example.

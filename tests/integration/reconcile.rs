@@ -1071,6 +1071,25 @@ async fn sigterm_on_the_real_binary_exits_0_within_the_grace_period() {
     assert!(ready, "the binary became ready");
     let (_, page) = http(addr, "GET", "/", &[], b"").await;
     assert!(page.contains("data-env=\"prod\""));
+    // Ready means a commit loaded; wait until the last environment in
+    // promotion order has converged once, so the logs below must hold it.
+    let mut prod_done = false;
+    for _ in 0..600 {
+        let (code, body) = http(addr, "GET", "/api/v1/status", &[], b"").await;
+        if code == 200 {
+            let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+            prod_done = status["environments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == "prod" && !e["last"].is_null());
+            if prod_done {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(prod_done, "prod converged once before SIGTERM");
     let t0 = Instant::now();
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -187,6 +187,7 @@ impl AwsProvider {
                     code: Some("NotVisible".into()),
                     message: format!("{kind} {external_id} was created but EC2 does not list it"),
                     transport: false,
+                    unreached: None,
                 }
                 .into_error(&format!("read {kind}")));
             }
@@ -224,6 +225,7 @@ impl AwsProvider {
                         code: None,
                         message: format!("RunInstances returned terminated {id} twice"),
                         transport: false,
+                        unreached: None,
                     }
                     .into_error(&op))
                 }
@@ -391,6 +393,7 @@ impl AwsProvider {
                     code: None,
                     message: format!("unknown resource type {other}"),
                     transport: false,
+                    unreached: None,
                 })
             }
         };
@@ -398,6 +401,7 @@ impl AwsProvider {
             code: None,
             message: format!("EC2 returned no id for the new {}", desired.kind),
             transport: false,
+            unreached: None,
         })
     }
 
@@ -476,6 +480,7 @@ impl AwsProvider {
             code: None,
             message: "RunInstances returned no instance".into(),
             transport: false,
+            unreached: None,
         })?;
         let id = i.instance_id().unwrap_or_default().to_string();
         let gone = matches!(
@@ -931,6 +936,7 @@ impl AwsProvider {
                         self.policy.settle
                     ),
                     transport: false,
+                    unreached: None,
                 }
                 .into_error("wait instance"));
             }

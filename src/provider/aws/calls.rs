@@ -160,6 +160,19 @@ pub struct ApiError {
     pub message: String,
     /// The request may not have reached EC2 or its answer was lost.
     pub transport: bool,
+    /// The request never left: the endpoint or the credentials are the
+    /// problem, not EC2 (the caller says what to set).
+    pub unreached: Option<Unreached>,
+}
+
+/// Why a request never reached EC2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unreached {
+    /// No connection to the endpoint: its name does not resolve, nothing
+    /// listens, TLS fails.
+    Endpoint,
+    /// No credentials to sign the request with.
+    Credentials,
 }
 
 impl ApiError {
@@ -169,19 +182,36 @@ impl ApiError {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: fmt::Debug,
     {
-        let transport = matches!(
-            e,
-            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_)
-        );
         let code = e.code().map(str::to_string);
         let message = match e.message() {
             Some(m) => m.to_string(),
-            None => aws_sdk_ec2::error::DisplayErrorContext(&e).to_string(),
+            // The causes, each once (the SDK's `DisplayErrorContext` adds a
+            // Debug dump that repeats all of them).
+            None => causes(&e),
         };
+        // The SDK reports a failed credentials chain as a dispatch failure
+        // of kind "other" whose cause says so; it has no type of its own
+        // that tidegate can name without another dependency.
+        let unreached = match &e {
+            SdkError::DispatchFailure(d) if d.is_io() => Some(Unreached::Endpoint),
+            SdkError::DispatchFailure(d) if d.is_other() && message.contains("credentials") => {
+                Some(Unreached::Credentials)
+            }
+            _ => None,
+        };
+        // Credentials do not appear by retrying; a lost connection may.
+        let transport = unreached != Some(Unreached::Credentials)
+            && matches!(
+                e,
+                SdkError::DispatchFailure(_)
+                    | SdkError::TimeoutError(_)
+                    | SdkError::ResponseError(_)
+            );
         ApiError {
             code,
             message,
             transport,
+            unreached,
         }
     }
 
@@ -390,6 +420,21 @@ fn is_idempotent(operation: &str) -> bool {
     .any(|p| operation.starts_with(p))
 }
 
+/// `e` and its causes, `: `-separated, each said once.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = cause.source();
+    }
+    text
+}
+
 /// Shorthand: map an SDK result into [`ApiError`].
 pub fn sdk<T, E, R>(r: Result<T, SdkError<E, R>>) -> Result<T, ApiError>
 where
@@ -408,7 +453,42 @@ mod tests {
             code: Some(code.into()),
             message: "m".into(),
             transport: false,
+            unreached: None,
         }
+    }
+
+    /// Issue 17: a request that never left (no connection, no
+    /// credentials) is told apart, and its causes are said once.
+    #[test]
+    fn unreached_requests_are_classified_and_said_once() {
+        use aws_sdk_ec2::operation::describe_vpcs::DescribeVpcsError;
+        use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+        let dns = std::io::Error::other("dns error: failed to lookup address information");
+        let e = ApiError::from_sdk(
+            SdkError::<DescribeVpcsError, HttpResponse>::dispatch_failure(ConnectorError::io(
+                Box::new(dns),
+            )),
+        );
+        assert_eq!(e.unreached, Some(Unreached::Endpoint));
+        assert!(e.transport);
+        assert_eq!(
+            e.message.matches("failed to lookup").count(),
+            1,
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("DispatchFailure"), "{}", e.message);
+        let creds = std::io::Error::other("an error occurred while loading credentials");
+        let e = ApiError::from_sdk(
+            SdkError::<DescribeVpcsError, HttpResponse>::dispatch_failure(ConnectorError::other(
+                Box::new(creds),
+                None,
+            )),
+        );
+        assert_eq!(e.unreached, Some(Unreached::Credentials));
+        assert!(!e.transport, "credentials do not appear by retrying");
+        assert_eq!(err("AuthFailure").unreached, None);
     }
 
     #[test]
@@ -419,6 +499,7 @@ mod tests {
         assert!(err("DependencyViolation").is_dependency());
         let lost = ApiError {
             transport: true,
+            unreached: None,
             ..err("x")
         };
         assert!(retry_worthy("DescribeVpcs", &lost, false));
@@ -497,6 +578,7 @@ mod tests {
                         1 => Err(err("RequestLimitExceeded")),
                         2 => Err(ApiError {
                             transport: true,
+                            unreached: None,
                             ..err("x")
                         }),
                         _ => Ok(n),

@@ -53,7 +53,7 @@ use crate::provider::{
     ProviderKind, Result,
 };
 use crate::value::Value;
-use calls::{CallCounter, Retrier};
+use calls::{ApiError, CallCounter, Retrier, Unreached};
 use observe::Raw;
 
 /// The AWS behavior version this build was tested with (pinned, so an SDK
@@ -84,6 +84,9 @@ impl Default for Options {
 #[derive(Clone, Debug)]
 pub struct AwsProvider {
     owner: Owner,
+    /// The EC2 endpoint as the configuration names it, for messages
+    /// (`None`: not known, the client was configured directly).
+    endpoint: Option<String>,
     client: Client,
     counter: CallCounter,
     policy: Retrier,
@@ -130,11 +133,25 @@ impl AwsProvider {
                 message: "no AWS region: set `targets.aws.region` or AWS_REGION".into(),
             });
         }
-        Ok(Self::with_config(
+        // What the SDK will call, as its configuration chain picks it.
+        let endpoint = aws
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL_EC2").ok())
+            .or_else(|| shared.endpoint_url().map(str::to_string))
+            .unwrap_or_else(|| {
+                format!(
+                    "https://ec2.{}.amazonaws.com (AWS itself: no AWS_ENDPOINT_URL is set)",
+                    aws.region
+                )
+            });
+        let mut provider = Self::with_config(
             Owner::of(target),
             aws_sdk_ec2::config::Builder::from(&shared),
             Options::default(),
-        ))
+        );
+        provider.endpoint = Some(endpoint);
+        Ok(provider)
     }
 
     /// Builds the provider from an explicit EC2 client configuration (tests
@@ -160,6 +177,7 @@ impl AwsProvider {
             .build();
         AwsProvider {
             owner,
+            endpoint: None,
             client: Client::from_conf(config),
             policy: Retrier::new(options.retry, counter.retries.clone()),
             counter,
@@ -177,6 +195,35 @@ impl AwsProvider {
     /// (tests simulating out-of-band changes).
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The provider error of `operation`. A request that never reached EC2
+    /// (no connection to the endpoint, no credentials) is a target error
+    /// that names the environment, the endpoint and what to set, once,
+    /// instead of the SDK's chain of causes.
+    fn api_error(&self, e: ApiError, operation: &str) -> Error {
+        let Some(unreached) = e.unreached else {
+            return e.into_error(operation);
+        };
+        let endpoint = self
+            .endpoint
+            .as_deref()
+            .unwrap_or("the configured endpoint");
+        let message = match unreached {
+            Unreached::Endpoint => format!(
+                "cannot reach EC2 at {endpoint} ({operation}: {}); set AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_EC2, or `targets.aws.endpoint` in the environment's file) to a reachable EC2 endpoint such as a local stand-in, or allow this machine to reach AWS",
+                e.message
+            ),
+            Unreached::Credentials => format!(
+                "no AWS credentials to call EC2 at {endpoint} ({operation}: {}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (or `targets.aws.profile`), or run where an instance role or web identity provides them (a local stand-in takes any values)",
+                e.message
+            ),
+        };
+        Error::Target {
+            provider: ProviderKind::Aws,
+            environment: self.owner.environment.clone(),
+            message,
+        }
     }
 
     fn invalid(desired: &Desired, message: String) -> Error {
@@ -230,7 +277,7 @@ impl Provider for AwsProvider {
         let reads = observed_kinds(kinds).into_iter().map(|k| async move {
             self.list(k, Vec::new())
                 .await
-                .map_err(|e| e.into_error(&format!("observe {k}")))
+                .map_err(|e| self.api_error(e, &format!("observe {k}")))
         });
         let mut out = Vec::new();
         for raws in futures_join_all(reads).await {
@@ -319,7 +366,7 @@ impl Provider for AwsProvider {
                 vec![observe::id_filter(&live.kind, &live.external_id)],
             )
             .await
-            .map_err(|e| e.into_error(&format!("health {}", live.kind)))?;
+            .map_err(|e| self.api_error(e, &format!("health {}", live.kind)))?;
         let Some(raw) = raws.into_iter().next() else {
             return Ok(Health::Failed(format!(
                 "{} {} does not exist",
@@ -398,13 +445,45 @@ mod tests {
         assert_eq!(err.metric_label(), "target");
     }
 
+    /// Issue 17: an endpoint nothing answers at is one target error naming
+    /// the environment, the endpoint and what to set.
+    #[tokio::test]
+    async fn an_unreachable_endpoint_says_what_to_set() {
+        let mut p = AwsProvider::with_config(
+            Owner::new("shop", "dev"),
+            aws_sdk_ec2::config::Builder::new()
+                .region(Region::new("us-east-1"))
+                .endpoint_url("http://127.0.0.1:9")
+                .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                    "x", "y", None, None, "test",
+                )),
+            Options {
+                retry: RetryPolicy {
+                    sdk_attempts: 1,
+                    attempts: 1,
+                    ..RetryPolicy::default()
+                },
+                ..Options::default()
+            },
+        );
+        p.endpoint = Some("http://127.0.0.1:9".into());
+        let err = p.observe(&[]).await.unwrap_err();
+        assert_eq!(err.metric_label(), "target");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "aws target of environment dev: cannot reach EC2 at http://127.0.0.1:9 (observe "
+            ),
+            "{text}"
+        );
+        assert!(text.contains("set AWS_ENDPOINT_URL"), "{text}");
+        assert_eq!(text.matches("onnection refused").count(), 1, "{text}");
+    }
+
     #[tokio::test]
     async fn apply_refuses_invalid_and_unresolved_specs_without_calling_ec2() {
         let p = AwsProvider::with_config(
-            Owner {
-                project: "shop".into(),
-                environment: "dev".into(),
-            },
+            Owner::new("shop", "dev"),
             aws_sdk_ec2::config::Builder::new()
                 .region(Region::new("us-east-1"))
                 .endpoint_url("http://127.0.0.1:9"),
@@ -437,10 +516,7 @@ mod tests {
     #[tokio::test]
     async fn plan_names_every_bad_value_once_without_calling_ec2() {
         let p = AwsProvider::with_config(
-            Owner {
-                project: "shop".into(),
-                environment: "dev".into(),
-            },
+            Owner::new("shop", "dev"),
             aws_sdk_ec2::config::Builder::new()
                 .region(Region::new("us-east-1"))
                 .endpoint_url("http://127.0.0.1:9"),

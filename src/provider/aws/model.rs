@@ -687,10 +687,7 @@ mod tests {
 
     #[test]
     fn tags_and_tokens() {
-        let owner = Owner {
-            project: "shop".into(),
-            environment: "dev".into(),
-        };
+        let owner = Owner::new("shop", "dev");
         let tags: BTreeMap<String, String> = owner_tags(&owner, &id())
             .into_iter()
             .chain([("owner".to_string(), "me".to_string())])

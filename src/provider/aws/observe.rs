@@ -625,10 +625,7 @@ mod tests {
     }
 
     fn owner() -> Owner {
-        Owner {
-            project: "shop".into(),
-            environment: "dev".into(),
-        }
+        Owner::new("shop", "dev")
     }
 
     fn owned_tags() -> Vec<Tag> {

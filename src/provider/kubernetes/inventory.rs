@@ -144,10 +144,7 @@ mod tests {
 
     #[test]
     fn names_follow_the_environment() {
-        let owner = Owner {
-            project: "shop".into(),
-            environment: "prod".into(),
-        };
+        let owner = Owner::new("shop", "prod");
         assert_eq!(configmap_name(&owner), "tidegate-inventory-shop.prod");
         assert_eq!(legacy_configmap_name("prod"), "tidegate-inventory-prod");
     }

@@ -620,10 +620,7 @@ mod tests {
             .unwrap()
             .remove("tidegate.dev/project");
         assert_eq!(claim(Some(&legacy), &owner("dev")), Claim::Legacy);
-        let other = Owner {
-            project: "blog".into(),
-            environment: "dev".into(),
-        };
+        let other = Owner::new("blog", "dev");
         assert!(matches!(claim(labels, &other), Claim::Foreign(o) if o.project == "shop"));
     }
 

@@ -220,12 +220,13 @@ pub fn operation_of(req: &Request<Body>) -> &'static str {
 }
 
 /// The default log filter at `level`, less kube's line per failed HTTP
-/// answer (`kube_client::client::builder` logs every 4xx/5xx at ERROR):
-/// tidegate reports each failure itself, once, with the resource and its
-/// file, and logs its retries at debug. `RUST_LOG` replaces the whole
-/// filter.
+/// answer (`kube_client::client::builder` logs every 4xx/5xx at ERROR) and
+/// the AWS credentials chain's warning per request while no credentials
+/// are found (one per concurrent Describe): tidegate reports each failure
+/// itself, once, with the environment and what to set, and logs its
+/// retries at debug. `RUST_LOG` replaces the whole filter.
 pub fn quiet_log_filter(level: &str) -> String {
-    format!("{level},kube_client::client::builder=off")
+    format!("{level},kube_client::client::builder=off,aws_config::meta::credentials::chain=error")
 }
 
 /// rustls refuses to pick a crypto provider when both `ring` (kube) and
