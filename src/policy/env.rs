@@ -6,7 +6,7 @@ use crate::provider::Desired;
 use crate::provider::ProviderKind;
 use crate::value::Spans;
 
-use super::{evaluate, ConfigError, Date, PolicyConfig, Report, Subject, Waiver};
+use super::{evaluate_traced, ConfigError, Date, PolicyConfig, Report, Subject, Waiver};
 
 /// Evaluates the policies of environment `env` over its rendered resources
 /// `desired` (from `render::render_env`), with the environment's `policy:`
@@ -66,5 +66,9 @@ pub fn evaluate_env(
             waivers,
         })
         .collect();
-    Ok(evaluate(&config, &subjects, today))
+    let tracer = super::ModelTrace {
+        model,
+        env: environment,
+    };
+    Ok(evaluate_traced(&config, &subjects, today, &tracer))
 }

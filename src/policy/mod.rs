@@ -31,6 +31,7 @@ mod field;
 mod ingress;
 mod kubernetes;
 mod render;
+mod trace;
 mod waiver;
 
 pub use config::{
@@ -38,6 +39,7 @@ pub use config::{
 };
 pub use env::evaluate_env;
 pub use render::render_check_list;
+pub use trace::{Hop, ModelTrace, NoTrace, Tracer};
 
 /// Parsing a policy block or waivers: every problem found, in file order.
 pub type Result<T, E = Vec<ConfigError>> = std::result::Result<T, E>;
@@ -259,6 +261,20 @@ pub struct Finding {
     pub message: String,
     /// What to change, specific to this finding.
     pub fix: String,
+    /// When the field's value came through references (an input, a var,
+    /// another instance's output): each reference followed from `origin`,
+    /// last the place the value was written, which is where to fix it.
+    /// Empty when the value is written in the resource itself.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trace: Vec<Hop>,
+}
+
+impl Finding {
+    /// `value written at <file:line:col> (var `x`), through ...`, when the
+    /// value came from elsewhere.
+    pub fn written_at(&self) -> Option<String> {
+        trace::describe(&self.trace)
+    }
 }
 
 /// A finding that a waiver turned off.
@@ -342,6 +358,17 @@ fn as_display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::O
 /// resources of one environment), applies waivers active on `today`, and
 /// returns the sorted report.
 pub fn evaluate(config: &PolicyConfig, subjects: &[Subject<'_>], today: Date) -> Report {
+    evaluate_traced(config, subjects, today, &NoTrace)
+}
+
+/// [`evaluate`], each finding also naming where its value was written when
+/// it came through references (`tracer`, usually a [`ModelTrace`]).
+pub fn evaluate_traced(
+    config: &PolicyConfig,
+    subjects: &[Subject<'_>],
+    today: Date,
+    tracer: &dyn Tracer,
+) -> Report {
     let mut hits: Vec<(usize, Hit)> = Vec::new();
     for (i, s) in subjects.iter().enumerate() {
         let mut out = Vec::new();
@@ -358,7 +385,7 @@ pub fn evaluate(config: &PolicyConfig, subjects: &[Subject<'_>], today: Date) ->
     let mut used = vec![Vec::new(); subjects.len()];
     for (i, hit) in hits {
         let s = &subjects[i];
-        let finding = to_finding(config, s, hit);
+        let finding = to_finding(config, s, hit, tracer);
         match s.waivers.iter().find(|w| w.check == finding.check) {
             Some(w) if w.is_active(today) => {
                 used[i].push(w.check);
@@ -390,12 +417,13 @@ fn check_subject(config: &PolicyConfig, s: &Subject<'_>, out: &mut Vec<Hit>) {
     }
 }
 
-fn to_finding(config: &PolicyConfig, s: &Subject<'_>, hit: Hit) -> Finding {
+fn to_finding(config: &PolicyConfig, s: &Subject<'_>, hit: Hit, tracer: &dyn Tracer) -> Finding {
     Finding {
         check: hit.check,
         severity: config.severity_of(hit.check),
         resource: s.id.clone(),
         origin: s.spans.nearest(&hit.path).unwrap_or(s.origin).clone(),
+        trace: tracer.trace(s.id, &hit.path),
         message: hit.message,
         fix: hit.fix,
     }

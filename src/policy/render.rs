@@ -17,6 +17,9 @@ impl Report {
                 "{}: {}[{}] {}: {} (fix: {})",
                 f.origin, f.severity, f.check, f.resource, f.message, f.fix
             );
+            if let Some(w) = f.written_at() {
+                let _ = writeln!(out, "  {w}");
+            }
         }
         for w in &self.waived {
             let f = &w.finding;
@@ -96,9 +99,13 @@ impl Report {
                     Severity::Error => "❌ error",
                     _ => "⚠️ warning",
                 };
+                let written = match f.trace.last() {
+                    Some(last) => format!(" (value written at `{}`)", last.origin),
+                    None => String::new(),
+                };
                 let _ = writeln!(
                     out,
-                    "| {icon} | `{}` | `{}` | `{}` | {} | {} |",
+                    "| {icon} | `{}` | `{}` | `{}`{written} | {} | {} |",
                     f.check,
                     f.resource,
                     f.origin,

@@ -850,3 +850,94 @@ fn spans_below_rebases_paths() {
     let l = spans_below(&s, "resources");
     assert_eq!(l.get("[0]").map(|o| o.line), Some(1));
 }
+
+/// Issue 17: a finding on a value that came through an input and a var
+/// named only the template line; it now also names where the value was
+/// written, with each reference on the way, as graph edges do.
+#[test]
+fn findings_name_where_a_value_through_references_was_written() {
+    use crate::testutil::{env, files, module};
+    let container = |image: &str| {
+        format!("      manifest:\n        apiVersion: v1\n        kind: Pod\n        metadata:\n          name: p\n        spec:\n          containers:\n            - name: c\n              image: {image}\n")
+    };
+    let m = module(
+        "app",
+        &format!(
+            "  inputs:\n    image:\n      type: string\n    base:\n      type: string\n      default: busybox:latest\n  outputs:\n    image:\n      value: ${{input.image}}\n  resources:\n    - name: direct\n      provider: kubernetes\n{}    - name: defaulted\n      provider: kubernetes\n{}    - name: literal\n      provider: kubernetes\n{}",
+            container("${input.image}"),
+            container("${input.base}"),
+            container("nginx:latest"),
+        ),
+    );
+    let e = env(
+        "prod",
+        "  vars:\n    registry: registry.example.com\n    webImage: registry.example.com/web:latest\n  modules:\n    - name: app\n      source: modules/app\n      inputs:\n        image: ${var.webImage}\n    - name: again\n      source: modules/app\n      inputs:\n        image: ${module.app.image}\n",
+    );
+    let model = crate::load::load(&files(&[
+        ("environments/prod.yaml", &e),
+        ("modules/app/module.yaml", &m),
+    ]))
+    .unwrap();
+    let known = std::collections::HashMap::new();
+    let opts = crate::render::RenderOptions {
+        known: &known,
+        secrets: &crate::render::StructuralSecrets,
+        owner: None,
+    };
+    let desired = crate::render::render_env(&model, "prod", opts).unwrap();
+    let report = evaluate_env(&model, "prod", &desired, today()).unwrap();
+    let image = |id: &str| {
+        report
+            .findings
+            .iter()
+            .find(|f| f.check == CheckId::ImageDigest && f.resource.to_string() == id)
+            .unwrap_or_else(|| panic!("no image finding on {id}: {}", report.render_text()))
+    };
+    let at = |h: &Hop| format!("{} {}:{}", h.what, h.origin.file, h.origin.line);
+
+    let direct = image("app.direct");
+    assert_eq!(direct.origin.line, 26, "{direct:?}");
+    let hops: Vec<_> = direct.trace.iter().map(at).collect();
+    assert_eq!(
+        hops,
+        [
+            "${input.image} modules/app/module.yaml:26",
+            "${var.webImage} environments/prod.yaml:13",
+            "var `webImage` environments/prod.yaml:8",
+        ]
+    );
+    assert_eq!(
+        direct.written_at().unwrap(),
+        "value written at environments/prod.yaml:8:15 (var `webImage`), through ${input.image} at modules/app/module.yaml:26:22 <- ${var.webImage} at environments/prod.yaml:13:16"
+    );
+    // Through another instance's output, back to the same var.
+    let again: Vec<_> = image("again.direct").trace.iter().map(at).collect();
+    assert_eq!(
+        again,
+        [
+            "${input.image} modules/app/module.yaml:26",
+            "${module.app.image} environments/prod.yaml:17",
+            "${input.image} modules/app/module.yaml:14",
+            "${var.webImage} environments/prod.yaml:13",
+            "var `webImage` environments/prod.yaml:8",
+        ]
+    );
+    // An input's default, and a value written in the resource itself.
+    let defaulted: Vec<_> = image("app.defaulted").trace.iter().map(at).collect();
+    assert_eq!(
+        defaulted,
+        [
+            "${input.base} modules/app/module.yaml:37",
+            "default of input `base` modules/app/module.yaml:11",
+        ]
+    );
+    assert!(image("app.literal").trace.is_empty());
+    let text = report.render_text();
+    assert!(
+        text.contains("\n  value written at environments/prod.yaml:8:15 (var `webImage`)"),
+        "{text}"
+    );
+    assert!(report
+        .render_markdown()
+        .contains("(value written at `environments/prod.yaml:8:15`)"));
+}

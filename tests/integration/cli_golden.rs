@@ -169,3 +169,72 @@ fn graph_of_an_unknown_environment_is_an_error() {
         "{err}"
     );
 }
+
+/// Issue 17: prod's `:latest` image came through the `webImage` var and
+/// the web module's `image` input; the finding named only the template
+/// line. It now names where the value was written too, in text and JSON.
+#[test]
+fn policy_findings_name_where_the_value_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = super::support::repo_root();
+    for sub in ["environments", "modules", "secrets"] {
+        copy_tree(&root.join(sub), &dir.path().join(sub));
+    }
+    std::fs::copy(root.join(".sops.yaml"), dir.path().join(".sops.yaml")).unwrap();
+    let prod = dir.path().join("environments/prod.yaml");
+    let text = std::fs::read_to_string(&prod).unwrap();
+    let at = text.find("webImage: ").expect("prod sets webImage");
+    let end = at + text[at..].find('\n').unwrap();
+    let edited = format!(
+        "{}webImage: registry.example.com/shop/web:latest{}",
+        &text[..at],
+        &text[end..]
+    );
+    std::fs::write(&prod, edited).unwrap();
+    let line = text[..at].matches('\n').count() + 1;
+
+    let repo = dir.path().to_str().unwrap();
+    let (code, out, _) = tidegate(&["validate", "--repo", repo]);
+    assert_eq!(code, 1, "{out}");
+    let finding = out
+        .lines()
+        .position(|l| l.contains("error[image-digest] web.deployment"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let next = out.lines().nth(finding + 1).unwrap();
+    assert!(
+        next.starts_with(&format!(
+            "    value written at environments/prod.yaml:{line}:15 (var `webImage`), through ${{input.image}} at modules/web/module.yaml:"
+        )),
+        "{out}"
+    );
+    assert!(
+        next.contains("<- ${var.webImage} at environments/prod.yaml:"),
+        "{out}"
+    );
+
+    let (_, out, _) = tidegate(&["validate", "--repo", repo, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let prod = v["policy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["environment"] == "prod")
+        .expect("a prod report");
+    let trace = &prod["findings"][0]["trace"];
+    assert_eq!(trace[0]["what"], "${input.image}", "{prod}");
+    assert_eq!(trace[2]["what"], "var `webImage`", "{prod}");
+    assert_eq!(trace[2]["origin"]["file"], "environments/prod.yaml");
+    assert_eq!(trace[2]["origin"]["line"], line);
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
