@@ -181,6 +181,7 @@ fn policy_findings_name_where_the_value_was_written() {
         copy_tree(&root.join(sub), &dir.path().join(sub));
     }
     std::fs::copy(root.join(".sops.yaml"), dir.path().join(".sops.yaml")).unwrap();
+    std::fs::copy(root.join("tidegate.yaml"), dir.path().join("tidegate.yaml")).unwrap();
     let prod = dir.path().join("environments/prod.yaml");
     let text = std::fs::read_to_string(&prod).unwrap();
     let at = text.find("webImage: ").expect("prod sets webImage");

@@ -415,6 +415,7 @@ fn aws_without_endpoint_or_credentials_says_what_to_set() {
         &repo_root().join("modules/network"),
         &d.join("modules/network"),
     );
+    crate::stand::write_project(d);
     std::fs::create_dir_all(d.join("environments")).unwrap();
     std::fs::write(
         d.join("environments/dev.yaml"),
