@@ -69,6 +69,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // First, while the process has one thread: no variable may make a
+    // library log request bodies (they carry secrets).
+    cli::logs::scrub_process_env();
     match run(Cli::parse()) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -95,15 +98,14 @@ fn once(e: &anyhow::Error) -> String {
 }
 
 /// Logs of the one-shot commands go to stderr, filtered by `RUST_LOG`
-/// (warnings only by default); `reconcile` sets up its own (text or JSON).
+/// (warnings only by default, body-printing libraries capped: see
+/// `cli::logs`); `reconcile` sets up its own (text or JSON).
 fn init_cli_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(tidegate::provider::kubernetes::quiet_log_filter("warn"))
-    });
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(cli::logs::filter("warn"))
         .with_writer(std::io::stderr)
         .try_init();
+    cli::logs::warn_scrubbed();
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {

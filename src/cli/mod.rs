@@ -15,6 +15,7 @@ use crate::render::{self, RenderOptions, StructuralSecrets};
 
 pub mod apply;
 pub mod graph;
+pub mod logs;
 pub mod plan;
 pub mod rebuild;
 pub mod reconcile;

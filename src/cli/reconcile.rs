@@ -115,16 +115,14 @@ pub fn run_with(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> super::Res
 }
 
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(crate::provider::kubernetes::quiet_log_filter("info"))
-    });
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(super::logs::filter("info"))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().with_current_span(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    super::logs::warn_scrubbed();
 }
 
 async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> reconcile::Result<()> {

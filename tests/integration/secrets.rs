@@ -610,11 +610,28 @@ async fn canary_through_the_binary_at_trace_level() {
         !canaries.is_empty(),
         "no secret values found in:\n(redacted)"
     );
-    let b64: Vec<String> = canaries
-        .iter()
-        .map(|c| base64::engine::general_purpose::STANDARD.encode(c))
-        .collect();
-    canaries.extend(b64);
+    // A secret inside a larger text (the example's user data script) is
+    // encoded with it: its base64 at each of the three alignments (the
+    // characters that depend on its neighbours cut off), plain and as a
+    // form body percent-encodes it (RunInstances' UserData).
+    let mut encoded = Vec::new();
+    for c in canaries.iter().filter(|c| c.len() >= 16) {
+        for pad in 0..3 {
+            let mut bytes = vec![b'#'; pad];
+            bytes.extend_from_slice(c.as_bytes());
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            let inner = &b64[if pad == 0 { 0 } else { 4 }..b64.len() - 4];
+            encoded.push(inner.to_string());
+            encoded.push(
+                inner
+                    .replace('+', "%2B")
+                    .replace('/', "%2F")
+                    .replace('=', "%3D"),
+            );
+        }
+    }
+    assert!(!encoded.is_empty(), "no secret of 16 bytes or more");
+    canaries.extend(encoded);
 
     let stand = crate::stand::Stand::with_contexts(&["dev"]).await;
     let state = stand.dir.path().join("state");
@@ -638,7 +655,9 @@ async fn canary_through_the_binary_at_trace_level() {
             .binary()
             .args(args)
             .env("SOPS_AGE_KEY_FILE", &key)
-            .env("RUST_LOG", "trace")
+            .env("RUST_LOG", "trace,aws_sigv4=trace,aws_smithy_runtime::client=trace")
+            // aws-sigv4 logs whole request bodies with this (issue 18).
+            .env("LOG_SIGNABLE_BODY", "true")
             .output()
             .await
             .unwrap();

@@ -224,7 +224,8 @@ pub fn operation_of(req: &Request<Body>) -> &'static str {
 /// the AWS credentials chain's warning per request while no credentials
 /// are found (one per concurrent Describe): tidegate reports each failure
 /// itself, once, with the environment and what to set, and logs its
-/// retries at debug. `RUST_LOG` replaces the whole filter.
+/// retries at debug. `RUST_LOG` replaces this default; the caps of
+/// `cli::logs` hold either way.
 pub fn quiet_log_filter(level: &str) -> String {
     format!("{level},kube_client::client::builder=off,aws_config::meta::credentials::chain=error")
 }

@@ -1,0 +1,124 @@
+//! Log setup shared by every command: `RUST_LOG` (or a quiet default),
+//! with the libraries that can write request bodies capped, so that no
+//! setting puts a secret in a log.
+//!
+//! What a body can hold: RunInstances carries the user data (a secret
+//! rendered into it) base64-encoded in its form body; a Secret's apply
+//! carries its data. Three libraries can print bodies at some level:
+//! `aws-sigv4` (the canonical request at trace, and the body itself when
+//! `LOG_SIGNABLE_BODY=true`), the smithy orchestrator (the whole request at
+//! trace) and the HTTP stacks under kube and the SDK (`hyper`, `h2`).
+//! Their directives are replaced by the caps below whatever `RUST_LOG`
+//! says, and `LOG_SIGNABLE_BODY` is removed from the process environment
+//! before any client exists.
+
+use tracing_subscriber::EnvFilter;
+
+/// The highest level each body-printing target may log at; a `RUST_LOG`
+/// directive for one of them (or a module below it) is dropped.
+pub const CAPS: &[(&str, &str)] = &[
+    ("aws_sigv4", "off"),
+    ("aws_smithy_runtime", "debug"),
+    ("aws_smithy_runtime_api", "debug"),
+    ("aws_smithy_http_client", "debug"),
+    ("aws_smithy_http", "debug"),
+    ("hyper", "debug"),
+    ("hyper_util", "debug"),
+    ("h2", "debug"),
+    ("kube_client", "debug"),
+    ("tower_http", "debug"),
+];
+
+/// The variable that makes `aws-sigv4` log request bodies.
+pub const SIGNABLE_BODY_VAR: &str = "LOG_SIGNABLE_BODY";
+
+static SCRUBBED: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Removes [`SIGNABLE_BODY_VAR`] from the process environment; call first
+/// in `main`, while the process has one thread. [`warn_scrubbed`] logs
+/// that it did, once logging is set up.
+pub fn scrub_process_env() {
+    if std::env::var_os(SIGNABLE_BODY_VAR).is_some() {
+        std::env::remove_var(SIGNABLE_BODY_VAR);
+        let _ = SCRUBBED.set(SIGNABLE_BODY_VAR);
+    }
+}
+
+/// Logs one warning when [`scrub_process_env`] removed a variable.
+pub fn warn_scrubbed() {
+    if let Some(var) = SCRUBBED.get() {
+        tracing::warn!(
+            "{var} is ignored: it would log request bodies, which carry secrets (user data, Secret data)"
+        );
+    }
+}
+
+/// The directives of `rust_log` (or `default` when it is unset or empty)
+/// without any that would lift a cap, followed by the caps.
+pub fn directives(rust_log: Option<&str>, default: &str) -> String {
+    let given = rust_log.map(str::trim).filter(|s| !s.is_empty());
+    let mut kept: Vec<&str> = given
+        .unwrap_or(default)
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !capped(d))
+        .collect();
+    let caps: Vec<String> = CAPS.iter().map(|(t, l)| format!("{t}={l}")).collect();
+    kept.extend(caps.iter().map(String::as_str));
+    kept.join(",")
+}
+
+/// True when directive `d` names a capped target or a module below one.
+fn capped(d: &str) -> bool {
+    let end = d.find(['[', '=']).unwrap_or(d.len());
+    let target = &d[..end];
+    CAPS.iter().any(|(t, _)| {
+        target == *t
+            || target
+                .strip_prefix(t)
+                .is_some_and(|rest| rest.starts_with("::"))
+    })
+}
+
+/// The filter for a command whose quiet default level is `level`.
+pub fn filter(level: &str) -> EnvFilter {
+    let rust_log = std::env::var(EnvFilter::DEFAULT_ENV).ok();
+    let default = crate::provider::kubernetes::quiet_log_filter(level);
+    let text = directives(rust_log.as_deref(), &default);
+    EnvFilter::try_new(&text).unwrap_or_else(|_| {
+        // An unparsable RUST_LOG: the default, still capped.
+        EnvFilter::new(directives(None, &default))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_replace_what_rust_log_says_of_capped_targets() {
+        let d = directives(
+            Some("trace,aws_sigv4=trace,aws_sigv4::sign[x]=trace,hyper_util::client=trace,tidegate=debug"),
+            "warn",
+        );
+        assert!(d.starts_with("trace,tidegate=debug,"), "{d}");
+        assert!(!d.contains("=trace"), "{d}");
+        assert!(d.contains("aws_sigv4=off"), "{d}");
+        // A target that only shares a prefix is not capped.
+        let d = directives(Some("hyperion=trace"), "warn");
+        assert!(d.starts_with("hyperion=trace,"), "{d}");
+        // Unset or empty: the default, capped.
+        assert!(directives(None, "warn").starts_with("warn,aws_sigv4=off"));
+        assert!(directives(Some("  "), "info").starts_with("info,aws_sigv4=off"));
+        EnvFilter::try_new(directives(Some("trace"), "warn")).unwrap();
+    }
+
+    #[test]
+    fn the_filter_built_from_trace_has_every_cap() {
+        let f = EnvFilter::try_new(directives(Some("trace"), "warn")).unwrap();
+        let text = f.to_string();
+        for (t, l) in CAPS {
+            assert!(text.contains(&format!("{t}={l}")), "{text}");
+        }
+    }
+}
