@@ -43,6 +43,13 @@ impl Sensitive {
         std::str::from_utf8(&self.bytes).ok()
     }
 
+    /// Equal bytes, compared in constant time (for equal lengths).
+    pub fn ct_eq(&self, other: &Sensitive) -> bool {
+        use subtle::ConstantTimeEq;
+        self.expose().len() == other.expose().len()
+            && bool::from(self.expose().ct_eq(other.expose()))
+    }
+
     /// A keyed fingerprint (HMAC-SHA-256) that can be stored or compared
     /// without revealing the value. The key must itself be secret (e.g.
     /// derived from the data key of the SOPS file), otherwise a low-entropy

@@ -246,12 +246,88 @@ impl AwsProvider {
     /// Brings an existing resource to `d`: nothing, an update in place, or
     /// a replacement.
     pub(super) async fn converge(&self, desired: &Desired, d: &Value, live: &Live) -> Result<Live> {
-        let change = model::predict(&desired.kind, d, Some(&live.body), &self.key);
+        let seen = self.secret_user_data_seen(d, live).await?;
+        if let Some((_, true)) = &seen {
+            self.delete_user_data_tag(&live.external_id).await?;
+        }
+        let compared = seen.as_ref().map_or(live, |(l, _)| l);
+        let change = model::predict(&desired.kind, d, Some(&compared.body), &self.key);
         match change.action {
             Action::NoOp => Ok(live.clone()),
             Action::Replace { .. } => self.replace(desired, d, live).await,
             _ => self.update(desired, d, live).await,
         }
+    }
+
+    /// Secret user data is compared with the instance's own, read back with
+    /// DescribeInstanceAttribute (one call per existing instance whose
+    /// desired user data is secret), never through a stored fingerprint:
+    /// anyone who can read tags could test guesses against one. `None` when
+    /// `d` has no secret user data; else `live` with its `userData` the
+    /// instance's own (sensitive: compared in constant time by
+    /// `model::predict`, never shown) and whether the instance still
+    /// carries a fingerprint tag from before (to remove).
+    pub(super) async fn secret_user_data_seen(
+        &self,
+        d: &Value,
+        live: &Live,
+    ) -> Result<Option<(Live, bool)>> {
+        let Some(Value::Sensitive(_)) = d.get_path("userData") else {
+            return Ok(None);
+        };
+        if live.kind != "instance" {
+            return Ok(None);
+        }
+        let id = live.external_id.clone();
+        let out = self
+            .call("DescribeInstanceAttribute", || async {
+                sdk(self
+                    .client
+                    .describe_instance_attribute()
+                    .instance_id(&id)
+                    .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+                    .send()
+                    .await)
+            })
+            .await?;
+        let have = out
+            .user_data()
+            .and_then(|v| v.value())
+            .map(|b64| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        let stored = live
+            .body
+            .get_path("userData")
+            .is_some_and(|v| !matches!(v, Value::Null));
+        let mut seen = live.clone();
+        if let Value::Map(m) = &mut seen.body {
+            m.insert(
+                "userData".into(),
+                Value::Sensitive(crate::sensitive::Sensitive::new(have)),
+            );
+        }
+        Ok(Some((seen, stored)))
+    }
+
+    /// Removes the user-data fingerprint tag an instance got before secret
+    /// user data stopped being fingerprinted.
+    async fn delete_user_data_tag(&self, id: &str) -> Result<()> {
+        let t = vec![Tag::builder().key(model::TAG_USER_DATA).build()];
+        self.call("DeleteTags", || async {
+            sdk(self
+                .client
+                .delete_tags()
+                .resources(id)
+                .set_tags(Some(t.clone()))
+                .send()
+                .await)
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn replace(&self, desired: &Desired, d: &Value, live: &Live) -> Result<Live> {
@@ -285,7 +361,14 @@ impl AwsProvider {
         salt: &str,
     ) -> Result<Created, ApiError> {
         let c = &self.client;
-        let token = model::client_token(&self.owner.key(), &desired.id, d, salt, &self.key);
+        let token = model::client_token(
+            &self.owner.key(),
+            &desired.id,
+            d,
+            salt,
+            &self.key,
+            &self.secret_key,
+        );
         let s = |k: &str| str_at(d, k).map(str::to_string);
         let id = match desired.kind.as_str() {
             "vpc" => {
@@ -428,7 +511,12 @@ impl AwsProvider {
         let ami = str_at(d, "ami").unwrap_or_default();
         let user_data = d.get_path("userData");
         let mut extra = Vec::new();
-        if let Some(fp) = user_data.and_then(|u| model::fingerprint("userData", u, &self.key)) {
+        // Plain user data only: a stored fingerprint of a secret would let
+        // anyone who reads tags test guesses of it.
+        if let Some(fp) = user_data
+            .filter(|u| !matches!(u, Value::Sensitive(_)))
+            .and_then(|u| model::fingerprint("userData", u, &self.key))
+        {
             extra.push((model::TAG_USER_DATA.to_string(), fp));
         }
         let mut req = self

@@ -91,6 +91,8 @@ pub struct AwsProvider {
     counter: CallCounter,
     policy: Retrier,
     key: Vec<u8>,
+    /// Random per process: what secrets enter ClientTokens under.
+    secret_key: [u8; 32],
     listed_healthy: ListedHealthy,
 }
 
@@ -182,6 +184,11 @@ impl AwsProvider {
             policy: Retrier::new(options.retry, counter.retries.clone()),
             counter,
             key: options.fingerprint_key,
+            secret_key: {
+                let mut k = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut k);
+                k
+            },
             listed_healthy: ListedHealthy::default(),
         }
     }
@@ -297,7 +304,17 @@ impl Provider for AwsProvider {
     async fn plan(&self, desired: &Desired, live: Option<&Live>) -> Result<Change> {
         Self::check_spec(desired)?;
         let d = model::canonical(&desired.kind, &desired.body);
-        let mut change = model::predict(&desired.kind, &d, live.map(|l| &l.body), &self.key);
+        let seen = match live {
+            Some(l) => self.secret_user_data_seen(&d, l).await?,
+            None => None,
+        };
+        let compared = seen.as_ref().map(|(l, _)| l).or(live);
+        let mut change = model::predict(&desired.kind, &d, compared.map(|l| &l.body), &self.key);
+        if seen.as_ref().is_some_and(|(_, stored)| *stored) && change.action == Action::NoOp {
+            // Tagged with a fingerprint of the secret before: the apply
+            // removes that tag.
+            change.action = Action::Update;
+        }
         if let Some(l) = live.filter(|l| l.is_legacy()) {
             // Tagged before projects: the apply stamps the project tag.
             if change.action == Action::NoOp {

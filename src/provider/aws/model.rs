@@ -29,7 +29,10 @@ pub const TAG_PROJECT: &str = "tidegate:project";
 pub const TAG_MODULE: &str = "tidegate:module";
 /// Ownership tag: `<module>.<name>`.
 pub const TAG_RESOURCE: &str = "tidegate:resource";
-/// Keyed fingerprint of the user data, for change detection without storing it.
+/// Keyed fingerprint of plain user data, for change detection. Secret user
+/// data gets none: it is compared with the instance's own (see
+/// `AwsProvider::secret_user_data_seen`); an instance tagged before that
+/// has the tag removed by the next apply.
 pub const TAG_USER_DATA: &str = "tidegate:user-data-sha256";
 /// Fingerprint of the imported public key.
 pub const TAG_PUBLIC_KEY: &str = "tidegate:public-key-sha256";
@@ -317,6 +320,10 @@ fn same(f: &Field, d: &Value, live: Option<&Value>, key: &[u8]) -> bool {
     if d.has_unknown() {
         return false;
     }
+    if let (Value::Sensitive(want), Some(Value::Sensitive(have))) = (d, live) {
+        // Read back from the resource itself (secret user data).
+        return want.ct_eq(have);
+    }
     if fingerprint_tag(f.name).is_some() {
         return fingerprint(f.name, d, key).as_deref() == live.and_then(Value::as_str);
     }
@@ -498,16 +505,20 @@ pub fn predict(kind: &str, desired: &Value, live: Option<&Value>, key: &[u8]) ->
 }
 
 /// The idempotency token of one create: the same owner (project and
-/// environment), resource and desired state always give the same token, so a create retried after a
-/// lost response or a crash is recognised by EC2. Secrets enter only as
-/// their keyed fingerprints. `salt` distinguishes a deliberate second create
-/// of the same state (after the first result was terminated).
+/// environment), resource and desired state always give the same token, so a
+/// create retried after a lost response is recognised by EC2 (a crash and
+/// rerun finds its resource by its tags first). Plain fingerprinted values
+/// enter as their fingerprints under `key`; secrets under `secret_key`, a
+/// key that never leaves the process, because EC2 shows the token to anyone
+/// who may describe the instance. `salt` distinguishes a deliberate second
+/// create of the same state (after the first result was terminated).
 pub fn client_token(
     owner: &str,
     id: &ResourceId,
     desired: &Value,
     salt: &str,
     key: &[u8],
+    secret_key: &[u8],
 ) -> String {
     let mut h = Sha256::new();
     for part in [owner, &id.to_string(), salt] {
@@ -517,6 +528,11 @@ pub fn client_token(
     let mut masked = desired.clone();
     if let Value::Map(m) = &mut masked {
         for (k, v) in m.iter_mut() {
+            let key = if matches!(v, Value::Sensitive(_)) {
+                secret_key
+            } else {
+                key
+            };
             if let Some(fp) = fingerprint(k, v, key).filter(|_| fingerprint_tag(k).is_some()) {
                 *v = Value::String(fp);
             }
@@ -705,11 +721,23 @@ mod tests {
         assert_eq!(remove, vec!["c".to_string()]);
 
         let d = v(serde_json::json!({"cidrBlock": "10.0.0.0/16"}));
-        let t = client_token("dev", &id(), &d, "", KEY);
-        assert_eq!(t, client_token("dev", &id(), &d, "", KEY));
+        let t = client_token("dev", &id(), &d, "", KEY, b"s");
+        assert_eq!(t, client_token("dev", &id(), &d, "", KEY, b"s"));
         assert!(t.len() <= 64);
-        assert_ne!(t, client_token("prod", &id(), &d, "", KEY));
-        assert_ne!(t, client_token("dev", &id(), &d, "i-1", KEY));
+        assert_ne!(t, client_token("prod", &id(), &d, "", KEY, b"s"));
+        assert_ne!(t, client_token("dev", &id(), &d, "i-1", KEY, b"s"));
+        // A secret enters under the process's own key only.
+        let secret = Value::Map(
+            [(
+                "userData".to_string(),
+                Value::Sensitive(Sensitive::from_string("hunter2".into())),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        let a = client_token("dev", &id(), &secret, "", KEY, b"one");
+        assert_eq!(a, client_token("dev", &id(), &secret, "", KEY, b"one"));
+        assert_ne!(a, client_token("dev", &id(), &secret, "", KEY, b"two"));
     }
 
     #[test]
