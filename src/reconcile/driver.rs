@@ -104,7 +104,8 @@ impl Shared {
     ) -> (Arc<Shared>, mpsc::UnboundedReceiver<Command>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Status {
-            remote: opts.remote.clone(),
+            // Shown unauthenticated: never with user-info in it.
+            remote: source::redact_url(&opts.remote),
             reference: opts.reference.clone(),
             identity: opts.leases.as_ref().map(|l| l.identity.clone()),
             dry_run: opts.dry_run,
@@ -425,11 +426,11 @@ impl Io {
         let poll = match self.source.poll().await {
             Ok(p) => p,
             Err(e) => {
+                let e = source::redact_url(&e.to_string());
                 tracing::error!(error = %e, "git source failed");
                 self.shared.metrics.poll("error");
                 self.shared.metrics.error(ErrorReason::Fetch);
-                self.shared
-                    .set_status(|s| s.source_error = Some(e.to_string()));
+                self.shared.set_status(|s| s.source_error = Some(e));
                 return (None, jitter(self.opts.interval));
             }
         };
@@ -445,6 +446,7 @@ impl Io {
                 (None, wait)
             }
             source::Event::Unreachable { error, attempt, .. } => {
+                let error = source::redact_url(&error);
                 tracing::warn!(%error, attempt, "git remote unreachable; serving the last good commit");
                 self.shared.metrics.poll("unreachable");
                 self.shared.metrics.error(ErrorReason::Fetch);

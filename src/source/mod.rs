@@ -26,6 +26,7 @@ pub mod credentials;
 pub mod poll;
 pub mod signature;
 pub mod snapshot;
+pub mod url;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,7 @@ pub use signature::{
     verify_in_repo, SignaturePolicy, TrustList, TrustedPgpKey, TrustedSshKey, Verification,
 };
 pub use snapshot::{Files, ReadLimits, Snapshot, TreeCache, DEFAULT_PATHS};
+pub use url::{redact as redact_url, split_credentials, UrlCredentials};
 
 /// Everything that can fail in the Git source.
 #[derive(Debug, thiserror::Error)]
@@ -243,7 +245,18 @@ struct Work {
 
 impl Source {
     /// Open the cache (creating or re-creating it). Does not touch the network.
-    pub async fn open(cfg: SourceConfig) -> Result<Source> {
+    ///
+    /// User-info in `cfg.url` never reaches libgit2 (whose errors could
+    /// echo it): it is taken out, and becomes the HTTPS credentials when
+    /// none are configured.
+    pub async fn open(mut cfg: SourceConfig) -> Result<Source> {
+        let (url, from_url) = split_credentials(&cfg.url);
+        if from_url.is_some() {
+            cfg.url = url;
+            if cfg.credentials.https.is_none() {
+                cfg.credentials.https = url::https_auth(None, None, from_url);
+            }
+        }
         let work = blocking(move || {
             let cache = Cache::open(&cfg.cache_dir, &cfg.url)?;
             Ok(Work {
@@ -504,7 +517,8 @@ impl Work {
             if !self.cache.has_object(tip.oid) {
                 let error = format!(
                     "{} has no branch or tag containing commit {}",
-                    self.cfg.url, tip.oid
+                    url::redact(&self.cfg.url),
+                    tip.oid
                 );
                 return Ok(Observation::Unreachable { error });
             }
