@@ -92,6 +92,16 @@ pub struct ReconcileArgs {
     /// Where records of environments without a Kubernetes target are kept.
     #[arg(long, default_value = "/tmp/tidegate-state")]
     pub state_dir: PathBuf,
+    /// A force-push (or reset) of the branch to a commit that does not
+    /// descend from the one last applied to an environment: `refuse` keeps
+    /// the environment where it is (reason `not-a-descendant`), `follow`
+    /// applies it. Default: refuse where `requireSignedCommits: true`.
+    #[arg(long, value_enum, env = "TIDEGATE_FORCE_PUSH")]
+    pub force_push: Option<crate::source::ForcePush>,
+    /// Apply this commit (id or prefix) even though it does not descend
+    /// from the last applied one: an explicit rollback.
+    #[arg(long, value_name = "COMMIT", value_parser = reconcile::driver::commit_prefix)]
+    pub allow_rollback_to: Option<String>,
     #[command(flatten)]
     pub identities: IdentityOptions,
     #[command(flatten)]
@@ -167,6 +177,8 @@ async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> reconcile::
     opts.interval = args.interval;
     opts.shutdown_grace = args.shutdown_grace;
     opts.dry_run = args.dry_run;
+    opts.force_push = args.force_push;
+    opts.allow_rollback_to = args.allow_rollback_to.clone();
     let kube = match &args.lease_namespace {
         None => None,
         Some(ns) => {

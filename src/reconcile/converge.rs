@@ -134,6 +134,31 @@ impl Converge for Executor {
         }
         result
     }
+
+    /// The commit of the environment's record (its ConfigMap, or the file
+    /// under the state directory).
+    async fn last_applied(
+        &self,
+        snapshot: &Snapshot,
+        env: &str,
+    ) -> std::result::Result<Option<String>, ReportError> {
+        let checked = crate::cli::check(&snapshot.files).map_err(|r| err(ErrorReason::Load, r))?;
+        let Some(environment) = checked.model.environment(env) else {
+            return Ok(None);
+        };
+        let store = RecordStore::for_target(
+            environment.kubernetes.as_ref(),
+            &self.state_dir,
+            &environment.project,
+        )
+        .await
+        .map_err(|e| err(ErrorReason::Observe, e))?;
+        let record = store
+            .load(env)
+            .await
+            .map_err(|e| err(ErrorReason::Observe, e))?;
+        Ok(record.map(|r| r.commit))
+    }
 }
 
 impl Executor {

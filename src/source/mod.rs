@@ -324,6 +324,31 @@ impl Source {
         .await
     }
 
+    /// Whether `commit` is `ancestor` or descends from it (both hex ids).
+    /// An `ancestor` the cache does not hold is in the history of no commit
+    /// fetched (fetches are never shallow), so the answer is then `false`:
+    /// a branch reset to older history after a restart with an empty cache
+    /// is told apart as well as one reset while running.
+    pub async fn descends_from(&self, commit: &str, ancestor: &str) -> Result<bool> {
+        let parse = |hex: &str| {
+            Oid::from_str(hex).map_err(|source| Error::ReadCommit {
+                commit: hex.to_string(),
+                source,
+            })
+        };
+        let (new, old) = (parse(commit)?, parse(ancestor)?);
+        self.with_work(move |w| {
+            if new == old {
+                return Ok(true);
+            }
+            if !w.cache.has_object(old) {
+                return Ok(false);
+            }
+            w.cache.fast_forward(old, new)
+        })
+        .await
+    }
+
     /// What the source serves now.
     pub fn status(&self) -> Status {
         lock(&self.status).clone()

@@ -1,6 +1,9 @@
 //! Issue 18, the Git source side, against the real binary: credentials in
 //! the `--remote` URL and the paths of age identities never show (status
-//! API, status page, metrics, text and JSON logs).
+//! API, status page, metrics, text and JSON logs), and an environment that
+//! requires signed commits refuses a force-push back to an older
+//! trusted-signed commit, also after a restart, unless a rollback is asked
+//! for.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::source::{HttpGit, SshSigner};
+use crate::source::{ssh_signer, HttpGit, SshSigner};
 use crate::support::git;
 
 /// The token in the URL: it must show nowhere.
@@ -339,4 +342,145 @@ fn credentials_in_the_remote_url_and_identity_paths_are_never_shown() {
     );
     shown.push(("JSON logs", logs));
     assert_nowhere(CANARY, &shown);
+}
+
+/// dev and prod; prod requires a commit signed by `ops`.
+fn signed_rev(up: &Upstream, rev: u32, ops: &SshSigner) -> String {
+    up.write(
+        "environments/dev.yaml",
+        &env_doc("dev", &format!("  vars: {{rev: {rev}}}\n")),
+    );
+    up.write(
+        "environments/prod.yaml",
+        &env_doc(
+            "prod",
+            &format!("  after: dev\n  requireSignedCommits: true\n  vars: {{rev: {rev}}}\n"),
+        ),
+    );
+    up.commit(&format!("rev {rev}"), Some(ops))
+}
+
+/// The commit of prod's record in the state directory.
+fn recorded(state: &Path) -> String {
+    let text = std::fs::read_to_string(state.join("test.prod.json")).unwrap();
+    let record: Value = serde_json::from_str(&text).unwrap();
+    record["commit"].as_str().unwrap().to_string()
+}
+
+/// Issue 18 part 5. prod requires trusted signatures; the branch is reset
+/// (force-pushed) from c2 back to the older, also trusted-signed c1. prod
+/// refuses it with reason `not-a-descendant` (status, page, metric, a log
+/// line naming both commits), dev (no signature required) follows; after a
+/// restart with an empty Git cache the record still refuses it.
+/// `--allow-rollback-to c1` applies it; `--force-push follow` follows.
+#[test]
+fn a_force_push_back_to_an_older_signed_commit_is_refused_across_restarts() {
+    let up = Upstream::new();
+    let ops = ssh_signer("ops-laptop");
+    let scratch = tempfile::tempdir().unwrap();
+    let signers = scratch.path().join("allowed_signers");
+    std::fs::write(&signers, format!("ops@example.com {}", ops.public)).unwrap();
+    let state = scratch.path().join("state");
+    let url = format!("file://{}", up.path().display());
+    let args = |cache: &str, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--remote",
+            &url,
+            "--log-format",
+            "json",
+            "--trusted-signers",
+            signers.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--cache-dir",
+            scratch.path().join(cache).to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let start = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        Reconciler::start(&a)
+    };
+    let applied = |s: &Value, env_name: &str, commit: &str| {
+        let e = env(s, env_name);
+        e["lastGood"] == commit && e["last"]["error"].is_null()
+    };
+    let refused = |s: &Value, commit: &str| {
+        let last = &env(s, "prod")["last"];
+        last["commit"] == commit && last["error"]["reason"] == "not-a-descendant"
+    };
+
+    let c1 = signed_rev(&up, 1, &ops);
+    let r = start(args("cache-a", &[]));
+    r.until(60, "c1 reaches prod", |s| applied(s, "prod", &c1));
+    let c2 = signed_rev(&up, 2, &ops);
+    r.until(60, "c2 reaches prod", |s| applied(s, "prod", &c2));
+    assert_eq!(recorded(&state), c2);
+
+    // The attack: the branch is reset to c1, which is signed and trusted.
+    git(up.path(), &["reset", "-q", "--hard", &c1]);
+    let s = r.until(60, "dev follows, prod refuses c1", |s| {
+        applied(s, "dev", &c1) && refused(s, &c1)
+    });
+    let prod = env(&s, "prod");
+    assert_eq!(prod["lastGood"], c2.as_str());
+    let msg = prod["last"]["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!(
+            "commit {} is not applied to prod: it does not descend from {}, the commit last applied there",
+            &c1[..12],
+            &c2[..12]
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("--allow-rollback-to"), "{msg}");
+    let (_, page) = r.get("/").unwrap();
+    assert!(page.contains("not-a-descendant</span>"), "{page}");
+    let (_, metrics) = r.get("/metrics").unwrap();
+    assert!(
+        metrics.contains("tidegate_errors_total{reason=\"not-a-descendant\"}"),
+        "{metrics}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(recorded(&state), c2, "prod was not applied");
+    let logs = r.stop();
+    let refusal = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["reason"] == "not-a-descendant")
+        .unwrap_or_else(|| panic!("no refusal log line:\n{logs}"));
+    assert_eq!(refusal["fields"]["environment"], "prod");
+    assert_eq!(refusal["fields"]["commit"], c1.as_str());
+    assert_eq!(refusal["fields"]["last_applied"], c2.as_str());
+
+    // A restart with an empty cache: the record still refuses c1.
+    let r = start(args("cache-b", &[]));
+    r.until(60, "after a restart prod still refuses c1", |s| {
+        applied(s, "dev", &c1) && refused(s, &c1)
+    });
+    r.stop();
+    assert_eq!(recorded(&state), c2);
+
+    // An explicit rollback.
+    let r = start(args("cache-b", &["--allow-rollback-to", &c1[..12]]));
+    r.until(60, "the rollback to c1 reaches prod", |s| {
+        applied(s, "prod", &c1)
+    });
+    r.stop();
+    assert_eq!(recorded(&state), c1);
+
+    // --force-push follow: forward to c2, then back to c1, both applied.
+    git(up.path(), &["reset", "-q", "--hard", &c2]);
+    let r = start(args("cache-b", &["--force-push", "follow"]));
+    r.until(60, "c2 reaches prod", |s| applied(s, "prod", &c2));
+    git(up.path(), &["reset", "-q", "--hard", &c1]);
+    r.until(60, "prod follows the force-push to c1", |s| {
+        applied(s, "prod", &c1)
+    });
+    r.stop();
+    assert_eq!(recorded(&state), c1);
 }
