@@ -17,7 +17,7 @@ use crate::reconcile::lease::LeaseConfig;
 use crate::reconcile::{self, Converge, Options, Reconciler, Shared};
 use crate::secrets::{Identities, IdentityOptions};
 use crate::sensitive::Sensitive;
-use crate::source::{HttpsAuth, SecretFrom, Source, SourceConfig, SshAuth};
+use crate::source::{SecretFrom, Source, SourceConfig, SshAuth};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -67,8 +67,13 @@ pub struct ReconcileArgs {
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
     /// HTTPS remotes: file holding an access token (a mounted Secret).
+    /// Never put credentials in --remote.
     #[arg(long)]
     pub git_token_file: Option<PathBuf>,
+    /// HTTPS remotes: name of the environment variable holding an access
+    /// token (e.g. set from a Secret with `secretKeyRef`).
+    #[arg(long, value_name = "VAR", conflicts_with = "git_token_file")]
+    pub git_token_env: Option<String>,
     /// HTTPS remotes: user name sent with the token.
     #[arg(long)]
     pub git_username: Option<String>,
@@ -87,6 +92,16 @@ pub struct ReconcileArgs {
     /// Where records of environments without a Kubernetes target are kept.
     #[arg(long, default_value = "/tmp/tidegate-state")]
     pub state_dir: PathBuf,
+    /// A force-push (or reset) of the branch to a commit that does not
+    /// descend from the one last applied to an environment: `refuse` keeps
+    /// the environment where it is (reason `not-a-descendant`), `follow`
+    /// applies it. Default: refuse where `requireSignedCommits: true`.
+    #[arg(long, value_enum, env = "TIDEGATE_FORCE_PUSH")]
+    pub force_push: Option<crate::source::ForcePush>,
+    /// Apply this commit (id or prefix) even though it does not descend
+    /// from the last applied one: an explicit rollback.
+    #[arg(long, value_name = "COMMIT", value_parser = reconcile::driver::commit_prefix)]
+    pub allow_rollback_to: Option<String>,
     #[command(flatten)]
     pub identities: IdentityOptions,
     #[command(flatten)]
@@ -130,14 +145,18 @@ async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> reconcile::
         None => None,
         Some(path) => Some(read_secret(path)?),
     };
-    let mut cfg = SourceConfig::new(&args.remote, &args.branch, &args.cache_dir);
-    cfg.interval = args.interval;
-    if let Some(token) = &args.git_token_file {
-        cfg.credentials.https = Some(HttpsAuth {
-            username: args.git_username.clone(),
-            password: SecretFrom::File(token.clone()),
-        });
+    // Credentials in the URL are taken out here, so that the URL shown
+    // (status, page, logs) and given to libgit2 never holds them.
+    let (remote, from_url) = crate::source::split_credentials(&args.remote);
+    if from_url.is_some() {
+        tracing::warn!(remote = %remote, "the --remote URL carries credentials: they are taken out of it and used as the HTTPS credentials, but command lines and manifests are not the place for them; pass the token with --git-token-file (a mounted Secret) or --git-token-env instead");
     }
+    let mut cfg = SourceConfig::new(&remote, &args.branch, &args.cache_dir);
+    cfg.interval = args.interval;
+    let token = (args.git_token_file.clone().map(SecretFrom::File))
+        .or_else(|| args.git_token_env.clone().map(SecretFrom::Env));
+    cfg.credentials.https =
+        crate::source::url::https_auth(args.git_username.clone(), token, from_url);
     if let (Some(key), Some(known_hosts)) = (&args.git_ssh_key, &args.git_known_hosts) {
         cfg.credentials.ssh = Some(SshAuth {
             username: args.git_username.clone(),
@@ -151,11 +170,13 @@ async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> reconcile::
         &args.trust.trusted_pgp_keys,
     )?;
     let source = Source::open(cfg).await?;
-    let mut opts = Options::new(&args.remote, &args.branch);
+    let mut opts = Options::new(&remote, &args.branch);
     opts.trust = Arc::new(trust);
     opts.interval = args.interval;
     opts.shutdown_grace = args.shutdown_grace;
     opts.dry_run = args.dry_run;
+    opts.force_push = args.force_push;
+    opts.allow_rollback_to = args.allow_rollback_to.clone();
     let kube = match &args.lease_namespace {
         None => None,
         Some(ns) => {
@@ -179,7 +200,7 @@ async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> reconcile::
             addr: args.listen.to_string(),
             source,
         })?;
-    tracing::info!(listen = %args.listen, remote = %args.remote, branch = %args.branch, dry_run = args.dry_run, "tidegate reconcile started");
+    tracing::info!(listen = %args.listen, remote = %remote, branch = %args.branch, dry_run = args.dry_run, "tidegate reconcile started");
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(crate::server::serve(listener, shared.clone(), async {
         let _ = http_stopped.await;

@@ -47,6 +47,27 @@ fn err(reason: ErrorReason, e: impl std::fmt::Display) -> ReportError {
     ReportError::new(reason, e.to_string())
 }
 
+/// A secrets failure as the status API and page show it. They are not
+/// authenticated, so where the identities were read from (file and folder
+/// paths of mounted keys) stays out: the message names the secret file, the
+/// recipients and the public keys of the identities loaded, which is enough
+/// to tell which key is missing.
+fn secrets_error(e: secrets::Error) -> ReportError {
+    let message = match &e {
+        secrets::Error::WrongIdentity {
+            file,
+            have,
+            recipients,
+            ..
+        } => {
+            let count = have.split(", ").filter(|k| !k.is_empty()).count();
+            format!("{file}: none of the {count} age identities loaded (public keys {have}) can decrypt it; it is encrypted to {recipients}; give tidegate the private key of one of those recipients, or re-key the file with `tidegate secrets updatekeys`")
+        }
+        other => other.to_string(),
+    };
+    ReportError::new(ErrorReason::Secrets, message)
+}
+
 fn api_calls(providers: &Providers) -> Vec<ApiCalls> {
     providers
         .api_calls()
@@ -113,6 +134,31 @@ impl Converge for Executor {
         }
         result
     }
+
+    /// The commit of the environment's record (its ConfigMap, or the file
+    /// under the state directory).
+    async fn last_applied(
+        &self,
+        snapshot: &Snapshot,
+        env: &str,
+    ) -> std::result::Result<Option<String>, ReportError> {
+        let checked = crate::cli::check(&snapshot.files).map_err(|r| err(ErrorReason::Load, r))?;
+        let Some(environment) = checked.model.environment(env) else {
+            return Ok(None);
+        };
+        let store = RecordStore::for_target(
+            environment.kubernetes.as_ref(),
+            &self.state_dir,
+            &environment.project,
+        )
+        .await
+        .map_err(|e| err(ErrorReason::Observe, e))?;
+        let record = store
+            .load(env)
+            .await
+            .map_err(|e| err(ErrorReason::Observe, e))?;
+        Ok(record.map(|r| r.commit))
+    }
 }
 
 impl Executor {
@@ -128,7 +174,7 @@ impl Executor {
         let (model, graph) = (&checked.model, &checked.graph);
         let environment = model.environment(env).expect("checked by converge");
         let secrets = secrets::load_env(environment, &snapshot.files, &self.identities)
-            .map_err(|e| err(ErrorReason::Secrets, e))?;
+            .map_err(secrets_error)?;
         let kinds = observe::kinds_of(graph, env);
         let providers = Providers::connect(&environment.target(None), kinds.keys().copied())
             .await

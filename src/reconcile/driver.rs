@@ -10,7 +10,7 @@
 //! the next start converges from there). Then the Leases are released and
 //! [`Reconciler::run`] returns.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -52,6 +52,15 @@ pub struct Options {
     /// Keys trusted to sign commits for environments with
     /// `requireSignedCommits: true` (empty: such environments apply nothing).
     pub trust: Arc<source::TrustList>,
+    /// Which environments refuse a commit that does not descend from the
+    /// one last applied to them (a force-push or reset to older history):
+    /// `None` those with `requireSignedCommits: true`, `Refuse` all,
+    /// `Follow` none.
+    pub force_push: Option<source::ForcePush>,
+    /// A commit (id, or a prefix of at least 7 hex digits) that may be
+    /// applied although it does not descend from the last applied one: an
+    /// explicit rollback (`--allow-rollback-to`).
+    pub allow_rollback_to: Option<String>,
 }
 
 impl Options {
@@ -70,8 +79,18 @@ impl Options {
             dry_run: false,
             leases: None,
             trust: Arc::default(),
+            force_push: None,
+            allow_rollback_to: None,
         }
     }
+}
+
+/// `--allow-rollback-to`: a commit id or a prefix of one (7 to 40 hex
+/// digits), lowercased.
+pub fn commit_prefix(s: &str) -> std::result::Result<String, String> {
+    let ok = (7..=40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit());
+    ok.then(|| s.to_ascii_lowercase())
+        .ok_or_else(|| format!("{s:?} is not a commit id (7 to 40 hex digits)"))
 }
 
 /// Requests from the HTTP API and webhooks.
@@ -104,7 +123,8 @@ impl Shared {
     ) -> (Arc<Shared>, mpsc::UnboundedReceiver<Command>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Status {
-            remote: opts.remote.clone(),
+            // Shown unauthenticated: never with user-info in it.
+            remote: source::redact_url(&opts.remote),
             reference: opts.reference.clone(),
             identity: opts.leases.as_ref().map(|l| l.identity.clone()),
             dry_run: opts.dry_run,
@@ -288,6 +308,7 @@ impl Reconciler {
             opts,
             shared,
             refusals: Mutex::default(),
+            signed_envs: Mutex::default(),
         };
         io.run(&mut commands, kube, shutdown).await
     }
@@ -302,6 +323,9 @@ struct Io {
     /// For the commit loaded last: environments requiring a trusted
     /// signature it lacks, with why (commit, env → reason).
     refusals: Mutex<(String, HashMap<String, String>)>,
+    /// Environments of the commit loaded last with
+    /// `requireSignedCommits: true`.
+    signed_envs: Mutex<HashSet<String>>,
 }
 
 impl Io {
@@ -387,7 +411,12 @@ impl Io {
                             let _ = done_tx.send((env, report));
                             continue;
                         }
-                        let task = self.spawn(env.clone(), snap, mode, done_tx.clone());
+                        // Where force-pushes are refused, the commit must
+                        // descend from the one last applied (the record's,
+                        // else the one this process applied).
+                        let lineage = (mode == Mode::Apply && self.refuses_force_push(&env))
+                            .then(|| state.envs.get(&env).and_then(|e| e.last_good.clone()));
+                        let task = self.spawn(env.clone(), snap, mode, lineage, done_tx.clone());
                         tasks.insert(env, task);
                     }
                     Action::Abandon { env } => {
@@ -425,11 +454,11 @@ impl Io {
         let poll = match self.source.poll().await {
             Ok(p) => p,
             Err(e) => {
+                let e = source::redact_url(&e.to_string());
                 tracing::error!(error = %e, "git source failed");
                 self.shared.metrics.poll("error");
                 self.shared.metrics.error(ErrorReason::Fetch);
-                self.shared
-                    .set_status(|s| s.source_error = Some(e.to_string()));
+                self.shared.set_status(|s| s.source_error = Some(e));
                 return (None, jitter(self.opts.interval));
             }
         };
@@ -445,6 +474,7 @@ impl Io {
                 (None, wait)
             }
             source::Event::Unreachable { error, attempt, .. } => {
+                let error = source::redact_url(&error);
                 tracing::warn!(%error, attempt, "git remote unreachable; serving the last good commit");
                 self.shared.metrics.poll("unreachable");
                 self.shared.metrics.error(ErrorReason::Fetch);
@@ -469,6 +499,16 @@ impl Io {
         }
     }
 
+    /// Whether `env` refuses a commit that does not descend from the one
+    /// last applied to it.
+    fn refuses_force_push(&self, env: &str) -> bool {
+        match self.opts.force_push {
+            Some(source::ForcePush::Refuse) => true,
+            Some(source::ForcePush::Follow) => false,
+            None => lock(&self.signed_envs).contains(env),
+        }
+    }
+
     /// Why `commit` may not be applied to `env` (a trusted signature is
     /// required and missing).
     fn refusal(&self, commit: &str, env: &str) -> Option<String> {
@@ -484,6 +524,7 @@ impl Io {
             .iter()
             .filter(|e| e.require_signed_commits)
             .collect();
+        *lock(&self.signed_envs) = strict.iter().map(|e| e.name.clone()).collect();
         let mut refused = HashMap::new();
         let mut shown = None;
         if !strict.is_empty() {
@@ -555,20 +596,49 @@ impl Io {
         }
     }
 
+    /// Runs one converge in its own task. `lineage` is set where the commit
+    /// must descend from the one last applied (what this process applied
+    /// last, used when the converge keeps no record).
     fn spawn(
         &self,
         env: String,
         snap: Arc<Snapshot>,
         mode: Mode,
+        lineage: Option<Option<String>>,
         done: mpsc::UnboundedSender<Done>,
     ) -> JoinHandle<()> {
         let converge = self.converge.clone();
         let commit = snap.commit.clone();
+        let source = self.source.clone();
+        let allow = self.opts.allow_rollback_to.clone();
         let span = tracing::info_span!("converge", environment = %env, commit = %commit, mode = mode.label());
         tokio::spawn(
             async move {
-                tracing::info!("converge started");
                 let started = Instant::now();
+                if let Some(remembered) = lineage {
+                    let refused = not_a_descendant(
+                        &source,
+                        converge.as_ref(),
+                        &snap,
+                        &env,
+                        remembered,
+                        allow.as_deref(),
+                    )
+                    .await;
+                    if let Some(error) = refused {
+                        let report = EnvReport {
+                            commit,
+                            mode,
+                            error: Some(error),
+                            duration_ms: started.elapsed().as_millis() as u64,
+                            finished_unix: unix_now(),
+                            ..EnvReport::default()
+                        };
+                        let _ = done.send((env, report));
+                        return;
+                    }
+                }
+                tracing::info!("converge started");
                 let name = env.clone();
                 // The converge runs in its own task so a panic becomes a report.
                 let inner = tokio::spawn(
@@ -660,6 +730,75 @@ impl Io {
             s.ready = ready;
         });
     }
+}
+
+/// Why `snap` may not be applied to `env`, which refuses force-pushes:
+/// it does not descend from the commit last applied there (the record's,
+/// else `remembered`), and `allow` (`--allow-rollback-to`) does not name it.
+/// An error reading the record or the history refuses too.
+async fn not_a_descendant(
+    source: &Source,
+    converge: &dyn Converge,
+    snap: &Snapshot,
+    env: &str,
+    remembered: Option<String>,
+    allow: Option<&str>,
+) -> Option<ReportError> {
+    let recorded = match converge.last_applied(snap, env).await {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            let msg = format!(
+                "cannot read the commit last applied to {env}, so cannot check that {} descends from it: {}",
+                short(&snap.commit),
+                e.message
+            );
+            return Some(ReportError::new(e.reason, msg));
+        }
+    };
+    let last = recorded.or(remembered)?;
+    let commit = snap.commit.as_str();
+    if last.len() != 40 || !last.bytes().all(|b| b.is_ascii_hexdigit()) {
+        // `tidegate apply` from a working tree records `worktree-<hash>`.
+        tracing::warn!(environment = %env, commit = %commit, last_applied = %last, "the commit last applied is not a commit id (applied from a working tree?): not checking that the new commit descends from it");
+        return None;
+    }
+    let descends = match source.descends_from(commit, &last).await {
+        Ok(d) => d,
+        Err(e) => {
+            let msg = format!(
+                "cannot tell whether commit {} descends from {}, the commit last applied to {env}: {e}",
+                short(commit),
+                short(&last)
+            );
+            return Some(ReportError::new(ErrorReason::Internal, msg));
+        }
+    };
+    if descends {
+        return None;
+    }
+    if allow.is_some_and(|a| commit.starts_with(a)) {
+        tracing::warn!(environment = %env, commit = %commit, last_applied = %last, "rolling back: the commit does not descend from the one last applied, and --allow-rollback-to names it");
+        return None;
+    }
+    tracing::warn!(environment = %env, commit = %commit, last_applied = %last, reason = ErrorReason::NotADescendant.label(), "commit not applied: it does not descend from the commit last applied (force-push or reset to other history)");
+    Some(ReportError::new(
+        ErrorReason::NotADescendant,
+        format!(
+            "commit {} is not applied to {env}: it does not descend from {}, the commit last applied there (the branch was force-pushed or reset); to roll back, push a commit on top of {} that reverts the change, or restart with --allow-rollback-to {}",
+            short(commit),
+            short(&last),
+            short(&last),
+            short(commit)
+        ),
+    ))
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What this replica publishes on the Leases of the environments it holds.

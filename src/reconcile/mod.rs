@@ -127,6 +127,19 @@ pub trait Converge: Send + Sync {
         env: &str,
         mode: Mode,
     ) -> std::result::Result<EnvReport, ReportError>;
+
+    /// The commit last applied to `env`, as recorded where the environment
+    /// keeps its state, so that it survives restarts; `None` when nothing
+    /// is recorded (or the implementation keeps no records: the driver
+    /// then uses the commit it applied last itself). Where force-pushes are
+    /// refused, the driver applies only commits that descend from it.
+    async fn last_applied(
+        &self,
+        _snapshot: &Snapshot,
+        _env: &str,
+    ) -> std::result::Result<Option<String>, ReportError> {
+        Ok(None)
+    }
 }
 
 /// What one converge of one environment did: everything the status page,
@@ -285,6 +298,11 @@ pub enum ErrorReason {
     /// The plan deletes or replaces in an environment with `protect: true`;
     /// it holds until someone applies it with `--allow-destroy`.
     Protected,
+    /// The commit does not descend from the one last applied to the
+    /// environment (a force-push or reset to older or other history), and
+    /// the environment refuses that (`--force-push refuse`, the default
+    /// where `requireSignedCommits: true`).
+    NotADescendant,
     /// Anything else (a panicked task).
     Internal,
 }
@@ -304,6 +322,7 @@ impl ErrorReason {
             ErrorReason::Signature => "signature",
             ErrorReason::MassDelete => "mass-delete",
             ErrorReason::Protected => "protected",
+            ErrorReason::NotADescendant => "not-a-descendant",
             ErrorReason::Internal => "internal",
         }
     }

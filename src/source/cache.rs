@@ -26,6 +26,8 @@ pub struct RemoteTip {
 pub struct Cache {
     dir: PathBuf,
     url: String,
+    /// `url` as errors show it (user-info masked, should any be left).
+    shown: String,
     pub(crate) repo: Repository,
 }
 
@@ -44,6 +46,7 @@ impl Cache {
         Ok(Cache {
             dir: dir.to_path_buf(),
             url: url.to_string(),
+            shown: super::url::redact(url),
             repo,
         })
     }
@@ -73,7 +76,7 @@ impl Cache {
         })?;
         pick_ref(&advertised, reference).ok_or_else(|| Error::RefNotFound {
             reference: reference.to_string(),
-            url: self.url.clone(),
+            url: self.shown.clone(),
         })
     }
 
@@ -160,16 +163,24 @@ impl Cache {
     pub fn resolve(&self, revision: &str) -> Result<Oid> {
         let not_found = |source: git2::Error| Error::UnknownRevision {
             revision: revision.to_string(),
-            repo: self.url.clone(),
-            reason: source.message().to_string(),
+            repo: self.shown.clone(),
+            reason: super::url::redact(source.message()),
         };
         let obj = self.repo.revparse_single(revision).map_err(not_found)?;
         Ok(obj.peel_to_commit().map_err(not_found)?.id())
     }
 
+    /// libgit2's message may quote a URL (a redirect target): its
+    /// user-info is masked like the remote's own.
     fn unreachable(&self, source: git2::Error) -> Error {
+        let message = super::url::redact(source.message());
+        let source = if message == source.message() {
+            source
+        } else {
+            git2::Error::new(source.code(), source.class(), message)
+        };
         Error::Unreachable {
-            url: self.url.clone(),
+            url: self.shown.clone(),
             source,
         }
     }

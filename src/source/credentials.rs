@@ -25,6 +25,9 @@ pub enum SecretFrom {
     File(PathBuf),
     /// An environment variable.
     Env(String),
+    /// Held in memory: the password or token a remote URL carried
+    /// ([`super::url::split_credentials`]).
+    Inline(Sensitive),
 }
 
 impl SecretFrom {
@@ -40,6 +43,7 @@ impl SecretFrom {
             SecretFrom::Env(var) => {
                 std::env::var(var).map_err(|_| Error::MissingSecret { var: var.clone() })?
             }
+            SecretFrom::Inline(secret) => return Ok(secret.clone()),
         };
         Ok(Sensitive::from_string(
             text.trim_end_matches(['\r', '\n']).to_string(),
@@ -48,11 +52,24 @@ impl SecretFrom {
 }
 
 /// HTTPS basic authentication (a token is a password with any user name).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct HttpsAuth {
     /// User name; forges accept `x-access-token` (the default) with a token.
     pub username: Option<String>,
     pub password: SecretFrom,
+}
+
+impl std::fmt::Debug for HttpsAuth {
+    // The user name may itself be a token (`https://TOKEN:x-oauth-basic@...`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpsAuth")
+            .field(
+                "username",
+                &self.username.as_ref().map(|_| crate::sensitive::MASK),
+            )
+            .field("password", &self.password)
+            .finish()
+    }
 }
 
 /// SSH public-key authentication plus the host keys the server must match.

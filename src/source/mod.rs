@@ -26,6 +26,7 @@ pub mod credentials;
 pub mod poll;
 pub mod signature;
 pub mod snapshot;
+pub mod url;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,7 @@ pub use signature::{
     verify_in_repo, SignaturePolicy, TrustList, TrustedPgpKey, TrustedSshKey, Verification,
 };
 pub use snapshot::{Files, ReadLimits, Snapshot, TreeCache, DEFAULT_PATHS};
+pub use url::{redact as redact_url, split_credentials, UrlCredentials};
 
 /// Everything that can fail in the Git source.
 #[derive(Debug, thiserror::Error)]
@@ -243,7 +245,18 @@ struct Work {
 
 impl Source {
     /// Open the cache (creating or re-creating it). Does not touch the network.
-    pub async fn open(cfg: SourceConfig) -> Result<Source> {
+    ///
+    /// User-info in `cfg.url` never reaches libgit2 (whose errors could
+    /// echo it): it is taken out, and becomes the HTTPS credentials when
+    /// none are configured.
+    pub async fn open(mut cfg: SourceConfig) -> Result<Source> {
+        let (url, from_url) = split_credentials(&cfg.url);
+        if from_url.is_some() {
+            cfg.url = url;
+            if cfg.credentials.https.is_none() {
+                cfg.credentials.https = url::https_auth(None, None, from_url);
+            }
+        }
         let work = blocking(move || {
             let cache = Cache::open(&cfg.cache_dir, &cfg.url)?;
             Ok(Work {
@@ -307,6 +320,31 @@ impl Source {
         self.with_work(move |w| {
             let oid = w.cache.resolve(&commit)?;
             signature::verify_commit(&w.cache.repo, oid, &trust)
+        })
+        .await
+    }
+
+    /// Whether `commit` is `ancestor` or descends from it (both hex ids).
+    /// An `ancestor` the cache does not hold is in the history of no commit
+    /// fetched (fetches are never shallow), so the answer is then `false`:
+    /// a branch reset to older history after a restart with an empty cache
+    /// is told apart as well as one reset while running.
+    pub async fn descends_from(&self, commit: &str, ancestor: &str) -> Result<bool> {
+        let parse = |hex: &str| {
+            Oid::from_str(hex).map_err(|source| Error::ReadCommit {
+                commit: hex.to_string(),
+                source,
+            })
+        };
+        let (new, old) = (parse(commit)?, parse(ancestor)?);
+        self.with_work(move |w| {
+            if new == old {
+                return Ok(true);
+            }
+            if !w.cache.has_object(old) {
+                return Ok(false);
+            }
+            w.cache.fast_forward(old, new)
         })
         .await
     }
@@ -504,7 +542,8 @@ impl Work {
             if !self.cache.has_object(tip.oid) {
                 let error = format!(
                     "{} has no branch or tag containing commit {}",
-                    self.cfg.url, tip.oid
+                    url::redact(&self.cfg.url),
+                    tip.oid
                 );
                 return Ok(Observation::Unreachable { error });
             }

@@ -69,7 +69,7 @@ pub enum Event {
 }
 
 /// What to do when the tracked ref is force-pushed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ForcePush {
     /// Serve the new commit anyway (reported as a non-fast-forward).
     #[default]

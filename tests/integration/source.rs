@@ -612,13 +612,13 @@ async fn git_daemon_remote() {
 
 /// A minimal HTTP/1.1 server that runs `git http-backend` as a CGI for each
 /// request, optionally demanding Basic authentication.
-struct HttpGit {
-    port: u16,
+pub(crate) struct HttpGit {
+    pub(crate) port: u16,
     _stop: std::sync::mpsc::Sender<()>,
 }
 
 impl HttpGit {
-    fn start(root: PathBuf, basic: Option<String>) -> HttpGit {
+    pub(crate) fn start(root: PathBuf, basic: Option<String>) -> HttpGit {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
