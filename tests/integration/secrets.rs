@@ -612,8 +612,9 @@ async fn canary_through_the_binary_at_trace_level() {
     );
     // A secret inside a larger text (the example's user data script) is
     // encoded with it: its base64 at each of the three alignments (the
-    // characters that depend on its neighbours cut off), plain and as a
-    // form body percent-encodes it (RunInstances' UserData).
+    // characters that depend on its neighbours cut off), plain, as a form
+    // body percent-encodes it (RunInstances' UserData), and that as a
+    // printed byte list.
     let mut encoded = Vec::new();
     for c in canaries.iter().filter(|c| c.len() >= 16) {
         for pad in 0..3 {
@@ -621,13 +622,18 @@ async fn canary_through_the_binary_at_trace_level() {
             bytes.extend_from_slice(c.as_bytes());
             let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
             let inner = &b64[if pad == 0 { 0 } else { 4 }..b64.len() - 4];
-            encoded.push(inner.to_string());
-            encoded.push(
-                inner
-                    .replace('+', "%2B")
-                    .replace('/', "%2F")
-                    .replace('=', "%3D"),
-            );
+            let form = inner
+                .replace('+', "%2B")
+                .replace('/', "%2F")
+                .replace('=', "%3D");
+            // A byte slice's Debug form (`[73, 121, ...]`), as aws-sigv4
+            // prints a body with LOG_SIGNABLE_BODY.
+            let debug = form
+                .bytes()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            encoded.extend([inner.to_string(), form, debug]);
         }
     }
     assert!(!encoded.is_empty(), "no secret of 16 bytes or more");
