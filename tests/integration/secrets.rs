@@ -661,7 +661,10 @@ async fn canary_through_the_binary_at_trace_level() {
             .binary()
             .args(args)
             .env("SOPS_AGE_KEY_FILE", &key)
-            .env("RUST_LOG", "trace,aws_sigv4=trace,aws_smithy_runtime::client=trace")
+            .env(
+                "RUST_LOG",
+                "trace,aws_sigv4=trace,aws_smithy_runtime::client=trace",
+            )
             // aws-sigv4 logs whole request bodies with this (issue 18).
             .env("LOG_SIGNABLE_BODY", "true")
             .output()
