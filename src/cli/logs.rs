@@ -68,16 +68,27 @@ pub fn directives(rust_log: Option<&str>, default: &str) -> String {
     kept.join(",")
 }
 
-/// True when directive `d` names a capped target or a module below one.
+/// True when directive `d` names a capped target or a module below one at
+/// a level above its cap (a directive that quietens one is kept).
 fn capped(d: &str) -> bool {
     let end = d.find(['[', '=']).unwrap_or(d.len());
     let target = &d[..end];
-    CAPS.iter().any(|(t, _)| {
-        target == *t
+    let level = d.rsplit_once('=').map(|(_, l)| l.trim());
+    CAPS.iter().any(|(t, cap)| {
+        let below = target == *t
             || target
                 .strip_prefix(t)
-                .is_some_and(|rest| rest.starts_with("::"))
+                .is_some_and(|rest| rest.starts_with("::"));
+        below && !level.is_some_and(|l| rank(l).is_some_and(|r| Some(r) <= rank(cap)))
     })
+}
+
+/// Verbosity of a level name (`off` least), `None` when not one.
+fn rank(level: &str) -> Option<u8> {
+    ["off", "error", "warn", "info", "debug", "trace"]
+        .iter()
+        .position(|l| level.eq_ignore_ascii_case(l))
+        .map(|p| p as u8)
 }
 
 /// The filter for a command whose quiet default level is `level`.
@@ -107,6 +118,25 @@ mod tests {
         // A target that only shares a prefix is not capped.
         let d = directives(Some("hyperion=trace"), "warn");
         assert!(d.starts_with("hyperion=trace,"), "{d}");
+        // A directive that quietens a capped target is kept (the default
+        // silences kube's client builder).
+        let d = directives(None, "info,kube_client::client::builder=off,h2=warn");
+        assert!(
+            d.starts_with("info,kube_client::client::builder=off,h2=warn,"),
+            "{d}"
+        );
+        let d = directives(
+            Some("aws_smithy_runtime=info,hyper=trace,aws_sigv4=error"),
+            "warn",
+        );
+        assert!(
+            d.starts_with("aws_smithy_runtime=info,aws_sigv4=off"),
+            "{d}"
+        );
+        assert!(
+            !d.contains("hyper=trace") && !d.contains("aws_sigv4=error"),
+            "{d}"
+        );
         // Unset or empty: the default, capped.
         assert!(directives(None, "warn").starts_with("warn,aws_sigv4=off"));
         assert!(directives(Some("  "), "info").starts_with("info,aws_sigv4=off"));
