@@ -17,6 +17,7 @@ mod policy;
 mod real_kube;
 mod reconcile;
 mod secrets;
+mod security;
 mod source;
 mod stand;
 mod support;
