@@ -1217,6 +1217,7 @@ fn deploy_manifests_pass_kubectl_server_side_dry_run() {
         "deployment.apps/tidegate",
         "service/tidegate",
         "ingress.networking.k8s.io/tidegate-webhook",
+        "networkpolicy.networking.k8s.io/tidegate",
     ] {
         assert!(so.contains(obj), "{obj} not applied:\n{so}");
     }

@@ -46,11 +46,22 @@ fn free_addr() -> SocketAddr {
 /// under `ulimit -n nofile` when given; `--api-token-file` holds [`TOKEN`]
 /// unless `extra` names its own.
 fn spawn(up: &Upstream, extra: &[&str], nofile: Option<u64>) -> Tidegate {
-    spawn_with(up, extra, nofile, true)
+    spawn_with(up, extra, nofile, true, None)
+}
+
+/// [`spawn`] with `KUBECONFIG` set.
+fn spawn_in(up: &Upstream, extra: &[&str], kubeconfig: Option<&str>) -> Tidegate {
+    spawn_with(up, extra, None, true, kubeconfig)
 }
 
 /// [`spawn`]; `api_token: false` starts it without any API authenticator.
-fn spawn_with(up: &Upstream, extra: &[&str], nofile: Option<u64>, api_token: bool) -> Tidegate {
+fn spawn_with(
+    up: &Upstream,
+    extra: &[&str],
+    nofile: Option<u64>,
+    api_token: bool,
+    kubeconfig: Option<&str>,
+) -> Tidegate {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("api-token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
@@ -87,6 +98,9 @@ fn spawn_with(up: &Upstream, extra: &[&str], nofile: Option<u64>, api_token: boo
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    if let Some(kc) = kubeconfig {
+        c.env("KUBECONFIG", kc);
+    }
     let mut child = c.spawn().unwrap();
     let logs = Arc::new(Mutex::new(String::new()));
     let stderr = child.stderr.take().unwrap();
@@ -480,7 +494,7 @@ async fn suspending_needs_a_token_and_a_same_site_json_request_and_names_who() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_authenticator_state_changes_are_refused_naming_the_flags() {
     let up = Upstream::new();
-    let mut t = spawn_with(&up, &[], None, false);
+    let mut t = spawn_with(&up, &[], None, false, None);
     t.ready().await;
     let (code, body) = t
         .post(
@@ -592,4 +606,119 @@ async fn a_delivery_replayed_under_a_new_delivery_id_is_refused() {
     .await
     .unwrap();
     assert_eq!(code, 401);
+}
+
+// ---------------------------------------------------------------------------
+// 3 (continued). Kubernetes decides who may change state
+// ---------------------------------------------------------------------------
+
+/// The RBAC of docs/reconciler.md "Who may change state", cluster-wide
+/// (tidegate runs without --lease-namespace here): `operator` may suspend
+/// and resume dev and staging and reconcile; `viewer` nothing.
+const OPERATOR_RBAC: &str = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: operator, namespace: tidegate}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: viewer, namespace: tidegate}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: tidegate-operator}
+rules:
+  - apiGroups: ["tidegate.dev"]
+    resources: ["environments/suspend", "environments/resume"]
+    resourceNames: ["dev", "staging"]
+    verbs: ["create"]
+  - apiGroups: ["tidegate.dev"]
+    resources: ["reconcile"]
+    verbs: ["create"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: tidegate-operator}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: tidegate-operator}
+subjects:
+  - {kind: ServiceAccount, name: operator, namespace: tidegate}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_kubernetes_auth_rbac_decides_who_may_suspend_which_environment() {
+    let plane = tokio::task::spawn_blocking(real_kube::ControlPlane::shared)
+        .await
+        .unwrap();
+    let cluster = plane.cluster();
+    cluster
+        .kubectl_stdin(&["apply", "-f", "-"], Some(OPERATOR_RBAC))
+        .unwrap();
+    let token = |sa: &str| {
+        cluster
+            .kubectl(&["create", "token", sa, "-n", "tidegate", "--duration=1h"])
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (operator, viewer) = (token("operator"), token("viewer"));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    // tidegate reviews tokens as its own ServiceAccount (deploy/rbac.yaml).
+    cluster
+        .write_kubeconfig(&kubeconfig, &["main"], real_kube::Identity::Tidegate)
+        .unwrap();
+    let up = Upstream::new();
+    let kc = kubeconfig.display().to_string();
+    let mut t = spawn_in(
+        &up,
+        &["--api-auth", "kubernetes", "--log-format", "json"],
+        Some(&kc),
+    );
+    t.ready().await;
+    let post = |path: &'static str, token: String| {
+        let auth = format!("Bearer {token}");
+        let api = t.api;
+        async move {
+            http(
+                api,
+                "POST",
+                path,
+                &[
+                    ("Authorization", auth.as_str()),
+                    ("Content-Type", "application/json"),
+                ],
+                b"",
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let (code, body) = post("/api/v1/environments/dev/suspend", operator.clone()).await;
+    assert_eq!(code, 202, "operator suspends dev: {body}");
+    let (code, body) = post("/api/v1/environments/prod/suspend", operator.clone()).await;
+    assert_eq!(code, 403, "operator may not suspend prod: {body}");
+    assert!(
+        body.contains("system:serviceaccount:tidegate:operator"),
+        "{body}"
+    );
+    let (code, body) = post("/api/v1/reconcile", operator.clone()).await;
+    assert_eq!(code, 202, "{body}");
+    let (code, body) = post("/api/v1/environments/dev/resume", viewer.clone()).await;
+    assert_eq!(code, 403, "viewer may do nothing: {body}");
+    let (code, _) = post("/api/v1/environments/dev/resume", "not-a-token".into()).await;
+    assert_eq!(code, 401);
+    assert_eq!(t.gate("prod").await, "converged");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logs = t.logs();
+    assert!(
+        logs.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(
+                |l| l["fields"]["who"] == "system:serviceaccount:tidegate:operator"
+                    && l["fields"]["action"] == "suspend"
+                    && l["fields"]["environment"] == "dev"
+            ),
+        "{logs}"
+    );
+    assert!(!logs.contains(&operator), "a token was logged");
 }
