@@ -79,7 +79,11 @@ fn capped(d: &str) -> bool {
             || target
                 .strip_prefix(t)
                 .is_some_and(|rest| rest.starts_with("::"));
-        below && !level.is_some_and(|l| rank(l).is_some_and(|r| Some(r) <= rank(cap)))
+        let quietens = level
+            .and_then(rank)
+            .zip(rank(cap))
+            .is_some_and(|(l, c)| l <= c);
+        below && !quietens
     })
 }
 

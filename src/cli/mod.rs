@@ -46,6 +46,9 @@ pub enum Error {
     /// The reconciler could not start or serve.
     #[error(transparent)]
     Reconcile(#[from] crate::reconcile::Error),
+    /// The reconciler's HTTP server could not start.
+    #[error(transparent)]
+    Server(#[from] crate::server::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

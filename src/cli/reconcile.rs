@@ -16,7 +16,7 @@ use crate::reconcile::converge::Executor;
 use crate::reconcile::lease::LeaseConfig;
 use crate::reconcile::{self, Converge, Options, Reconciler, Shared};
 use crate::secrets::{Identities, IdentityOptions};
-use crate::sensitive::Sensitive;
+use crate::server::{self, auth::ApiAuth, auth::KubernetesAuth, listen::ConnLimits};
 use crate::source::{SecretFrom, Source, SourceConfig, SshAuth};
 
 /// Log line format.
@@ -24,6 +24,13 @@ use crate::source::{SecretFrom, Source, SourceConfig, SshAuth};
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Extra authenticators of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApiAuthMode {
+    /// Kubernetes TokenReview and SubjectAccessReview.
+    Kubernetes,
 }
 
 /// Options of `tidegate reconcile`.
@@ -38,13 +45,44 @@ pub struct ReconcileArgs {
     /// Time between polls of the remote (a webhook polls at once).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
-    /// Address of the HTTP server (probes, metrics, status page, API, webhook).
-    #[arg(long, default_value = "0.0.0.0:8080")]
+    /// Address of the API listener (status page, API, webhook).
+    #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Address of the probe listener (/healthz, /readyz, /metrics).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub probe_listen: SocketAddr,
     /// File holding the webhook secret (GitHub HMAC key / GitLab token);
-    /// without it webhooks are refused.
+    /// without it webhooks are refused. Empty is an error.
     #[arg(long)]
     pub webhook_secret_file: Option<PathBuf>,
+    /// File holding a bearer token that may suspend, resume and reconcile
+    /// through the API. Empty is an error.
+    #[arg(long)]
+    pub api_token_file: Option<PathBuf>,
+    /// Also accept Kubernetes bearer tokens for the API: TokenReview, then
+    /// a SubjectAccessReview (group tidegate.dev, verb create) decides.
+    #[arg(long, value_enum)]
+    pub api_auth: Option<ApiAuthMode>,
+    /// Open connections at most on the API listener (default 512, lowered
+    /// to leave 256 descriptors for Git and providers).
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Open connections at most on the probe listener.
+    #[arg(long, default_value_t = 32)]
+    pub probe_max_connections: usize,
+    /// Time a client has to send a request's headers; also how long an
+    /// idle kept-alive connection stays open.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Time a request may take, body included (408 after it).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Largest request body on any route (413 above it).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Requests handled at once on the API listener (more wait).
+    #[arg(long, default_value_t = 32)]
+    pub max_requests: usize,
     /// Plan only: walk every environment in report-only mode.
     #[arg(long)]
     pub dry_run: bool,
@@ -140,11 +178,17 @@ fn init_logs(format: LogFormat) {
     super::logs::warn_scrubbed();
 }
 
-async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> reconcile::Result<()> {
+async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> super::Result<()> {
     let secret = match &args.webhook_secret_file {
         None => None,
-        Some(path) => Some(read_secret(path)?),
+        Some(path) => Some(server::read_secret_file("webhook secret", path)?),
     };
+    let api_token = match &args.api_token_file {
+        None => None,
+        Some(path) => Some(server::read_secret_file("API token", path)?),
+    };
+    let max_connections =
+        server::listen::descriptor_budget(args.max_connections, args.probe_max_connections)?;
     // Credentials in the URL are taken out here, so that the URL shown
     // (status, page, logs) and given to libgit2 never holds them.
     let (remote, from_url) = crate::source::split_credentials(&args.remote);
@@ -177,32 +221,56 @@ async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> reconcile::
     opts.dry_run = args.dry_run;
     opts.force_push = args.force_push;
     opts.allow_rollback_to = args.allow_rollback_to.clone();
-    let kube = match &args.lease_namespace {
-        None => None,
-        Some(ns) => {
-            let identity = args.identity.clone().unwrap_or_else(default_identity);
-            let mut lease = LeaseConfig::new(ns, identity);
-            lease.duration = args.lease_duration;
-            lease.renew_every = args.lease_duration / 3;
-            opts.leases = Some(lease);
-            crate::provider::kubernetes::transport::install_crypto_provider();
-            Some(
-                kube::Client::try_default()
-                    .await
-                    .map_err(reconcile::Error::Kube)?,
-            )
-        }
+    let client = if args.lease_namespace.is_some() || args.api_auth.is_some() {
+        crate::provider::kubernetes::transport::install_crypto_provider();
+        Some(
+            kube::Client::try_default()
+                .await
+                .map_err(reconcile::Error::Kube)?,
+        )
+    } else {
+        None
     };
+    if let Some(ns) = &args.lease_namespace {
+        let identity = args.identity.clone().unwrap_or_else(default_identity);
+        let mut lease = LeaseConfig::new(ns, identity);
+        lease.duration = args.lease_duration;
+        lease.renew_every = args.lease_duration / 3;
+        opts.leases = Some(lease);
+    }
+    let kube = client.clone().filter(|_| args.lease_namespace.is_some());
+    let kubernetes = match (args.api_auth, client) {
+        (Some(ApiAuthMode::Kubernetes), Some(client)) => Some(KubernetesAuth {
+            client,
+            namespace: args.lease_namespace.clone(),
+        }),
+        _ => None,
+    };
+    let config = server::Config {
+        auth: ApiAuth {
+            token: api_token,
+            kubernetes,
+        },
+        api: ConnLimits {
+            max_connections,
+            header_read_timeout: args.header_read_timeout,
+        },
+        probe: ConnLimits {
+            max_connections: args.probe_max_connections.max(1),
+            header_read_timeout: args.header_read_timeout,
+        },
+        request_timeout: args.request_timeout,
+        max_body_bytes: args.max_body_bytes,
+        max_requests: args.max_requests,
+    };
+    if config.auth.token.is_none() && config.auth.kubernetes.is_none() {
+        tracing::warn!("no --api-token-file or --api-auth=kubernetes: suspend, resume and reconcile through the API are refused");
+    }
     let (shared, commands) = Shared::new(&opts, secret);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| reconcile::Error::Listen {
-            addr: args.listen.to_string(),
-            source,
-        })?;
-    tracing::info!(listen = %args.listen, remote = %remote, branch = %args.branch, dry_run = args.dry_run, "tidegate reconcile started");
+    let listeners = server::Listeners::bind(args.listen, args.probe_listen).await?;
+    tracing::info!(listen = %args.listen, probe_listen = %args.probe_listen, max_connections, remote = %remote, branch = %args.branch, dry_run = args.dry_run, "tidegate reconcile started");
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::server::serve(listener, shared.clone(), async {
+    let server = tokio::spawn(server::serve(listeners, shared.clone(), config, async {
         let _ = http_stopped.await;
     }));
     let reconciler = Reconciler::new(source, converge, opts, shared, commands, kube);
@@ -233,17 +301,6 @@ async fn terminated() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-fn read_secret(path: &PathBuf) -> reconcile::Result<Sensitive> {
-    let mut bytes = std::fs::read(path).map_err(|source| reconcile::Error::WebhookSecret {
-        path: path.display().to_string(),
-        source,
-    })?;
-    while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
-        bytes.pop();
-    }
-    Ok(Sensitive::new(bytes))
 }
 
 fn default_identity() -> String {

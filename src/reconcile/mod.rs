@@ -54,26 +54,12 @@ pub enum Error {
     /// The Git source could not be opened or its cache is unusable.
     #[error("git source: {0}")]
     Source(#[from] crate::source::Error),
-    /// The HTTP listener could not be bound or failed.
-    #[error("cannot serve HTTP on {addr}: {source}")]
-    Listen {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
     /// A Kubernetes client for the leases could not be built.
     #[error("cannot reach the Kubernetes API for leases: {0}")]
     Kube(#[source] kube::Error),
     /// The async runtime cannot start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
-    /// The webhook secret file cannot be read.
-    #[error("cannot read the webhook secret {path}: {source}")]
-    WebhookSecret {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,16 +1,26 @@
 //! Push webhooks: GitHub (`X-Hub-Signature-256`, HMAC-SHA256 of the body)
 //! and GitLab (`X-Gitlab-Token`, the shared secret itself). Both are
-//! compared in constant time. A delivery id (`X-GitHub-Delivery`,
-//! `X-Gitlab-Event-UUID`) is required and remembered, so a captured request
-//! replayed later is refused. A verified push only makes the reconciler poll
-//! at once: the commit is always read from the remote, never from the hook.
+//! compared in constant time; an empty secret verifies nothing.
+//!
+//! # Replay protection, exactly
+//! A delivery id (`X-GitHub-Delivery`, `X-Gitlab-Event-UUID`) is required,
+//! and both it and the SHA-256 digest of the body are remembered
+//! ([`ReplayCache`]: 24 hours, 10,000 deliveries, in memory, per replica).
+//! A hook whose delivery id or body was seen within that window is
+//! refused. The delivery id is not signed (GitHub signs the body only), so
+//! the body digest is what stops a captured GitHub delivery replayed under
+//! a new id. Not covered: a replay after the window, after a restart, or
+//! to another replica; a GitLab token, which is the secret itself, lets
+//! whoever captured it send any body. The worst a replay can do is what a
+//! verified push does: make the reconciler poll at once, since the commit
+//! is always read from the remote, never from the hook.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use http::HeaderMap;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::sensitive::Sensitive;
@@ -75,6 +85,9 @@ pub enum Rejection {
     /// This delivery id was accepted before.
     #[error("delivery already received (replay)")]
     Replayed,
+    /// This exact body was accepted before, under another delivery id.
+    #[error("this body was already received under another delivery id (replay)")]
+    ReplayedBody,
 }
 
 impl Rejection {
@@ -84,14 +97,19 @@ impl Rejection {
             Rejection::Unsigned => "unsigned",
             Rejection::BadSignature => "bad-signature",
             Rejection::NoDelivery => "no-delivery",
-            Rejection::Replayed => "replayed",
+            Rejection::Replayed | Rejection::ReplayedBody => "replayed",
         }
     }
 }
 
 /// Checks the signature (GitHub) or token (GitLab) of a hook against
-/// `secret`. Does not look at the replay cache.
+/// `secret`. Does not look at the replay cache. An empty `secret` refuses
+/// every hook ([`Rejection::NotConfigured`]): an HMAC under the empty key
+/// and an empty token are no proof of anything.
 pub fn verify(headers: &HeaderMap, body: &[u8], secret: &Sensitive) -> Result<Verified, Rejection> {
+    if secret.expose().is_empty() {
+        return Err(Rejection::NotConfigured);
+    }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let (forge, delivery, event) = if let Some(sig) = header("x-hub-signature-256") {
         let hex = sig.strip_prefix("sha256=").ok_or(Rejection::BadSignature)?;
@@ -129,13 +147,15 @@ pub fn verify(headers: &HeaderMap, body: &[u8], secret: &Sensitive) -> Result<Ve
     })
 }
 
-/// Delivery ids seen within `ttl`, at most `capacity` of them (the oldest
-/// is forgotten first). Forges retry a delivery with the same id only
-/// within minutes, and a replay older than `ttl` still only causes a poll.
+/// Delivery ids and body digests seen within `ttl`, of at most
+/// `capacity` deliveries (the oldest is forgotten first). Forges retry a
+/// delivery with the same id only within minutes, and a replay older than
+/// `ttl` still only causes a poll.
 #[derive(Debug)]
 pub struct ReplayCache {
-    seen: HashSet<String>,
-    order: VecDeque<(Instant, String)>,
+    ids: HashSet<String>,
+    bodies: HashSet<[u8; 32]>,
+    order: VecDeque<(Instant, String, [u8; 32])>,
     ttl: Duration,
     capacity: usize,
 }
@@ -149,27 +169,41 @@ impl Default for ReplayCache {
 impl ReplayCache {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         ReplayCache {
-            seen: HashSet::new(),
+            ids: HashSet::new(),
+            bodies: HashSet::new(),
             order: VecDeque::new(),
             ttl,
             capacity,
         }
     }
 
-    /// Records `delivery`; false when it was seen before (a replay).
-    pub fn first_time(&mut self, delivery: &str, now: Instant) -> bool {
-        while let Some((at, id)) = self.order.front() {
+    /// Records a delivery; refused when its id or its body was seen before
+    /// (a replay). A refused delivery is not recorded.
+    pub fn first_time(
+        &mut self,
+        delivery: &str,
+        body: &[u8],
+        now: Instant,
+    ) -> Result<(), Rejection> {
+        while let Some((at, id, digest)) = self.order.front() {
             if now.duration_since(*at) < self.ttl && self.order.len() < self.capacity {
                 break;
             }
-            self.seen.remove(id);
+            self.ids.remove(id);
+            self.bodies.remove(digest);
             self.order.pop_front();
         }
-        if !self.seen.insert(delivery.to_string()) {
-            return false;
+        let digest: [u8; 32] = Sha256::digest(body).into();
+        if self.ids.contains(delivery) {
+            return Err(Rejection::Replayed);
         }
-        self.order.push_back((now, delivery.to_string()));
-        true
+        if self.bodies.contains(&digest) {
+            return Err(Rejection::ReplayedBody);
+        }
+        self.ids.insert(delivery.to_string());
+        self.bodies.insert(digest);
+        self.order.push_back((now, delivery.to_string(), digest));
+        Ok(())
     }
 }
 
@@ -272,13 +306,39 @@ mod tests {
     fn replayed_deliveries_are_refused_until_forgotten() {
         let mut c = ReplayCache::new(Duration::from_secs(60), 2);
         let t = Instant::now();
-        assert!(c.first_time("a", t));
-        assert!(!c.first_time("a", t));
-        assert!(c.first_time("b", t));
+        assert_eq!(c.first_time("a", b"1", t), Ok(()));
+        assert_eq!(c.first_time("a", b"2", t), Err(Rejection::Replayed));
+        assert_eq!(c.first_time("b", b"2", t), Ok(()));
         // Capacity 2: "a" is forgotten to make room for "c".
-        assert!(c.first_time("c", t));
-        assert!(c.first_time("a", t + Duration::from_secs(1)));
+        assert_eq!(c.first_time("c", b"3", t), Ok(()));
+        assert_eq!(c.first_time("a", b"1", t + Duration::from_secs(1)), Ok(()));
         // ttl: everything older than 60s is forgotten.
-        assert!(c.first_time("b", t + Duration::from_secs(61)));
+        assert_eq!(c.first_time("b", b"2", t + Duration::from_secs(61)), Ok(()));
+    }
+
+    #[test]
+    fn a_body_replayed_under_a_new_delivery_id_is_refused() {
+        let mut c = ReplayCache::default();
+        let t = Instant::now();
+        assert_eq!(c.first_time("d-1", b"{\"ref\":\"x\"}", t), Ok(()));
+        assert_eq!(
+            c.first_time("d-2", b"{\"ref\":\"x\"}", t),
+            Err(Rejection::ReplayedBody)
+        );
+        assert_eq!(c.first_time("d-3", b"{\"ref\":\"y\"}", t), Ok(()));
+    }
+
+    #[test]
+    fn an_empty_secret_verifies_nothing() {
+        let empty = Sensitive::new(Vec::new());
+        let body = br#"{"ref":"refs/heads/main"}"#;
+        let sig = github_signature(b"", body);
+        let h = headers(&[
+            ("x-hub-signature-256", sig.as_str()),
+            ("x-github-delivery", "d-1"),
+        ]);
+        assert_eq!(verify(&h, body, &empty), Err(Rejection::NotConfigured));
+        let h = headers(&[("x-gitlab-token", ""), ("x-gitlab-event-uuid", "u")]);
+        assert_eq!(verify(&h, body, &empty), Err(Rejection::NotConfigured));
     }
 }

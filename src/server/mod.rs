@@ -1,60 +1,253 @@
-//! The reconciler's HTTP surface (axum): probes, metrics, the JSON status
-//! API, push webhooks and the status page.
+//! The reconciler's HTTP surface (axum) on two listeners, so that a flood
+//! of one cannot starve the other:
 //!
-//! | route | what |
-//! |---|---|
-//! | `GET /healthz` | 200 while the process serves |
-//! | `GET /readyz` | 200 once a commit was fetched and loaded, else 503 |
-//! | `GET /metrics` | Prometheus text (see [`crate::metrics`]) |
-//! | `GET /api/v1/status` | [`Status`] as JSON |
-//! | `POST /api/v1/environments/{env}/suspend`, `.../resume` | 202, 404 unknown env, 409 suspended in its file |
-//! | `POST /api/v1/reconcile` | poll the remote now (202) |
-//! | `POST /webhook` | GitHub/GitLab push hook (202 accepted, 200 ignored, 401, 409 replay) |
-//! | `GET /` | the status page (HTML, no external assets) |
+//! | listener | route | what |
+//! |---|---|---|
+//! | probe | `GET /healthz` | 200 while the process serves |
+//! | probe | `GET /readyz` | 200 once a commit was fetched and loaded, else 503 |
+//! | probe | `GET /metrics` | Prometheus text (see [`crate::metrics`]) |
+//! | API | `GET /` | the status page (HTML, no external assets) |
+//! | API | `GET /api/v1/status` | [`Status`] as JSON |
+//! | API | `POST /api/v1/environments/{env}/suspend`, `.../resume` | 202, 404 unknown env, 409 suspended in its file |
+//! | API | `POST /api/v1/reconcile` | poll the remote now (202) |
+//! | API | `POST /webhook` | GitHub/GitLab push hook (202 accepted, 200 ignored, 401, 409 replay) |
 //!
-//! The API has no authentication of its own: expose only `/webhook`
-//! outside the cluster (deploy/ingress.yaml does exactly that).
+//! The state-changing `POST /api/v1/...` routes need a same-site request
+//! and an authenticated, authorised caller ([`auth`]); the webhook its
+//! signature ([`crate::reconcile::webhook`]). Every listener is bounded
+//! ([`listen`]): connections, header-read time, head size; every route:
+//! body size and request time; the API listener: requests in flight.
 
+pub mod auth;
+pub mod listen;
 pub mod page;
 
 use std::future::Future;
+use std::path::Path as FsPath;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use tokio::net::TcpListener;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::reconcile::driver::{Command, Shared, Status};
 use crate::reconcile::webhook::{self, Rejection};
+use crate::sensitive::Sensitive;
+use auth::{Action, ApiAuth, Caller};
+use listen::ConnLimits;
 
-/// The router over the reconciler's shared state.
-pub fn router(shared: Arc<Shared>) -> Router {
+/// Everything that stops the HTTP server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The descriptor limit could not be read or raised.
+    #[error("cannot read or raise RLIMIT_NOFILE: {0}")]
+    Rlimit(#[source] std::io::Error),
+    /// The connection caps leave too few descriptors for Git and the
+    /// providers.
+    #[error("RLIMIT_NOFILE is {soft}: {api} API connections (--max-connections) + {probe} probe connections (--probe-max-connections) + {reserved} kept for Git, providers and files do not fit; lower --max-connections or raise the limit (ulimit -n)")]
+    Descriptors {
+        soft: u64,
+        api: u64,
+        probe: u64,
+        reserved: u64,
+    },
+    /// A listener could not be bound.
+    #[error("cannot serve HTTP on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A secret file (webhook secret, API token) cannot be read.
+    #[error("cannot read the {what} {path}: {source}")]
+    SecretFile {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A secret file is empty or only whitespace: anything would match it.
+    #[error("the {what} {path} is empty (or only whitespace): refusing to start, since an empty key would accept forged requests")]
+    EmptySecret { what: &'static str, path: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Reads a secret file (`what`: "webhook secret", "API token"), without
+/// surrounding whitespace; empty is an error.
+pub fn read_secret_file(what: &'static str, path: &FsPath) -> Result<Sensitive> {
+    let bytes = std::fs::read(path).map_err(|source| Error::SecretFile {
+        what,
+        path: path.display().to_string(),
+        source,
+    })?;
+    let secret = Sensitive::new(bytes.trim_ascii().to_vec());
+    drop(Sensitive::new(bytes));
+    if secret.expose().is_empty() {
+        return Err(Error::EmptySecret {
+            what,
+            path: path.display().to_string(),
+        });
+    }
+    Ok(secret)
+}
+
+/// The bounds and authenticators of the server.
+#[derive(Clone)]
+pub struct Config {
+    pub auth: ApiAuth,
+    /// The API listener (status page, API, webhook).
+    pub api: ConnLimits,
+    /// The probe listener (healthz, readyz, metrics).
+    pub probe: ConnLimits,
+    /// Time a request may take, body included (408 after it).
+    pub request_timeout: Duration,
+    /// Largest request body on any route (413 above it).
+    pub max_body_bytes: usize,
+    /// Requests in flight on the API listener at once (more wait).
+    pub max_requests: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let conn = |max_connections| ConnLimits {
+            max_connections,
+            header_read_timeout: Duration::from_secs(10),
+        };
+        Config {
+            auth: ApiAuth::default(),
+            api: conn(listen::DEFAULT_MAX_CONNECTIONS),
+            probe: conn(32),
+            request_timeout: Duration::from_secs(30),
+            max_body_bytes: 1024 * 1024,
+            max_requests: 32,
+        }
+    }
+}
+
+/// The two bound listeners.
+pub struct Listeners {
+    pub api: TcpListener,
+    pub probe: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses.
+    pub async fn bind(api: std::net::SocketAddr, probe: std::net::SocketAddr) -> Result<Self> {
+        let bind = |addr: std::net::SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Listen {
+                    addr: addr.to_string(),
+                    source,
+                })
+        };
+        Ok(Listeners {
+            api: bind(api).await?,
+            probe: bind(probe).await?,
+        })
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    shared: Arc<Shared>,
+    auth: Arc<ApiAuth>,
+}
+
+/// The API listener's router: status page, status API, state-changing
+/// API, webhook.
+pub fn api_router(shared: Arc<Shared>, config: &Config) -> Router {
+    let app = App {
+        shared,
+        auth: Arc::new(config.auth.clone()),
+    };
     Router::new()
         .route("/", get(status_page))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/environments/{env}/{action}", post(environment))
         .route("/api/v1/reconcile", post(reconcile))
         .route("/webhook", post(hook))
-        .with_state(shared)
+        .with_state(app)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(tokio::sync::Semaphore::new(config.max_requests.max(1))),
+            one_of_max_requests,
+        ))
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
 }
 
-/// Serves `router(shared)` on `listener` until `shutdown` resolves.
+/// Runs a request once one of `--max-requests` slots is free (the wait
+/// counts against the request timeout), so that request bodies buffered at
+/// once stay within `max_requests * max_body_bytes`.
+async fn one_of_max_requests(
+    State(slots): State<Arc<tokio::sync::Semaphore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let _slot = slots.acquire().await;
+    next.run(request).await
+}
+
+/// The probe listener's router: liveness, readiness, metrics.
+pub fn probe_router(shared: Arc<Shared>, config: &Config) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
+}
+
+/// How long open connections get to finish after `shutdown`.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Serves both routers on their listeners until `shutdown` resolves.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listeners: Listeners,
     shared: Arc<Shared>,
+    config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(shared))
-        .with_graceful_shutdown(shutdown)
-        .await
+) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let api = listen::serve(
+        listeners.api,
+        api_router(shared.clone(), &config),
+        config.api,
+        "api",
+        stopped.clone(),
+        DRAIN,
+    );
+    let probe = listen::serve(
+        listeners.probe,
+        probe_router(shared, &config),
+        config.probe,
+        "probe",
+        stopped,
+        DRAIN,
+    );
+    let signal = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    tokio::join!(api, probe, signal);
 }
 
 type S = State<Arc<Shared>>;
@@ -79,8 +272,8 @@ async fn metrics(State(shared): S) -> Response {
         .into_response()
 }
 
-async fn status(State(shared): S) -> Json<Status> {
-    Json(shared.status())
+async fn status(State(app): State<App>) -> Json<Status> {
+    Json(app.shared.status())
 }
 
 #[derive(serde::Deserialize)]
@@ -88,39 +281,80 @@ struct PageQuery {
     env: Option<String>,
 }
 
-async fn status_page(State(shared): S, Query(q): Query<PageQuery>) -> Html<String> {
-    Html(page::render(&shared.status(), q.env.as_deref()))
+async fn status_page(State(app): State<App>, Query(q): Query<PageQuery>) -> Html<String> {
+    Html(page::render(&app.shared.status(), q.env.as_deref()))
 }
 
-async fn environment(State(shared): S, Path((env, action)): Path<(String, String)>) -> Response {
-    let status = shared.status();
-    let Some(e) = status.environments.iter().find(|e| e.name == env) else {
-        let msg = format!("no environment {env:?} in commit {:?}", status.commit);
-        return error(StatusCode::NOT_FOUND, &msg);
+/// Checks that a state-changing request is same-site and its caller may
+/// do `action`; the refusal to answer with otherwise.
+async fn authorize(app: &App, headers: &HeaderMap, action: Action<'_>) -> Result<Caller, Response> {
+    let checked = match auth::same_site(headers) {
+        Ok(()) => app.auth.authorize(headers, action).await,
+        Err(denied) => Err(denied),
     };
-    let command = match action.as_str() {
-        "suspend" => Command::Suspend(env.clone()),
-        "resume" if e.suspended_in_file => {
-            let msg =
-                format!("{env} is suspended by `suspend: true` in its file; change it in Git");
-            return error(StatusCode::CONFLICT, &msg);
+    checked.map_err(|denied| {
+        tracing::warn!(?action, reason = %denied, "API request refused");
+        let code = denied.status();
+        let mut response = error(code, &denied.to_string());
+        if code == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        "resume" => Command::Resume(env.clone()),
+        response
+    })
+}
+
+async fn environment(
+    State(app): State<App>,
+    Path((env, action)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let wanted = match action.as_str() {
+        "suspend" => Action::Suspend(&env),
+        "resume" => Action::Resume(&env),
         other => {
             let msg = format!("unknown action {other:?}: use suspend or resume");
             return error(StatusCode::NOT_FOUND, &msg);
         }
     };
-    tracing::info!(environment = %env, action = %action, "requested through the API");
+    let caller = match authorize(&app, &headers, wanted).await {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
+    };
+    let status = app.shared.status();
+    let Some(e) = status.environments.iter().find(|e| e.name == env) else {
+        let msg = format!("no environment {env:?} in commit {:?}", status.commit);
+        return error(StatusCode::NOT_FOUND, &msg);
+    };
+    let command = match wanted {
+        Action::Resume(_) if e.suspended_in_file => {
+            let msg =
+                format!("{env} is suspended by `suspend: true` in its file; change it in Git");
+            return error(StatusCode::CONFLICT, &msg);
+        }
+        Action::Resume(_) => Command::Resume(env.clone()),
+        _ => Command::Suspend(env.clone()),
+    };
+    tracing::info!(who = %caller, environment = %env, action = %action, "requested through the API");
     accepted(
-        &shared,
+        &app.shared,
         command,
-        json!({"environment": env, "action": action}),
+        json!({"environment": env, "action": action, "by": caller.0}),
     )
 }
 
-async fn reconcile(State(shared): S) -> Response {
-    accepted(&shared, Command::Poll, json!({"action": "poll"}))
+async fn reconcile(State(app): State<App>, headers: HeaderMap) -> Response {
+    let caller = match authorize(&app, &headers, Action::Reconcile).await {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
+    };
+    tracing::info!(who = %caller, action = "reconcile", "requested through the API");
+    accepted(
+        &app.shared,
+        Command::Poll,
+        json!({"action": "poll", "by": caller.0}),
+    )
 }
 
 fn accepted(shared: &Shared, c: Command, body: serde_json::Value) -> Response {
@@ -138,7 +372,8 @@ fn error(code: StatusCode, message: &str) -> Response {
     (code, Json(json!({ "error": message }))).into_response()
 }
 
-async fn hook(State(shared): S, headers: HeaderMap, body: Bytes) -> Response {
+async fn hook(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let shared = &app.shared;
     let forge = if headers.contains_key("x-gitlab-token") {
         "gitlab"
     } else {
@@ -150,18 +385,15 @@ async fn hook(State(shared): S, headers: HeaderMap, body: Bytes) -> Response {
     };
     let verified = result.and_then(|v| {
         let mut replay = shared.replay.lock().unwrap_or_else(|p| p.into_inner());
-        if replay.first_time(&v.delivery, Instant::now()) {
-            Ok(v)
-        } else {
-            Err(Rejection::Replayed)
-        }
+        replay.first_time(&v.delivery, &body, Instant::now())?;
+        Ok(v)
     });
     match verified {
         Err(r) => {
             tracing::warn!(forge, reason = r.label(), "webhook refused");
             shared.metrics.webhook(forge, r.label());
             let code = match r {
-                Rejection::Replayed => StatusCode::CONFLICT,
+                Rejection::Replayed | Rejection::ReplayedBody => StatusCode::CONFLICT,
                 Rejection::NotConfigured => StatusCode::NOT_FOUND,
                 _ => StatusCode::UNAUTHORIZED,
             };
@@ -171,7 +403,7 @@ async fn hook(State(shared): S, headers: HeaderMap, body: Bytes) -> Response {
             tracing::info!(forge, delivery = %v.delivery, git_ref = ?v.git_ref, "push webhook: polling now");
             shared.metrics.webhook(forge, "accepted");
             accepted(
-                &shared,
+                shared,
                 Command::Poll,
                 json!({"delivery": v.delivery, "action": "poll"}),
             )

@@ -20,7 +20,7 @@ use tidegate::render::StructuralSecrets;
 use tidegate::state::{self, EnvLock};
 
 use super::stand::{
-    commit_files, config_map, free_port, http_get, owned_ec2, Kube, Stand, AMI, REGION,
+    commit_files, config_map, http_get, owned_ec2, Kube, Ports, Stand, AMI, REGION,
 };
 
 /// What the fixture repository declares.
@@ -612,11 +612,11 @@ async fn reconcile_applies_each_environment_through_the_executor(kube: Kube) {
     let stand = Stand::start_on(kube).await;
     let repo = TempDir::new().unwrap();
     let commit = write_repo(repo.path(), &Spec::default());
-    let port = free_port();
+    let port = Ports::free();
     let mut child = stand.reconcile(repo.path(), port).spawn().unwrap();
 
     if let Err(last) =
-        super::stand::until_converged(port, &commit, 2, Duration::from_secs(60)).await
+        super::stand::until_converged(port.api, &commit, 2, Duration::from_secs(60)).await
     {
         panic!("dev and staging healthy at {commit}: {last}");
     }
@@ -631,7 +631,7 @@ async fn reconcile_applies_each_environment_through_the_executor(kube: Kube) {
         };
         assert!(record.load(env).await.unwrap().unwrap().good_at(&commit));
     }
-    let (_, metrics) = http_get(port, "/metrics").await.unwrap();
+    let (_, metrics) = http_get(port.probe, "/metrics").await.unwrap();
     assert!(metrics.contains("tidegate_"), "{metrics}");
 
     let status = crate::stand::sigterm(&mut child).await;

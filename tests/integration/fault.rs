@@ -35,9 +35,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use kube_sim::{FaultAction, FaultRule, Faults};
 
-use super::stand::{
-    commit_files, free_port, http_get, owned_ec2, until_converged, Stand, AMI, REGION,
-};
+use super::stand::{commit_files, http_get, owned_ec2, until_converged, Ports, Stand, AMI, REGION};
 use super::support_moto::{FaultProxy, Rate};
 
 /// Cells in the fixture; each is 4 EC2 resources and 6 Kubernetes objects.
@@ -557,7 +555,7 @@ async fn combined_fault_soak_converges_with_retries_in_metrics() {
     let env = "soak";
     let repo = TempDir::new().unwrap();
     let commit = write_cells_repo(repo.path(), env, context);
-    let port = free_port();
+    let port = Ports::free();
     let log = stand.dir.path().join("reconcile.log");
     let mut child = stand
         .reconcile(repo.path(), port)
@@ -565,7 +563,7 @@ async fn combined_fault_soak_converges_with_retries_in_metrics() {
         .env("NO_COLOR", "1")
         .spawn()
         .unwrap();
-    let converged = until_converged(port, &commit, 1, Duration::from_secs(600)).await;
+    let converged = until_converged(port.api, &commit, 1, Duration::from_secs(600)).await;
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     let took = converged.unwrap_or_else(|last| {
         panic!(
@@ -573,7 +571,7 @@ async fn combined_fault_soak_converges_with_retries_in_metrics() {
             log_text()
         )
     });
-    let (_, metrics) = http_get(port, "/metrics").await.unwrap();
+    let (_, metrics) = http_get(port.probe, "/metrics").await.unwrap();
 
     // Faults off, then look: exactly the declared resources, nothing twice.
     *proxy.faults.rate.lock().unwrap() = None;
@@ -638,7 +636,7 @@ async fn a_sigkilled_reconciler_is_replaced_and_its_successor_converges() {
     let env = "crash";
     let repo = TempDir::new().unwrap();
     let commit = write_cells_repo(repo.path(), env, context);
-    let port = free_port();
+    let port = Ports::free();
     let log = stand.dir.path().join("reconcile-killed.log");
     let mut first = stand
         .reconcile(repo.path(), port)
@@ -673,7 +671,7 @@ async fn a_sigkilled_reconciler_is_replaced_and_its_successor_converges() {
         .stderr(std::fs::File::create(&log2).unwrap())
         .spawn()
         .unwrap();
-    if let Err(last) = until_converged(port, &commit, 1, Duration::from_secs(300)).await {
+    if let Err(last) = until_converged(port.api, &commit, 1, Duration::from_secs(300)).await {
         panic!(
             "the successor did not converge at {commit}: {last}\n{}",
             std::fs::read_to_string(&log2).unwrap_or_default()
@@ -706,7 +704,7 @@ async fn a_failed_converge_still_shows_its_retries_in_metrics() {
     let env = "failing";
     let repo = TempDir::new().unwrap();
     write_cells_repo(repo.path(), env, context);
-    let port = free_port();
+    let port = Ports::free();
     let mut child = stand
         .reconcile(repo.path(), port)
         .stderr(std::process::Stdio::null())
@@ -718,7 +716,7 @@ async fn a_failed_converge_still_shows_its_retries_in_metrics() {
     // assertion.
     while started.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        if let Some((200, m)) = http_get(port, "/metrics").await {
+        if let Some((200, m)) = http_get(port.probe, "/metrics").await {
             let failed = series(&m, "tidegate_reconcile_duration_seconds_count")
                 .iter()
                 .any(|(l, n)| l.contains("result=\"error\"") && *n > 0);

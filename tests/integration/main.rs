@@ -17,6 +17,7 @@ mod policy;
 mod real_kube;
 mod reconcile;
 mod secrets;
+mod security;
 mod security_source;
 mod source;
 mod stand;

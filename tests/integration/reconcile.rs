@@ -39,12 +39,12 @@ const ENVS: [&str; 4] = ["dev", "staging", "test", "prod"];
 use crate::support::git;
 
 /// An upstream repository with four environments dev < staging < test < prod.
-struct Upstream {
+pub(crate) struct Upstream {
     dir: TempDir,
 }
 
 impl Upstream {
-    fn new() -> Upstream {
+    pub(crate) fn new() -> Upstream {
         let up = Upstream {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -61,11 +61,11 @@ impl Upstream {
         up
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("file://{}", self.path().display())
     }
 
@@ -76,7 +76,7 @@ impl Upstream {
     }
 
     /// Changes a var in every environment and commits.
-    fn bump(&self, rev: u32) -> String {
+    pub(crate) fn bump(&self, rev: u32) -> String {
         let mut after = None;
         for env in ENVS {
             let extra = format!("  vars: {{rev: {rev}}}\n");
@@ -205,9 +205,21 @@ impl Converge for Recorder {
 }
 
 /// A reconciler and its HTTP server running in this process.
+/// The bearer token the harness's servers accept (`--api-token-file`).
+pub const API_TOKEN: &str = "harness-api-token";
+
+/// The headers of an authenticated, same-site API request.
+pub const API_HEADERS: [(&str, &str); 2] = [
+    ("Authorization", "Bearer harness-api-token"),
+    ("Content-Type", "application/json"),
+];
+
 struct Running {
     shared: Arc<Shared>,
+    /// The API listener (page, status, API, webhook).
     addr: std::net::SocketAddr,
+    /// The probe listener (healthz, readyz, metrics).
+    probe: std::net::SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     _cache: TempDir,
@@ -253,13 +265,26 @@ async fn start(setup: Setup, converge: Arc<dyn Converge>) -> Running {
     opts.trust = setup.trust;
     let secret = setup.secret.map(|s| Sensitive::new(s.as_bytes().to_vec()));
     let (shared, commands) = Shared::new(&opts, secret);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listeners = tidegate::server::Listeners::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let addr = listeners.api.local_addr().unwrap();
+    let probe = listeners.probe.local_addr().unwrap();
+    let mut config = tidegate::server::Config::default();
+    config.auth.token = Some(Sensitive::new(API_TOKEN.as_bytes().to_vec()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(tidegate::server::serve(listener, shared.clone(), async {
-        let _ = http_stopped.await;
-    }));
+    tokio::spawn(tidegate::server::serve(
+        listeners,
+        shared.clone(),
+        config,
+        async {
+            let _ = http_stopped.await;
+        },
+    ));
     let reconciler = Reconciler::new(source, converge, opts, shared.clone(), commands, kube);
     let task = tokio::spawn(async move {
         reconciler
@@ -272,6 +297,7 @@ async fn start(setup: Setup, converge: Arc<dyn Converge>) -> Running {
     Running {
         shared,
         addr,
+        probe,
         stop: Some(stop),
         task,
         _cache: cache,
@@ -287,8 +313,18 @@ impl Running {
             .unwrap();
     }
 
+    /// GET from the listener that serves `path`.
     async fn get(&self, path: &str) -> (u16, String) {
-        http(self.addr, "GET", path, &[], b"").await
+        let addr = match path {
+            "/healthz" | "/readyz" | "/metrics" => self.probe,
+            _ => self.addr,
+        };
+        http(addr, "GET", path, &[], b"").await
+    }
+
+    /// An authenticated state-changing POST (`/api/v1/...`).
+    async fn api_post(&self, path: &str) -> (u16, String) {
+        http(self.addr, "POST", path, &API_HEADERS, b"").await
     }
 
     async fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
@@ -642,7 +678,8 @@ async fn webhooks_poll_at_once_and_refuse_bad_signatures_and_replays() {
                 ("X-Gitlab-Event-UUID", "g2"),
                 ("X-Gitlab-Token", SECRET),
             ],
-            body,
+            // Not the GitHub delivery's body: that one was seen already.
+            br#"{"ref":"refs/heads/main","after":"y"}"#,
         )
         .await;
     assert_eq!(code, 202);
@@ -842,18 +879,16 @@ async fn metrics_status_api_page_and_suspend_resume() {
     assert_eq!(json["environments"].as_array().unwrap().len(), 4);
 
     // Suspend staging through the API: a new commit stops at dev.
-    let (code, _) = r
-        .post("/api/v1/environments/staging/suspend", &[], b"")
-        .await;
+    let (code, _) = r.api_post("/api/v1/environments/staging/suspend").await;
     assert_eq!(code, 202);
-    let (code, _) = r.post("/api/v1/environments/nope/suspend", &[], b"").await;
+    let (code, _) = r.api_post("/api/v1/environments/nope/suspend").await;
     assert_eq!(code, 404);
     until(5, "staging suspended", || {
         r.gate("staging")["state"] == "suspended"
     })
     .await;
     let c2 = up.bump(2);
-    let (code, _) = r.post("/api/v1/reconcile", &[], b"").await;
+    let (code, _) = r.api_post("/api/v1/reconcile").await;
     assert_eq!(code, 202);
     until(10, "dev at c2", || {
         rec.envs_at(&c2).contains(&"dev".to_string())
@@ -867,9 +902,7 @@ async fn metrics_status_api_page_and_suspend_resume() {
         text.contains("tidegate_environment_suspended{environment=\"staging\"} 1"),
         "{text}"
     );
-    let (code, _) = r
-        .post("/api/v1/environments/staging/resume", &[], b"")
-        .await;
+    let (code, _) = r.api_post("/api/v1/environments/staging/resume").await;
     assert_eq!(code, 202);
     until(10, "c2 reaches prod after resume", || {
         rec.envs_at(&c2).len() == 4
@@ -1033,6 +1066,7 @@ async fn sigterm_on_the_real_binary_exits_0_within_the_grace_period() {
     let up = Upstream::new();
     let cache = tempfile::tempdir().unwrap();
     let port = free_port();
+    let probe_port = free_port();
     let mut child = Command::new(tidegate_bin())
         .args([
             "reconcile",
@@ -1046,6 +1080,8 @@ async fn sigterm_on_the_real_binary_exits_0_within_the_grace_period() {
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--probe-listen",
+            &format!("127.0.0.1:{probe_port}"),
             "--shutdown-grace",
             "3s",
             "--log-format",
@@ -1058,10 +1094,11 @@ async fn sigterm_on_the_real_binary_exits_0_within_the_grace_period() {
         .spawn()
         .unwrap();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let probe: std::net::SocketAddr = format!("127.0.0.1:{probe_port}").parse().unwrap();
     let mut ready = false;
     for _ in 0..300 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok()
-            && http(addr, "GET", "/readyz", &[], b"").await.0 == 200
+        if tokio::net::TcpStream::connect(probe).await.is_ok()
+            && http(probe, "GET", "/readyz", &[], b"").await.0 == 200
         {
             ready = true;
             break;
@@ -1180,6 +1217,7 @@ fn deploy_manifests_pass_kubectl_server_side_dry_run() {
         "deployment.apps/tidegate",
         "service/tidegate",
         "ingress.networking.k8s.io/tidegate-webhook",
+        "networkpolicy.networking.k8s.io/tidegate",
     ] {
         assert!(so.contains(obj), "{obj} not applied:\n{so}");
     }

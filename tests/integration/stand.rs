@@ -264,21 +264,31 @@ impl Stand {
     }
 
     /// `tidegate reconcile` following the Git repository at `repo` (as a
-    /// `file://` remote, branch main), polling every second, serving HTTP
-    /// on 127.0.0.1:`port`; stdout discarded.
-    pub fn reconcile(&self, repo: &Path, port: u16) -> tokio::process::Command {
+    /// `file://` remote, branch main), polling every second, serving the
+    /// API on 127.0.0.1:`ports.api` and the probes and metrics on
+    /// 127.0.0.1:`ports.probe`; stdout discarded, stderr in
+    /// `reconcile-<api port>.log` in the stand's folder.
+    pub fn reconcile(&self, repo: &Path, ports: Ports) -> tokio::process::Command {
         let mut c = self.binary();
         c.args(["reconcile", "--branch", "main", "--interval", "1s"])
             .arg("--remote")
             .arg(format!("file://{}", repo.display()))
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("127.0.0.1:{}", ports.api))
+            .arg("--probe-listen")
+            .arg(format!("127.0.0.1:{}", ports.probe))
             .arg("--cache-dir")
             .arg(self.dir.path().join("git-cache"))
             .arg("--state-dir")
             .arg(self.dir.path().join("state"))
             .args(["--shutdown-grace", "5s"])
-            .stdout(Stdio::null());
+            .stdout(Stdio::null())
+            // A file, not a pipe nobody reads: a full pipe would block the
+            // reconciler on its next log line.
+            .stderr(
+                std::fs::File::create(self.dir.path().join(format!("reconcile-{}.log", ports.api)))
+                    .unwrap(),
+            );
         c
     }
 
@@ -418,6 +428,25 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let code = text.split_whitespace().nth(1)?.parse().ok()?;
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
     Some((code, body))
+}
+
+/// The loopback ports of a reconciler's two listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// Status page, API, webhook.
+    pub api: u16,
+    /// `/healthz`, `/readyz`, `/metrics`.
+    pub probe: u16,
+}
+
+impl Ports {
+    /// Two free loopback ports.
+    pub fn free() -> Ports {
+        Ports {
+            api: free_port(),
+            probe: free_port(),
+        }
+    }
 }
 
 /// A free loopback port.
