@@ -54,18 +54,40 @@ pub fn warn_scrubbed() {
 }
 
 /// The directives of `rust_log` (or `default` when it is unset or empty)
-/// without any that would lift a cap, followed by the caps.
+/// without any that would lift a cap, followed by a cap for each capped
+/// target that the kept directives would log above its cap. A cap only
+/// ever lowers: a target the filter logs at `warn` stays at `warn`.
 pub fn directives(rust_log: Option<&str>, default: &str) -> String {
     let given = rust_log.map(str::trim).filter(|s| !s.is_empty());
-    let mut kept: Vec<&str> = given
+    let kept: Vec<&str> = given
         .unwrap_or(default)
         .split(',')
         .map(str::trim)
         .filter(|d| !d.is_empty() && !capped(d))
         .collect();
-    let caps: Vec<String> = CAPS.iter().map(|(t, l)| format!("{t}={l}")).collect();
-    kept.extend(caps.iter().map(String::as_str));
-    kept.join(",")
+    let mut out: Vec<String> = kept.iter().map(|d| d.to_string()).collect();
+    for (target, cap) in CAPS {
+        let Some(cap_rank) = rank(cap) else { continue };
+        let wanted = kept.iter().filter_map(|d| reach(d, target)).max();
+        if wanted.is_some_and(|w| w > cap_rank) {
+            out.push(format!("{target}={cap}"));
+        }
+    }
+    out.join(",")
+}
+
+/// How verbosely directive `d` may log `target`, when it may: a bare level,
+/// a directive whose target is a prefix of `target` (tracing matches by
+/// prefix), or one with a span filter (it may apply anywhere). A directive
+/// without a level means `trace`.
+fn reach(d: &str, target: &str) -> Option<u8> {
+    let Some((head, level)) = d.rsplit_once('=') else {
+        // `warn` (every target), or `hyper` (that target at trace).
+        return rank(d).or_else(|| target.starts_with(d).then_some(5));
+    };
+    let spans = head.contains('[');
+    let t = &head[..head.find('[').unwrap_or(head.len())];
+    (spans || target.starts_with(t)).then(|| rank(level.trim()).unwrap_or(5))
 }
 
 /// True when directive `d` names a capped target or a module below one at
@@ -116,34 +138,40 @@ mod tests {
             Some("trace,aws_sigv4=trace,aws_sigv4::sign[x]=trace,hyper_util::client=trace,tidegate=debug"),
             "warn",
         );
-        assert!(d.starts_with("trace,tidegate=debug,"), "{d}");
+        assert!(d.starts_with("trace,tidegate=debug,aws_sigv4=off,"), "{d}");
         assert!(!d.contains("=trace"), "{d}");
-        assert!(d.contains("aws_sigv4=off"), "{d}");
+        for (t, l) in CAPS {
+            assert!(d.contains(&format!(",{t}={l}")), "{d}");
+        }
         // A target that only shares a prefix is not capped.
-        let d = directives(Some("hyperion=trace"), "warn");
-        assert!(d.starts_with("hyperion=trace,"), "{d}");
+        assert_eq!(directives(Some("hyperion=trace"), "warn"), "hyperion=trace");
         // A directive that quietens a capped target is kept (the default
-        // silences kube's client builder).
-        let d = directives(None, "info,kube_client::client::builder=off,h2=warn");
+        // silences kube's client builder), and nothing is raised.
+        assert_eq!(
+            directives(None, "info,kube_client::client::builder=off,h2=warn"),
+            "info,kube_client::client::builder=off,h2=warn,aws_sigv4=off"
+        );
+        assert_eq!(
+            directives(
+                Some("aws_smithy_runtime=info,hyper=trace,aws_sigv4=error"),
+                "warn"
+            ),
+            "aws_smithy_runtime=info"
+        );
+        // Unset or empty: the default; caps only where it would log above
+        // them.
+        assert_eq!(directives(None, "warn"), "warn,aws_sigv4=off");
+        assert_eq!(directives(Some("  "), "info"), "info,aws_sigv4=off");
+        // A prefix reaches every target it starts (tracing's matching).
+        assert_eq!(
+            directives(Some("aws=trace"), "warn"),
+            "aws=trace,aws_sigv4=off,aws_smithy_runtime=debug,aws_smithy_runtime_api=debug,aws_smithy_http_client=debug,aws_smithy_http=debug"
+        );
+        let d = directives(Some("debug"), "warn");
         assert!(
-            d.starts_with("info,kube_client::client::builder=off,h2=warn,"),
+            d.contains("aws_sigv4=off") && !d.contains("hyper=debug"),
             "{d}"
         );
-        let d = directives(
-            Some("aws_smithy_runtime=info,hyper=trace,aws_sigv4=error"),
-            "warn",
-        );
-        assert!(
-            d.starts_with("aws_smithy_runtime=info,aws_sigv4=off"),
-            "{d}"
-        );
-        assert!(
-            !d.contains("hyper=trace") && !d.contains("aws_sigv4=error"),
-            "{d}"
-        );
-        // Unset or empty: the default, capped.
-        assert!(directives(None, "warn").starts_with("warn,aws_sigv4=off"));
-        assert!(directives(Some("  "), "info").starts_with("info,aws_sigv4=off"));
         EnvFilter::try_new(directives(Some("trace"), "warn")).unwrap();
     }
 

@@ -85,6 +85,8 @@ fn free_port() -> u16 {
 struct Reconciler {
     child: Child,
     port: u16,
+    /// `--probe-listen`: probes and metrics.
+    probe: u16,
     out: Arc<Mutex<String>>,
     readers: Vec<std::thread::JoinHandle<()>>,
 }
@@ -92,10 +94,12 @@ struct Reconciler {
 impl Reconciler {
     fn start(args: &[&str]) -> Reconciler {
         let port = free_port();
+        let probe = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tidegate"))
             .arg("reconcile")
             .args(args)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--probe-listen", &format!("127.0.0.1:{probe}")])
             .args(["--interval", "300ms", "--shutdown-grace", "3s"])
             .env_remove("RUST_LOG")
             .env_remove("SOPS_AGE_KEY_FILE")
@@ -127,6 +131,7 @@ impl Reconciler {
         let r = Reconciler {
             child,
             port,
+            probe,
             out,
             readers,
         };
@@ -136,7 +141,12 @@ impl Reconciler {
 
     /// One GET; (status code, body).
     fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        // Probes and metrics have their own listener.
+        let port = match path {
+            "/metrics" | "/healthz" | "/readyz" => self.probe,
+            _ => self.port,
+        };
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
         let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).ok()?;
