@@ -91,13 +91,18 @@ impl Cluster {
             .expect("provider connects")
     }
 
-    /// A plain kube client, for acting as another field manager and for
-    /// reading what is stored.
+    /// A plain kube client, for acting as another field manager (someone
+    /// else: on the real server the administrator, not tidegate's
+    /// ServiceAccount, which may not PUT) and for reading what is stored.
     async fn client(&self) -> kube::Client {
         tidegate::provider::kubernetes::transport::install_crypto_provider();
-        let kc = Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let (path, context) = match self.real() {
+            Some(real) => (real.admin_kubeconfig().to_path_buf(), None),
+            None => (self.kubeconfig.clone(), Some(CONTEXT.to_string())),
+        };
+        let kc = Kubeconfig::read_from(&path).unwrap();
         let opts = KubeConfigOptions {
-            context: Some(CONTEXT.into()),
+            context,
             ..Default::default()
         };
         let config = kube::Config::from_custom_kubeconfig(kc, &opts)
