@@ -116,6 +116,36 @@ impl AwsProvider {
             .map_err(|e| e.into_error(op))
     }
 
+    /// CreateTags of `t` on resource `id` (adds or overwrites).
+    async fn create_tags(&self, id: &str, t: Vec<Tag>) -> Result<()> {
+        self.call("CreateTags", || async {
+            sdk(self
+                .client
+                .create_tags()
+                .resources(id)
+                .set_tags(Some(t.clone()))
+                .send()
+                .await)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// DeleteTags of the keys of `t` on resource `id`.
+    async fn delete_tags(&self, id: &str, t: Vec<Tag>) -> Result<()> {
+        self.call("DeleteTags", || async {
+            sdk(self
+                .client
+                .delete_tags()
+                .resources(id)
+                .set_tags(Some(t.clone()))
+                .send()
+                .await)
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// All tags of a new resource: ownership, the user's, and `extra`.
     fn tags_for(&self, desired: &Desired, d: &Value, extra: Vec<(String, String)>) -> Vec<Tag> {
         let user = d
@@ -317,17 +347,7 @@ impl AwsProvider {
     /// user data stopped being fingerprinted.
     async fn delete_user_data_tag(&self, id: &str) -> Result<()> {
         let t = vec![Tag::builder().key(model::TAG_USER_DATA).build()];
-        self.call("DeleteTags", || async {
-            sdk(self
-                .client
-                .delete_tags()
-                .resources(id)
-                .set_tags(Some(t.clone()))
-                .send()
-                .await)
-        })
-        .await
-        .map(|_| ())
+        self.delete_tags(id, t).await
     }
 
     async fn replace(&self, desired: &Desired, d: &Value, live: &Live) -> Result<Live> {
@@ -337,16 +357,7 @@ impl AwsProvider {
         }
         let id = live.external_id.clone();
         let deposed = tags([(model::TAG_DEPOSED.to_string(), "true".to_string())]);
-        self.call("CreateTags", || async {
-            sdk(self
-                .client
-                .create_tags()
-                .resources(&id)
-                .set_tags(Some(deposed.clone()))
-                .send()
-                .await)
-        })
-        .await?;
+        self.create_tags(&id, deposed).await?;
         let new = Box::pin(self.create(desired, d)).await?;
         if let Err(e) = self.delete_resource(live, false).await {
             tracing::info!(resource = %desired.id, old = %id, error = %e, "the replaced resource is still in use; it stays deposed and is pruned later");
@@ -586,18 +597,7 @@ impl AwsProvider {
     /// resource tagged by a tidegate from before projects.
     pub(super) async fn adopt(&self, live: &Live) -> Result<()> {
         let t = tags(model::owner_tags(&self.owner, &live.id));
-        let id = live.external_id.clone();
-        self.call("CreateTags", || async {
-            sdk(self
-                .client
-                .create_tags()
-                .resources(&id)
-                .set_tags(Some(t.clone()))
-                .send()
-                .await)
-        })
-        .await?;
-        Ok(())
+        self.create_tags(&live.external_id, t).await
     }
 
     /// Applies in-place changes, then reads the resource back.
@@ -693,32 +693,14 @@ impl AwsProvider {
         );
         if !set.is_empty() {
             let t = tags(set);
-            self.call("CreateTags", || async {
-                sdk(self
-                    .client
-                    .create_tags()
-                    .resources(id)
-                    .set_tags(Some(t.clone()))
-                    .send()
-                    .await)
-            })
-            .await?;
+            self.create_tags(id, t).await?;
         }
         if !remove.is_empty() {
             let t: Vec<Tag> = remove
                 .iter()
                 .map(|k| Tag::builder().key(k).build())
                 .collect();
-            self.call("DeleteTags", || async {
-                sdk(self
-                    .client
-                    .delete_tags()
-                    .resources(id)
-                    .set_tags(Some(t.clone()))
-                    .send()
-                    .await)
-            })
-            .await?;
+            self.delete_tags(id, t).await?;
         }
         Ok(())
     }
@@ -756,17 +738,7 @@ impl AwsProvider {
             observe::TAG_VPC_DNS.to_string(),
             observe::vpc_dns_tag(support, hostnames),
         )]);
-        self.call("CreateTags", || async {
-            sdk(self
-                .client
-                .create_tags()
-                .resources(id)
-                .set_tags(Some(t.clone()))
-                .send()
-                .await)
-        })
-        .await
-        .map(|_| ())
+        self.create_tags(id, t).await
     }
 
     async fn reattach_gateway(&self, id: &str, raw: &Raw, vpc: Option<&str>) -> Result<()> {
