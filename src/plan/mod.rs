@@ -248,13 +248,17 @@ impl std::fmt::Display for GuardTrip {
 
 /// The guards a plan of `environment` with these `counts` trips, when
 /// `existing` resources exist before it (those it deletes among them).
-pub fn guard_trips(
+pub fn guard_trips<'a>(
     environment: &crate::model::Environment,
-    resources: &[ResourcePlan],
+    resources: impl IntoIterator<Item = &'a ResourcePlan>,
     existing: usize,
 ) -> Vec<GuardTrip> {
+    let destroying: Vec<&ResourcePlan> = resources
+        .into_iter()
+        .filter(|r| matches!(r.action, Action::Delete | Action::Replace { .. }))
+        .collect();
     let mut out = Vec::new();
-    let deletes = resources
+    let deletes = destroying
         .iter()
         .filter(|r| r.action == Action::Delete)
         .count();
@@ -267,11 +271,7 @@ pub fn guard_trips(
             ),
         });
     }
-    let destroyed: Vec<String> = resources
-        .iter()
-        .filter(|r| matches!(r.action, Action::Delete | Action::Replace { .. }))
-        .map(|r| r.id.to_string())
-        .collect();
+    let destroyed: Vec<String> = destroying.iter().map(|r| r.id.to_string()).collect();
     if environment.protect && !destroyed.is_empty() {
         const SHOWN: usize = 5;
         let more = destroyed.len().saturating_sub(SHOWN);
@@ -523,8 +523,7 @@ pub fn build_env_with(
     );
     plan.notes.extend(notes);
     if let Some(live) = live {
-        let all: Vec<ResourcePlan> = plan.resources().cloned().collect();
-        plan.guards = guard_trips(environment, &all, live.resources.len());
+        plan.guards = guard_trips(environment, plan.resources(), live.resources.len());
     }
     Ok(plan)
 }
@@ -850,8 +849,7 @@ pub fn build_revisions(
     };
     let existing = before.len();
     let mut plan = assemble(env, env, waits_for, &sources, out, policy, policy_errors);
-    let all: Vec<ResourcePlan> = plan.resources().cloned().collect();
-    plan.guards = guard_trips(environment, &all, existing);
+    plan.guards = guard_trips(environment, plan.resources(), existing);
     if !in_head {
         plan.notes
             .push(format!("environment {env} is removed from Git in head"));
