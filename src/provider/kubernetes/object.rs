@@ -90,26 +90,25 @@ pub fn json_meta_str<'a>(obj: &'a serde_json::Value, field: &str) -> Option<&'a 
 
 /// Whose an object is, by the labels `labels_of` (a JSON map) carries.
 pub fn claim(labels_of: Option<&serde_json::Value>, owner: &Owner) -> Claim {
-    let get = |k: &str| {
+    claim_by(owner, |k| {
         labels_of
             .and_then(|l| l.get(k))
             .and_then(serde_json::Value::as_str)
-    };
-    owner.claim(
-        get(labels::MANAGED_BY) == Some(labels::MANAGER),
-        get(labels::ENVIRONMENT),
-        get(labels::PROJECT),
-    )
+    })
 }
 
 /// Whose a normalised body is, by its labels.
 pub fn value_claim(body: &Value, owner: &Owner) -> Claim {
     let l = body.get_path("metadata.labels").and_then(Value::as_map);
-    let get = |k: &str| l.and_then(|m| m.get(k)).and_then(Value::as_str);
+    claim_by(owner, |k| l.and_then(|m| m.get(k)).and_then(Value::as_str))
+}
+
+/// Whose an object is, from its ownership labels as `label` reads them.
+fn claim_by<'a>(owner: &Owner, label: impl Fn(&str) -> Option<&'a str>) -> Claim {
     owner.claim(
-        get(labels::MANAGED_BY) == Some(labels::MANAGER),
-        get(labels::ENVIRONMENT),
-        get(labels::PROJECT),
+        label(labels::MANAGED_BY) == Some(labels::MANAGER),
+        label(labels::ENVIRONMENT),
+        label(labels::PROJECT),
     )
 }
 
