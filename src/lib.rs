@@ -25,6 +25,8 @@
 //! - [`source`]: Git remote → in-memory snapshots (poll, cache, signatures).
 //! - [`execute`]: applies one environment in graph order (bounded parallelism, prune).
 //! - [`state`]: per-environment records, the promotion gate, apply locks.
+//! - [`pipeline`]: the steps `cli` and `reconcile` share (check, the signed
+//!   commit gate, the record of an apply); neither imports the other.
 //! - [`reconcile`]: the in-cluster loop (state machine, driver, webhooks,
 //!   leases); [`server`]: its HTTP surface; [`metrics`]: its Prometheus series.
 //! - [`cli`]: the command implementations behind `src/main.rs`.
@@ -39,6 +41,7 @@ pub mod load;
 pub mod metrics;
 pub mod model;
 pub mod observe;
+pub mod pipeline;
 pub mod plan;
 pub mod policy;
 pub mod provider;

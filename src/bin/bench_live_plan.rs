@@ -71,7 +71,7 @@ async fn measure(args: &Args, size: usize, scratch: &Scratch) {
     let dir = scratch.path().join(format!("n{size}"));
     common::cells_repo(&dir.join("repo"), cells, args.ec2_every, "");
     let files = tidegate::load::read_dir(&dir.join("repo")).expect("the repository reads");
-    let checked = tidegate::cli::check(&files).unwrap_or_else(|r| panic!("{r}"));
+    let checked = tidegate::pipeline::check(&files).unwrap_or_else(|r| panic!("{r}"));
     let (model, graph) = (checked.model, checked.graph);
     let resources = model.resource_count();
     let kinds = observe::kinds_of(&graph, ENV);

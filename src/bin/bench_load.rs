@@ -264,7 +264,7 @@ fn yaml_keys(keys: usize, runs: usize) {
         assert!(docs.is_some() && diags.is_empty(), "the wide map parses");
         parse.push(t0.elapsed().as_secs_f64() * 1e3);
         let t1 = Instant::now();
-        if let Err(e) = tidegate::cli::check(&files) {
+        if let Err(e) = tidegate::pipeline::check(&files) {
             panic!("the wide map validates: {}", first_lines(&e.to_string()));
         }
         check.push(t1.elapsed().as_secs_f64() * 1e3);

@@ -167,7 +167,7 @@ async fn main() {
         }
     };
     let files = tidegate::load::read_dir(&repo).expect("the repository reads");
-    let checked = tidegate::cli::check(&files).unwrap_or_else(|r| panic!("{r}"));
+    let checked = tidegate::pipeline::check(&files).unwrap_or_else(|r| panic!("{r}"));
     let (model, graph) = (checked.model, checked.graph);
     let environment = model.environment(&env).expect("the environment exists");
     let context = environment

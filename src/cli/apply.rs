@@ -16,7 +16,7 @@ use crate::observe::{self, Providers};
 use crate::policy;
 use crate::render::{self, RenderOptions, SecretLookup};
 use crate::secrets::{self, Identities, IdentityOptions};
-use crate::state::{self, EnvLock, EnvRecord, RecordStore};
+use crate::state::{self, EnvLock, RecordStore};
 
 /// A command that could not run (problems found in the repository or a
 /// failing resource are reported and turned into the exit code instead).
@@ -551,7 +551,7 @@ impl Ctx<'_> {
         result.critical_path = outcome.critical_path(self.graph, name);
         progress.finish();
         summary(&outcome, out)?;
-        let record = record_of(&outcome, self.commit);
+        let record = crate::pipeline::record_of(&outcome, self.commit);
         let store = RecordStore::for_target(
             environment.kubernetes.as_ref(),
             &self.args.state_dir,
@@ -570,25 +570,6 @@ impl Ctx<'_> {
         }
         result.outcome = Some(outcome);
         Ok(())
-    }
-}
-
-/// The record an outcome leaves.
-pub fn record_of(outcome: &Outcome, commit: &str) -> EnvRecord {
-    let problems: Vec<String> = outcome
-        .resources
-        .iter()
-        .filter(|r| !r.status.is_success())
-        .map(|r| format!("{} {}: {}", r.id, r.status, r.reason))
-        .collect();
-    EnvRecord {
-        environment: outcome.owner.clone(),
-        commit: commit.to_string(),
-        converged: outcome.converged(),
-        healthy: outcome.converged(),
-        applied_at: state::now_rfc3339(),
-        resources: outcome.resources.len(),
-        problems,
     }
 }
 

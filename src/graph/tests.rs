@@ -153,7 +153,7 @@ fn list_items_are_followed_precisely_and_value_cycles_end() {
     let model = crate::load::load(&model_files).unwrap();
     let g = Graph::build(&model).unwrap();
     assert_eq!(g.dependencies("dev", &id("a", "two")), [id("a", "one")]);
-    let report = crate::cli::check(&model_files)
+    let report = crate::pipeline::check(&model_files)
         .err()
         .expect("render finds the cycle");
     assert!(

@@ -109,7 +109,8 @@ impl Converge for Executor {
         env: &str,
         mode: Mode,
     ) -> std::result::Result<EnvReport, ReportError> {
-        let checked = crate::cli::check(&snapshot.files).map_err(|r| err(ErrorReason::Load, r))?;
+        let checked =
+            crate::pipeline::check(&snapshot.files).map_err(|r| err(ErrorReason::Load, r))?;
         let environment = checked.model.environment(env).ok_or_else(|| {
             let msg = format!("commit {} has no environment {env}", snapshot.commit);
             ReportError::new(ErrorReason::Load, msg)
@@ -142,7 +143,8 @@ impl Converge for Executor {
         snapshot: &Snapshot,
         env: &str,
     ) -> std::result::Result<Option<String>, ReportError> {
-        let checked = crate::cli::check(&snapshot.files).map_err(|r| err(ErrorReason::Load, r))?;
+        let checked =
+            crate::pipeline::check(&snapshot.files).map_err(|r| err(ErrorReason::Load, r))?;
         let Some(environment) = checked.model.environment(env) else {
             return Ok(None);
         };
@@ -167,7 +169,7 @@ impl Executor {
     async fn plan_and_apply(
         &self,
         snapshot: &Snapshot,
-        checked: &crate::cli::Checked,
+        checked: &crate::pipeline::Checked,
         env: &str,
         mode: Mode,
     ) -> std::result::Result<EnvReport, ReportError> {
@@ -199,7 +201,7 @@ impl Executor {
     async fn with_providers(
         &self,
         snapshot: &Snapshot,
-        checked: &crate::cli::Checked,
+        checked: &crate::pipeline::Checked,
         env: &str,
         mode: Mode,
         secrets: &secrets::Decrypted,
@@ -290,7 +292,7 @@ impl Executor {
         if let Some(why) = failed {
             report.error = Some(ReportError::new(ErrorReason::Apply, why));
         }
-        let record = crate::cli::apply::record_of(&outcome, &snapshot.commit);
+        let record = crate::pipeline::record_of(&outcome, &snapshot.commit);
         match RecordStore::for_target(
             environment.kubernetes.as_ref(),
             &self.state_dir,

@@ -538,7 +538,7 @@ impl Io {
             tracing::info!(commit = %commit, signature = %verdict, "commit signature checked");
             for e in strict {
                 if let Some(why) =
-                    crate::cli::signature_refusal(e, commit, &verdict, &self.opts.trust)
+                    crate::pipeline::signature_refusal(e, commit, &verdict, &self.opts.trust)
                 {
                     refused.insert(e.name.clone(), why);
                 }
@@ -557,7 +557,8 @@ impl Io {
         current: &mut Option<Arc<Snapshot>>,
     ) -> Option<Event> {
         let files = snap.clone();
-        let checked = tokio::task::spawn_blocking(move || crate::cli::check(&files.files)).await;
+        let checked =
+            tokio::task::spawn_blocking(move || crate::pipeline::check(&files.files)).await;
         let commit = snap.commit.clone();
         match checked {
             Ok(Ok(checked)) => {

@@ -335,7 +335,7 @@ impl Converge for ValidateOnly {
         env: &str,
         _mode: Mode,
     ) -> std::result::Result<EnvReport, ReportError> {
-        let checked = crate::cli::check(&snapshot.files)
+        let checked = crate::pipeline::check(&snapshot.files)
             .map_err(|report| ReportError::new(ErrorReason::Load, report.to_string()))?;
         let resources = checked.graph.levels(env).iter().map(Vec::len).sum();
         if checked.model.environment(env).is_none() {
