@@ -27,6 +27,7 @@ use kube::api::{Api, PostParams};
 use tokio::sync::{mpsc, watch};
 
 use super::machine::Event;
+use crate::state::lease_expired;
 
 /// Annotation: the last commit converged and healthy in the environment.
 pub const LAST_GOOD: &str = "tidegate.dev/last-good-commit";
@@ -128,7 +129,8 @@ impl Leases {
             .iter()
             .filter(|l| {
                 l.spec.as_ref().is_some_and(|s| {
-                    s.holder_identity.as_deref().is_some_and(|h| !h.is_empty()) && !expired(s, now)
+                    s.holder_identity.as_deref().is_some_and(|h| !h.is_empty())
+                        && !lease_expired(s, now)
                 })
             })
             .count();
@@ -157,7 +159,7 @@ impl Leases {
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
         let mine = holder.as_deref() == Some(self.cfg.identity.as_str());
-        if !mine && holder.is_some() && !expired(spec, now) {
+        if !mine && holder.is_some() && !lease_expired(spec, now) {
             return Ok(observed(&lease, &self.cfg.identity));
         }
         if !mine {
@@ -248,14 +250,6 @@ fn annotate(meta: &mut ObjectMeta, publish: Option<&Published>) {
         None => a.remove(LAST_GOOD),
     };
     a.insert(HEALTHY.into(), healthy.to_string());
-}
-
-fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
-    let Some(MicroTime(renewed)) = &spec.renew_time else {
-        return true;
-    };
-    let secs = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-    now.as_second() >= renewed.as_second().saturating_add(secs)
 }
 
 fn observed(lease: &Lease, identity: &str) -> Observed {

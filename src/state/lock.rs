@@ -179,7 +179,7 @@ impl EnvLock {
                 let holder = spec.holder_identity.clone().unwrap_or_default();
                 let free = holder.is_empty()
                     || holder == identity
-                    || expired(&spec)
+                    || lease_expired(&spec, Timestamp::now())
                     || is_dead_local_process(&holder);
                 if !free {
                     return Err(locked(env, &name, &spec));
@@ -255,13 +255,17 @@ impl EnvLock {
     }
 }
 
-fn expired(spec: &LeaseSpec) -> bool {
-    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
+/// The one rule for a Lease's expiry, shared by the apply lock and the
+/// reconciler's leader Leases: expired at `now` when it was last renewed
+/// (else acquired) `leaseDurationSeconds` or more ago; 15 s (Kubernetes'
+/// leader-election default) when the duration is missing; a Lease never
+/// renewed nor acquired is expired.
+pub fn lease_expired(spec: &LeaseSpec, now: Timestamp) -> bool {
+    let Some(MicroTime(renewed)) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
         return true;
     };
-    let secs = i64::from(spec.lease_duration_seconds.unwrap_or(0));
-    let age = Timestamp::now().as_second() - renewed.0.as_second();
-    age > secs
+    let secs = i64::from(spec.lease_duration_seconds.unwrap_or(15));
+    now.as_second() >= renewed.as_second().saturating_add(secs)
 }
 
 fn locked(env: &str, name: &str, spec: &LeaseSpec) -> Error {
@@ -302,6 +306,32 @@ async fn renew_loop(api: Api<Lease>, name: String, identity: String, every: Dura
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_expiry_rule_for_locks_and_leader_leases() {
+        let at = |secs: i64| Some(MicroTime(Timestamp::from_second(secs).unwrap()));
+        let now = Timestamp::from_second(1_000).unwrap();
+        let spec = |renew, acquire, duration| LeaseSpec {
+            renew_time: renew,
+            acquire_time: acquire,
+            lease_duration_seconds: duration,
+            ..LeaseSpec::default()
+        };
+        assert!(
+            lease_expired(&spec(None, None, Some(15)), now),
+            "never held"
+        );
+        assert!(!lease_expired(&spec(at(990), None, Some(15)), now));
+        assert!(
+            lease_expired(&spec(at(985), None, Some(15)), now),
+            "at the bound"
+        );
+        // Acquired but never renewed: the acquire time counts.
+        assert!(!lease_expired(&spec(None, at(990), Some(15)), now));
+        // No duration: Kubernetes' 15 s.
+        assert!(!lease_expired(&spec(at(990), None, None), now));
+        assert!(lease_expired(&spec(at(984), None, None), now));
+    }
 
     #[test]
     fn a_second_file_lock_names_the_holder_and_the_first_release_frees_it() {

@@ -23,7 +23,7 @@ use crate::provider::{labels, KubeTarget};
 
 mod lock;
 
-pub use lock::{this_process, EnvLock, LEASE_DURATION};
+pub use lock::{lease_expired, this_process, EnvLock, LEASE_DURATION};
 
 /// The namespace of records and leases in an environment's cluster.
 pub const NAMESPACE: &str = "tidegate-system";
