@@ -122,6 +122,22 @@ pub enum Error {
 }
 
 impl Value {
+    /// A name for the kind of this value, for type errors (never the value
+    /// itself).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) => "an integer",
+            Value::Float(_) => "a number",
+            Value::String(_) => "a string",
+            Value::List(_) => "a list",
+            Value::Map(_) => "a map",
+            Value::Sensitive(_) => "a secret value",
+            Value::Unknown(_) => "a value known only after apply",
+        }
+    }
+
     /// Builds a value from JSON (as read back from an API).
     pub fn from_json(v: serde_json::Value) -> Value {
         match v {

@@ -278,21 +278,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// A name for the kind of a value, for type errors (never the value).
-pub(crate) fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Int(_) => "an integer",
-        Value::Float(_) => "a number",
-        Value::String(_) => "a string",
-        Value::List(_) => "a list",
-        Value::Map(_) => "a map",
-        Value::Sensitive(_) => "a secret value",
-        Value::Unknown(_) => "a value known only after apply",
-    }
-}
-
 /// Turns paths below a block into origins and errors.
 pub(crate) struct Locator<'a> {
     pub(crate) spans: &'a Spans,
@@ -327,7 +312,7 @@ impl Locator<'_> {
                 field
             },
             expected,
-            found: type_name(v),
+            found: v.type_name(),
         }
     }
 

@@ -206,7 +206,7 @@ fn check_object(fs: &[Field], v: &Value, path: &str, out: &mut Vec<Problem>) {
         if !matches!(v, Value::Unknown(_) | Value::Sensitive(_)) {
             out.push(problem(
                 path,
-                format!("expected a map, found {}", type_name(v)),
+                format!("expected a map, found {}", v.type_name()),
                 "write the fields as `key: value` lines".into(),
             ));
         }
@@ -249,7 +249,7 @@ fn check_value(field: &Field, v: &Value, path: &str, out: &mut Vec<Problem>) {
             format!(
                 "`{}` must be {expected}, found {}",
                 field.name,
-                type_name(v)
+                v.type_name()
             ),
             format!("write `{}` as {expected}", field.name),
         ))
@@ -280,7 +280,7 @@ fn check_value(field: &Field, v: &Value, path: &str, out: &mut Vec<Problem>) {
                 if !stringish(item) {
                     out.push(problem(
                         &index_path(path, i),
-                        format!("expected a string, found {}", type_name(item)),
+                        format!("expected a string, found {}", item.type_name()),
                         "quote the value".into(),
                     ));
                 }
@@ -291,7 +291,7 @@ fn check_value(field: &Field, v: &Value, path: &str, out: &mut Vec<Problem>) {
                 if !stringish(tv) {
                     out.push(problem(
                         &key_path(path, k),
-                        format!("tag `{k}` must be a string, found {}", type_name(tv)),
+                        format!("tag `{k}` must be a string, found {}", tv.type_name()),
                         "quote the tag value".into(),
                     ));
                 }
@@ -310,20 +310,6 @@ fn check_value(field: &Field, v: &Value, path: &str, out: &mut Vec<Problem>) {
         (Ty::Tags, _) => wrong("a map of strings", out),
         (Ty::Object(_), _) => wrong("a map", out),
         (Ty::ObjectSet(_), _) => wrong("a list of maps", out),
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "nothing",
-        Value::Bool(_) => "a boolean",
-        Value::Int(_) => "an integer",
-        Value::Float(_) => "a number",
-        Value::String(_) => "a string",
-        Value::List(_) => "a list",
-        Value::Map(_) => "a map",
-        Value::Sensitive(_) => "a secret",
-        Value::Unknown(_) => "a value known after apply",
     }
 }
 
