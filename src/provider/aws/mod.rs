@@ -462,6 +462,18 @@ mod tests {
         assert_eq!(err.metric_label(), "target");
     }
 
+    /// A provider of project shop, environment dev, whose endpoint nothing
+    /// answers at: for checks that must fail before any call.
+    fn offline_provider() -> AwsProvider {
+        AwsProvider::with_config(
+            Owner::new("shop", "dev"),
+            aws_sdk_ec2::config::Builder::new()
+                .region(Region::new("us-east-1"))
+                .endpoint_url("http://127.0.0.1:9"),
+            Options::default(),
+        )
+    }
+
     /// Issue 17: an endpoint nothing answers at is one target error naming
     /// the environment, the endpoint and what to set.
     #[tokio::test]
@@ -499,13 +511,7 @@ mod tests {
 
     #[tokio::test]
     async fn apply_refuses_invalid_and_unresolved_specs_without_calling_ec2() {
-        let p = AwsProvider::with_config(
-            Owner::new("shop", "dev"),
-            aws_sdk_ec2::config::Builder::new()
-                .region(Region::new("us-east-1"))
-                .endpoint_url("http://127.0.0.1:9"),
-            Options::default(),
-        );
+        let p = offline_provider();
         let mut desired = Desired {
             id: crate::provider::ResourceId {
                 module: "network".into(),
@@ -532,13 +538,7 @@ mod tests {
 
     #[tokio::test]
     async fn plan_names_every_bad_value_once_without_calling_ec2() {
-        let p = AwsProvider::with_config(
-            Owner::new("shop", "dev"),
-            aws_sdk_ec2::config::Builder::new()
-                .region(Region::new("us-east-1"))
-                .endpoint_url("http://127.0.0.1:9"),
-            Options::default(),
-        );
+        let p = offline_provider();
         let desired = Desired {
             id: crate::provider::ResourceId {
                 module: "network".into(),
