@@ -882,6 +882,14 @@ async fn secret_user_data_is_compared_without_a_stored_fingerprint() {
         name: "server0".into(),
     };
     let id = lives[&server0].external_id.clone();
+    let reads = |p: &AwsProvider| {
+        p.api_calls()
+            .iter()
+            .filter(|(op, _)| op.contains("DescribeInstanceAttribute"))
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    assert_eq!(reads(&p), 0, "a create reads back nothing it just sent");
     let tag_of = |id: String| {
         let client = p.client().clone();
         async move {
@@ -907,6 +915,11 @@ async fn secret_user_data_is_compared_without_a_stored_fingerprint() {
     assert!(
         changes(&plan_all(&again, &git).await).is_empty(),
         "an unchanged secret plans nothing, in another process too"
+    );
+    assert_eq!(
+        reads(&again),
+        1,
+        "one read per instance with secret user data"
     );
 
     // A fingerprint tag from before (the old fixed key) is removed by the

@@ -240,7 +240,11 @@ impl AwsProvider {
         loop {
             match self.create_call(desired, d, &salt).await {
                 Ok(Created::Id(id)) => match self.wait_visible(&desired.kind, &id).await {
-                    Ok(live) => return self.converge(desired, d, &live).await,
+                    Ok(live) => {
+                        // Its user data is what was just sent: no read-back.
+                        let live = with_sent_user_data(live, d);
+                        return self.converge(desired, d, &live).await;
+                    }
                     // A ClientToken can name a route table deleted since:
                     // EC2 then returns its id again. Create anew, salted.
                     Err(_) if desired.kind == "route_table" && salt.is_empty() => salt = id,
@@ -305,7 +309,8 @@ impl AwsProvider {
         let Some(Value::Sensitive(_)) = d.get_path("userData") else {
             return Ok(None);
         };
-        if live.kind != "instance" {
+        let known = matches!(live.body.get_path("userData"), Some(Value::Sensitive(_)));
+        if live.kind != "instance" || known {
             return Ok(None);
         }
         let id = live.external_id.clone();
@@ -1222,6 +1227,18 @@ fn metadata_request(d: &Value) -> InstanceMetadataOptionsRequest {
         .set_http_tokens(str_at(d, "metadata.httpTokens").map(HttpTokensState::from))
         .set_http_put_response_hop_limit(int(d.get_path("metadata.httpPutResponseHopLimit")))
         .build()
+}
+
+/// `live`, a resource just created from `d`, with `d`'s secret user data as
+/// its own (RunInstances stored exactly that), so converging it reads
+/// nothing back.
+fn with_sent_user_data(mut live: Live, d: &Value) -> Live {
+    if let (Some(sent @ Value::Sensitive(_)), Value::Map(m)) =
+        (d.get_path("userData"), &mut live.body)
+    {
+        m.insert("userData".into(), sent.clone());
+    }
+    live
 }
 
 #[cfg(test)]
