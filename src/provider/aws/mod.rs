@@ -46,7 +46,18 @@ pub use model::{
     replace_reasons, TAG_DEPOSED, TAG_ENVIRONMENT, TAG_MANAGED_BY, TAG_MODULE, TAG_PROJECT,
     TAG_RESOURCE, TAG_USER_DATA,
 };
-pub use schema::{check, TYPES};
+pub use schema::TYPES;
+
+/// Every problem with the spec `body` of an AWS resource of type `kind`:
+/// its structure ([`schema::check_structure`]: unknown type or field, wrong
+/// type, missing required field) and its values ([`values::check`]: CIDR
+/// blocks, ports, rule sources, reserved tags, secrets outside `userData`,
+/// ...). Pure; unresolved references ([`Value::Unknown`]) pass.
+pub fn check(kind: &str, body: &Value) -> Vec<crate::provider::Problem> {
+    let mut out = schema::check_structure(kind, body);
+    out.extend(values::check(kind, body));
+    out
+}
 
 use crate::provider::{
     Action, Change, Desired, EnvTarget, Error, Health, ListedHealthy, Live, Owner, Provider,
