@@ -44,6 +44,11 @@ pub struct ResourceNode {
     /// `Desired::kind` (`apps/v1/Deployment`, `vpc`).
     pub kind: String,
     pub origin: Origin,
+    /// The Kubernetes namespace the object lives in (a Namespace: its own
+    /// name), when the loaded files decide it; `None` for cluster-scoped
+    /// and AWS resources and for a namespace known only at apply. Tells
+    /// the provider where to look for kinds it lists namespace by namespace.
+    pub namespace: Option<String>,
 }
 
 /// Why one node must come after another.

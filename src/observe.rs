@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::graph::Graph;
-use crate::provider::{self, EnvTarget, Live, Provider, ProviderKind, ResourceId};
+use crate::provider::{self, EnvTarget, Live, Provider, ProviderKind, ResourceId, Scope};
 
 /// Observing failed.
 #[derive(Debug, thiserror::Error)]
@@ -124,14 +124,20 @@ impl Providers {
     }
 }
 
-/// The kinds each provider must list for environment `env` of `graph`.
-pub fn kinds_of(graph: &Graph, env: &str) -> BTreeMap<ProviderKind, BTreeSet<String>> {
-    let mut out: BTreeMap<ProviderKind, BTreeSet<String>> = BTreeMap::new();
+/// What each provider must list for environment `env` of `graph`: the
+/// kinds declared through it and the namespaces they live in.
+pub fn scopes_of(graph: &Graph, env: &str) -> BTreeMap<ProviderKind, Scope> {
+    let mut out: BTreeMap<ProviderKind, Scope> = BTreeMap::new();
     for id in graph.levels(env).into_iter().flatten() {
         if let Some(node) = graph.node(env, &id) {
-            out.entry(node.provider)
-                .or_default()
-                .insert(node.kind.clone());
+            let scope = out.entry(node.provider).or_insert_with(|| Scope {
+                kinds: BTreeSet::new(),
+                namespaces: Some(BTreeSet::new()),
+            });
+            scope.kinds.insert(node.kind.clone());
+            if let (Some(set), Some(ns)) = (&mut scope.namespaces, &node.namespace) {
+                set.insert(ns.clone());
+            }
         }
     }
     out
@@ -215,18 +221,16 @@ impl LiveState {
 }
 
 /// Observes everything environment `env` owns: each connected provider lists
-/// the kinds `kinds` names for it (plus the kinds of its own inventory),
-/// all providers at once, one list call sequence per kind.
+/// the kinds its scope in `scopes` names (plus the kinds of its own
+/// inventory), all providers at once, one list call sequence per kind (per
+/// namespace for the kinds a provider lists namespace by namespace).
 pub async fn observe_env(
     providers: &Providers,
-    kinds: &BTreeMap<ProviderKind, BTreeSet<String>>,
+    scopes: &BTreeMap<ProviderKind, Scope>,
 ) -> Result<LiveState> {
     let calls = providers.map.iter().map(|(kind, p)| async move {
-        let list: Vec<String> = kinds
-            .get(kind)
-            .map(|k| k.iter().cloned().collect())
-            .unwrap_or_default();
-        p.observe(&list)
+        let scope = scopes.get(kind).cloned().unwrap_or_default();
+        p.observe_in(&scope)
             .await
             .map(|lives| (*kind, lives))
             .map_err(|source| Error::Observe {

@@ -74,7 +74,7 @@ async fn measure(args: &Args, size: usize, scratch: &Scratch) {
     let checked = tidegate::pipeline::check(&files).unwrap_or_else(|r| panic!("{r}"));
     let (model, graph) = (checked.model, checked.graph);
     let resources = model.resource_count();
-    let kinds = observe::kinds_of(&graph, ENV);
+    let kinds = observe::scopes_of(&graph, ENV);
     let stand = Stand::start(&dir, ENV);
 
     // Create everything once.
@@ -100,10 +100,10 @@ async fn measure(args: &Args, size: usize, scratch: &Scratch) {
     assert!(outcome.converged(), "{}", outcome.counts_line());
     println!(
         "\n{resources} resources ({} kinds: {}): created in {:.1}s with {} API calls",
-        kinds.values().map(|k| k.len()).sum::<usize>(),
+        kinds.values().map(|k| k.kinds.len()).sum::<usize>(),
         kinds
             .iter()
-            .map(|(p, k)| format!("{p} {}", k.len()))
+            .map(|(p, k)| format!("{p} {}", k.kinds.len()))
             .collect::<Vec<_>>()
             .join(", "),
         t.elapsed().as_secs_f64(),

@@ -66,6 +66,10 @@ impl Provider for Slow {
         tokio::time::sleep(self.latency).await;
         self.inner.observe(kinds).await
     }
+    async fn observe_in(&self, scope: &tidegate::provider::Scope) -> Result<Vec<Live>> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.observe_in(scope).await
+    }
     async fn plan(&self, d: &Desired, l: Option<&Live>) -> Result<Change> {
         tokio::time::sleep(self.latency).await;
         self.inner.plan(d, l).await

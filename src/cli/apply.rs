@@ -497,7 +497,7 @@ impl Ctx<'_> {
     ) -> Result<()> {
         let environment = self.model.environment(name).expect("checked above");
         let t0 = Instant::now();
-        let kinds = observe::kinds_of(self.graph, name);
+        let kinds = observe::scopes_of(self.graph, name);
         let providers =
             Providers::connect(&environment.target(Some(owner)), kinds.keys().copied()).await?;
         let (changes, guards) = preview(self, name, &providers, decrypted, out).await?;

@@ -178,7 +178,7 @@ async fn live_env(
     concurrency: usize,
 ) -> Result<EnvPlan, plan::Error> {
     let environment = model.environment(env).expect("selected environments exist");
-    let kinds = crate::observe::kinds_of(graph, env);
+    let kinds = crate::observe::scopes_of(graph, env);
     let providers =
         crate::observe::Providers::connect(&environment.target(None), kinds.keys().copied())
             .await?;

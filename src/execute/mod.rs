@@ -171,7 +171,7 @@ pub async fn run_env(run: &EnvRun<'_>) -> Result<Outcome> {
         .model
         .environment(run.env)
         .ok_or_else(|| Error::UnknownEnvironment(run.env.to_string()))?;
-    let kinds = observe::kinds_of(run.graph, run.env);
+    let kinds = observe::scopes_of(run.graph, run.env);
     // Borrowed when the plan handed it over: a copy of every live body of
     // a large environment would double the reconciler's peak memory.
     let observed;

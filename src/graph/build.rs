@@ -81,6 +81,7 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
                 provider: res.provider,
                 kind: res.kind.clone(),
                 origin: res.origin.clone(),
+                namespace: None,
             }));
             self.g.index.insert((self.env.name.clone(), id), idx);
         }
@@ -109,6 +110,14 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
     ) {
         if let (Some(a), Some(b)) = (self.idx(from), self.idx(to)) {
             self.g.add_edge(a, b, kind, origin, detail);
+        }
+    }
+
+    fn set_namespace(&mut self, id: &ResourceId, namespace: Option<String>) {
+        if let Some(i) = self.idx(id) {
+            if let Node::Resource(r) = &mut self.g.graph[i] {
+                r.namespace = namespace;
+            }
         }
     }
 
@@ -288,6 +297,7 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
             return;
         };
         let mut namespaces: HashMap<String, ResourceId> = HashMap::new();
+        let mut names: HashMap<ResourceId, String> = HashMap::new();
         let mut crds: HashMap<(String, String), ResourceId> = HashMap::new();
         let mut objects: Vec<(ResourceId, String, Option<String>, Origin)> = Vec::new();
         let mut identities: HashMap<(String, String, String), ResourceId> = HashMap::new();
@@ -313,6 +323,7 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
             match kind.as_str() {
                 "Namespace" => {
                     if let Some(n) = s("metadata.name") {
+                        names.insert(id.clone(), n.clone());
                         namespaces.insert(n, id.clone());
                     }
                 }
@@ -351,6 +362,13 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
             ));
         }
         for (id, gk, ns, origin) in objects {
+            let own = match gk.as_str() {
+                "/Namespace" => names.get(&id).cloned(),
+                // A Secret without a namespace lands in `default`.
+                "/Secret" => Some(ns.clone().unwrap_or_else(|| "default".into())),
+                _ => ns.clone(),
+            };
+            self.set_namespace(&id, own);
             if let Some(ns_id) = ns.and_then(|n| namespaces.get(&n).cloned()) {
                 if ns_id != id {
                     let detail = format!("lives in namespace {ns_id} ({origin})");

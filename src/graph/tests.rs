@@ -43,6 +43,17 @@ fn levels_follow_references_and_namespaces() {
             .kind,
         EdgeKind::Namespace
     );
+    let ns = |i: &ResourceId| g.node("dev", i).and_then(|n| n.namespace.clone());
+    assert_eq!(ns(&id("app", "ns")).as_deref(), Some("app-dev"));
+    assert_eq!(ns(&id("app", "config")).as_deref(), Some("app-dev"));
+    assert_eq!(ns(&id("network", "vpc")), None);
+    let scopes = crate::observe::scopes_of(&g, "dev");
+    let kube = &scopes[&ProviderKind::Kubernetes];
+    assert_eq!(kube.namespaces, Some(["app-dev".to_string()].into()));
+    assert_eq!(
+        scopes[&ProviderKind::Aws].namespaces,
+        Some(Default::default())
+    );
     let dot = g.to_dot(None);
     assert!(dot.contains("[style=dashed, label=\"after\"]"), "{dot}");
     assert!(g.to_mermaid(Some("dev")).starts_with("flowchart LR\n"));

@@ -899,7 +899,7 @@ pub async fn plan_env_live(
     concurrency: usize,
 ) -> Result<(EnvPlan, LiveState)> {
     environment(model, env)?;
-    let kinds = observe::kinds_of(graph, env);
+    let kinds = observe::scopes_of(graph, env);
     let live = observe::observe_env(providers, &kinds).await?;
     let desired = render_desired(model, env, Some(&live), secrets, owner)?;
     let predictions = predict(graph, env, &desired, &live, providers, concurrency).await?;
@@ -1017,7 +1017,7 @@ pub async fn plan_env_connect(
     owner: Option<&str>,
 ) -> Result<EnvPlan> {
     let environment = environment(model, env)?;
-    let kinds = observe::kinds_of(graph, env);
+    let kinds = observe::scopes_of(graph, env);
     let providers = Providers::connect(&environment.target(owner), kinds.keys().copied()).await?;
     plan_env(
         model,

@@ -58,12 +58,21 @@ use self::object::{
 use self::transport::{CallCounter, RetryConfig};
 use super::{
     labels, Action, Change, Claim, Desired, EnvTarget, Error, Health, ListedHealthy, Live, Owner,
-    Provider, ProviderKind, ResourceId, Result,
+    Provider, ProviderKind, ResourceId, Result, Scope,
 };
 use crate::value::{Map, Value};
 
 pub use self::health::assess;
 pub use self::transport::quiet_log_filter;
+
+/// Kinds observed with one list per namespace the environment declares or
+/// recorded objects of the kind in, instead of one list across the cluster:
+/// the API server authorises a list for every object of the kind whatever
+/// the label selector, so a cluster-wide list of Secrets needs the right to
+/// read every Secret (ServiceAccount tokens included). Listed per
+/// namespace, Secrets need only a RoleBinding in each managed namespace
+/// (deploy/rbac.yaml, docs/install.md "RBAC").
+pub const PER_NAMESPACE: &[&str] = &["v1/Secret"];
 
 /// Failures of this provider's own, carried as the source of an
 /// [`Error::Api`] or turned into the message of another provider error.
@@ -643,10 +652,12 @@ impl Kubernetes {
         })
     }
 
-    /// Every owned object of one kind: one list request per page.
+    /// Every owned object of one kind, in namespace `namespace` (`None`:
+    /// all): one list request per page.
     async fn list_owned(
         &self,
         kind: &str,
+        namespace: Option<&str>,
         inventory: &BTreeMap<String, inventory::Entry>,
     ) -> Result<Vec<Live>> {
         let gvk = Gvk::parse(kind).ok_or_else(|| Error::Api {
@@ -658,7 +669,10 @@ impl Kubernetes {
             // Not served (yet): nothing of this kind can exist.
             return Ok(Vec::new());
         };
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &r.resource);
+        let api: Api<DynamicObject> = match namespace.filter(|_| r.namespaced) {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &r.resource),
+            None => Api::all_with(self.client.clone(), &r.resource),
+        };
         let selector = owned_selector(&self.owner.environment);
         let mut out = Vec::new();
         let mut token: Option<String> = None;
@@ -669,10 +683,10 @@ impl Kubernetes {
             if let Some(t) = &token {
                 params = params.continue_token(t);
             }
-            let page = api
-                .list(&params)
-                .await
-                .map_err(|e| api_error(format!("list {gvk}"), e))?;
+            let page = api.list(&params).await.map_err(|e| match namespace {
+                Some(ns) => api_error(format!("list {gvk} in namespace {ns}"), e),
+                None => api_error(format!("list {gvk}"), e),
+            })?;
             for item in page.items {
                 if let Some(live) = self.observed(kind, &gvk, to_json(item), inventory) {
                     out.push(live);
@@ -730,16 +744,49 @@ impl Provider for Kubernetes {
     }
 
     async fn observe(&self, kinds: &[String]) -> Result<Vec<Live>> {
+        self.observe_in(&Scope {
+            kinds: kinds.iter().cloned().collect(),
+            namespaces: None,
+        })
+        .await
+    }
+
+    async fn observe_in(&self, scope: &Scope) -> Result<Vec<Live>> {
         self.listed_healthy.clear();
         let inventory = self.read_inventory().await?;
-        let all: BTreeSet<&str> = kinds
+        let all: BTreeSet<&str> = scope
+            .kinds
             .iter()
             .map(String::as_str)
             .chain(inventory.values().map(|e| e.kind.as_str()))
             .collect();
-        let lists =
-            futures::future::try_join_all(all.iter().map(|k| self.list_owned(k, &inventory)))
-                .await?;
+        // Each list: a kind across the cluster, or a kind listed namespace
+        // by namespace in every namespace the environment declares or
+        // recorded objects of that kind in.
+        let mut lists: Vec<(&str, Option<String>)> = Vec::new();
+        for kind in all {
+            match (&scope.namespaces, PER_NAMESPACE.contains(&kind)) {
+                (Some(declared), true) => {
+                    let recorded = inventory
+                        .iter()
+                        .filter(|(_, e)| e.kind == kind)
+                        .filter_map(|(key, _)| inventory::namespace_of(key));
+                    let places: BTreeSet<String> = declared
+                        .iter()
+                        .cloned()
+                        .chain(recorded.map(str::to_string))
+                        .collect();
+                    lists.extend(places.into_iter().map(|ns| (kind, Some(ns))));
+                }
+                _ => lists.push((kind, None)),
+            }
+        }
+        let lists = futures::future::try_join_all(
+            lists
+                .iter()
+                .map(|(k, ns)| self.list_owned(k, ns.as_deref(), &inventory)),
+        )
+        .await?;
         Ok(lists.into_iter().flatten().collect())
     }
 

@@ -21,7 +21,7 @@
 //!   request that needs them; no error, log line or returned [`Live`] body
 //!   carries plaintext.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -464,6 +464,18 @@ impl RetryCounter {
     }
 }
 
+/// What one environment asks a provider to list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// The kinds (`Desired::kind`) the environment declares through the
+    /// provider.
+    pub kinds: BTreeSet<String>,
+    /// Where the declared objects live (Kubernetes namespaces, as far as
+    /// the files decide them); `None`: unknown, look everywhere. Providers
+    /// without such places ignore it.
+    pub namespaces: Option<BTreeSet<String>>,
+}
+
 /// One environment's view of one provider.
 ///
 /// Every method is idempotent and may be retried after a crash.
@@ -477,6 +489,14 @@ pub trait Provider: Send + Sync {
     /// so that resources removed from Git are still found for pruning).
     /// One list call sequence per kind.
     async fn observe(&self, kinds: &[String]) -> Result<Vec<Live>>;
+
+    /// [`Provider::observe`] of `scope`'s kinds, narrowed to its places
+    /// where the provider lists a kind place by place (Kubernetes: Secrets,
+    /// one list per namespace, so RBAC can grant them per namespace).
+    async fn observe_in(&self, scope: &Scope) -> Result<Vec<Live>> {
+        let kinds: Vec<String> = scope.kinds.iter().cloned().collect();
+        self.observe(&kinds).await
+    }
 
     /// What applying `desired` over `live` would do. Never changes anything;
     /// may call a dry-run API. With unknown values in `desired` the

@@ -177,7 +177,7 @@ impl Executor {
         let environment = model.environment(env).expect("checked by converge");
         let secrets = secrets::load_env(environment, &snapshot.files, &self.identities)
             .map_err(secrets_error)?;
-        let kinds = observe::kinds_of(graph, env);
+        let kinds = observe::scopes_of(graph, env);
         let providers = Providers::connect(&environment.target(None), kinds.keys().copied())
             .await
             .map_err(|e| err(ErrorReason::Observe, e))?;

@@ -240,6 +240,16 @@ fn the_example_applies_in_levels() {
 async fn the_bundled_modules_apply_and_replan_clean(kube: super::stand::Kube) {
     let root = super::support::repo_root();
     let stand = super::stand::Stand::on(kube, &["dev", "staging", "test", "prod"]).await;
+    if let super::stand::KubeServer::Real(plane) = &stand.kube {
+        // The install step of docs/install.md: the managed namespaces and
+        // tidegate's Secrets grant in each (deploy/rbac.yaml gives none
+        // across the cluster).
+        let managed = root.join("deploy/managed-namespaces.yaml");
+        plane
+            .cluster()
+            .kubectl(&["apply", "-f", managed.to_str().unwrap()])
+            .unwrap();
+    }
     let key = root.join("secrets/demo-keys/dev.agekey");
     let state = stand.dir.path().join("state");
     let run = |args: &[&str]| {
@@ -395,9 +405,9 @@ async fn downgrade_to_marks_without_project(
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
     use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-    let client = stand.kube("dev").await;
+    let client = stand.admin_kube("dev").await;
     let selector = ListParams::default()
-        .labels("app.kubernetes.io/managed-by=tidegate,tidegate.dev/project=shop");
+        .labels("app.kubernetes.io/managed-by=tidegate,tidegate.dev/project=shop,tidegate.dev/environment=dev");
     let unlabel = serde_json::json!({"metadata": {"labels": {"tidegate.dev/project": null}}});
     let mut n = 0;
     macro_rules! strip {

@@ -20,6 +20,7 @@ use tidegate::provider::kubernetes::transport::RetryConfig;
 use tidegate::provider::kubernetes::{Kubernetes, Options};
 use tidegate::provider::{
     Action, Desired, EnvTarget, Error, Health, KubeTarget, Live, Origin, Provider, ResourceId,
+    Scope,
 };
 use tidegate::sensitive::Sensitive;
 use tidegate::value::Value;
@@ -225,11 +226,27 @@ async fn resource_version(api: &Api<DynamicObject>, name: &str) -> String {
         .unwrap()
 }
 
+/// What an environment declaring `all` asks the provider to list: their
+/// kinds, and the namespaces they live in (as the graph finds them).
+fn scope(all: &[Desired]) -> Scope {
+    Scope {
+        kinds: all.iter().map(|d| d.kind.clone()).collect(),
+        namespaces: Some(
+            all.iter()
+                .filter_map(|d| d.body.get_path("metadata.namespace"))
+                .filter_map(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+        ),
+    }
+}
+
 /// observe → plan → apply for each desired resource, then the inventory;
 /// returns what was applied.
 async fn converge(p: &Kubernetes, all: &[Desired]) -> Vec<Live> {
-    let kinds: Vec<String> = all.iter().map(|d| d.kind.clone()).collect();
-    let live = p.observe(&kinds).await.expect("observe");
+    let live = p.observe_in(&scope(all)).await.expect("observe");
     let mut applied = Vec::new();
     for d in all {
         let before = live.iter().find(|l| l.id == d.id);
@@ -247,14 +264,17 @@ async fn converge(p: &Kubernetes, all: &[Desired]) -> Vec<Live> {
 
 async fn kubernetes_create_then_reapply_is_a_noop_with_zero_writes(kube: Kube) {
     let c = Cluster::start(kube).await;
+    if let Some(real) = c.real() {
+        real.kubectl_stdin(&["apply", "-f", "-"], Some(&grant_secrets_in("default")))
+            .unwrap();
+    }
     let p = c.provider("dev", false).await;
     let all = vec![
         configmap("settings", json!({"mode": "fast"})),
         secret("db", "hunter2-secret"),
         deployment("api", "now"),
     ];
-    let kinds: Vec<String> = all.iter().map(|d| d.kind.clone()).collect();
-    assert!(p.observe(&kinds).await.unwrap().is_empty());
+    assert!(p.observe_in(&scope(&all)).await.unwrap().is_empty());
     for d in &all {
         assert_eq!(
             p.plan(d, None).await.unwrap().action,
@@ -300,7 +320,7 @@ async fn kubernetes_create_then_reapply_is_a_noop_with_zero_writes(kube: Kube) {
     ];
     let sim_before = c.sim().map(Handle::counters);
     let (dry_before, apply_before) = (calls(&p, "dry_run"), calls(&p, "apply"));
-    let live = p.observe(&kinds).await.unwrap();
+    let live = p.observe_in(&scope(&all)).await.unwrap();
     assert_eq!(live.len(), 3);
     for d in &all {
         let l = find(&live, &d.id.name).expect("observed");
@@ -355,7 +375,7 @@ async fn kubernetes_create_then_reapply_is_a_noop_with_zero_writes(kube: Kube) {
         .await
         .unwrap();
     let dry_before = calls(&p, "dry_run");
-    let live_now = p.observe(&kinds).await.unwrap();
+    let live_now = p.observe_in(&scope(&all)).await.unwrap();
     let settings = find(&live_now, "settings").unwrap();
     let planned = p.plan(&all[0], Some(settings)).await;
     assert!(
@@ -391,6 +411,57 @@ async fn kubernetes_create_then_reapply_is_a_noop_with_zero_writes(kube: Kube) {
         Value::String("settings".into())
     );
     assert!(settings.attributes.contains_key("metadata.uid"));
+}
+
+/// Secrets are listed in the declared and recorded namespaces, one list
+/// each, so RBAC can grant them per namespace: on a real server with
+/// deploy/rbac.yaml, tidegate reads its Secrets with RoleBindings in those
+/// namespaces only, and a list across the cluster is refused.
+async fn kubernetes_secrets_are_listed_per_namespace_never_across_the_cluster(kube: Kube) {
+    let c = Cluster::start(kube).await;
+    // The administrator's install step: the namespaces, and on the real
+    // server tidegate's Secrets grant in each.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(c.client().await);
+    for ns in ["team-a", "team-b"] {
+        let mut obj = k8s_openapi::api::core::v1::Namespace::default();
+        obj.metadata.name = Some(ns.into());
+        namespaces.create(&Default::default(), &obj).await.unwrap();
+        if let Some(real) = c.real() {
+            real.kubectl_stdin(&["apply", "-f", "-"], Some(&grant_secrets_in(ns)))
+                .unwrap();
+        }
+    }
+    let p = c.provider("dev", false).await;
+    let in_ns = |ns: &str, name: &str| {
+        let mut d = secret(name, "s3cret-value");
+        if let Value::Map(root) = &mut d.body {
+            if let Some(Value::Map(meta)) = root.get_mut("metadata") {
+                meta.insert("namespace".into(), Value::String(ns.into()));
+            }
+        }
+        d
+    };
+    let both = [in_ns("team-a", "one"), in_ns("team-b", "two")];
+    converge(&p, &both).await;
+
+    // Git now declares only the Secret in team-a: the one in team-b is
+    // still found (its namespace is in the inventory), so it can be pruned.
+    let lists = |p: &Kubernetes| calls(p, "list");
+    let before = lists(&p);
+    let live = p.observe_in(&scope(&both[..1])).await.unwrap();
+    let mut names: Vec<&str> = live.iter().map(|l| l.id.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["one", "two"]);
+    assert_eq!(lists(&p) - before, 2, "one list per namespace");
+
+    // Across the cluster: the ServiceAccount of deploy/ may not.
+    let wide = p.observe(&["v1/Secret".to_string()]).await;
+    if c.real().is_some() {
+        let err = wide.expect_err("a cluster-wide Secret list is refused");
+        assert!(err.to_string().contains("403"), "{err}");
+    } else {
+        assert_eq!(wide.unwrap().len(), 2);
+    }
 }
 
 async fn kubernetes_update_reports_conflicts_unless_forced(kube: Kube) {
@@ -594,6 +665,42 @@ apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata: {{name: tidegate-{name}}}
 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: tidegate-{name}}}
+subjects: [{{kind: ServiceAccount, name: tidegate, namespace: tidegate}}]
+"
+    )
+}
+
+/// The administrator's step that lets tidegate delete Namespace `ns` (the
+/// delete rule of deploy/rbac.yaml names the managed namespaces only).
+pub fn grant_namespace_delete(ns: &str) -> String {
+    format!(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: tidegate-delete-{ns}}}
+rules:
+  - apiGroups: [\"\"]
+    resources: [namespaces]
+    resourceNames: [{ns}]
+    verbs: [delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: tidegate-delete-{ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: tidegate-delete-{ns}}}
+subjects: [{{kind: ServiceAccount, name: tidegate, namespace: tidegate}}]
+"
+    )
+}
+
+/// The administrator's step that lets tidegate manage Secrets in namespace
+/// `ns`: deploy/managed-namespaces.yaml's RoleBinding of the ClusterRole
+/// tidegate-secrets (deploy/rbac.yaml).
+pub fn grant_secrets_in(ns: &str) -> String {
+    format!(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: tidegate-secrets, namespace: {ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: tidegate-secrets}}
 subjects: [{{kind: ServiceAccount, name: tidegate, namespace: tidegate}}]
 "
     )
@@ -988,6 +1095,7 @@ async fn kubernetes_namespace_then_its_objects(kube: Kube) {
 
 crate::on_both_kubes!(
     kubernetes_create_then_reapply_is_a_noop_with_zero_writes,
+    kubernetes_secrets_are_listed_per_namespace_never_across_the_cluster,
     kubernetes_update_reports_conflicts_unless_forced,
     kubernetes_prune_deletes_only_owned_objects,
     kubernetes_crd_then_custom_resource,

@@ -1112,7 +1112,7 @@ impl Targets {
 /// (so each level sees the attributes of the ones before), prunes what Git
 /// no longer has and records the Kubernetes inventory.
 async fn apply(model: &Model, graph: &Graph, providers: &Providers, secrets: &Decrypted) {
-    let kinds = observe::kinds_of(graph, "dev");
+    let kinds = observe::scopes_of(graph, "dev");
     for level in graph.levels("dev") {
         let live = observe::observe_env(providers, &kinds).await.unwrap();
         let desired = plan::render_desired(model, "dev", Some(&live), secrets, None).unwrap();

@@ -354,6 +354,15 @@ async fn immutable_field_changes_plan_a_replace_with_the_reason() {
 async fn a_namespace_held_by_a_finalizer_is_shown_as_deleting_not_deleted_again() {
     let (stand, dir) = real().await;
     let ns = "held";
+    // The administrator's step for a namespace beyond deploy/'s: allow
+    // tidegate to delete it by name (deploy/rbac.yaml).
+    stand
+        .real()
+        .kubectl_stdin(
+            &["apply", "-f", "-"],
+            Some(&super::kubernetes::grant_namespace_delete(ns)),
+        )
+        .unwrap();
     let with = [
         namespace(ns),
         resource(
@@ -458,14 +467,19 @@ async fn a_configmap_near_the_size_limit_applies_and_one_over_it_fails_at_plan()
 }
 
 /// deploy/ as an operator applies it: every object accepted by a real
-/// server with RBAC (a server-side dry run, as the administrator), and the
-/// ServiceAccount it binds may do exactly what tidegate needs of records
-/// and locks in tidegate-system, and not read Secrets in kube-system.
+/// server with RBAC (a server-side dry run, as the administrator, after
+/// the managed namespaces exist), and the ServiceAccount it binds may do
+/// exactly what tidegate needs of records and locks in tidegate-system;
+/// Secrets only in the managed namespaces (never across the cluster, never
+/// in kube-system or default), and delete only the managed Namespaces.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_manifests_pass_a_real_server_and_rbac_grants_what_tidegate_needs() {
     let (stand, _dir) = real().await;
     let k = stand.real();
     let deploy = super::support::repo_root().join("deploy");
+    let managed = deploy.join("managed-namespaces.yaml");
+    k.kubectl(&["apply", "-f", managed.to_str().unwrap()])
+        .unwrap();
     let out = k
         .kubectl(&["apply", "--dry-run=server", "-f", deploy.to_str().unwrap()])
         .unwrap();
@@ -494,4 +508,29 @@ async fn deploy_manifests_pass_a_real_server_and_rbac_grants_what_tidegate_needs
     }
     assert!(can("create", "leases", "tidegate"));
     assert!(!can("delete", "leases", "kube-system"));
+    // Secrets: every verb tidegate sends in each managed namespace, and no
+    // read anywhere else.
+    for ns in ["web-dev", "web-staging", "web-test", "web-prod"] {
+        for verb in ["get", "list", "create", "patch", "delete"] {
+            assert!(can(verb, "secrets", ns), "{verb} secrets in {ns}");
+        }
+    }
+    for ns in ["kube-system", "default", "tidegate"] {
+        for verb in ["get", "list", "watch"] {
+            assert!(!can(verb, "secrets", ns), "{verb} secrets in {ns}");
+        }
+    }
+    let all_secrets = k
+        .kubectl(&["auth", "can-i", "list", "secrets", "-A", "--as", sa])
+        .unwrap_or_else(|e| e.to_string());
+    assert!(!all_secrets.starts_with("yes"), "{all_secrets}");
+    // Namespaces: created by any name, deleted only by the managed names.
+    assert!(can("create", "namespaces", "default"));
+    assert!(can("delete", "namespace/web-prod", "default"));
+    for ns in ["kube-system", "default", "tidegate", "other-team"] {
+        assert!(
+            !can("delete", &format!("namespace/{ns}"), "default"),
+            "delete {ns}"
+        );
+    }
 }

@@ -1190,11 +1190,13 @@ fn deploy_manifests_pass_kubectl_server_side_dry_run() {
             .expect("kubectl runs")
     };
     let deploy = support::repo_root().join("deploy");
-    // The namespace must exist for a dry run of the objects in it.
+    // The namespaces must exist for a dry run of the objects in them.
     let out = kubectl(&[
         "apply",
         "-f",
         deploy.join("namespace.yaml").to_str().unwrap(),
+        "-f",
+        deploy.join("managed-namespaces.yaml").to_str().unwrap(),
     ]);
     assert!(
         out.status.success(),

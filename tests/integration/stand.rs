@@ -188,6 +188,18 @@ impl Stand {
         kube_client(&self.kubeconfig, context).await
     }
 
+    /// A client as the cluster's administrator, for what someone other
+    /// than tidegate does (on kube-sim, which has no RBAC, the same as
+    /// [`Stand::kube`]).
+    pub async fn admin_kube(&self, context: &str) -> kube::Client {
+        match &self.kube {
+            KubeServer::Real(plane) => {
+                kube_client(plane.cluster().admin_kubeconfig(), "admin").await
+            }
+            KubeServer::Sim(_) => self.kube(context).await,
+        }
+    }
+
     /// The providers of environment `env` (owner `owner`).
     pub async fn providers(&self, model: &Model, env: &str, owner: &str) -> Providers {
         let target = model.environment(env).unwrap().target(Some(owner));

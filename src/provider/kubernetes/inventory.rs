@@ -52,6 +52,14 @@ pub fn stable_id(namespace: &str, name: &str, group: &str, kind: &str) -> String
     format!("{namespace}_{name}_{group}_{kind}")
 }
 
+/// The namespace part of a [`stable_id`] key (`None`: cluster-scoped).
+/// Kubernetes names never hold `_`, so the first `_` ends it.
+pub fn namespace_of(key: &str) -> Option<&str> {
+    key.split_once('_')
+        .map(|(ns, _)| ns)
+        .filter(|ns| !ns.is_empty())
+}
+
 /// The ConfigMap `data` recording `owned`; objects of unparsable kinds or
 /// without a name are left out (they cannot have been applied).
 pub fn data(owned: &[Live]) -> BTreeMap<String, String> {
@@ -95,6 +103,18 @@ mod tests {
     use super::*;
     use crate::value::{Map, Value};
     use serde_json::json;
+
+    #[test]
+    fn the_namespace_of_a_key_is_its_first_part() {
+        assert_eq!(
+            namespace_of(&stable_id("web-dev", "db", "", "Secret")),
+            Some("web-dev")
+        );
+        assert_eq!(
+            namespace_of(&stable_id("", "web-dev", "", "Namespace")),
+            None
+        );
+    }
 
     fn live(kind: &str, ns: Option<&str>, name: &str) -> Live {
         let mut meta = json!({"name": name});

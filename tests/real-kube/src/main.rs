@@ -20,6 +20,11 @@ struct Args {
     /// Where to write the administrator's kubeconfig (context `admin`).
     #[arg(long)]
     admin_kubeconfig_out: Option<PathBuf>,
+    /// Manifests applied as the administrator once the cluster is up and
+    /// before the kubeconfig is written (the demo's install step:
+    /// deploy/managed-namespaces.yaml). Repeatable.
+    #[arg(long)]
+    apply: Vec<PathBuf>,
     /// Context names, comma-separated; the first is current.
     #[arg(long, value_delimiter = ',', default_value = "dev,staging,test,prod")]
     contexts: Vec<String>,
@@ -32,6 +37,12 @@ fn main() -> anyhow::Result<()> {
     if let Some(admin) = &args.admin_kubeconfig_out {
         std::fs::copy(cluster.admin_kubeconfig(), admin)
             .with_context(|| format!("writing {}", admin.display()))?;
+    }
+    for file in &args.apply {
+        let path = file.to_str().context("a manifest path is not UTF-8")?;
+        cluster
+            .kubectl(&["apply", "-f", path])
+            .with_context(|| format!("applying {}", file.display()))?;
     }
     let contexts: Vec<&str> = args.contexts.iter().map(String::as_str).collect();
     // Written last: its presence tells a script that everything is ready.
