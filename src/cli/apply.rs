@@ -1,22 +1,24 @@
-//! `tidegate apply` and the pipeline `tidegate rebuild` shares with it:
-//! load and check the repository, then per environment in order: gate,
-//! secrets, policy, lock, preview, confirm, execute, record, release.
+//! `tidegate apply` and what `tidegate rebuild` shares with it: load and
+//! check the repository, then per environment in order: the promotion
+//! gate, the signature gate, and the one pipeline (crate::pipeline: lock,
+//! secrets, plan, policy, guards, confirm, execute, record, release) with
+//! the command line's hooks (the preview, the prompt, progress bars).
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::execute::{self, EnvRun, Event, Outcome, Status, Stop};
-use crate::graph::Graph;
+use crate::execute::{self, Event, Outcome, Status, Stop};
 use crate::load::Files;
 use crate::model::Model;
-use crate::observe::{self, Providers};
-use crate::policy;
-use crate::render::{self, RenderOptions, SecretLookup};
+use crate::observe;
+use crate::pipeline::{self, Checked, EnvJob, Hold, Hooks, Ran, RunOptions};
+use crate::plan::EnvPlan;
+use crate::render;
 use crate::secrets::{self, Identities, IdentityOptions};
-use crate::state::{self, EnvLock, RecordStore};
+use crate::state;
 
 /// A command that could not run (problems found in the repository or a
 /// failing resource are reported and turned into the exit code instead).
@@ -39,6 +41,8 @@ pub enum Error {
     Render(#[from] render::Error),
     #[error(transparent)]
     Plan(#[from] crate::plan::Error),
+    #[error(transparent)]
+    Pipeline(#[from] pipeline::Error),
     /// Changes need a confirmation that cannot be asked.
     #[error("stdin is not a terminal, so tidegate cannot ask before applying; pass --yes to apply without asking")]
     NotATerminal,
@@ -288,8 +292,7 @@ pub fn run_pipeline(
     let rt = tokio::runtime::Runtime::new().map_err(Error::Runtime)?;
     let ctx = Ctx {
         refusals: &refusals,
-        model: &checked.model,
-        graph: &checked.graph,
+        checked: &checked,
         files: &files,
         identities: &identities,
         commit: &commit,
@@ -375,8 +378,7 @@ fn signature_refusals(
 struct Ctx<'a> {
     /// Environments the commit may not be applied to (signature), with why.
     refusals: &'a HashMap<String, String>,
-    model: &'a Model,
-    graph: &'a Graph,
+    checked: &'a Checked,
     files: &'a Files,
     identities: &'a Identities,
     commit: &'a str,
@@ -390,8 +392,11 @@ fn w(out: &mut dyn Write, s: std::fmt::Arguments<'_>) -> Result<()> {
 }
 
 impl Ctx<'_> {
+    /// One environment: the promotion and signature gates, then the one
+    /// pipeline (crate::pipeline) with the command line's hooks.
     async fn env(&self, name: &str, stop: &Stop, out: &mut dyn Write) -> Result<EnvResult> {
-        let environment = self.model.environment(name).expect("checked above");
+        let model = &self.checked.model;
+        let environment = model.environment(name).expect("checked above");
         let owner = self.mode.owner.clone().unwrap_or_else(|| name.to_string());
         let mut result = EnvResult {
             env: name.to_string(),
@@ -403,8 +408,8 @@ impl Ctx<'_> {
         };
         w(out, format_args!("\n== {owner} ==\n"))?;
         if !self.mode.rebuild {
-            let records = state::load_predecessors(self.model, name, &self.args.state_dir).await?;
-            if let Err(held) = state::gate(self.model, name, self.commit, &records) {
+            let records = state::load_predecessors(model, name, &self.args.state_dir).await?;
+            if let Err(held) = state::gate(model, name, self.commit, &records) {
                 w(out, format_args!("{held}\n"))?;
                 result.held = Some(held.to_string());
                 return Ok(result);
@@ -415,207 +420,113 @@ impl Ctx<'_> {
             result.held = Some(why.clone());
             return Ok(result);
         }
-        let decrypted = secrets::load_env(environment, self.files, self.identities)?;
-        if let Some(why) = self.policy_gate(name, &decrypted, out)? {
-            result.held = Some(why);
-            return Ok(result);
-        }
-        let lock = EnvLock::acquire(
-            environment.kubernetes.as_ref(),
-            &self.args.state_dir,
-            &state::scoped(&environment.project, &owner),
-            &state::this_process(),
-        )
-        .await?;
-        let ran = self
-            .locked(name, &owner, &decrypted, stop, &mut result, out)
-            .await;
-        lock.release().await?;
-        ran?;
-        Ok(result)
-    }
-
-    /// Error-severity policy findings stop the environment before anything
-    /// is applied; returns why.
-    fn policy_gate(
-        &self,
-        name: &str,
-        secrets: &(dyn SecretLookup + Sync),
-        out: &mut dyn Write,
-    ) -> Result<Option<String>> {
-        let known = HashMap::new();
-        let opts = RenderOptions {
-            known: &known,
-            secrets,
-            owner: self.mode.owner.as_deref(),
-        };
-        let desired = render::render_env(self.model, name, opts)?;
-        match policy::evaluate_env(self.model, name, &desired, policy::Date::today_utc()) {
-            Err(errors) => {
-                for e in &errors {
-                    w(out, format_args!("{e}\n"))?;
-                }
-                Ok(Some(format!("{} invalid policy setting(s)", errors.len())))
-            }
-            Ok(report) if report.blocks_apply() => {
-                for f in report
-                    .findings
-                    .iter()
-                    .filter(|f| f.severity == policy::Severity::Error)
-                {
-                    w(
-                        out,
-                        format_args!(
-                            "{}: {} [{}] {}\n    fix: {}\n",
-                            f.origin,
-                            f.resource,
-                            f.check.as_str(),
-                            f.message,
-                            f.fix
-                        ),
-                    )?;
-                }
-                let why = format!(
-                    "blocked by {} policy finding(s) of severity error; nothing applied",
-                    report.errors()
-                );
-                w(out, format_args!("{why}\n"))?;
-                Ok(Some(why))
-            }
-            Ok(_) => Ok(None),
-        }
-    }
-
-    async fn locked(
-        &self,
-        name: &str,
-        owner: &str,
-        decrypted: &(dyn SecretLookup + Sync),
-        stop: &Stop,
-        result: &mut EnvResult,
-        out: &mut dyn Write,
-    ) -> Result<()> {
-        let environment = self.model.environment(name).expect("checked above");
-        let t0 = Instant::now();
-        let kinds = observe::scopes_of(self.graph, name);
-        let providers =
-            Providers::connect(&environment.target(Some(owner)), kinds.keys().copied()).await?;
-        let (changes, guards) = preview(self, name, &providers, decrypted, out).await?;
-        if self.mode.dry_run {
-            return Ok(());
-        }
-        let tripped: Vec<&crate::plan::GuardTrip> = guards
-            .iter()
-            .filter(|g| match g.guard {
-                crate::plan::Guard::MassDelete => !self.args.allow_mass_delete,
-                crate::plan::Guard::Protected => !self.args.allow_destroy,
-            })
-            .collect();
-        if !tripped.is_empty() {
-            for g in &tripped {
-                w(out, format_args!("stopped by guard {g}\n"))?;
-            }
-            w(out, format_args!("{owner}: nothing applied\n"))?;
-            let labels: Vec<&str> = tripped.iter().map(|g| g.guard.label()).collect();
-            result.held = Some(format!("guard {}", labels.join(", ")));
-            return Ok(());
-        }
-        if changes > 0 && !self.args.yes && !confirm(owner, changes)? {
-            w(out, format_args!("{owner}: not applied\n"))?;
-            result.held = Some("not confirmed".into());
-            return Ok(());
-        }
-        let progress = Bars::new(self.model, name, owner);
+        let progress = Bars::new(model, name, &owner);
         let cb = |e: &Event| progress.event(e);
-        let run = EnvRun {
-            model: self.model,
-            graph: self.graph,
-            env: name,
+        let job = EnvJob {
+            checked: self.checked,
+            env: environment,
+            files: self.files,
+            identities: self.identities,
+            commit: self.commit,
             owner: self.mode.owner.as_deref(),
-            providers: &providers,
-            // Re-observed: the user may have waited at the prompt.
-            observed: None,
-            secrets: decrypted,
-            options: execute::Options {
-                parallelism: self.args.parallelism.max(1),
-                prune: self.mode.prune,
-                wait_healthy: true,
-                health_timeout: Duration::from_secs(self.args.health_timeout),
-                ..execute::Options::default()
+            state_dir: &self.args.state_dir,
+            options: RunOptions {
+                lock: true,
+                plan_only: self.mode.dry_run,
+                allow_mass_delete: self.args.allow_mass_delete,
+                allow_destroy: self.args.allow_destroy,
+                // The user may have waited at the prompt.
+                reobserve: true,
+                execute: execute::Options {
+                    parallelism: self.args.parallelism.max(1),
+                    prune: self.mode.prune,
+                    wait_healthy: true,
+                    health_timeout: Duration::from_secs(self.args.health_timeout),
+                    ..execute::Options::default()
+                },
             },
             progress: Some(&cb),
             stop: Some(stop),
         };
-        let outcome = execute::run_env(&run).await?;
-        result.wall = t0.elapsed();
-        result.critical_path = outcome.critical_path(self.graph, name);
-        progress.finish();
-        summary(&outcome, out)?;
-        let record = crate::pipeline::record_of(&outcome, self.commit);
-        let store = RecordStore::for_target(
-            environment.kubernetes.as_ref(),
-            &self.args.state_dir,
-            &environment.project,
-        )
-        .await?;
-        let previous = store.load_exact(owner).await.ok().flatten();
-        if previous.is_none_or(|p| !p.same_state(&record)) {
-            store.save(&record).await?;
+        let mut hooks = Preview {
+            out: &mut *out,
+            owner: &owner,
+            prune: self.mode.prune,
+            yes: self.args.yes,
+        };
+        let finished = pipeline::run_env(&job, &mut hooks).await;
+        result.wall = finished.wall;
+        match finished.ran? {
+            Ran::Planned(_) => {}
+            Ran::Held { hold, .. } => {
+                match &hold {
+                    Hold::Guards(trips) => {
+                        for g in trips {
+                            w(out, format_args!("stopped by guard {g}\n"))?;
+                        }
+                        w(out, format_args!("{owner}: nothing applied\n"))?;
+                    }
+                    Hold::NotConfirmed => w(out, format_args!("{owner}: not applied\n"))?,
+                    Hold::PolicySettings(_) | Hold::Policy { .. } => {
+                        w(out, format_args!("{hold}\n"))?
+                    }
+                }
+                result.held = Some(hold.to_string());
+            }
+            Ran::Applied {
+                outcome,
+                record_error,
+                ..
+            } => {
+                progress.finish();
+                summary(&outcome, out)?;
+                if let Some(e) = record_error {
+                    return Err(e.into());
+                }
+                result.critical_path = outcome.critical_path(&self.checked.graph, name);
+                if !outcome.converged() {
+                    result.held = Some(format!(
+                        "{owner} did not converge: {}",
+                        outcome.counts_line()
+                    ));
+                }
+                result.outcome = Some(outcome);
+            }
         }
-        if !outcome.converged() {
-            result.held = Some(format!(
-                "{owner} did not converge: {}",
-                outcome.counts_line()
-            ));
-        }
-        result.outcome = Some(outcome);
-        Ok(())
+        Ok(result)
     }
 }
 
-/// What will change: the same preview `tidegate plan` prints (field-level
-/// changes, replace reasons, policy findings, order), from the providers
-/// connected for this apply. Returns how many resources change.
-async fn preview(
-    ctx: &Ctx<'_>,
-    name: &str,
-    providers: &Providers,
-    secrets: &(dyn SecretLookup + Sync),
-    out: &mut dyn Write,
-) -> Result<(usize, Vec<crate::plan::GuardTrip>)> {
-    let mut env_plan = crate::plan::plan_env(
-        ctx.model,
-        ctx.graph,
-        name,
-        providers,
-        secrets,
-        ctx.mode.owner.as_deref(),
-        ctx.args.parallelism.max(1),
-    )
-    .await?;
-    let mut changes = env_plan.counts.changes();
-    if !ctx.mode.prune {
-        changes -= env_plan.counts.delete;
-        // Nothing is deleted: the mass-delete guard cannot trip.
-        env_plan
-            .guards
-            .retain(|g| g.guard != crate::plan::Guard::MassDelete);
+/// The command line's [`Hooks`]: the same preview `tidegate plan` prints
+/// (field-level changes, replace reasons, policy findings, order), then the
+/// confirmation prompt unless `--yes`.
+struct Preview<'a> {
+    out: &'a mut dyn Write,
+    owner: &'a str,
+    prune: bool,
+    yes: bool,
+}
+
+impl Hooks for Preview<'_> {
+    fn planned(&mut self, env_plan: &EnvPlan) -> Result<(), pipeline::Error> {
+        let color = std::io::stdout().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let plan = crate::plan::Plan::new(crate::plan::PlanSource::Live, vec![env_plan.clone()]);
+        let mut text = crate::plan::render::text(&plan, color);
+        if !self.prune {
+            text.push_str("prune is off: deletes above are not applied\n");
+        }
+        self.out
+            .write_all(text.as_bytes())
+            .map_err(|e| pipeline::Error::Hook(Box::new(e)))
     }
-    let guards = env_plan.guards.clone();
-    let color = std::io::stdout().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let plan = crate::plan::Plan::new(crate::plan::PlanSource::Live, vec![env_plan]);
-    w(
-        out,
-        format_args!("{}", crate::plan::render::text(&plan, color)),
-    )?;
-    if !ctx.mode.prune {
-        w(
-            out,
-            format_args!("prune is off: deletes above are not applied\n"),
-        )?;
+
+    fn confirm(&mut self, _plan: &EnvPlan, changes: usize) -> Result<bool, pipeline::Error> {
+        if changes == 0 || self.yes {
+            return Ok(true);
+        }
+        confirm(self.owner, changes).map_err(|e| pipeline::Error::Hook(Box::new(e)))
     }
-    Ok((changes, guards))
 }
 
 fn confirm(owner: &str, changes: usize) -> Result<bool> {

@@ -1,23 +1,26 @@
 //! The [`Converge`] the reconciler runs in production: the same pipeline as
 //! `tidegate plan` and `tidegate apply`, one environment at one snapshot.
 //!
-//! load + validate → take the apply lock (Mode::Apply) → decrypt the
-//! environment's secrets → connect its providers → observe and plan (the
-//! plan gives drift and the policy gate) → apply with the executor
-//! (Mode::Apply) → record the outcome where the environment keeps its state
-//! (a ConfigMap in its cluster, else a file) → release the lock.
+//! load + validate, then crate::pipeline::run_env: take the apply lock
+//! (Mode::Apply) → decrypt the environment's secrets → connect its
+//! providers → observe and plan (the plan gives drift and the policy gate)
+//! → guards → apply with the executor (Mode::Apply) → record the outcome
+//! where the environment keeps its state (a ConfigMap in its cluster, else
+//! a file) → release the lock. This module only turns the run into the
+//! report the status API, page and metrics show.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-use crate::execute::{self, EnvRun, Status};
-use crate::observe::{self, Providers};
-use crate::plan;
+use crate::execute::{self, Status};
+use crate::pipeline::{self, EnvJob, Hold, Ran, RunOptions, Unattended};
+use crate::plan::{EnvPlan, Guard};
 use crate::provider::Action;
 use crate::secrets::{self, Identities};
 use crate::source::Snapshot;
-use crate::state::{self, RecordStore};
+use crate::state::RecordStore;
 
 use super::{
     ApiCalls, ApiRetries, Changes, Converge, EnvHealth, EnvReport, ErrorReason, Mode, ReportError,
@@ -68,10 +71,9 @@ fn secrets_error(e: secrets::Error) -> ReportError {
     ReportError::new(ErrorReason::Secrets, message)
 }
 
-fn api_calls(providers: &Providers) -> Vec<ApiCalls> {
-    providers
-        .api_calls()
-        .into_iter()
+fn api_calls(calls: &BTreeMap<String, u64>) -> Vec<ApiCalls> {
+    calls
+        .iter()
         .map(|(key, count)| {
             let (provider, operation) = key.split_once('/').unwrap_or(("", key.as_str()));
             ApiCalls {
@@ -80,22 +82,21 @@ fn api_calls(providers: &Providers) -> Vec<ApiCalls> {
                 // Providers count every HTTP attempt, answered or not, so
                 // the label cannot claim success.
                 result: "attempt".to_string(),
-                count,
+                count: *count,
             }
         })
         .collect()
 }
 
-fn api_retries(providers: &Providers) -> Vec<ApiRetries> {
-    providers
-        .api_retries()
-        .into_iter()
+fn api_retries(retries: &BTreeMap<String, u64>) -> Vec<ApiRetries> {
+    retries
+        .iter()
         .map(|(key, count)| {
             let (provider, reason) = key.split_once('/').unwrap_or(("", key.as_str()));
             ApiRetries {
                 provider: provider.to_string(),
                 reason: reason.to_string(),
-                count,
+                count: *count,
             }
         })
         .collect()
@@ -115,25 +116,43 @@ impl Converge for Executor {
             let msg = format!("commit {} has no environment {env}", snapshot.commit);
             ReportError::new(ErrorReason::Load, msg)
         })?;
-        if mode == Mode::ReportOnly {
-            return self.plan_and_apply(snapshot, &checked, env, mode).await;
-        }
-        // The same apply lock as `tidegate apply`, taken before the plan so
-        // that nothing else applies this environment between the plan and
-        // the apply it decides (an operator's manual apply, say).
-        let lock = state::EnvLock::acquire(
-            environment.kubernetes.as_ref(),
-            &self.state_dir,
-            &state::scoped(&environment.project, env),
-            &state::this_process(),
-        )
-        .await
-        .map_err(|e| err(ErrorReason::Lease, e))?;
-        let result = self.plan_and_apply(snapshot, &checked, env, mode).await;
-        if let Err(e) = lock.release().await {
-            tracing::warn!(environment = env, error = %e, "could not release the apply lock");
-        }
-        result
+        let job = EnvJob {
+            checked: &checked,
+            env: environment,
+            files: &snapshot.files,
+            identities: &self.identities,
+            commit: &snapshot.commit,
+            owner: None,
+            state_dir: &self.state_dir,
+            options: RunOptions {
+                // The same apply lock as `tidegate apply`, taken before the
+                // plan so that nothing else applies this environment between
+                // the plan and the apply it decides (an operator's manual
+                // apply, say). Report-only reads without it.
+                lock: mode != Mode::ReportOnly,
+                plan_only: mode == Mode::ReportOnly,
+                // Guards hold the environment until someone applies it with
+                // the override, or Git changes.
+                allow_mass_delete: false,
+                allow_destroy: false,
+                // Applied right after the plan, from the state it observed.
+                reobserve: false,
+                execute: self.options.clone(),
+            },
+            progress: None,
+            stop: None,
+        };
+        let finished = pipeline::run_env(&job, &mut Unattended).await;
+        let mut report = match finished.ran {
+            Ok(ran) => report_of(env, ran)?,
+            Err(e) => EnvReport {
+                error: Some(error_of(e)),
+                ..EnvReport::default()
+            },
+        };
+        report.api_calls = api_calls(&finished.api_calls);
+        report.api_retries = api_retries(&finished.api_retries);
+        Ok(report)
     }
 
     /// The commit of the environment's record (its ConfigMap, or the file
@@ -163,154 +182,95 @@ impl Converge for Executor {
     }
 }
 
-impl Executor {
-    /// Everything after the lock: decrypt, connect, plan, gate on policy,
-    /// apply (unless report-only) and record.
-    async fn plan_and_apply(
-        &self,
-        snapshot: &Snapshot,
-        checked: &crate::pipeline::Checked,
-        env: &str,
-        mode: Mode,
-    ) -> std::result::Result<EnvReport, ReportError> {
-        let (model, graph) = (&checked.model, &checked.graph);
-        let environment = model.environment(env).expect("checked by converge");
-        let secrets = secrets::load_env(environment, &snapshot.files, &self.identities)
-            .map_err(secrets_error)?;
-        let kinds = observe::scopes_of(graph, env);
-        let providers = Providers::connect(&environment.target(None), kinds.keys().copied())
-            .await
-            .map_err(|e| err(ErrorReason::Observe, e))?;
-        match self
-            .with_providers(snapshot, checked, env, mode, &secrets, &providers)
-            .await
-        {
-            Ok(report) => Ok(report),
-            // A failed converge still reports the calls and retries it made,
-            // so /metrics shows the backoff that preceded the failure.
-            Err(e) => Ok(EnvReport {
-                error: Some(e),
-                api_calls: api_calls(&providers),
-                api_retries: api_retries(&providers),
-                ..EnvReport::default()
-            }),
-        }
+/// A pipeline failure as the status API reports it.
+fn error_of(e: pipeline::Error) -> ReportError {
+    match e {
+        pipeline::Error::Lock(e) => err(ErrorReason::Lease, e),
+        pipeline::Error::Secrets(e) => secrets_error(e),
+        e @ (pipeline::Error::Connect(_)
+        | pipeline::Error::Plan(_)
+        | pipeline::Error::Execute(_)
+        | pipeline::Error::Hook(_)) => err(ErrorReason::Observe, e),
     }
+}
 
-    /// Plan, policy gate, apply and record through connected `providers`.
-    async fn with_providers(
-        &self,
-        snapshot: &Snapshot,
-        checked: &crate::pipeline::Checked,
-        env: &str,
-        mode: Mode,
-        secrets: &secrets::Decrypted,
-        providers: &Providers,
-    ) -> std::result::Result<EnvReport, ReportError> {
-        let (model, graph) = (&checked.model, &checked.graph);
-        let environment = model.environment(env).expect("checked by converge");
-        let parallelism = self.options.parallelism.max(1);
-        let (preview, live) =
-            plan::plan_env_live(model, graph, env, providers, secrets, None, parallelism)
-                .await
-                .map_err(|e| err(ErrorReason::Observe, e))?;
-        if let Some(first) = preview.policy_errors.first() {
-            return Err(ReportError::new(ErrorReason::Policy, first.clone()));
+/// The changes a plan found.
+fn planned_changes(plan: &EnvPlan) -> Changes {
+    let c = plan.counts;
+    Changes {
+        create: c.create,
+        update: c.update + c.replace,
+        delete: c.delete,
+        unchanged: c.no_op,
+    }
+}
+
+/// The report of a run that went as far as `ran`; a held run is an error
+/// of its reason.
+fn report_of(env: &str, ran: Ran) -> std::result::Result<EnvReport, ReportError> {
+    let (plan, outcome, record_error) = match ran {
+        Ran::Held { hold, .. } => {
+            let reason = match &hold {
+                Hold::PolicySettings(_) | Hold::Policy { .. } => ErrorReason::Policy,
+                Hold::Guards(trips) => match trips.first().map(|g| g.guard) {
+                    Some(Guard::Protected) => ErrorReason::Protected,
+                    _ => ErrorReason::MassDelete,
+                },
+                Hold::NotConfirmed => ErrorReason::Apply,
+            };
+            let message = match &hold {
+                Hold::Guards(trips) => trips
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                other => other.to_string(),
+            };
+            return Err(ReportError::new(reason, message));
         }
-        if let Some(report) = preview.policy.as_ref().filter(|p| p.blocks_apply()) {
-            let msg = format!(
-                "{} policy error(s) block the environment; run `tidegate validate` for resource, file:line and fix",
-                report.errors()
-            );
-            return Err(ReportError::new(ErrorReason::Policy, msg));
-        }
-        if mode != Mode::ReportOnly {
-            if let Some(g) = preview.guards.first() {
-                let reason = match g.guard {
-                    crate::plan::Guard::MassDelete => ErrorReason::MassDelete,
-                    crate::plan::Guard::Protected => ErrorReason::Protected,
-                };
-                return Err(ReportError::new(reason, g.to_string()));
-            }
-        }
-        let drift: Vec<String> = preview
+        Ran::Planned(plan) => (plan, None, None),
+        Ran::Applied {
+            plan,
+            outcome,
+            record_error,
+        } => (plan, Some(outcome), record_error),
+    };
+    let mut report = EnvReport {
+        changes: planned_changes(&plan),
+        drift: plan
             .resources()
             .filter(|r| r.action != Action::NoOp)
             .map(|r| r.id.to_string())
-            .collect();
-        let c = preview.counts;
-        let mut report = EnvReport {
-            changes: Changes {
-                create: c.create,
-                update: c.update + c.replace,
-                delete: c.delete,
-                unchanged: c.no_op,
-            },
-            drift,
-            resources: preview
-                .resources()
-                .filter(|r| r.action != Action::Delete)
-                .count(),
-            ..EnvReport::default()
-        };
-        if mode == Mode::ReportOnly {
-            report.api_calls = api_calls(providers);
-            report.api_retries = api_retries(providers);
-            return Ok(report);
-        }
-
-        let run = EnvRun {
-            model,
-            graph,
-            env,
-            owner: None,
-            providers,
-            observed: Some(&live),
-            secrets,
-            options: self.options.clone(),
-            progress: None,
-            stop: None,
-        };
-        let outcome = execute::run_env(&run)
-            .await
-            .map_err(|e| err(ErrorReason::Observe, e))?;
-        report.changes = Changes {
-            create: outcome.count(Status::Created),
-            update: outcome.count(Status::Updated) + outcome.count(Status::Replaced),
-            delete: outcome.count(Status::Deleted),
-            unchanged: outcome.count(Status::Unchanged),
-        };
-        let failed = outcome
-            .resources
-            .iter()
-            .find(|r| !r.status.is_success())
-            .map(|r| format!("{} {}: {}", r.id, r.status, r.reason));
-        report.health = match &failed {
-            None => EnvHealth::Healthy,
-            Some(why) => EnvHealth::Degraded(why.clone()),
-        };
-        if let Some(why) = failed {
-            report.error = Some(ReportError::new(ErrorReason::Apply, why));
-        }
-        let record = crate::pipeline::record_of(&outcome, &snapshot.commit);
-        match RecordStore::for_target(
-            environment.kubernetes.as_ref(),
-            &self.state_dir,
-            &environment.project,
-        )
-        .await
-        {
-            Ok(store) => {
-                if let Err(e) = store.save(&record).await {
-                    tracing::warn!(environment = env, error = %e, "could not write the environment record");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(environment = env, error = %e, "no store for the environment record")
-            }
-        }
-        report.api_calls = api_calls(providers);
-        report.api_retries = api_retries(providers);
-        Ok(report)
+            .collect(),
+        resources: plan
+            .resources()
+            .filter(|r| r.action != Action::Delete)
+            .count(),
+        ..EnvReport::default()
+    };
+    let Some(outcome) = outcome else {
+        return Ok(report);
+    };
+    report.changes = Changes {
+        create: outcome.count(Status::Created),
+        update: outcome.count(Status::Updated) + outcome.count(Status::Replaced),
+        delete: outcome.count(Status::Deleted),
+        unchanged: outcome.count(Status::Unchanged),
+    };
+    let failed = outcome
+        .resources
+        .iter()
+        .find(|r| !r.status.is_success())
+        .map(|r| format!("{} {}: {}", r.id, r.status, r.reason));
+    report.health = match &failed {
+        None => EnvHealth::Healthy,
+        Some(why) => EnvHealth::Degraded(why.clone()),
+    };
+    if let Some(why) = failed {
+        report.error = Some(ReportError::new(ErrorReason::Apply, why));
     }
+    if let Some(e) = record_error {
+        tracing::warn!(environment = env, error = %e, "could not write the environment record");
+    }
+    Ok(report)
 }
