@@ -23,7 +23,7 @@ use petgraph::Direction;
 
 use crate::diag::{Diagnostic, Diagnostics, Report};
 use crate::model::Model;
-use crate::provider::{ProviderKind, ResourceId};
+use crate::resource::{ProviderKind, ResourceId};
 use crate::value::Origin;
 
 /// A node of the graph.

@@ -47,6 +47,7 @@ pub mod policy;
 pub mod provider;
 pub mod reconcile;
 pub mod render;
+pub mod resource;
 pub mod secrets;
 pub mod sensitive;
 pub mod server;

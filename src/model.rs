@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use indexmap::IndexMap;
 
-use crate::provider::{AwsTarget, EnvTarget, KubeTarget, ProviderKind, ResourceId};
+use crate::resource::{AwsTarget, EnvTarget, KubeTarget, ProviderKind, ResourceId};
 use crate::value::{Map, Origin, Spans, Value};
 
 /// Everything a repository declares.

@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::graph::Graph;
-use crate::provider::{self, EnvTarget, Live, Provider, ProviderKind, ResourceId, Scope};
+use crate::provider::{self, Provider};
+use crate::resource::{EnvTarget, Live, ProviderKind, ResourceId, Scope};
 
 /// Observing failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +52,7 @@ impl Providers {
     ) -> Result<Self> {
         let mut map = BTreeMap::new();
         for kind in kinds.into_iter().collect::<BTreeSet<_>>() {
-            let has_target = match kind {
-                ProviderKind::Kubernetes => target.kubernetes.is_some(),
-                ProviderKind::Aws => target.aws.is_some(),
-            };
-            if !has_target {
+            if !provider::spec(kind).configured(target) {
                 return Err(Error::NoTarget {
                     environment: target.environment.clone(),
                     provider: kind,

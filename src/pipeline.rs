@@ -409,7 +409,7 @@ pub fn check(files: &Files) -> std::result::Result<Checked, Report> {
     let mut diags = Diagnostics::default();
     let model = load::load_with(files, &mut diags);
     let mut values = Diagnostics::default();
-    load::aws_values::check_modules(&model, &mut values);
+    load::values::check_modules(&model, &mut values);
     if !diags.is_empty() {
         diags.extend(values);
         return Err(Report::new(diags));
@@ -427,9 +427,7 @@ pub fn check(files: &Files) -> std::result::Result<Checked, Report> {
     };
     for env in &model.environments {
         match render::render_env(&model, &env.name, opts) {
-            Ok(desired) => {
-                load::aws_values::check_rendered(&model, &env.name, &desired, &mut values)
-            }
+            Ok(desired) => load::values::check_rendered(&model, &env.name, &desired, &mut values),
             Err(e) => push_render_error(&mut diags, e),
         }
     }

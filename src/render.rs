@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use crate::expr::{self, Ref, Resolve, Scope};
 use crate::model::{Environment, Instance, Model, Module};
-use crate::provider::{Desired, ResourceId};
+use crate::resource::{Desired, ResourceId};
 use crate::sensitive::Sensitive;
 use crate::value::{Map, Origin, Spans, Value};
 

@@ -39,8 +39,9 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use crate::graph::Graph;
 use crate::model::Model;
 use crate::observe::{self, LiveState, Observed, Providers};
-use crate::provider::{Action, Desired, Health, Live, Provider, ProviderKind, ResourceId};
+use crate::provider::Provider;
 use crate::render::{RenderOptions, Renderer, SecretLookup};
+use crate::resource::{Action, Desired, Health, Live, ProviderKind, ResourceId};
 use crate::value::Map;
 
 mod outcome;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 use crate::graph::Graph;
-use crate::provider::{ProviderKind, ResourceId};
+use crate::resource::{ProviderKind, ResourceId};
 
 /// What happened to one resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

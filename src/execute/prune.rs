@@ -9,7 +9,7 @@ use futures::stream::{self, StreamExt};
 
 use super::{EnvRun, Event, Outcome, ResourceOutcome, Status};
 use crate::observe::{LiveState, Observed};
-use crate::provider::{ProviderKind, ResourceId};
+use crate::resource::{ProviderKind, ResourceId};
 
 /// What to delete: owned and not declared, plus every duplicate; not what
 /// is being deleted already (a finalizer holds it: deleting it again would
@@ -32,23 +32,7 @@ pub(super) fn candidates(live: &LiveState, declared: &HashSet<&ResourceId>) -> V
 /// (workloads before their Namespace, instances before their subnet,
 /// everything in a VPC before the VPC).
 pub(super) fn wave(provider: ProviderKind, kind: &str) -> u8 {
-    match provider {
-        ProviderKind::Kubernetes => match kind.rsplit('/').next().unwrap_or(kind) {
-            "Namespace" => 7,
-            "CustomResourceDefinition" => 8,
-            _ => 0,
-        },
-        ProviderKind::Aws => match kind {
-            "eip" => 0,
-            "instance" => 1,
-            "route_table" | "key_pair" => 2,
-            "security_group" => 3,
-            "subnet" => 4,
-            "internet_gateway" => 5,
-            "vpc" => 6,
-            _ => 0,
-        },
-    }
+    crate::provider::spec(provider).delete_wave(kind)
 }
 
 /// Deletes the candidates wave by wave (in parallel within a wave) and

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::provider::Change;
+use crate::resource::Change;
 use crate::testutil;
 
 fn id(m: &str, n: &str) -> ResourceId {

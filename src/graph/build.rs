@@ -1,7 +1,7 @@
 //! Building the edges of one environment: references followed through
 //! inputs and outputs, `dependsOn`, and the implicit Kubernetes order.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use petgraph::graph::NodeIndex;
 
@@ -9,8 +9,9 @@ use super::{EdgeKind, Graph, Node, ResourceNode};
 use crate::diag::Diagnostics;
 use crate::expr::{self, Scope};
 use crate::model::{DependsOn, Environment, Instance, Model};
-use crate::provider::{ProviderKind, ResourceId};
+use crate::provider::{self, Declared, Implied};
 use crate::render::{RenderOptions, Renderer, StructuralSecrets};
+use crate::resource::{ProviderKind, ResourceId};
 use crate::value::{Origin, Value};
 
 /// A resource that a value depends on, with the chain of references that
@@ -90,7 +91,7 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
                 self.instance_edges(inst);
             }
         }
-        self.kubernetes_edges();
+        self.provider_edges();
     }
 
     fn idx(&self, id: &ResourceId) -> Option<NodeIndex> {
@@ -285,8 +286,12 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
         out
     }
 
-    /// Namespace and CRD edges, from the rendered names of Kubernetes objects.
-    fn kubernetes_edges(&mut self) {
+    /// What each provider's [`crate::provider::Spec::arrange`] implies:
+    /// where resources live (a Kubernetes namespace), order (an object
+    /// after its Namespace, a custom resource after its definition) and
+    /// resources that declare the same object. Only the fields the
+    /// provider names are evaluated, not whole bodies.
+    fn provider_edges(&mut self) {
         let known = HashMap::new();
         let opts = RenderOptions {
             known: &known,
@@ -296,96 +301,56 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
         let Ok(r) = Renderer::new(self.model, &self.env.name, opts) else {
             return;
         };
-        let mut namespaces: HashMap<String, ResourceId> = HashMap::new();
-        let mut names: HashMap<ResourceId, String> = HashMap::new();
-        let mut crds: HashMap<(String, String), ResourceId> = HashMap::new();
-        let mut objects: Vec<(ResourceId, String, Option<String>, Origin)> = Vec::new();
-        let mut identities: HashMap<(String, String, String), ResourceId> = HashMap::new();
+        let mut declared: BTreeMap<ProviderKind, Vec<Declared>> = BTreeMap::new();
+        let mut origins: HashMap<ResourceId, Origin> = HashMap::new();
         for (id, inst, res) in self.model.resources(self.env) {
-            if res.provider != ProviderKind::Kubernetes {
-                continue;
-            }
-            let kind = res.kind.rsplit('/').next().unwrap_or_default().to_string();
-            // Only the fields that decide the order are evaluated, not the
-            // whole body.
-            let field = |p: &str| -> Option<String> {
-                let v = res.body.get_path(p)?;
+            let spec = provider::spec(res.provider);
+            let mut fields = BTreeMap::new();
+            for path in spec.order_fields(&res.kind) {
+                let Some(v) = res.body.get_path(path) else {
+                    continue;
+                };
                 let spans = crate::value::Spans::default();
-                match r.eval_in_module(inst, v, &spans).ok()? {
-                    Value::String(s) => Some(s),
-                    _ => None,
-                }
-            };
-            let s = |p: &str| match (p, kind.as_str()) {
-                ("spec.group" | "spec.names.kind", k) if k != "CustomResourceDefinition" => None,
-                _ => field(p),
-            };
-            match kind.as_str() {
-                "Namespace" => {
-                    if let Some(n) = s("metadata.name") {
-                        names.insert(id.clone(), n.clone());
-                        namespaces.insert(n, id.clone());
-                    }
-                }
-                "CustomResourceDefinition" => {
-                    if let (Some(g), Some(k)) = (s("spec.group"), s("spec.names.kind")) {
-                        crds.insert((g, k), id.clone());
-                    }
-                }
-                _ => {}
-            }
-            let group = res.kind.rsplitn(3, '/').nth(2).unwrap_or("").to_string();
-            let ns = s("metadata.namespace");
-            if let Some(name) = s("metadata.name") {
-                let key = (res.kind.clone(), ns.clone().unwrap_or_default(), name);
-                if let Some(first) = identities.get(&key) {
-                    self.diags.error(
-                        &res.origin,
-                        format!(
-                            "resources {first} and {id} of environment {} both declare {} {}{}",
-                            self.env.name,
-                            key.0,
-                            key.1.clone() + if key.1.is_empty() { "" } else { "/" },
-                            key.2
-                        ),
-                        "give one of them another metadata.name or namespace",
-                    );
-                } else {
-                    identities.insert(key, id.clone());
+                if let Ok(Value::String(s)) = r.eval_in_module(inst, v, &spans) {
+                    fields.insert(*path, s);
                 }
             }
-            objects.push((
-                id.clone(),
-                format!("{group}/{kind}"),
-                ns,
-                res.origin.clone(),
-            ));
+            origins.insert(id.clone(), res.origin.clone());
+            declared.entry(res.provider).or_default().push(Declared {
+                id,
+                kind: res.kind.clone(),
+                fields,
+            });
         }
-        for (id, gk, ns, origin) in objects {
-            let own = match gk.as_str() {
-                "/Namespace" => names.get(&id).cloned(),
-                // A Secret without a namespace lands in `default`.
-                "/Secret" => Some(ns.clone().unwrap_or_else(|| "default".into())),
-                _ => ns.clone(),
-            };
-            self.set_namespace(&id, own);
-            if let Some(ns_id) = ns.and_then(|n| namespaces.get(&n).cloned()) {
-                if ns_id != id {
-                    let detail = format!("lives in namespace {ns_id} ({origin})");
-                    self.edge(&ns_id, &id, EdgeKind::Namespace, &origin, detail);
-                }
+        for (kind, declared) in declared {
+            let arranged = provider::spec(kind).arrange(&declared);
+            for (id, place) in arranged.placement {
+                self.set_namespace(&id, Some(place));
             }
-            let (g, k) = gk.split_once('/').unwrap_or_default();
-            if let Some(crd) = crds.get(&(g.to_string(), k.to_string())).cloned() {
-                if crd != id {
-                    self.edge(
-                        &crd,
-                        &id,
+            for (first, second, object) in arranged.clashes {
+                let origin = origins.get(&second).cloned().unwrap_or_default();
+                self.diags.error(
+                    &origin,
+                    format!(
+                        "resources {first} and {second} of environment {} both declare {object}",
+                        self.env.name
+                    ),
+                    "give one of them another metadata.name or namespace",
+                );
+            }
+            for e in arranged.edges {
+                let origin = origins.get(&e.to).cloned().unwrap_or_default();
+                let (kind, detail) = match e.why {
+                    Implied::Inside => (
+                        EdgeKind::Namespace,
+                        format!("lives in namespace {} ({origin})", e.from),
+                    ),
+                    Implied::DefinesKind => (
                         EdgeKind::Crd,
-                        &origin,
-                        format!("custom resource of {crd} ({origin})"),
-                    );
-                }
+                        format!("custom resource of {} ({origin})", e.from),
+                    ),
+                };
+                self.edge(&e.from, &e.to, kind, &origin, detail);
             }
         }
     }

@@ -7,7 +7,7 @@ use petgraph::graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 
 use super::{Edge, EdgeKind, Graph, Node};
-use crate::provider::ResourceId;
+use crate::resource::ResourceId;
 
 impl Graph {
     /// The graph in Graphviz DOT, for one environment or all.

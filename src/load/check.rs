@@ -12,10 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::diag::Diagnostics;
 use crate::expr::{self, Ref, Scope};
 use crate::model::{DependsOn, Environment, Instance, Model, Module, Resource, SecretTree};
-use crate::provider::ProviderKind;
 use crate::value::{Origin, Spans, Value};
 
-use super::aws_schema;
 use super::env::key_origin;
 
 /// Sorts environments so each comes after those in its `after` list (ties
@@ -241,31 +239,11 @@ fn resource_ref(
 
 /// True when `attr` can be referenced on `res`.
 pub fn has_attribute(res: &Resource, attr: &str) -> bool {
-    match res.provider {
-        ProviderKind::Aws => {
-            let first = attr.split('.').next().unwrap_or_default();
-            aws_schema::schema(&res.kind).is_some_and(|s| {
-                aws_schema::has_attribute(&s, attr) || aws_schema::has_attribute(&s, first)
-            })
-        }
-        ProviderKind::Kubernetes => {
-            matches!(
-                attr,
-                "metadata.name" | "metadata.namespace" | "metadata.uid"
-            ) || expr::lookup(&res.body, &attr.split('.').collect::<Vec<_>>()).is_some()
-        }
-    }
+    crate::provider::spec(res.provider).has_attribute(&res.kind, &res.body, attr)
 }
 
 fn attributes(res: &Resource) -> String {
-    match res.provider {
-        ProviderKind::Aws => aws_schema::schema(&res.kind)
-            .map(|s| s.attributes.join(", ") + " or a spec field")
-            .unwrap_or_default(),
-        ProviderKind::Kubernetes => {
-            "metadata.name, metadata.namespace, metadata.uid or a path in the manifest".into()
-        }
-    }
+    crate::provider::spec(res.provider).attributes_hint(&res.kind)
 }
 
 fn check_env(ctx: &Ctx<'_>, env: &Environment, diags: &mut Diagnostics) {

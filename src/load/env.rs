@@ -4,7 +4,7 @@ use indexmap::IndexMap;
 
 use crate::diag::Diagnostics;
 use crate::model::{DriftMode, DriftPolicy, Environment, Instance, Located, Project};
-use crate::provider::{AwsTarget, KubeTarget};
+use crate::resource::{AwsTarget, KubeTarget};
 use crate::value::{Origin, Value};
 
 use super::decode::{self, Fields};

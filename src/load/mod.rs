@@ -19,14 +19,14 @@ use crate::diag::{Diagnostics, Report};
 use crate::model::Model;
 use crate::value::Origin;
 
-pub mod aws_schema;
-pub mod aws_values;
 mod check;
 pub mod decode;
 mod env;
 mod module;
 pub mod project;
 pub mod sops;
+pub mod typed;
+pub mod values;
 pub mod yaml;
 
 /// A repository's files: repo-relative path (with `/`) to contents.

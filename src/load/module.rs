@@ -4,12 +4,13 @@ use indexmap::IndexMap;
 
 use crate::diag::Diagnostics;
 use crate::model::{DependsOn, InputDecl, InputType, Located, Module, OutputDecl, Resource};
-use crate::provider::ProviderKind;
+use crate::resource::ProviderKind;
 use crate::value::{Spans, Value};
 
-use super::aws_schema;
 use super::decode::{self, Fields};
+use super::typed;
 use super::yaml::{Node, NodeKind};
+use crate::provider::BodyShape;
 
 /// Decodes one module file; `None` when its header is unusable.
 pub fn decode(path: &str, text: &str, diags: &mut Diagnostics) -> Option<Module> {
@@ -198,22 +199,25 @@ fn resource(n: &Node, diags: &mut Diagnostics) -> Option<Resource> {
         .req("name", diags)
         .and_then(|x| decode::name(x, "resource `name`", diags));
     let provider = f.req("provider", diags).and_then(|p| {
-        match decode::string(p, "`provider`", diags)?.as_str() {
-            "kubernetes" => Some(ProviderKind::Kubernetes),
-            "aws" => Some(ProviderKind::Aws),
-            other => {
-                diags.error(
-                    &p.origin,
-                    format!("unknown provider `{other}`"),
-                    "use `kubernetes` or `aws`",
-                );
-                None
-            }
+        let name = decode::string(p, "`provider`", diags)?;
+        let kind = ProviderKind::from_name(&name);
+        if kind.is_none() {
+            let names: Vec<String> = ProviderKind::ALL
+                .iter()
+                .map(|k| format!("`{}`", k.name()))
+                .collect();
+            diags.error(
+                &p.origin,
+                format!("unknown provider `{name}`"),
+                format!("use {}", names.join(" or ")),
+            );
         }
+        kind
     });
-    let (kind, body_node) = match provider {
-        Some(ProviderKind::Kubernetes) => kube_body(&mut f, diags),
-        Some(ProviderKind::Aws) => aws_body(&mut f, diags),
+    let shape = provider.map(|p| crate::provider::spec(p).body_shape());
+    let (kind, body_node) = match provider.zip(shape) {
+        Some((_, BodyShape::Manifest)) => manifest_body(&mut f, diags),
+        Some((p, BodyShape::Typed)) => typed_body(p, &mut f, diags),
         None => (None, None),
     };
     let depends_on = f
@@ -230,8 +234,8 @@ fn resource(n: &Node, diags: &mut Diagnostics) -> Option<Resource> {
         let (value, spans) = w.to_value_spans();
         Located { value, spans }
     });
-    let known: &[&str] = match provider {
-        Some(ProviderKind::Aws) => &["name", "provider", "type", "spec", "dependsOn", "waivers"],
+    let known: &[&str] = match shape {
+        Some(BodyShape::Typed) => &["name", "provider", "type", "spec", "dependsOn", "waivers"],
         _ => &["name", "provider", "manifest", "dependsOn", "waivers"],
     };
     f.finish(known, diags);
@@ -248,7 +252,8 @@ fn resource(n: &Node, diags: &mut Diagnostics) -> Option<Resource> {
     })
 }
 
-fn kube_body<'n>(
+/// A [`BodyShape::Manifest`] body: its kind and node.
+fn manifest_body<'n>(
     f: &mut Fields<'n>,
     diags: &mut Diagnostics,
 ) -> (Option<String>, Option<&'n Node>) {
@@ -288,26 +293,32 @@ fn kube_body<'n>(
     (kind, Some(m))
 }
 
-fn aws_body<'n>(f: &mut Fields<'n>, diags: &mut Diagnostics) -> (Option<String>, Option<&'n Node>) {
+/// A [`BodyShape::Typed`] body of `provider`: its type and `spec:` node.
+fn typed_body<'n>(
+    provider: ProviderKind,
+    f: &mut Fields<'n>,
+    diags: &mut Diagnostics,
+) -> (Option<String>, Option<&'n Node>) {
+    let spec = crate::provider::spec(provider);
     let ty = f.req("type", diags).and_then(|t| {
         let s = decode::string(t, "`type`", diags)?;
-        match aws_schema::schema(&s) {
+        match typed::schema(spec, &s) {
             Some(schema) => Some(schema),
             None => {
                 diags.error(
                     &t.origin,
-                    format!("unknown aws resource type `{s}`"),
-                    format!("use one of {}", aws_schema::type_names().join(", ")),
+                    format!("unknown {provider} resource type `{s}`"),
+                    format!("use one of {}", spec.types().join(", ")),
                 );
                 None
             }
         }
     });
-    let spec = f.req("spec", diags);
-    if let (Some(t), Some(s)) = (&ty, spec) {
-        aws_schema::check_spec(t, s, diags);
+    let body = f.req("spec", diags);
+    if let (Some(t), Some(b)) = (&ty, body) {
+        typed::check_spec(t, b, diags);
     }
-    (ty.map(|t| t.name.to_string()), spec)
+    (ty.map(|t| t.name.to_string()), body)
 }
 
 /// True when `v` holds no `${...}` reference anywhere.

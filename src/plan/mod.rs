@@ -26,8 +26,9 @@ use crate::graph::Graph;
 use crate::model::Model;
 use crate::observe::{self, LiveState, Providers};
 use crate::policy::{self, Date};
-use crate::provider::{self, Action, Change, Desired, ProviderKind, ResourceId};
+use crate::provider;
 use crate::render::{self as rendering, RenderOptions, SecretLookup};
+use crate::resource::{Action, Change, Desired, ProviderKind, ResourceId};
 use crate::value::{key_path, Origin, Value};
 
 pub mod render;
@@ -789,10 +790,7 @@ pub fn build_revisions(
                 after: d.body.clone(),
             },
             Some(b) => {
-                let reasons = match provider {
-                    ProviderKind::Aws => provider::aws::replace_reasons(&d.kind, &b.body, &d.body),
-                    ProviderKind::Kubernetes => Vec::new(),
-                };
+                let reasons = provider::spec(provider).replace_reasons(&d.kind, &b.body, &d.body);
                 let action = if !reasons.is_empty() {
                     Action::Replace { reasons }
                 } else {

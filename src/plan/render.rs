@@ -11,7 +11,7 @@ use anstyle::{AnsiColor, Style};
 use similar::TextDiff;
 
 use crate::diff::FieldChange;
-use crate::provider::Action;
+use crate::resource::Action;
 use crate::value::{Value, KNOWN_AFTER_APPLY};
 
 use super::{Counts, EnvPlan, ModulePlan, Plan, PlanSource, ResourcePlan};

@@ -1,7 +1,7 @@
 use super::*;
 use crate::observe::Observed;
-use crate::provider::Live;
 use crate::render::{Secret, StructuralSecrets};
+use crate::resource::Live;
 use crate::sensitive::Sensitive;
 use crate::testutil;
 

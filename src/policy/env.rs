@@ -2,8 +2,8 @@
 //! the loader's model, rendered resources and [`evaluate`].
 
 use crate::model::Model;
-use crate::provider::Desired;
-use crate::provider::ProviderKind;
+use crate::resource::Desired;
+use crate::resource::ProviderKind;
 use crate::value::Spans;
 
 use super::{evaluate_traced, ConfigError, Date, PolicyConfig, Report, Subject, Waiver};

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::provider::ProviderKind;
+use crate::resource::ProviderKind;
 use crate::value::{index_path, Value};
 
 use super::config::normalise_host;

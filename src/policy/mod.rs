@@ -21,7 +21,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::provider::{ProviderKind, ResourceId};
+use crate::resource::{ProviderKind, ResourceId};
 use crate::value::{Origin, Spans, Value};
 
 mod aws;

@@ -11,7 +11,7 @@
 
 use crate::expr::{self, Part, Ref, Scope};
 use crate::model::{Environment, Instance, Model};
-use crate::provider::ResourceId;
+use crate::resource::ResourceId;
 use crate::value::{index_path, key_path, Origin, Spans, Value};
 
 /// One step of the way a value took into a resource.

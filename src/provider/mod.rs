@@ -21,7 +21,7 @@
 //!   request that needs them; no error, log line or returned [`Live`] body
 //!   carries plaintext.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -30,8 +30,11 @@ use serde::Serialize;
 pub mod aws;
 pub mod kubernetes;
 
-pub use crate::value::Origin;
-use crate::value::{Map, Value};
+pub use crate::resource::{
+    Action, AwsTarget, Change, Desired, EnvTarget, Field, Health, KubeTarget, Live, Origin,
+    Problem, ProviderKind, ResourceId, Scope, Ty,
+};
+use crate::value::Value;
 
 /// Names of the ownership marks, shared by every provider.
 pub mod labels {
@@ -142,180 +145,6 @@ impl Claim {
     pub fn is_ours(&self) -> bool {
         matches!(self, Claim::Ours | Claim::Legacy)
     }
-}
-
-/// Which provider a resource belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    Kubernetes,
-    Aws,
-}
-
-impl fmt::Display for ProviderKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ProviderKind::Kubernetes => "kubernetes",
-            ProviderKind::Aws => "aws",
-        })
-    }
-}
-
-/// The stable identity of a resource inside its environment.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct ResourceId {
-    /// The module instance name in the environment (`network`).
-    pub module: String,
-    /// The resource name inside the module (`vpc`).
-    pub name: String,
-}
-
-impl fmt::Display for ResourceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.module, self.name)
-    }
-}
-
-/// The Kubernetes target of an environment.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct KubeTarget {
-    /// Context in `KUBECONFIG`; `None` means the in-cluster configuration.
-    pub context: Option<String>,
-    /// Take over fields owned by other managers on conflict.
-    pub force_conflicts: bool,
-}
-
-/// The AWS target of an environment. Endpoint and credentials come from the
-/// standard AWS configuration (`AWS_ENDPOINT_URL`, profiles, ...).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct AwsTarget {
-    pub region: String,
-    pub profile: Option<String>,
-    /// The EC2 endpoint for this environment (`targets.aws.endpoint`), over
-    /// the standard configuration's `AWS_ENDPOINT_URL[_EC2]`.
-    pub endpoint: Option<String>,
-}
-
-/// Everything a provider needs to reach one environment.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct EnvTarget {
-    /// The repository's project (`tidegate.yaml`): with `environment`, the
-    /// owner identity a provider stamps and observes.
-    pub project: String,
-    /// The owner name written into ownership marks. Usually the environment
-    /// name; a blue/green rebuild (`--as prod-green`) uses the new name.
-    pub environment: String,
-    pub kubernetes: Option<KubeTarget>,
-    pub aws: Option<AwsTarget>,
-}
-
-/// A resource as Git wants it, references resolved as far as they can be.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Desired {
-    pub id: ResourceId,
-    /// Kubernetes: `group/version/Kind` (`apps/v1/Deployment`, `v1/ConfigMap`);
-    /// AWS: the resource type (`vpc`, `instance`, ...).
-    pub kind: String,
-    /// Kubernetes: the manifest; AWS: the typed spec of the resource type.
-    /// May hold [`Value::Unknown`] until its dependencies are applied.
-    pub body: Value,
-    pub origin: Origin,
-}
-
-/// A resource as it is, observed from the provider.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Live {
-    pub id: ResourceId,
-    pub kind: String,
-    /// The provider's own name for it (`namespace/name`, `vpc-0abc...`).
-    pub external_id: String,
-    /// Observed state, normalised for comparison with a desired body
-    /// (server-owned fields removed, secrets wrapped as sensitive).
-    pub body: Value,
-    /// Attributes other resources may reference (`id`, `arn`, `private_ip`).
-    pub attributes: Map,
-}
-
-impl Live {
-    /// The attribute that marks a resource whose deletion has begun but
-    /// not finished (a Kubernetes object with a `deletionTimestamp`, held
-    /// by finalizers); its value says what it waits for.
-    pub const DELETING: &'static str = "tidegate:deleting";
-
-    /// The attribute that marks an object carrying the marks of this
-    /// environment from before projects existed (no project mark): Git
-    /// declaring it adopts it; it is never pruned.
-    pub const LEGACY: &'static str = "tidegate:legacy-owner";
-
-    /// The attribute that marks an object carrying [`labels::PRUNE`]
-    /// `disabled`: it is kept when Git stops declaring it.
-    pub const KEEP: &'static str = "tidegate:prune-disabled";
-
-    /// What the deletion in progress waits for, when one is.
-    pub fn deleting(&self) -> Option<&str> {
-        match self.attributes.get(Self::DELETING) {
-            Some(Value::String(why)) => Some(why),
-            _ => None,
-        }
-    }
-
-    /// Marked by a tidegate from before projects: see [`Self::LEGACY`].
-    pub fn is_legacy(&self) -> bool {
-        self.attributes.get(Self::LEGACY) == Some(&Value::Bool(true))
-    }
-
-    /// Marked `tidegate.dev/prune: disabled`: see [`Self::KEEP`].
-    pub fn prune_disabled(&self) -> bool {
-        self.attributes.get(Self::KEEP) == Some(&Value::Bool(true))
-    }
-
-    /// Sets the [`Self::LEGACY`] and [`Self::KEEP`] attributes.
-    pub fn with_marks(mut self, legacy: bool, keep: bool) -> Self {
-        if legacy {
-            self.attributes
-                .insert(Self::LEGACY.into(), Value::Bool(true));
-        }
-        if keep {
-            self.attributes.insert(Self::KEEP.into(), Value::Bool(true));
-        }
-        self
-    }
-}
-
-/// What a change to one resource is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum Action {
-    NoOp,
-    Create,
-    Update,
-    /// Destroy and create again; each reason names an immutable field.
-    Replace {
-        reasons: Vec<String>,
-    },
-    Delete,
-}
-
-/// The provider's prediction of one change.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Change {
-    pub action: Action,
-    /// Normalised live state, if the resource exists.
-    pub before: Option<Value>,
-    /// The state after apply (a server-side dry-run result where the
-    /// provider has one), with [`Value::Unknown`] where not yet known.
-    pub after: Value,
-}
-
-/// Readiness of a live resource.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", content = "reason", rename_all = "lowercase")]
-pub enum Health {
-    Healthy,
-    /// Not ready yet; the reason says what is awaited.
-    Progressing(String),
-    /// Will not become ready without a change; the reason says why.
-    Failed(String),
 }
 
 /// A provider call failed.
@@ -464,18 +293,6 @@ impl RetryCounter {
     }
 }
 
-/// What one environment asks a provider to list.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Scope {
-    /// The kinds (`Desired::kind`) the environment declares through the
-    /// provider.
-    pub kinds: BTreeSet<String>,
-    /// Where the declared objects live (Kubernetes namespaces, as far as
-    /// the files decide them); `None`: unknown, look everywhere. Providers
-    /// without such places ignore it.
-    pub namespaces: Option<BTreeSet<String>>,
-}
-
 /// One environment's view of one provider.
 ///
 /// Every method is idempotent and may be retried after a crash.
@@ -529,24 +346,127 @@ pub trait Provider: Send + Sync {
     }
 }
 
-/// One thing wrong with a resource body, found without any network call.
-/// `path` is relative to the body (`ingress[0].fromPort`, empty for the body
-/// itself) so the caller can join it with the loader's spans for
-/// file:line:column.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-    /// How to fix it.
-    pub fix: String,
+/// What tidegate knows of one provider without calling it, and how to
+/// connect it: everything loading, the graph, planning and pruning need of
+/// a provider goes through this trait, so none of them matches on
+/// [`ProviderKind`]. A new provider is its [`Provider`] (the I/O), its
+/// `Spec`, a [`ProviderKind`] variant and one line in [`spec`].
+#[async_trait::async_trait]
+pub trait Spec: Send + Sync {
+    /// Which provider this is.
+    fn kind(&self) -> ProviderKind;
+
+    /// How a module writes a resource's body for this provider.
+    fn body_shape(&self) -> BodyShape;
+
+    /// The types of a [`BodyShape::Typed`] provider, in creation order.
+    fn types(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The fields of type `kind` of a [`BodyShape::Typed`] provider.
+    fn fields(&self, _kind: &str) -> Option<&'static [Field]> {
+        None
+    }
+
+    /// Whether an environment's `targets` configure this provider.
+    fn configured(&self, target: &EnvTarget) -> bool;
+
+    /// The provider for one environment.
+    async fn connect(&self, target: &EnvTarget) -> Result<Box<dyn Provider>>;
+
+    /// Whether `${resource.x.<attr>}` may be referenced on a resource of
+    /// `kind` whose declared body is `body`.
+    fn has_attribute(&self, kind: &str, body: &Value, attr: &str) -> bool;
+
+    /// What may be referenced on a resource of `kind` (an error's fix).
+    fn attributes_hint(&self, kind: &str) -> String;
+
+    /// The body fields (dotted paths) that decide where a resource of
+    /// `kind` lives and what it must come after; the graph evaluates them
+    /// from the files and hands them to [`Spec::arrange`].
+    fn order_fields(&self, kind: &str) -> &'static [&'static str];
+
+    /// Placement, identities and implicit order of one environment's
+    /// resources of this provider, from their [`Spec::order_fields`].
+    fn arrange(&self, declared: &[Declared]) -> Arrangement;
+
+    /// Why changing `before` into `after` must replace a resource of
+    /// `kind`, known without the provider (empty: an update, or only the
+    /// provider can tell at plan time).
+    fn replace_reasons(&self, kind: &str, before: &Value, after: &Value) -> Vec<String>;
+
+    /// What is wrong with the values of a body of `kind`, found without
+    /// the provider (unknown values pass): `validate` reports them at the
+    /// line they were written, before any plan.
+    fn check_values(&self, kind: &str, body: &Value) -> Vec<Problem>;
+
+    /// When a pruned resource of `kind` is deleted, lower waves first: Git
+    /// no longer declares it, so the graph cannot order it; the kinds can
+    /// (what lives inside another resource before it).
+    fn delete_wave(&self, kind: &str) -> u8;
 }
 
-/// Builds the provider of `kind` for one environment: the registry of
-/// providers, one line each.
-pub async fn connect(kind: ProviderKind, target: &EnvTarget) -> Result<Box<dyn Provider>> {
+/// How a module writes a resource's body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyShape {
+    /// `manifest:`, a whole object whose kind is its `apiVersion` and
+    /// `kind` (both written literally: they order resources).
+    Manifest,
+    /// `type:`, one of [`Spec::types`], and `spec:`, checked against that
+    /// type's [`Spec::fields`].
+    Typed,
+}
+
+/// A declared resource as [`Spec::arrange`] sees it.
+#[derive(Clone, Debug)]
+pub struct Declared {
+    pub id: ResourceId,
+    pub kind: String,
+    /// The [`Spec::order_fields`] the files decide, by path.
+    pub fields: BTreeMap<&'static str, String>,
+}
+
+/// What [`Spec::arrange`] found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Arrangement {
+    /// Where each placed resource lives (a Kubernetes namespace; a
+    /// Namespace: its own name).
+    pub placement: BTreeMap<ResourceId, String>,
+    /// Order the provider implies: `from` before `to`.
+    pub edges: Vec<ImplicitEdge>,
+    /// Resources declaring the same object: each pair once, the first
+    /// declared first, and the object they both name.
+    pub clashes: Vec<(ResourceId, ResourceId, String)>,
+}
+
+/// Order a provider implies between two declared resources.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImplicitEdge {
+    pub from: ResourceId,
+    pub to: ResourceId,
+    pub why: Implied,
+}
+
+/// Why a provider orders one resource before another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Implied {
+    /// `to` lives inside `from` (a Kubernetes object in its Namespace).
+    Inside,
+    /// `from` defines the kind of `to` (a CustomResourceDefinition).
+    DefinesKind,
+}
+
+/// The offline knowledge and connector of provider `kind`: the registry
+/// of providers, one line each.
+pub fn spec(kind: ProviderKind) -> &'static dyn Spec {
     match kind {
-        ProviderKind::Aws => Ok(Box::new(aws::AwsProvider::connect(target).await?)),
-        ProviderKind::Kubernetes => Ok(Box::new(kubernetes::Kubernetes::connect(target).await?)),
+        ProviderKind::Kubernetes => &kubernetes::spec::KubernetesSpec,
+        ProviderKind::Aws => &aws::spec::AwsSpec,
     }
+}
+
+/// Builds the provider of `kind` for one environment.
+pub async fn connect(kind: ProviderKind, target: &EnvTarget) -> Result<Box<dyn Provider>> {
+    spec(kind).connect(target).await
 }

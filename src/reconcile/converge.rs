@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use crate::execute::{self, Status};
 use crate::pipeline::{self, EnvJob, Hold, Ran, RunOptions, Unattended};
 use crate::plan::{EnvPlan, Guard};
-use crate::provider::Action;
+use crate::resource::Action;
 use crate::secrets::{self, Identities};
 use crate::source::Snapshot;
 use crate::state::RecordStore;

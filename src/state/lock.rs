@@ -21,7 +21,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, PostParams};
 
 use super::{ensure_namespace, object_name, Error, Result, NAMESPACE};
-use crate::provider::KubeTarget;
+use crate::resource::KubeTarget;
 
 /// This process as a lock holder: `tidegate@<host> pid <pid>`.
 pub fn this_process() -> String {

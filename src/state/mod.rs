@@ -19,7 +19,8 @@ use kube::api::{Api, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 
 use crate::model::Model;
-use crate::provider::{labels, KubeTarget};
+use crate::provider::labels;
+use crate::resource::KubeTarget;
 
 mod lock;
 

@@ -32,6 +32,7 @@ mod calls;
 mod model;
 mod observe;
 pub mod schema;
+pub mod spec;
 pub mod values;
 
 use std::collections::BTreeMap;

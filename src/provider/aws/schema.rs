@@ -21,34 +21,7 @@ pub const TYPES: &[&str] = &[
     "eip",
 ];
 
-/// What a field holds.
-#[derive(Debug)]
-pub enum Ty {
-    Str,
-    /// A string that may be a secret ([`Value::Sensitive`]).
-    SecretStr,
-    Bool,
-    Int,
-    /// One of the listed strings.
-    Enum(&'static [&'static str]),
-    /// A list of strings compared as a set.
-    StrSet,
-    /// A string-to-string map (tags).
-    Tags,
-    Object(&'static [Field]),
-    /// A list of objects compared as a set.
-    ObjectSet(&'static [Field]),
-}
-
-/// One field of a spec.
-#[derive(Debug)]
-pub struct Field {
-    pub name: &'static str,
-    pub ty: Ty,
-    pub required: bool,
-    /// EC2 cannot change it in place: a change replaces the resource.
-    pub immutable: bool,
-}
+pub use crate::resource::{Field, Ty};
 
 const fn f(name: &'static str, ty: Ty) -> Field {
     Field {

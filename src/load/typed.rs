@@ -1,45 +1,34 @@
-//! The typed EC2 resource specs (`type:` + `spec:` of an `aws` resource):
-//! which fields each type has, which are required, and which attributes
-//! other resources can reference. Checked at load time so a typo in a spec
-//! is reported at its line, not by the EC2 API halfway through an apply.
+//! Typed resource bodies (`type:` + `spec:` of a provider with
+//! [`BodyShape::Typed`] bodies, such as `aws`): which fields each type has,
+//! which are required and what they hold, from the provider's own table
+//! ([`Spec::fields`]), so validate, plan and apply read one schema. Checked
+//! at load time so a typo in a spec is reported at its line, not by the
+//! provider's API halfway through an apply.
 
 use crate::diag::Diagnostics;
 use crate::expr;
+#[cfg(doc)]
+use crate::provider::BodyShape;
+use crate::provider::Spec;
+use crate::resource::{Field, Ty};
 
 use super::decode::{self, Fields};
 use super::yaml::{Node, NodeKind};
 
-use crate::provider::aws::schema as provider_schema;
-pub use crate::provider::aws::schema::{Field, Ty};
-
-/// One EC2 resource type: its fields come from the provider's table
-/// (`provider::aws::schema`), so validate, plan and apply read one schema.
+/// One type of a typed provider.
 #[derive(Debug)]
 pub struct TypeSchema {
     pub name: &'static str,
     pub fields: &'static [Field],
-    /// Attributes known after apply that references may name.
-    pub attributes: &'static [&'static str],
 }
 
-/// The schema of `type_name`.
-pub fn schema(type_name: &str) -> Option<TypeSchema> {
-    let name = *provider_schema::TYPES.iter().find(|t| **t == type_name)?;
+/// The schema of `type_name` of `spec`'s provider.
+pub fn schema(spec: &dyn Spec, type_name: &str) -> Option<TypeSchema> {
+    let name = *spec.types().iter().find(|t| **t == type_name)?;
     Some(TypeSchema {
         name,
-        fields: provider_schema::fields(name)?,
-        attributes: provider_schema::attributes(name),
+        fields: spec.fields(name)?,
     })
-}
-
-/// Every type name, for messages.
-pub fn type_names() -> Vec<&'static str> {
-    provider_schema::TYPES.to_vec()
-}
-
-/// True when `attr` (dotted) can be referenced on a resource of this type.
-pub fn has_attribute(t: &TypeSchema, attr: &str) -> bool {
-    t.attributes.contains(&attr) || t.fields.iter().any(|f| f.name == attr)
 }
 
 /// Checks a spec against its type: required fields, unknown fields and
@@ -126,11 +115,12 @@ fn check_ty(ty: &Ty, n: &Node, what: &str, diags: &mut Diagnostics) {
 mod tests {
     use super::super::yaml::parse;
     use super::*;
+    use crate::provider::aws::spec::AwsSpec;
 
     fn check(t: &str, text: &str) -> Vec<String> {
         let mut d = Diagnostics::default();
         let n = parse("f.yaml", text, &mut d).unwrap().remove(0);
-        check_spec(&schema(t).unwrap(), &n, &mut d);
+        check_spec(&schema(&AwsSpec, t).unwrap(), &n, &mut d);
         d.iter().map(|e| e.message.clone()).collect()
     }
 
@@ -151,13 +141,5 @@ mod tests {
         assert_eq!(e.len(), 2, "{e:?}");
         assert!(e[0].contains("`fromPort`"), "{e:?}");
         assert!(e[1].contains("unknown field `cidr`"), "{e:?}");
-    }
-
-    #[test]
-    fn attributes_include_contract_names_and_spec_fields() {
-        let i = schema("instance").unwrap();
-        assert!(has_attribute(&i, "privateIp"));
-        assert!(has_attribute(&i, "instanceType"));
-        assert!(!has_attribute(&i, "arn"));
     }
 }

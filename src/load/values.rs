@@ -1,11 +1,11 @@
-//! The value rules of AWS specs ([`crate::provider::aws::values`], the
-//! same rules the provider runs before each plan and apply), run without
-//! network by `validate`, `plan` (`--offline` too) and every command that
-//! loads a repository:
+//! The value rules of each provider's bodies ([`crate::provider::Spec::check_values`]:
+//! for AWS specs the same rules the provider runs before each plan and
+//! apply), run without network by `validate`, `plan` (`--offline` too) and
+//! every command that loads a repository:
 //!
 //! - [`check_modules`]: the literal values of every module, once per
 //!   module (a `${...}` reference counts as unknown), at the field's line;
-//! - [`check_rendered`]: every AWS body of an environment as rendered with
+//! - [`check_rendered`]: every body of an environment as rendered with
 //!   its vars, inputs and (structural) secrets. A problem is reported where
 //!   the value was written: the reference is followed back through
 //!   `${input.*}` (the instance's input in the environment file, or the
@@ -21,24 +21,20 @@ use std::collections::HashMap;
 use crate::diag::Diagnostics;
 use crate::expr::{self, Part, Ref, Scope};
 use crate::model::{Environment, Instance, Model, Module, Resource};
-use crate::provider::aws::values;
-use crate::provider::{Desired, Problem, ProviderKind, ResourceId};
+use crate::provider::{self, Problem};
+use crate::resource::{Desired, ResourceId};
 use crate::value::{index_path, key_path, Origin, Spans, Value};
 
 /// How many references a trace follows before it stops (render already
 /// refused cycles; this only bounds the walk).
 const MAX_HOPS: usize = 32;
 
-/// Checks the literal values of every AWS resource of every module.
+/// Checks the literal values of every resource of every module.
 pub fn check_modules(model: &Model, diags: &mut Diagnostics) {
     for m in model.modules.values() {
-        for res in m
-            .resources
-            .iter()
-            .filter(|r| r.provider == ProviderKind::Aws)
-        {
+        for res in &m.resources {
             let body = literal(&res.body);
-            for p in values::check(&res.kind, &body) {
+            for p in provider::spec(res.provider).check_values(&res.kind, &body) {
                 let at = res.spans.nearest(&p.path).cloned().unwrap_or_default();
                 diags.error(&at, p.message, p.fix);
             }
@@ -57,7 +53,7 @@ fn literal(v: &Value) -> Value {
     }
 }
 
-/// Checks the rendered AWS bodies `desired` of environment `env`.
+/// Checks the rendered bodies `desired` of environment `env`.
 pub fn check_rendered(model: &Model, env: &str, desired: &[Desired], diags: &mut Diagnostics) {
     let Some(env) = model.environment(env) else {
         return;
@@ -65,7 +61,6 @@ pub fn check_rendered(model: &Model, env: &str, desired: &[Desired], diags: &mut
     let tracer = Tracer { model, env };
     let declared: HashMap<ResourceId, (&Instance, &Resource)> = model
         .resources(env)
-        .filter(|(_, _, r)| r.provider == ProviderKind::Aws)
         .map(|(id, i, r)| (id, (i, r)))
         .collect();
     for d in desired {
@@ -75,7 +70,7 @@ pub fn check_rendered(model: &Model, env: &str, desired: &[Desired], diags: &mut
         let Some(module) = model.module_of(inst) else {
             continue;
         };
-        for p in values::check(&d.kind, &d.body) {
+        for p in provider::spec(res.provider).check_values(&d.kind, &d.body) {
             let (at, via) = tracer.origin(inst, module, res, &d.body, &p.path);
             diags.push(diagnostic(at, p, &d.id.to_string(), &via));
         }

@@ -1,0 +1,102 @@
+//! What tidegate knows of EC2 resources without calling EC2: their
+//! attributes (from the schema table), which field changes replace a
+//! resource, and the order pruned types are deleted in (what lives in a
+//! VPC before the VPC). EC2 resources are ordered by their references, so
+//! nothing is placed or ordered implicitly.
+
+use super::{model, schema, values, AwsProvider};
+use crate::provider::{
+    Arrangement, BodyShape, Declared, EnvTarget, Field, Problem, Provider, ProviderKind, Result,
+    Spec,
+};
+use crate::value::Value;
+
+/// The AWS provider's [`Spec`].
+pub struct AwsSpec;
+
+#[async_trait::async_trait]
+impl Spec for AwsSpec {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Aws
+    }
+
+    fn body_shape(&self) -> BodyShape {
+        BodyShape::Typed
+    }
+
+    fn types(&self) -> &'static [&'static str] {
+        schema::TYPES
+    }
+
+    fn fields(&self, kind: &str) -> Option<&'static [Field]> {
+        schema::fields(kind)
+    }
+
+    fn configured(&self, target: &EnvTarget) -> bool {
+        target.aws.is_some()
+    }
+
+    async fn connect(&self, target: &EnvTarget) -> Result<Box<dyn Provider>> {
+        Ok(Box::new(AwsProvider::connect(target).await?))
+    }
+
+    fn has_attribute(&self, kind: &str, _body: &Value, attr: &str) -> bool {
+        let first = attr.split('.').next().unwrap_or_default();
+        let attributes = schema::attributes(kind);
+        let fields = schema::fields(kind).unwrap_or_default();
+        [attr, first]
+            .iter()
+            .any(|a| attributes.contains(a) || fields.iter().any(|f| f.name == *a))
+    }
+
+    fn attributes_hint(&self, kind: &str) -> String {
+        match schema::fields(kind) {
+            Some(_) => schema::attributes(kind).join(", ") + " or a spec field",
+            None => String::new(),
+        }
+    }
+
+    fn order_fields(&self, _kind: &str) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn arrange(&self, _declared: &[Declared]) -> Arrangement {
+        Arrangement::default()
+    }
+
+    fn replace_reasons(&self, kind: &str, before: &Value, after: &Value) -> Vec<String> {
+        model::replace_reasons(kind, before, after)
+    }
+
+    fn check_values(&self, kind: &str, body: &Value) -> Vec<Problem> {
+        values::check(kind, body)
+    }
+
+    fn delete_wave(&self, kind: &str) -> u8 {
+        match kind {
+            "eip" => 0,
+            "instance" => 1,
+            "route_table" | "key_pair" => 2,
+            "security_group" => 3,
+            "subnet" => 4,
+            "internet_gateway" => 5,
+            "vpc" => 6,
+            _ => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_include_contract_names_and_spec_fields() {
+        let has = |attr: &str| AwsSpec.has_attribute("instance", &Value::Null, attr);
+        assert!(has("privateIp"));
+        assert!(has("instanceType"));
+        assert!(has("rootVolume.sizeGiB"));
+        assert!(!has("arn"));
+        assert!(!AwsSpec.has_attribute("no_such_type", &Value::Null, "id"));
+    }
+}
