@@ -237,22 +237,19 @@ impl Bench<'_> {
             .await
             .expect("kube-sim connects");
         let providers = Providers::from_parts(ENV, [Box::new(k8s) as Box<dyn Provider>]);
-        let run = EnvRun {
-            model: self.model,
-            graph: self.graph,
-            env: ENV,
-            owner: None,
-            providers: &providers,
-            observed: None,
-            secrets: &StructuralSecrets,
-            options: execute::Options {
-                parallelism: self.parallelism,
-                wait_healthy: false,
-                ..Default::default()
-            },
-            progress: None,
-            stop: None,
-        };
+        let environment = self.model.environment(ENV).expect("the environment exists");
+        let run = EnvRun::new(
+            self.model,
+            self.graph,
+            environment,
+            &providers,
+            &StructuralSecrets,
+        )
+        .options(execute::Options {
+            parallelism: self.parallelism,
+            wait_healthy: false,
+            ..Default::default()
+        });
         let outcome = execute::run_env(&run).await.expect("the apply runs");
         let secs = t0.elapsed().as_secs_f64();
         assert!(outcome.converged(), "{}", outcome.counts_line());

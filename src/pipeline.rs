@@ -18,7 +18,7 @@ use crate::graph::Graph;
 use crate::load::{self, Files};
 use crate::model::{Environment, Model};
 use crate::observe::{self, Providers};
-use crate::plan::{self, EnvPlan, Guard, GuardTrip};
+use crate::plan::{self, EnvPlan, Guard, GuardTrip, PlanInput};
 use crate::render::{self, RenderOptions, StructuralSecrets};
 use crate::secrets::{self, Identities};
 use crate::state::{self, EnvLock, EnvRecord, RecordStore};
@@ -260,19 +260,13 @@ async fn planned(
     t0: Instant,
 ) -> Result<(Ran, Duration), Error> {
     let (model, graph) = (&job.checked.model, &job.checked.graph);
-    let name = job.env.name.as_str();
     let opts = &job.options;
-    let parallelism = opts.execute.parallelism.max(1);
-    let (mut plan, live) = plan::plan_env_live(
-        model,
-        graph,
-        name,
-        providers,
-        decrypted,
-        job.owner,
-        parallelism,
-    )
-    .await?;
+    let input = PlanInput {
+        owner: job.owner,
+        concurrency: opts.execute.parallelism.max(1),
+        ..PlanInput::new(model, graph, job.env, providers, decrypted)
+    };
+    let (mut plan, live) = plan::plan_env_live(&input).await?;
     if !opts.execute.prune {
         // Nothing is deleted: the mass-delete guard cannot trip.
         plan.guards.retain(|g| g.guard != Guard::MassDelete);
@@ -309,18 +303,12 @@ async fn planned(
     if !hooks.confirm(&plan, changes)? {
         return held(plan, Hold::NotConfirmed);
     }
-    let run = EnvRun {
-        model,
-        graph,
-        env: name,
-        owner: job.owner,
-        providers,
-        observed: (!opts.reobserve).then_some(&live),
-        secrets: decrypted,
-        options: opts.execute.clone(),
-        progress: job.progress,
-        stop: job.stop,
-    };
+    let run = EnvRun::new(model, graph, job.env, providers, decrypted)
+        .owner(job.owner)
+        .observed((!opts.reobserve).then_some(&live))
+        .options(opts.execute.clone())
+        .progress(job.progress)
+        .stop(job.stop);
     let outcome = execute::run_env(&run).await?;
     let wall = t0.elapsed();
     let record_error = record(job, &outcome).await.err();

@@ -80,22 +80,14 @@ async fn measure(args: &Args, size: usize, scratch: &Scratch) {
     // Create everything once.
     let t = Instant::now();
     let p = providers(&stand, &model).await;
-    let er = EnvRun {
-        model: &model,
-        graph: &graph,
-        env: ENV,
-        owner: None,
-        providers: &p,
-        observed: None,
-        secrets: &StructuralSecrets,
-        options: execute::Options {
+    let environment = model.environment(ENV).expect("the environment exists");
+    let er = EnvRun::new(&model, &graph, environment, &p, &StructuralSecrets).options(
+        execute::Options {
             parallelism: args.parallelism,
             health_poll: Duration::from_millis(50),
             ..Default::default()
         },
-        progress: None,
-        stop: None,
-    };
+    );
     let outcome = execute::run_env(&er).await.expect("the apply runs");
     assert!(outcome.converged(), "{}", outcome.counts_line());
     println!(
@@ -123,17 +115,13 @@ async fn measure(args: &Args, size: usize, scratch: &Scratch) {
 
         let p = providers(&stand, &model).await;
         let t = Instant::now();
-        let plan = tidegate::plan::plan_env(
-            &model,
-            &graph,
-            ENV,
-            &p,
-            &StructuralSecrets,
-            None,
-            args.parallelism,
-        )
-        .await
-        .expect("the plan runs");
+        let input = tidegate::plan::PlanInput {
+            concurrency: args.parallelism,
+            ..tidegate::plan::PlanInput::new(&model, &graph, environment, &p, &StructuralSecrets)
+        };
+        let plan = tidegate::plan::plan_env(&input)
+            .await
+            .expect("the plan runs");
         plan_s.push(t.elapsed().as_secs_f64());
         assert_eq!(
             plan.counts.changes(),

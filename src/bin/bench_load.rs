@@ -192,7 +192,7 @@ fn run_once(files: &Files) -> (Run, usize, usize) {
     );
 
     let t3 = Instant::now();
-    let text = plan::render::text(&p, false);
+    let text = plan::output::text(&p, false);
     let text_ms = t3.elapsed().as_secs_f64() * 1e3;
     (
         Run {

@@ -208,22 +208,14 @@ async fn main() {
         let warm = warm_up(stand, &model, &env).await;
         let t0 = Instant::now();
         let p = providers(stand, &model, &env, &owner, latency).await;
-        let er = EnvRun {
-            model: &model,
-            graph: &graph,
-            env: &env,
-            owner: Some(&owner),
-            providers: &p,
-            observed: None,
-            secrets: &secrets,
-            options: execute::Options {
+        let environment = model.environment(&env).expect("the environment exists");
+        let er = EnvRun::new(&model, &graph, environment, &p, &secrets)
+            .owner(Some(&owner))
+            .options(execute::Options {
                 parallelism: args.parallelism,
                 health_poll: Duration::from_millis(50),
                 ..Default::default()
-            },
-            progress: None,
-            stop: None,
-        };
+            });
         let outcome = execute::run_env(&er).await.expect("the rebuild runs");
         let rto = t0.elapsed().as_secs_f64();
         let cp = outcome.critical_path(&graph, &env).as_secs_f64();

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::execute::{self, Event, Outcome, Status, Stop};
 use crate::load::Files;
-use crate::model::Model;
+use crate::model::{Environment, Model};
 use crate::observe;
 use crate::pipeline::{self, Checked, EnvJob, Hold, Hooks, Ran, RunOptions};
 use crate::plan::EnvPlan;
@@ -259,9 +259,11 @@ pub fn run_pipeline(
             return Ok((1, Vec::new()));
         }
     };
-    let envs: Vec<String> = match (&args.env, args.all) {
-        (Some(e), _) => {
-            if checked.model.environment(e).is_none() {
+    // Resolved once: everything below is handed the environment itself.
+    let envs: Vec<&Environment> = match (&args.env, args.all) {
+        (Some(e), _) => match checked.model.environment(e) {
+            Some(env) => vec![env],
+            None => {
                 let names: Vec<&str> = checked.graph.environments();
                 return Err(super::Error::Usage(format!(
                     "--env {e}: no such environment; the repository has {}",
@@ -269,14 +271,8 @@ pub fn run_pipeline(
                 ))
                 .into());
             }
-            vec![e.clone()]
-        }
-        (None, true) => checked
-            .model
-            .environments
-            .iter()
-            .map(|e| e.name.clone())
-            .collect(),
+        },
+        (None, true) => checked.model.environments.iter().collect(),
         (None, false) => {
             return Err(super::Error::Usage(
                 "name an environment with --env NAME, or pass --all".into(),
@@ -287,7 +283,7 @@ pub fn run_pipeline(
     if mode.owner.is_some() && envs.len() != 1 {
         return Err(super::Error::Usage("--as needs one --env".into()).into());
     }
-    let refusals = signature_refusals(args, &checked.model, &envs, &commit)?;
+    let refusals = signature_refusals(args, &envs, &commit)?;
     let identities = Identities::from_env(&args.identities)?;
     let rt = tokio::runtime::Runtime::new().map_err(Error::Runtime)?;
     let ctx = Ctx {
@@ -304,7 +300,7 @@ pub fn run_pipeline(
         let mut results = Vec::new();
         let mut code = 0;
         writeln!(out, "commit {commit}").map_err(super::Error::from)?;
-        for env in &envs {
+        for (i, env) in envs.iter().enumerate() {
             let r = ctx.env(env, &signals.stop, out).await?;
             let bad = r.held.is_some();
             results.push(r);
@@ -313,12 +309,7 @@ pub fn run_pipeline(
             }
             if bad {
                 code = 1;
-                let later: Vec<&str> = envs
-                    .iter()
-                    .skip_while(|e| *e != env)
-                    .skip(1)
-                    .map(String::as_str)
-                    .collect();
+                let later: Vec<&str> = envs[i + 1..].iter().map(|e| e.name.as_str()).collect();
                 if !later.is_empty() {
                     writeln!(
                         out,
@@ -339,13 +330,12 @@ pub fn run_pipeline(
 /// is a clean checkout of its HEAD.
 fn signature_refusals(
     args: &CommonArgs,
-    model: &Model,
-    envs: &[String],
+    envs: &[&Environment],
     commit: &str,
 ) -> Result<HashMap<String, String>> {
-    let strict: Vec<_> = envs
+    let strict: Vec<&Environment> = envs
         .iter()
-        .filter_map(|e| model.environment(e))
+        .copied()
         .filter(|e| e.require_signed_commits)
         .collect();
     if strict.is_empty() {
@@ -394,9 +384,14 @@ fn w(out: &mut dyn Write, s: std::fmt::Arguments<'_>) -> Result<()> {
 impl Ctx<'_> {
     /// One environment: the promotion and signature gates, then the one
     /// pipeline (crate::pipeline) with the command line's hooks.
-    async fn env(&self, name: &str, stop: &Stop, out: &mut dyn Write) -> Result<EnvResult> {
+    async fn env(
+        &self,
+        environment: &Environment,
+        stop: &Stop,
+        out: &mut dyn Write,
+    ) -> Result<EnvResult> {
         let model = &self.checked.model;
-        let environment = model.environment(name).expect("checked above");
+        let name = environment.name.as_str();
         let owner = self.mode.owner.clone().unwrap_or_else(|| name.to_string());
         let mut result = EnvResult {
             env: name.to_string(),
@@ -512,7 +507,7 @@ impl Hooks for Preview<'_> {
         let color = std::io::stdout().is_terminal()
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         let plan = crate::plan::Plan::new(crate::plan::PlanSource::Live, vec![env_plan.clone()]);
-        let mut text = crate::plan::render::text(&plan, color);
+        let mut text = crate::plan::output::text(&plan, color);
         if !self.prune {
             text.push_str("prune is off: deletes above are not applied\n");
         }

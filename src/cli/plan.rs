@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use crate::load::Files;
 use crate::model::Model;
-use crate::plan::{self, render, EnvPlan, Plan, PlanSource, Revision, Side};
+use crate::plan::{self, output, EnvPlan, Plan, PlanSource, Revision, Side};
 use crate::policy::Date;
 use crate::render::{SecretLookup, StructuralSecrets};
 use crate::secrets::{self, Identities, IdentityOptions};
@@ -98,17 +98,17 @@ pub fn run(
 /// Writes `plan` in the requested format.
 pub fn write(args: &PlanArgs, plan: &Plan, out: &mut dyn Write, tty: bool) -> super::Result<()> {
     match args.format {
-        Format::Json => out.write_all(render::json(plan).as_bytes())?,
+        Format::Json => out.write_all(output::json(plan).as_bytes())?,
         Format::Text => {
             let color = match args.color {
                 Color::Always => true,
                 Color::Never => false,
                 Color::Auto => tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
             };
-            out.write_all(render::text(plan, color).as_bytes())?;
+            out.write_all(output::text(plan, color).as_bytes())?;
         }
         Format::Markdown => {
-            let parts = render::markdown(plan);
+            let parts = output::markdown(plan);
             match &args.out_dir {
                 Some(dir) => {
                     std::fs::create_dir_all(dir)?;
@@ -164,7 +164,13 @@ pub fn build(args: &PlanArgs, err: &mut dyn Write) -> super::Result<Option<Plan>
     for e in &envs {
         let environment = model.environment(e).expect("selected environments exist");
         let decrypted = secrets::load_env(environment, &files, &ids)?;
-        let p = rt.block_on(live_env(model, graph, e, &decrypted, args.concurrency))?;
+        let p = rt.block_on(live_env(
+            model,
+            graph,
+            environment,
+            &decrypted,
+            args.concurrency,
+        ))?;
         out.push(p);
     }
     Ok(Some(Plan::new(PlanSource::Live, out)))
@@ -173,16 +179,19 @@ pub fn build(args: &PlanArgs, err: &mut dyn Write) -> super::Result<Option<Plan>
 async fn live_env(
     model: &Model,
     graph: &crate::graph::Graph,
-    env: &str,
+    environment: &crate::model::Environment,
     secrets: &secrets::Decrypted,
     concurrency: usize,
 ) -> Result<EnvPlan, plan::Error> {
-    let environment = model.environment(env).expect("selected environments exist");
-    let kinds = crate::observe::scopes_of(graph, env);
+    let kinds = crate::observe::scopes_of(graph, &environment.name);
     let providers =
         crate::observe::Providers::connect(&environment.target(None), kinds.keys().copied())
             .await?;
-    plan::plan_env(model, graph, env, &providers, secrets, None, concurrency).await
+    let input = plan::PlanInput {
+        concurrency,
+        ..plan::PlanInput::new(model, graph, environment, &providers, secrets)
+    };
+    plan::plan_env(&input).await
 }
 
 fn runtime() -> super::Result<tokio::runtime::Runtime> {

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::graph::Graph;
-use crate::model::Model;
+use crate::model::{Environment, Model};
 use crate::observe::{self, LiveState, Observed, Providers};
 use crate::provider::Provider;
 use crate::render::{RenderOptions, Renderer, SecretLookup};
@@ -53,9 +53,6 @@ pub use outcome::{Outcome, ResourceOutcome, Status};
 /// not an error: it is in the [`Outcome`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The environment is not in the model.
-    #[error("unknown environment `{0}`")]
-    UnknownEnvironment(String),
     /// Observing live state failed.
     #[error(transparent)]
     Observe(#[from] observe::Error),
@@ -121,12 +118,13 @@ pub enum Event {
 /// A progress callback.
 pub type Progress<'a> = &'a (dyn Fn(&Event) + Send + Sync);
 
-/// One environment to apply.
+/// One environment to apply: [`EnvRun::new`], then what differs from
+/// the defaults (owner, observed state, options, progress, stop).
 pub struct EnvRun<'a> {
     pub model: &'a Model,
     pub graph: &'a Graph,
-    /// The environment's name in the model.
-    pub env: &'a str,
+    /// The environment, resolved once by the caller.
+    pub env: &'a Environment,
     /// Owner name in ownership marks and `${env.name}` (blue/green
     /// `--as prod-green`); `None` is the environment's own name. Must match
     /// the owner the `providers` were connected with.
@@ -142,7 +140,66 @@ pub struct EnvRun<'a> {
     pub stop: Option<&'a Stop>,
 }
 
-impl EnvRun<'_> {
+impl<'a> EnvRun<'a> {
+    /// Applies `env` of `model`/`graph` through `providers` with `secrets`:
+    /// the environment's own owner name, observed afresh, default options,
+    /// no progress, no stop.
+    pub fn new(
+        model: &'a Model,
+        graph: &'a Graph,
+        env: &'a Environment,
+        providers: &'a Providers,
+        secrets: &'a (dyn SecretLookup + Sync),
+    ) -> Self {
+        EnvRun {
+            model,
+            graph,
+            env,
+            owner: None,
+            providers,
+            observed: None,
+            secrets,
+            options: Options::default(),
+            progress: None,
+            stop: None,
+        }
+    }
+
+    /// See [`EnvRun::owner`].
+    pub fn owner(mut self, owner: Option<&'a str>) -> Self {
+        self.owner = owner;
+        self
+    }
+
+    /// See [`EnvRun::observed`].
+    pub fn observed(mut self, live: Option<&'a LiveState>) -> Self {
+        self.observed = live;
+        self
+    }
+
+    /// See [`EnvRun::options`].
+    pub fn options(mut self, options: Options) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// See [`EnvRun::progress`].
+    pub fn progress(mut self, progress: Option<Progress<'a>>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// See [`EnvRun::stop`].
+    pub fn stop(mut self, stop: Option<&'a Stop>) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// The environment's name (the graph's key).
+    fn name(&self) -> &'a str {
+        &self.env.name
+    }
+
     fn emit(&self, e: Event) {
         if let Some(p) = self.progress {
             p(&e);
@@ -168,11 +225,7 @@ struct Step {
 /// Applies environment `run.env`: see the module documentation.
 pub async fn run_env(run: &EnvRun<'_>) -> Result<Outcome> {
     let t0 = Instant::now();
-    let environment = run
-        .model
-        .environment(run.env)
-        .ok_or_else(|| Error::UnknownEnvironment(run.env.to_string()))?;
-    let kinds = observe::scopes_of(run.graph, run.env);
+    let kinds = observe::scopes_of(run.graph, run.name());
     // Borrowed when the plan handed it over: a copy of every live body of
     // a large environment would double the reconciler's peak memory.
     let observed;
@@ -183,14 +236,14 @@ pub async fn run_env(run: &EnvRun<'_>) -> Result<Outcome> {
             &observed
         }
     };
-    let order: Vec<ResourceId> = run.graph.levels(run.env).into_iter().flatten().collect();
+    let order: Vec<ResourceId> = run.graph.levels(run.name()).into_iter().flatten().collect();
     let declared: HashSet<&ResourceId> = order.iter().collect();
     let candidates = prune::candidates(live, &declared);
     run.emit(Event::Observed {
         total: order.len() + candidates.len(),
     });
 
-    let mut out = Outcome::new(run.env, run.owner.unwrap_or(&environment.name));
+    let mut out = Outcome::new(run.name(), run.owner.unwrap_or(run.name()));
     let applied = apply_all(run, live, &order, t0, &mut out).await;
 
     let clean = out.resources.iter().all(|r| r.status.is_success()) && !run.stopped();
@@ -229,7 +282,7 @@ async fn apply_all(
     let mut applied: HashMap<ResourceId, Live> = HashMap::new();
     let mut waiting: HashMap<ResourceId, usize> = order
         .iter()
-        .map(|id| (id.clone(), run.graph.dependencies(run.env, id).len()))
+        .map(|id| (id.clone(), run.graph.dependencies(run.name(), id).len()))
         .collect();
     let mut ready: Vec<ResourceId> = order
         .iter()
@@ -247,7 +300,7 @@ async fn apply_all(
             let (kind, provider_kind) = kind_of(run, &id);
             let bad: Vec<String> = run
                 .graph
-                .dependencies(run.env, &id)
+                .dependencies(run.name(), &id)
                 .into_iter()
                 .filter(|d| failed.contains(d))
                 .map(|d| d.to_string())
@@ -339,7 +392,7 @@ async fn apply_all(
 /// The kind and provider of a declared resource.
 fn kind_of(run: &EnvRun<'_>, id: &ResourceId) -> (String, ProviderKind) {
     run.graph
-        .node(run.env, id)
+        .node(run.name(), id)
         .map(|n| (n.kind.clone(), n.provider))
         .unwrap_or_else(|| (String::new(), ProviderKind::Kubernetes))
 }
@@ -352,7 +405,7 @@ fn release(
     waiting: &mut HashMap<ResourceId, usize>,
     ready: &mut Vec<ResourceId>,
 ) {
-    for d in run.graph.dependents(run.env, id) {
+    for d in run.graph.dependents(run.name(), id) {
         if let Some(n) = waiting.get_mut(&d) {
             *n -= 1;
             if *n == 0 {
@@ -374,7 +427,7 @@ fn render_one(
         secrets: run.secrets,
         owner: run.owner,
     };
-    let renderer = Renderer::new(run.model, run.env, opts).map_err(|e| e.to_string())?;
+    let renderer = Renderer::new(run.model, run.name(), opts).map_err(|e| e.to_string())?;
     let desired = renderer.render(id).map_err(|e| e.to_string())?;
     if let Some(u) = first_unknown(&desired.body) {
         return Err(format!(
@@ -478,7 +531,7 @@ async fn record_inventory(
 ) {
     let mut owned: BTreeMap<ProviderKind, Vec<Live>> = BTreeMap::new();
     for id in order {
-        let Some(node) = run.graph.node(run.env, id) else {
+        let Some(node) = run.graph.node(run.name(), id) else {
             continue;
         };
         if let Some(l) = applied.get(id).or_else(|| live.get(id)) {

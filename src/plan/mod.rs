@@ -13,8 +13,8 @@
 //! - the desired state of another revision ([`build_revisions`], for pull
 //!   requests: no credentials needed).
 //!
-//! The I/O around it ([`plan_env`], [`plan_env_connect`]) observes and asks
-//! the providers, then calls the pure step. Renderers are in [`render`].
+//! The I/O around it ([`plan_env`]) observes and asks
+//! the providers, then calls the pure step. Text, Markdown and JSON forms are in [`output`].
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -23,15 +23,15 @@ use serde::Serialize;
 
 use crate::diff::{self, FieldChange};
 use crate::graph::Graph;
-use crate::model::Model;
+use crate::model::{Environment, Model};
 use crate::observe::{self, LiveState, Providers};
 use crate::policy::{self, Date};
 use crate::provider;
-use crate::render::{self as rendering, RenderOptions, SecretLookup};
+use crate::render::{self, RenderOptions, SecretLookup};
 use crate::resource::{Action, Change, Desired, ProviderKind, ResourceId};
 use crate::value::{key_path, Origin, Value};
 
-pub mod render;
+pub mod output;
 pub mod secrets;
 
 /// The version of the JSON document ([`Plan`]); see docs/plan-json.md.
@@ -51,7 +51,7 @@ pub enum Error {
     Render {
         env: String,
         #[source]
-        source: Box<rendering::Error>,
+        source: Box<render::Error>,
     },
     /// Connecting or observing failed.
     #[error(transparent)]
@@ -437,7 +437,7 @@ pub fn render_desired(
         secrets,
         owner,
     };
-    rendering::render_env(model, env, opts).map_err(|source| Error::Render {
+    render::render_env(model, env, opts).map_err(|source| Error::Render {
         env: env.to_string(),
         source: Box::new(source),
     })
@@ -867,36 +867,65 @@ pub fn revision_environments(base: &Model, head: &Model) -> Vec<String> {
     names
 }
 
-/// Observes `env` through `providers`, asks each provider for its
-/// prediction of every desired resource (at most `concurrency` at once),
-/// and builds the plan.
-pub async fn plan_env(
-    model: &Model,
-    graph: &Graph,
-    env: &str,
-    providers: &Providers,
-    secrets: &(dyn SecretLookup + Sync),
-    owner: Option<&str>,
-    concurrency: usize,
-) -> Result<EnvPlan> {
-    plan_env_live(model, graph, env, providers, secrets, owner, concurrency)
-        .await
-        .map(|(plan, _)| plan)
+/// What planning one environment against live state needs.
+#[derive(Clone, Copy)]
+pub struct PlanInput<'a> {
+    pub model: &'a Model,
+    pub graph: &'a Graph,
+    /// The environment, resolved once by the caller.
+    pub env: &'a Environment,
+    pub providers: &'a Providers,
+    pub secrets: &'a (dyn SecretLookup + Sync),
+    /// Owner name in ownership marks and `${env.name}` (`rebuild --as`);
+    /// `None` is the environment's own name.
+    pub owner: Option<&'a str>,
+    /// Provider predictions in flight at once (at least 1).
+    pub concurrency: usize,
+}
+
+impl<'a> PlanInput<'a> {
+    /// Plans `env` through `providers` with `secrets`: the environment's own
+    /// owner name, [`DEFAULT_CONCURRENCY`].
+    pub fn new(
+        model: &'a Model,
+        graph: &'a Graph,
+        env: &'a Environment,
+        providers: &'a Providers,
+        secrets: &'a (dyn SecretLookup + Sync),
+    ) -> Self {
+        PlanInput {
+            model,
+            graph,
+            env,
+            providers,
+            secrets,
+            owner: None,
+            concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
+}
+
+/// Observes the environment through its providers, asks each provider for
+/// its prediction of every desired resource (at most `concurrency` at
+/// once), and builds the plan.
+pub async fn plan_env(input: &PlanInput<'_>) -> Result<EnvPlan> {
+    plan_env_live(input).await.map(|(plan, _)| plan)
 }
 
 /// [`plan_env`], also returning the live state it observed, so a run that
 /// applies right after (the reconciler) starts from it instead of listing
 /// every kind again.
-pub async fn plan_env_live(
-    model: &Model,
-    graph: &Graph,
-    env: &str,
-    providers: &Providers,
-    secrets: &(dyn SecretLookup + Sync),
-    owner: Option<&str>,
-    concurrency: usize,
-) -> Result<(EnvPlan, LiveState)> {
-    environment(model, env)?;
+pub async fn plan_env_live(input: &PlanInput<'_>) -> Result<(EnvPlan, LiveState)> {
+    let PlanInput {
+        model,
+        graph,
+        providers,
+        secrets,
+        owner,
+        concurrency,
+        ..
+    } = *input;
+    let env = input.env.name.as_str();
     let kinds = observe::scopes_of(graph, env);
     let live = observe::observe_env(providers, &kinds).await?;
     let desired = render_desired(model, env, Some(&live), secrets, owner)?;
@@ -1004,29 +1033,6 @@ async fn predict(
             })
         }
     }
-}
-
-/// Connects the providers `env` needs (owner `owner`), observes and plans.
-pub async fn plan_env_connect(
-    model: &Model,
-    graph: &Graph,
-    env: &str,
-    secrets: &(dyn SecretLookup + Sync),
-    owner: Option<&str>,
-) -> Result<EnvPlan> {
-    let environment = environment(model, env)?;
-    let kinds = observe::scopes_of(graph, env);
-    let providers = Providers::connect(&environment.target(owner), kinds.keys().copied()).await?;
-    plan_env(
-        model,
-        graph,
-        env,
-        &providers,
-        secrets,
-        owner,
-        DEFAULT_CONCURRENCY,
-    )
-    .await
 }
 
 #[cfg(test)]

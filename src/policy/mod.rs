@@ -30,7 +30,7 @@ mod env;
 mod field;
 mod ingress;
 mod kubernetes;
-mod render;
+mod output;
 mod trace;
 mod waiver;
 
@@ -38,7 +38,7 @@ pub use config::{
     is_production, ConfigError, PolicyConfig, Severity, DEFAULT_PUBLIC_PORTS, DEFAULT_REQUIRED_TAGS,
 };
 pub use env::evaluate_env;
-pub use render::render_check_list;
+pub use output::render_check_list;
 pub use trace::{Hop, ModelTrace, NoTrace, Tracer};
 
 /// Parsing a policy block or waivers: every problem found, in file order.

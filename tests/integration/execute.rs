@@ -210,18 +210,9 @@ fn options() -> Options {
 async fn apply(stand: &Stand, dir: &Path, env: &str) -> (Outcome, Providers) {
     let (model, graph) = load(dir);
     let providers = stand.providers(&model, env, env).await;
-    let run = EnvRun {
-        model: &model,
-        graph: &graph,
-        env,
-        owner: None,
-        providers: &providers,
-        observed: None,
-        secrets: &StructuralSecrets,
-        options: options(),
-        progress: None,
-        stop: None,
-    };
+    let environment = model.environment(env).expect("the fixture has it");
+    let run =
+        EnvRun::new(&model, &graph, environment, &providers, &StructuralSecrets).options(options());
     let outcome = execute::run_env(&run).await.expect("the run starts");
     (outcome, providers)
 }

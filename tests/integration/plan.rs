@@ -14,7 +14,7 @@ use tempfile::TempDir;
 use tidegate::graph::Graph;
 use tidegate::model::Model;
 use tidegate::observe::{self, Providers};
-use tidegate::plan::{self, render, Counts, EnvPlan, ModulePlan, Plan, PlanSource, ResourcePlan};
+use tidegate::plan::{self, output, Counts, EnvPlan, ModulePlan, Plan, PlanSource, ResourcePlan};
 use tidegate::provider::{Action, Provider, ProviderKind, ResourceId};
 use tidegate::secrets::{Decrypted, Identities, IdentityOptions};
 
@@ -110,7 +110,7 @@ fn exit_codes_are_0_2_1() {
 /// module: `plan --offline` refuses them (exit 1, no plan), each once, at
 /// the var, input or default it was written in, like `validate`.
 #[test]
-fn offline_plan_refuses_bad_aws_values_passed_through_vars_and_inputs() {
+fn offline_plan_refuses_bad_values_passed_through_vars_and_inputs() {
     let repo = "tests/fixtures/repos/fail_aws_bad_values_via_refs";
     let (code, out, err) = tidegate(&["plan", "--offline", "--repo", repo]);
     assert_eq!(code, 1, "{out}{err}");
@@ -850,14 +850,14 @@ fn huge_plan() -> Plan {
 #[test]
 fn a_huge_plan_splits_into_valid_markdown_parts_under_the_cap() {
     let plan = huge_plan();
-    let lines = render::text(&plan, false).lines().count();
+    let lines = output::text(&plan, false).lines().count();
     assert!(lines > 40_000, "the plan has {lines} lines");
-    let parts = render::markdown(&plan);
+    let parts = output::markdown(&plan);
     assert!(parts.len() > 3, "{} parts", parts.len());
     for (i, p) in parts.iter().enumerate() {
         let n = p.chars().count();
         assert!(
-            n < render::COMMENT_LIMIT,
+            n < output::COMMENT_LIMIT,
             "part {} has {n} characters",
             i + 1
         );
@@ -1156,7 +1156,12 @@ async fn apply(model: &Model, graph: &Graph, providers: &Providers, secrets: &De
 async fn live_plan(repo: &LiveRepo, targets: &Targets) -> (Plan, Model, Graph, Decrypted) {
     let (model, graph, secrets) = repo.load();
     let providers = targets.providers(&model).await;
-    let env = plan::plan_env(&model, &graph, "dev", &providers, &secrets, None, 4)
+    let dev = model.environment("dev").expect("the fixture has dev");
+    let input = plan::PlanInput {
+        concurrency: 4,
+        ..plan::PlanInput::new(&model, &graph, dev, &providers, &secrets)
+    };
+    let env = plan::plan_env(&input)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     (
@@ -1176,11 +1181,11 @@ fn action<'a>(p: &'a Plan, id: &str) -> &'a ResourcePlan {
 
 fn all_formats(p: &Plan) -> Vec<String> {
     let mut v = vec![
-        render::text(p, false),
-        render::text(p, true),
-        render::json(p),
+        output::text(p, false),
+        output::text(p, true),
+        output::json(p),
     ];
-    v.extend(render::markdown(p));
+    v.extend(output::markdown(p));
     v
 }
 
@@ -1204,13 +1209,13 @@ async fn live_plan_against_moto_and_kube_sim() {
         (c.create, c.changes()),
         (6, 6),
         "{}",
-        render::text(&p, false)
+        output::text(&p, false)
     );
     assert_eq!(
         p.environments[0].order[0].resources,
         ["app.namespace", "network.vpc"]
     );
-    let text = render::text(&p, false);
+    let text = output::text(&p, false);
     assert!(
         text.contains("+ data.VPC_ID: (known after apply)"),
         "{text}"
@@ -1225,10 +1230,10 @@ async fn live_plan_against_moto_and_kube_sim() {
     apply(&model, &graph, &providers, &secrets).await;
     let (p, ..) = live_plan(&repo, &targets).await;
     let c = p.environments[0].counts;
-    assert_eq!(c.changes(), 0, "{}", render::text(&p, false));
+    assert_eq!(c.changes(), 0, "{}", output::text(&p, false));
     assert_eq!(c.no_op, 6);
     assert!(!p.has_changes());
-    assert!(render::text(&p, false).contains("No changes."));
+    assert!(output::text(&p, false).contains("No changes."));
 
     // 3. A var, an immutable field, a resource removed, a secret rotated.
     repo.edit(
@@ -1263,7 +1268,7 @@ async fn live_plan_against_moto_and_kube_sim() {
     );
 
     let (p, ..) = live_plan(&repo, &targets).await;
-    let text = render::text(&p, false);
+    let text = output::text(&p, false);
     let config = action(&p, "app.config");
     assert_eq!(config.action, Action::Update, "{text}");
     assert!(text.contains("-greeting = hello"), "{text}");
@@ -1297,6 +1302,6 @@ async fn live_plan_against_moto_and_kube_sim() {
             assert!(!out.contains(s), "secret leaked:\n{out}");
         }
     }
-    let md = render::markdown(&p).concat();
+    let md = output::markdown(&p).concat();
     assert!(md.contains("| dev | 0 | 2 | 1 | 1 |"), "{md}");
 }
