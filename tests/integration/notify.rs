@@ -167,7 +167,7 @@ async fn slack(
         _ => false,
     };
     if header(&h, "content-type") != "application/json"
-        || !v["text"].as_str().is_some_and(|t| !t.is_empty())
+        || v["text"].as_str().is_none_or(str::is_empty)
         || blocks.is_empty()
         || blocks.len() > 50
         || !blocks.iter().all(block_ok)
