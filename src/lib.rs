@@ -28,7 +28,8 @@
 //! - [`pipeline`]: the steps `cli` and `reconcile` share (check, the signed
 //!   commit gate, the record of an apply); neither imports the other.
 //! - [`reconcile`]: the in-cluster loop (state machine, driver, webhooks,
-//!   leases); [`server`]: its HTTP surface; [`metrics`]: its Prometheus series.
+//!   leases); [`server`]: its HTTP surface; [`metrics`]: its Prometheus series;
+//!   [`notify`]: webhooks, Slack and commit statuses about what it does.
 //! - [`cli`]: the command implementations behind `src/main.rs`.
 
 pub mod cli;
@@ -40,6 +41,7 @@ pub mod graph;
 pub mod load;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod observe;
 pub mod pipeline;
 pub mod plan;

@@ -13,6 +13,8 @@
 //! | `tidegate_errors_total` | counter | reason |
 //! | `tidegate_source_polls_total` | counter | result |
 //! | `tidegate_webhooks_total` | counter | forge, result |
+//! | `tidegate_notifications_total` | counter | target, event, result |
+//! | `tidegate_notification_queue_depth` | gauge | target |
 //!
 //! `tidegate_api_retries_total` makes backoff visible: every request a
 //! provider sent again (also counted in `tidegate_api_calls_total`), by why
@@ -78,6 +80,18 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotifyLabels {
+    target: String,
+    event: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HookLabels {
     forge: String,
     result: String,
@@ -99,6 +113,8 @@ pub struct Metrics {
     errors: Family<ReasonLabels, Counter>,
     polls: Family<ResultLabels, Counter>,
     webhooks: Family<HookLabels, Counter>,
+    notifications: Family<NotifyLabels, Counter>,
+    notify_queue: Family<TargetLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -169,6 +185,18 @@ impl Metrics {
             "Webhook deliveries by forge and result",
             webhooks.clone(),
         );
+        let notifications = Family::<NotifyLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notification events by target, event kind and result (sent, failed, rejected, dropped, deduplicated)",
+            notifications.clone(),
+        );
+        let notify_queue = Family::<TargetLabels, Gauge>::default();
+        registry.register(
+            "notification_queue_depth",
+            "Notification events queued per target",
+            notify_queue.clone(),
+        );
         Metrics {
             registry,
             durations,
@@ -182,6 +210,8 @@ impl Metrics {
             errors,
             polls,
             webhooks,
+            notifications,
+            notify_queue,
         }
     }
 
@@ -284,6 +314,25 @@ impl Metrics {
                 result: result.into(),
             })
             .inc();
+    }
+
+    /// One notification event's outcome at one target.
+    pub fn notification(&self, target: &str, event: &str, result: &str) {
+        self.notifications
+            .get_or_create(&NotifyLabels {
+                target: target.into(),
+                event: event.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    pub fn notification_queue(&self, target: &str, depth: usize) {
+        self.notify_queue
+            .get_or_create(&TargetLabels {
+                target: target.into(),
+            })
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
     /// The exposition text.

@@ -44,6 +44,9 @@ pub enum Error {
     /// The reconciler's HTTP server could not start.
     #[error(transparent)]
     Server(#[from] crate::server::Error),
+    /// The `--notifications` file is invalid or names a secret that is missing.
+    #[error(transparent)]
+    Notify(#[from] crate::notify::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

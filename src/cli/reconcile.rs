@@ -140,6 +140,10 @@ pub struct ReconcileArgs {
     /// from the last applied one: an explicit rollback.
     #[arg(long, value_name = "COMMIT", value_parser = reconcile::driver::commit_prefix)]
     pub allow_rollback_to: Option<String>,
+    /// Notification targets (webhook, Slack, GitHub/GitLab commit
+    /// statuses): a `kind: Notifications` file, docs/notifications.md.
+    #[arg(long, value_name = "FILE", env = "TIDEGATE_NOTIFICATIONS")]
+    pub notifications: Option<PathBuf>,
     #[command(flatten)]
     pub identities: IdentityOptions,
     #[command(flatten)]
@@ -186,6 +190,14 @@ async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> super::Resu
     let api_token = match &args.api_token_file {
         None => None,
         Some(path) => Some(server::read_secret_file("API token", path)?),
+    };
+    let notifications = match &args.notifications {
+        None => None,
+        Some(path) => {
+            let config = crate::notify::Config::read(path)?;
+            config.check_secrets()?;
+            Some(config)
+        }
     };
     let max_connections =
         server::listen::descriptor_budget(args.max_connections, args.probe_max_connections)?;
@@ -267,6 +279,18 @@ async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> super::Resu
         tracing::warn!("no --api-token-file or --api-auth=kubernetes: suspend, resume and reconcile through the API are refused");
     }
     let (shared, commands) = Shared::new(&opts, secret);
+    if let Some(config) = &notifications {
+        let origin = crate::notify::Origin {
+            remote: crate::source::redact_url(&remote),
+            branch: args.branch.clone(),
+            identity: opts.leases.as_ref().map(|l| l.identity.clone()),
+            status_url: None,
+        };
+        let observer = Arc::new(SharedMetrics(shared.clone()));
+        opts.notifier = crate::notify::Notifier::start(config, origin, observer)?;
+        tracing::info!(targets = config.targets.len(), "notifications on");
+    }
+    let notifier = opts.notifier.clone();
     let listeners = server::Listeners::bind(args.listen, args.probe_listen).await?;
     tracing::info!(listen = %args.listen, probe_listen = %args.probe_listen, max_connections, remote = %remote, branch = %args.branch, dry_run = args.dry_run, "tidegate reconcile started");
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -275,9 +299,28 @@ async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> super::Resu
     }));
     let reconciler = Reconciler::new(source, converge, opts, shared, commands, kube);
     reconciler.run(terminated()).await;
+    // The events of the last moments (reconciler.stopped among them) get a
+    // short, bounded time to go out.
+    notifier.shutdown(NOTIFY_FLUSH).await;
     let _ = stop_http.send(());
     let _ = server.await;
     Ok(())
+}
+
+/// How long queued notifications may take to go out at shutdown, after the
+/// converges in flight (`--shutdown-grace`).
+const NOTIFY_FLUSH: Duration = Duration::from_secs(3);
+
+/// Notification results and queue depths into the reconciler's metrics.
+struct SharedMetrics(Arc<Shared>);
+
+impl crate::notify::Observer for SharedMetrics {
+    fn count(&self, target: &str, event: &str, result: &str) {
+        self.0.metrics.notification(target, event, result);
+    }
+    fn queued(&self, target: &str, depth: usize) {
+        self.0.metrics.notification_queue(target, depth);
+    }
 }
 
 /// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).

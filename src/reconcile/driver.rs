@@ -27,6 +27,7 @@ use super::webhook::ReplayCache;
 use super::{Converge, EnvReport, ErrorReason, Mode, ReportError};
 use crate::metrics::Metrics;
 use crate::model::DriftMode;
+use crate::notify::{self, Kind, Notifier};
 use crate::sensitive::Sensitive;
 use crate::source::{self, Snapshot, Source};
 
@@ -61,6 +62,8 @@ pub struct Options {
     /// applied although it does not descend from the last applied one: an
     /// explicit rollback (`--allow-rollback-to`).
     pub allow_rollback_to: Option<String>,
+    /// Where events go (`--notifications`); disabled by default.
+    pub notifier: Notifier,
 }
 
 impl Options {
@@ -81,6 +84,7 @@ impl Options {
             trust: Arc::default(),
             force_push: None,
             allow_rollback_to: None,
+            notifier: Notifier::disabled(),
         }
     }
 }
@@ -309,6 +313,7 @@ impl Reconciler {
             shared,
             refusals: Mutex::default(),
             signed_envs: Mutex::default(),
+            waiting: Mutex::default(),
         };
         io.run(&mut commands, kube, shutdown).await
     }
@@ -326,6 +331,9 @@ struct Io {
     /// Environments of the commit loaded last with
     /// `requireSignedCommits: true`.
     signed_envs: Mutex<HashSet<String>>,
+    /// Environments last seen waiting at their gate: env → (commit, on),
+    /// so that `gate.waiting` is sent when the wait starts, not each step.
+    waiting: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl Io {
@@ -358,6 +366,11 @@ impl Io {
         let mut deadline: Option<tokio::time::Instant> = None;
         let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
         tokio::pin!(shutdown);
+        let notifier = &self.opts.notifier;
+        notifier.notify(notify::Event::new(
+            Kind::ReconcilerStarted,
+            &notifier.origin(),
+        ));
         'run: loop {
             let event = tokio::select! {
                 _ = tokio::time::sleep_until(next_poll), if !state.stopping => {
@@ -373,6 +386,13 @@ impl Io {
                 Some((env, report)) = done_rx.recv() => {
                     tasks.remove(&env);
                     io.finished(&env, &report);
+                    // A converge at the commit already good there is a
+                    // drift check; any other is the apply of a new commit.
+                    let drift_check = state.envs.get(&env).and_then(|e| e.last_good.as_deref())
+                        == Some(report.commit.as_str());
+                    for event in report_events(&notifier.origin(), &env, &report, drift_check) {
+                        notifier.notify(event);
+                    }
                     Event::Finished { env, report, jitter: fastrand::f64() }
                 }
                 Some(ev) = lease_rx.recv() => ev,
@@ -414,9 +434,19 @@ impl Io {
                         // Where force-pushes are refused, the commit must
                         // descend from the one last applied (the record's,
                         // else the one this process applied).
+                        let last_good = state.envs.get(&env).and_then(|e| e.last_good.clone());
+                        let new_commit =
+                            mode == Mode::Apply && last_good.as_deref() != Some(commit.as_str());
                         let lineage = (mode == Mode::Apply && self.refuses_force_push(&env))
-                            .then(|| state.envs.get(&env).and_then(|e| e.last_good.clone()));
-                        let task = self.spawn(env.clone(), snap, mode, lineage, done_tx.clone());
+                            .then_some(last_good);
+                        let task = self.spawn(
+                            env.clone(),
+                            snap,
+                            mode,
+                            lineage,
+                            new_commit,
+                            done_tx.clone(),
+                        );
                         tasks.insert(env, task);
                     }
                     Action::Abandon { env } => {
@@ -443,6 +473,10 @@ impl Io {
         if let Some(task) = lease_task {
             let _ = task.await;
         }
+        notifier.notify(notify::Event::new(
+            Kind::ReconcilerStopped,
+            &notifier.origin(),
+        ));
         tracing::info!("stopped");
     }
 
@@ -606,8 +640,10 @@ impl Io {
         snap: Arc<Snapshot>,
         mode: Mode,
         lineage: Option<Option<String>>,
+        new_commit: bool,
         done: mpsc::UnboundedSender<Done>,
     ) -> JoinHandle<()> {
+        let notifier = self.opts.notifier.clone();
         let converge = self.converge.clone();
         let commit = snap.commit.clone();
         let source = self.source.clone();
@@ -640,6 +676,14 @@ impl Io {
                     }
                 }
                 tracing::info!("converge started");
+                if new_commit {
+                    let e = notify::Event::new(Kind::ApplyStarted, &notifier.origin())
+                        .env(&env, &commit);
+                    notifier.notify(notify::Event {
+                        mode: Some(mode.label().into()),
+                        ..e
+                    });
+                }
                 let name = env.clone();
                 // The converge runs in its own task so a panic becomes a report.
                 let inner = tokio::spawn(
@@ -723,6 +767,7 @@ impl Io {
         for e in &envs {
             self.shared.metrics.suspended(&e.name, e.suspended);
         }
+        self.notify_waiting(state.commit.as_deref(), &envs);
         let ready = self.shared.ready();
         self.shared.set_status(|s| {
             s.environments = envs;
@@ -730,6 +775,90 @@ impl Io {
             s.stopping = state.stopping;
             s.ready = ready;
         });
+    }
+}
+
+impl Io {
+    /// Sends `gate.waiting` for each environment that started waiting (on
+    /// another environment, or at another commit) since the last step.
+    fn notify_waiting(&self, commit: Option<&str>, envs: &[EnvStatus]) {
+        let notifier = &self.opts.notifier;
+        if !notifier.enabled() {
+            return;
+        }
+        let mut waiting = lock(&self.waiting);
+        for e in envs {
+            let (Gate::Waiting { on }, Some(commit)) = (&e.gate, commit) else {
+                waiting.remove(&e.name);
+                continue;
+            };
+            let now = (commit.to_string(), on.clone());
+            if waiting.get(&e.name) == Some(&now) {
+                continue;
+            }
+            waiting.insert(e.name.clone(), now);
+            let why = format!(
+                "{on} is not converged and healthy at {}",
+                notify::short(commit)
+            );
+            let mut event = notify::Event::new(Kind::GateWaiting, &notifier.origin())
+                .env(&e.name, commit)
+                .reason("waiting-on", &why);
+            event.waiting_on = Some(on.clone());
+            notifier.notify(event);
+        }
+    }
+}
+
+/// The notifications a finished converge makes: a refused commit, a failed
+/// or succeeded apply of a new commit, drift found (and healed) by a drift
+/// check. Reports hold no secret values, so neither do the events.
+fn report_events(
+    origin: &notify::Origin,
+    env: &str,
+    report: &EnvReport,
+    drift_check: bool,
+) -> Vec<notify::Event> {
+    let base = |kind: Kind| {
+        let mut e = notify::Event::new(kind, origin).env(env, &report.commit);
+        e.mode = Some(report.mode.label().to_string());
+        e.duration_ms = Some(report.duration_ms);
+        let c = report.changes;
+        e.changes = Some(notify::Counts {
+            create: c.create,
+            update: c.update,
+            delete: c.delete,
+            unchanged: c.unchanged,
+        });
+        e
+    };
+    if let Some(err) = &report.error {
+        let kind = match err.reason {
+            ErrorReason::Signature | ErrorReason::NotADescendant => Kind::CommitRefused,
+            _ => Kind::ApplyFailed,
+        };
+        return vec![base(kind).reason(err.reason.label(), &err.message)];
+    }
+    if !report.health.passes_gate() {
+        let why = match &report.health {
+            super::EnvHealth::Progressing(r) | super::EnvHealth::Degraded(r) => r.clone(),
+            other => other.label().to_string(),
+        };
+        return vec![base(Kind::ApplyFailed).reason(ErrorReason::Health.label(), &why)];
+    }
+    if !drift_check {
+        return match report.mode {
+            Mode::Apply => vec![base(Kind::ApplySucceeded)],
+            Mode::ReportOnly => Vec::new(),
+        };
+    }
+    if report.drift.is_empty() {
+        return Vec::new();
+    }
+    let detected = base(Kind::DriftDetected).resources(&report.drift);
+    match report.mode {
+        Mode::Apply => vec![detected, base(Kind::DriftHealed).resources(&report.drift)],
+        Mode::ReportOnly => vec![detected],
     }
 }
 

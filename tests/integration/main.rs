@@ -11,6 +11,7 @@ mod fault;
 mod fixtures;
 mod fuzz_corpus;
 mod kubernetes;
+mod notify;
 mod ownership;
 mod plan;
 mod policy;

@@ -1,0 +1,461 @@
+//! One event to one HTTP request, per kind of receiver. Pure apart from
+//! reading the target's secrets (at each delivery, so rotation works).
+//!
+//! What each receiver is sent follows its public documentation:
+//! - generic webhook: `POST <url>`, the [`Event`] as JSON,
+//!   `X-Tidegate-Signature: sha256=<hex HMAC-SHA256 of the body>`;
+//! - Slack incoming webhook: `POST <url>`, `{"text", "blocks"}` (Block Kit:
+//!   header, section with fields, context);
+//! - GitHub: `POST {api}/repos/{owner}/{repo}/statuses/{sha}`,
+//!   `Authorization: Bearer`, `{"state", "target_url", "description",
+//!   "context"}`, description at most 140 characters;
+//! - GitLab: `POST {api}/api/v4/projects/{id}/statuses/{sha}`,
+//!   `PRIVATE-TOKEN`, `{"state", "name", "target_url", "description"}`.
+
+use hmac::{Hmac, Mac};
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::{Method, Uri};
+use hyper::body::Bytes;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use serde_json::json;
+use sha2::Sha256;
+
+use super::config::{SecretRef, Target, TargetKind};
+use super::{short, truncate, Event, Kind};
+
+/// A request ready to send. Secret headers are marked sensitive; the URI
+/// of a webhook or Slack target is itself a secret and never logged.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// The signature header of the generic webhook.
+pub const SIGNATURE_HEADER: &str = "x-tidegate-signature";
+
+/// `sha256=<hex>` of `body` under `key`.
+pub fn signature(key: &[u8], body: &[u8]) -> String {
+    // HMAC takes keys of any length: new_from_slice cannot fail.
+    let mac = <Hmac<Sha256> as Mac>::new_from_slice(key).map(|mut m| {
+        m.update(body);
+        hex::encode(m.finalize().into_bytes())
+    });
+    format!("sha256={}", mac.unwrap_or_default())
+}
+
+/// Whether `kind` means anything to this target (commit statuses only
+/// show the state of an environment at a commit).
+pub fn handles(kind: &TargetKind, event: &Event) -> bool {
+    match kind {
+        TargetKind::Webhook { .. } | TargetKind::Slack { .. } => true,
+        TargetKind::GitHub { .. } | TargetKind::GitLab { .. } => {
+            event.commit.is_some()
+                && event.environment.is_some()
+                && status_state(event.kind).is_some()
+        }
+    }
+}
+
+/// The request for `event`, or why it cannot be made (a secret missing;
+/// the message names the reference, never the value).
+pub fn prepare(target: &Target, event: &Event) -> Result<Prepared, String> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        USER_AGENT,
+        HeaderValue::from_static(concat!("tidegate/", env!("CARGO_PKG_VERSION"))),
+    );
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let (uri, body) = match &target.kind {
+        TargetKind::Webhook { url, signing_key } => {
+            let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+            let key = read(signing_key, "signingKey")?;
+            headers.insert(
+                HeaderName::from_static(SIGNATURE_HEADER),
+                header(&signature(key.expose(), &body))?,
+            );
+            headers.insert(
+                HeaderName::from_static("x-tidegate-event"),
+                header(event.kind.label())?,
+            );
+            headers.insert(
+                HeaderName::from_static("x-tidegate-delivery"),
+                header(&event.id)?,
+            );
+            (secret_uri(url)?, body)
+        }
+        TargetKind::Slack { url } => {
+            let body = serde_json::to_vec(&slack_body(event)).map_err(|e| e.to_string())?;
+            (secret_uri(url)?, body)
+        }
+        TargetKind::GitHub {
+            api_url,
+            repository,
+            token,
+            context,
+        } => {
+            let (env, sha, state) = status_parts(event)?;
+            let state = match state {
+                StatusState::Pending => "pending",
+                StatusState::Running => "pending",
+                StatusState::Success => "success",
+                StatusState::Failed => "failure",
+                StatusState::Refused => "error",
+            };
+            let mut body = json!({
+                "state": state,
+                "description": truncate(&event.summary(), 140),
+                "context": context.replace("{environment}", env),
+            });
+            if let Some(u) = target_url(event) {
+                body["target_url"] = json!(u);
+            }
+            let token = read(token, "token")?;
+            let mut auth = header(&format!(
+                "Bearer {}",
+                token.expose_str().unwrap_or_default()
+            ))?;
+            auth.set_sensitive(true);
+            headers.insert(AUTHORIZATION, auth);
+            headers.insert(
+                http::header::ACCEPT,
+                HeaderValue::from_static("application/vnd.github+json"),
+            );
+            headers.insert(
+                HeaderName::from_static("x-github-api-version"),
+                HeaderValue::from_static("2022-11-28"),
+            );
+            let uri = format!("{api_url}/repos/{repository}/statuses/{sha}");
+            (
+                parse_uri(&uri)?,
+                serde_json::to_vec(&body).map_err(|e| e.to_string())?,
+            )
+        }
+        TargetKind::GitLab {
+            api_url,
+            project,
+            token,
+            context,
+        } => {
+            let (env, sha, state) = status_parts(event)?;
+            let state = match state {
+                StatusState::Pending => "pending",
+                StatusState::Running => "running",
+                StatusState::Success => "success",
+                StatusState::Failed | StatusState::Refused => "failed",
+            };
+            let mut body = json!({
+                "state": state,
+                "name": context.replace("{environment}", env),
+                "description": truncate(&event.summary(), 255),
+            });
+            if let Some(u) = target_url(event) {
+                body["target_url"] = json!(u);
+            }
+            let token = read(token, "token")?;
+            let mut t = header(token.expose_str().unwrap_or_default())?;
+            t.set_sensitive(true);
+            headers.insert(HeaderName::from_static("private-token"), t);
+            let id = utf8_percent_encode(project, NON_ALPHANUMERIC);
+            let uri = format!("{api_url}/api/v4/projects/{id}/statuses/{sha}");
+            (
+                parse_uri(&uri)?,
+                serde_json::to_vec(&body).map_err(|e| e.to_string())?,
+            )
+        }
+    };
+    Ok(Prepared {
+        method: Method::POST,
+        uri,
+        headers,
+        body: Bytes::from(body),
+    })
+}
+
+/// A commit status's meaning, before each forge's spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatusState {
+    Pending,
+    Running,
+    Success,
+    Failed,
+    Refused,
+}
+
+fn status_state(kind: Kind) -> Option<StatusState> {
+    match kind {
+        Kind::GateWaiting => Some(StatusState::Pending),
+        Kind::ApplyStarted => Some(StatusState::Running),
+        Kind::ApplySucceeded => Some(StatusState::Success),
+        Kind::ApplyFailed => Some(StatusState::Failed),
+        Kind::CommitRefused => Some(StatusState::Refused),
+        _ => None,
+    }
+}
+
+fn status_parts(event: &Event) -> Result<(&str, &str, StatusState), String> {
+    let env = event.environment.as_deref();
+    let sha = event
+        .commit
+        .as_deref()
+        .filter(|c| c.bytes().all(|b| b.is_ascii_hexdigit()));
+    match (env, sha, status_state(event.kind)) {
+        (Some(env), Some(sha), Some(state)) => Ok((env, sha, state)),
+        _ => Err(format!(
+            "a {} event has no commit status",
+            event.kind.label()
+        )),
+    }
+}
+
+/// The status page, on the event's environment.
+fn target_url(event: &Event) -> Option<String> {
+    let base = event.reconciler.status_url.as_deref()?;
+    Some(match &event.environment {
+        Some(env) => format!(
+            "{base}{}env={env}",
+            if base.contains('?') { '&' } else { '?' }
+        ),
+        None => base.to_string(),
+    })
+}
+
+/// The Slack message: `text` (the fallback and notification line) and
+/// blocks: a header, the facts as fields, the message, a link.
+pub fn slack_body(event: &Event) -> serde_json::Value {
+    let emoji = match event.kind.severity() {
+        super::Severity::Error => ":red_circle:",
+        super::Severity::Warning => ":warning:",
+        super::Severity::Info => ":large_green_circle:",
+    };
+    let mut fields =
+        vec![json!({"type": "mrkdwn", "text": format!("*Event*\n{}", event.kind.label())})];
+    if let Some(env) = &event.environment {
+        fields.push(json!({"type": "mrkdwn", "text": format!("*Environment*\n{env}")}));
+    }
+    if let Some(c) = &event.commit {
+        fields.push(json!({"type": "mrkdwn", "text": format!("*Commit*\n`{}`", short(c))}));
+    }
+    if let Some(ch) = &event.changes {
+        let text = format!(
+            "*Changes*\n{} create, {} update, {} delete, {} unchanged",
+            ch.create, ch.update, ch.delete, ch.unchanged
+        );
+        fields.push(json!({"type": "mrkdwn", "text": text}));
+    }
+    if event.resource_count > 0 {
+        fields.push(
+            json!({"type": "mrkdwn", "text": format!("*Resources*\n{}", event.resource_count)}),
+        );
+    }
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("{emoji} {}", headline(event)), 150), "emoji": true}}),
+        json!({"type": "section", "fields": fields}),
+    ];
+    if let Some(m) = &event.message {
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&escape_mrkdwn(m), 3000)}}));
+    }
+    if !event.resources.is_empty() {
+        let list = event
+            .resources
+            .iter()
+            .map(|r| format!("`{}`", escape_mrkdwn(r)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        blocks.push(
+            json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&list, 3000)}}),
+        );
+    }
+    let mut context = vec![
+        json!({"type": "mrkdwn", "text": format!("{} · {}", escape_mrkdwn(&event.reconciler.remote), event.time)}),
+    ];
+    if let Some(u) = target_url(event) {
+        context.push(json!({"type": "mrkdwn", "text": format!("<{u}|status page>")}));
+    }
+    blocks.push(json!({"type": "context", "elements": context}));
+    json!({"text": truncate(&event.summary(), 3000), "blocks": blocks})
+}
+
+fn headline(event: &Event) -> String {
+    let env = event.environment.as_deref().unwrap_or("tidegate");
+    match event.kind {
+        Kind::ReconcilerStarted => "tidegate reconciler started".into(),
+        Kind::ReconcilerStopped => "tidegate reconciler stopped".into(),
+        Kind::ApplyStarted => format!("{env}: apply started"),
+        Kind::ApplySucceeded => format!("{env}: applied"),
+        Kind::ApplyFailed => format!("{env}: apply failed"),
+        Kind::DriftDetected => format!("{env}: drift detected"),
+        Kind::DriftHealed => format!("{env}: drift healed"),
+        Kind::GateWaiting => format!("{env}: waiting at its gate"),
+        Kind::CommitRefused => format!("{env}: commit refused"),
+    }
+}
+
+/// Slack's three control characters, escaped as its docs say.
+fn escape_mrkdwn(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn read(r: &SecretRef, what: &str) -> Result<crate::sensitive::Sensitive, String> {
+    r.read().map_err(|why| format!("{what} from {r}: {why}"))
+}
+
+fn secret_uri(r: &SecretRef) -> Result<Uri, String> {
+    let url = read(r, "url")?;
+    let s = url.expose_str().unwrap_or_default();
+    if !super::config::is_http_url(s) {
+        return Err(format!("url from {r} is not an http(s) URL"));
+    }
+    s.parse()
+        .map_err(|_| format!("url from {r} is not an http(s) URL"))
+}
+
+fn parse_uri(s: &str) -> Result<Uri, String> {
+    s.parse().map_err(|e| format!("bad URL {s}: {e}"))
+}
+
+fn header(s: &str) -> Result<HeaderValue, String> {
+    HeaderValue::from_str(s)
+        .map_err(|_| "a header value holds characters HTTP does not allow".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::config::{Filter, Target};
+    use crate::notify::{Origin, Severity};
+
+    fn target(kind: TargetKind) -> Target {
+        Target {
+            name: "t".into(),
+            kind,
+            filter: Filter {
+                environments: None,
+                events: None,
+                min_severity: Severity::Info,
+            },
+            rate_per_minute: 60,
+            queue_size: None,
+        }
+    }
+
+    fn secret_file(dir: &tempfile::TempDir, name: &str, value: &str) -> SecretRef {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("{value}\n")).unwrap();
+        SecretRef::File(p)
+    }
+
+    fn failed() -> Event {
+        let origin = Origin {
+            remote: "https://git.example.com/infra.git".into(),
+            branch: "main".into(),
+            identity: None,
+            status_url: Some("https://tidegate.example.com/".into()),
+        };
+        Event::new(Kind::ApplyFailed, &origin)
+            .env("prod", "0123456789abcdef0123456789abcdef01234567")
+            .reason("apply", "web/deployment failed: <quota> & more")
+    }
+
+    #[test]
+    fn the_webhook_body_is_the_event_and_the_signature_is_hmac_sha256_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = target(TargetKind::Webhook {
+            url: secret_file(&dir, "url", "http://127.0.0.1:9/hook"),
+            signing_key: secret_file(&dir, "key", "k3y"),
+        });
+        let e = failed();
+        let p = prepare(&t, &e).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
+        assert_eq!(body["schemaVersion"], 1);
+        assert_eq!(body["kind"], "apply.failed");
+        assert_eq!(body["severity"], "error");
+        assert_eq!(body["environment"], "prod");
+        assert_eq!(body["reason"], "apply");
+        assert_eq!(body["id"], e.id.as_str());
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"k3y").unwrap();
+        mac.update(&p.body);
+        let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(p.headers[SIGNATURE_HEADER], want.as_str());
+        assert_eq!(p.headers["x-tidegate-event"], "apply.failed");
+        assert_eq!(p.uri, "http://127.0.0.1:9/hook");
+    }
+
+    #[test]
+    fn github_gets_a_failure_status_for_the_commit_with_a_bearer_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = target(TargetKind::GitHub {
+            api_url: "https://ghe.example.com/api/v3".into(),
+            repository: "platform/infra".into(),
+            token: secret_file(&dir, "tok", "ghp_x"),
+            context: "tidegate/{environment}".into(),
+        });
+        let p = prepare(&t, &failed()).unwrap();
+        assert_eq!(p.uri, "https://ghe.example.com/api/v3/repos/platform/infra/statuses/0123456789abcdef0123456789abcdef01234567");
+        assert_eq!(p.headers[AUTHORIZATION], "Bearer ghp_x");
+        assert!(p.headers[AUTHORIZATION].is_sensitive());
+        let body: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
+        assert_eq!(body["state"], "failure");
+        assert_eq!(body["context"], "tidegate/prod");
+        assert_eq!(body["target_url"], "https://tidegate.example.com/?env=prod");
+        assert!(body["description"].as_str().unwrap().chars().count() <= 140);
+        let drift = Event::new(Kind::DriftDetected, &Origin::default()).env("prod", "abc");
+        assert!(!handles(&t.kind, &drift));
+        assert!(handles(&t.kind, &failed()));
+    }
+
+    #[test]
+    fn gitlab_gets_a_failed_status_with_the_project_path_encoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = target(TargetKind::GitLab {
+            api_url: "https://gitlab.example.com".into(),
+            project: "group/infra".into(),
+            token: secret_file(&dir, "tok", "glpat-x"),
+            context: "tidegate/{environment}".into(),
+        });
+        let p = prepare(&t, &failed()).unwrap();
+        assert_eq!(p.uri, "https://gitlab.example.com/api/v4/projects/group%2Finfra/statuses/0123456789abcdef0123456789abcdef01234567");
+        assert_eq!(p.headers["private-token"], "glpat-x");
+        let body: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
+        assert_eq!(body["state"], "failed");
+        assert_eq!(body["name"], "tidegate/prod");
+    }
+
+    #[test]
+    fn slack_blocks_carry_the_facts_escaped_and_a_status_link() {
+        let b = slack_body(&failed());
+        assert!(b["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("prod: apply of 0123456789ab failed"));
+        let blocks = b["blocks"].as_array().unwrap();
+        assert_eq!(blocks[0]["type"], "header");
+        assert_eq!(blocks[1]["fields"][1]["text"], "*Environment*\nprod");
+        assert_eq!(
+            blocks[2]["text"]["text"],
+            "web/deployment failed: &lt;quota&gt; &amp; more"
+        );
+        let last = blocks.last().unwrap();
+        assert_eq!(last["type"], "context");
+        assert!(last["elements"][1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("<https://tidegate.example.com/?env=prod|status page>"));
+    }
+
+    #[test]
+    fn a_missing_secret_names_the_reference_not_a_value() {
+        let t = target(TargetKind::Slack {
+            url: SecretRef::Env("TIDEGATE_TEST_UNSET_SLACK_URL".into()),
+        });
+        let err = prepare(&t, &failed()).unwrap_err();
+        assert!(
+            err.contains("environment variable TIDEGATE_TEST_UNSET_SLACK_URL"),
+            "{err}"
+        );
+    }
+}
