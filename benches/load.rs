@@ -246,6 +246,10 @@ fn wide_map_repo(keys: usize) -> Files {
     let mut f = Files::new();
     f.insert("modules/wide/module.yaml".into(), m.into_bytes());
     f.insert("environments/dev.yaml".into(), e.as_bytes().to_vec());
+    f.insert(
+        "tidegate.yaml".into(),
+        tidegate::load::project::document("bench").into_bytes(),
+    );
     f
 }
 

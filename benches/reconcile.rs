@@ -138,7 +138,8 @@ fn main() {
     // Cargo builds the package's binaries, in the benchmark's profile,
     // before it runs a benchmark.
     let exe = env!("CARGO_BIN_EXE_tidegate");
-    let port = free_port();
+    // The API listener (status) and the probe listener (`/metrics`).
+    let (port, probe_port) = (free_port(), free_port());
     let t0 = Instant::now();
     let child = Command::new(exe)
         .args(["reconcile", "--branch", "main", "--interval", "5s"])
@@ -146,6 +147,8 @@ fn main() {
         .arg(format!("file://{}", repo.display()))
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
+        .arg("--probe-listen")
+        .arg(format!("127.0.0.1:{probe_port}"))
         .arg("--cache-dir")
         .arg(dir.join("git-cache"))
         .arg("--state-dir")
@@ -188,7 +191,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let first = t0.elapsed().as_secs_f64();
-    let m = http_get(port, "/metrics").expect("metrics");
+    let m = http_get(probe_port, "/metrics").expect("metrics");
     println!(
         "reconciler over {} managed resources: first convergence (all created) {first:.1}s after start; RSS {}, peak {}",
         args.resources.max(12),
@@ -216,7 +219,7 @@ fn main() {
     for cycle in 1..=args.cycles {
         let m = loop {
             std::thread::sleep(Duration::from_millis(250));
-            let m = http_get(port, "/metrics").expect("metrics");
+            let m = http_get(probe_port, "/metrics").expect("metrics");
             if count(&m) > seen {
                 break m;
             }
