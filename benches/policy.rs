@@ -4,6 +4,8 @@
 //!
 //! `cargo bench --bench policy -- 20000`
 
+mod common;
+
 use std::time::Instant;
 
 use serde_json::json;
@@ -34,7 +36,11 @@ fn deployment(i: usize) -> Value {
 }
 
 fn main() {
-    let n: usize = std::env::args()
+    let Some(args) = common::args_or_skip("policy") else {
+        return;
+    };
+    let n: usize = args
+        .iter()
         .filter_map(|a| a.parse().ok())
         .next()
         .unwrap_or(20_000);

@@ -28,7 +28,7 @@
 //! - [`pipeline`]: the steps `cli` and `reconcile` share (check, the signed
 //!   commit gate, the record of an apply); neither imports the other.
 //! - [`reconcile`]: the in-cluster loop (state machine, driver, webhooks,
-//!   leases); [`server`]: its HTTP surface; [`metrics`]: its Prometheus series;
+//!   leases, its Prometheus series); [`server`]: its HTTP surface;
 //!   [`notify`]: webhooks, Slack and commit statuses about what it does.
 //! - [`cli`]: the command implementations behind `src/main.rs`.
 
@@ -39,7 +39,6 @@ pub mod execute;
 pub mod expr;
 pub mod graph;
 pub mod load;
-pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod observe;

@@ -523,9 +523,10 @@ mod tests {
     }
 
     /// Duplicates are found through a per-map index (issue 17: the scan of
-    /// every earlier key made 80,000 keys take 40 s; `bench_load --yaml-keys`
-    /// measures it): each map has its own, the first position is kept, and
-    /// every entry stays in document order.
+    /// every earlier key made 80,000 keys take 40 s;
+    /// `cargo bench --bench load -- --yaml-keys` measures it): each map has
+    /// its own, the first position is kept, and every entry stays in
+    /// document order.
     #[test]
     fn duplicate_keys_are_found_per_map_in_large_maps() {
         let mut text = String::from("data:\n");

@@ -63,7 +63,7 @@ impl SecretLookup for CiphertextSecrets {
             Kind::Str(s) => s.to_string(),
             Kind::Int(i) => i.to_string(),
             Kind::Bool(b) => b.to_string(),
-            Kind::Float(f) => crate::secrets::mac::go_format_float(*f),
+            Kind::Float(f) => crate::secrets::enc::go_format_float(*f),
             _ => return None,
         };
         Some(if doc.meta.rule.should_encrypt(&keys) {
@@ -105,7 +105,7 @@ mod tests {
     #[test]
     fn plaintext_values_answer_as_themselves() {
         use crate::secrets::encrypt::{encrypt, CreationRule};
-        use crate::secrets::mac::Rule;
+        use crate::secrets::sops::Rule;
         let recipient = age::x25519::Identity::generate().to_public().to_string();
         let rule = |r: Rule| CreationRule {
             path_regex: None,

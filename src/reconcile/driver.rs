@@ -23,9 +23,9 @@ use tracing::Instrument;
 
 use super::lease::{self, LeaseConfig, Leases, Publish, Published};
 use super::machine::{self, Action, EnvSpec, Event, Gate, State};
+use super::metrics::Metrics;
 use super::webhook::ReplayCache;
 use super::{Converge, EnvReport, ErrorReason, Mode, ReportError};
-use crate::metrics::Metrics;
 use crate::model::DriftMode;
 use crate::notify::{self, Kind, Notifier};
 use crate::sensitive::Sensitive;

@@ -15,6 +15,8 @@
 //!   constant time, replay-safe) that make the driver poll at once.
 //! - [`lease`]: one Kubernetes Lease per environment so several replicas
 //!   split environments and two never apply the same one.
+//! - [`metrics`]: the Prometheus series the driver updates from each
+//!   [`EnvReport`] and [`ErrorReason`], served on `/metrics`.
 //!
 //! # Guarantees
 //! - An environment starts a commit only when every environment it is
@@ -35,6 +37,7 @@ pub mod converge;
 pub mod driver;
 pub mod lease;
 pub mod machine;
+pub mod metrics;
 pub mod webhook;
 
 use std::time::Duration;

@@ -1,6 +1,12 @@
 //! The cryptography sops uses: AES-256-GCM with a 32-byte IV for values and
 //! the MAC (`aes/cipher.go`), and the 32-byte data key wrapped in an armored
 //! age file per X25519 recipient (`age/keysource.go`).
+//!
+//! The leaf crypto core of `secrets`: it knows the value format
+//! ([`super::enc`]) and the loaded identities, never the document model
+//! ([`super::sops`]) or the MAC walk ([`super::mac`]), which both build on
+//! it. Callers hand it the metadata fields it needs (the MAC string and
+//! `lastmodified`, the wrapped keys).
 
 use std::io::{Read, Write};
 
@@ -12,9 +18,8 @@ use age::armor::{ArmoredReader, ArmoredWriter, Format as ArmorFormat};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
+use super::enc::{format_enc, parse_enc, EncValue, Plain};
 use super::identity::Identities;
-use super::mac::Plain;
-use super::sops::{format_enc, parse_enc, EncValue, Metadata};
 use super::{Error, Result};
 
 /// AES-256-GCM with sops' 32-byte nonce.
@@ -25,6 +30,14 @@ pub const IV_LEN: usize = 32;
 
 /// The 32-byte key that encrypts every value of one file.
 pub type DataKey = Zeroizing<[u8; 32]>;
+
+/// One wrapped copy of the data key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgeKey {
+    pub recipient: String,
+    /// Armored age file holding the 32-byte data key.
+    pub enc: String,
+}
 
 /// A fresh random data key.
 pub fn new_data_key() -> DataKey {
@@ -87,16 +100,18 @@ pub fn encrypt_value(plain: &Plain, key: &DataKey, aad: &str) -> Result<String> 
     Ok(seal(kind, &bytes, key, aad))
 }
 
-/// Decrypts the stored MAC (AAD: `lastmodified` in Go's RFC 3339 form).
+/// Decrypts the stored MAC `mac` (the metadata's `ENC[...]`; AAD: the
+/// metadata's `lastmodified` in Go's RFC 3339 form).
 pub fn decrypt_mac(
-    meta: &Metadata,
+    mac: &str,
+    lastmodified: &str,
     key: &DataKey,
 ) -> std::result::Result<Zeroizing<String>, String> {
-    if meta.mac.is_empty() {
+    if mac.is_empty() {
         return Err("the file has no MAC".into());
     }
-    let enc = parse_enc(&meta.mac)?;
-    let aad = go_rfc3339(&meta.lastmodified)
+    let enc = parse_enc(mac)?;
+    let aad = go_rfc3339(lastmodified)
         .ok_or_else(|| "`lastmodified` is not an RFC 3339 timestamp".to_string())?;
     let bytes = decrypt_value(&enc, key, &aad)?;
     String::from_utf8(bytes.to_vec())
@@ -172,13 +187,13 @@ pub fn wrap_data_key(key: &DataKey, recipient: &str) -> Result<String> {
     String::from_utf8(out).map_err(|e| wrap_err(&e))
 }
 
-/// Unwraps the data key with any loaded identity.
+/// Unwraps the data key from any of the file's wrapped copies `age` (the
+/// metadata's `age` list) with any loaded identity.
 ///
 /// Errors: [`Error::NoIdentity`] (nothing loaded), [`Error::Armor`] (an
 /// entry is damaged and no other entry worked), [`Error::WrongIdentity`].
-pub fn unwrap_data_key(meta: &Metadata, file: &str, ids: &Identities) -> Result<DataKey> {
-    let recipients = meta
-        .age
+pub fn unwrap_data_key(age: &[AgeKey], file: &str, ids: &Identities) -> Result<DataKey> {
+    let recipients = age
         .iter()
         .map(|k| k.recipient.as_str())
         .collect::<Vec<_>>()
@@ -190,7 +205,7 @@ pub fn unwrap_data_key(meta: &Metadata, file: &str, ids: &Identities) -> Result<
         });
     }
     let mut damaged = None;
-    for entry in &meta.age {
+    for entry in age {
         tracing::trace!(file, recipient = %entry.recipient, "trying to unwrap the data key");
         match try_unwrap(&entry.enc, ids) {
             Ok(Some(key)) => return Ok(key),
@@ -245,7 +260,6 @@ fn describe_age_error(e: &age::DecryptError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secrets::sops::AgeKey;
     use age::secrecy::ExposeSecret;
 
     #[test]
@@ -292,17 +306,10 @@ mod tests {
         let key = new_data_key();
         let enc = wrap_data_key(&key, &id.to_public().to_string()).unwrap();
         assert!(enc.starts_with("-----BEGIN AGE ENCRYPTED FILE-----\n"));
-        let meta = Metadata {
-            age: vec![AgeKey {
-                recipient: id.to_public().to_string(),
-                enc: enc.clone(),
-            }],
-            lastmodified: now_rfc3339(),
-            mac: String::new(),
-            rule: Default::default(),
-            mac_only_encrypted: false,
-            version: "3.11.0".into(),
-        };
+        let meta = vec![AgeKey {
+            recipient: id.to_public().to_string(),
+            enc: enc.clone(),
+        }];
         let ids = Identities::parse(id.to_string().expose_secret(), "test").unwrap();
         assert_eq!(*unwrap_data_key(&meta, "f", &ids).unwrap(), *key);
         let wrong = Identities::parse(other.to_string().expose_secret(), "other").unwrap();
@@ -312,7 +319,7 @@ mod tests {
             "{e}"
         );
         let mut truncated = meta.clone();
-        truncated.age[0].enc = enc[..enc.len() / 2].to_string();
+        truncated[0].enc = enc[..enc.len() / 2].to_string();
         let e = unwrap_data_key(&truncated, "f", &ids).unwrap_err();
         assert!(matches!(e, Error::Armor { .. }), "{e}");
         let e = unwrap_data_key(&meta, "f", &Identities::default()).unwrap_err();

@@ -17,9 +17,9 @@ use std::path::Path;
 
 use regex::Regex;
 
-use super::crypto::{self, DataKey};
-use super::mac::{self, Rule};
-use super::sops::{self, AgeKey, Format, Kind, Metadata, Node, SopsDoc};
+use super::crypto::{self, AgeKey, DataKey};
+use super::mac;
+use super::sops::{self, Format, Kind, Metadata, Node, Rule, SopsDoc};
 use super::{Error, Identities, Result};
 
 /// The sops version tidegate writes files compatible with.
@@ -198,7 +198,7 @@ pub fn update_keys(
     recipients: &[String],
 ) -> Result<String> {
     let doc = sops::parse_encrypted(encrypted, file)?;
-    let key = crypto::unwrap_data_key(&doc.meta, file, identities)?;
+    let key = crypto::unwrap_data_key(&doc.meta.age, file, identities)?;
     mac::decrypt_tree(&doc, &key, file)?;
     let SopsDoc { format, data, meta } = doc;
     let meta = Metadata {
@@ -215,7 +215,7 @@ pub fn decrypt_to_plaintext(
     identities: &Identities,
 ) -> Result<zeroize::Zeroizing<String>> {
     let doc = sops::parse_encrypted(encrypted, file)?;
-    let key = crypto::unwrap_data_key(&doc.meta, file, identities)?;
+    let key = crypto::unwrap_data_key(&doc.meta.age, file, identities)?;
     let plain = mac::decrypt_tree(&doc, &key, file)?;
     Ok(sops::emit(&mac::to_plain_node(&plain), None, doc.format))
 }

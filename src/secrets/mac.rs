@@ -1,6 +1,11 @@
 //! Which values sops encrypts, and the MAC over them, exactly as sops 3.x
-//! computes them (`sops.go`: `shouldBeEncrypted`, `Tree.Encrypt`,
-//! `Tree.Decrypt`, `ToBytes`).
+//! computes them (`sops.go`: `Tree.Encrypt`, `Tree.Decrypt`, `ToBytes`; the
+//! file's `shouldBeEncrypted` rule is [`Rule`], kept in [`super::sops`] with
+//! the metadata that records it).
+//!
+//! The top of the secrets core: it walks [`super::sops`] documents and
+//! seals or opens their leaves with [`super::crypto`], as [`super::enc`]
+//! values; none of those imports this module.
 //!
 //! The walk visits leaves in document order. Map keys form the path (list
 //! indices do not); the AAD of a value is the path joined with `:` plus a
@@ -9,12 +14,12 @@
 //! -1, 64)`), over encrypted leaves only when `mac_only_encrypted` is set
 //! (then seeded with a fixed 32-byte prefix), rendered as uppercase hex.
 
-use regex::Regex;
 use sha2::{Digest, Sha512};
 use zeroize::Zeroizing;
 
 use super::crypto::{self, DataKey};
-use super::sops::{parse_enc, Kind, Node, SopsDoc};
+use super::enc::{parse_enc, Plain};
+use super::sops::{Kind, Node, Rule, SopsDoc};
 use super::{At, Error, Result};
 use crate::sensitive::Sensitive;
 use crate::value::{Map, Value};
@@ -25,188 +30,30 @@ const MAC_ONLY_ENCRYPTED_INIT: [u8; 32] = [
     0x0b, 0x97, 0x5b, 0x3b, 0xf4, 0x4f, 0x72, 0xc6, 0xfd, 0xad, 0xec, 0x81, 0x76, 0xf2, 0x7d, 0x69,
 ];
 
-/// The default rule when a file names none.
-pub const DEFAULT_UNENCRYPTED_SUFFIX: &str = "_unencrypted";
+/// Go's float form, which the MAC covers ([`Plain::mac_bytes`]); defined
+/// with the value format in [`super::enc`].
+pub use super::enc::go_format_float;
 
-/// The one selection rule of a file.
-#[derive(Clone, Debug)]
-pub enum Rule {
-    /// Values under a key ending in the suffix stay plaintext.
-    UnencryptedSuffix(String),
-    /// Only values under a key ending in the suffix are encrypted.
-    EncryptedSuffix(String),
-    /// Values under a key matching the regex stay plaintext.
-    UnencryptedRegex(Regex),
-    /// Only values under a key matching the regex are encrypted.
-    EncryptedRegex(Regex),
+/// A leaf of a document as the plaintext it holds; `None` for a null or a
+/// collection.
+fn plain_of(kind: &Kind) -> Option<Plain> {
+    Some(match kind {
+        Kind::Str(s) => Plain::Str(s.clone()),
+        Kind::Int(i) => Plain::Int(*i),
+        Kind::Float(f) => Plain::Float(*f),
+        Kind::Bool(b) => Plain::Bool(*b),
+        _ => return None,
+    })
 }
 
-impl Default for Rule {
-    fn default() -> Self {
-        Rule::UnencryptedSuffix(DEFAULT_UNENCRYPTED_SUFFIX.into())
-    }
-}
-
-impl Rule {
-    /// Builds the rule from the four metadata fields; at most one may be set.
-    pub fn from_fields(
-        unencrypted_suffix: Option<String>,
-        encrypted_suffix: Option<String>,
-        unencrypted_regex: Option<String>,
-        encrypted_regex: Option<String>,
-    ) -> std::result::Result<Rule, String> {
-        let regex = |field: &str, r: String| {
-            Regex::new(&r).map_err(|e| format!("`{field}` is not a valid regex: {e}"))
-        };
-        let set: Vec<_> = [
-            ("unencrypted_suffix", unencrypted_suffix),
-            ("encrypted_suffix", encrypted_suffix),
-            ("unencrypted_regex", unencrypted_regex),
-            ("encrypted_regex", encrypted_regex),
-        ]
-        .into_iter()
-        .filter_map(|(f, v)| v.filter(|v| !v.is_empty()).map(|v| (f, v)))
-        .collect();
-        match set.as_slice() {
-            [] => Ok(Rule::default()),
-            [(f, v)] => Ok(match *f {
-                "unencrypted_suffix" => Rule::UnencryptedSuffix(v.clone()),
-                "encrypted_suffix" => Rule::EncryptedSuffix(v.clone()),
-                "unencrypted_regex" => Rule::UnencryptedRegex(regex(f, v.clone())?),
-                _ => Rule::EncryptedRegex(regex(f, v.clone())?),
-            }),
-            _ => Err("more than one of unencrypted_suffix, encrypted_suffix, unencrypted_regex, encrypted_regex is set; sops allows one".into()),
-        }
-    }
-
-    /// The metadata field and value that record this rule.
-    pub fn field(&self) -> (&'static str, String) {
-        match self {
-            Rule::UnencryptedSuffix(s) => ("unencrypted_suffix", s.clone()),
-            Rule::EncryptedSuffix(s) => ("encrypted_suffix", s.clone()),
-            Rule::UnencryptedRegex(r) => ("unencrypted_regex", r.as_str().to_string()),
-            Rule::EncryptedRegex(r) => ("encrypted_regex", r.as_str().to_string()),
-        }
-    }
-
-    /// sops' `shouldBeEncrypted` for the map keys leading to a value.
-    pub fn should_encrypt(&self, path: &[String]) -> bool {
-        match self {
-            Rule::UnencryptedSuffix(s) => !path.iter().any(|k| k.ends_with(s.as_str())),
-            Rule::EncryptedSuffix(s) => path.iter().any(|k| k.ends_with(s.as_str())),
-            Rule::UnencryptedRegex(r) => !path.iter().any(|k| r.is_match(k)),
-            Rule::EncryptedRegex(r) => path.iter().any(|k| r.is_match(k)),
-        }
-    }
-}
-
-/// A leaf's plaintext with its sops type.
-#[derive(Clone, Debug)]
-pub enum Plain {
-    Str(Zeroizing<String>),
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    Bytes(Zeroizing<Vec<u8>>),
-}
-
-impl Plain {
-    /// Go's `sops.ToBytes`: the bytes the MAC covers.
-    pub fn mac_bytes(&self) -> Zeroizing<Vec<u8>> {
-        Zeroizing::new(match self {
-            Plain::Str(s) => s.as_bytes().to_vec(),
-            Plain::Int(i) => i.to_string().into_bytes(),
-            Plain::Float(f) => go_format_float(*f).into_bytes(),
-            Plain::Bool(true) => b"True".to_vec(),
-            Plain::Bool(false) => b"False".to_vec(),
-            Plain::Bytes(b) => b.to_vec(),
-        })
-    }
-
-    /// The type tag and bytes `aes.Cipher.Encrypt` encrypts.
-    pub fn enc_parts(&self) -> (&'static str, Zeroizing<Vec<u8>>) {
-        let kind = match self {
-            Plain::Str(_) => "str",
-            Plain::Int(_) => "int",
-            Plain::Float(_) => "float",
-            Plain::Bool(_) => "bool",
-            Plain::Bytes(_) => "bytes",
-        };
-        (kind, self.mac_bytes())
-    }
-
-    /// `aes.Cipher.Decrypt`'s conversion of decrypted bytes by type tag.
-    pub fn from_decrypted(
-        kind: &str,
-        bytes: Zeroizing<Vec<u8>>,
-    ) -> std::result::Result<Plain, String> {
-        let text =
-            || std::str::from_utf8(&bytes).map_err(|_| format!("a `{kind}` value is not UTF-8"));
-        let bad = || format!("the decrypted value is not a valid `{kind}`");
-        Ok(match kind {
-            "str" => Plain::Str(Zeroizing::new(text()?.to_string())),
-            "int" | "int64" => Plain::Int(text()?.parse().map_err(|_| bad())?),
-            "float" => Plain::Float(text()?.parse().map_err(|_| bad())?),
-            "bool" => Plain::Bool(go_parse_bool(text()?).ok_or_else(bad)?),
-            "bytes" => Plain::Bytes(bytes),
-            other => return Err(format!("unknown value type `{other}`")),
-        })
-    }
-
-    fn from_node(kind: &Kind) -> Option<Plain> {
-        Some(match kind {
-            Kind::Str(s) => Plain::Str(s.clone()),
-            Kind::Int(i) => Plain::Int(*i),
-            Kind::Float(f) => Plain::Float(*f),
-            Kind::Bool(b) => Plain::Bool(*b),
-            _ => return None,
-        })
-    }
-
-    /// The node a plaintext document (`sops -d` output) holds for this leaf.
-    pub fn to_kind(&self) -> Kind {
-        match self {
-            Plain::Str(s) => Kind::Str(s.clone()),
-            Plain::Int(i) => Kind::Int(*i),
-            Plain::Float(f) => Kind::Float(*f),
-            Plain::Bool(b) => Kind::Bool(*b),
-            Plain::Bytes(b) => Kind::Str(Zeroizing::new(String::from_utf8_lossy(b).into_owned())),
-        }
-    }
-
-    /// The secret as tidegate hands it on: strings as they are, other types
-    /// in their YAML spelling (`true`, `42`, `1.5`).
-    pub fn to_sensitive(&self) -> Sensitive {
-        match self {
-            Plain::Str(s) => Sensitive::new(s.as_bytes().to_vec()),
-            Plain::Bytes(b) => Sensitive::new(b.to_vec()),
-            Plain::Bool(b) => Sensitive::from_string(b.to_string()),
-            Plain::Int(i) => Sensitive::from_string(i.to_string()),
-            Plain::Float(f) => Sensitive::from_string(go_format_float(*f)),
-        }
-    }
-}
-
-/// Go's `strconv.ParseBool`.
-fn go_parse_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
-/// Go's `strconv.FormatFloat(f, 'f', -1, 64)`: shortest round-trip digits,
-/// never an exponent.
-pub fn go_format_float(f: f64) -> String {
-    if f.is_nan() {
-        "NaN".into()
-    } else if f == f64::INFINITY {
-        "+Inf".into()
-    } else if f == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{f}")
+/// The node a plaintext document (`sops -d` output) holds for this leaf.
+fn kind_of(plain: &Plain) -> Kind {
+    match plain {
+        Plain::Str(s) => Kind::Str(s.clone()),
+        Plain::Int(i) => Kind::Int(*i),
+        Plain::Float(f) => Kind::Float(*f),
+        Plain::Bool(b) => Kind::Bool(*b),
+        Plain::Bytes(b) => Kind::Str(Zeroizing::new(String::from_utf8_lossy(b).into_owned())),
     }
 }
 
@@ -257,10 +104,13 @@ pub fn decrypt_tree(doc: &SopsDoc, key: &DataKey, file: &str) -> Result<PlainNod
     let ctx = Ctx { doc, key, file };
     let tree = ctx.decrypt_node(&doc.data, &mut path, &mut hasher)?;
     let computed = hasher.hex();
-    let stored = crypto::decrypt_mac(&doc.meta, key).map_err(|message| Error::MacUnreadable {
-        file: file.to_string(),
-        message,
-    })?;
+    let stored =
+        crypto::decrypt_mac(&doc.meta.mac, &doc.meta.lastmodified, key).map_err(|message| {
+            Error::MacUnreadable {
+                file: file.to_string(),
+                message,
+            }
+        })?;
     if !crypto::ct_eq(computed.as_bytes(), stored.as_bytes()) {
         return Err(Error::MacMismatch {
             file: file.to_string(),
@@ -300,7 +150,7 @@ impl Ctx<'_> {
                 let plain = if encrypted {
                     self.decrypt_leaf(leaf, path, n)?
                 } else {
-                    Plain::from_node(leaf).expect("scalar leaf")
+                    plain_of(leaf).expect("scalar leaf")
                 };
                 h.add(&plain, encrypted);
                 PlainNode::Leaf { plain, encrypted }
@@ -377,7 +227,7 @@ fn encrypt_node(
             Kind::Map(out)
         }
         leaf => {
-            let plain = Plain::from_node(leaf).expect("scalar leaf");
+            let plain = plain_of(leaf).expect("scalar leaf");
             let encrypted = rule.should_encrypt(path);
             h.add(&plain, encrypted);
             if encrypted {
@@ -424,7 +274,7 @@ pub fn to_value(n: &PlainNode) -> Value {
 pub fn to_plain_node(n: &PlainNode) -> Node {
     Node::new(match n {
         PlainNode::Null => Kind::Null,
-        PlainNode::Leaf { plain, .. } => plain.to_kind(),
+        PlainNode::Leaf { plain, .. } => kind_of(plain),
         PlainNode::List(items) => Kind::List(items.iter().map(to_plain_node).collect()),
         PlainNode::Map(entries) => Kind::Map(
             entries

@@ -7,10 +7,15 @@
 //! use those files without shelling out to `sops`, and so the plaintext never
 //! leaves memory: decrypted values come back as [`Value::Sensitive`] leaves.
 //!
-//! The pieces, pure apart from [`identity`] and [`cli`] (the I/O edges):
-//! - [`sops`]: the file format on bytes (YAML and JSON, metadata, `ENC[...]`).
-//! - [`mac`]: the selection rules and the MAC, exactly as sops computes them.
+//! The pieces, pure apart from [`identity`] and [`cli`] (the I/O edges);
+//! the first four import one another in this order only, each from those
+//! before it:
+//! - [`enc`]: the `ENC[...]` value format and the typed plaintext it holds.
 //! - [`crypto`]: AES-256-GCM with sops' 32-byte IV, and the age data key wrap.
+//! - [`sops`]: the file format on bytes (YAML and JSON, metadata with its
+//!   selection rule).
+//! - [`mac`]: the walk that decrypts or encrypts a document's selected
+//!   values, and the MAC, exactly as sops computes them.
 //! - [`identity`]: where age identities come from (file, env, mounted dir).
 //! - [`encrypt`]: writing files `sops -d` reads, `.sops.yaml` creation rules,
 //!   `updatekeys`.
@@ -26,6 +31,7 @@
 
 pub mod cli;
 pub mod crypto;
+pub mod enc;
 pub mod encrypt;
 pub mod identity;
 pub mod mac;
@@ -188,7 +194,7 @@ pub fn decrypt_bytes(bytes: &[u8], file: &str, identities: &Identities) -> Resul
         identities = identities.recipients().len(),
         "decrypting SOPS file"
     );
-    let key = crypto::unwrap_data_key(&doc.meta, file, identities)?;
+    let key = crypto::unwrap_data_key(&doc.meta.age, file, identities)?;
     let plain = mac::decrypt_tree(&doc, &key, file)?;
     tracing::trace!(file, "MAC verified, values decrypted");
     Ok(mac::to_value(&plain))
@@ -310,7 +316,7 @@ fn leaf_secret(leaf: &Value) -> Secret {
         Value::String(s) => Secret::Plain(s.clone()),
         Value::Bool(b) => Secret::Plain(b.to_string()),
         Value::Int(i) => Secret::Plain(i.to_string()),
-        Value::Float(f) => Secret::Plain(mac::go_format_float(*f)),
+        Value::Float(f) => Secret::Plain(enc::go_format_float(*f)),
         other => Secret::Sensitive(Sensitive::from_string(format!("{other:?}"))),
     }
 }

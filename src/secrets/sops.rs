@@ -1,6 +1,9 @@
 //! The SOPS file format on bytes: parsing YAML and JSON the way sops (Go,
 //! `gopkg.in/yaml.v3` and `encoding/json`) reads them, the `sops` metadata
-//! section, `ENC[...]` values, and emitting files sops reads back.
+//! section (with the selection [`Rule`] it records), and emitting files
+//! sops reads back. Values are opaque strings here: their `ENC[...]` form
+//! is [`super::enc`]'s, the wrapped data keys [`AgeKey`] are
+//! [`super::crypto`]'s; nothing here imports [`super::mac`].
 //!
 //! Pure: no I/O, no crypto. Scalars resolve with yaml.v3's rules (not
 //! saphyr's YAML 1.2 core schema) because the MAC covers unencrypted values
@@ -11,7 +14,7 @@ use regex::Regex;
 use saphyr::{MarkedYaml, ScalarStyle, YamlData, YamlLoader};
 use zeroize::Zeroizing;
 
-use super::mac::Rule;
+use super::crypto::AgeKey;
 use super::{At, Error, Result};
 
 /// Where a node starts (1-based line and column); `None` for JSON.
@@ -81,12 +84,79 @@ impl Format {
     }
 }
 
-/// One wrapped copy of the data key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AgeKey {
-    pub recipient: String,
-    /// Armored age file holding the 32-byte data key.
-    pub enc: String,
+/// The default rule when a file names none.
+pub const DEFAULT_UNENCRYPTED_SUFFIX: &str = "_unencrypted";
+
+/// The one selection rule of a file.
+#[derive(Clone, Debug)]
+pub enum Rule {
+    /// Values under a key ending in the suffix stay plaintext.
+    UnencryptedSuffix(String),
+    /// Only values under a key ending in the suffix are encrypted.
+    EncryptedSuffix(String),
+    /// Values under a key matching the regex stay plaintext.
+    UnencryptedRegex(Regex),
+    /// Only values under a key matching the regex are encrypted.
+    EncryptedRegex(Regex),
+}
+
+impl Default for Rule {
+    fn default() -> Self {
+        Rule::UnencryptedSuffix(DEFAULT_UNENCRYPTED_SUFFIX.into())
+    }
+}
+
+impl Rule {
+    /// Builds the rule from the four metadata fields; at most one may be set.
+    pub fn from_fields(
+        unencrypted_suffix: Option<String>,
+        encrypted_suffix: Option<String>,
+        unencrypted_regex: Option<String>,
+        encrypted_regex: Option<String>,
+    ) -> std::result::Result<Rule, String> {
+        let regex = |field: &str, r: String| {
+            Regex::new(&r).map_err(|e| format!("`{field}` is not a valid regex: {e}"))
+        };
+        let set: Vec<_> = [
+            ("unencrypted_suffix", unencrypted_suffix),
+            ("encrypted_suffix", encrypted_suffix),
+            ("unencrypted_regex", unencrypted_regex),
+            ("encrypted_regex", encrypted_regex),
+        ]
+        .into_iter()
+        .filter_map(|(f, v)| v.filter(|v| !v.is_empty()).map(|v| (f, v)))
+        .collect();
+        match set.as_slice() {
+            [] => Ok(Rule::default()),
+            [(f, v)] => Ok(match *f {
+                "unencrypted_suffix" => Rule::UnencryptedSuffix(v.clone()),
+                "encrypted_suffix" => Rule::EncryptedSuffix(v.clone()),
+                "unencrypted_regex" => Rule::UnencryptedRegex(regex(f, v.clone())?),
+                _ => Rule::EncryptedRegex(regex(f, v.clone())?),
+            }),
+            _ => Err("more than one of unencrypted_suffix, encrypted_suffix, unencrypted_regex, encrypted_regex is set; sops allows one".into()),
+        }
+    }
+
+    /// The metadata field and value that record this rule.
+    pub fn field(&self) -> (&'static str, String) {
+        match self {
+            Rule::UnencryptedSuffix(s) => ("unencrypted_suffix", s.clone()),
+            Rule::EncryptedSuffix(s) => ("encrypted_suffix", s.clone()),
+            Rule::UnencryptedRegex(r) => ("unencrypted_regex", r.as_str().to_string()),
+            Rule::EncryptedRegex(r) => ("encrypted_regex", r.as_str().to_string()),
+        }
+    }
+
+    /// sops' `shouldBeEncrypted` for the map keys leading to a value.
+    pub fn should_encrypt(&self, path: &[String]) -> bool {
+        match self {
+            Rule::UnencryptedSuffix(s) => !path.iter().any(|k| k.ends_with(s.as_str())),
+            Rule::EncryptedSuffix(s) => path.iter().any(|k| k.ends_with(s.as_str())),
+            Rule::UnencryptedRegex(r) => !path.iter().any(|k| r.is_match(k)),
+            Rule::EncryptedRegex(r) => path.iter().any(|k| r.is_match(k)),
+        }
+    }
 }
 
 /// The `sops` section, as far as tidegate uses it.
@@ -496,58 +566,6 @@ pub fn metadata_node(meta: &Metadata) -> Node {
     Node::new(Kind::Map(entries))
 }
 
-// ---------------------------------------------------------------- ENC values
-
-/// One parsed `ENC[AES256_GCM,data:...,iv:...,tag:...,type:...]` value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EncValue {
-    pub data: Vec<u8>,
-    pub iv: Vec<u8>,
-    pub tag: Vec<u8>,
-    pub kind: String,
-}
-
-fn enc_re() -> &'static Regex {
-    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(r"^ENC\[AES256_GCM,data:(.+),iv:(.+),tag:(.+),type:(.+)\]").expect("valid regex")
-    })
-}
-
-/// Parses the sops value format. The error names the part that is wrong,
-/// never the value.
-pub fn parse_enc(s: &str) -> std::result::Result<EncValue, String> {
-    use base64::Engine;
-    let c = enc_re().captures(s).ok_or_else(|| {
-        "not in sops' ENC[AES256_GCM,data:...,iv:...,tag:...,type:...] format (was it edited by hand?)"
-            .to_string()
-    })?;
-    let b64 = |i: usize, what: &str| {
-        base64::engine::general_purpose::STANDARD
-            .decode(&c[i])
-            .map_err(|_| format!("the {what} part is not valid base64"))
-    };
-    Ok(EncValue {
-        data: b64(1, "data")?,
-        iv: b64(2, "iv")?,
-        tag: b64(3, "tag")?,
-        kind: c[4].to_string(),
-    })
-}
-
-/// Formats a value the way sops writes it.
-pub fn format_enc(v: &EncValue) -> String {
-    use base64::Engine;
-    let e = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    format!(
-        "ENC[AES256_GCM,data:{},iv:{},tag:{},type:{}]",
-        e(&v.data),
-        e(&v.iv),
-        e(&v.tag),
-        v.kind
-    )
-}
-
 // ---------------------------------------------------------------- emitting
 
 /// Emits a document (data map, optionally followed by `sops`) in `format`.
@@ -780,7 +798,7 @@ fn emit_json(v: &Node, ind: usize, out: &mut String) {
 
 fn json_float(f: f64) -> String {
     if f.is_finite() {
-        super::mac::go_format_float(f)
+        super::enc::go_format_float(f)
     } else {
         // JSON has no NaN/Inf; sops could not have written one either.
         "null".into()
@@ -839,23 +857,6 @@ mod tests {
     fn json_numbers_are_floats() {
         let n = parse_document(br#"{"a": 5, "b": [true, null]}"#, "t.json").unwrap();
         assert!(matches!(n.get("a").unwrap().kind, Kind::Float(f) if f == 5.0));
-    }
-
-    #[test]
-    fn enc_round_trips() {
-        let v = EncValue {
-            data: b"abc".to_vec(),
-            iv: vec![1; 32],
-            tag: vec![2; 16],
-            kind: "str".into(),
-        };
-        assert_eq!(parse_enc(&format_enc(&v)).unwrap(), v);
-        assert!(
-            parse_enc("ENC[AES256_GCM,data:!!,iv:AA==,tag:AA==,type:str]")
-                .unwrap_err()
-                .contains("data")
-        );
-        assert!(parse_enc("hello").is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | probe | `GET /healthz` | 200 while the process serves |
 //! | probe | `GET /readyz` | 200 once a commit was fetched and loaded, else 503 |
-//! | probe | `GET /metrics` | Prometheus text (see [`crate::metrics`]) |
+//! | probe | `GET /metrics` | Prometheus text (see [`crate::reconcile::metrics`]) |
 //! | API | `GET /` | the status page (HTML, no external assets) |
 //! | API | `GET /api/v1/status` | [`Status`] as JSON |
 //! | API | `POST /api/v1/environments/{env}/suspend`, `.../resume` | 202, 404 unknown env, 409 suspended in its file |

@@ -20,9 +20,9 @@
 
 use std::sync::OnceLock;
 
+use tidegate::secrets::enc;
 use tidegate::secrets::encrypt::{self, Config, CreationRule};
-use tidegate::secrets::mac::Rule;
-use tidegate::secrets::sops::{self, Format};
+use tidegate::secrets::sops::{self, Format, Rule};
 use tidegate::secrets::{self, Error, Identities};
 
 const KEYS: &[&str] = &[
@@ -73,7 +73,7 @@ pub fn run(data: &[u8]) {
         }
     }
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = sops::parse_enc(text);
+        let _ = enc::parse_enc(text);
         let _ = sops::go_parse_int_base0(text);
         let _ = sops::resolve_plain(text);
     }

@@ -4,6 +4,10 @@
 //!
 //! Run: `cargo run --release -p kube-sim --example bench_sim`
 //! Targets: list < 100 ms, SSA >= 2,000 requests/s.
+//!
+//! It stays here, in kube-sim, rather than in tidegate's `benches/`: it
+//! measures the simulator itself (kube-rs is only the client) and uses no
+//! tidegate code, so it belongs to the crate it measures.
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams};

@@ -24,16 +24,18 @@
 //!
 //! ```text
 //! cargo build -p kube-sim --release
-//! cargo run --release --example apply_vs_kubectl -- --objects 1000 --runs 3
-//! cargo run --release --example apply_vs_kubectl -- --objects 1000 --runs 3 --kube real
+//! cargo bench --bench apply_vs_kubectl -- --objects 1000 --runs 3
+//! cargo bench --bench apply_vs_kubectl -- --objects 1000 --runs 3 --kube real
 //! ```
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use common::{free_port, kube_sim_binary, median, root, spread, Killed};
 use tidegate::execute::{self, EnvRun};
 use tidegate::observe::Providers;
 use tidegate::provider::kubernetes::Kubernetes;
@@ -62,41 +64,12 @@ struct Args {
 const PER_APP: usize = 10;
 const ENV: &str = "bench";
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// The kube-sim binary of the same profile (`target/<profile>/kube-sim`).
-fn sim_binary() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent()?.parent().map(|p| p.join("kube-sim")))
-        .filter(|p| p.is_file())
-        .expect("kube-sim in the target directory: cargo build -p kube-sim (same profile)")
-}
-
 /// A fresh kube-sim process with one cluster, context `context`; its
 /// kubeconfig is written to `kubeconfig`.
 fn start_sim(kubeconfig: &Path, context: &str) -> Killed {
     let _ = std::fs::remove_file(kubeconfig);
     let port = free_port();
-    let child = Command::new(sim_binary())
+    let child = Command::new(kube_sim_binary())
         .args(["--port", &port.to_string(), "--contexts", context])
         .arg("--kubeconfig-out")
         .arg(kubeconfig)
@@ -291,22 +264,12 @@ impl Bench<'_> {
     }
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn spread(v: &[f64]) -> String {
-    let (lo, hi) = v
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
-    format!("{lo:.3}..{hi:.3}")
-}
-
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
+    let Some(args) = common::args_or_skip("apply_vs_kubectl") else {
+        return;
+    };
+    let args = Args::parse_from(args);
     assert!(
         args.objects > PER_APP && args.runs > 0,
         "--objects must be more than {PER_APP} and --runs at least 1"
@@ -317,7 +280,7 @@ async fn main() {
     let dir = tmp.path();
     generate(&dir.join("repo"), apps, extra);
     let files = tidegate::load::read_dir(&dir.join("repo")).expect("the repository reads");
-    let checked = tidegate::cli::check(&files).unwrap_or_else(|r| panic!("{r}"));
+    let checked = tidegate::pipeline::check(&files).unwrap_or_else(|r| panic!("{r}"));
     let (model, graph) = (checked.model, checked.graph);
 
     let desired = tidegate::plan::render_desired(&model, ENV, None, &StructuralSecrets, None)
@@ -373,10 +336,10 @@ async fn main() {
         "median over {} runs: tidegate {:.3}s ({}), kubectl {:.3}s ({}), ratio {:.3} ({})",
         args.runs,
         median(&tg),
-        spread(&tg),
+        spread(&tg, 3),
         median(&kc),
-        spread(&kc),
+        spread(&kc, 3),
         median(&ratios),
-        spread(&ratios)
+        spread(&ratios, 3)
     );
 }

@@ -10,11 +10,10 @@
 //!
 //! ```text
 //! cargo build --release -p kube-sim
-//! cargo run --release --bin bench_rebuild -- --cells 25 --latency-ms 50 --runs 5
-//! cargo run --release --bin bench_rebuild -- --example dev --runs 3
+//! cargo bench --bench rebuild -- --cells 25 --latency-ms 50 --runs 5
+//! cargo bench --bench rebuild -- --example dev --runs 3
 //! ```
 
-#[path = "bench_common/mod.rs"]
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
@@ -160,7 +159,10 @@ async fn warm_up(stand: &Stand, model: &tidegate::model::Model, env: &str) -> f6
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
+    let Some(args) = common::args_or_skip("rebuild") else {
+        return;
+    };
+    let args = Args::parse_from(args);
     let scratch = Scratch::new("bench-rebuild");
     let dir = scratch.path();
     let (repo, env) = match &args.example {

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo build --release -p kube-sim
-//! cargo run --release --bin bench_live_plan -- --resources 100,1000,10000 --runs 5
+//! cargo bench --bench live_plan -- --resources 100,1000,10000 --runs 5
 //! ```
 //!
 //! For each size: fresh stand-ins, one apply to create everything (its time
@@ -14,7 +14,6 @@
 //! whole plan (observe + render + the providers' predictions + diff).
 //! Prints API calls by provider and operation, and time median (spread).
 
-#[path = "bench_common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
@@ -30,7 +29,7 @@ use tidegate::render::StructuralSecrets;
 #[derive(Parser)]
 struct Args {
     /// Sizes, in resources of the one environment (a VPC and a Namespace
-    /// plus cells of 10; see `bench_common::cells_repo`).
+    /// plus cells of 10; see `common::cells_repo`).
     #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
     resources: Vec<usize>,
     #[arg(long, default_value_t = 5)]
@@ -146,7 +145,10 @@ async fn measure(args: &Args, size: usize, scratch: &Scratch) {
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
+    let Some(args) = common::args_or_skip("live_plan") else {
+        return;
+    };
+    let args = Args::parse_from(args);
     let scratch = Scratch::new("bench-live-plan");
     println!(
         "live plan of one environment, {} runs per size, {} requests in flight",

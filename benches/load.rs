@@ -3,8 +3,8 @@
 //! 1,000 and 10,000 resources by default.
 //!
 //! ```text
-//! cargo run --release --bin bench_load                      # 1,000 and 10,000, 7 runs each
-//! cargo run --release --bin bench_load -- --resources 10000 --runs 11
+//! cargo bench --bench load                                  # 1,000 and 10,000, 7 runs each
+//! cargo bench --bench load -- --resources 10000 --runs 11
 //! ```
 //!
 //! Each size runs in a child process of its own so that its peak memory
@@ -14,7 +14,7 @@
 //! `tidegate plan --offline` does them.
 //!
 //! ```text
-//! cargo run --release --bin bench_load -- --yaml-keys 20000,80000
+//! cargo bench --bench load -- --yaml-keys 20000,80000
 //! ```
 //!
 //! measures one map of many keys instead (a ConfigMap's `data`): the YAML
@@ -22,7 +22,6 @@
 //! graph, render) of a repository holding it. Issue 17: duplicate keys
 //! were found by scanning every earlier key, so 80,000 keys took 40 s.
 
-#[path = "bench_common/mod.rs"]
 mod common;
 
 use std::process::Command;
@@ -247,6 +246,10 @@ fn wide_map_repo(keys: usize) -> Files {
     let mut f = Files::new();
     f.insert("modules/wide/module.yaml".into(), m.into_bytes());
     f.insert("environments/dev.yaml".into(), e.as_bytes().to_vec());
+    f.insert(
+        "tidegate.yaml".into(),
+        tidegate::load::project::document("bench").into_bytes(),
+    );
     f
 }
 
@@ -278,7 +281,10 @@ fn yaml_keys(keys: usize, runs: usize) {
 }
 
 fn main() {
-    let args = Args::parse();
+    let Some(args) = common::args_or_skip("load") else {
+        return;
+    };
+    let args = Args::parse_from(args);
     if !args.yaml_keys.is_empty() {
         for &keys in &args.yaml_keys {
             yaml_keys(keys, args.runs);
@@ -294,6 +300,7 @@ fn main() {
         let n = (size / (ENVS.len() * 10)).max(1);
         let status = Command::new(&me)
             .args(["--child", &n.to_string(), "--runs", &args.runs.to_string()])
+            .arg("--bench")
             .status()
             .expect("the measuring child starts");
         assert!(status.success(), "the measuring child failed: {status}");

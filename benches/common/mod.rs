@@ -1,8 +1,8 @@
-//! What the benchmark binaries share: the local stand-ins (moto and the
-//! kube-sim binary on loopback ports), provider connections to them, and
-//! median/spread/peak-memory figures. Included by each harness with
-//! `#[path = "bench_common/mod.rs"] mod common;` (a directory without
-//! `main.rs` is not a binary of its own).
+//! What the benchmarks share: the `--bench` gate, the local stand-ins (moto
+//! and the kube-sim binary on loopback ports), provider connections to
+//! them, and median/spread/peak-memory figures. Included by each harness
+//! with `mod common;` (not a bench target of its own: Cargo.toml lists the
+//! targets and `autobenches` is off).
 
 #![allow(dead_code)]
 
@@ -14,6 +14,24 @@ use std::time::{Duration, Instant};
 use tidegate::model::Model;
 use tidegate::provider::aws::AwsProvider;
 use tidegate::provider::kubernetes::Kubernetes;
+
+/// The benchmark's command line without cargo's `--bench` flag, program
+/// name first; or `None`, after printing one line saying how to run it,
+/// when `--bench` is absent. `cargo bench` appends `--bench` to the
+/// arguments of a `harness = false` target; `cargo test --all-targets`
+/// (the test suite) builds and runs every bench target without it, and the
+/// suite must not do a benchmark's work.
+pub fn args_or_skip(name: &str) -> Option<Vec<String>> {
+    let all: Vec<String> = std::env::args().collect();
+    let args: Vec<String> = all.iter().filter(|a| *a != "--bench").cloned().collect();
+    if args.len() == all.len() {
+        println!(
+            "{name}: a benchmark, not a test; run it with `cargo bench --bench {name} -- [ARGS]`"
+        );
+        return None;
+    }
+    Some(args)
+}
 
 /// A child process killed when dropped.
 pub struct Killed(pub Child);
@@ -81,30 +99,60 @@ pub struct Stand {
     pub real: bool,
 }
 
-/// The kube-sim binary built beside the running harness.
+/// The kube-sim binary of the running benchmark's profile.
 pub fn kube_sim_binary() -> PathBuf {
-    beside_harness("kube-sim", "kube-sim")
+    profile_binary("kube-sim", "kube-sim")
 }
 
-/// A binary of package `package` built beside the running harness.
-fn beside_harness(name: &str, package: &str) -> PathBuf {
-    std::env::current_exe()
+/// Binary `name` of package `package` in the running benchmark's profile
+/// directory: a bench executable is `target/<profile>/deps/<name>-<hash>`
+/// (`target/release/deps` under `cargo bench`), the binaries of other
+/// packages are `target/<profile>/<name>`. Cargo builds only the library of
+/// a dev-dependency, so `package`'s binaries are built by hand.
+fn profile_binary(name: &str, package: &str) -> PathBuf {
+    let profile = std::env::current_exe()
         .ok()
-        .and_then(|e| e.parent().map(|p| p.join(name)))
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} beside this binary: cargo build --release -p {package}"))
+        .and_then(|e| Some(e.parent()?.parent()?.to_path_buf()))
+        .expect("the benchmark's own path");
+    let path = profile.join(name);
+    if !path.is_file() {
+        let release = if profile.ends_with("release") {
+            " --release"
+        } else {
+            ""
+        };
+        panic!(
+            "{} is missing: cargo build{release} -p {package}",
+            path.display()
+        );
+    }
+    path
+}
+
+/// A moto server (EC2) on a free loopback port, and its endpoint
+/// `http://127.0.0.1:<port>` once it listens.
+pub fn start_moto() -> (Killed, String) {
+    let bin = root().join(".ci/.venv/bin/moto_server");
+    assert!(
+        bin.is_file(),
+        "{} missing: run .ci/setup-tools",
+        bin.display()
+    );
+    let port = free_port();
+    let moto = Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server starts (run .ci/setup-tools)");
+    let moto = Killed(moto);
+    wait_port(port);
+    (moto, format!("http://127.0.0.1:{port}"))
 }
 
 impl Stand {
     /// Starts both stand-ins; `contexts` name the kubeconfig contexts.
     pub fn start(dir: &Path, contexts: &str) -> Stand {
-        let moto_port = free_port();
-        let moto = Command::new(root().join(".ci/.venv/bin/moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server starts (run .ci/setup-tools)");
         let kube_port = free_port();
         let kubeconfig = dir.join("kubeconfig");
         let _ = std::fs::remove_file(&kubeconfig);
@@ -112,7 +160,7 @@ impl Stand {
         let sim = if real {
             // A real kube-apiserver with RBAC (tests/real-kube), tidegate as
             // its ServiceAccount: `cargo build --release -p real-kube`.
-            Command::new(beside_harness("real-kube", "real-kube"))
+            Command::new(profile_binary("real-kube", "real-kube"))
                 .args(["--contexts", contexts])
                 .arg("--kubeconfig-out")
                 .arg(&kubeconfig)
@@ -130,8 +178,10 @@ impl Stand {
                 .spawn()
                 .expect("kube-sim starts")
         };
-        let sim_pid = sim.id();
-        wait_port(moto_port);
+        let sim = Killed(sim);
+        let sim_pid = sim.0.id();
+        // The Kubernetes stand-in starts meanwhile.
+        let (moto, endpoint) = start_moto();
         if !real {
             wait_port(kube_port);
         }
@@ -144,8 +194,8 @@ impl Stand {
             std::thread::sleep(Duration::from_millis(50));
         }
         Stand {
-            _procs: vec![Killed(moto), Killed(sim)],
-            endpoint: format!("http://127.0.0.1:{moto_port}"),
+            _procs: vec![moto, sim],
+            endpoint,
             kubeconfig,
             sim_pid,
             real,

@@ -1,53 +1,19 @@
 //! Benchmark: how observe and apply of the AWS provider scale with the
 //! number of instances, against a real moto server on loopback.
 //!
-//! Run: `cargo run --release --example aws_observe_bench [N ...]` (needs
+//! Run: `cargo bench --bench aws_observe -- [N ...]` (needs
 //! `.ci/.venv/bin/moto_server`, installed by `.ci/setup-tools`). Prints, per
 //! instance count, the API calls and wall time of one observe (median of 5)
 //! and the mean time and calls of creating one instance.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Instant;
 
 use aws_sdk_ec2::config::{Credentials, Region};
 use tidegate::provider::aws::{AwsProvider, Options};
 use tidegate::provider::{Desired, Provider, ResourceId};
 use tidegate::value::Value;
-
-struct Moto(Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_moto() -> (Moto, String) {
-    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/.venv/bin/moto_server");
-    assert!(
-        bin.is_file(),
-        "{} missing: run .ci/setup-tools",
-        bin.display()
-    );
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (Moto(child), format!("http://{addr}"))
-}
 
 fn desired(kind: &str, name: &str, body: serde_json::Value) -> Desired {
     Desired {
@@ -71,16 +37,16 @@ fn total(p: &AwsProvider) -> u64 {
 
 #[tokio::main]
 async fn main() {
-    let counts: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let Some(args) = common::args_or_skip("aws_observe") else {
+        return;
+    };
+    let counts: Vec<usize> = args.iter().skip(1).filter_map(|a| a.parse().ok()).collect();
     let counts = if counts.is_empty() {
         vec![1, 20, 100]
     } else {
         counts
     };
-    let (_moto, endpoint) = start_moto();
+    let (_moto, endpoint) = common::start_moto();
     let conf = aws_sdk_ec2::config::Builder::new()
         .region(Region::new("us-east-1"))
         .endpoint_url(&endpoint)

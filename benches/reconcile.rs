@@ -2,21 +2,21 @@
 //! the cost of a no-change cycle.
 //!
 //! ```text
-//! cargo build --release --bin tidegate -p kube-sim
-//! cargo run --release --bin bench_reconcile -- --resources 10000 --cycles 5
+//! cargo build --release -p kube-sim
+//! cargo bench --bench reconcile -- --resources 10000 --cycles 5
 //! ```
 //!
 //! Starts moto and kube-sim, commits a generated environment (see
-//! `bench_common::cells_repo`: by default 2 % EC2 subnets and security
+//! `common::cells_repo`: by default 2 % EC2 subnets and security
 //! groups, the rest Kubernetes objects; `drift.interval: 10s`,
 //! `mode: heal`) to a
-//! local Git repository and runs the real `tidegate reconcile` binary on it.
+//! local Git repository and runs the real `tidegate reconcile` binary on it
+//! (the one cargo builds for the benchmark, `CARGO_BIN_EXE_tidegate`).
 //! Prints the time of the first convergence (everything created), then, for
 //! each drift check of the unchanged environment (a no-change cycle): its
 //! duration and API calls (from `/metrics`), and the reconciler's resident
 //! memory (`VmRSS`) after it; at the end the peak (`VmHWM`).
 
-#[path = "bench_common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
@@ -116,7 +116,10 @@ fn calls(text: &str) -> BTreeMap<String, f64> {
 }
 
 fn main() {
-    let args = Args::parse();
+    let Some(args) = common::args_or_skip("reconcile") else {
+        return;
+    };
+    let args = Args::parse_from(args);
     let scratch = Scratch::new("bench-reconcile");
     let dir = scratch.path();
     let repo = dir.join("repo");
@@ -132,12 +135,11 @@ fn main() {
     git(&repo, &["commit", "-q", "-m", "bench"]);
     let commit = git(&repo, &["rev-parse", "HEAD"]);
     let stand = Stand::start(dir, "bench");
-    let exe = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|p| p.join("tidegate")))
-        .filter(|p| p.is_file())
-        .expect("tidegate beside this binary: cargo build --release --bin tidegate");
-    let port = free_port();
+    // Cargo builds the package's binaries, in the benchmark's profile,
+    // before it runs a benchmark.
+    let exe = env!("CARGO_BIN_EXE_tidegate");
+    // The API listener (status) and the probe listener (`/metrics`).
+    let (port, probe_port) = (free_port(), free_port());
     let t0 = Instant::now();
     let child = Command::new(exe)
         .args(["reconcile", "--branch", "main", "--interval", "5s"])
@@ -145,6 +147,8 @@ fn main() {
         .arg(format!("file://{}", repo.display()))
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
+        .arg("--probe-listen")
+        .arg(format!("127.0.0.1:{probe_port}"))
         .arg("--cache-dir")
         .arg(dir.join("git-cache"))
         .arg("--state-dir")
@@ -187,7 +191,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let first = t0.elapsed().as_secs_f64();
-    let m = http_get(port, "/metrics").expect("metrics");
+    let m = http_get(probe_port, "/metrics").expect("metrics");
     println!(
         "reconciler over {} managed resources: first convergence (all created) {first:.1}s after start; RSS {}, peak {}",
         args.resources.max(12),
@@ -215,7 +219,7 @@ fn main() {
     for cycle in 1..=args.cycles {
         let m = loop {
             std::thread::sleep(Duration::from_millis(250));
-            let m = http_get(port, "/metrics").expect("metrics");
+            let m = http_get(probe_port, "/metrics").expect("metrics");
             if count(&m) > seen {
                 break m;
             }

@@ -4,7 +4,9 @@
 //! Prints the first clone + snapshot, the no-change poll (target < 50 ms),
 //! and the time from a new commit to a ready snapshot.
 //!
-//! `cargo run --release --bin bench_source [files] [commits]`
+//! `cargo bench --bench source -- [files] [commits]`
+
+mod common;
 
 use std::io::Write;
 use std::path::Path;
@@ -17,7 +19,11 @@ const POLLS: usize = 50;
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args()
+    let Some(args) = common::args_or_skip("source") else {
+        return;
+    };
+    let mut args = args
+        .into_iter()
         .skip(1)
         .map(|a| a.parse::<usize>().expect("a number"));
     let files = args.next().unwrap_or(5_000);

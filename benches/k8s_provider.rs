@@ -2,7 +2,9 @@
 //! API calls and time of an observe as the number of owned objects grows,
 //! the cost of a first apply, and the writes of a no-op re-apply.
 //!
-//! `cargo run --release --example k8s_provider_bench [-- N]` (default N=1000).
+//! `cargo bench --bench k8s_provider -- [N]` (default N=1000).
+
+mod common;
 
 use std::time::{Duration, Instant};
 
@@ -32,11 +34,10 @@ fn total(p: &Kubernetes) -> u64 {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(1000);
+    let Some(args) = common::args_or_skip("k8s_provider") else {
+        return Ok(());
+    };
+    let n: usize = args.get(1).map(|a| a.parse()).transpose()?.unwrap_or(1000);
     let sim = Simulator::start(Config {
         contexts: vec!["bench".into()],
         ..Config::default()
