@@ -23,6 +23,7 @@ mod eip;
 mod instance;
 mod internet_gateway;
 mod key_pair;
+mod nat_gateway;
 mod route_table;
 mod security_group;
 mod subnet;
@@ -51,6 +52,7 @@ pub(super) static KINDS: &[&dyn Kind] = &[
     &route_table::RouteTable,
     &instance::Instance,
     &eip::Eip,
+    &nat_gateway::NatGateway,
 ];
 
 /// The wave a prune deletes resources of `kind` in, lower first: 0 when no
