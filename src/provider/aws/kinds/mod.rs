@@ -9,8 +9,8 @@
 //! deposed tags, the search before a create, ClientTokens, lost answers,
 //! waiting until EC2 shows a change, replacement.
 //!
-//! A new type is one file here implementing both traits and one line in
-//! [`KINDS`].
+//! A new type is one file here implementing both traits, its `mod` line
+//! and its entry in [`KINDS`].
 //!
 //! # Expected flow
 //! The drivers reach a kind through [`Kind`], which [`Ec2Kind`] gets for
