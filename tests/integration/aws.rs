@@ -1,7 +1,8 @@
 //! The AWS provider against the real moto EC2 server: the bundled network
 //! and app-server resources through create, no-op re-plan, update,
-//! replace, delete and drift, the cost of observe, and (through a
-//! fault-injecting proxy) throttling and a RunInstances whose answer is lost.
+//! replace, delete and drift, the cost of observe, a NAT gateway's
+//! lifecycle, and (through a fault-injecting proxy) throttling and creates
+//! whose answer is lost.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -263,6 +264,7 @@ async fn converge(p: &AwsProvider, git: &[Res]) -> BTreeMap<ResourceId, Live> {
     let mut lives = observe(p).await;
     let declared: Vec<&ResourceId> = git.iter().map(|r| &r.id).collect();
     let order = [
+        "nat_gateway",
         "eip",
         "instance",
         "key_pair",
@@ -548,7 +550,10 @@ async fn observe_costs_the_same_for_one_and_twenty_instances() {
         p.api_calls()
     );
     assert_eq!(one, twenty);
-    assert_eq!(one, 9, "one Describe per type plus one DescribeVolumes");
+    assert_eq!(
+        one, 10,
+        "one Describe per type (9) plus one DescribeVolumes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -965,4 +970,238 @@ async fn secret_user_data_is_compared_without_a_stored_fingerprint() {
     let lives = converge(&p, &git).await;
     assert_ne!(lives[&server0].external_id, id);
     assert!(changes(&plan_all(&p, &git).await).is_empty());
+}
+
+/// The network with a public NAT gateway in subnet `subnet` translating
+/// through elastic IP `ip` (both of module network), plus the elastic IPs
+/// `ips`.
+fn with_nat(subnet: &str, ip: &str, ips: &[&str]) -> Vec<Res> {
+    let tags = serde_json::json!({"environment": "dev", "owner": "platform", "product": "shop"});
+    let mut git = network("10.0.1.0/24");
+    for name in ips {
+        git.push(res(
+            "eip",
+            "network",
+            name,
+            serde_json::json!({"tags": tags}),
+        ));
+    }
+    git.push(res(
+        "nat_gateway",
+        "network",
+        "nat",
+        serde_json::json!({"subnetId": format!("${{network.{subnet}.id}}"),
+        "allocationId": format!("${{network.{ip}.id}}"), "tags": tags}),
+    ));
+    git
+}
+
+fn nat_id() -> ResourceId {
+    ResourceId {
+        module: "network".into(),
+        name: "nat".into(),
+    }
+}
+
+/// The NAT gateways moto holds for resource `network.nat`, with their
+/// state (moto ignores tag filters of DescribeNatGateways: filtered here).
+async fn nat_gateways_in_moto(p: &AwsProvider) -> Vec<(String, String)> {
+    let all = p.client().describe_nat_gateways().send().await.unwrap();
+    all.nat_gateways()
+        .iter()
+        .filter(|g| {
+            g.tags()
+                .iter()
+                .any(|t| t.key() == Some("tidegate:resource") && t.value() == Some("network.nat"))
+        })
+        .map(|g| {
+            (
+                g.nat_gateway_id().unwrap_or_default().to_string(),
+                g.state()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Issue 19: the `nat_gateway` kind, added as one file, through create
+/// (its answer lost once), observe, a no-op re-plan, replacements of
+/// immutable fields and the prune; another environment never sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nat_gateway_lifecycle() {
+    let moto = MotoServer::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let p = provider("nat", &proxy.endpoint);
+    let mut git = with_nat("public_a", "nat_ip", &["nat_ip"]);
+
+    // Create, the answer of CreateNatGateway lost: the gateway moto made is
+    // found by its tags and adopted, not made twice.
+    let first = plan_all(&p, &git).await;
+    assert!(first.iter().all(|(_, a)| *a == Action::Create), "{first:?}");
+    *proxy.faults.lose_answer.lock().unwrap() = Some(("CreateNatGateway".into(), 1));
+    let lives = converge(&p, &git).await;
+    assert_eq!(
+        *proxy.faults.lose_answer.lock().unwrap(),
+        Some(("CreateNatGateway".to_string(), 0)),
+        "the answer was really lost"
+    );
+    assert_eq!(proxy.faults.forwarded("CreateNatGateway"), 1);
+    let in_moto = nat_gateways_in_moto(&p).await;
+    assert_eq!(in_moto.len(), 1, "exactly one NAT gateway: {in_moto:?}");
+    let nat = &lives[&nat_id()];
+    let ip = &lives[&ResourceId {
+        module: "network".into(),
+        name: "nat_ip".into(),
+    }];
+    let subnet = &lives[&ResourceId {
+        module: "network".into(),
+        name: "public_a".into(),
+    }];
+    assert_eq!(nat.external_id, in_moto[0].0);
+    assert!(nat.external_id.starts_with("nat-"), "{}", nat.external_id);
+    assert_eq!(
+        nat.body.to_json_masked(),
+        serde_json::json!({
+            "subnetId": subnet.external_id, "allocationId": ip.external_id,
+            "connectivityType": "public",
+            "tags": {"environment": "dev", "owner": "platform", "product": "shop"}
+        })
+    );
+    assert_eq!(nat.attributes["publicIp"], ip.attributes["publicIp"]);
+    assert!(nat.attributes["privateIp"]
+        .as_str()
+        .is_some_and(|a| a.split('.').count() == 4));
+
+    // Observe: one DescribeNatGateways sequence, whatever else it reads;
+    // healthy as listed.
+    let before = p.api_calls().get("DescribeNatGateways").copied();
+    let observed = observe(&p).await;
+    assert_eq!(
+        p.api_calls().get("DescribeNatGateways").copied(),
+        before.map(|n| n + 1)
+    );
+    assert_eq!(count_kind(&observed, "nat_gateway"), 1);
+    assert_eq!(
+        p.health(&observed[&nat_id()]).await.unwrap(),
+        tidegate::provider::Health::Healthy
+    );
+    assert!(
+        provider("other", &proxy.endpoint)
+            .observe(&[])
+            .await
+            .unwrap()
+            .is_empty(),
+        "another environment sees none of it"
+    );
+
+    // Re-plan: nothing to do.
+    let again = plan_all(&p, &git).await;
+    assert!(changes(&again).is_empty(), "{:?}", changes(&again));
+
+    // Another elastic IP: an immutable field, replaced create-before-destroy.
+    git = with_nat("public_a", "nat_ip", &["nat_ip", "nat_ip2"]);
+    let lives = converge(&p, &git).await;
+    assert_eq!(lives[&nat_id()].external_id, nat.external_id);
+    let ip2 = lives[&ResourceId {
+        module: "network".into(),
+        name: "nat_ip2".into(),
+    }]
+        .external_id
+        .clone();
+    git = with_nat("public_a", "nat_ip2", &["nat_ip", "nat_ip2"]);
+    let plan = plan_all(&p, &git).await;
+    assert_eq!(
+        changes(&plan),
+        vec![&(
+            "network.nat".to_string(),
+            Action::Replace {
+                reasons: vec![format!(
+                    "allocationId changes from {} to {ip2} (immutable)",
+                    ip.external_id
+                )]
+            }
+        )]
+    );
+    let lives = converge(&p, &git).await;
+    let replaced = &lives[&nat_id()];
+    assert_ne!(replaced.external_id, nat.external_id);
+    assert_eq!(
+        replaced.body.get_path("allocationId"),
+        Some(&Value::String(ip2.clone()))
+    );
+    assert!(changes(&plan_all(&p, &git).await).is_empty());
+    let in_moto = nat_gateways_in_moto(&p).await;
+    assert!(
+        in_moto.contains(&(nat.external_id.clone(), "deleted".into())),
+        "the old gateway was deleted: {in_moto:?}"
+    );
+    assert_eq!(count_kind(&observe(&p).await, "nat_gateway"), 1);
+
+    // Another subnet with the same elastic IP: the address serves one
+    // gateway, so the old one must go first, and the plan says so.
+    let moved = with_nat("public_b", "nat_ip2", &["nat_ip", "nat_ip2"]);
+    let plan = plan_all(&p, &moved).await;
+    let subnet_b = &lives[&ResourceId {
+        module: "network".into(),
+        name: "public_b".into(),
+    }];
+    assert_eq!(
+        changes(&plan),
+        vec![&(
+            "network.nat".to_string(),
+            Action::Replace {
+                reasons: vec![
+                    format!(
+                        "subnetId changes from {} to {} (immutable)",
+                        subnet.external_id, subnet_b.external_id
+                    ),
+                    "destroy before create: an elastic IP serves one NAT gateway".into(),
+                ]
+            }
+        )]
+    );
+
+    // Private: no elastic IP; replaced, and the address it used is pruned.
+    git = network("10.0.1.0/24");
+    git.push(res(
+        "nat_gateway",
+        "network",
+        "nat",
+        serde_json::json!({"subnetId": "${network.public_a.id}", "connectivityType": "private"}),
+    ));
+    let plan = plan_all(&p, &git).await;
+    assert_eq!(
+        changes(&plan),
+        vec![&(
+            "network.nat".to_string(),
+            Action::Replace {
+                reasons: vec!["connectivityType changes from public to private (immutable)".into()]
+            }
+        )]
+    );
+    let lives = converge(&p, &git).await;
+    let private = &lives[&nat_id()];
+    assert_ne!(private.external_id, replaced.external_id);
+    assert_eq!(
+        private.body.get_path("connectivityType"),
+        Some(&Value::String("private".into()))
+    );
+    assert_eq!(private.body.get_path("allocationId"), None);
+    assert_eq!(count_kind(&lives, "eip"), 0);
+    assert!(changes(&plan_all(&p, &git).await).is_empty());
+
+    // Prune: the gateway leaves Git, then everything; deleting again is fine.
+    git.retain(|r| r.kind != "nat_gateway");
+    let lives = converge(&p, &git).await;
+    assert_eq!(count_kind(&lives, "nat_gateway"), 0);
+    assert!(nat_gateways_in_moto(&p)
+        .await
+        .iter()
+        .all(|(_, state)| state == "deleted"));
+    let after = converge(&p, &[]).await;
+    assert!(after.is_empty(), "{:?}", after.keys());
+    p.delete(private)
+        .await
+        .expect("deleting a deleted NAT gateway succeeds");
 }

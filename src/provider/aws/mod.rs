@@ -1,5 +1,9 @@
-//! The AWS EC2 provider: VPCs, subnets, gateways, route tables, security
-//! groups, key pairs, instances and elastic IPs, owned through tags.
+//! The AWS EC2 provider: VPCs, subnets, gateways, security groups,
+//! instances and the rest of the types in `kinds/`, owned through tags.
+//!
+//! Each resource type is one file in `kinds/` and one line in
+//! `kinds::KINDS`; this module, `observe.rs` and `apply.rs` are the
+//! machinery every type shares.
 //!
 //! EC2 keeps no state for tidegate; the tags are the state. Every resource
 //! carries `managed-by: tidegate`, `tidegate:environment`, `tidegate:module`
@@ -8,8 +12,9 @@
 //! touched.
 //!
 //! # Guarantees
-//! - Creates are idempotent: RunInstances and CreateRouteTable carry a
-//!   ClientToken derived from environment, resource id and desired state;
+//! - Creates are idempotent: the creates that take a ClientToken
+//!   (RunInstances, CreateRouteTable, ...: each kind's file says) carry
+//!   one derived from environment, resource id and desired state;
 //!   every create is preceded by a search for the resource's tags, and a
 //!   create whose answer was lost is retried only after searching again.
 //! - Replacement is create-before-destroy: the old resource is tagged
@@ -19,8 +24,9 @@
 //!   once its dependents moved. Where a name must stay unique (a security
 //!   group keeping its name in its VPC, a key pair keeping its name) the old
 //!   one is deleted first.
-//! - Secret user data reaches EC2 only in RunInstances; tidegate stores a
-//!   keyed fingerprint tag for change detection.
+//! - Secret user data reaches EC2 only in RunInstances and is compared
+//!   with the instance's own; plain user data and public keys through a
+//!   keyed fingerprint tag.
 //!
 //! # Caveats
 //! - VPC DNS attributes have no batched read; they are observed from the tag
@@ -29,6 +35,7 @@
 
 mod apply;
 mod calls;
+mod kinds;
 mod model;
 mod observe;
 pub mod schema;
@@ -66,7 +73,6 @@ use crate::provider::{
 };
 use crate::value::Value;
 use calls::{ApiError, CallCounter, Retrier, Unreached};
-use observe::Raw;
 
 /// The AWS behavior version this build was tested with (pinned, so an SDK
 /// upgrade cannot change defaults silently).
@@ -276,12 +282,6 @@ impl AwsProvider {
     }
 }
 
-/// Kinds observe reads: every type, so resources removed from Git are found.
-fn observed_kinds(requested: &[String]) -> Vec<&'static str> {
-    let _ = requested;
-    TYPES.to_vec()
-}
-
 #[async_trait::async_trait]
 impl Provider for AwsProvider {
     fn kind(&self) -> ProviderKind {
@@ -289,22 +289,22 @@ impl Provider for AwsProvider {
     }
 
     /// Reads every owned resource of the environment: one Describe sequence
-    /// per type (all types, whatever `kinds` asks, since EC2 tags are the
+    /// per type (all types, whatever is asked for, since EC2 tags are the
     /// inventory), concurrently.
-    async fn observe(&self, kinds: &[String]) -> Result<Vec<Live>> {
+    async fn observe(&self, _kinds: &[String]) -> Result<Vec<Live>> {
         self.listed_healthy.clear();
-        let reads = observed_kinds(kinds).into_iter().map(|k| async move {
-            self.list(k, Vec::new())
+        let reads = kinds::KINDS.iter().map(|k| async move {
+            self.list(*k, Vec::new())
                 .await
-                .map_err(|e| self.api_error(e, &format!("observe {k}")))
+                .map_err(|e| self.api_error(e, &format!("observe {}", k.name())))
         });
         let mut out = Vec::new();
         for raws in futures_join_all(reads).await {
             for raw in raws? {
-                let Some(live) = observe::to_live(&raw, &self.region(), &self.owner) else {
+                let Some(live) = observe::to_live(&raw, &self.owner) else {
                     continue;
                 };
-                if observe::healthy_as_listed(&raw) {
+                if raw.listed == Some(Health::Healthy) {
                     self.listed_healthy.mark(&live.kind, &live.external_id);
                 }
                 out.push(live);
@@ -315,14 +315,15 @@ impl Provider for AwsProvider {
 
     async fn plan(&self, desired: &Desired, live: Option<&Live>) -> Result<Change> {
         Self::check_spec(desired)?;
+        let kind = apply::kind_of(&desired.id, &desired.kind)?;
         let d = model::canonical(&desired.kind, &desired.body);
         let seen = match live {
-            Some(l) => self.secret_user_data_seen(&d, l).await?,
+            Some(l) => kind.read_secrets(self, &d, l).await?,
             None => None,
         };
-        let compared = seen.as_ref().map(|(l, _)| l).or(live);
+        let compared = seen.as_ref().map(|s| &s.live).or(live);
         let mut change = model::predict(&desired.kind, &d, compared.map(|l| &l.body), &self.key);
-        if seen.as_ref().is_some_and(|(_, stored)| *stored) && change.action == Action::NoOp {
+        if seen.as_ref().is_some_and(|s| s.stale_tag.is_some()) && change.action == Action::NoOp {
             // Tagged with a fingerprint of the secret before: the apply
             // removes that tag.
             change.action = Action::Update;
@@ -347,7 +348,7 @@ impl Provider for AwsProvider {
         }
         if let Action::Replace { reasons } = &mut change.action {
             if let Some(l) = live {
-                if let Some(why) = apply::destroy_first_reason(&desired.kind, &d, &l.body) {
+                if let Some(why) = kind.destroy_first(&d, &l.body) {
                     reasons.push(why);
                 }
             }
@@ -389,28 +390,17 @@ impl Provider for AwsProvider {
         if self.listed_healthy.contains(live) {
             return Ok(Health::Healthy);
         }
+        let kind = apply::kind_of(&live.id, &live.kind)?;
         let raws = self
-            .list(
-                &live.kind,
-                vec![observe::id_filter(&live.kind, &live.external_id)],
-            )
+            .list(kind, vec![observe::id_filter(kind, &live.external_id)])
             .await
             .map_err(|e| self.api_error(e, &format!("health {}", live.kind)))?;
-        let Some(raw) = raws.into_iter().next() else {
-            return Ok(Health::Failed(format!(
+        match raws.first() {
+            Some(raw) => raw.health(self).await,
+            None => Ok(Health::Failed(format!(
                 "{} {} does not exist",
                 live.kind, live.external_id
-            )));
-        };
-        match raw {
-            Raw::Instance(i, _) => self.instance_health(&i).await,
-            Raw::Vpc(v) if v.state().map(|s| s.as_str()) == Some("pending") => {
-                Ok(Health::Progressing("VPC pending".into()))
-            }
-            Raw::Subnet(s) if s.state().map(|s| s.as_str()) == Some("pending") => {
-                Ok(Health::Progressing("subnet pending".into()))
-            }
-            _ => Ok(Health::Healthy),
+            ))),
         }
     }
 

@@ -7,11 +7,12 @@
 //! except `tags`, which tidegate owns completely. No I/O here: everything is
 //! unit-tested.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use super::schema::{self, Field, Ty};
+use super::kinds::{self, Kind};
+use super::schema::{Field, Ty};
 use crate::provider::{Action, Change, Claim, Owner, ResourceId};
 use crate::sensitive::Sensitive;
 use crate::value::{Map, Value};
@@ -39,29 +40,37 @@ pub const TAG_PUBLIC_KEY: &str = "tidegate:public-key-sha256";
 /// Set on a resource that a replacement superseded; it is pruned later.
 pub const TAG_DEPOSED: &str = "tidegate:deposed";
 
-/// Fields whose live value is a fingerprint tag, never the value itself.
-pub fn fingerprint_tag(field: &str) -> Option<&'static str> {
-    match field {
-        "userData" => Some(TAG_USER_DATA),
-        "publicKey" => Some(TAG_PUBLIC_KEY),
-        _ => None,
+/// A field EC2 never shows back (user data, an imported public key): it is
+/// observed as a keyed fingerprint in a tag of its own, and a change of it
+/// is described without its value (it may be secret, or long).
+pub struct Fingerprinted {
+    pub field: &'static str,
+    /// The tag holding the fingerprint.
+    pub tag: &'static str,
+    /// Why a change replaces the resource.
+    pub why: &'static str,
+    /// The part of a plain value that counts (a public key's type and key
+    /// material, not its comment).
+    pub material: fn(&str) -> String,
+}
+
+impl Fingerprinted {
+    /// The fingerprint (`sha256:<hex>`) of the desired value `v`. Keyed, so
+    /// a low-entropy secret cannot be guessed from a tag by anyone without
+    /// the key.
+    pub fn of(&self, v: &Value, key: &[u8]) -> Option<String> {
+        let secret = match v {
+            Value::Sensitive(s) => s.clone(),
+            Value::String(s) => Sensitive::from_string((self.material)(s)),
+            _ => return None,
+        };
+        Some(format!("sha256:{}", secret.fingerprint_hex(key)))
     }
 }
 
-/// The fingerprint (`sha256:<hex>`) of a fingerprinted field's desired value.
-/// Keyed, so a low-entropy secret cannot be guessed from a tag by anyone
-/// without the key; the public key is reduced to type and key material so a
-/// changed comment is not a change.
-pub fn fingerprint(field: &str, v: &Value, key: &[u8]) -> Option<String> {
-    let secret = match v {
-        Value::Sensitive(s) => s.clone(),
-        Value::String(s) if field == "publicKey" => {
-            Sensitive::from_string(s.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
-        }
-        Value::String(s) => Sensitive::from_string(s.clone()),
-        _ => return None,
-    };
-    Some(format!("sha256:{}", secret.fingerprint_hex(key)))
+/// The fingerprinted field `field` of a kind, if it is one.
+fn fingerprinted(k: &dyn Kind, field: &str) -> Option<&'static Fingerprinted> {
+    k.fingerprinted().iter().find(|fp| fp.field == field)
 }
 
 /// True for tags tidegate writes itself, and AWS's own.
@@ -135,10 +144,10 @@ pub fn tag_changes(desired: &Value, live: &Value) -> (Vec<(String, String)>, Vec
 /// A desired spec in canonical form: schema order, nulls dropped, sets
 /// sorted and deduplicated, rules grouped, `tags` always present.
 pub fn canonical(kind: &str, body: &Value) -> Value {
-    let Some(fields) = schema::fields(kind) else {
+    let Some(k) = kinds::find(kind) else {
         return body.clone();
     };
-    let mut out = canonical_object(fields, body);
+    let mut out = canonical_object(k, k.fields(), body);
     if let Value::Map(m) = &mut out {
         if !m.contains_key("tags") {
             m.insert("tags".into(), Value::Map(Map::new()));
@@ -147,7 +156,7 @@ pub fn canonical(kind: &str, body: &Value) -> Value {
     out
 }
 
-fn canonical_object(fields: &[Field], v: &Value) -> Value {
+fn canonical_object(k: &dyn Kind, fields: &[Field], v: &Value) -> Value {
     let Some(m) = v.as_map() else {
         return v.clone();
     };
@@ -156,14 +165,14 @@ fn canonical_object(fields: &[Field], v: &Value) -> Value {
         match m.get(f.name) {
             None | Some(Value::Null) => {}
             Some(v) => {
-                out.insert(f.name.to_string(), canonical_value(f, v));
+                out.insert(f.name.to_string(), canonical_value(k, f, v));
             }
         }
     }
     Value::Map(out)
 }
 
-fn canonical_value(f: &Field, v: &Value) -> Value {
+fn canonical_value(k: &dyn Kind, f: &Field, v: &Value) -> Value {
     match (&f.ty, v) {
         (Ty::StrSet, Value::List(items)) => sorted_set(items),
         (Ty::Tags, Value::Map(m)) => {
@@ -175,12 +184,8 @@ fn canonical_value(f: &Field, v: &Value) -> Value {
                     .collect(),
             )
         }
-        (Ty::Object(fs), _) => canonical_object(fs, v),
-        (Ty::ObjectSet(_), Value::List(_)) if f.name == "routes" => canonical_routes(v),
-        (Ty::ObjectSet(_), Value::List(_)) => match rule_atoms(v) {
-            Some(atoms) => rules_value(&atoms),
-            None => v.clone(),
-        },
+        (Ty::Object(fs), _) => canonical_object(k, fs, v),
+        (Ty::ObjectSet(_), Value::List(_)) => k.canonical_set(f.name, v),
         _ => v.clone(),
     }
 }
@@ -195,128 +200,8 @@ fn sorted_set(items: &[Value]) -> Value {
     Value::List(strings.into_iter().cloned().collect())
 }
 
-fn canonical_routes(v: &Value) -> Value {
-    let Value::List(items) = v else {
-        return v.clone();
-    };
-    let mut routes: Vec<Value> = items.to_vec();
-    routes.sort_by_key(|r| {
-        r.get_path("destinationCidrBlock")
-            .and_then(Value::as_str)
-            .unwrap_or("~")
-            .to_string()
-    });
-    routes.dedup();
-    Value::List(routes)
-}
-
-/// Where a security group rule lets traffic come from (or go to).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Source {
-    Cidr(String),
-    Group(String),
-}
-
-/// One security group rule with one source: the unit EC2 authorizes and
-/// revokes, and the unit tidegate diffs.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct RuleAtom {
-    pub protocol: String,
-    pub from_port: Option<i64>,
-    pub to_port: Option<i64>,
-    pub source: Source,
-    pub description: Option<String>,
-}
-
-/// A rule list split into atoms; `None` while a part is unknown.
-pub fn rule_atoms(rules: &Value) -> Option<BTreeSet<RuleAtom>> {
-    let Value::List(items) = rules else {
-        return Some(BTreeSet::new());
-    };
-    let mut out = BTreeSet::new();
-    for r in items {
-        let protocol = r.get_path("protocol")?.as_str()?.to_string();
-        let all = protocol == "-1";
-        let port = |k: &str| match r.get_path(k) {
-            Some(Value::Int(i)) if !all => Some(Some(*i)),
-            Some(Value::Unknown(_)) => None,
-            _ => Some(None),
-        };
-        let (from_port, to_port) = (port("fromPort")?, port("toPort")?);
-        let description = r
-            .get_path("description")
-            .and_then(Value::as_str)
-            .filter(|d| !d.is_empty())
-            .map(str::to_string);
-        let strings = |k: &str| -> Option<Vec<String>> {
-            match r.get_path(k) {
-                Some(Value::List(l)) => l.iter().map(|v| v.as_str().map(str::to_string)).collect(),
-                _ => Some(vec![]),
-            }
-        };
-        let sources = strings("cidrBlocks")?.into_iter().map(Source::Cidr).chain(
-            strings("sourceSecurityGroupIds")?
-                .into_iter()
-                .map(Source::Group),
-        );
-        for source in sources {
-            out.insert(RuleAtom {
-                protocol: protocol.clone(),
-                from_port,
-                to_port,
-                source,
-                description: description.clone(),
-            });
-        }
-    }
-    Some(out)
-}
-
-/// Atoms grouped back into spec rules by (protocol, ports, description).
-pub fn rules_value(atoms: &BTreeSet<RuleAtom>) -> Value {
-    type Key = (String, Option<i64>, Option<i64>, Option<String>);
-    let mut groups: BTreeMap<Key, (Vec<String>, Vec<String>)> = BTreeMap::new();
-    for a in atoms {
-        let key = (
-            a.protocol.clone(),
-            a.from_port,
-            a.to_port,
-            a.description.clone(),
-        );
-        let g = groups.entry(key).or_default();
-        match &a.source {
-            Source::Cidr(c) => g.0.push(c.clone()),
-            Source::Group(s) => g.1.push(s.clone()),
-        }
-    }
-    let strings = |l: Vec<String>| Value::List(l.into_iter().map(Value::String).collect());
-    Value::List(
-        groups
-            .into_iter()
-            .map(|((protocol, from, to, description), (cidrs, sgs))| {
-                let mut m = Map::new();
-                m.insert("protocol".into(), Value::String(protocol));
-                if let (Some(f), Some(t)) = (from, to) {
-                    m.insert("fromPort".into(), Value::Int(f));
-                    m.insert("toPort".into(), Value::Int(t));
-                }
-                if !cidrs.is_empty() {
-                    m.insert("cidrBlocks".into(), strings(cidrs));
-                }
-                if !sgs.is_empty() {
-                    m.insert("sourceSecurityGroupIds".into(), strings(sgs));
-                }
-                if let Some(d) = description {
-                    m.insert("description".into(), Value::String(d));
-                }
-                Value::Map(m)
-            })
-            .collect(),
-    )
-}
-
 /// Whether the desired value `d` of field `f` already holds in `live`.
-fn same(f: &Field, d: &Value, live: Option<&Value>, key: &[u8]) -> bool {
+fn same(k: &dyn Kind, f: &Field, d: &Value, live: Option<&Value>, key: &[u8]) -> bool {
     if d.has_unknown() {
         return false;
     }
@@ -324,37 +209,37 @@ fn same(f: &Field, d: &Value, live: Option<&Value>, key: &[u8]) -> bool {
         // Read back from the resource itself (secret user data).
         return want.ct_eq(have);
     }
-    if fingerprint_tag(f.name).is_some() {
-        return fingerprint(f.name, d, key).as_deref() == live.and_then(Value::as_str);
+    if let Some(fp) = fingerprinted(k, f.name) {
+        return fp.of(d, key).as_deref() == live.and_then(Value::as_str);
     }
     match (&f.ty, live) {
         (Ty::Object(fs), Some(l)) => d.as_map().is_some_and(|m| {
-            m.iter().all(|(k, dv)| {
+            m.iter().all(|(name, dv)| {
                 fs.iter()
-                    .find(|sf| sf.name == k)
-                    .is_some_and(|sf| same(sf, dv, l.get_path(k), key))
+                    .find(|sf| sf.name == name)
+                    .is_some_and(|sf| same(k, sf, dv, l.get_path(name), key))
             })
         }),
-        (Ty::ObjectSet(_), Some(l)) if f.name != "routes" => rule_atoms(d) == rule_atoms(l),
         (Ty::Tags, None) => d.as_map().is_some_and(|m| m.is_empty()),
-        (_, Some(l)) => canonical_value(f, d) == canonical_value(f, l),
+        (_, Some(l)) => canonical_value(k, f, d) == canonical_value(k, f, l),
         (_, None) => false,
     }
 }
 
 /// Why a changed immutable field forces a replacement, without its value
-/// when it may be secret.
-fn replace_reason(f: &Field, d: &Value, live: Option<&Value>) -> String {
+/// when it is fingerprinted (it may be secret).
+fn replace_reason(k: &dyn Kind, f: &Field, d: &Value, live: Option<&Value>) -> String {
     if d.has_unknown() {
         return format!("{} is known only after apply (forces replacement)", f.name);
     }
-    match (f.name, d, live) {
-        ("userData", _, _) => "userData changed (user data runs only at first boot)".into(),
-        ("publicKey", _, _) => "publicKey changed (imported key material is immutable)".into(),
-        (_, Value::String(new), Some(Value::String(old))) => {
+    if let Some(fp) = fingerprinted(k, f.name) {
+        return format!("{} changed ({})", f.name, fp.why);
+    }
+    match (d, live) {
+        (Value::String(new), Some(Value::String(old))) => {
             format!("{} changes from {old} to {new} (immutable)", f.name)
         }
-        (_, Value::String(new), _) => format!("{} becomes {new} (immutable)", f.name),
+        (Value::String(new), _) => format!("{} becomes {new} (immutable)", f.name),
         _ => format!("{} changes (immutable)", f.name),
     }
 }
@@ -371,17 +256,17 @@ pub struct Diff {
 /// Compares a canonical desired spec with a normalised live body.
 pub fn diff(kind: &str, desired: &Value, live: &Value, key: &[u8]) -> Diff {
     let mut out = Diff::default();
-    let (Some(fields), Some(d)) = (schema::fields(kind), desired.as_map()) else {
+    let (Some(k), Some(d)) = (kinds::find(kind), desired.as_map()) else {
         return out;
     };
-    for f in fields {
+    for f in k.fields() {
         let Some(dv) = d.get(f.name) else { continue };
-        if same(f, dv, live.get_path(f.name), key) {
+        if same(k, f, dv, live.get_path(f.name), key) {
             continue;
         }
         if f.immutable {
             out.replace
-                .push(replace_reason(f, dv, live.get_path(f.name)));
+                .push(replace_reason(k, f, dv, live.get_path(f.name)));
         } else {
             out.updates.push(f.name.to_string());
         }
@@ -389,19 +274,12 @@ pub fn diff(kind: &str, desired: &Value, live: &Value, key: &[u8]) -> Diff {
     out
 }
 
-/// Fields EC2 chooses when the spec leaves them out, unknown until created.
-fn computed(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "subnet" => &["availabilityZone"],
-        "instance" => &["privateIp"],
-        _ => &[],
-    }
-}
-
+/// `desired` with the fields EC2 chooses when the spec leaves them out
+/// (`KindSpec::computed`) unknown.
 fn with_computed_unknown(kind: &str, desired: &Value) -> Value {
     let mut out = desired.clone();
-    if let Value::Map(m) = &mut out {
-        for field in computed(kind) {
+    if let (Some(k), Value::Map(m)) = (kinds::find(kind), &mut out) {
+        for field in k.computed() {
             m.entry(field.to_string())
                 .or_insert_with(|| Value::Unknown(format!("{kind}.{field}")));
         }
@@ -415,12 +293,10 @@ fn with_computed_unknown(kind: &str, desired: &Value) -> Value {
 /// real changes.
 fn aligned_before(kind: &str, desired: &Value, live: &Value, key: &[u8]) -> Value {
     let mut out = live.clone();
-    if let (Some(fields), Some(d), Value::Map(m)) =
-        (schema::fields(kind), desired.as_map(), &mut out)
-    {
-        for f in fields {
+    if let (Some(k), Some(d), Value::Map(m)) = (kinds::find(kind), desired.as_map(), &mut out) {
+        for f in k.fields() {
             if let Some(dv) = d.get(f.name) {
-                if same(f, dv, live.get_path(f.name), key) {
+                if same(k, f, dv, live.get_path(f.name), key) {
                     let merged = merge(live.get_path(f.name), dv);
                     m.insert(f.name.to_string(), merged);
                 }
@@ -450,10 +326,10 @@ fn merge(base: Option<&Value>, over: &Value) -> Value {
 /// the revision-to-revision preview uses it where there is no live state.
 pub fn replace_reasons(kind: &str, before: &Value, after: &Value) -> Vec<String> {
     let (b, a) = (canonical(kind, before), canonical(kind, after));
-    let Some(fields) = schema::fields(kind) else {
+    let Some(k) = kinds::find(kind) else {
         return Vec::new();
     };
-    fields
+    k.fields()
         .iter()
         .filter(|f| f.immutable)
         .filter_map(|f| {
@@ -463,7 +339,7 @@ pub fn replace_reasons(kind: &str, before: &Value, after: &Value) -> Vec<String>
                 (None, None) => false,
                 _ => true,
             };
-            changed.then(|| replace_reason(f, av.unwrap_or(&Value::Null), bv))
+            changed.then(|| replace_reason(k, f, av.unwrap_or(&Value::Null), bv))
         })
         .collect()
 }
@@ -504,15 +380,17 @@ pub fn predict(kind: &str, desired: &Value, live: Option<&Value>, key: &[u8]) ->
     }
 }
 
-/// The idempotency token of one create: the same owner (project and
-/// environment), resource and desired state always give the same token, so a
-/// create retried after a lost response is recognised by EC2 (a crash and
-/// rerun finds its resource by its tags first). Plain fingerprinted values
-/// enter as their fingerprints under `key`; secrets under `secret_key`, a
-/// key that never leaves the process, because EC2 shows the token to anyone
-/// who may describe the instance. `salt` distinguishes a deliberate second
-/// create of the same state (after the first result was terminated).
+/// The idempotency token of one create of a resource of type `kind`: the
+/// same owner (project and environment), resource and desired state always
+/// give the same token, so a create retried after a lost response is
+/// recognised by EC2 (a crash and rerun finds its resource by its tags
+/// first). Plain fingerprinted values enter as their fingerprints under
+/// `key`; secrets under `secret_key`, a key that never leaves the process,
+/// because EC2 shows the token to anyone who may describe the resource.
+/// `salt` distinguishes a deliberate second create of the same state (after
+/// the first result was deleted).
 pub fn client_token(
+    kind: &str,
     owner: &str,
     id: &ResourceId,
     desired: &Value,
@@ -526,14 +404,14 @@ pub fn client_token(
         h.update([0]);
     }
     let mut masked = desired.clone();
-    if let Value::Map(m) = &mut masked {
-        for (k, v) in m.iter_mut() {
+    if let (Some(k), Value::Map(m)) = (kinds::find(kind), &mut masked) {
+        for (name, v) in m.iter_mut() {
             let key = if matches!(v, Value::Sensitive(_)) {
                 secret_key
             } else {
                 key
             };
-            if let Some(fp) = fingerprint(k, v, key).filter(|_| fingerprint_tag(k).is_some()) {
+            if let Some(fp) = fingerprinted(k, name).and_then(|fp| fp.of(v, key)) {
                 *v = Value::String(fp);
             }
         }
@@ -549,6 +427,11 @@ mod tests {
     use super::*;
 
     const KEY: &[u8] = b"k";
+
+    /// The fingerprint of the value `v` of field `field` of a `kind`.
+    fn fingerprint(kind: &str, field: &str, v: &Value, key: &[u8]) -> Option<String> {
+        fingerprinted(kinds::find(kind)?, field)?.of(v, key)
+    }
 
     fn v(j: serde_json::Value) -> Value {
         Value::from_json(j)
@@ -643,7 +526,7 @@ mod tests {
             m.insert("userData".into(), secret.clone());
         }
         let d = canonical("instance", &d);
-        let fp = fingerprint("userData", &secret, KEY).unwrap();
+        let fp = fingerprint("instance", "userData", &secret, KEY).unwrap();
         assert!(!fp.contains("hunter2"));
         let live = v(
             serde_json::json!({"ami": "ami-1", "instanceType": "t3.micro", "subnetId": "s",
@@ -721,11 +604,11 @@ mod tests {
         assert_eq!(remove, vec!["c".to_string()]);
 
         let d = v(serde_json::json!({"cidrBlock": "10.0.0.0/16"}));
-        let t = client_token("dev", &id(), &d, "", KEY, b"s");
-        assert_eq!(t, client_token("dev", &id(), &d, "", KEY, b"s"));
+        let t = client_token("vpc", "dev", &id(), &d, "", KEY, b"s");
+        assert_eq!(t, client_token("vpc", "dev", &id(), &d, "", KEY, b"s"));
         assert!(t.len() <= 64);
-        assert_ne!(t, client_token("prod", &id(), &d, "", KEY, b"s"));
-        assert_ne!(t, client_token("dev", &id(), &d, "i-1", KEY, b"s"));
+        assert_ne!(t, client_token("vpc", "prod", &id(), &d, "", KEY, b"s"));
+        assert_ne!(t, client_token("vpc", "dev", &id(), &d, "i-1", KEY, b"s"));
         // A secret enters under the process's own key only.
         let secret = Value::Map(
             [(
@@ -735,19 +618,27 @@ mod tests {
             .into_iter()
             .collect(),
         );
-        let a = client_token("dev", &id(), &secret, "", KEY, b"one");
-        assert_eq!(a, client_token("dev", &id(), &secret, "", KEY, b"one"));
-        assert_ne!(a, client_token("dev", &id(), &secret, "", KEY, b"two"));
+        let a = client_token("instance", "dev", &id(), &secret, "", KEY, b"one");
+        assert_eq!(
+            a,
+            client_token("instance", "dev", &id(), &secret, "", KEY, b"one")
+        );
+        assert_ne!(
+            a,
+            client_token("instance", "dev", &id(), &secret, "", KEY, b"two")
+        );
     }
 
     #[test]
     fn public_key_comments_do_not_count() {
         let a = fingerprint(
+            "key_pair",
             "publicKey",
             &Value::String("ssh-ed25519 AAAA me@a".into()),
             KEY,
         );
         let b = fingerprint(
+            "key_pair",
             "publicKey",
             &Value::String("ssh-ed25519 AAAA you@b".into()),
             KEY,

@@ -1,29 +1,27 @@
-//! The shape of every AWS resource spec, as one table.
+//! The shape of AWS resource specs: the field tables' vocabulary and the
+//! structural check.
 //!
-//! The same table answers three questions without a network call: is a body
-//! well formed ([`check`]), which fields force a replacement, and which
-//! fields are sets whose order does not matter. Keeping them in one place
-//! means a new field is one line, and validate, plan and apply cannot
-//! disagree about it.
+//! Each kind writes its own field table (`kinds/<type>.rs`) with the
+//! constructors here; the same table answers, without a network call,
+//! whether a body is well formed ([`check_structure`]), which fields force
+//! a replacement, and which fields are sets whose order does not matter.
+//! Keeping each table in one place means a new field is one line, and
+//! validate, plan and apply cannot disagree about it.
 
+use std::sync::LazyLock;
+
+use super::kinds::{self, KINDS};
 use crate::provider::Problem;
 use crate::value::{index_path, key_path, Value};
 
 /// The resource types this provider manages, in creation order.
-pub const TYPES: &[&str] = &[
-    "vpc",
-    "key_pair",
-    "internet_gateway",
-    "subnet",
-    "security_group",
-    "route_table",
-    "instance",
-    "eip",
-];
+pub static TYPES: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| KINDS.iter().map(|k| k.name()).collect());
 
 pub use crate::resource::{Field, Ty};
 
-const fn f(name: &'static str, ty: Ty) -> Field {
+/// An optional field that may change in place.
+pub(super) const fn f(name: &'static str, ty: Ty) -> Field {
     Field {
         name,
         ty,
@@ -32,119 +30,30 @@ const fn f(name: &'static str, ty: Ty) -> Field {
     }
 }
 
-const fn req(mut field: Field) -> Field {
+/// `field`, required.
+pub(super) const fn req(mut field: Field) -> Field {
     field.required = true;
     field
 }
 
-const fn fixed(mut field: Field) -> Field {
+/// `field`, immutable: a change replaces the resource.
+pub(super) const fn fixed(mut field: Field) -> Field {
     field.immutable = true;
     field
 }
 
-const TAGS: Field = f("tags", Ty::Tags);
-
-const VPC: &[Field] = &[
-    req(fixed(f("cidrBlock", Ty::Str))),
-    f("enableDnsHostnames", Ty::Bool),
-    f("enableDnsSupport", Ty::Bool),
-    TAGS,
-];
-const SUBNET: &[Field] = &[
-    req(fixed(f("vpcId", Ty::Str))),
-    req(fixed(f("cidrBlock", Ty::Str))),
-    fixed(f("availabilityZone", Ty::Str)),
-    f("mapPublicIpOnLaunch", Ty::Bool),
-    TAGS,
-];
-const IGW: &[Field] = &[req(f("vpcId", Ty::Str)), TAGS];
-const ROUTE: &[Field] = &[
-    req(f("destinationCidrBlock", Ty::Str)),
-    req(f("gatewayId", Ty::Str)),
-];
-const ROUTE_TABLE: &[Field] = &[
-    req(fixed(f("vpcId", Ty::Str))),
-    f("routes", Ty::ObjectSet(ROUTE)),
-    f("subnetIds", Ty::StrSet),
-    TAGS,
-];
-/// Protocols a rule may name.
-pub const PROTOCOLS: &[&str] = &["tcp", "udp", "icmp", "-1"];
-const RULE: &[Field] = &[
-    req(f("protocol", Ty::Enum(PROTOCOLS))),
-    f("fromPort", Ty::Int),
-    f("toPort", Ty::Int),
-    f("cidrBlocks", Ty::StrSet),
-    f("sourceSecurityGroupIds", Ty::StrSet),
-    f("description", Ty::Str),
-];
-const SECURITY_GROUP: &[Field] = &[
-    req(fixed(f("vpcId", Ty::Str))),
-    req(fixed(f("groupName", Ty::Str))),
-    req(fixed(f("description", Ty::Str))),
-    f("ingress", Ty::ObjectSet(RULE)),
-    f("egress", Ty::ObjectSet(RULE)),
-    TAGS,
-];
-const KEY_PAIR: &[Field] = &[
-    req(fixed(f("keyName", Ty::Str))),
-    req(fixed(f("publicKey", Ty::Str))),
-    TAGS,
-];
-const METADATA: &[Field] = &[
-    f("httpTokens", Ty::Enum(&["required", "optional"])),
-    f("httpPutResponseHopLimit", Ty::Int),
-];
-const ROOT_VOLUME: &[Field] = &[
-    f("sizeGiB", Ty::Int),
-    f("encrypted", Ty::Bool),
-    f(
-        "volumeType",
-        Ty::Enum(&["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"]),
-    ),
-];
-const INSTANCE: &[Field] = &[
-    req(fixed(f("ami", Ty::Str))),
-    req(f("instanceType", Ty::Str)),
-    req(fixed(f("subnetId", Ty::Str))),
-    f("securityGroupIds", Ty::StrSet),
-    fixed(f("keyName", Ty::Str)),
-    fixed(f("userData", Ty::SecretStr)),
-    f("metadata", Ty::Object(METADATA)),
-    fixed(f("rootVolume", Ty::Object(ROOT_VOLUME))),
-    fixed(f("privateIp", Ty::Str)),
-    TAGS,
-];
-const EIP: &[Field] = &[f("instanceId", Ty::Str), TAGS];
+/// The `tags` every type takes (the user's; tidegate adds its own).
+pub(super) const TAGS: Field = f("tags", Ty::Tags);
 
 /// The fields of a resource type, if it is one.
 pub fn fields(kind: &str) -> Option<&'static [Field]> {
-    Some(match kind {
-        "vpc" => VPC,
-        "subnet" => SUBNET,
-        "internet_gateway" => IGW,
-        "route_table" => ROUTE_TABLE,
-        "security_group" => SECURITY_GROUP,
-        "key_pair" => KEY_PAIR,
-        "instance" => INSTANCE,
-        "eip" => EIP,
-        _ => return None,
-    })
+    kinds::find(kind).map(|k| k.fields())
 }
 
 /// Attributes a reference may name on a resource of type `kind` besides its
 /// spec fields: what observe reports once the resource exists.
 pub fn attributes(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "vpc" => &["id", "cidrBlock", "arn"],
-        "subnet" => &["id", "availabilityZone", "cidrBlock", "arn"],
-        "internet_gateway" | "route_table" => &["id"],
-        "security_group" => &["id", "groupName"],
-        "key_pair" => &["id", "keyName", "fingerprint"],
-        "instance" => &["id", "privateIp", "publicIp", "privateDnsName"],
-        "eip" => &["id", "publicIp"],
-        _ => &[],
-    }
+    kinds::find(kind).map_or(&[], |k| k.attributes())
 }
 
 /// The structural problems of the spec `body` of an AWS resource of type
@@ -367,7 +276,7 @@ mod tests {
         );
         assert_eq!(p[0].path, "availabilityZone");
         assert_eq!(p[0].message, "`availabilityZone` cannot hold a secret");
-        assert!(check("nat_gateway", &Value::Null)[0].fix.contains("vpc"));
+        assert!(check("load_balancer", &Value::Null)[0].fix.contains("vpc"));
     }
 
     #[test]

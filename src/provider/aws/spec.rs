@@ -4,7 +4,7 @@
 //! VPC before the VPC). EC2 resources are ordered by their references, so
 //! nothing is placed or ordered implicitly.
 
-use super::{model, schema, values, AwsProvider};
+use super::{kinds, model, schema, values, AwsProvider};
 use crate::provider::{
     Arrangement, BodyShape, Declared, EnvTarget, Field, Problem, Provider, ProviderKind, Result,
     Spec,
@@ -25,7 +25,7 @@ impl Spec for AwsSpec {
     }
 
     fn types(&self) -> &'static [&'static str] {
-        schema::TYPES
+        schema::TYPES.as_slice()
     }
 
     fn fields(&self, kind: &str) -> Option<&'static [Field]> {
@@ -73,16 +73,7 @@ impl Spec for AwsSpec {
     }
 
     fn delete_wave(&self, kind: &str) -> u8 {
-        match kind {
-            "eip" => 0,
-            "instance" => 1,
-            "route_table" | "key_pair" => 2,
-            "security_group" => 3,
-            "subnet" => 4,
-            "internet_gateway" => 5,
-            "vpc" => 6,
-            _ => 0,
-        }
+        kinds::find(kind).map_or(0, kinds::delete_wave)
     }
 }
 
@@ -98,5 +89,30 @@ mod tests {
         assert!(has("rootVolume.sizeGiB"));
         assert!(!has("arn"));
         assert!(!AwsSpec.has_attribute("no_such_type", &Value::Null, "id"));
+    }
+
+    /// Prune deletes what uses or lives in a resource first: addresses,
+    /// instances, route tables and key pairs, security groups, subnets,
+    /// gateways, VPCs.
+    #[test]
+    fn delete_waves_run_from_users_to_what_they_use() {
+        let order = [
+            &["eip"][..],
+            &["instance"],
+            &["route_table", "key_pair"],
+            &["security_group"],
+            &["subnet"],
+            &["internet_gateway"],
+            &["vpc"],
+        ];
+        let wave = |k: &str| AwsSpec.delete_wave(k);
+        for pair in order.windows(2) {
+            for a in pair[0] {
+                for b in pair[1] {
+                    assert!(wave(a) < wave(b), "{a} before {b}");
+                }
+            }
+        }
+        assert_eq!(wave("route_table"), wave("key_pair"));
     }
 }

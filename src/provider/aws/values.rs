@@ -1,6 +1,9 @@
 //! The value rules of AWS specs: what EC2 would refuse (or silently
-//! rewrite) although the field has the right type. One set of rules, run
-//! on a body at three points: `validate` on the literal values of each
+//! rewrite) although the field has the right type. The walk and the rules
+//! every type shares (tags, secrets) are here, with the checks kinds call
+//! (CIDR blocks, addresses, ranges); what applies to one type's fields is
+//! its kind's (`kinds/<type>.rs`: `check_string`, `check_int`,
+//! `check_object`). One set of rules, run on a body at three points: `validate` on the literal values of each
 //! module (`${...}` references count as unknown), `validate` and
 //! `plan --offline` on every rendered body (values that came through
 //! `${var.*}`, `${input.*}`, `${secret.*}`, ...), and the provider's own
@@ -16,8 +19,9 @@ use std::net::Ipv4Addr;
 use crate::provider::Problem;
 use crate::value::{index_path, key_path, Map, Value};
 
+use super::kinds::{self, Kind};
 use super::model::TAG_MANAGED_BY;
-use super::schema::{fields, Field, Ty};
+use super::schema::{Field, Ty};
 
 /// The prefix of tidegate's own tags (ownership, fingerprints); with
 /// [`TAG_MANAGED_BY`] they are reserved.
@@ -30,19 +34,22 @@ const TAG_KEY_MAX: usize = 128;
 const TAG_VALUE_MAX: usize = 256;
 
 /// The smallest and largest prefix EC2 accepts for a VPC or subnet block.
-const BLOCK_PREFIXES: std::ops::RangeInclusive<u8> = 16..=28;
+pub(super) const BLOCK_PREFIXES: std::ops::RangeInclusive<u8> = 16..=28;
 
 /// Every value problem of the spec `body` of an AWS resource of type
-/// `kind` (nothing for an unknown type: the structure check names it).
+/// `kind` (nothing for an unknown type: the structure check names it):
+/// the rules every type shares (tags, secrets) and its kind's own
+/// (`KindSpec::check_string`, `check_int`, `check_object`).
 pub fn check(kind: &str, body: &Value) -> Vec<Problem> {
     let mut out = Vec::new();
-    if let Some(fs) = fields(kind) {
-        object(fs, body, "", &mut out);
+    if let Some(k) = kinds::find(kind) {
+        object(k, k.fields(), body, "", &mut out);
     }
     out
 }
 
-fn problem(path: &str, message: String, fix: impl Into<String>) -> Problem {
+/// A problem at `path`.
+pub(super) fn problem(path: &str, message: String, fix: impl Into<String>) -> Problem {
     Problem {
         path: path.to_string(),
         message,
@@ -50,43 +57,39 @@ fn problem(path: &str, message: String, fix: impl Into<String>) -> Problem {
     }
 }
 
-fn object(fs: &[Field], v: &Value, path: &str, out: &mut Vec<Problem>) {
+fn object(k: &dyn Kind, fs: &[Field], v: &Value, path: &str, out: &mut Vec<Problem>) {
     let Some(m) = v.as_map() else {
         return;
     };
-    for (k, child) in m {
-        if let Some(field) = fs.iter().find(|f| f.name == k) {
-            value(field, child, &key_path(path, k), out);
+    for (name, child) in m {
+        if let Some(field) = fs.iter().find(|f| f.name == name) {
+            value(k, field, child, &key_path(path, name), out);
         }
     }
-    if fs.iter().any(|f| f.name == "protocol") {
-        rule(m, path, out);
-    }
+    k.check_object(fs, m, path, out);
 }
 
-fn value(field: &Field, v: &Value, path: &str, out: &mut Vec<Problem>) {
+fn value(k: &dyn Kind, field: &Field, v: &Value, path: &str, out: &mut Vec<Problem>) {
     match (&field.ty, v) {
         (_, Value::Unknown(_)) | (Ty::SecretStr, _) => {}
         (Ty::Tags, Value::Map(m)) => tags(m, path, out),
         (_, Value::Sensitive(_)) => out.push(secret(field.name, path)),
-        (Ty::Str, Value::String(s)) => string(field.name, s, path, out),
-        (Ty::Int, Value::Int(i)) => int(field.name, *i, path, out),
+        (Ty::Str, Value::String(s)) => k.check_string(field.name, s, path, out),
+        (Ty::Int, Value::Int(i)) => k.check_int(field.name, *i, path, out),
         (Ty::StrSet, Value::List(items)) => {
             for (i, item) in items.iter().enumerate() {
                 let p = index_path(path, i);
                 match item {
                     Value::Sensitive(_) => out.push(secret(field.name, &p)),
-                    Value::String(s) if field.name == "cidrBlocks" => {
-                        cidr(field.name, s, None, &p, out)
-                    }
+                    Value::String(s) => k.check_string(field.name, s, &p, out),
                     _ => {}
                 }
             }
         }
-        (Ty::Object(fs), _) => object(fs, v, path, out),
+        (Ty::Object(fs), _) => object(k, fs, v, path, out),
         (Ty::ObjectSet(fs), Value::List(items)) => {
             for (i, item) in items.iter().enumerate() {
-                object(fs, item, &index_path(path, i), out);
+                object(k, fs, item, &index_path(path, i), out);
             }
         }
         _ => {}
@@ -101,43 +104,26 @@ fn secret(name: &str, path: &str) -> Problem {
     )
 }
 
-fn string(name: &str, s: &str, path: &str, out: &mut Vec<Problem>) {
-    match name {
-        "cidrBlock" => cidr(name, s, Some(BLOCK_PREFIXES), path, out),
-        "destinationCidrBlock" => cidr(name, s, None, path, out),
-        "privateIp" if ipv4(s).is_err() => out.push(problem(
+/// An IPv4 address (`privateIp`).
+pub(super) fn address(name: &str, s: &str, path: &str, out: &mut Vec<Problem>) {
+    if ipv4(s).is_err() {
+        out.push(problem(
             path,
-            format!("`privateIp` `{s}` is not an IPv4 address"),
+            format!("`{name}` `{s}` is not an IPv4 address"),
             "write four numbers from 0 to 255 inside the subnet's block, e.g. 10.0.1.10",
-        )),
-        "publicKey"
-            if !PUBLIC_KEY_PREFIXES
-                .iter()
-                .any(|p| s.trim_start().starts_with(p)) =>
-        {
-            out.push(problem(
-                path,
-                "`publicKey` is not an OpenSSH public key".into(),
-                "paste the one line of an `.pub` file (ssh-ed25519 AAAA... or ssh-rsa AAAA...)",
-            ))
-        }
-        "groupName" if s.starts_with("sg-") => out.push(problem(
-            path,
-            format!("`groupName` `{s}` starts with `sg-`"),
-            "EC2 keeps the prefix `sg-` for group ids; choose a name without it",
-        )),
-        _ => {}
+        ));
     }
 }
 
-const PUBLIC_KEY_PREFIXES: [&str; 3] = ["ssh-rsa ", "ssh-ed25519 ", "ecdsa-sha2-"];
-
-fn int(name: &str, i: i64, path: &str, out: &mut Vec<Problem>) {
-    let (range, what) = match name {
-        "httpPutResponseHopLimit" => (1..=64, "hops"),
-        "sizeGiB" => (1..=16384, "GiB"),
-        _ => return,
-    };
+/// A number of `what` in `range`.
+pub(super) fn in_range(
+    name: &str,
+    i: i64,
+    range: std::ops::RangeInclusive<i64>,
+    what: &str,
+    path: &str,
+    out: &mut Vec<Problem>,
+) {
     if !range.contains(&i) {
         out.push(problem(
             path,
@@ -153,7 +139,7 @@ fn int(name: &str, i: i64, path: &str, out: &mut Vec<Problem>) {
 
 /// Checks one CIDR block; `prefixes` limits the prefix length (VPC and
 /// subnet blocks).
-fn cidr(
+pub(super) fn cidr(
     name: &str,
     s: &str,
     prefixes: Option<std::ops::RangeInclusive<u8>>,
@@ -328,96 +314,6 @@ fn tags(m: &Map, path: &str, out: &mut Vec<Problem>) {
             _ => {}
         }
     }
-}
-
-/// A security group rule: its ports for its protocol, and a source.
-fn rule(m: &Map, path: &str, out: &mut Vec<Problem>) {
-    let port = |k: &str| match m.get(k) {
-        Some(Value::Int(i)) => Port::Number(*i),
-        None | Some(Value::Null) => Port::Missing,
-        Some(_) => Port::Other,
-    };
-    let (from, to) = (port("fromPort"), port("toPort"));
-    match m.get("protocol").and_then(Value::as_str) {
-        Some(protocol @ ("tcp" | "udp")) => {
-            let bounds = 0..=65535;
-            let mut in_range = true;
-            for (name, p) in [("fromPort", from), ("toPort", to)] {
-                if let Port::Number(n) = p {
-                    if !bounds.contains(&n) {
-                        in_range = false;
-                        out.push(problem(
-                            &key_path(path, name),
-                            format!("`{name}` {n} is out of range: {protocol} ports are 0 to 65535"),
-                            "write a port from 0 to 65535 (fromPort: 0 and toPort: 65535 for every port)",
-                        ));
-                    }
-                }
-            }
-            match (from, to) {
-                (Port::Number(a), Port::Number(b)) if in_range && a > b => out.push(problem(
-                    &key_path(path, "fromPort"),
-                    format!("`fromPort` {a} is above `toPort` {b}"),
-                    format!(
-                        "a range runs from the lower port to the higher (fromPort: {b}, toPort: {a}); for one port write it twice"
-                    ),
-                )),
-                (Port::Missing, _) | (_, Port::Missing) => out.push(problem(
-                    path,
-                    format!("a {protocol} rule needs `fromPort` and `toPort`"),
-                    "add both ports (the same number twice for a single port)",
-                )),
-                _ => {}
-            }
-        }
-        Some("icmp") => {
-            for (name, p, what) in [("fromPort", from, "type"), ("toPort", to, "code")] {
-                if let Port::Number(n) = p {
-                    if !(-1..=255).contains(&n) {
-                        out.push(problem(
-                            &key_path(path, name),
-                            format!("`{name}` {n} is not an ICMP {what} (0 to 255, or -1 for all)"),
-                            format!("write the ICMP {what} from 0 to 255, or -1 for all"),
-                        ));
-                    }
-                }
-            }
-            if matches!(from, Port::Missing) || matches!(to, Port::Missing) {
-                out.push(problem(
-                    path,
-                    "an icmp rule needs `fromPort` (the ICMP type) and `toPort` (the ICMP code)"
-                        .into(),
-                    "write -1 for both to allow every ICMP type and code",
-                ));
-            }
-        }
-        _ => {}
-    }
-    let has = |k: &str| match m.get(k) {
-        None | Some(Value::Null) => false,
-        Some(Value::List(l)) => !l.is_empty(),
-        Some(_) => true,
-    };
-    if !has("cidrBlocks") && !has("sourceSecurityGroupIds") {
-        // At the empty list when there is one: that is what to fill in.
-        let at = ["cidrBlocks", "sourceSecurityGroupIds"]
-            .into_iter()
-            .find(|k| m.contains_key(*k))
-            .map_or_else(|| path.to_string(), |k| key_path(path, k));
-        out.push(problem(
-            &at,
-            "the rule has no source: neither `cidrBlocks` nor `sourceSecurityGroupIds`".into(),
-            "add `cidrBlocks: [..]` (addresses) or `sourceSecurityGroupIds: [..]` (other security groups)",
-        ));
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Port {
-    Number(i64),
-    Missing,
-    /// Unknown until apply, or of the wrong type (reported elsewhere).
-    Other,
 }
 
 #[cfg(test)]
@@ -688,6 +584,6 @@ mod tests {
         let mut b = Map::new();
         b.insert("cidrBlock".into(), Value::Unknown("input.cidr".into()));
         assert_eq!(check("vpc", &Value::Map(b)), vec![]);
-        assert_eq!(check("nat_gateway", &Value::Null), vec![]);
+        assert_eq!(check("load_balancer", &Value::Null), vec![]);
     }
 }
