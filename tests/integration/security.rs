@@ -152,6 +152,19 @@ impl Tidegate {
     }
 
     /// The environments' gate states from the status API.
+    /// Waits (up to 60 s) until `env` has converged once: ready only says
+    /// a commit was loaded, and under load the first deploy may still run.
+    async fn converged(&self, env: &str) {
+        let end = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < end {
+            if self.gate(env).await == "converged" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{env} did not converge within 60 s:\n{}", self.logs());
+    }
+
     async fn gate(&self, env: &str) -> String {
         let (_, body) = http(self.api, "GET", "/api/v1/status", &[], b"")
             .await
@@ -376,6 +389,7 @@ async fn bodies_over_the_limit_are_refused_on_every_route() {
     let up = Upstream::new();
     let mut t = spawn(&up, &["--max-body-bytes", "65536"], None);
     t.ready().await;
+    t.converged("dev").await;
     let body = vec![b'x'; 65537];
     let auth = format!("Bearer {TOKEN}");
     let api = [
