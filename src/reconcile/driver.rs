@@ -959,3 +959,75 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::EnvHealth;
+
+    fn report(mode: Mode, health: EnvHealth, drift: &[&str]) -> EnvReport {
+        EnvReport {
+            commit: "c0ffee".into(),
+            mode,
+            health,
+            drift: drift.iter().map(|d| d.to_string()).collect(),
+            ..EnvReport::default()
+        }
+    }
+
+    fn kinds(events: &[notify::Event]) -> Vec<Kind> {
+        events.iter().map(|e| e.kind).collect()
+    }
+
+    #[test]
+    fn a_refused_commit_and_a_failed_apply_are_told_apart() {
+        let origin = notify::Origin::default();
+        let mut r = report(Mode::Apply, EnvHealth::Healthy, &[]);
+        r.error = Some(ReportError::new(ErrorReason::Signature, "unsigned"));
+        let e = report_events(&origin, "prod", &r, false);
+        assert_eq!(kinds(&e), [Kind::CommitRefused]);
+        assert_eq!(e[0].reason.as_deref(), Some("signature"));
+        r.error = Some(ReportError::new(ErrorReason::NotADescendant, "older"));
+        assert_eq!(
+            kinds(&report_events(&origin, "prod", &r, false)),
+            [Kind::CommitRefused]
+        );
+        r.error = Some(ReportError::new(ErrorReason::Apply, "web.db failed"));
+        let e = report_events(&origin, "prod", &r, true);
+        assert_eq!(kinds(&e), [Kind::ApplyFailed]);
+        assert_eq!(e[0].reason.as_deref(), Some("apply"));
+        // Unhealthy without an error: failed, for health.
+        let r = report(
+            Mode::Apply,
+            EnvHealth::Degraded("web.api crash-looping".into()),
+            &[],
+        );
+        let e = report_events(&origin, "prod", &r, false);
+        assert_eq!(kinds(&e), [Kind::ApplyFailed]);
+        assert_eq!(e[0].reason.as_deref(), Some("health"));
+    }
+
+    #[test]
+    fn a_new_commit_succeeds_and_a_drift_check_reports_drift_once_healed() {
+        let origin = notify::Origin::default();
+        let applied = report(Mode::Apply, EnvHealth::Healthy, &["web.config"]);
+        // A new commit applied: succeeded (the drift list is its changes).
+        assert_eq!(
+            kinds(&report_events(&origin, "dev", &applied, false)),
+            [Kind::ApplySucceeded]
+        );
+        // A drift check that found and healed drift.
+        let e = report_events(&origin, "dev", &applied, true);
+        assert_eq!(kinds(&e), [Kind::DriftDetected, Kind::DriftHealed]);
+        assert_eq!(e[0].resources, ["web.config"]);
+        // Report-only: found, not healed; nothing when nothing drifted.
+        let watched = report(Mode::ReportOnly, EnvHealth::NotChecked, &["web.config"]);
+        assert_eq!(
+            kinds(&report_events(&origin, "dev", &watched, true)),
+            [Kind::DriftDetected]
+        );
+        assert!(report_events(&origin, "dev", &watched, false).is_empty());
+        let clean = report(Mode::Apply, EnvHealth::Healthy, &[]);
+        assert!(report_events(&origin, "dev", &clean, true).is_empty());
+    }
+}
