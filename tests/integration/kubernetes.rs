@@ -459,6 +459,15 @@ async fn kubernetes_secrets_are_listed_per_namespace_never_across_the_cluster(ku
     if c.real().is_some() {
         let err = wide.expect_err("a cluster-wide Secret list is refused");
         assert!(err.to_string().contains("403"), "{err}");
+        // Per namespace without the grant: refused, naming the grant to add.
+        let ungranted = Scope {
+            kinds: ["v1/Secret".to_string()].into(),
+            namespaces: Some(["kube-system".to_string()].into()),
+        };
+        let err = p.observe_in(&ungranted).await.expect_err("no grant there");
+        let text = err.to_string();
+        assert!(text.contains("namespace kube-system"), "{text}");
+        assert!(text.contains("tidegate-secrets"), "{text}");
     } else {
         assert_eq!(wide.unwrap().len(), 2);
     }

@@ -684,9 +684,23 @@ impl Kubernetes {
             if let Some(t) = &token {
                 params = params.continue_token(t);
             }
-            let page = api.list(&params).await.map_err(|e| match namespace {
-                Some(ns) => api_error(format!("list {gvk} in namespace {ns}"), e),
-                None => api_error(format!("list {gvk}"), e),
+            let page = api.list(&params).await.map_err(|e| {
+                let forbidden = matches!(&e, kube::Error::Api(s) if s.code == 403);
+                match namespace {
+                    // Listed per namespace so that RBAC can grant it per
+                    // namespace: say which grant is missing.
+                    Some(ns) if forbidden => api_error(
+                        format!(
+                            "list {gvk} in namespace {ns} (tidegate may read {gvk} only where a \
+                             RoleBinding of ClusterRole tidegate-secrets grants it: create the \
+                             namespace and that RoleBinding in it as in \
+                             deploy/managed-namespaces.yaml, see docs/install.md \"RBAC limits\")"
+                        ),
+                        e,
+                    ),
+                    Some(ns) => api_error(format!("list {gvk} in namespace {ns}"), e),
+                    None => api_error(format!("list {gvk}"), e),
+                }
             })?;
             for item in page.items {
                 if let Some(live) = self.observed(kind, &gvk, to_json(item), inventory) {
