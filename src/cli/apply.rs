@@ -430,8 +430,10 @@ impl Ctx<'_> {
                 plan_only: self.mode.dry_run,
                 allow_mass_delete: self.args.allow_mass_delete,
                 allow_destroy: self.args.allow_destroy,
-                // The user may have waited at the prompt.
-                reobserve: true,
+                // Observe again only when the user may have waited at the
+                // prompt; with --yes the plan's observation is seconds old
+                // (one list sequence per kind saved).
+                reobserve: !self.args.yes,
                 execute: execute::Options {
                     parallelism: self.args.parallelism.max(1),
                     prune: self.mode.prune,
