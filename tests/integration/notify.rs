@@ -630,3 +630,39 @@ fn a_plain_secret_in_the_notifications_file_stops_the_start() {
     assert!(err.contains("n.yaml:5:"), "{err}");
     assert!(!err.contains("CANARYplain"), "{err}");
 }
+
+/// Issue 22: the shipped alert rules (deploy/prometheus/rules.yaml) load in
+/// the real `promtool` with every rule counted and no lint finding, and
+/// their unit tests (rules.test.yaml: failing environment at 10 and 20
+/// minutes, a suspended one ignored, source unreachable, reconciler down)
+/// pass.
+#[test]
+fn shipped_alert_rules_pass_promtool() {
+    let promtool = crate::support::go_tool("promtool");
+    let dir = crate::support::repo_root().join("deploy/prometheus");
+    let rules = std::fs::read_to_string(dir.join("rules.yaml")).unwrap();
+    let alerts = rules
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- alert:"))
+        .count();
+    assert!(alerts > 0, "no alert in rules.yaml");
+
+    let check = crate::support::run_ok(Command::new(&promtool).current_dir(&dir).args([
+        "check",
+        "rules",
+        "--lint=all",
+        "--lint-fatal",
+        "rules.yaml",
+    ]));
+    assert!(
+        check.contains(&format!("SUCCESS: {alerts} rules found")),
+        "promtool check rules: {check}"
+    );
+
+    let test = crate::support::run_ok(Command::new(&promtool).current_dir(&dir).args([
+        "test",
+        "rules",
+        "rules.test.yaml",
+    ]));
+    assert!(test.contains("SUCCESS"), "promtool test rules: {test}");
+}

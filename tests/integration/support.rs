@@ -1,7 +1,8 @@
 //! Shared test setup: finding the real tools `.ci/test` installs.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 /// The repository root.
 #[allow(dead_code)]
@@ -27,6 +28,45 @@ pub fn tool(name: &str) -> PathBuf {
         }
     }
     panic!("`{name}` not found in .ci/.venv/bin or PATH: run `.ci/test` once, which installs the test tools");
+}
+
+/// Path of a tool built from its Go module by `tests/tools/build.sh`:
+/// `helm` (v4), `kustomize` (v5), `registry` (an in-memory OCI registry,
+/// go-containerregistry's `cmd/registry`) or `promtool`. The script runs
+/// once per test process: it builds all four into a machine-wide cache on
+/// the first run on a machine (about 10 minutes on 2 cores) and only
+/// checks afterwards. Panics with the script's output when the build
+/// fails or `name` is not one of them, so a test never passes by skipping
+/// its real part.
+#[allow(dead_code)]
+pub fn go_tool(name: &str) -> PathBuf {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let script = repo_root().join("tests/tools/build.sh");
+    let dir = DIR.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("{} does not start: {e}", script.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match stdout.lines().last() {
+            Some(dir) if out.status.success() => Ok(PathBuf::from(dir.trim())),
+            _ => Err(format!(
+                "{} failed (exit {}): {}",
+                script.display(),
+                out.status,
+                stdout.trim()
+            )),
+        }
+    });
+    let dir = dir.as_ref().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "`{name}` is not built by tests/tools/build.sh (it builds helm, kustomize, registry, promtool); looked for {}",
+        path.display()
+    );
+    path
 }
 
 /// Runs `cmd` and returns its stdout, trimmed; panics with the command and
