@@ -34,7 +34,7 @@ pub fn tool(name: &str) -> PathBuf {
 /// `helm` (v4), `kustomize` (v5), `registry` (an in-memory OCI registry,
 /// go-containerregistry's `cmd/registry`) or `promtool`. The script runs
 /// once per test process: it builds all four into a machine-wide cache on
-/// the first run on a machine (about 10 minutes on 2 cores) and only
+/// the first run on a machine (about 15 minutes on 2 cores) and only
 /// checks afterwards. Panics with the script's output when the build
 /// fails or `name` is not one of them, so a test never passes by skipping
 /// its real part.
