@@ -32,7 +32,8 @@ pub fn tool(name: &str) -> PathBuf {
 
 /// Path of a tool built from its Go module by `tests/tools/build.sh`:
 /// `helm` (v4), `kustomize` (v5), `registry` (an in-memory OCI registry,
-/// go-containerregistry's `cmd/registry`) or `promtool`. The script runs
+/// go-containerregistry's `pkg/registry`: `registry -address 127.0.0.1:0`
+/// prints `serving on 127.0.0.1:PORT`) or `promtool`. The script runs
 /// once per test process: it builds all four into a machine-wide cache on
 /// the first run on a machine (about 15 minutes on 2 cores) and only
 /// checks afterwards. Panics with the script's output when the build
