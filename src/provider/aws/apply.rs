@@ -19,6 +19,7 @@ use super::calls::{sdk, ApiError};
 use super::kinds::{self, Created, Kind, Raw, Update};
 use super::model;
 use super::observe::{self, filter, id_filter};
+use super::tags;
 use super::AwsProvider;
 use crate::provider::{Action, Desired, Error, Live, ResourceId, Result, RetryReason};
 use crate::value::Value;
@@ -151,7 +152,7 @@ impl AwsProvider {
             .flatten()
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())));
         tags(
-            model::owner_tags(&self.owner, &desired.id)
+            tags::owner_tags(&self.owner, &desired.id)
                 .into_iter()
                 .chain(user)
                 .chain(extra),
@@ -176,7 +177,7 @@ impl AwsProvider {
     /// The owned, not deposed resource carrying `desired`'s resource tag.
     async fn find_owned(&self, kind: &dyn Kind, desired: &Desired) -> Result<Option<Live>> {
         let by_tag = filter(
-            &format!("tag:{}", model::TAG_RESOURCE),
+            &format!("tag:{}", tags::TAG_RESOURCE),
             &[&desired.id.to_string()],
         );
         let raws = self
@@ -316,7 +317,7 @@ impl AwsProvider {
             return Box::pin(self.create(desired, d)).await;
         }
         let id = live.external_id.clone();
-        let deposed = tags([(model::TAG_DEPOSED.to_string(), "true".to_string())]);
+        let deposed = tags([(tags::TAG_DEPOSED.to_string(), "true".to_string())]);
         self.create_tags(&id, deposed).await?;
         let new = Box::pin(self.create(desired, d)).await?;
         if let Err(e) = self.delete_resource(live, false).await {
@@ -328,7 +329,7 @@ impl AwsProvider {
     /// Stamps the full ownership tags (the project among them) on a
     /// resource tagged by a tidegate from before projects.
     pub(super) async fn adopt(&self, live: &Live) -> Result<()> {
-        let t = tags(model::owner_tags(&self.owner, &live.id));
+        let t = tags(tags::owner_tags(&self.owner, &live.id));
         self.create_tags(&live.external_id, t).await
     }
 
@@ -370,7 +371,7 @@ impl AwsProvider {
 
     async fn update_tags(&self, id: &str, d: &Value, live: &Value) -> Result<()> {
         let empty = Value::Map(Default::default());
-        let (set, remove) = model::tag_changes(
+        let (set, remove) = tags::tag_changes(
             d.get_path("tags").unwrap_or(&empty),
             live.get_path("tags").unwrap_or(&empty),
         );

@@ -40,6 +40,7 @@ mod model;
 mod observe;
 pub mod schema;
 pub mod spec;
+mod tags;
 pub mod values;
 
 use std::collections::BTreeMap;
@@ -50,11 +51,12 @@ use aws_sdk_ec2::config::timeout::TimeoutConfig;
 use aws_sdk_ec2::Client;
 
 pub use calls::RetryPolicy;
-pub use model::{
-    replace_reasons, TAG_DEPOSED, TAG_ENVIRONMENT, TAG_MANAGED_BY, TAG_MODULE, TAG_PROJECT,
-    TAG_RESOURCE, TAG_USER_DATA,
-};
+pub use model::replace_reasons;
 pub use schema::TYPES;
+pub use tags::{
+    TAG_DEPOSED, TAG_ENVIRONMENT, TAG_MANAGED_BY, TAG_MODULE, TAG_PROJECT, TAG_RESOURCE,
+    TAG_USER_DATA,
+};
 
 /// Every problem with the spec `body` of an AWS resource of type `kind`:
 /// its structure ([`schema::check_structure`]: unknown type or field, wrong
@@ -339,7 +341,7 @@ impl Provider for AwsProvider {
                     .or_insert_with(|| Value::Map(Default::default()));
                 if let Value::Map(tags) = tags {
                     tags.insert(
-                        model::TAG_PROJECT.into(),
+                        tags::TAG_PROJECT.into(),
                         Value::String(self.owner.project.clone()),
                     );
                 }

@@ -17,7 +17,7 @@ use aws_sdk_ec2::types::{Filter, Tag};
 
 use super::calls::{sdk, ApiError};
 use super::kinds::{Kind, Raw};
-use super::model;
+use super::tags;
 use super::AwsProvider;
 use crate::provider::{labels, Claim, Live, Owner, ResourceId};
 use crate::value::{Map, Value};
@@ -44,7 +44,7 @@ impl AwsProvider {
         extra: Vec<Filter>,
     ) -> Result<Vec<Raw>, ApiError> {
         let mut filters = vec![filter(
-            &format!("tag:{}", model::TAG_ENVIRONMENT),
+            &format!("tag:{}", tags::TAG_ENVIRONMENT),
             &[&self.owner.environment],
         )];
         filters.extend(extra);
@@ -142,13 +142,13 @@ pub fn arn(region: &str, account: Option<&str>, resource: &str, id: &str) -> Str
 /// The normalised live state of a listed resource; `None` when it does not
 /// carry tidegate's ownership marks.
 pub(super) fn to_live(raw: &Raw, owner: &Owner) -> Option<Live> {
-    let legacy = match model::claim(&raw.tags, owner) {
+    let legacy = match tags::claim(&raw.tags, owner) {
         Claim::Ours => false,
         Claim::Legacy => true,
         Claim::Foreign(_) | Claim::Unmanaged => return None,
     };
     let keep = raw.tags.get(labels::PRUNE).map(String::as_str) == Some("disabled");
-    let mut id = model::id_from_tags(&raw.tags)?;
+    let mut id = tags::id_from_tags(&raw.tags)?;
     if raw.is_deposed() {
         id = ResourceId {
             module: id.module,

@@ -20,8 +20,8 @@ use crate::provider::Problem;
 use crate::value::{index_path, key_path, Map, Value};
 
 use super::kinds::{self, Kind};
-use super::model::TAG_MANAGED_BY;
 use super::schema::{Field, Ty};
+use super::tags::TAG_MANAGED_BY;
 
 /// The prefix of tidegate's own tags (ownership, fingerprints); with
 /// [`TAG_MANAGED_BY`] they are reserved.

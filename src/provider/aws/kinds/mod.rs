@@ -35,8 +35,8 @@ use std::sync::LazyLock;
 use aws_sdk_ec2::types::{Filter, Tag};
 
 use super::calls::ApiError;
-use super::model::{self, Fingerprinted};
 use super::observe::tag_map;
+use super::tags::{self, Fingerprinted};
 use super::AwsProvider;
 use crate::provider::{Desired, Error, Field, Health, Live, Problem, Result};
 use crate::value::{Map, Value};
@@ -322,7 +322,7 @@ pub(super) struct Raw {
 impl Raw {
     /// True when a replacement superseded it.
     pub fn is_deposed(&self) -> bool {
-        self.tags.contains_key(model::TAG_DEPOSED)
+        self.tags.contains_key(tags::TAG_DEPOSED)
     }
 
     /// Its health, reading more where the listing cannot tell.
@@ -348,7 +348,7 @@ pub(super) fn raw<K: Ec2Kind>(kind: K, item: K::Item, region: &str) -> Option<Ra
     let seen = Seen {
         id: &external_id,
         tags: &tags,
-        user_tags: model::user_tags(&tags),
+        user_tags: tags::user_tags(&tags),
         region,
     };
     let (body, attributes) = kind.normalise(&item, seen);

@@ -202,8 +202,8 @@ impl Ec2Kind for Vpc {
 mod tests {
     use super::*;
     use crate::provider::aws::kinds::raw;
-    use crate::provider::aws::model;
     use crate::provider::aws::observe::to_live;
+    use crate::provider::aws::tags;
     use crate::provider::Owner;
 
     fn tag(k: &str, v: &str) -> Tag {
@@ -242,7 +242,7 @@ mod tests {
         );
         assert!(to_live(&unowned.unwrap(), &owner()).is_none());
         let mut tags = owned_tags();
-        tags.push(tag(model::TAG_DEPOSED, "true"));
+        tags.push(tag(tags::TAG_DEPOSED, "true"));
         let raw = raw(Vpc, vpc(tags), "eu-west-1").unwrap();
         assert!(raw.is_deposed());
         let live = to_live(&raw, &owner()).unwrap();
