@@ -35,9 +35,9 @@ use std::sync::LazyLock;
 use aws_sdk_ec2::types::{Filter, Tag};
 
 use super::calls::ApiError;
-use super::observe::tag_map;
+use super::sdk::tag_map;
+use super::sdk::Ec2;
 use super::tags::{self, Fingerprinted};
-use super::AwsProvider;
 use crate::provider::{Desired, Error, Field, Health, Live, Problem, Result};
 use crate::value::{Map, Value};
 
@@ -162,11 +162,7 @@ pub(super) trait Ec2Kind: KindSpec + Copy + 'static {
 
     /// Every resource `filters` select, in one Describe call sequence
     /// (paginated), plus what the kind reads with them in one batch.
-    async fn describe(
-        &self,
-        p: &AwsProvider,
-        filters: Vec<Filter>,
-    ) -> Result<Vec<Self::Item>, ApiError>;
+    async fn describe(&self, p: &Ec2, filters: Vec<Filter>) -> Result<Vec<Self::Item>, ApiError>;
 
     /// The EC2 id of a listed resource.
     fn id<'a>(&self, item: &'a Self::Item) -> Option<&'a str>;
@@ -184,41 +180,36 @@ pub(super) trait Ec2Kind: KindSpec + Copy + 'static {
     }
 
     /// Its health, reading more where the listing cannot tell.
-    async fn health(&self, _p: &AwsProvider, item: &Self::Item) -> Result<Health> {
+    async fn health(&self, _p: &Ec2, item: &Self::Item) -> Result<Health> {
         Ok(self.listed_health(item).unwrap_or(Health::Healthy))
     }
 
     /// Makes the bare resource, tagged at creation with
-    /// [`AwsProvider::tag_spec`]; the driver converges the rest. Sent once
+    /// [`Ec2::tag_spec`]; the driver converges the rest. Sent once
     /// (no SDK retries): a lost answer is searched for by tag first.
     async fn create(
         &self,
-        p: &AwsProvider,
+        p: &Ec2,
         desired: &Desired,
         d: &Value,
         token: &str,
     ) -> Result<Created, ApiError>;
 
     /// Changes `u.fields` in place (the driver sets `tags`).
-    async fn update(&self, p: &AwsProvider, u: &Update<'_>, item: &Self::Item) -> Result<()>;
+    async fn update(&self, p: &Ec2, u: &Update<'_>, item: &Self::Item) -> Result<()>;
 
     /// Deletes the resource and first what EC2 requires (attachments,
     /// associations). "Not found" and "still in use" are the driver's.
-    async fn delete(&self, p: &AwsProvider, id: &str, item: &Self::Item) -> Result<(), ApiError>;
+    async fn delete(&self, p: &Ec2, id: &str, item: &Self::Item) -> Result<(), ApiError>;
 
     /// Waits after a delete EC2 finishes later (an instance terminating).
-    async fn wait_deleted(&self, _p: &AwsProvider, _id: &str) -> Result<()> {
+    async fn wait_deleted(&self, _p: &Ec2, _id: &str) -> Result<()> {
         Ok(())
     }
 
     /// `live` as it compares with the secrets in `d`, read from the
     /// resource itself; `None` when `d` holds none this kind reads back.
-    async fn read_secrets(
-        &self,
-        _p: &AwsProvider,
-        _d: &Value,
-        _live: &Live,
-    ) -> Result<Option<SecretView>> {
+    async fn read_secrets(&self, _p: &Ec2, _d: &Value, _live: &Live) -> Result<Option<SecretView>> {
         Ok(None)
     }
 }
@@ -326,17 +317,17 @@ impl Raw {
     }
 
     /// Its health, reading more where the listing cannot tell.
-    pub async fn health(&self, p: &AwsProvider) -> Result<Health> {
+    pub async fn health(&self, p: &Ec2) -> Result<Health> {
         self.held.health(p).await
     }
 
     /// Changes it in place.
-    pub async fn update(&self, p: &AwsProvider, u: &Update<'_>) -> Result<()> {
+    pub async fn update(&self, p: &Ec2, u: &Update<'_>) -> Result<()> {
         self.held.update(p, u).await
     }
 
     /// Deletes it.
-    pub async fn delete(&self, p: &AwsProvider) -> Result<(), ApiError> {
+    pub async fn delete(&self, p: &Ec2) -> Result<(), ApiError> {
         self.held.delete(p, &self.external_id).await
     }
 }
@@ -373,22 +364,22 @@ struct Listed<K: Ec2Kind> {
 /// The calls on a listed resource, whatever its kind.
 #[async_trait::async_trait]
 trait Held: Send + Sync {
-    async fn health(&self, p: &AwsProvider) -> Result<Health>;
-    async fn update(&self, p: &AwsProvider, u: &Update<'_>) -> Result<()>;
-    async fn delete(&self, p: &AwsProvider, id: &str) -> Result<(), ApiError>;
+    async fn health(&self, p: &Ec2) -> Result<Health>;
+    async fn update(&self, p: &Ec2, u: &Update<'_>) -> Result<()>;
+    async fn delete(&self, p: &Ec2, id: &str) -> Result<(), ApiError>;
 }
 
 #[async_trait::async_trait]
 impl<K: Ec2Kind> Held for Listed<K> {
-    async fn health(&self, p: &AwsProvider) -> Result<Health> {
+    async fn health(&self, p: &Ec2) -> Result<Health> {
         Ec2Kind::health(&self.kind, p, &self.item).await
     }
 
-    async fn update(&self, p: &AwsProvider, u: &Update<'_>) -> Result<()> {
+    async fn update(&self, p: &Ec2, u: &Update<'_>) -> Result<()> {
         Ec2Kind::update(&self.kind, p, u, &self.item).await
     }
 
-    async fn delete(&self, p: &AwsProvider, id: &str) -> Result<(), ApiError> {
+    async fn delete(&self, p: &Ec2, id: &str) -> Result<(), ApiError> {
         Ec2Kind::delete(&self.kind, p, id, &self.item).await
     }
 }
@@ -401,27 +392,22 @@ pub(super) trait Kind: KindSpec {
 
     /// Every resource `filters` select, each normalised into a [`Raw`]
     /// (those EC2 lists without an id are left out).
-    async fn describe(&self, p: &AwsProvider, filters: Vec<Filter>) -> Result<Vec<Raw>, ApiError>;
+    async fn describe(&self, p: &Ec2, filters: Vec<Filter>) -> Result<Vec<Raw>, ApiError>;
 
     /// See [`Ec2Kind::create`].
     async fn create(
         &self,
-        p: &AwsProvider,
+        p: &Ec2,
         desired: &Desired,
         d: &Value,
         token: &str,
     ) -> Result<Created, ApiError>;
 
     /// See [`Ec2Kind::wait_deleted`].
-    async fn wait_deleted(&self, p: &AwsProvider, id: &str) -> Result<()>;
+    async fn wait_deleted(&self, p: &Ec2, id: &str) -> Result<()>;
 
     /// See [`Ec2Kind::read_secrets`].
-    async fn read_secrets(
-        &self,
-        p: &AwsProvider,
-        d: &Value,
-        live: &Live,
-    ) -> Result<Option<SecretView>>;
+    async fn read_secrets(&self, p: &Ec2, d: &Value, live: &Live) -> Result<Option<SecretView>>;
 }
 
 #[async_trait::async_trait]
@@ -430,7 +416,7 @@ impl<K: Ec2Kind> Kind for K {
         Ec2Kind::id_filter(self)
     }
 
-    async fn describe(&self, p: &AwsProvider, filters: Vec<Filter>) -> Result<Vec<Raw>, ApiError> {
+    async fn describe(&self, p: &Ec2, filters: Vec<Filter>) -> Result<Vec<Raw>, ApiError> {
         let region = p.region();
         let items = Ec2Kind::describe(self, p, filters).await?;
         Ok(items
@@ -441,7 +427,7 @@ impl<K: Ec2Kind> Kind for K {
 
     async fn create(
         &self,
-        p: &AwsProvider,
+        p: &Ec2,
         desired: &Desired,
         d: &Value,
         token: &str,
@@ -449,16 +435,11 @@ impl<K: Ec2Kind> Kind for K {
         Ec2Kind::create(self, p, desired, d, token).await
     }
 
-    async fn wait_deleted(&self, p: &AwsProvider, id: &str) -> Result<()> {
+    async fn wait_deleted(&self, p: &Ec2, id: &str) -> Result<()> {
         Ec2Kind::wait_deleted(self, p, id).await
     }
 
-    async fn read_secrets(
-        &self,
-        p: &AwsProvider,
-        d: &Value,
-        live: &Live,
-    ) -> Result<Option<SecretView>> {
+    async fn read_secrets(&self, p: &Ec2, d: &Value, live: &Live) -> Result<Option<SecretView>> {
         Ec2Kind::read_secrets(self, p, d, live).await
     }
 }
