@@ -15,7 +15,8 @@
 use aws_sdk_ec2::types::Tag;
 
 use super::calls::ApiError;
-use super::kinds::{self, Created, Kind, Raw, Update};
+use super::kind::{Created, Kind, Raw, Update};
+use super::kinds;
 use super::model;
 use super::observe::{self, id_filter, list};
 use super::sdk::{ec2_tags, filter, Ec2};

@@ -35,6 +35,7 @@
 
 mod apply;
 mod calls;
+mod kind;
 mod kinds;
 mod model;
 mod observe;

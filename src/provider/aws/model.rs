@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use super::kinds::{self, Kind};
+use super::kind::Kind;
+use super::kinds;
 use super::schema::{Field, Ty};
 use super::tags::Fingerprinted;
 use crate::provider::{Action, Change, ResourceId};

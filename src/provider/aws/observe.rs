@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use aws_sdk_ec2::types::Filter;
 
 use super::calls::ApiError;
-use super::kinds::{Kind, Raw};
+use super::kind::{Kind, Raw};
 use super::sdk::{filter, Ec2};
 use super::tags;
 use crate::provider::{labels, Claim, Live, Owner, ResourceId};

@@ -19,7 +19,8 @@ use std::net::Ipv4Addr;
 use crate::provider::Problem;
 use crate::value::{index_path, key_path, Map, Value};
 
-use super::kinds::{self, Kind};
+use super::kind::Kind;
+use super::kinds;
 use super::schema::{Field, Ty};
 use super::tags::TAG_MANAGED_BY;
 

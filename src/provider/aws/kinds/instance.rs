@@ -21,8 +21,8 @@ use aws_sdk_ec2::types::{
 };
 use base64::Engine;
 
-use super::{Created, Ec2Kind, KindSpec, SecretView, Seen, Update};
 use crate::provider::aws::calls::{sdk, ApiError};
+use crate::provider::aws::kind::{Created, Ec2Kind, KindSpec, SecretView, Seen, Update};
 use crate::provider::aws::schema::{f, fixed, req, Field, Ty, TAGS};
 use crate::provider::aws::sdk::{
     attrs, bool_at, describe, filter, int, map, no_sdk_retries, s, str_at, string_at, strings,

@@ -3,8 +3,8 @@
 
 use aws_sdk_ec2::types::{Filter, InternetGateway as Gateway, ResourceType, Tag};
 
-use super::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::calls::{sdk, ApiError};
+use crate::provider::aws::kind::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::schema::{f, req, Field, Ty, TAGS};
 use crate::provider::aws::sdk::{attrs, describe, map, no_sdk_retries, s, str_at, Ec2};
 use crate::provider::{Desired, Result};

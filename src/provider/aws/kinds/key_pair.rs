@@ -6,8 +6,8 @@
 use aws_sdk_ec2::primitives::Blob;
 use aws_sdk_ec2::types::{Filter, KeyPairInfo, ResourceType, Tag};
 
-use super::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::calls::{sdk, ApiError};
+use crate::provider::aws::kind::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::schema::{f, fixed, req, Field, Ty, TAGS};
 use crate::provider::aws::sdk::{attrs, describe, map, no_sdk_retries, s, string_at, Ec2};
 use crate::provider::aws::tags::{Fingerprinted, TAG_PUBLIC_KEY};

@@ -18,8 +18,8 @@ use aws_sdk_ec2::types::{
     Tag,
 };
 
-use super::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::calls::{sdk, ApiError};
+use crate::provider::aws::kind::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::schema::{f, fixed, req, Field, Ty, TAGS};
 use crate::provider::aws::sdk::{
     attrs, describe, filter, map, no_sdk_retries, s, str_at, string_at, Ec2,
@@ -268,7 +268,8 @@ impl Ec2Kind for NatGateway {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::aws::kinds::{delete_wave, find, raw};
+    use crate::provider::aws::kind::raw;
+    use crate::provider::aws::kinds::{delete_wave, find};
     use crate::provider::aws::observe::to_live;
     use crate::provider::aws::{check, model};
     use crate::provider::Owner;

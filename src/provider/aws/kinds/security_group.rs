@@ -9,8 +9,8 @@ use aws_sdk_ec2::types::{
     Filter, IpPermission, IpRange, ResourceType, SecurityGroup as Item, Tag, UserIdGroupPair,
 };
 
-use super::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::calls::{sdk, ApiError};
+use crate::provider::aws::kind::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::schema::{f, fixed, req, Field, Ty, TAGS};
 use crate::provider::aws::sdk::{attrs, describe, map, no_sdk_retries, s, string_at, Ec2};
 use crate::provider::aws::values::{cidr, problem};
@@ -502,7 +502,7 @@ impl Ec2Kind for SecurityGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::aws::kinds::raw;
+    use crate::provider::aws::kind::raw;
     use crate::provider::aws::observe::to_live;
     use crate::provider::Owner;
 

@@ -3,8 +3,8 @@
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType, Subnet as Item, Tag};
 
-use super::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::calls::{sdk, ApiError};
+use crate::provider::aws::kind::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::schema::{f, fixed, req, Field, Ty, TAGS};
 use crate::provider::aws::sdk::{
     arn, attrs, bool_at, describe, map, no_sdk_retries, s, string_at, Ec2,

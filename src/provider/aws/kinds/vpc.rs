@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType, Tag};
 
-use super::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::calls::{sdk, ApiError};
+use crate::provider::aws::kind::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::schema::{f, fixed, req, Field, Ty, TAGS};
 use crate::provider::aws::sdk::{
     arn, attrs, bool_at, describe, ec2_tags, map, no_sdk_retries, s, string_at, Ec2,
@@ -197,7 +197,7 @@ impl Ec2Kind for Vpc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::aws::kinds::raw;
+    use crate::provider::aws::kind::raw;
     use crate::provider::aws::observe::to_live;
     use crate::provider::aws::tags;
     use crate::provider::Owner;
