@@ -102,7 +102,7 @@ pub(super) async fn create(ec2: &Ec2, desired: &Desired, d: &Value) -> Result<Li
     let mut n = 1;
     loop {
         let token = model::client_token(
-            &desired.kind,
+            kind,
             &ec2.owner.key(),
             &desired.id,
             d,
@@ -159,7 +159,7 @@ pub(super) async fn converge(ec2: &Ec2, desired: &Desired, d: &Value, live: &Liv
         ec2.delete_tags(&live.external_id, t).await?;
     }
     let compared = seen.as_ref().map_or(live, |s| &s.live);
-    let change = model::predict(&desired.kind, d, Some(&compared.body), &ec2.key);
+    let change = model::predict(kind, d, Some(&compared.body), &ec2.key);
     match change.action {
         Action::NoOp => Ok(live.clone()),
         Action::Replace { .. } => replace(ec2, kind, desired, d, live).await,
@@ -207,7 +207,7 @@ async fn update(
     let Some(raw) = read(ec2, kind, &live.external_id).await? else {
         return Box::pin(create(ec2, desired, d)).await;
     };
-    let diff = model::diff(&desired.kind, d, &live.body, &ec2.key);
+    let diff = model::diff(kind, d, &live.body, &ec2.key);
     let id = live.external_id.as_str();
     let fields: Vec<&str> = diff
         .updates

@@ -53,21 +53,24 @@ use aws_sdk_ec2::config::timeout::TimeoutConfig;
 use aws_sdk_ec2::Client;
 
 pub use calls::RetryPolicy;
-pub use model::replace_reasons;
-pub use schema::TYPES;
+pub use kinds::TYPES;
 pub use tags::{
     TAG_DEPOSED, TAG_ENVIRONMENT, TAG_MANAGED_BY, TAG_MODULE, TAG_PROJECT, TAG_RESOURCE,
     TAG_USER_DATA,
 };
 
 /// Every problem with the spec `body` of an AWS resource of type `kind`:
-/// its structure ([`schema::check_structure`]: unknown type or field, wrong
-/// type, missing required field) and its values ([`values::check`]: CIDR
-/// blocks, ports, rule sources, reserved tags, secrets outside `userData`,
-/// ...). Pure; unresolved references ([`Value::Unknown`]) pass.
+/// an unknown type, its structure ([`schema::check_structure`]: unknown
+/// field, wrong type, missing required field) and its values
+/// ([`values::check`]: CIDR blocks, ports, rule sources, reserved tags,
+/// secrets outside `userData`, ...). Pure; unresolved references
+/// ([`Value::Unknown`]) pass.
 pub fn check(kind: &str, body: &Value) -> Vec<crate::provider::Problem> {
-    let mut out = schema::check_structure(kind, body);
-    out.extend(values::check(kind, body));
+    let Some(k) = kinds::find(kind) else {
+        return vec![kinds::unknown_type(kind)];
+    };
+    let mut out = schema::check_structure(k.fields(), body);
+    out.extend(values::check(k, body));
     out
 }
 
@@ -309,14 +312,13 @@ impl Provider for AwsProvider {
     async fn plan(&self, desired: &Desired, live: Option<&Live>) -> Result<Change> {
         Self::check_spec(desired)?;
         let kind = apply::kind_of(&desired.id, &desired.kind)?;
-        let d = model::canonical(&desired.kind, &desired.body);
+        let d = model::canonical(kind, &desired.body);
         let seen = match live {
             Some(l) => kind.read_secrets(&self.ec2, &d, l).await?,
             None => None,
         };
         let compared = seen.as_ref().map(|s| &s.live).or(live);
-        let mut change =
-            model::predict(&desired.kind, &d, compared.map(|l| &l.body), &self.ec2.key);
+        let mut change = model::predict(kind, &d, compared.map(|l| &l.body), &self.ec2.key);
         if seen.as_ref().is_some_and(|s| s.stale_tag.is_some()) && change.action == Action::NoOp {
             // Tagged with a fingerprint of the secret before: the apply
             // removes that tag.
@@ -359,7 +361,8 @@ impl Provider for AwsProvider {
                     .into(),
             ));
         }
-        let d = model::canonical(&desired.kind, &desired.body);
+        let kind = apply::kind_of(&desired.id, &desired.kind)?;
+        let d = model::canonical(kind, &desired.body);
         if let Some(l) = live {
             self.listed_healthy.forget(l);
         }

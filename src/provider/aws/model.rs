@@ -11,24 +11,20 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use super::kind::Kind;
-use super::kinds;
+use super::kind::KindSpec;
 use super::schema::{Field, Ty};
 use super::tags::Fingerprinted;
 use crate::provider::{Action, Change, ResourceId};
 use crate::value::{Map, Value};
 
 /// The fingerprinted field `field` of a kind, if it is one.
-fn fingerprinted(k: &dyn Kind, field: &str) -> Option<&'static Fingerprinted> {
+fn fingerprinted(k: &dyn KindSpec, field: &str) -> Option<&'static Fingerprinted> {
     k.fingerprinted().iter().find(|fp| fp.field == field)
 }
 
 /// A desired spec in canonical form: schema order, nulls dropped, sets
 /// sorted and deduplicated, rules grouped, `tags` always present.
-pub fn canonical(kind: &str, body: &Value) -> Value {
-    let Some(k) = kinds::find(kind) else {
-        return body.clone();
-    };
+pub fn canonical(k: &dyn KindSpec, body: &Value) -> Value {
     let mut out = canonical_object(k, k.fields(), body);
     if let Value::Map(m) = &mut out {
         if !m.contains_key("tags") {
@@ -38,7 +34,7 @@ pub fn canonical(kind: &str, body: &Value) -> Value {
     out
 }
 
-fn canonical_object(k: &dyn Kind, fields: &[Field], v: &Value) -> Value {
+fn canonical_object(k: &dyn KindSpec, fields: &[Field], v: &Value) -> Value {
     let Some(m) = v.as_map() else {
         return v.clone();
     };
@@ -54,7 +50,7 @@ fn canonical_object(k: &dyn Kind, fields: &[Field], v: &Value) -> Value {
     Value::Map(out)
 }
 
-fn canonical_value(k: &dyn Kind, f: &Field, v: &Value) -> Value {
+fn canonical_value(k: &dyn KindSpec, f: &Field, v: &Value) -> Value {
     match (&f.ty, v) {
         (Ty::StrSet, Value::List(items)) => sorted_set(items),
         (Ty::Tags, Value::Map(m)) => {
@@ -83,7 +79,7 @@ fn sorted_set(items: &[Value]) -> Value {
 }
 
 /// Whether the desired value `d` of field `f` already holds in `live`.
-fn same(k: &dyn Kind, f: &Field, d: &Value, live: Option<&Value>, key: &[u8]) -> bool {
+fn same(k: &dyn KindSpec, f: &Field, d: &Value, live: Option<&Value>, key: &[u8]) -> bool {
     if d.has_unknown() {
         return false;
     }
@@ -110,7 +106,7 @@ fn same(k: &dyn Kind, f: &Field, d: &Value, live: Option<&Value>, key: &[u8]) ->
 
 /// Why a changed immutable field forces a replacement, without its value
 /// when it is fingerprinted (it may be secret).
-fn replace_reason(k: &dyn Kind, f: &Field, d: &Value, live: Option<&Value>) -> String {
+fn replace_reason(k: &dyn KindSpec, f: &Field, d: &Value, live: Option<&Value>) -> String {
     if d.has_unknown() {
         return format!("{} is known only after apply (forces replacement)", f.name);
     }
@@ -136,9 +132,9 @@ pub struct Diff {
 }
 
 /// Compares a canonical desired spec with a normalised live body.
-pub fn diff(kind: &str, desired: &Value, live: &Value, key: &[u8]) -> Diff {
+pub fn diff(k: &dyn KindSpec, desired: &Value, live: &Value, key: &[u8]) -> Diff {
     let mut out = Diff::default();
-    let (Some(k), Some(d)) = (kinds::find(kind), desired.as_map()) else {
+    let Some(d) = desired.as_map() else {
         return out;
     };
     for f in k.fields() {
@@ -158,12 +154,12 @@ pub fn diff(kind: &str, desired: &Value, live: &Value, key: &[u8]) -> Diff {
 
 /// `desired` with the fields EC2 chooses when the spec leaves them out
 /// (`KindSpec::computed`) unknown.
-fn with_computed_unknown(kind: &str, desired: &Value) -> Value {
+fn with_computed_unknown(k: &dyn KindSpec, desired: &Value) -> Value {
     let mut out = desired.clone();
-    if let (Some(k), Value::Map(m)) = (kinds::find(kind), &mut out) {
+    if let Value::Map(m) = &mut out {
         for field in k.computed() {
             m.entry(field.to_string())
-                .or_insert_with(|| Value::Unknown(format!("{kind}.{field}")));
+                .or_insert_with(|| Value::Unknown(format!("{}.{field}", k.name())));
         }
     }
     out
@@ -173,9 +169,9 @@ fn with_computed_unknown(kind: &str, desired: &Value) -> Value {
 /// the desired way (fingerprints replaced by the value, sets in the
 /// author's grouping), so a renderer comparing before and after sees only
 /// real changes.
-fn aligned_before(kind: &str, desired: &Value, live: &Value, key: &[u8]) -> Value {
+fn aligned_before(k: &dyn KindSpec, desired: &Value, live: &Value, key: &[u8]) -> Value {
     let mut out = live.clone();
-    if let (Some(k), Some(d), Value::Map(m)) = (kinds::find(kind), desired.as_map(), &mut out) {
+    if let (Some(d), Value::Map(m)) = (desired.as_map(), &mut out) {
         for f in k.fields() {
             if let Some(dv) = d.get(f.name) {
                 if same(k, f, dv, live.get_path(f.name), key) {
@@ -203,14 +199,11 @@ fn merge(base: Option<&Value>, over: &Value) -> Value {
     }
 }
 
-/// The reasons a change between two desired specs of `kind` forces a
+/// The reasons a change between two desired specs of kind `k` forces a
 /// replacement (one per changed immutable field), without any network call:
 /// the revision-to-revision preview uses it where there is no live state.
-pub fn replace_reasons(kind: &str, before: &Value, after: &Value) -> Vec<String> {
-    let (b, a) = (canonical(kind, before), canonical(kind, after));
-    let Some(k) = kinds::find(kind) else {
-        return Vec::new();
-    };
+pub fn replace_reasons(k: &dyn KindSpec, before: &Value, after: &Value) -> Vec<String> {
+    let (b, a) = (canonical(k, before), canonical(k, after));
     k.fields()
         .iter()
         .filter(|f| f.immutable)
@@ -228,18 +221,18 @@ pub fn replace_reasons(kind: &str, before: &Value, after: &Value) -> Vec<String>
 
 /// The predicted change from `live` (normalised body) to the canonical
 /// `desired` spec.
-pub fn predict(kind: &str, desired: &Value, live: Option<&Value>, key: &[u8]) -> Change {
+pub fn predict(k: &dyn KindSpec, desired: &Value, live: Option<&Value>, key: &[u8]) -> Change {
     let Some(live) = live else {
         return Change {
             action: Action::Create,
             before: None,
-            after: with_computed_unknown(kind, desired),
+            after: with_computed_unknown(k, desired),
         };
     };
-    let d = diff(kind, desired, live, key);
-    let before = aligned_before(kind, desired, live, key);
+    let d = diff(k, desired, live, key);
+    let before = aligned_before(k, desired, live, key);
     let (action, after) = if !d.replace.is_empty() {
-        let after = with_computed_unknown(kind, desired);
+        let after = with_computed_unknown(k, desired);
         (Action::Replace { reasons: d.replace }, after)
     } else if d.updates.is_empty() {
         (Action::NoOp, before.clone())
@@ -262,7 +255,7 @@ pub fn predict(kind: &str, desired: &Value, live: Option<&Value>, key: &[u8]) ->
     }
 }
 
-/// The idempotency token of one create of a resource of type `kind`: the
+/// The idempotency token of one create of a resource of kind `k`: the
 /// same owner (project and environment), resource and desired state always
 /// give the same token, so a create retried after a lost response is
 /// recognised by EC2 (a crash and rerun finds its resource by its tags
@@ -272,7 +265,7 @@ pub fn predict(kind: &str, desired: &Value, live: Option<&Value>, key: &[u8]) ->
 /// `salt` distinguishes a deliberate second create of the same state (after
 /// the first result was deleted).
 pub fn client_token(
-    kind: &str,
+    k: &dyn KindSpec,
     owner: &str,
     id: &ResourceId,
     desired: &Value,
@@ -286,7 +279,7 @@ pub fn client_token(
         h.update([0]);
     }
     let mut masked = desired.clone();
-    if let (Some(k), Value::Map(m)) = (kinds::find(kind), &mut masked) {
+    if let Value::Map(m) = &mut masked {
         for (name, v) in m.iter_mut() {
             let key = if matches!(v, Value::Sensitive(_)) {
                 secret_key
@@ -313,9 +306,34 @@ mod tests {
 
     const KEY: &[u8] = b"k";
 
+    /// The kind named `name`, from the registry.
+    fn kind(name: &str) -> &'static dyn KindSpec {
+        super::super::kinds::find(name).expect("a registered kind")
+    }
+
+    fn canonical(k: &str, body: &Value) -> Value {
+        super::canonical(kind(k), body)
+    }
+
+    fn predict(k: &str, desired: &Value, live: Option<&Value>, key: &[u8]) -> Change {
+        super::predict(kind(k), desired, live, key)
+    }
+
+    fn client_token(
+        k: &str,
+        owner: &str,
+        id: &ResourceId,
+        desired: &Value,
+        salt: &str,
+        key: &[u8],
+        secret_key: &[u8],
+    ) -> String {
+        super::client_token(kind(k), owner, id, desired, salt, key, secret_key)
+    }
+
     /// The fingerprint of the value `v` of field `field` of a `kind`.
-    fn fingerprint(kind: &str, field: &str, v: &Value, key: &[u8]) -> Option<String> {
-        fingerprinted(kinds::find(kind)?, field)?.of(v, key)
+    fn fingerprint(k: &str, field: &str, v: &Value, key: &[u8]) -> Option<String> {
+        fingerprinted(kind(k), field)?.of(v, key)
     }
 
     fn v(j: serde_json::Value) -> Value {

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use super::kind::Kind;
+use crate::provider::Problem;
 
 /// Every kind, in the order a first apply creates them (what the creation
 /// order cannot show, references decide).
@@ -35,6 +36,19 @@ pub(super) static KINDS: &[&dyn Kind] = &[
     &eip::Eip,
     &nat_gateway::NatGateway,
 ];
+
+/// The resource types this provider manages, in creation order.
+pub static TYPES: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| KINDS.iter().map(|k| k.name()).collect());
+
+/// The problem of a body whose `type:` names no kind.
+pub(super) fn unknown_type(kind: &str) -> Problem {
+    Problem {
+        path: String::new(),
+        message: format!("unknown AWS resource type `{kind}`"),
+        fix: format!("use one of: {}", TYPES.join(", ")),
+    }
+}
 
 /// The wave a prune deletes resources of `kind` in, lower first: 0 when no
 /// kind names it in `KindSpec::deleted_before`, else one after the latest

@@ -326,13 +326,13 @@ mod tests {
             body(serde_json::json!({"subnetId": "subnet-1", "allocationId": "eipalloc-1"}));
         let after = body(serde_json::json!({"subnetId": "subnet-2", "allocationId": "eipalloc-1"}));
         assert_eq!(
-            model::replace_reasons("nat_gateway", &before, &after),
+            model::replace_reasons(&NatGateway, &before, &after),
             vec!["subnetId changes from subnet-1 to subnet-2 (immutable)"]
         );
         assert!(NatGateway.destroy_first(&after, &before).is_some());
         let moved = body(serde_json::json!({"subnetId": "subnet-2", "allocationId": "eipalloc-2"}));
         assert_eq!(
-            model::replace_reasons("nat_gateway", &before, &moved).len(),
+            model::replace_reasons(&NatGateway, &before, &moved).len(),
             2
         );
         assert!(NatGateway.destroy_first(&moved, &before).is_none());
