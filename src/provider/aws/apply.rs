@@ -12,67 +12,17 @@
 //! API takes one), so a resource is never made twice even where EC2 or a
 //! stand-in ignores the token.
 
-use aws_sdk_ec2::config::retry::RetryConfig;
-use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::Tag;
 
-use super::calls::{sdk, ApiError};
-use super::kinds::{self, Created, Kind, Raw, Update};
+use super::calls::ApiError;
+use super::kind::{Created, Kind, Raw, Update};
+use super::kinds;
 use super::model;
-use super::observe::{self, filter, id_filter};
-use super::AwsProvider;
+use super::observe::{self, id_filter, list};
+use super::sdk::{ec2_tags, filter, Ec2};
+use super::tags;
 use crate::provider::{Action, Desired, Error, Live, ResourceId, Result, RetryReason};
 use crate::value::Value;
-
-/// Client configuration of a call sent once: creates, whose lost answer
-/// is searched for by tag before anything is sent again.
-pub(super) fn no_sdk_retries() -> aws_sdk_ec2::config::Builder {
-    aws_sdk_ec2::config::Builder::default().retry_config(RetryConfig::disabled())
-}
-
-/// The integer at `v`, if it fits EC2's 32 bits.
-pub(super) fn int(v: Option<&Value>) -> Option<i32> {
-    match v {
-        Some(Value::Int(i)) => i32::try_from(*i).ok(),
-        _ => None,
-    }
-}
-
-/// The boolean at `path`.
-pub(super) fn bool_at(v: &Value, path: &str) -> Option<bool> {
-    match v.get_path(path) {
-        Some(Value::Bool(b)) => Some(*b),
-        _ => None,
-    }
-}
-
-/// The string at `path`.
-pub(super) fn str_at<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
-    v.get_path(path).and_then(Value::as_str)
-}
-
-/// The string at `path`, owned (an SDK setter's argument).
-pub(super) fn string_at(v: &Value, path: &str) -> Option<String> {
-    str_at(v, path).map(str::to_string)
-}
-
-/// The strings of the list at `path`.
-pub(super) fn strs(v: &Value, path: &str) -> Vec<String> {
-    match v.get_path(path) {
-        Some(Value::List(l)) => l
-            .iter()
-            .filter_map(|x| x.as_str().map(str::to_string))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// EC2 tags of key/value pairs.
-pub(super) fn tags(pairs: impl IntoIterator<Item = (String, String)>) -> Vec<Tag> {
-    pairs
-        .into_iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect()
-}
 
 /// The error of an unknown resource type (the checks before every plan
 /// and apply refuse one first).
@@ -89,329 +39,240 @@ pub(super) fn kind_of(id: &ResourceId, kind: &str) -> Result<&'static dyn Kind> 
     kinds::find(kind).ok_or_else(|| unknown_kind(id, kind))
 }
 
-impl AwsProvider {
-    /// A change call right after a create or an update: `*.NotFound` is EC2
-    /// catching up on an id it has just handed out (retried); a failure is
-    /// the provider's error of `op`.
-    pub(super) async fn call<T, F, Fut>(&self, op: &str, f: F) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, ApiError>>,
-    {
-        self.send(op, true, f).await.map_err(|e| e.into_error(op))
-    }
-
-    /// A call whose EC2 error the caller reads. With `fresh`, `*.NotFound`
-    /// is EC2 catching up (retried); without, it is returned (while
-    /// deleting it means gone).
-    pub(super) async fn send<T, F, Fut>(&self, op: &str, fresh: bool, f: F) -> Result<T, ApiError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, ApiError>>,
-    {
-        self.policy.run(op, fresh, f).await
-    }
-
-    /// CreateTags of `t` on resource `id` (adds or overwrites).
-    pub(super) async fn create_tags(&self, id: &str, t: Vec<Tag>) -> Result<()> {
-        self.call("CreateTags", || async {
-            sdk(self
-                .client
-                .create_tags()
-                .resources(id)
-                .set_tags(Some(t.clone()))
-                .send()
-                .await)
-        })
+/// The owned, not deposed resource carrying `desired`'s resource tag.
+async fn find_owned(ec2: &Ec2, kind: &dyn Kind, desired: &Desired) -> Result<Option<Live>> {
+    let by_tag = filter(
+        &format!("tag:{}", tags::TAG_RESOURCE),
+        &[&desired.id.to_string()],
+    );
+    let raws = list(ec2, kind, vec![by_tag])
         .await
-        .map(|_| ())
-    }
+        .map_err(|e| e.into_error(&format!("search {}", desired.kind)))?;
+    Ok(raws
+        .iter()
+        .filter(|r| !r.is_deposed())
+        .find_map(|r| observe::to_live(r, &ec2.owner)))
+}
 
-    /// DeleteTags of the keys of `t` on resource `id`.
-    async fn delete_tags(&self, id: &str, t: Vec<Tag>) -> Result<()> {
-        self.call("DeleteTags", || async {
-            sdk(self
-                .client
-                .delete_tags()
-                .resources(id)
-                .set_tags(Some(t.clone()))
-                .send()
-                .await)
-        })
+/// The owned resource with this id, re-read; `None` when it is gone.
+pub(super) async fn read(ec2: &Ec2, kind: &dyn Kind, external_id: &str) -> Result<Option<Raw>> {
+    let raws = list(ec2, kind, vec![id_filter(kind, external_id)])
         .await
-        .map(|_| ())
-    }
+        .map_err(|e| e.into_error(&format!("read {}", kind.name())))?;
+    Ok(raws.into_iter().next())
+}
 
-    /// All tags of a new resource: ownership, the user's, and `extra`.
-    fn tags_for(&self, desired: &Desired, d: &Value, extra: Vec<(String, String)>) -> Vec<Tag> {
-        let user = d
-            .get_path("tags")
-            .and_then(Value::as_map)
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())));
-        tags(
-            model::owner_tags(&self.owner, &desired.id)
-                .into_iter()
-                .chain(user)
-                .chain(extra),
-        )
-    }
-
-    /// The TagSpecification that tags a new resource of type `rt` at
-    /// creation (so it is never untagged): ownership, the user's, `extra`.
-    pub(super) fn tag_spec(
-        &self,
-        rt: ResourceType,
-        desired: &Desired,
-        d: &Value,
-        extra: Vec<(String, String)>,
-    ) -> TagSpecification {
-        TagSpecification::builder()
-            .resource_type(rt)
-            .set_tags(Some(self.tags_for(desired, d, extra)))
-            .build()
-    }
-
-    /// The owned, not deposed resource carrying `desired`'s resource tag.
-    async fn find_owned(&self, kind: &dyn Kind, desired: &Desired) -> Result<Option<Live>> {
-        let by_tag = filter(
-            &format!("tag:{}", model::TAG_RESOURCE),
-            &[&desired.id.to_string()],
-        );
-        let raws = self
-            .list(kind, vec![by_tag])
-            .await
-            .map_err(|e| e.into_error(&format!("search {}", desired.kind)))?;
-        Ok(raws
-            .iter()
-            .filter(|r| !r.is_deposed())
-            .find_map(|r| observe::to_live(r, &self.owner)))
-    }
-
-    /// The owned resource with this id, re-read; `None` when it is gone.
-    pub(super) async fn read(&self, kind: &dyn Kind, external_id: &str) -> Result<Option<Raw>> {
-        let raws = self
-            .list(kind, vec![id_filter(kind, external_id)])
-            .await
-            .map_err(|e| e.into_error(&format!("read {}", kind.name())))?;
-        Ok(raws.into_iter().next())
-    }
-
-    /// Reads a just-created resource, waiting while EC2 does not show it yet.
-    async fn wait_visible(&self, kind: &dyn Kind, external_id: &str) -> Result<Live> {
-        let mut n = 1;
-        loop {
-            if let Some(live) = self
-                .read(kind, external_id)
-                .await?
-                .as_ref()
-                .and_then(|r| observe::to_live(r, &self.owner))
-            {
-                return Ok(live);
+/// Reads a just-created resource, waiting while EC2 does not show it yet.
+async fn wait_visible(ec2: &Ec2, kind: &dyn Kind, external_id: &str) -> Result<Live> {
+    let mut n = 1;
+    loop {
+        if let Some(live) = read(ec2, kind, external_id)
+            .await?
+            .as_ref()
+            .and_then(|r| observe::to_live(r, &ec2.owner))
+        {
+            return Ok(live);
+        }
+        if n >= ec2.policy.attempts {
+            let name = kind.name();
+            return Err(ApiError {
+                code: Some("NotVisible".into()),
+                message: format!("{name} {external_id} was created but EC2 does not list it"),
+                transport: false,
+                unreached: None,
             }
-            if n >= self.policy.attempts {
-                let name = kind.name();
-                return Err(ApiError {
-                    code: Some("NotVisible".into()),
-                    message: format!("{name} {external_id} was created but EC2 does not list it"),
-                    transport: false,
-                    unreached: None,
-                }
-                .into_error(&format!("read {name}")));
-            }
-            self.policy.count_reason(RetryReason::NotYetVisible);
-            tokio::time::sleep(self.policy.backoff(n)).await;
-            n += 1;
+            .into_error(&format!("read {name}")));
         }
-    }
-
-    /// Creates the resource (or adopts the one a lost answer or a crash left
-    /// behind) and converges it to `d`.
-    pub(super) async fn create(&self, desired: &Desired, d: &Value) -> Result<Live> {
-        let kind = kind_of(&desired.id, &desired.kind)?;
-        if let Some(found) = self.find_owned(kind, desired).await? {
-            tracing::info!(resource = %desired.id, id = %found.external_id, "adopting the resource found by its tags");
-            return self.converge(desired, d, &found).await;
-        }
-        let op = format!("create {}", desired.kind);
-        let mut salt = String::new();
-        let mut n = 1;
-        loop {
-            let token = model::client_token(
-                &desired.kind,
-                &self.owner.key(),
-                &desired.id,
-                d,
-                &salt,
-                &self.key,
-                &self.secret_key,
-            );
-            match kind.create(self, desired, d, &token).await {
-                Ok(Created::Id(id)) => match self.wait_visible(kind, &id).await {
-                    Ok(live) => {
-                        // Its secrets are what was just sent: no read-back.
-                        let live = with_sent_secrets(live, d);
-                        return self.converge(desired, d, &live).await;
-                    }
-                    // A ClientToken can name a resource deleted since: EC2
-                    // then returns its id again. Create anew, salted.
-                    Err(_) if kind.resalt_when_invisible() && salt.is_empty() => salt = id,
-                    Err(e) => return Err(e),
-                },
-                Ok(Created::Stale(id)) if salt.is_empty() => {
-                    tracing::info!(resource = %desired.id, "the ClientToken named a terminated instance; creating anew");
-                    salt = id;
-                }
-                Ok(Created::Stale(id)) => {
-                    return Err(ApiError {
-                        code: None,
-                        message: format!("RunInstances returned terminated {id} twice"),
-                        transport: false,
-                        unreached: None,
-                    }
-                    .into_error(&op))
-                }
-                Err(e) if (e.transport || e.is_throttling()) && n < self.policy.attempts => {
-                    tracing::warn!(resource = %desired.id, error = %e, "create failed or its answer was lost; searching before retrying");
-                    self.policy.count(&e);
-                    tokio::time::sleep(self.policy.backoff(n)).await;
-                    if let Some(found) = self.find_owned(kind, desired).await? {
-                        return self.converge(desired, d, &found).await;
-                    }
-                    n += 1;
-                }
-                Err(e) => return Err(e.into_error(&op)),
-            }
-        }
-    }
-
-    /// Brings an existing resource to `d`: nothing, an update in place, or
-    /// a replacement.
-    pub(super) async fn converge(&self, desired: &Desired, d: &Value, live: &Live) -> Result<Live> {
-        let kind = kind_of(&desired.id, &desired.kind)?;
-        let seen = kind.read_secrets(self, d, live).await?;
-        if let Some(tag) = seen.as_ref().and_then(|s| s.stale_tag) {
-            let t = vec![Tag::builder().key(tag).build()];
-            self.delete_tags(&live.external_id, t).await?;
-        }
-        let compared = seen.as_ref().map_or(live, |s| &s.live);
-        let change = model::predict(&desired.kind, d, Some(&compared.body), &self.key);
-        match change.action {
-            Action::NoOp => Ok(live.clone()),
-            Action::Replace { .. } => self.replace(kind, desired, d, live).await,
-            _ => self.update(kind, desired, d, live).await,
-        }
-    }
-
-    async fn replace(
-        &self,
-        kind: &dyn Kind,
-        desired: &Desired,
-        d: &Value,
-        live: &Live,
-    ) -> Result<Live> {
-        if kind.destroy_first(d, &live.body).is_some() {
-            self.delete_resource(live, true).await?;
-            return Box::pin(self.create(desired, d)).await;
-        }
-        let id = live.external_id.clone();
-        let deposed = tags([(model::TAG_DEPOSED.to_string(), "true".to_string())]);
-        self.create_tags(&id, deposed).await?;
-        let new = Box::pin(self.create(desired, d)).await?;
-        if let Err(e) = self.delete_resource(live, false).await {
-            tracing::info!(resource = %desired.id, old = %id, error = %e, "the replaced resource is still in use; it stays deposed and is pruned later");
-        }
-        Ok(new)
-    }
-
-    /// Stamps the full ownership tags (the project among them) on a
-    /// resource tagged by a tidegate from before projects.
-    pub(super) async fn adopt(&self, live: &Live) -> Result<()> {
-        let t = tags(model::owner_tags(&self.owner, &live.id));
-        self.create_tags(&live.external_id, t).await
-    }
-
-    /// Applies in-place changes (the kind's fields, then the tags), then
-    /// reads the resource back.
-    async fn update(
-        &self,
-        kind: &dyn Kind,
-        desired: &Desired,
-        d: &Value,
-        live: &Live,
-    ) -> Result<Live> {
-        let Some(raw) = self.read(kind, &live.external_id).await? else {
-            return Box::pin(self.create(desired, d)).await;
-        };
-        let diff = model::diff(&desired.kind, d, &live.body, &self.key);
-        let id = live.external_id.as_str();
-        let fields: Vec<&str> = diff
-            .updates
-            .iter()
-            .map(String::as_str)
-            .filter(|f| *f != "tags")
-            .collect();
-        if !fields.is_empty() {
-            let u = Update {
-                desired,
-                d,
-                live: &live.body,
-                id,
-                fields,
-            };
-            raw.update(self, &u).await?;
-        }
-        if diff.updates.iter().any(|f| f == "tags") {
-            self.update_tags(id, d, &live.body).await?;
-        }
-        self.wait_visible(kind, id).await
-    }
-
-    async fn update_tags(&self, id: &str, d: &Value, live: &Value) -> Result<()> {
-        let empty = Value::Map(Default::default());
-        let (set, remove) = model::tag_changes(
-            d.get_path("tags").unwrap_or(&empty),
-            live.get_path("tags").unwrap_or(&empty),
-        );
-        if !set.is_empty() {
-            let t = tags(set);
-            self.create_tags(id, t).await?;
-        }
-        if !remove.is_empty() {
-            let t: Vec<Tag> = remove
-                .iter()
-                .map(|k| Tag::builder().key(k).build())
-                .collect();
-            self.delete_tags(id, t).await?;
-        }
-        Ok(())
-    }
-
-    /// Deletes an owned resource and what EC2 requires first (attachments,
-    /// associations). Gone already is success. With `wait`, a resource
-    /// still in use is retried until the settle time passes.
-    pub(super) async fn delete_resource(&self, live: &Live, wait: bool) -> Result<()> {
-        let kind = kind_of(&live.id, &live.kind)?;
-        let deadline = tokio::time::Instant::now() + self.policy.settle;
-        loop {
-            let Some(raw) = self.read(kind, &live.external_id).await? else {
-                return Ok(());
-            };
-            match raw.delete(self).await {
-                Ok(()) => break,
-                Err(e) if e.is_not_found() => return Ok(()),
-                Err(e) if wait && e.is_dependency() && tokio::time::Instant::now() < deadline => {
-                    tracing::debug!(id = %live.external_id, error = %e, "still in use; waiting");
-                    tokio::time::sleep(self.policy.poll).await;
-                }
-                Err(e) => return Err(e.into_error(&format!("delete {}", live.kind))),
-            }
-        }
-        kind.wait_deleted(self, &live.external_id).await
+        ec2.policy.count_reason(RetryReason::NotYetVisible);
+        tokio::time::sleep(ec2.policy.backoff(n)).await;
+        n += 1;
     }
 }
 
+/// Creates the resource (or adopts the one a lost answer or a crash left
+/// behind) and converges it to `d`.
+pub(super) async fn create(ec2: &Ec2, desired: &Desired, d: &Value) -> Result<Live> {
+    let kind = kind_of(&desired.id, &desired.kind)?;
+    if let Some(found) = find_owned(ec2, kind, desired).await? {
+        tracing::info!(resource = %desired.id, id = %found.external_id, "adopting the resource found by its tags");
+        return converge(ec2, desired, d, &found).await;
+    }
+    let op = format!("create {}", desired.kind);
+    let mut salt = String::new();
+    let mut n = 1;
+    loop {
+        let token = model::client_token(
+            kind,
+            &ec2.owner.key(),
+            &desired.id,
+            d,
+            &salt,
+            &ec2.key,
+            &ec2.secret_key,
+        );
+        match kind.create(ec2, desired, d, &token).await {
+            Ok(Created::Id(id)) => match wait_visible(ec2, kind, &id).await {
+                Ok(live) => {
+                    // Its secrets are what was just sent: no read-back.
+                    let live = with_sent_secrets(live, d);
+                    return converge(ec2, desired, d, &live).await;
+                }
+                // A ClientToken can name a resource deleted since: EC2
+                // then returns its id again. Create anew, salted.
+                Err(_) if kind.resalt_when_invisible() && salt.is_empty() => salt = id,
+                Err(e) => return Err(e),
+            },
+            Ok(Created::Stale(id)) if salt.is_empty() => {
+                tracing::info!(resource = %desired.id, "the ClientToken named a terminated instance; creating anew");
+                salt = id;
+            }
+            Ok(Created::Stale(id)) => {
+                return Err(ApiError {
+                    code: None,
+                    message: format!("RunInstances returned terminated {id} twice"),
+                    transport: false,
+                    unreached: None,
+                }
+                .into_error(&op))
+            }
+            Err(e) if (e.transport || e.is_throttling()) && n < ec2.policy.attempts => {
+                tracing::warn!(resource = %desired.id, error = %e, "create failed or its answer was lost; searching before retrying");
+                ec2.policy.count(&e);
+                tokio::time::sleep(ec2.policy.backoff(n)).await;
+                if let Some(found) = find_owned(ec2, kind, desired).await? {
+                    return converge(ec2, desired, d, &found).await;
+                }
+                n += 1;
+            }
+            Err(e) => return Err(e.into_error(&op)),
+        }
+    }
+}
+
+/// Brings an existing resource to `d`: nothing, an update in place, or
+/// a replacement.
+pub(super) async fn converge(ec2: &Ec2, desired: &Desired, d: &Value, live: &Live) -> Result<Live> {
+    let kind = kind_of(&desired.id, &desired.kind)?;
+    let seen = kind.read_secrets(ec2, d, live).await?;
+    if let Some(tag) = seen.as_ref().and_then(|s| s.stale_tag) {
+        let t = vec![Tag::builder().key(tag).build()];
+        ec2.delete_tags(&live.external_id, t).await?;
+    }
+    let compared = seen.as_ref().map_or(live, |s| &s.live);
+    let change = model::predict(kind, d, Some(&compared.body), &ec2.key);
+    match change.action {
+        Action::NoOp => Ok(live.clone()),
+        Action::Replace { .. } => replace(ec2, kind, desired, d, live).await,
+        _ => update(ec2, kind, desired, d, live).await,
+    }
+}
+
+async fn replace(
+    ec2: &Ec2,
+    kind: &dyn Kind,
+    desired: &Desired,
+    d: &Value,
+    live: &Live,
+) -> Result<Live> {
+    if kind.destroy_first(d, &live.body).is_some() {
+        delete_resource(ec2, live, true).await?;
+        return Box::pin(create(ec2, desired, d)).await;
+    }
+    let id = live.external_id.clone();
+    let deposed = ec2_tags([(tags::TAG_DEPOSED.to_string(), "true".to_string())]);
+    ec2.create_tags(&id, deposed).await?;
+    let new = Box::pin(create(ec2, desired, d)).await?;
+    if let Err(e) = delete_resource(ec2, live, false).await {
+        tracing::info!(resource = %desired.id, old = %id, error = %e, "the replaced resource is still in use; it stays deposed and is pruned later");
+    }
+    Ok(new)
+}
+
+/// Stamps the full ownership tags (the project among them) on a
+/// resource tagged by a tidegate from before projects.
+pub(super) async fn adopt(ec2: &Ec2, live: &Live) -> Result<()> {
+    let t = ec2_tags(tags::owner_tags(&ec2.owner, &live.id));
+    ec2.create_tags(&live.external_id, t).await
+}
+
+/// Applies in-place changes (the kind's fields, then the tags), then
+/// reads the resource back.
+async fn update(
+    ec2: &Ec2,
+    kind: &dyn Kind,
+    desired: &Desired,
+    d: &Value,
+    live: &Live,
+) -> Result<Live> {
+    let Some(raw) = read(ec2, kind, &live.external_id).await? else {
+        return Box::pin(create(ec2, desired, d)).await;
+    };
+    let diff = model::diff(kind, d, &live.body, &ec2.key);
+    let id = live.external_id.as_str();
+    let fields: Vec<&str> = diff
+        .updates
+        .iter()
+        .map(String::as_str)
+        .filter(|f| *f != "tags")
+        .collect();
+    if !fields.is_empty() {
+        let u = Update {
+            desired,
+            d,
+            live: &live.body,
+            id,
+            fields,
+        };
+        raw.update(ec2, &u).await?;
+    }
+    if diff.updates.iter().any(|f| f == "tags") {
+        update_tags(ec2, id, d, &live.body).await?;
+    }
+    wait_visible(ec2, kind, id).await
+}
+
+async fn update_tags(ec2: &Ec2, id: &str, d: &Value, live: &Value) -> Result<()> {
+    let empty = Value::Map(Default::default());
+    let (set, remove) = tags::tag_changes(
+        d.get_path("tags").unwrap_or(&empty),
+        live.get_path("tags").unwrap_or(&empty),
+    );
+    if !set.is_empty() {
+        let t = ec2_tags(set);
+        ec2.create_tags(id, t).await?;
+    }
+    if !remove.is_empty() {
+        let t: Vec<Tag> = remove
+            .iter()
+            .map(|k| Tag::builder().key(k).build())
+            .collect();
+        ec2.delete_tags(id, t).await?;
+    }
+    Ok(())
+}
+
+/// Deletes an owned resource and what EC2 requires first (attachments,
+/// associations). Gone already is success. With `wait`, a resource
+/// still in use is retried until the settle time passes.
+pub(super) async fn delete_resource(ec2: &Ec2, live: &Live, wait: bool) -> Result<()> {
+    let kind = kind_of(&live.id, &live.kind)?;
+    let deadline = tokio::time::Instant::now() + ec2.policy.settle;
+    loop {
+        let Some(raw) = read(ec2, kind, &live.external_id).await? else {
+            return Ok(());
+        };
+        match raw.delete(ec2).await {
+            Ok(()) => break,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) if wait && e.is_dependency() && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(id = %live.external_id, error = %e, "still in use; waiting");
+                tokio::time::sleep(ec2.policy.poll).await;
+            }
+            Err(e) => return Err(e.into_error(&format!("delete {}", live.kind))),
+        }
+    }
+    kind.wait_deleted(ec2, &live.external_id).await
+}
 /// `live`, a resource just created from `d`, with `d`'s secrets as its own
 /// (EC2 stored exactly what was sent), so converging it reads nothing back.
 fn with_sent_secrets(mut live: Live, d: &Value) -> Live {

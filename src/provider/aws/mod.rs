@@ -35,11 +35,14 @@
 
 mod apply;
 mod calls;
+mod kind;
 mod kinds;
 mod model;
 mod observe;
 pub mod schema;
+mod sdk;
 pub mod spec;
+mod tags;
 pub mod values;
 
 use std::collections::BTreeMap;
@@ -50,20 +53,24 @@ use aws_sdk_ec2::config::timeout::TimeoutConfig;
 use aws_sdk_ec2::Client;
 
 pub use calls::RetryPolicy;
-pub use model::{
-    replace_reasons, TAG_DEPOSED, TAG_ENVIRONMENT, TAG_MANAGED_BY, TAG_MODULE, TAG_PROJECT,
-    TAG_RESOURCE, TAG_USER_DATA,
+pub use kinds::TYPES;
+pub use tags::{
+    TAG_DEPOSED, TAG_ENVIRONMENT, TAG_MANAGED_BY, TAG_MODULE, TAG_PROJECT, TAG_RESOURCE,
+    TAG_USER_DATA,
 };
-pub use schema::TYPES;
 
 /// Every problem with the spec `body` of an AWS resource of type `kind`:
-/// its structure ([`schema::check_structure`]: unknown type or field, wrong
-/// type, missing required field) and its values ([`values::check`]: CIDR
-/// blocks, ports, rule sources, reserved tags, secrets outside `userData`,
-/// ...). Pure; unresolved references ([`Value::Unknown`]) pass.
+/// an unknown type, its structure ([`schema::check_structure`]: unknown
+/// field, wrong type, missing required field) and its values
+/// ([`values::check`]: CIDR blocks, ports, rule sources, reserved tags,
+/// secrets outside `userData`, ...). Pure; unresolved references
+/// ([`Value::Unknown`]) pass.
 pub fn check(kind: &str, body: &Value) -> Vec<crate::provider::Problem> {
-    let mut out = schema::check_structure(kind, body);
-    out.extend(values::check(kind, body));
+    let Some(k) = kinds::find(kind) else {
+        return vec![kinds::unknown_type(kind)];
+    };
+    let mut out = schema::check_structure(k.fields(), body);
+    out.extend(values::check(k, body));
     out
 }
 
@@ -73,6 +80,7 @@ use crate::provider::{
 };
 use crate::value::Value;
 use calls::{ApiError, CallCounter, Retrier, Unreached};
+use sdk::Ec2;
 
 /// The AWS behavior version this build was tested with (pinned, so an SDK
 /// upgrade cannot change defaults silently).
@@ -101,28 +109,13 @@ impl Default for Options {
 /// One environment's EC2 region.
 #[derive(Clone, Debug)]
 pub struct AwsProvider {
-    owner: Owner,
+    /// What the kinds and the drivers call EC2 with.
+    ec2: Ec2,
     /// The EC2 endpoint as the configuration names it, for messages
     /// (`None`: not known, the client was configured directly).
     endpoint: Option<String>,
-    client: Client,
     counter: CallCounter,
-    policy: Retrier,
-    key: Vec<u8>,
-    /// Random per process: what secrets enter ClientTokens under.
-    secret_key: [u8; 32],
     listed_healthy: ListedHealthy,
-}
-
-impl AwsProvider {
-    /// The region the client talks to (for ARNs).
-    pub(crate) fn region(&self) -> String {
-        self.client
-            .config()
-            .region()
-            .map(|r| r.as_ref().to_string())
-            .unwrap_or_default()
-    }
 }
 
 impl AwsProvider {
@@ -195,31 +188,34 @@ impl AwsProvider {
             .timeout_config(timeouts)
             .interceptor(counter.clone())
             .build();
-        AwsProvider {
-            owner,
-            endpoint: None,
+        let ec2 = Ec2 {
             client: Client::from_conf(config),
             policy: Retrier::new(options.retry, counter.retries.clone()),
-            counter,
+            owner,
             key: options.fingerprint_key,
             secret_key: {
                 let mut k = [0u8; 32];
                 rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut k);
                 k
             },
+        };
+        AwsProvider {
+            ec2,
+            endpoint: None,
+            counter,
             listed_healthy: ListedHealthy::default(),
         }
     }
 
     /// The owner written into ownership tags.
     pub fn owner(&self) -> &Owner {
-        &self.owner
+        &self.ec2.owner
     }
 
     /// The underlying client, for callers that need EC2 beyond the trait
     /// (tests simulating out-of-band changes).
     pub fn client(&self) -> &Client {
-        &self.client
+        &self.ec2.client
     }
 
     /// The provider error of `operation`. A request that never reached EC2
@@ -246,7 +242,7 @@ impl AwsProvider {
         };
         Error::Target {
             provider: ProviderKind::Aws,
-            environment: self.owner.environment.clone(),
+            environment: self.ec2.owner.environment.clone(),
             message,
         }
     }
@@ -294,14 +290,14 @@ impl Provider for AwsProvider {
     async fn observe(&self, _kinds: &[String]) -> Result<Vec<Live>> {
         self.listed_healthy.clear();
         let reads = kinds::KINDS.iter().map(|k| async move {
-            self.list(*k, Vec::new())
+            observe::list(&self.ec2, *k, Vec::new())
                 .await
                 .map_err(|e| self.api_error(e, &format!("observe {}", k.name())))
         });
         let mut out = Vec::new();
         for raws in futures_join_all(reads).await {
             for raw in raws? {
-                let Some(live) = observe::to_live(&raw, &self.owner) else {
+                let Some(live) = observe::to_live(&raw, &self.ec2.owner) else {
                     continue;
                 };
                 if raw.listed == Some(Health::Healthy) {
@@ -316,13 +312,13 @@ impl Provider for AwsProvider {
     async fn plan(&self, desired: &Desired, live: Option<&Live>) -> Result<Change> {
         Self::check_spec(desired)?;
         let kind = apply::kind_of(&desired.id, &desired.kind)?;
-        let d = model::canonical(&desired.kind, &desired.body);
+        let d = model::canonical(kind, &desired.body);
         let seen = match live {
-            Some(l) => kind.read_secrets(self, &d, l).await?,
+            Some(l) => kind.read_secrets(&self.ec2, &d, l).await?,
             None => None,
         };
         let compared = seen.as_ref().map(|s| &s.live).or(live);
-        let mut change = model::predict(&desired.kind, &d, compared.map(|l| &l.body), &self.key);
+        let mut change = model::predict(kind, &d, compared.map(|l| &l.body), &self.ec2.key);
         if seen.as_ref().is_some_and(|s| s.stale_tag.is_some()) && change.action == Action::NoOp {
             // Tagged with a fingerprint of the secret before: the apply
             // removes that tag.
@@ -339,8 +335,8 @@ impl Provider for AwsProvider {
                     .or_insert_with(|| Value::Map(Default::default()));
                 if let Value::Map(tags) = tags {
                     tags.insert(
-                        model::TAG_PROJECT.into(),
-                        Value::String(self.owner.project.clone()),
+                        tags::TAG_PROJECT.into(),
+                        Value::String(self.ec2.owner.project.clone()),
                     );
                 }
             }
@@ -365,25 +361,26 @@ impl Provider for AwsProvider {
                     .into(),
             ));
         }
-        let d = model::canonical(&desired.kind, &desired.body);
+        let kind = apply::kind_of(&desired.id, &desired.kind)?;
+        let d = model::canonical(kind, &desired.body);
         if let Some(l) = live {
             self.listed_healthy.forget(l);
         }
         match live {
-            None => self.create(desired, &d).await,
+            None => apply::create(&self.ec2, desired, &d).await,
             Some(l) if l.is_legacy() => {
-                self.adopt(l).await?;
-                let mut out = self.converge(desired, &d, l).await?;
+                apply::adopt(&self.ec2, l).await?;
+                let mut out = apply::converge(&self.ec2, desired, &d, l).await?;
                 out.attributes.shift_remove(Live::LEGACY);
                 Ok(out)
             }
-            Some(l) => self.converge(desired, &d, l).await,
+            Some(l) => apply::converge(&self.ec2, desired, &d, l).await,
         }
     }
 
     async fn delete(&self, live: &Live) -> Result<()> {
         self.listed_healthy.forget(live);
-        self.delete_resource(live, true).await
+        apply::delete_resource(&self.ec2, live, true).await
     }
 
     async fn health(&self, live: &Live) -> Result<Health> {
@@ -391,12 +388,15 @@ impl Provider for AwsProvider {
             return Ok(Health::Healthy);
         }
         let kind = apply::kind_of(&live.id, &live.kind)?;
-        let raws = self
-            .list(kind, vec![observe::id_filter(kind, &live.external_id)])
-            .await
-            .map_err(|e| self.api_error(e, &format!("health {}", live.kind)))?;
+        let raws = observe::list(
+            &self.ec2,
+            kind,
+            vec![observe::id_filter(kind, &live.external_id)],
+        )
+        .await
+        .map_err(|e| self.api_error(e, &format!("health {}", live.kind)))?;
         match raws.first() {
-            Some(raw) => raw.health(self).await,
+            Some(raw) => raw.health(&self.ec2).await,
             None => Ok(Health::Failed(format!(
                 "{} {} does not exist",
                 live.kind, live.external_id

@@ -11,142 +11,20 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use super::kinds::{self, Kind};
+use super::kind::KindSpec;
 use super::schema::{Field, Ty};
-use crate::provider::{Action, Change, Claim, Owner, ResourceId};
-use crate::sensitive::Sensitive;
+use super::tags::Fingerprinted;
+use crate::provider::{Action, Change, ResourceId};
 use crate::value::{Map, Value};
 
-/// Ownership tag: who manages the resource.
-pub const TAG_MANAGED_BY: &str = "managed-by";
-/// The value of [`TAG_MANAGED_BY`].
-pub const MANAGER: &str = "tidegate";
-/// Ownership tag: owning environment.
-pub const TAG_ENVIRONMENT: &str = "tidegate:environment";
-/// Ownership tag: owning project (`tidegate.yaml`); missing on resources
-/// tagged before projects existed.
-pub const TAG_PROJECT: &str = "tidegate:project";
-/// Ownership tag: owning module instance.
-pub const TAG_MODULE: &str = "tidegate:module";
-/// Ownership tag: `<module>.<name>`.
-pub const TAG_RESOURCE: &str = "tidegate:resource";
-/// Keyed fingerprint of plain user data, for change detection. Secret user
-/// data gets none: it is compared with the instance's own (see
-/// `AwsProvider::secret_user_data_seen`); an instance tagged before that
-/// has the tag removed by the next apply.
-pub const TAG_USER_DATA: &str = "tidegate:user-data-sha256";
-/// Fingerprint of the imported public key.
-pub const TAG_PUBLIC_KEY: &str = "tidegate:public-key-sha256";
-/// Set on a resource that a replacement superseded; it is pruned later.
-pub const TAG_DEPOSED: &str = "tidegate:deposed";
-
-/// A field EC2 never shows back (user data, an imported public key): it is
-/// observed as a keyed fingerprint in a tag of its own, and a change of it
-/// is described without its value (it may be secret, or long).
-pub struct Fingerprinted {
-    pub field: &'static str,
-    /// The tag holding the fingerprint.
-    pub tag: &'static str,
-    /// Why a change replaces the resource.
-    pub why: &'static str,
-    /// The part of a plain value that counts (a public key's type and key
-    /// material, not its comment).
-    pub material: fn(&str) -> String,
-}
-
-impl Fingerprinted {
-    /// The fingerprint (`sha256:<hex>`) of the desired value `v`. Keyed, so
-    /// a low-entropy secret cannot be guessed from a tag by anyone without
-    /// the key.
-    pub fn of(&self, v: &Value, key: &[u8]) -> Option<String> {
-        let secret = match v {
-            Value::Sensitive(s) => s.clone(),
-            Value::String(s) => Sensitive::from_string((self.material)(s)),
-            _ => return None,
-        };
-        Some(format!("sha256:{}", secret.fingerprint_hex(key)))
-    }
-}
-
 /// The fingerprinted field `field` of a kind, if it is one.
-fn fingerprinted(k: &dyn Kind, field: &str) -> Option<&'static Fingerprinted> {
+fn fingerprinted(k: &dyn KindSpec, field: &str) -> Option<&'static Fingerprinted> {
     k.fingerprinted().iter().find(|fp| fp.field == field)
-}
-
-/// True for tags tidegate writes itself, and AWS's own.
-pub fn is_reserved_tag(key: &str) -> bool {
-    key == TAG_MANAGED_BY || key.starts_with("tidegate:") || key.starts_with("aws:")
-}
-
-/// The ownership tags of a resource.
-pub fn owner_tags(owner: &Owner, id: &ResourceId) -> Vec<(String, String)> {
-    vec![
-        (TAG_MANAGED_BY.into(), MANAGER.into()),
-        (TAG_PROJECT.into(), owner.project.clone()),
-        (TAG_ENVIRONMENT.into(), owner.environment.clone()),
-        (TAG_MODULE.into(), id.module.clone()),
-        (TAG_RESOURCE.into(), id.to_string()),
-    ]
-}
-
-/// Whose a resource is, by its tags.
-pub fn claim(tags: &BTreeMap<String, String>, owner: &Owner) -> Claim {
-    owner.claim(
-        tags.get(TAG_MANAGED_BY).map(String::as_str) == Some(MANAGER),
-        tags.get(TAG_ENVIRONMENT).map(String::as_str),
-        tags.get(TAG_PROJECT).map(String::as_str),
-    )
-}
-
-/// The resource id a `tidegate:resource` / `tidegate:module` tag pair names.
-pub fn id_from_tags(tags: &BTreeMap<String, String>) -> Option<ResourceId> {
-    let module = tags.get(TAG_MODULE)?;
-    let name = tags
-        .get(TAG_RESOURCE)?
-        .strip_prefix(&format!("{module}."))?;
-    Some(ResourceId {
-        module: module.clone(),
-        name: name.to_string(),
-    })
-}
-
-/// The user's tags among all tags, as a map value.
-pub fn user_tags(tags: &BTreeMap<String, String>) -> Value {
-    Value::Map(
-        tags.iter()
-            .filter(|(k, _)| !is_reserved_tag(k))
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect(),
-    )
-}
-
-/// Tags to set and tag keys to remove so that the user tags become `desired`.
-pub fn tag_changes(desired: &Value, live: &Value) -> (Vec<(String, String)>, Vec<String>) {
-    let strings = |v: &Value| -> BTreeMap<String, String> {
-        v.as_map()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let (d, l) = (strings(desired), strings(live));
-    let set = d
-        .iter()
-        .filter(|(k, v)| l.get(*k) != Some(v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let remove = l.keys().filter(|k| !d.contains_key(*k)).cloned().collect();
-    (set, remove)
 }
 
 /// A desired spec in canonical form: schema order, nulls dropped, sets
 /// sorted and deduplicated, rules grouped, `tags` always present.
-pub fn canonical(kind: &str, body: &Value) -> Value {
-    let Some(k) = kinds::find(kind) else {
-        return body.clone();
-    };
+pub fn canonical(k: &dyn KindSpec, body: &Value) -> Value {
     let mut out = canonical_object(k, k.fields(), body);
     if let Value::Map(m) = &mut out {
         if !m.contains_key("tags") {
@@ -156,7 +34,7 @@ pub fn canonical(kind: &str, body: &Value) -> Value {
     out
 }
 
-fn canonical_object(k: &dyn Kind, fields: &[Field], v: &Value) -> Value {
+fn canonical_object(k: &dyn KindSpec, fields: &[Field], v: &Value) -> Value {
     let Some(m) = v.as_map() else {
         return v.clone();
     };
@@ -172,7 +50,7 @@ fn canonical_object(k: &dyn Kind, fields: &[Field], v: &Value) -> Value {
     Value::Map(out)
 }
 
-fn canonical_value(k: &dyn Kind, f: &Field, v: &Value) -> Value {
+fn canonical_value(k: &dyn KindSpec, f: &Field, v: &Value) -> Value {
     match (&f.ty, v) {
         (Ty::StrSet, Value::List(items)) => sorted_set(items),
         (Ty::Tags, Value::Map(m)) => {
@@ -201,7 +79,7 @@ fn sorted_set(items: &[Value]) -> Value {
 }
 
 /// Whether the desired value `d` of field `f` already holds in `live`.
-fn same(k: &dyn Kind, f: &Field, d: &Value, live: Option<&Value>, key: &[u8]) -> bool {
+fn same(k: &dyn KindSpec, f: &Field, d: &Value, live: Option<&Value>, key: &[u8]) -> bool {
     if d.has_unknown() {
         return false;
     }
@@ -228,7 +106,7 @@ fn same(k: &dyn Kind, f: &Field, d: &Value, live: Option<&Value>, key: &[u8]) ->
 
 /// Why a changed immutable field forces a replacement, without its value
 /// when it is fingerprinted (it may be secret).
-fn replace_reason(k: &dyn Kind, f: &Field, d: &Value, live: Option<&Value>) -> String {
+fn replace_reason(k: &dyn KindSpec, f: &Field, d: &Value, live: Option<&Value>) -> String {
     if d.has_unknown() {
         return format!("{} is known only after apply (forces replacement)", f.name);
     }
@@ -254,9 +132,9 @@ pub struct Diff {
 }
 
 /// Compares a canonical desired spec with a normalised live body.
-pub fn diff(kind: &str, desired: &Value, live: &Value, key: &[u8]) -> Diff {
+pub fn diff(k: &dyn KindSpec, desired: &Value, live: &Value, key: &[u8]) -> Diff {
     let mut out = Diff::default();
-    let (Some(k), Some(d)) = (kinds::find(kind), desired.as_map()) else {
+    let Some(d) = desired.as_map() else {
         return out;
     };
     for f in k.fields() {
@@ -276,12 +154,12 @@ pub fn diff(kind: &str, desired: &Value, live: &Value, key: &[u8]) -> Diff {
 
 /// `desired` with the fields EC2 chooses when the spec leaves them out
 /// (`KindSpec::computed`) unknown.
-fn with_computed_unknown(kind: &str, desired: &Value) -> Value {
+fn with_computed_unknown(k: &dyn KindSpec, desired: &Value) -> Value {
     let mut out = desired.clone();
-    if let (Some(k), Value::Map(m)) = (kinds::find(kind), &mut out) {
+    if let Value::Map(m) = &mut out {
         for field in k.computed() {
             m.entry(field.to_string())
-                .or_insert_with(|| Value::Unknown(format!("{kind}.{field}")));
+                .or_insert_with(|| Value::Unknown(format!("{}.{field}", k.name())));
         }
     }
     out
@@ -291,9 +169,9 @@ fn with_computed_unknown(kind: &str, desired: &Value) -> Value {
 /// the desired way (fingerprints replaced by the value, sets in the
 /// author's grouping), so a renderer comparing before and after sees only
 /// real changes.
-fn aligned_before(kind: &str, desired: &Value, live: &Value, key: &[u8]) -> Value {
+fn aligned_before(k: &dyn KindSpec, desired: &Value, live: &Value, key: &[u8]) -> Value {
     let mut out = live.clone();
-    if let (Some(k), Some(d), Value::Map(m)) = (kinds::find(kind), desired.as_map(), &mut out) {
+    if let (Some(d), Value::Map(m)) = (desired.as_map(), &mut out) {
         for f in k.fields() {
             if let Some(dv) = d.get(f.name) {
                 if same(k, f, dv, live.get_path(f.name), key) {
@@ -321,14 +199,11 @@ fn merge(base: Option<&Value>, over: &Value) -> Value {
     }
 }
 
-/// The reasons a change between two desired specs of `kind` forces a
+/// The reasons a change between two desired specs of kind `k` forces a
 /// replacement (one per changed immutable field), without any network call:
 /// the revision-to-revision preview uses it where there is no live state.
-pub fn replace_reasons(kind: &str, before: &Value, after: &Value) -> Vec<String> {
-    let (b, a) = (canonical(kind, before), canonical(kind, after));
-    let Some(k) = kinds::find(kind) else {
-        return Vec::new();
-    };
+pub fn replace_reasons(k: &dyn KindSpec, before: &Value, after: &Value) -> Vec<String> {
+    let (b, a) = (canonical(k, before), canonical(k, after));
     k.fields()
         .iter()
         .filter(|f| f.immutable)
@@ -346,18 +221,18 @@ pub fn replace_reasons(kind: &str, before: &Value, after: &Value) -> Vec<String>
 
 /// The predicted change from `live` (normalised body) to the canonical
 /// `desired` spec.
-pub fn predict(kind: &str, desired: &Value, live: Option<&Value>, key: &[u8]) -> Change {
+pub fn predict(k: &dyn KindSpec, desired: &Value, live: Option<&Value>, key: &[u8]) -> Change {
     let Some(live) = live else {
         return Change {
             action: Action::Create,
             before: None,
-            after: with_computed_unknown(kind, desired),
+            after: with_computed_unknown(k, desired),
         };
     };
-    let d = diff(kind, desired, live, key);
-    let before = aligned_before(kind, desired, live, key);
+    let d = diff(k, desired, live, key);
+    let before = aligned_before(k, desired, live, key);
     let (action, after) = if !d.replace.is_empty() {
-        let after = with_computed_unknown(kind, desired);
+        let after = with_computed_unknown(k, desired);
         (Action::Replace { reasons: d.replace }, after)
     } else if d.updates.is_empty() {
         (Action::NoOp, before.clone())
@@ -380,7 +255,7 @@ pub fn predict(kind: &str, desired: &Value, live: Option<&Value>, key: &[u8]) ->
     }
 }
 
-/// The idempotency token of one create of a resource of type `kind`: the
+/// The idempotency token of one create of a resource of kind `k`: the
 /// same owner (project and environment), resource and desired state always
 /// give the same token, so a create retried after a lost response is
 /// recognised by EC2 (a crash and rerun finds its resource by its tags
@@ -390,7 +265,7 @@ pub fn predict(kind: &str, desired: &Value, live: Option<&Value>, key: &[u8]) ->
 /// `salt` distinguishes a deliberate second create of the same state (after
 /// the first result was deleted).
 pub fn client_token(
-    kind: &str,
+    k: &dyn KindSpec,
     owner: &str,
     id: &ResourceId,
     desired: &Value,
@@ -404,7 +279,7 @@ pub fn client_token(
         h.update([0]);
     }
     let mut masked = desired.clone();
-    if let (Some(k), Value::Map(m)) = (kinds::find(kind), &mut masked) {
+    if let Value::Map(m) = &mut masked {
         for (name, v) in m.iter_mut() {
             let key = if matches!(v, Value::Sensitive(_)) {
                 secret_key
@@ -424,13 +299,41 @@ pub fn client_token(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tags::{id_from_tags, owner_tags, tag_changes, user_tags};
     use super::*;
+    use crate::provider::Owner;
+    use crate::sensitive::Sensitive;
 
     const KEY: &[u8] = b"k";
 
+    /// The kind named `name`, from the registry.
+    fn kind(name: &str) -> &'static dyn KindSpec {
+        super::super::kinds::find(name).expect("a registered kind")
+    }
+
+    fn canonical(k: &str, body: &Value) -> Value {
+        super::canonical(kind(k), body)
+    }
+
+    fn predict(k: &str, desired: &Value, live: Option<&Value>, key: &[u8]) -> Change {
+        super::predict(kind(k), desired, live, key)
+    }
+
+    fn client_token(
+        k: &str,
+        owner: &str,
+        id: &ResourceId,
+        desired: &Value,
+        salt: &str,
+        key: &[u8],
+        secret_key: &[u8],
+    ) -> String {
+        super::client_token(kind(k), owner, id, desired, salt, key, secret_key)
+    }
+
     /// The fingerprint of the value `v` of field `field` of a `kind`.
-    fn fingerprint(kind: &str, field: &str, v: &Value, key: &[u8]) -> Option<String> {
-        fingerprinted(kinds::find(kind)?, field)?.of(v, key)
+    fn fingerprint(k: &str, field: &str, v: &Value, key: &[u8]) -> Option<String> {
+        fingerprinted(kind(k), field)?.of(v, key)
     }
 
     fn v(j: serde_json::Value) -> Value {

@@ -6,17 +6,11 @@
 //! whether a body is well formed ([`check_structure`]), which fields force
 //! a replacement, and which fields are sets whose order does not matter.
 //! Keeping each table in one place means a new field is one line, and
-//! validate, plan and apply cannot disagree about it.
+//! validate, plan and apply cannot disagree about it. A leaf: it knows
+//! field tables, not kinds (the registry finds a kind's table).
 
-use std::sync::LazyLock;
-
-use super::kinds::{self, KINDS};
 use crate::provider::Problem;
 use crate::value::{index_path, key_path, Value};
-
-/// The resource types this provider manages, in creation order.
-pub static TYPES: LazyLock<Vec<&'static str>> =
-    LazyLock::new(|| KINDS.iter().map(|k| k.name()).collect());
 
 pub use crate::resource::{Field, Ty};
 
@@ -45,31 +39,13 @@ pub(super) const fn fixed(mut field: Field) -> Field {
 /// The `tags` every type takes (the user's; tidegate adds its own).
 pub(super) const TAGS: Field = f("tags", Ty::Tags);
 
-/// The fields of a resource type, if it is one.
-pub fn fields(kind: &str) -> Option<&'static [Field]> {
-    kinds::find(kind).map(|k| k.fields())
-}
-
-/// Attributes a reference may name on a resource of type `kind` besides its
-/// spec fields: what observe reports once the resource exists.
-pub fn attributes(kind: &str) -> &'static [&'static str] {
-    kinds::find(kind).map_or(&[], |k| k.attributes())
-}
-
-/// The structural problems of the spec `body` of an AWS resource of type
-/// `kind`: unknown type or field, wrong type, missing required field.
-/// [`super::check`] adds the value rules. Pure; unresolved references
-/// ([`Value::Unknown`]) pass.
-pub fn check_structure(kind: &str, body: &Value) -> Vec<Problem> {
+/// The structural problems of the spec `body` of a resource whose field
+/// table is `fields`: unknown field, wrong type, missing required field.
+/// [`super::check`] adds the unknown type and the value rules. Pure;
+/// unresolved references ([`Value::Unknown`]) pass.
+pub fn check_structure(fields: &[Field], body: &Value) -> Vec<Problem> {
     let mut out = Vec::new();
-    match fields(kind) {
-        Some(fs) => check_object(fs, body, "", &mut out),
-        None => out.push(problem(
-            "",
-            format!("unknown AWS resource type `{kind}`"),
-            format!("use one of: {}", TYPES.join(", ")),
-        )),
-    }
+    check_object(fields, body, "", &mut out);
     out
 }
 
@@ -287,7 +263,8 @@ mod tests {
             "tags": {"managed-by": "me"}
         }));
         let p = check("security_group", &b);
-        assert_eq!(p, super::super::values::check("security_group", &b));
+        let kind = super::super::kinds::find("security_group").unwrap();
+        assert_eq!(p, super::super::values::check(kind, &b));
         assert_eq!(p.len(), 2, "{p:?}");
         assert_eq!(p[0].path, "ingress[0].cidrBlocks[0]");
         assert_eq!(p[1].path, "tags.managed-by");

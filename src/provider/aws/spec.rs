@@ -2,9 +2,10 @@
 //! attributes (from the schema table), which field changes replace a
 //! resource, and the order pruned types are deleted in (what lives in a
 //! VPC before the VPC). EC2 resources are ordered by their references, so
-//! nothing is placed or ordered implicitly.
+//! nothing is placed or ordered implicitly. Each answer looks the kind up
+//! in the registry (`kinds::find`) and asks it, or the rules that take it.
 
-use super::{kinds, model, schema, values, AwsProvider};
+use super::{kinds, model, values, AwsProvider};
 use crate::provider::{
     Arrangement, BodyShape, Declared, EnvTarget, Field, Problem, Provider, ProviderKind, Result,
     Spec,
@@ -25,11 +26,11 @@ impl Spec for AwsSpec {
     }
 
     fn types(&self) -> &'static [&'static str] {
-        schema::TYPES.as_slice()
+        kinds::TYPES.as_slice()
     }
 
     fn fields(&self, kind: &str) -> Option<&'static [Field]> {
-        schema::fields(kind)
+        kinds::find(kind).map(|k| k.fields())
     }
 
     fn configured(&self, target: &EnvTarget) -> bool {
@@ -41,17 +42,19 @@ impl Spec for AwsSpec {
     }
 
     fn has_attribute(&self, kind: &str, _body: &Value, attr: &str) -> bool {
+        let Some(k) = kinds::find(kind) else {
+            return false;
+        };
         let first = attr.split('.').next().unwrap_or_default();
-        let attributes = schema::attributes(kind);
-        let fields = schema::fields(kind).unwrap_or_default();
+        let (attributes, fields) = (k.attributes(), k.fields());
         [attr, first]
             .iter()
             .any(|a| attributes.contains(a) || fields.iter().any(|f| f.name == *a))
     }
 
     fn attributes_hint(&self, kind: &str) -> String {
-        match schema::fields(kind) {
-            Some(_) => schema::attributes(kind).join(", ") + " or a spec field",
+        match kinds::find(kind) {
+            Some(k) => k.attributes().join(", ") + " or a spec field",
             None => String::new(),
         }
     }
@@ -65,11 +68,11 @@ impl Spec for AwsSpec {
     }
 
     fn replace_reasons(&self, kind: &str, before: &Value, after: &Value) -> Vec<String> {
-        model::replace_reasons(kind, before, after)
+        kinds::find(kind).map_or_else(Vec::new, |k| model::replace_reasons(k, before, after))
     }
 
     fn check_values(&self, kind: &str, body: &Value) -> Vec<Problem> {
-        values::check(kind, body)
+        kinds::find(kind).map_or_else(Vec::new, |k| values::check(k, body))
     }
 
     fn delete_wave(&self, kind: &str) -> u8 {

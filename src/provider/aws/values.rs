@@ -19,9 +19,9 @@ use std::net::Ipv4Addr;
 use crate::provider::Problem;
 use crate::value::{index_path, key_path, Map, Value};
 
-use super::kinds::{self, Kind};
-use super::model::TAG_MANAGED_BY;
+use super::kind::KindSpec;
 use super::schema::{Field, Ty};
+use super::tags::TAG_MANAGED_BY;
 
 /// The prefix of tidegate's own tags (ownership, fingerprints); with
 /// [`TAG_MANAGED_BY`] they are reserved.
@@ -36,15 +36,12 @@ const TAG_VALUE_MAX: usize = 256;
 /// The smallest and largest prefix EC2 accepts for a VPC or subnet block.
 pub(super) const BLOCK_PREFIXES: std::ops::RangeInclusive<u8> = 16..=28;
 
-/// Every value problem of the spec `body` of an AWS resource of type
-/// `kind` (nothing for an unknown type: the structure check names it):
+/// Every value problem of the spec `body` of an AWS resource of kind `k`:
 /// the rules every type shares (tags, secrets) and its kind's own
-/// (`KindSpec::check_string`, `check_int`, `check_object`).
-pub fn check(kind: &str, body: &Value) -> Vec<Problem> {
+/// ([`KindSpec::check_string`], `check_int`, `check_object`).
+pub(super) fn check(k: &dyn KindSpec, body: &Value) -> Vec<Problem> {
     let mut out = Vec::new();
-    if let Some(k) = kinds::find(kind) {
-        object(k, k.fields(), body, "", &mut out);
-    }
+    object(k, k.fields(), body, "", &mut out);
     out
 }
 
@@ -57,7 +54,7 @@ pub(super) fn problem(path: &str, message: String, fix: impl Into<String>) -> Pr
     }
 }
 
-fn object(k: &dyn Kind, fs: &[Field], v: &Value, path: &str, out: &mut Vec<Problem>) {
+fn object(k: &dyn KindSpec, fs: &[Field], v: &Value, path: &str, out: &mut Vec<Problem>) {
     let Some(m) = v.as_map() else {
         return;
     };
@@ -69,7 +66,7 @@ fn object(k: &dyn Kind, fs: &[Field], v: &Value, path: &str, out: &mut Vec<Probl
     k.check_object(fs, m, path, out);
 }
 
-fn value(k: &dyn Kind, field: &Field, v: &Value, path: &str, out: &mut Vec<Problem>) {
+fn value(k: &dyn KindSpec, field: &Field, v: &Value, path: &str, out: &mut Vec<Problem>) {
     match (&field.ty, v) {
         (_, Value::Unknown(_)) | (Ty::SecretStr, _) => {}
         (Ty::Tags, Value::Map(m)) => tags(m, path, out),
@@ -323,6 +320,12 @@ mod tests {
 
     fn body(j: serde_json::Value) -> Value {
         Value::from_json(j)
+    }
+
+    /// The value problems of `b` as a resource of type `kind` (none for an
+    /// unknown type: the structure check names it).
+    fn check(kind: &str, b: &Value) -> Vec<Problem> {
+        super::super::kinds::find(kind).map_or_else(Vec::new, |k| super::check(k, b))
     }
 
     fn messages(kind: &str, b: &Value) -> Vec<String> {

@@ -3,12 +3,10 @@
 
 use aws_sdk_ec2::types::{Address, DomainType, Filter, ResourceType, Tag};
 
-use super::{created, Created, Ec2Kind, KindSpec, Seen, Update};
-use crate::provider::aws::apply::{no_sdk_retries, str_at};
 use crate::provider::aws::calls::{sdk, ApiError};
-use crate::provider::aws::observe::{attrs, describe, map, s};
+use crate::provider::aws::kind::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::schema::{f, Field, Ty, TAGS};
-use crate::provider::aws::AwsProvider;
+use crate::provider::aws::sdk::{attrs, describe, map, no_sdk_retries, s, str_at, Ec2};
 use crate::provider::{Desired, Result};
 use crate::value::{Map, Value};
 
@@ -38,8 +36,8 @@ impl KindSpec for Eip {
 }
 
 /// Removes the address's association, if it has one; `fresh` as in
-/// [`AwsProvider::send`].
-async fn disassociate(p: &AwsProvider, a: &Address, fresh: bool) -> Result<(), ApiError> {
+/// [`Ec2::send`].
+async fn disassociate(p: &Ec2, a: &Address, fresh: bool) -> Result<(), ApiError> {
     let Some(assoc) = a.association_id() else {
         return Ok(());
     };
@@ -63,11 +61,7 @@ impl Ec2Kind for Eip {
         "allocation-id"
     }
 
-    async fn describe(
-        &self,
-        p: &AwsProvider,
-        filters: Vec<Filter>,
-    ) -> Result<Vec<Self::Item>, ApiError> {
+    async fn describe(&self, p: &Ec2, filters: Vec<Filter>) -> Result<Vec<Self::Item>, ApiError> {
         let pages = describe(p, "DescribeAddresses", || async {
             p.client
                 .describe_addresses()
@@ -105,7 +99,7 @@ impl Ec2Kind for Eip {
 
     async fn create(
         &self,
-        p: &AwsProvider,
+        p: &Ec2,
         desired: &Desired,
         d: &Value,
         _token: &str,
@@ -122,7 +116,7 @@ impl Ec2Kind for Eip {
         created(self.name(), o.allocation_id)
     }
 
-    async fn update(&self, p: &AwsProvider, u: &Update<'_>, a: &Self::Item) -> Result<()> {
+    async fn update(&self, p: &Ec2, u: &Update<'_>, a: &Self::Item) -> Result<()> {
         for field in &u.fields {
             if *field != "instanceId" {
                 return Err(u.unchangeable(field));
@@ -146,7 +140,7 @@ impl Ec2Kind for Eip {
         Ok(())
     }
 
-    async fn delete(&self, p: &AwsProvider, id: &str, a: &Self::Item) -> Result<(), ApiError> {
+    async fn delete(&self, p: &Ec2, id: &str, a: &Self::Item) -> Result<(), ApiError> {
         disassociate(p, a, false).await?;
         p.send("ReleaseAddress", false, || async {
             sdk(p.client.release_address().allocation_id(id).send().await).map(|_| ())

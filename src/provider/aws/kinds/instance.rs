@@ -21,14 +21,15 @@ use aws_sdk_ec2::types::{
 };
 use base64::Engine;
 
-use super::{Created, Ec2Kind, KindSpec, SecretView, Seen, Update};
-use crate::provider::aws::apply::{bool_at, int, no_sdk_retries, str_at, string_at, strs};
 use crate::provider::aws::calls::{sdk, ApiError};
-use crate::provider::aws::model::{Fingerprinted, TAG_USER_DATA};
-use crate::provider::aws::observe::{attrs, describe, filter, map, s, strings};
+use crate::provider::aws::kind::{Created, Ec2Kind, KindSpec, SecretView, Seen, Update};
 use crate::provider::aws::schema::{f, fixed, req, Field, Ty, TAGS};
+use crate::provider::aws::sdk::{
+    attrs, bool_at, describe, filter, int, map, no_sdk_retries, s, str_at, string_at, strings,
+    strs, Ec2,
+};
+use crate::provider::aws::tags::{Fingerprinted, TAG_USER_DATA};
 use crate::provider::aws::values::{address, in_range};
-use crate::provider::aws::AwsProvider;
 use crate::provider::{Desired, Health, Live, Problem, Result};
 use crate::sensitive::Sensitive;
 use crate::value::{Map, Value};
@@ -135,7 +136,7 @@ fn root_volume_id(i: &Ec2Instance) -> Option<&str> {
 
 /// The root volumes of `instances`, in one call sequence per 200 ids.
 async fn root_volumes(
-    p: &AwsProvider,
+    p: &Ec2,
     instances: &[Ec2Instance],
 ) -> Result<BTreeMap<String, Volume>, ApiError> {
     let ids: Vec<&str> = instances.iter().filter_map(root_volume_id).collect();
@@ -169,7 +170,7 @@ fn metadata_request(d: &Value) -> InstanceMetadataOptionsRequest {
         .build()
 }
 
-async fn root_device_name(p: &AwsProvider, ami: &str) -> Result<String, ApiError> {
+async fn root_device_name(p: &Ec2, ami: &str) -> Result<String, ApiError> {
     let o = p
         .send("DescribeImages", false, || async {
             sdk(p.client.describe_images().image_ids(ami).send().await)
@@ -183,7 +184,7 @@ async fn root_device_name(p: &AwsProvider, ami: &str) -> Result<String, ApiError
 }
 
 /// Changes the instance type: stop, modify, start.
-async fn resize(p: &AwsProvider, id: &str, instance_type: &str) -> Result<()> {
+async fn resize(p: &Ec2, id: &str, instance_type: &str) -> Result<()> {
     p.call("StopInstances", || async {
         sdk(p.client.stop_instances().instance_ids(id).send().await)
     })
@@ -209,7 +210,7 @@ async fn resize(p: &AwsProvider, id: &str, instance_type: &str) -> Result<()> {
 
 /// Waits until the instance is in one of `states` (gone counts as
 /// terminated).
-async fn wait_instance(p: &AwsProvider, id: &str, states: &[InstanceStateName]) -> Result<()> {
+async fn wait_instance(p: &Ec2, id: &str, states: &[InstanceStateName]) -> Result<()> {
     let deadline = tokio::time::Instant::now() + p.policy.settle;
     loop {
         let o = p
@@ -249,7 +250,7 @@ async fn wait_instance(p: &AwsProvider, id: &str, states: &[InstanceStateName]) 
 }
 
 /// Running with passing status checks is healthy.
-async fn status_checks(p: &AwsProvider, i: &Ec2Instance) -> Result<Health> {
+async fn status_checks(p: &Ec2, i: &Ec2Instance) -> Result<Health> {
     let state = i
         .state()
         .and_then(|s| s.name())
@@ -308,7 +309,7 @@ impl Ec2Kind for Instance {
 
     async fn describe(
         &self,
-        p: &AwsProvider,
+        p: &Ec2,
         mut filters: Vec<Filter>,
     ) -> Result<Vec<Self::Item>, ApiError> {
         filters.push(filter("instance-state-name", LIVE_STATES));
@@ -398,13 +399,13 @@ impl Ec2Kind for Instance {
         None
     }
 
-    async fn health(&self, p: &AwsProvider, l: &Self::Item) -> Result<Health> {
+    async fn health(&self, p: &Ec2, l: &Self::Item) -> Result<Health> {
         status_checks(p, &l.instance).await
     }
 
     async fn create(
         &self,
-        p: &AwsProvider,
+        p: &Ec2,
         desired: &Desired,
         d: &Value,
         token: &str,
@@ -483,7 +484,7 @@ impl Ec2Kind for Instance {
         })
     }
 
-    async fn update(&self, p: &AwsProvider, u: &Update<'_>, _l: &Self::Item) -> Result<()> {
+    async fn update(&self, p: &Ec2, u: &Update<'_>, _l: &Self::Item) -> Result<()> {
         let id = u.id;
         for field in &u.fields {
             match *field {
@@ -525,14 +526,14 @@ impl Ec2Kind for Instance {
         Ok(())
     }
 
-    async fn delete(&self, p: &AwsProvider, id: &str, _l: &Self::Item) -> Result<(), ApiError> {
+    async fn delete(&self, p: &Ec2, id: &str, _l: &Self::Item) -> Result<(), ApiError> {
         p.send("TerminateInstances", false, || async {
             sdk(p.client.terminate_instances().instance_ids(id).send().await).map(|_| ())
         })
         .await
     }
 
-    async fn wait_deleted(&self, p: &AwsProvider, id: &str) -> Result<()> {
+    async fn wait_deleted(&self, p: &Ec2, id: &str) -> Result<()> {
         wait_instance(p, id, &[InstanceStateName::Terminated]).await
     }
 
@@ -541,12 +542,7 @@ impl Ec2Kind for Instance {
     /// its `userData` the instance's own (sensitive: compared in constant
     /// time, never shown), and the fingerprint tag an earlier version stored
     /// of it, if the instance still carries one.
-    async fn read_secrets(
-        &self,
-        p: &AwsProvider,
-        d: &Value,
-        live: &Live,
-    ) -> Result<Option<SecretView>> {
+    async fn read_secrets(&self, p: &Ec2, d: &Value, live: &Live) -> Result<Option<SecretView>> {
         let Some(Value::Sensitive(_)) = d.get_path("userData") else {
             return Ok(None);
         };

@@ -3,12 +3,10 @@
 
 use aws_sdk_ec2::types::{Filter, InternetGateway as Gateway, ResourceType, Tag};
 
-use super::{created, Created, Ec2Kind, KindSpec, Seen, Update};
-use crate::provider::aws::apply::{no_sdk_retries, str_at};
 use crate::provider::aws::calls::{sdk, ApiError};
-use crate::provider::aws::observe::{attrs, describe, map, s};
+use crate::provider::aws::kind::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::schema::{f, req, Field, Ty, TAGS};
-use crate::provider::aws::AwsProvider;
+use crate::provider::aws::sdk::{attrs, describe, map, no_sdk_retries, s, str_at, Ec2};
 use crate::provider::{Desired, Result};
 use crate::value::{Map, Value};
 
@@ -37,8 +35,8 @@ impl KindSpec for InternetGateway {
 }
 
 /// Detaches gateway `id` from every VPC it is attached to; `fresh` as in
-/// [`AwsProvider::send`].
-async fn detach_all(p: &AwsProvider, id: &str, g: &Gateway, fresh: bool) -> Result<(), ApiError> {
+/// [`Ec2::send`].
+async fn detach_all(p: &Ec2, id: &str, g: &Gateway, fresh: bool) -> Result<(), ApiError> {
     for vpc in g.attachments().iter().filter_map(|a| a.vpc_id()) {
         p.send("DetachInternetGateway", fresh, || async {
             sdk(p
@@ -63,11 +61,7 @@ impl Ec2Kind for InternetGateway {
         "internet-gateway-id"
     }
 
-    async fn describe(
-        &self,
-        p: &AwsProvider,
-        filters: Vec<Filter>,
-    ) -> Result<Vec<Self::Item>, ApiError> {
+    async fn describe(&self, p: &Ec2, filters: Vec<Filter>) -> Result<Vec<Self::Item>, ApiError> {
         let pages = describe(p, "DescribeInternetGateways", || {
             p.client
                 .describe_internet_gateways()
@@ -100,7 +94,7 @@ impl Ec2Kind for InternetGateway {
 
     async fn create(
         &self,
-        p: &AwsProvider,
+        p: &Ec2,
         desired: &Desired,
         d: &Value,
         _token: &str,
@@ -119,7 +113,7 @@ impl Ec2Kind for InternetGateway {
         )
     }
 
-    async fn update(&self, p: &AwsProvider, u: &Update<'_>, g: &Self::Item) -> Result<()> {
+    async fn update(&self, p: &Ec2, u: &Update<'_>, g: &Self::Item) -> Result<()> {
         for field in &u.fields {
             if *field != "vpcId" {
                 return Err(u.unchangeable(field));
@@ -143,7 +137,7 @@ impl Ec2Kind for InternetGateway {
         Ok(())
     }
 
-    async fn delete(&self, p: &AwsProvider, id: &str, g: &Self::Item) -> Result<(), ApiError> {
+    async fn delete(&self, p: &Ec2, id: &str, g: &Self::Item) -> Result<(), ApiError> {
         detach_all(p, id, g, false).await?;
         p.send("DeleteInternetGateway", false, || async {
             sdk(p

@@ -6,14 +6,12 @@
 use aws_sdk_ec2::primitives::Blob;
 use aws_sdk_ec2::types::{Filter, KeyPairInfo, ResourceType, Tag};
 
-use super::{created, Created, Ec2Kind, KindSpec, Seen, Update};
-use crate::provider::aws::apply::{no_sdk_retries, string_at};
 use crate::provider::aws::calls::{sdk, ApiError};
-use crate::provider::aws::model::{Fingerprinted, TAG_PUBLIC_KEY};
-use crate::provider::aws::observe::{attrs, describe, map, s};
+use crate::provider::aws::kind::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::schema::{f, fixed, req, Field, Ty, TAGS};
+use crate::provider::aws::sdk::{attrs, describe, map, no_sdk_retries, s, string_at, Ec2};
+use crate::provider::aws::tags::{Fingerprinted, TAG_PUBLIC_KEY};
 use crate::provider::aws::values::problem;
-use crate::provider::aws::AwsProvider;
 use crate::provider::{Desired, Problem, Result};
 use crate::value::{Map, Value};
 
@@ -94,11 +92,7 @@ impl Ec2Kind for KeyPair {
         "key-pair-id"
     }
 
-    async fn describe(
-        &self,
-        p: &AwsProvider,
-        filters: Vec<Filter>,
-    ) -> Result<Vec<Self::Item>, ApiError> {
+    async fn describe(&self, p: &Ec2, filters: Vec<Filter>) -> Result<Vec<Self::Item>, ApiError> {
         let pages = describe(p, "DescribeKeyPairs", || async {
             p.client
                 .describe_key_pairs()
@@ -138,7 +132,7 @@ impl Ec2Kind for KeyPair {
 
     async fn create(
         &self,
-        p: &AwsProvider,
+        p: &Ec2,
         desired: &Desired,
         d: &Value,
         _token: &str,
@@ -159,7 +153,7 @@ impl Ec2Kind for KeyPair {
         created(self.name(), o.key_pair_id)
     }
 
-    async fn update(&self, _p: &AwsProvider, u: &Update<'_>, _k: &Self::Item) -> Result<()> {
+    async fn update(&self, _p: &Ec2, u: &Update<'_>, _k: &Self::Item) -> Result<()> {
         match u.fields.first() {
             Some(field) => Err(u.unchangeable(field)),
             None => Ok(()),
@@ -168,7 +162,7 @@ impl Ec2Kind for KeyPair {
 
     /// By name: the read before proved the name is owned, and some EC2
     /// stand-ins accept only KeyName.
-    async fn delete(&self, p: &AwsProvider, _id: &str, k: &Self::Item) -> Result<(), ApiError> {
+    async fn delete(&self, p: &Ec2, _id: &str, k: &Self::Item) -> Result<(), ApiError> {
         p.send("DeleteKeyPair", false, || async {
             sdk(p
                 .client

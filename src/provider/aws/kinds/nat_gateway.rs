@@ -18,13 +18,13 @@ use aws_sdk_ec2::types::{
     Tag,
 };
 
-use super::{created, Created, Ec2Kind, KindSpec, Seen, Update};
-use crate::provider::aws::apply::{no_sdk_retries, str_at, string_at};
 use crate::provider::aws::calls::{sdk, ApiError};
-use crate::provider::aws::observe::{attrs, describe, filter, map, s};
+use crate::provider::aws::kind::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::schema::{f, fixed, req, Field, Ty, TAGS};
+use crate::provider::aws::sdk::{
+    attrs, describe, filter, map, no_sdk_retries, s, str_at, string_at, Ec2,
+};
 use crate::provider::aws::values::problem;
-use crate::provider::aws::AwsProvider;
 use crate::provider::{Desired, Health, Problem, Result};
 use crate::value::{key_path, Map, Value};
 
@@ -124,7 +124,7 @@ impl Ec2Kind for NatGateway {
 
     async fn describe(
         &self,
-        p: &AwsProvider,
+        p: &Ec2,
         mut filters: Vec<Filter>,
     ) -> Result<Vec<Self::Item>, ApiError> {
         filters.push(filter("state", LIVE_STATES));
@@ -184,7 +184,7 @@ impl Ec2Kind for NatGateway {
 
     async fn create(
         &self,
-        p: &AwsProvider,
+        p: &Ec2,
         desired: &Desired,
         d: &Value,
         token: &str,
@@ -204,14 +204,14 @@ impl Ec2Kind for NatGateway {
         created(self.name(), o.nat_gateway.and_then(|g| g.nat_gateway_id))
     }
 
-    async fn update(&self, _p: &AwsProvider, u: &Update<'_>, _g: &Self::Item) -> Result<()> {
+    async fn update(&self, _p: &Ec2, u: &Update<'_>, _g: &Self::Item) -> Result<()> {
         match u.fields.first() {
             Some(field) => Err(u.unchangeable(field)),
             None => Ok(()),
         }
     }
 
-    async fn delete(&self, p: &AwsProvider, id: &str, _g: &Self::Item) -> Result<(), ApiError> {
+    async fn delete(&self, p: &Ec2, id: &str, _g: &Self::Item) -> Result<(), ApiError> {
         p.send("DeleteNatGateway", false, || async {
             sdk(p
                 .client
@@ -226,7 +226,7 @@ impl Ec2Kind for NatGateway {
 
     /// Until EC2 reports it `deleted` (or no longer lists it): its elastic
     /// IP and its network interface in the subnet are released only then.
-    async fn wait_deleted(&self, p: &AwsProvider, id: &str) -> Result<()> {
+    async fn wait_deleted(&self, p: &Ec2, id: &str) -> Result<()> {
         let deadline = tokio::time::Instant::now() + p.policy.settle;
         loop {
             let o = p
@@ -268,7 +268,8 @@ impl Ec2Kind for NatGateway {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::aws::kinds::{delete_wave, find, raw};
+    use crate::provider::aws::kind::raw;
+    use crate::provider::aws::kinds::{delete_wave, find};
     use crate::provider::aws::observe::to_live;
     use crate::provider::aws::{check, model};
     use crate::provider::Owner;
@@ -325,13 +326,13 @@ mod tests {
             body(serde_json::json!({"subnetId": "subnet-1", "allocationId": "eipalloc-1"}));
         let after = body(serde_json::json!({"subnetId": "subnet-2", "allocationId": "eipalloc-1"}));
         assert_eq!(
-            model::replace_reasons("nat_gateway", &before, &after),
+            model::replace_reasons(&NatGateway, &before, &after),
             vec!["subnetId changes from subnet-1 to subnet-2 (immutable)"]
         );
         assert!(NatGateway.destroy_first(&after, &before).is_some());
         let moved = body(serde_json::json!({"subnetId": "subnet-2", "allocationId": "eipalloc-2"}));
         assert_eq!(
-            model::replace_reasons("nat_gateway", &before, &moved).len(),
+            model::replace_reasons(&NatGateway, &before, &moved).len(),
             2
         );
         assert!(NatGateway.destroy_first(&moved, &before).is_none());

@@ -11,13 +11,13 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{Filter, ResourceType, RouteTable as Item, Tag};
 
-use super::{created, Created, Ec2Kind, KindSpec, Seen, Update};
-use crate::provider::aws::apply::{no_sdk_retries, str_at, string_at, strs};
 use crate::provider::aws::calls::{sdk, ApiError};
-use crate::provider::aws::observe::{attrs, describe, map, s, strings};
+use crate::provider::aws::kind::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::schema::{f, fixed, req, Field, Ty, TAGS};
+use crate::provider::aws::sdk::{
+    attrs, describe, map, no_sdk_retries, s, str_at, string_at, strings, strs, Ec2,
+};
 use crate::provider::aws::values::cidr;
-use crate::provider::aws::AwsProvider;
 use crate::provider::{Desired, Problem, Result};
 use crate::value::{Map, Value};
 
@@ -100,7 +100,7 @@ fn routes(v: &Value) -> BTreeMap<String, String> {
 }
 
 /// Creates, replaces and deletes routes until the live ones are `d`'s.
-async fn update_routes(p: &AwsProvider, id: &str, d: &Value, live: &Value) -> Result<()> {
+async fn update_routes(p: &Ec2, id: &str, d: &Value, live: &Value) -> Result<()> {
     let (want, have) = (routes(d), routes(live));
     for (dest, gw) in &want {
         match have.get(dest) {
@@ -158,8 +158,8 @@ fn associations(rt: &Item) -> Vec<(&str, &str)> {
         .collect()
 }
 
-/// Removes one subnet association; `fresh` as in [`AwsProvider::send`].
-async fn disassociate(p: &AwsProvider, association: &str, fresh: bool) -> Result<(), ApiError> {
+/// Removes one subnet association; `fresh` as in [`Ec2::send`].
+async fn disassociate(p: &Ec2, association: &str, fresh: bool) -> Result<(), ApiError> {
     p.send("DisassociateRouteTable", fresh, || async {
         sdk(p
             .client
@@ -173,7 +173,7 @@ async fn disassociate(p: &AwsProvider, association: &str, fresh: bool) -> Result
 }
 
 /// Associates and disassociates subnets until they are `d`'s.
-async fn update_associations(p: &AwsProvider, id: &str, d: &Value, rt: &Item) -> Result<()> {
+async fn update_associations(p: &Ec2, id: &str, d: &Value, rt: &Item) -> Result<()> {
     let want = strs(d, "subnetIds");
     let have = associations(rt);
     for (subnet, assoc) in &have {
@@ -206,11 +206,7 @@ impl Ec2Kind for RouteTable {
         "route-table-id"
     }
 
-    async fn describe(
-        &self,
-        p: &AwsProvider,
-        filters: Vec<Filter>,
-    ) -> Result<Vec<Self::Item>, ApiError> {
+    async fn describe(&self, p: &Ec2, filters: Vec<Filter>) -> Result<Vec<Self::Item>, ApiError> {
         let pages = describe(p, "DescribeRouteTables", || {
             p.client
                 .describe_route_tables()
@@ -271,7 +267,7 @@ impl Ec2Kind for RouteTable {
 
     async fn create(
         &self,
-        p: &AwsProvider,
+        p: &Ec2,
         desired: &Desired,
         d: &Value,
         token: &str,
@@ -289,7 +285,7 @@ impl Ec2Kind for RouteTable {
         created(self.name(), o.route_table.and_then(|v| v.route_table_id))
     }
 
-    async fn update(&self, p: &AwsProvider, u: &Update<'_>, rt: &Self::Item) -> Result<()> {
+    async fn update(&self, p: &Ec2, u: &Update<'_>, rt: &Self::Item) -> Result<()> {
         for field in &u.fields {
             match *field {
                 "routes" => update_routes(p, u.id, u.d, u.live).await?,
@@ -300,7 +296,7 @@ impl Ec2Kind for RouteTable {
         Ok(())
     }
 
-    async fn delete(&self, p: &AwsProvider, id: &str, rt: &Self::Item) -> Result<(), ApiError> {
+    async fn delete(&self, p: &Ec2, id: &str, rt: &Self::Item) -> Result<(), ApiError> {
         // Every association but the main one's: gateway associations too.
         let ids = rt
             .associations()

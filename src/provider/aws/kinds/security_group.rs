@@ -9,13 +9,11 @@ use aws_sdk_ec2::types::{
     Filter, IpPermission, IpRange, ResourceType, SecurityGroup as Item, Tag, UserIdGroupPair,
 };
 
-use super::{created, Created, Ec2Kind, KindSpec, Seen, Update};
-use crate::provider::aws::apply::{no_sdk_retries, string_at};
 use crate::provider::aws::calls::{sdk, ApiError};
-use crate::provider::aws::observe::{attrs, describe, map, s};
+use crate::provider::aws::kind::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::schema::{f, fixed, req, Field, Ty, TAGS};
+use crate::provider::aws::sdk::{attrs, describe, map, no_sdk_retries, s, string_at, Ec2};
 use crate::provider::aws::values::{cidr, problem};
-use crate::provider::aws::AwsProvider;
 use crate::provider::{Desired, Problem, Result};
 use crate::value::{key_path, Map, Value};
 
@@ -350,7 +348,7 @@ fn permission(a: &RuleAtom) -> IpPermission {
 
 /// Authorizes and revokes the rules of one direction (`ingress` or
 /// `egress`) rule by rule, so unchanged rules never blink.
-async fn update_rules(p: &AwsProvider, id: &str, field: &str, d: &Value, sg: &Item) -> Result<()> {
+async fn update_rules(p: &Ec2, id: &str, field: &str, d: &Value, sg: &Item) -> Result<()> {
     let want = rule_atoms(d.get_path(field).unwrap_or(&Value::Null)).unwrap_or_default();
     let ingress = field == "ingress";
     let perms = if ingress {
@@ -421,11 +419,7 @@ impl Ec2Kind for SecurityGroup {
         "group-id"
     }
 
-    async fn describe(
-        &self,
-        p: &AwsProvider,
-        filters: Vec<Filter>,
-    ) -> Result<Vec<Self::Item>, ApiError> {
+    async fn describe(&self, p: &Ec2, filters: Vec<Filter>) -> Result<Vec<Self::Item>, ApiError> {
         let pages = describe(p, "DescribeSecurityGroups", || {
             p.client
                 .describe_security_groups()
@@ -468,7 +462,7 @@ impl Ec2Kind for SecurityGroup {
 
     async fn create(
         &self,
-        p: &AwsProvider,
+        p: &Ec2,
         desired: &Desired,
         d: &Value,
         _token: &str,
@@ -487,7 +481,7 @@ impl Ec2Kind for SecurityGroup {
         created(self.name(), o.group_id)
     }
 
-    async fn update(&self, p: &AwsProvider, u: &Update<'_>, sg: &Self::Item) -> Result<()> {
+    async fn update(&self, p: &Ec2, u: &Update<'_>, sg: &Self::Item) -> Result<()> {
         for field in &u.fields {
             if !matches!(*field, "ingress" | "egress") {
                 return Err(u.unchangeable(field));
@@ -497,7 +491,7 @@ impl Ec2Kind for SecurityGroup {
         Ok(())
     }
 
-    async fn delete(&self, p: &AwsProvider, id: &str, _v: &Self::Item) -> Result<(), ApiError> {
+    async fn delete(&self, p: &Ec2, id: &str, _v: &Self::Item) -> Result<(), ApiError> {
         p.send("DeleteSecurityGroup", false, || async {
             sdk(p.client.delete_security_group().group_id(id).send().await).map(|_| ())
         })
@@ -508,7 +502,7 @@ impl Ec2Kind for SecurityGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::aws::kinds::raw;
+    use crate::provider::aws::kind::raw;
     use crate::provider::aws::observe::to_live;
     use crate::provider::Owner;
 

@@ -3,13 +3,13 @@
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType, Subnet as Item, Tag};
 
-use super::{created, Created, Ec2Kind, KindSpec, Seen, Update};
-use crate::provider::aws::apply::{bool_at, no_sdk_retries, string_at};
 use crate::provider::aws::calls::{sdk, ApiError};
-use crate::provider::aws::observe::{arn, attrs, describe, map, s};
+use crate::provider::aws::kind::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::schema::{f, fixed, req, Field, Ty, TAGS};
+use crate::provider::aws::sdk::{
+    arn, attrs, bool_at, describe, map, no_sdk_retries, s, string_at, Ec2,
+};
 use crate::provider::aws::values::{cidr, BLOCK_PREFIXES};
-use crate::provider::aws::AwsProvider;
 use crate::provider::{Desired, Health, Problem, Result};
 use crate::value::{Map, Value};
 
@@ -63,11 +63,7 @@ impl Ec2Kind for Subnet {
         "subnet-id"
     }
 
-    async fn describe(
-        &self,
-        p: &AwsProvider,
-        filters: Vec<Filter>,
-    ) -> Result<Vec<Self::Item>, ApiError> {
+    async fn describe(&self, p: &Ec2, filters: Vec<Filter>) -> Result<Vec<Self::Item>, ApiError> {
         let pages = describe(p, "DescribeSubnets", || {
             p.client
                 .describe_subnets()
@@ -124,7 +120,7 @@ impl Ec2Kind for Subnet {
 
     async fn create(
         &self,
-        p: &AwsProvider,
+        p: &Ec2,
         desired: &Desired,
         d: &Value,
         _token: &str,
@@ -143,7 +139,7 @@ impl Ec2Kind for Subnet {
         created(self.name(), o.subnet.and_then(|v| v.subnet_id))
     }
 
-    async fn update(&self, p: &AwsProvider, u: &Update<'_>, _v: &Self::Item) -> Result<()> {
+    async fn update(&self, p: &Ec2, u: &Update<'_>, _v: &Self::Item) -> Result<()> {
         for field in &u.fields {
             if *field != "mapPublicIpOnLaunch" {
                 return Err(u.unchangeable(field));
@@ -165,7 +161,7 @@ impl Ec2Kind for Subnet {
         Ok(())
     }
 
-    async fn delete(&self, p: &AwsProvider, id: &str, _v: &Self::Item) -> Result<(), ApiError> {
+    async fn delete(&self, p: &Ec2, id: &str, _v: &Self::Item) -> Result<(), ApiError> {
         p.send("DeleteSubnet", false, || async {
             sdk(p.client.delete_subnet().subnet_id(id).send().await).map(|_| ())
         })

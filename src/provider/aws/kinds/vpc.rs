@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType, Tag};
 
-use super::{created, Created, Ec2Kind, KindSpec, Seen, Update};
-use crate::provider::aws::apply::{bool_at, no_sdk_retries, string_at, tags};
 use crate::provider::aws::calls::{sdk, ApiError};
-use crate::provider::aws::observe::{arn, attrs, describe, map, s};
+use crate::provider::aws::kind::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::schema::{f, fixed, req, Field, Ty, TAGS};
+use crate::provider::aws::sdk::{
+    arn, attrs, bool_at, describe, ec2_tags, map, no_sdk_retries, s, string_at, Ec2,
+};
 use crate::provider::aws::values::{cidr, BLOCK_PREFIXES};
-use crate::provider::aws::AwsProvider;
 use crate::provider::{Desired, Health, Problem, Result};
 use crate::value::{Map, Value};
 
@@ -68,7 +68,7 @@ impl KindSpec for Vpc {
 
 /// Sets both DNS attributes (a field the spec leaves out keeps its live
 /// value) and records them in [`TAG_VPC_DNS`].
-async fn set_dns(p: &AwsProvider, id: &str, d: &Value, live: &Value) -> Result<()> {
+async fn set_dns(p: &Ec2, id: &str, d: &Value, live: &Value) -> Result<()> {
     let support = bool_at(d, "enableDnsSupport")
         .or(bool_at(live, "enableDnsSupport"))
         .unwrap_or(true);
@@ -97,7 +97,7 @@ async fn set_dns(p: &AwsProvider, id: &str, d: &Value, live: &Value) -> Result<(
             .await)
     })
     .await?;
-    let t = tags([(TAG_VPC_DNS.to_string(), dns_tag(support, hostnames))]);
+    let t = ec2_tags([(TAG_VPC_DNS.to_string(), dns_tag(support, hostnames))]);
     p.create_tags(id, t).await
 }
 
@@ -109,11 +109,7 @@ impl Ec2Kind for Vpc {
         "vpc-id"
     }
 
-    async fn describe(
-        &self,
-        p: &AwsProvider,
-        filters: Vec<Filter>,
-    ) -> Result<Vec<Self::Item>, ApiError> {
+    async fn describe(&self, p: &Ec2, filters: Vec<Filter>) -> Result<Vec<Self::Item>, ApiError> {
         let pages = describe(p, "DescribeVpcs", || {
             p.client
                 .describe_vpcs()
@@ -163,7 +159,7 @@ impl Ec2Kind for Vpc {
 
     async fn create(
         &self,
-        p: &AwsProvider,
+        p: &Ec2,
         desired: &Desired,
         d: &Value,
         _token: &str,
@@ -181,7 +177,7 @@ impl Ec2Kind for Vpc {
         created(self.name(), o.vpc.and_then(|v| v.vpc_id))
     }
 
-    async fn update(&self, p: &AwsProvider, u: &Update<'_>, _v: &Self::Item) -> Result<()> {
+    async fn update(&self, p: &Ec2, u: &Update<'_>, _v: &Self::Item) -> Result<()> {
         for field in &u.fields {
             if !matches!(*field, "enableDnsSupport" | "enableDnsHostnames") {
                 return Err(u.unchangeable(field));
@@ -190,7 +186,7 @@ impl Ec2Kind for Vpc {
         set_dns(p, u.id, u.d, u.live).await
     }
 
-    async fn delete(&self, p: &AwsProvider, id: &str, _v: &Self::Item) -> Result<(), ApiError> {
+    async fn delete(&self, p: &Ec2, id: &str, _v: &Self::Item) -> Result<(), ApiError> {
         p.send("DeleteVpc", false, || async {
             sdk(p.client.delete_vpc().vpc_id(id).send().await).map(|_| ())
         })
@@ -201,9 +197,9 @@ impl Ec2Kind for Vpc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::aws::kinds::raw;
-    use crate::provider::aws::model;
+    use crate::provider::aws::kind::raw;
     use crate::provider::aws::observe::to_live;
+    use crate::provider::aws::tags;
     use crate::provider::Owner;
 
     fn tag(k: &str, v: &str) -> Tag {
@@ -242,7 +238,7 @@ mod tests {
         );
         assert!(to_live(&unowned.unwrap(), &owner()).is_none());
         let mut tags = owned_tags();
-        tags.push(tag(model::TAG_DEPOSED, "true"));
+        tags.push(tag(tags::TAG_DEPOSED, "true"));
         let raw = raw(Vpc, vpc(tags), "eu-west-1").unwrap();
         assert!(raw.is_deposed());
         let live = to_live(&raw, &owner()).unwrap();
