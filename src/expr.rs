@@ -160,6 +160,12 @@ pub fn parse(s: &str) -> Result<Vec<Part>> {
     Ok(parts)
 }
 
+/// `s` as a literal: every `${` written `$${`, so [`parse`] gives back
+/// `s` itself with no reference.
+pub fn escape(s: &str) -> String {
+    s.replace("${", "$${")
+}
+
 /// True when `s` holds a reference (cheap pre-check before [`parse`]).
 pub fn has_refs(s: &str) -> bool {
     s.contains("${")
@@ -345,6 +351,10 @@ mod tests {
 
     #[test]
     fn parses_literals_references_and_escapes() {
+        for s in ["${x}", "$${x}", "a$", "$$", "${", "}${y.z}"] {
+            let parts = parse(&escape(s)).unwrap();
+            assert_eq!(parts, vec![Part::Lit(s.to_string())], "{s}");
+        }
         let p = parse("a-${var.x}-$${b}").unwrap();
         assert_eq!(
             p,

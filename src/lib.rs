@@ -30,6 +30,8 @@
 //! - [`reconcile`]: the in-cluster loop (state machine, driver, webhooks,
 //!   leases, its Prometheus series); [`server`]: its HTTP surface;
 //!   [`notify`]: webhooks, Slack and commit statuses about what it does.
+//! - [`tool`]: runs the external renderers (kustomize, helm): no network,
+//!   a time limit, values through standard input.
 //! - [`cli`]: the command implementations behind `src/main.rs`.
 
 pub mod cli;
@@ -54,6 +56,7 @@ pub mod sensitive;
 pub mod server;
 pub mod source;
 pub mod state;
+pub mod tool;
 pub mod value;
 
 #[cfg(test)]

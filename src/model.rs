@@ -219,13 +219,78 @@ pub struct Module {
     pub origin: Origin,
     pub inputs: IndexMap<String, InputDecl>,
     pub outputs: IndexMap<String, OutputDecl>,
+    /// Declared resources, then the objects its sources rendered (each
+    /// with [`Resource::source`] set).
     pub resources: Vec<Resource>,
+    /// Entries that stand for many objects: a folder of manifests, a
+    /// Kustomize overlay (expanded into `resources` by the loader).
+    pub sources: Vec<SourceDecl>,
 }
 
 impl Module {
     /// The resource named `name`.
     pub fn resource(&self, name: &str) -> Option<&Resource> {
         self.resources.iter().find(|r| r.name == name)
+    }
+
+    /// What a `dependsOn` entry `name` stands for: the resource of that
+    /// name, or every object the source of that name rendered.
+    pub fn named(&self, name: &str) -> Vec<&Resource> {
+        self.resources
+            .iter()
+            .filter(|r| r.name == name || r.source.as_deref() == Some(name))
+            .collect()
+    }
+
+    /// The source named `name`.
+    pub fn source(&self, name: &str) -> Option<&SourceDecl> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+}
+
+/// A module entry that renders into many Kubernetes objects.
+#[derive(Clone, Debug)]
+pub struct SourceDecl {
+    /// The entry's `name`; each object's resource name starts with it.
+    pub name: String,
+    /// Where the entry starts in `module.yaml`.
+    pub origin: Origin,
+    pub spec: SourceSpec,
+    /// Given to every object it renders.
+    pub depends_on: Vec<(DependsOn, Origin)>,
+    /// Given to every object it renders.
+    pub waivers: Option<Located>,
+}
+
+/// What a source reads.
+#[derive(Clone, Debug)]
+pub enum SourceSpec {
+    /// `manifests:` YAML/JSON files of the repository.
+    Manifests {
+        /// Relative to the module folder: a file, a folder or a glob.
+        path: String,
+        path_origin: Origin,
+        /// `${...}` in the files are references (else literal text).
+        substitute: bool,
+    },
+    /// `kustomize:` an overlay folder of the repository, plus the settings
+    /// tidegate adds on top (`namespace`, `images`, `replicas`, `labels`,
+    /// `patches`, as written: templates in module scope).
+    Kustomize {
+        path: String,
+        path_origin: Origin,
+        substitute: bool,
+        settings: Located,
+    },
+}
+
+impl SourceSpec {
+    /// `manifests` or `kustomize`, as written in the module.
+    pub fn key(&self) -> &'static str {
+        match self {
+            SourceSpec::Manifests { .. } => "manifests",
+            SourceSpec::Kustomize { .. } => "kustomize",
+        }
     }
 }
 
@@ -316,6 +381,8 @@ pub struct Resource {
     pub depends_on: Vec<(DependsOn, Origin)>,
     /// The raw `waivers:` list, parsed by the policy module.
     pub waivers: Option<Located>,
+    /// The source entry that rendered it (`None` for a declared resource).
+    pub source: Option<String>,
 }
 
 impl Resource {

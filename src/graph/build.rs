@@ -152,10 +152,11 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
             let to = res.id(&inst.name);
             for (d, o) in &res.depends_on {
                 let froms = match d {
-                    DependsOn::Resource(n) => vec![ResourceId {
-                        module: inst.name.clone(),
-                        name: n.clone(),
-                    }],
+                    DependsOn::Resource(n) => module
+                        .named(n)
+                        .into_iter()
+                        .map(|r| r.id(&inst.name))
+                        .collect(),
                     DependsOn::Module(m) => self.instance_resources(m),
                 };
                 let text = match d {

@@ -131,13 +131,13 @@ fn check_module(m: &Module, diags: &mut Diagnostics) {
         }
         for (d, o) in &res.depends_on {
             if let DependsOn::Resource(n) = d {
-                if n == &res.name {
+                if n == &res.name || res.source.as_ref() == Some(n) {
                     diags.error(
                         o,
                         format!("resource `{n}` depends on itself"),
                         "remove it from `dependsOn`",
                     );
-                } else if m.resource(n).is_none() {
+                } else if m.named(n).is_empty() {
                     diags.error(
                         o,
                         format!(
@@ -171,7 +171,13 @@ fn parsed(r: expr::Result<Ref>, at: &Origin, diags: &mut Diagnostics) -> Option<
 }
 
 fn resource_names(m: &Module) -> String {
-    join(m.resources.iter().map(|r| r.name.as_str()))
+    join(
+        m.resources
+            .iter()
+            .filter(|r| r.source.is_none())
+            .map(|r| r.name.as_str())
+            .chain(m.sources.iter().map(|s| s.name.as_str())),
+    )
 }
 
 fn module_ref(m: &Module, this: Option<&Resource>, r: &Ref, at: &Origin, diags: &mut Diagnostics) {
@@ -209,6 +215,17 @@ fn resource_ref(
 ) {
     let name = &r.path[0];
     let Some(target) = m.resource(name) else {
+        if let Some(source) = m.source(name) {
+            diags.error(
+                at,
+                format!(
+                    "`${{{r}}}`: `{name}` is a {} source of many objects",
+                    source.spec.key()
+                ),
+                format!("refer to one of its objects as `${{resource.{name}/<Kind>/<name>...}}`, or wait for all of them with `dependsOn: [{name}]`"),
+            );
+            return;
+        }
         diags.error(
             at,
             format!("`${{{r}}}`: module {} has no resource `{name}`", m.name),

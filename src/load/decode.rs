@@ -45,6 +45,11 @@ impl<'a> Fields<'a> {
         Some(&self.entries[i].1)
     }
 
+    /// True when the map holds `key` (without reading it).
+    pub fn has(&self, key: &str) -> bool {
+        self.entries.iter().any(|(k, _)| k.name == key)
+    }
+
     /// The field `key`; reports it missing otherwise.
     pub fn req(&mut self, key: &str, diags: &mut Diagnostics) -> Option<&'a Node> {
         let n = self.opt(key);

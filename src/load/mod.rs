@@ -25,6 +25,7 @@ mod env;
 mod module;
 pub mod project;
 pub mod sops;
+pub mod sources;
 pub mod typed;
 pub mod values;
 pub mod yaml;
@@ -95,6 +96,7 @@ pub fn load_with(files: &Files, diags: &mut Diagnostics) -> Model {
             model.modules.insert(m.source.clone(), m);
         }
     }
+    sources::expand(&mut model.modules, files, diags);
     let mut envs = Vec::new();
     for (path, text) in files_under(files, "environments/", diags) {
         envs.extend(env::decode(&path, &text, &model.project, diags));
@@ -159,7 +161,8 @@ fn utf8(path: &str, bytes: &[u8], diags: &mut Diagnostics) -> Option<String> {
 }
 
 /// Reads the files tidegate uses from a working tree: everything under
-/// `environments/`, `modules/` and `secrets/` (YAML and JSON only),
+/// `modules/` (what sources render), the YAML and JSON files under
+/// `environments/` and `secrets/`,
 /// `tidegate.yaml` and `.sops.yaml`.
 ///
 /// Symbolic links are followed only inside the repository (`root`): a link
@@ -229,7 +232,9 @@ impl Walker {
             open.pop();
             walked
         } else {
-            if is_yaml(rel) || rel.ends_with(".json") {
+            // Everything under modules/ (charts, overlays and their
+            // files); YAML and JSON elsewhere.
+            if is_yaml(rel) || rel.ends_with(".json") || rel.starts_with("modules/") {
                 self.files.insert(rel.to_string(), read(&real)?);
             }
             Ok(())

@@ -3,11 +3,14 @@
 use indexmap::IndexMap;
 
 use crate::diag::Diagnostics;
-use crate::model::{DependsOn, InputDecl, InputType, Located, Module, OutputDecl, Resource};
+use crate::model::{
+    DependsOn, InputDecl, InputType, Located, Module, OutputDecl, Resource, SourceDecl, SourceSpec,
+};
 use crate::resource::ProviderKind;
 use crate::value::{Spans, Value};
 
 use super::decode::{self, Fields};
+use super::sources;
 use super::typed;
 use super::yaml::{Node, NodeKind};
 use crate::provider::BodyShape;
@@ -41,21 +44,29 @@ pub fn decode(path: &str, text: &str, diags: &mut Diagnostics) -> Option<Module>
     }
     if let Some(n) = f.opt("resources") {
         for r in decode::list(n, "`resources`", diags).unwrap_or_default() {
-            let Some(r) = resource(r, diags) else {
+            let Some(entry) = resource(r, diags) else {
                 continue;
             };
-            if let Some(first) = m.resource(&r.name) {
+            let (name, origin) = match &entry {
+                Entry::Resource(r) => (r.name.clone(), r.origin.clone()),
+                Entry::Source(s) => (s.name.clone(), s.origin.clone()),
+            };
+            let first = m
+                .resource(&name)
+                .map(|r| r.origin.line)
+                .or_else(|| m.source(&name).map(|s| s.origin.line));
+            if let Some(line) = first {
                 diags.error(
-                    &r.origin,
-                    format!(
-                        "duplicate resource name `{}` (first at line {})",
-                        r.name, first.origin.line
-                    ),
+                    &origin,
+                    format!("duplicate resource name `{name}` (first at line {line})"),
                     "give each resource of a module its own name",
                 );
                 continue;
             }
-            m.resources.push(r);
+            match entry {
+                Entry::Resource(r) => m.resources.push(r),
+                Entry::Source(s) => m.sources.push(s),
+            }
         }
     }
     f.finish(&["inputs", "outputs", "resources"], diags);
@@ -193,7 +204,16 @@ fn outputs(n: &Node, diags: &mut Diagnostics) -> IndexMap<String, OutputDecl> {
     out
 }
 
-fn resource(n: &Node, diags: &mut Diagnostics) -> Option<Resource> {
+/// One entry of `resources:`.
+enum Entry {
+    Resource(Resource),
+    Source(SourceDecl),
+}
+
+/// The keys of a Kubernetes entry that give its objects.
+const OBJECT_KEYS: [&str; 3] = ["manifest", "manifests", "kustomize"];
+
+fn resource(n: &Node, diags: &mut Diagnostics) -> Option<Entry> {
     let mut f = Fields::new(n, "a resource", diags)?;
     let name = f
         .req("name", diags)
@@ -215,11 +235,6 @@ fn resource(n: &Node, diags: &mut Diagnostics) -> Option<Resource> {
         kind
     });
     let shape = provider.map(|p| crate::provider::spec(p).body_shape());
-    let (kind, body_node) = match provider.zip(shape) {
-        Some((_, BodyShape::Manifest)) => manifest_body(&mut f, diags),
-        Some((p, BodyShape::Typed)) => typed_body(p, &mut f, diags),
-        None => (None, None),
-    };
     let depends_on = f
         .opt("dependsOn")
         .map(|d| decode::strings(d, "an entry of `dependsOn`", diags))
@@ -234,13 +249,32 @@ fn resource(n: &Node, diags: &mut Diagnostics) -> Option<Resource> {
         let (value, spans) = w.to_value_spans();
         Located { value, spans }
     });
+    if shape == Some(BodyShape::Manifest) {
+        if let Some(source) = sources::decode(&mut f, &n.origin, diags) {
+            let key = source.as_ref().map_or("manifests", SourceSpec::key);
+            let known = ["name", "provider", "dependsOn", "waivers", key];
+            f.finish(&known, diags);
+            return Some(Entry::Source(SourceDecl {
+                name: name?,
+                origin: n.origin.clone(),
+                spec: source?,
+                depends_on,
+                waivers,
+            }));
+        }
+    }
+    let (kind, body_node) = match provider.zip(shape) {
+        Some((_, BodyShape::Manifest)) => manifest_body(&mut f, diags),
+        Some((p, BodyShape::Typed)) => typed_body(p, &mut f, diags),
+        None => (None, None),
+    };
     let known: &[&str] = match shape {
         Some(BodyShape::Typed) => &["name", "provider", "type", "spec", "dependsOn", "waivers"],
         _ => &["name", "provider", "manifest", "dependsOn", "waivers"],
     };
     f.finish(known, diags);
     let (body, spans) = body_node?.to_value_spans();
-    Some(Resource {
+    Some(Entry::Resource(Resource {
         name: name?,
         provider: provider?,
         kind: kind?,
@@ -249,7 +283,8 @@ fn resource(n: &Node, diags: &mut Diagnostics) -> Option<Resource> {
         origin: n.origin.clone(),
         depends_on,
         waivers,
-    })
+        source: None,
+    }))
 }
 
 /// A [`BodyShape::Manifest`] body: its kind and node.
@@ -257,7 +292,15 @@ fn manifest_body<'n>(
     f: &mut Fields<'n>,
     diags: &mut Diagnostics,
 ) -> (Option<String>, Option<&'n Node>) {
-    let Some(m) = f.req("manifest", diags) else {
+    let Some(m) = f.opt("manifest") else {
+        diags.error(
+            f.origin(),
+            "missing the objects of a kubernetes resource",
+            format!(
+                "add one of {}",
+                OBJECT_KEYS.map(|k| format!("`{k}:`")).join(", ")
+            ),
+        );
         return (None, None);
     };
     decode::ambiguous_values(m, diags);

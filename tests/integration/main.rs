@@ -21,6 +21,7 @@ mod secrets;
 mod security;
 mod security_source;
 mod source;
+mod sources;
 mod stand;
 mod support;
 mod support_moto;

@@ -1,0 +1,267 @@
+//! Sources of many objects (issue 20) end to end with the real binary and
+//! the real `kustomize`: a folder of manifests and a Kustomize overlay apply,
+//! re-plan clean, show exactly the fields an input changes, and prune what
+//! the overlay stops rendering.
+
+use std::path::Path;
+
+use tempfile::TempDir;
+
+use crate::stand::{commit_files, Kube, Stand};
+use crate::support::go_tool;
+
+fn env_doc(replicas: u32) -> String {
+    format!(
+        "apiVersion: tidegate.dev/v1
+kind: Environment
+metadata:
+  name: dev
+spec:
+  targets:
+    kubernetes:
+      context: dev
+  modules:
+    - name: web
+      source: modules/web
+      inputs:
+        replicas: {replicas}
+        team: payments
+  policy:
+    defaultSeverity: warning
+"
+    )
+}
+
+const MODULE: &str = "apiVersion: tidegate.dev/v1
+kind: Module
+metadata:
+  name: web
+spec:
+  inputs:
+    replicas:
+      type: number
+    team:
+      type: string
+  resources:
+    - name: ns
+      provider: kubernetes
+      manifest:
+        apiVersion: v1
+        kind: Namespace
+        metadata:
+          name: web-${env.name}
+    - name: extras
+      provider: kubernetes
+      manifests:
+        path: manifests
+        substitute: true
+    - name: app
+      provider: kubernetes
+      dependsOn: [extras]
+      kustomize:
+        path: overlays/dev
+        namespace: web-${env.name}
+        replicas:
+          - name: web
+            count: ${input.replicas}
+        labels:
+          team: ${input.team}
+";
+
+const EXTRAS: &str = "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: web-${env.name}
+data:
+  team: ${input.team}
+  script: echo $${HOME}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: flags
+  namespace: web-${env.name}
+data:
+  beta: \"true\"
+";
+
+const BASE: &str = "resources:\n  - deploy.yaml\n  - svc.yaml\n";
+const BASE_NO_SVC: &str = "resources:\n  - deploy.yaml\n";
+
+const DEPLOY: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+        - name: web
+          image: nginx:1.27
+          env:
+            - name: GREETING
+              value: hello ${USER}
+";
+
+const SVC: &str = "apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+    - port: 80
+";
+
+const OVERLAY: &str = "resources:\n  - ../../base\ncommonAnnotations:\n  overlay: dev\n";
+
+fn write(repo: &Path, replicas: u32, base: &str) {
+    commit_files(
+        repo,
+        &[
+            ("environments/dev.yaml", env_doc(replicas)),
+            ("modules/web/module.yaml", MODULE.into()),
+            ("modules/web/manifests/config.yaml", EXTRAS.into()),
+            ("modules/web/base/kustomization.yaml", base.into()),
+            ("modules/web/base/deploy.yaml", DEPLOY.into()),
+            ("modules/web/base/svc.yaml", SVC.into()),
+            (
+                "modules/web/overlays/dev/kustomization.yaml",
+                OVERLAY.into(),
+            ),
+        ],
+    );
+}
+
+async fn run(stand: &Stand, repo: &Path, args: &[&str]) -> (i32, String) {
+    let mut cmd = if args[0] != "apply" {
+        let mut c = stand.binary();
+        c.args(args).arg("--repo").arg(repo);
+        c
+    } else {
+        stand.command(repo, args)
+    };
+    let out = cmd
+        .env("TIDEGATE_KUSTOMIZE", go_tool("kustomize"))
+        .env("XDG_CACHE_HOME", stand.dir.path().join("cache"))
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+async fn folders_and_overlays_apply_replan_clean_and_prune(kube: Kube) {
+    let stand = Stand::on(kube, &["dev"]).await;
+    let repo = TempDir::new().unwrap();
+    let repo = repo.path();
+    write(repo, 2, BASE);
+
+    let (code, out) = run(&stand, repo, &["validate"]).await;
+    assert_eq!(code, 0, "{out}");
+
+    let (code, out) = run(&stand, repo, &["apply", "--env", "dev", "--yes"]).await;
+    assert_eq!(code, 0, "{out}");
+    for id in [
+        "web.extras/ConfigMap/settings",
+        "web.extras/ConfigMap/flags",
+        "web.app/Deployment/web",
+        "web.app/Service/web",
+    ] {
+        assert!(out.contains(id), "{id} missing from:\n{out}");
+    }
+    let client = crate::stand::kube_client(&stand.kubeconfig, "dev").await;
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client.clone(), "web-dev");
+    let settings = cms.get("settings").await.unwrap();
+    let data = settings.data.unwrap();
+    assert_eq!(data["team"], "payments");
+    assert_eq!(data["script"], "echo ${HOME}", "escaped text stays literal");
+    let deploys: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(client.clone(), "web-dev");
+    let web = deploys.get("web").await.unwrap();
+    assert_eq!(web.spec.replicas, Some(2));
+    let labels = web.metadata.labels.unwrap();
+    assert_eq!(labels["team"], "payments");
+    let annotations = web.metadata.annotations.unwrap();
+    assert_eq!(annotations["overlay"], "dev");
+    assert!(
+        !annotations.contains_key("config.kubernetes.io/origin"),
+        "kustomize's origin annotation is not applied: {annotations:?}"
+    );
+    let env = &web.spec.template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap()[0];
+    assert_eq!(env.value.as_deref(), Some("hello ${USER}"));
+
+    let (code, out) = run(&stand, repo, &["plan", "--env", "dev"]).await;
+    assert_eq!(code, 0, "a second plan is empty:\n{out}");
+    assert!(out.contains("No changes"), "{out}");
+
+    // An input change shows exactly the rendered field it changes.
+    write(repo, 3, BASE);
+    let (code, out) = run(&stand, repo, &["plan", "--env", "dev"]).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("web.app/Deployment/web"), "{out}");
+    assert!(out.contains("spec.replicas"), "{out}");
+    assert!(
+        !out.contains("web.app/Service/web"),
+        "only the Deployment changes:\n{out}"
+    );
+    assert!(
+        !out.contains("extras/ConfigMap"),
+        "only the Deployment changes:\n{out}"
+    );
+
+    // The overlay stops rendering the Service: it is pruned.
+    write(repo, 3, BASE_NO_SVC);
+    let (code, out) = run(&stand, repo, &["apply", "--env", "dev", "--yes"]).await;
+    assert_eq!(code, 0, "{out}");
+    let svcs: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(client, "web-dev");
+    assert!(svcs.get_opt("web").await.unwrap().is_none(), "{out}");
+    assert_eq!(deploys.get("web").await.unwrap().spec.replicas, Some(3));
+}
+
+crate::on_both_kubes!(folders_and_overlays_apply_replan_clean_and_prune);
+
+/// A broken overlay is one error naming the overlay, the module line that
+/// uses it and what kustomize said; nothing is applied.
+#[tokio::test]
+async fn a_broken_overlay_names_the_overlay_and_the_module_line() {
+    let stand = Stand::on(Kube::Sim, &["dev"]).await;
+    let repo = TempDir::new().unwrap();
+    let repo = repo.path();
+    write(repo, 2, "resources:\n  - deploy.yaml\n  - missing.yaml\n");
+    let (code, out) = run(&stand, repo, &["validate"]).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("modules/web/module.yaml:24:7"), "{out}");
+    assert!(
+        out.contains("kustomize overlay modules/web/overlays/dev"),
+        "{out}"
+    );
+    assert!(out.contains("missing.yaml"), "{out}");
+    assert!(
+        !out.contains("tidegate-render-"),
+        "no temporary path leaks:\n{out}"
+    );
+    let (code, out) = run(&stand, repo, &["apply", "--env", "dev", "--yes"]).await;
+    assert_ne!(code, 0, "{out}");
+    let client = crate::stand::kube_client(&stand.kubeconfig, "dev").await;
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+    assert!(
+        namespaces.get_opt("web-dev").await.unwrap().is_none(),
+        "{out}"
+    );
+}
