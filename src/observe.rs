@@ -52,13 +52,13 @@ impl Providers {
     ) -> Result<Self> {
         let mut map = BTreeMap::new();
         for kind in kinds.into_iter().collect::<BTreeSet<_>>() {
-            if !provider::spec(kind).configured(target) {
+            if !provider::registry::spec(kind).configured(target) {
                 return Err(Error::NoTarget {
                     environment: target.environment.clone(),
                     provider: kind,
                 });
             }
-            let p = provider::connect(kind, target)
+            let p = provider::registry::connect(kind, target)
                 .await
                 .map_err(|source| Error::Connect {
                     environment: target.environment.clone(),

@@ -32,7 +32,7 @@ pub(super) fn candidates(live: &LiveState, declared: &HashSet<&ResourceId>) -> V
 /// (workloads before their Namespace, instances before their subnet,
 /// everything in a VPC before the VPC).
 pub(super) fn wave(provider: ProviderKind, kind: &str) -> u8 {
-    crate::provider::spec(provider).delete_wave(kind)
+    crate::provider::registry::spec(provider).delete_wave(kind)
 }
 
 /// Deletes the candidates wave by wave (in parallel within a wave) and

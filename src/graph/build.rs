@@ -305,7 +305,7 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
         let mut declared: BTreeMap<ProviderKind, Vec<Declared>> = BTreeMap::new();
         let mut origins: HashMap<ResourceId, Origin> = HashMap::new();
         for (id, inst, res) in self.model.resources(self.env) {
-            let spec = provider::spec(res.provider);
+            let spec = provider::registry::spec(res.provider);
             let mut fields = BTreeMap::new();
             for path in spec.order_fields(&res.kind) {
                 let Some(v) = res.body.get_path(path) else {
@@ -324,7 +324,7 @@ impl<'m, 'g> EnvBuilder<'m, 'g> {
             });
         }
         for (kind, declared) in declared {
-            let arranged = provider::spec(kind).arrange(&declared);
+            let arranged = provider::registry::spec(kind).arrange(&declared);
             for (id, place) in arranged.placement {
                 self.set_namespace(&id, Some(place));
             }

@@ -256,11 +256,11 @@ fn resource_ref(
 
 /// True when `attr` can be referenced on `res`.
 pub fn has_attribute(res: &Resource, attr: &str) -> bool {
-    crate::provider::spec(res.provider).has_attribute(&res.kind, &res.body, attr)
+    crate::provider::registry::spec(res.provider).has_attribute(&res.kind, &res.body, attr)
 }
 
 fn attributes(res: &Resource) -> String {
-    crate::provider::spec(res.provider).attributes_hint(&res.kind)
+    crate::provider::registry::spec(res.provider).attributes_hint(&res.kind)
 }
 
 fn check_env(ctx: &Ctx<'_>, env: &Environment, diags: &mut Diagnostics) {

@@ -234,7 +234,7 @@ fn resource(n: &Node, diags: &mut Diagnostics) -> Option<Entry> {
         }
         kind
     });
-    let shape = provider.map(|p| crate::provider::spec(p).body_shape());
+    let shape = provider.map(|p| crate::provider::registry::spec(p).body_shape());
     let depends_on = f
         .opt("dependsOn")
         .map(|d| decode::strings(d, "an entry of `dependsOn`", diags))
@@ -342,7 +342,7 @@ fn typed_body<'n>(
     f: &mut Fields<'n>,
     diags: &mut Diagnostics,
 ) -> (Option<String>, Option<&'n Node>) {
-    let spec = crate::provider::spec(provider);
+    let spec = crate::provider::registry::spec(provider);
     let ty = f.req("type", diags).and_then(|t| {
         let s = decode::string(t, "`type`", diags)?;
         match typed::schema(spec, &s) {

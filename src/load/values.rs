@@ -34,7 +34,7 @@ pub fn check_modules(model: &Model, diags: &mut Diagnostics) {
     for m in model.modules.values() {
         for res in &m.resources {
             let body = literal(&res.body);
-            for p in provider::spec(res.provider).check_values(&res.kind, &body) {
+            for p in provider::registry::spec(res.provider).check_values(&res.kind, &body) {
                 let at = res.spans.nearest(&p.path).cloned().unwrap_or_default();
                 diags.error(&at, p.message, p.fix);
             }
@@ -70,7 +70,7 @@ pub fn check_rendered(model: &Model, env: &str, desired: &[Desired], diags: &mut
         let Some(module) = model.module_of(inst) else {
             continue;
         };
-        for p in provider::spec(res.provider).check_values(&d.kind, &d.body) {
+        for p in provider::registry::spec(res.provider).check_values(&d.kind, &d.body) {
             let (at, via) = tracer.origin(inst, module, res, &d.body, &p.path);
             diags.push(diagnostic(at, p, &d.id.to_string(), &via));
         }

@@ -790,7 +790,8 @@ pub fn build_revisions(
                 after: d.body.clone(),
             },
             Some(b) => {
-                let reasons = provider::spec(provider).replace_reasons(&d.kind, &b.body, &d.body);
+                let reasons =
+                    provider::registry::spec(provider).replace_reasons(&d.kind, &b.body, &d.body);
                 let action = if !reasons.is_empty() {
                     Action::Replace { reasons }
                 } else {

@@ -29,6 +29,7 @@ use serde::Serialize;
 
 pub mod aws;
 pub mod kubernetes;
+pub mod registry;
 
 pub use crate::resource::{
     Action, AwsTarget, Change, Desired, EnvTarget, Field, Health, KubeTarget, Live, Origin,
@@ -455,18 +456,4 @@ pub enum Implied {
     Inside,
     /// `from` defines the kind of `to` (a CustomResourceDefinition).
     DefinesKind,
-}
-
-/// The offline knowledge and connector of provider `kind`: the registry
-/// of providers, one line each.
-pub fn spec(kind: ProviderKind) -> &'static dyn Spec {
-    match kind {
-        ProviderKind::Kubernetes => &kubernetes::spec::KubernetesSpec,
-        ProviderKind::Aws => &aws::spec::AwsSpec,
-    }
-}
-
-/// Builds the provider of `kind` for one environment.
-pub async fn connect(kind: ProviderKind, target: &EnvTarget) -> Result<Box<dyn Provider>> {
-    spec(kind).connect(target).await
 }

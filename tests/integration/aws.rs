@@ -789,9 +789,10 @@ async fn connect_uses_the_standard_aws_configuration() {
         ..Default::default()
     };
     if std::env::var_os("TIDEGATE_CONNECT_CHILD").is_some() {
-        let p = tidegate::provider::connect(tidegate::provider::ProviderKind::Aws, &target)
-            .await
-            .expect("connect");
+        let p =
+            tidegate::provider::registry::connect(tidegate::provider::ProviderKind::Aws, &target)
+                .await
+                .expect("connect");
         let git = network("10.0.1.0/24");
         let d = desired(&git[0], &BTreeMap::new());
         p.apply(&d, None)

@@ -1040,10 +1040,13 @@ async fn kubernetes_unknown_values_and_bad_targets(kube: Kube) {
         environment: "dev".into(),
         ..EnvTarget::default()
     };
-    let err = tidegate::provider::connect(tidegate::provider::ProviderKind::Kubernetes, &no_target)
-        .await
-        .err()
-        .expect("no kubernetes target");
+    let err = tidegate::provider::registry::connect(
+        tidegate::provider::ProviderKind::Kubernetes,
+        &no_target,
+    )
+    .await
+    .err()
+    .expect("no kubernetes target");
     assert!(err.to_string().contains("no kubernetes target"), "{err}");
 }
 

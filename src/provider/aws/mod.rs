@@ -457,7 +457,7 @@ mod tests {
         };
         let err = AwsProvider::connect(&target).await.unwrap_err();
         assert!(err.to_string().contains("targets.aws"), "{err}");
-        let err = crate::provider::connect(ProviderKind::Aws, &target)
+        let err = crate::provider::registry::connect(ProviderKind::Aws, &target)
             .await
             .err()
             .expect("no target");
