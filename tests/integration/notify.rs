@@ -666,3 +666,108 @@ fn shipped_alert_rules_pass_promtool() {
     ]));
     assert!(test.contains("SUCCESS"), "promtool test rules: {test}");
 }
+
+/// The shipped Grafana dashboard queries only series tidegate exports (by
+/// the names and types of a fresh registry), and every query is PromQL the
+/// real promtool accepts (each checked as a recording rule, with Grafana's
+/// `$__rate_interval` and `$environment` filled in).
+#[test]
+fn grafana_dashboard_queries_exported_series_in_valid_promql() {
+    let path = crate::support::repo_root().join("deploy/grafana/tidegate.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().clone())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let variable = &dashboard["templating"]["list"][1]["query"]["query"];
+    exprs.push(
+        variable
+            .as_str()
+            .unwrap()
+            .replace("label_values(", "count by (environment) (")
+            .replace(", environment)", ")"),
+    );
+
+    // Series names a fresh registry exports: gauges as named, counters with
+    // `_total`, histograms with `_bucket`, `_sum`, `_count`.
+    use tidegate::reconcile::{ApiCalls, ApiRetries, EnvReport, ErrorReason};
+    let metrics = tidegate::reconcile::metrics::Metrics::new();
+    let report = EnvReport {
+        commit: "abc".into(),
+        api_calls: vec![ApiCalls {
+            provider: "kubernetes".into(),
+            operation: "list".into(),
+            result: "ok".into(),
+            count: 1,
+        }],
+        api_retries: vec![ApiRetries {
+            provider: "aws".into(),
+            reason: "throttled".into(),
+            count: 1,
+        }],
+        ..EnvReport::default()
+    };
+    metrics.converged("dev", &report, true);
+    metrics.suspended("dev", false);
+    metrics.error(ErrorReason::Fetch);
+    metrics.poll("unchanged");
+    metrics.webhook("github", "accepted");
+    metrics.notification("ops", "apply.failed", "sent");
+    metrics.notification_queue("ops", 0);
+    let text = metrics.encode();
+    let mut series = std::collections::BTreeSet::new();
+    for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let (name, kind) = line.split_once(' ').unwrap();
+        match kind {
+            "counter" => {
+                series.insert(format!("{name}_total"));
+            }
+            "histogram" => {
+                for s in ["bucket", "sum", "count"] {
+                    series.insert(format!("{name}_{s}"));
+                }
+            }
+            _ => {
+                series.insert(name.to_string());
+            }
+        }
+    }
+    let names = regex::Regex::new(r"\btidegate_[a-z_]+").unwrap();
+    for e in &exprs {
+        for m in names.find_iter(e) {
+            assert!(
+                series.contains(m.as_str()),
+                "{} in `{e}` is not exported (exported: {series:?})",
+                m.as_str()
+            );
+        }
+    }
+
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        let e = e
+            .replace("$__rate_interval", "5m")
+            .replace("$environment", ".*");
+        rules.push_str(&format!(
+            "      - record: tidegate:dashboard_query_{i}\n        expr: {}\n",
+            serde_json::to_string(&e).unwrap()
+        ));
+    }
+    std::fs::write(dir.path().join("dashboard.yaml"), &rules).unwrap();
+    let promtool = crate::support::go_tool("promtool");
+    let check = crate::support::run_ok(Command::new(&promtool).current_dir(dir.path()).args([
+        "check",
+        "rules",
+        "dashboard.yaml",
+    ]));
+    assert!(
+        check.contains(&format!("SUCCESS: {} rules found", exprs.len())),
+        "promtool: {check}\n{rules}"
+    );
+}
