@@ -80,6 +80,10 @@ pub enum TargetKind {
     },
     /// A Slack-compatible incoming webhook (text + blocks).
     Slack { url: SecretRef },
+    /// A Microsoft Teams incoming webhook (Workflows): an Adaptive Card.
+    Teams { url: SecretRef },
+    /// A Google Chat space webhook: text and a card.
+    GoogleChat { url: SecretRef },
     /// `POST {apiUrl}/repos/{owner}/{repo}/statuses/{sha}`.
     GitHub {
         api_url: String,
@@ -101,6 +105,8 @@ impl TargetKind {
         match self {
             TargetKind::Webhook { .. } => "webhook",
             TargetKind::Slack { .. } => "slack",
+            TargetKind::Teams { .. } => "teams",
+            TargetKind::GoogleChat { .. } => "googlechat",
             TargetKind::GitHub { .. } => "github",
             TargetKind::GitLab { .. } => "gitlab",
         }
@@ -233,7 +239,9 @@ impl Target {
             TargetKind::Webhook { url, signing_key } => {
                 vec![("url", url), ("signingKey", signing_key)]
             }
-            TargetKind::Slack { url } => vec![("url", url)],
+            TargetKind::Slack { url }
+            | TargetKind::Teams { url }
+            | TargetKind::GoogleChat { url } => vec![("url", url)],
             TargetKind::GitHub { token, .. } | TargetKind::GitLab { token, .. } => {
                 vec![("token", token)]
             }
@@ -265,7 +273,14 @@ const COMMON: &[&str] = &[
     "ratePerMinute",
     "queueSize",
 ];
-const TYPES: &[&str] = &["webhook", "slack", "github", "gitlab"];
+const TYPES: &[&str] = &[
+    "webhook",
+    "slack",
+    "teams",
+    "googlechat",
+    "github",
+    "gitlab",
+];
 const DEFAULT_CONTEXT: &str = "tidegate/{environment}";
 
 fn decode_doc(doc: &Node, d: &mut Diagnostics) -> Option<Config> {
@@ -452,11 +467,15 @@ fn decode_target(n: &Node, d: &mut Diagnostics) -> Option<Target> {
             url.zip(key)
                 .map(|(url, signing_key)| TargetKind::Webhook { url, signing_key })
         }
-        Some("slack") => {
+        Some(chat @ ("slack" | "teams" | "googlechat")) => {
             known.push("url");
             f.req("url", d)
                 .and_then(|n| secret(n, "url", d))
-                .map(|url| TargetKind::Slack { url })
+                .map(|url| match chat {
+                    "slack" => TargetKind::Slack { url },
+                    "teams" => TargetKind::Teams { url },
+                    _ => TargetKind::GoogleChat { url },
+                })
         }
         Some("github") => {
             known.extend(["apiUrl", "repository", "token", "context"]);

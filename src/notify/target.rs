@@ -6,6 +6,9 @@
 //!   `X-Tidegate-Signature: sha256=<hex HMAC-SHA256 of the body>`;
 //! - Slack incoming webhook: `POST <url>`, `{"text", "blocks"}` (Block Kit:
 //!   header, section with fields, context);
+//! - Microsoft Teams (Workflows incoming webhook): `POST <url>`,
+//!   `{"type": "message", "attachments": [Adaptive Card 1.4]}`;
+//! - Google Chat space webhook: `POST <url>`, `{"text", "cardsV2"}`;
 //! - GitHub: `POST {api}/repos/{owner}/{repo}/statuses/{sha}`,
 //!   `Authorization: Bearer`, `{"state", "target_url", "description",
 //!   "context"}`, description at most 140 characters;
@@ -50,7 +53,10 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
 /// show the state of an environment at a commit).
 pub fn handles(kind: &TargetKind, event: &Event) -> bool {
     match kind {
-        TargetKind::Webhook { .. } | TargetKind::Slack { .. } => true,
+        TargetKind::Webhook { .. }
+        | TargetKind::Slack { .. }
+        | TargetKind::Teams { .. }
+        | TargetKind::GoogleChat { .. } => true,
         TargetKind::GitHub { .. } | TargetKind::GitLab { .. } => {
             event.commit.is_some()
                 && event.environment.is_some()
@@ -88,6 +94,14 @@ pub fn prepare(target: &Target, event: &Event) -> Result<Prepared, String> {
         }
         TargetKind::Slack { url } => {
             let body = serde_json::to_vec(&slack_body(event)).map_err(|e| e.to_string())?;
+            (secret_uri(url)?, body)
+        }
+        TargetKind::Teams { url } => {
+            let body = serde_json::to_vec(&teams_body(event)).map_err(|e| e.to_string())?;
+            (secret_uri(url)?, body)
+        }
+        TargetKind::GoogleChat { url } => {
+            let body = serde_json::to_vec(&chat_body(event)).map_err(|e| e.to_string())?;
             (secret_uri(url)?, body)
         }
         TargetKind::GitHub {
@@ -278,6 +292,103 @@ pub fn slack_body(event: &Event) -> serde_json::Value {
     json!({"text": truncate(&event.summary(), 3000), "blocks": blocks})
 }
 
+/// The facts every chat message shows, as (title, value).
+fn facts(event: &Event) -> Vec<(&'static str, String)> {
+    let mut facts = vec![("Event", event.kind.label().to_string())];
+    if let Some(env) = &event.environment {
+        facts.push(("Environment", env.clone()));
+    }
+    if let Some(c) = &event.commit {
+        facts.push(("Commit", short(c).to_string()));
+    }
+    if let Some(ch) = &event.changes {
+        facts.push((
+            "Changes",
+            format!(
+                "{} create, {} update, {} delete, {} unchanged",
+                ch.create, ch.update, ch.delete, ch.unchanged
+            ),
+        ));
+    }
+    if event.resource_count > 0 {
+        facts.push(("Resources", event.resource_count.to_string()));
+    }
+    if !event.resources.is_empty() {
+        facts.push(("Affected", truncate(&event.resources.join(", "), 1000)));
+    }
+    facts
+}
+
+/// The Teams message: an Adaptive Card (1.4) with the headline, the facts,
+/// the message and a button to the status page.
+pub fn teams_body(event: &Event) -> serde_json::Value {
+    let color = match event.kind.severity() {
+        super::Severity::Error => "Attention",
+        super::Severity::Warning => "Warning",
+        super::Severity::Info => "Good",
+    };
+    let mut body = vec![
+        json!({"type": "TextBlock", "size": "Medium", "weight": "Bolder", "wrap": true, "color": color, "text": headline(event)}),
+        json!({"type": "FactSet", "facts": facts(event).into_iter().map(|(t, v)| json!({"title": t, "value": v})).collect::<Vec<_>>()}),
+    ];
+    if let Some(m) = &event.message {
+        body.push(json!({"type": "TextBlock", "wrap": true, "text": truncate(m, 3000)}));
+    }
+    body.push(
+        json!({"type": "TextBlock", "wrap": true, "isSubtle": true, "size": "Small",
+        "text": format!("{} · {}", event.reconciler.remote, event.time)}),
+    );
+    let actions: Vec<serde_json::Value> = target_url(event)
+        .map(|u| json!({"type": "Action.OpenUrl", "title": "Status page", "url": u}))
+        .into_iter()
+        .collect();
+    json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": body,
+                "actions": actions,
+            }
+        }]
+    })
+}
+
+/// The Google Chat message: `text` (the notification line) and a card
+/// with the facts, the message and a button to the status page.
+pub fn chat_body(event: &Event) -> serde_json::Value {
+    let mut widgets: Vec<serde_json::Value> = facts(event)
+        .into_iter()
+        .map(|(t, v)| json!({"decoratedText": {"topLabel": t, "text": escape_html(&v)}}))
+        .collect();
+    if let Some(m) = &event.message {
+        widgets.push(json!({"textParagraph": {"text": escape_html(&truncate(m, 3000))}}));
+    }
+    if let Some(u) = target_url(event) {
+        widgets.push(json!({"buttonList": {"buttons": [{"text": "Status page", "onClick": {"openLink": {"url": u}}}]}}));
+    }
+    json!({
+        "text": truncate(&event.summary(), 3000),
+        "cardsV2": [{
+            "cardId": "tidegate",
+            "card": {
+                "header": {"title": headline(event), "subtitle": format!("{} · {}", event.reconciler.remote, event.time)},
+                "sections": [{"widgets": widgets}],
+            }
+        }]
+    })
+}
+
+/// Google Chat card text is HTML-like: its markup characters escaped.
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 fn headline(event: &Event) -> String {
     let env = event.environment.as_deref().unwrap_or("tidegate");
     match event.kind {
@@ -445,6 +556,36 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("<https://tidegate.example.com/?env=prod|status page>"));
+    }
+
+    #[test]
+    fn teams_and_google_chat_get_cards_with_the_facts_and_a_status_link() {
+        let t = teams_body(&failed());
+        let card = &t["attachments"][0]["content"];
+        assert_eq!(
+            t["attachments"][0]["contentType"],
+            "application/vnd.microsoft.card.adaptive"
+        );
+        assert_eq!(card["type"], "AdaptiveCard");
+        assert_eq!(card["body"][0]["color"], "Attention");
+        assert_eq!(card["body"][1]["facts"][1]["value"], "prod");
+        assert_eq!(
+            card["actions"][0]["url"],
+            "https://tidegate.example.com/?env=prod"
+        );
+        let c = chat_body(&failed());
+        assert!(c["text"].as_str().unwrap().starts_with("prod: apply of"));
+        let widgets = c["cardsV2"][0]["card"]["sections"][0]["widgets"]
+            .as_array()
+            .unwrap();
+        assert_eq!(widgets[1]["decoratedText"]["text"], "prod");
+        assert!(widgets.iter().any(
+            |w| w["textParagraph"]["text"] == "web/deployment failed: &lt;quota&gt; &amp; more"
+        ));
+        assert_eq!(
+            widgets.last().unwrap()["buttonList"]["buttons"][0]["onClick"]["openLink"]["url"],
+            "https://tidegate.example.com/?env=prod"
+        );
     }
 
     #[test]
