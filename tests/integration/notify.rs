@@ -38,7 +38,15 @@ const GH_TOKEN: &str = "ghp_CANARY_7d2c";
 const GL_TOKEN: &str = "glpat-CANARY-91ab";
 const SLACK_PATH: &str = "/services/T000/B000/CANARYslack";
 const GIT_TOKEN: &str = "git-CANARY-33aa";
-const CANARIES: [&str; 6] = [KEY, GH_TOKEN, GL_TOKEN, "CANARYslack", GIT_TOKEN, "CANARY"];
+const CANARIES: [&str; 7] = [
+    KEY,
+    GH_TOKEN,
+    GL_TOKEN,
+    "CANARYslack",
+    "CANARYteams",
+    GIT_TOKEN,
+    "CANARY",
+];
 
 /// What the receivers saw.
 #[derive(Default)]
@@ -48,6 +56,8 @@ struct Seen {
     /// Every webhook request's delivery id, accepted or not.
     hook_attempts: Vec<String>,
     slack: Vec<serde_json::Value>,
+    teams: Vec<serde_json::Value>,
+    gchat: Vec<serde_json::Value>,
     /// (sha, context, state, time) per accepted status.
     github: Vec<(String, String, String, Instant)>,
     gitlab: Vec<(String, String, String)>,
@@ -179,6 +189,63 @@ async fn slack(
     (StatusCode::OK, "ok")
 }
 
+/// A Teams Workflows webhook: a `message` with one Adaptive Card
+/// attachment whose body elements are known types.
+async fn teams(State(seen): State<Shared>, h: HeaderMap, body: Bytes) -> StatusCode {
+    let mut s = seen.lock().unwrap();
+    check_canaries(&mut s, &body);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let card = &v["attachments"][0];
+    let content = &card["content"];
+    let elements = content["body"].as_array().cloned().unwrap_or_default();
+    let known = |e: &serde_json::Value| match e["type"].as_str() {
+        Some("TextBlock") => e["text"].as_str().is_some_and(|t| !t.is_empty()),
+        Some("FactSet") => e["facts"].as_array().is_some_and(|f| {
+            f.iter()
+                .all(|f| f["title"].is_string() && f["value"].is_string())
+        }),
+        _ => false,
+    };
+    if header(&h, "content-type") != "application/json"
+        || v["type"] != "message"
+        || v["attachments"].as_array().map(Vec::len) != Some(1)
+        || card["contentType"] != "application/vnd.microsoft.card.adaptive"
+        || content["type"] != "AdaptiveCard"
+        || content["version"] != "1.4"
+        || elements.is_empty()
+        || !elements.iter().all(known)
+    {
+        s.refused
+            .push(format!("teams: not an Adaptive Card message: {v}"));
+        return StatusCode::BAD_REQUEST;
+    }
+    s.teams.push(v);
+    StatusCode::ACCEPTED
+}
+
+/// A Google Chat space webhook: `text` and a `cardsV2` card with a header
+/// and widgets.
+async fn gchat(State(seen): State<Shared>, h: HeaderMap, body: Bytes) -> StatusCode {
+    let mut s = seen.lock().unwrap();
+    check_canaries(&mut s, &body);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let card = &v["cardsV2"][0]["card"];
+    let widgets = card["sections"][0]["widgets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !header(&h, "content-type").starts_with("application/json")
+        || v["text"].as_str().is_none_or(str::is_empty)
+        || card["header"]["title"].as_str().is_none_or(str::is_empty)
+        || widgets.is_empty()
+    {
+        s.refused.push(format!("gchat: invalid message: {v}"));
+        return StatusCode::BAD_REQUEST;
+    }
+    s.gchat.push(v);
+    StatusCode::OK
+}
+
 async fn github(
     State(seen): State<Shared>,
     UrlPath((owner, repo, sha)): UrlPath<(String, String, String)>,
@@ -256,6 +323,8 @@ async fn receivers(seen: Shared) -> std::net::SocketAddr {
     let app = axum::Router::new()
         .route("/hook", post(hook))
         .route(SLACK_PATH, post(slack))
+        .route("/teams/CANARYteams", post(teams))
+        .route("/v1/spaces/AAAA/messages", post(gchat))
         .route("/api/v3/repos/{owner}/{repo}/statuses/{sha}", post(github))
         .route("/api/v4/projects/{project}/statuses/{sha}", post(gitlab))
         .with_state(seen);
@@ -327,6 +396,11 @@ async fn the_real_binary_notifies_every_target_and_a_dead_one_blocks_nothing() {
     let hook_url = file("hook-url", &format!("http://{addr}/hook"));
     let slack_url = file("slack-url", &format!("http://{addr}{SLACK_PATH}"));
     let gl_token = file("gl-token", GL_TOKEN);
+    let teams_url = file("teams-url", &format!("http://{addr}/teams/CANARYteams"));
+    let gchat_url = file(
+        "gchat-url",
+        &format!("http://{addr}/v1/spaces/AAAA/messages"),
+    );
     let dead_url = file("dead-url", &format!("http://127.0.0.1:{dead}/hook"));
     let git_token = file("git-token", GIT_TOKEN);
     let config = format!(
@@ -338,6 +412,8 @@ spec:
   targets:
     - {{name: ops, type: webhook, url: {{fromFile: {hook_url}}}, signingKey: {{fromFile: {key}}}}}
     - {{name: chat, type: slack, url: {{fromFile: {slack_url}}}, minSeverity: info}}
+    - {{name: teams, type: teams, url: {{fromFile: {teams_url}}}}}
+    - {{name: gchat, type: googlechat, url: {{fromFile: {gchat_url}}}}}
     - name: gh
       type: github
       apiUrl: http://{addr}/api/v3
@@ -517,6 +593,22 @@ spec:
             .any(|v| v["text"].as_str().unwrap().starts_with("prod: commit")),
         "{:?}",
         s.slack
+    );
+
+    // Teams and Google Chat got them as cards.
+    assert!(
+        s.teams.iter().any(|v| {
+            v["attachments"][0]["content"]["body"][0]["text"] == "prod: commit refused"
+        }),
+        "{:?}",
+        s.teams
+    );
+    assert!(
+        s.gchat
+            .iter()
+            .any(|v| v["text"].as_str().unwrap().starts_with("prod: commit")),
+        "{:?}",
+        s.gchat
     );
 
     // GitHub: per environment a status on the applied commit, the last one
