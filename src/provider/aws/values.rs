@@ -50,11 +50,7 @@ pub fn check(kind: &str, body: &Value) -> Vec<Problem> {
 
 /// A problem at `path`.
 pub(super) fn problem(path: &str, message: String, fix: impl Into<String>) -> Problem {
-    Problem {
-        path: path.to_string(),
-        message,
-        fix: fix.into(),
-    }
+    Problem::error(path, message, fix)
 }
 
 fn object(k: &dyn Kind, fs: &[Field], v: &Value, path: &str, out: &mut Vec<Problem>) {
