@@ -544,7 +544,9 @@ fn unknown_kind(
         );
     }
     let declared = crds.kinds_of(group);
-    let hint = match crate::load::decode::closest(kind, &declared) {
+    let near = crate::load::decode::closest(kind, &declared)
+        .filter(|k| k.chars().next() == kind.chars().next());
+    let hint = match near {
         Some(k) => format!(
             " (or, if `{kind}` is a typo: did you mean `{k}`, declared in this repository?)"
         ),
@@ -631,6 +633,26 @@ fn metadata(
     }
     if group == "apiextensions.k8s.io" && kind == "CustomResourceDefinition" {
         crd_name(m, meta, out);
+        crd_schemas(m, out);
+    }
+}
+
+/// Every version of an `apiextensions.k8s.io/v1` CustomResourceDefinition
+/// has a schema (the API server refuses one without).
+fn crd_schemas(m: &crate::value::Map, out: &mut Vec<Problem>) {
+    let Some(Value::List(versions)) = m.get("spec").and_then(|s| s.get_path("versions")) else {
+        return;
+    };
+    for (i, v) in versions.iter().enumerate() {
+        if !matches!(v, Value::Map(_)) || v.get_path("schema.openAPIV3Schema").is_some() {
+            continue;
+        }
+        let name = v.get_path("name").and_then(Value::as_str).unwrap_or("?");
+        out.push(error(
+            &format!("spec.versions[{i}]"),
+            format!("version {name} has no `schema.openAPIV3Schema`: apiextensions.k8s.io/v1 requires one for every version"),
+            "describe the fields (`schema: {openAPIV3Schema: {type: object, properties: ...}}`), or accept anything with `x-kubernetes-preserve-unknown-fields: true`",
+        ));
     }
 }
 

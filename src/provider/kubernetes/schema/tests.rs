@@ -541,6 +541,31 @@ fn a_kind_nobody_declared_is_not_checked_and_says_so() {
 }
 
 #[test]
+fn every_version_of_a_crd_has_a_schema() {
+    let mut o = crd();
+    o["spec"]["versions"][1]
+        .as_object_mut()
+        .unwrap()
+        .shift_remove("schema");
+    let (path, message, _) = only_error(o.clone());
+    assert_eq!(path, "spec.versions[1]");
+    assert!(
+        message.starts_with("version v1alpha1 has no `schema.openAPIV3Schema`"),
+        "{message}"
+    );
+    // Its objects are then not checked (the version is not served here).
+    o["spec"]["versions"][1]["served"] = json!(true);
+    let crds = Crds::from_objects([&v(o)]);
+    let got = check_with(
+        set(widget(), "apiVersion", json!("example.com/v1alpha1")),
+        &crds,
+    );
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].0, Severity::Warning);
+    assert!(got[0].2.contains("declares no schema"), "{}", got[0].2);
+}
+
+#[test]
 fn a_crd_is_named_after_its_plural_and_group() {
     let (path, message, _) = only_error(set(crd(), "metadata.name", json!("widget.example.com")));
     assert_eq!(path, "metadata.name");
