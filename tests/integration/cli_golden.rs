@@ -206,6 +206,17 @@ fn validate_checks_kubernetes_objects_against_their_schema() {
         out.ends_with("invalid: 9 error(s), 1 warning(s)\n"),
         "{out}"
     );
+    let (code, json, _) = tidegate(&["validate", "--format", "json", "--repo", repo]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(v["errors"].as_array().map(Vec::len), Some(9));
+    assert_eq!(
+        v["errors"][0].get("severity"),
+        None,
+        "errors stay as they were"
+    );
+    assert_eq!(v["warnings"][0]["severity"], "warning");
+    assert_eq!(v["warnings"][0]["line"], 68);
 
     let (code, _, err) = tidegate(&["plan", "--offline", "--repo", repo]);
     assert_eq!(code, 1, "{err}");

@@ -86,6 +86,14 @@ pub enum Error {
     /// A `$ref` names a definition the bundle does not hold.
     #[error("the bundled Kubernetes schemas refer to a missing definition {name}")]
     MissingDefinition { name: String },
+    /// A CustomResourceDefinition's schema uses `$ref`, which the API
+    /// server refuses in one.
+    #[error("the schema of version {version} of {crd} uses `$ref` ({reference}), which a CustomResourceDefinition cannot")]
+    CrdReference {
+        crd: String,
+        version: String,
+        reference: String,
+    },
     /// A CustomResourceDefinition's `openAPIV3Schema` is not a schema.
     #[error("the schema of version {version} of {crd} cannot be read: {source}")]
     CrdSchema {
@@ -251,14 +259,7 @@ impl Crds {
             };
             let served = !matches!(v.get_path("served"), Some(Value::Bool(false)));
             let schema = match v.get_path("schema.openAPIV3Schema") {
-                Some(s) => compile_crd(s, kind).map_err(|e| {
-                    Error::CrdSchema {
-                        crd: crd.clone(),
-                        version: name.to_string(),
-                        source: e,
-                    }
-                    .to_string()
-                }),
+                Some(s) => compile_crd(s, kind, &crd, name).map_err(|e| e.to_string()),
                 None => Err(format!("version {name} of {crd} declares no schema")),
             };
             versions.push(CustomVersion {
@@ -283,13 +284,32 @@ impl Crds {
     }
 }
 
-/// Compiles a CRD version's `openAPIV3Schema` (its root named `kind`).
-fn compile_crd(schema: &Value, kind: &str) -> Result<(Arena, NodeId), serde_json::Error> {
-    let schema: Schema = serde_json::from_value(serde_json::to_value(schema)?)?;
+/// Compiles the `openAPIV3Schema` of `version` of CustomResourceDefinition
+/// `crd` (its root named `kind`).
+fn compile_crd(
+    schema: &Value,
+    kind: &str,
+    crd: &str,
+    version: &str,
+) -> Result<(Arena, NodeId), Error> {
+    let read_error = |source| Error::CrdSchema {
+        crd: crd.to_string(),
+        version: version.to_string(),
+        source,
+    };
+    let json = serde_json::to_value(schema).map_err(read_error)?;
+    let schema: Schema = serde_json::from_value(json).map_err(read_error)?;
     let none = BTreeMap::new();
     let mut c = Compiler::new(&none);
-    // A CRD schema cannot hold `$ref`, so compiling cannot fail.
-    let root = c.compile(&schema, Some(kind)).unwrap_or(0);
+    // With no definitions, only a `$ref` fails to compile.
+    let root = c.compile(&schema, Some(kind)).map_err(|e| match e {
+        Error::MissingDefinition { name } => Error::CrdReference {
+            crd: crd.to_string(),
+            version: version.to_string(),
+            reference: name,
+        },
+        other => other,
+    })?;
     Ok((c.arena, root))
 }
 
@@ -341,10 +361,8 @@ pub fn validate(object: &Value, crds: &Crds) -> Vec<Problem> {
     let explain = kind.to_ascii_lowercase();
     let target = match schemas.kind(av, kind) {
         Some(id) => Some((&schemas.arena, id, names::name_rule(group, kind))),
-        None => match custom(schemas, crds, group, version, kind, av, &mut out) {
-            Some((arena, id)) => Some((arena, id, NameRule::Subdomain)),
-            None => None,
-        },
+        None => custom(schemas, crds, group, version, kind, av, &mut out)
+            .map(|(arena, id)| (arena, id, NameRule::Subdomain)),
     };
     let rule = target.as_ref().map_or(NameRule::Subdomain, |t| t.2);
     metadata(schemas, m, rule, kind, group, &explain, &mut out);
@@ -450,7 +468,7 @@ fn custom<'c>(
             }
         };
     }
-    out.push(unknown_kind(schemas, crds, group, version, kind, av));
+    out.push(unknown_kind(schemas, crds, group, kind, av));
     None
 }
 
@@ -470,14 +488,7 @@ fn served_fix(group: &str, served: &[&str]) -> String {
 }
 
 /// The problem of a kind that is neither built in nor declared.
-fn unknown_kind(
-    schemas: &Schemas,
-    crds: &Crds,
-    group: &str,
-    version: &str,
-    kind: &str,
-    av: &str,
-) -> Problem {
+fn unknown_kind(schemas: &Schemas, crds: &Crds, group: &str, kind: &str, av: &str) -> Problem {
     let release = &schemas.release;
     let homes = schemas.versions_of(kind);
     if schemas.groups.contains(group) {
@@ -552,7 +563,6 @@ fn unknown_kind(
         ),
         None => String::new(),
     };
-    let _ = version;
     warning(
         "kind",
         format!("not checked: {kind} ({av}) is neither built into Kubernetes {release} nor defined by a CustomResourceDefinition in the repository"),
