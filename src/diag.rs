@@ -12,6 +12,33 @@ use serde::Serialize;
 
 use crate::value::Origin;
 
+/// How much a problem matters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The input is wrong: nothing is applied.
+    #[default]
+    Error,
+    /// Worth knowing, and the run goes on (a Kubernetes object that could
+    /// not be checked).
+    Warning,
+}
+
+impl Severity {
+    pub fn is_error(&self) -> bool {
+        *self == Severity::Error
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        })
+    }
+}
+
 /// One problem in the input.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Diagnostic {
@@ -22,22 +49,38 @@ pub struct Diagnostic {
     pub message: String,
     /// How to fix it.
     pub fix: String,
+    /// Errors are the default and not written out in JSON.
+    #[serde(skip_serializing_if = "Severity::is_error")]
+    pub severity: Severity,
 }
 
 impl Diagnostic {
-    /// A diagnostic at `origin`.
+    /// An error at `origin`.
     pub fn new(origin: Origin, message: impl Into<String>, fix: impl Into<String>) -> Self {
         Diagnostic {
             origin,
             message: message.into(),
             fix: fix.into(),
+            severity: Severity::Error,
         }
+    }
+
+    /// A warning at `origin`.
+    pub fn warning(origin: Origin, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::new(origin, message, fix)
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity.is_error()
     }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: error: {}", self.origin, self.message)?;
+        write!(f, "{}: {}: {}", self.origin, self.severity, self.message)?;
         if !self.fix.is_empty() {
             write!(f, "\n  fix: {}", self.fix)?;
         }
@@ -62,14 +105,24 @@ impl Diagnostics {
         self.push(Diagnostic::new(origin.clone(), message, fix));
     }
 
+    /// Records a warning at `origin`.
+    pub fn warning(&mut self, origin: &Origin, message: impl Into<String>, fix: impl Into<String>) {
+        self.push(Diagnostic::warning(origin.clone(), message, fix));
+    }
+
     /// Takes over all of `other`'s problems.
     pub fn extend(&mut self, other: Diagnostics) {
         self.items.extend(other.items);
     }
 
-    /// True when nothing was found.
+    /// True when nothing was found (no error and no warning).
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    /// True when an error was found (warnings alone do not count).
+    pub fn has_errors(&self) -> bool {
+        self.items.iter().any(Diagnostic::is_error)
     }
 
     /// How many problems were found.
@@ -91,7 +144,8 @@ impl Diagnostics {
     }
 }
 
-/// The report of a failed run: every diagnostic, sorted.
+/// The report of a failed run: every diagnostic (errors, and the warnings
+/// found beside them), sorted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report(pub Vec<Diagnostic>);
 
@@ -100,6 +154,20 @@ impl Report {
     pub fn new(d: Diagnostics) -> Self {
         Report(d.sorted())
     }
+
+    /// How many errors (not warnings) the report holds.
+    pub fn errors(&self) -> usize {
+        self.0.iter().filter(|d| d.is_error()).count()
+    }
+
+    /// `N error(s)`, and `, M warning(s)` when there are any.
+    pub fn counts(&self) -> String {
+        let warnings = self.0.len() - self.errors();
+        match warnings {
+            0 => format!("{} error(s)", self.errors()),
+            w => format!("{} error(s), {w} warning(s)", self.errors()),
+        }
+    }
 }
 
 impl fmt::Display for Report {
@@ -107,7 +175,7 @@ impl fmt::Display for Report {
         for d in &self.0 {
             writeln!(f, "{d}")?;
         }
-        write!(f, "{} error(s)", self.0.len())
+        f.write_str(&self.counts())
     }
 }
 

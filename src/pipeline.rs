@@ -334,10 +334,13 @@ async fn record(job: &EnvJob<'_>, outcome: &Outcome) -> Result<(), state::Error>
     Ok(())
 }
 
-/// A repository that passed every check: model and graph.
+/// A repository that passed every check: model and graph, and the
+/// warnings found on the way (Kubernetes objects whose kind could not be
+/// checked), sorted.
 pub struct Checked {
     pub model: Model,
     pub graph: Graph,
+    pub warnings: Vec<crate::diag::Diagnostic>,
 }
 
 /// Why a commit may not be applied to `env`, which requires a trusted
@@ -387,23 +390,26 @@ pub fn record_of(outcome: &Outcome, commit: &str) -> EnvRecord {
 /// set: everything `validate` checks without a key or network. All
 /// problems are reported together.
 ///
-/// AWS values (CIDR blocks, ports, rule sources, tags, secrets) are checked
-/// twice without network: the literal values of every module (reported even
-/// when other problems stop the run, at the field's line), and every
-/// rendered body, at the place each value was written (an environment's
-/// var, an instance's input, a default). Neither stops the other stages, so
-/// one run lists them all.
+/// Provider value rules (AWS CIDR blocks, ports, rule sources, tags,
+/// secrets; every Kubernetes object against the schema of its kind) are
+/// checked twice without network: the literal values of every module
+/// (reported even when other problems stop the run, at the field's line),
+/// and every rendered body, at the place each value was written (an
+/// environment's var, an instance's input, a default). Neither stops the
+/// other stages, so one run lists them all. Warnings (a Kubernetes kind
+/// nobody declared: not checked) do not fail the check; they are in
+/// [`Checked::warnings`], or in the report beside the errors.
 pub fn check(files: &Files) -> std::result::Result<Checked, Report> {
     let mut diags = Diagnostics::default();
     let model = load::load_with(files, &mut diags);
     let mut values = Diagnostics::default();
     load::values::check_modules(&model, &mut values);
-    if !diags.is_empty() {
+    if diags.has_errors() {
         diags.extend(values);
         return Err(Report::new(diags));
     }
     let graph = Graph::build_with(&model, &mut diags);
-    if !diags.is_empty() {
+    if diags.has_errors() {
         diags.extend(values);
         return Err(Report::new(diags));
     }
@@ -420,10 +426,15 @@ pub fn check(files: &Files) -> std::result::Result<Checked, Report> {
         }
     }
     diags.extend(values);
-    if diags.is_empty() {
-        Ok(Checked { model, graph })
-    } else {
+    if diags.has_errors() {
         Err(Report::new(diags))
+    } else {
+        let warnings = diags.sorted();
+        Ok(Checked {
+            model,
+            graph,
+            warnings,
+        })
     }
 }
 

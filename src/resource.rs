@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub use crate::diag::Severity;
 pub use crate::value::Origin;
 use crate::value::{Map, Value};
 
@@ -224,6 +225,22 @@ pub struct Problem {
     pub message: String,
     /// How to fix it.
     pub fix: String,
+    /// An error stops the run; a warning is reported (a Kubernetes object
+    /// whose kind nobody declared: not checked) and the run goes on.
+    #[serde(skip_serializing_if = "Severity::is_error")]
+    pub severity: Severity,
+}
+
+impl Problem {
+    /// An error at `path`.
+    pub fn error(path: &str, message: impl Into<String>, fix: impl Into<String>) -> Problem {
+        Problem {
+            path: path.to_string(),
+            message: message.into(),
+            fix: fix.into(),
+            severity: Severity::Error,
+        }
+    }
 }
 
 /// What a field holds.

@@ -254,11 +254,14 @@ pub fn run_pipeline(
             for d in &report.0 {
                 writeln!(out, "{d}").map_err(super::Error::from)?;
             }
-            writeln!(out, "invalid: {} error(s); nothing applied", report.0.len())
+            writeln!(out, "invalid: {}; nothing applied", report.counts())
                 .map_err(super::Error::from)?;
             return Ok((1, Vec::new()));
         }
     };
+    for w in &checked.warnings {
+        writeln!(out, "{w}").map_err(super::Error::from)?;
+    }
     // Resolved once: everything below is handed the environment itself.
     let envs: Vec<&Environment> = match (&args.env, args.all) {
         (Some(e), _) => match checked.model.environment(e) {

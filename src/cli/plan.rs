@@ -146,6 +146,9 @@ pub fn build(args: &PlanArgs, err: &mut dyn Write) -> super::Result<Option<Plan>
             return Ok(None);
         }
     };
+    for w in &checked.warnings {
+        writeln!(err, "{w}")?;
+    }
     let envs = selected(args, &checked.model, None)?;
     let (model, graph) = (&checked.model, &checked.graph);
     if args.offline {

@@ -28,6 +28,10 @@ pub struct Summary {
     pub resources: usize,
     pub dependencies: usize,
     pub errors: Vec<Diagnostic>,
+    /// What could not be checked (a Kubernetes kind that is neither built
+    /// in nor declared by a CustomResourceDefinition): shown, not failing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Diagnostic>,
     /// Policy results, one per environment with anything to show.
     pub policy: Vec<policy::Report>,
 }
@@ -86,20 +90,25 @@ pub fn summarise_at(files: &crate::load::Files, today: Date) -> Summary {
                 resources: c.model.resource_count(),
                 dependencies: c.graph.edge_count(),
                 errors: Vec::new(),
+                warnings: c.warnings.clone(),
                 policy: Vec::new(),
             },
             &c.model,
             today,
         ),
-        Err(report) => Summary {
-            valid: false,
-            environments: Vec::new(),
-            modules: 0,
-            resources: 0,
-            dependencies: 0,
-            errors: report.0,
-            policy: Vec::new(),
-        },
+        Err(report) => {
+            let (errors, warnings) = report.0.into_iter().partition(Diagnostic::is_error);
+            Summary {
+                valid: false,
+                environments: Vec::new(),
+                modules: 0,
+                resources: 0,
+                dependencies: 0,
+                errors,
+                warnings,
+                policy: Vec::new(),
+            }
+        }
     }
 }
 
@@ -145,19 +154,20 @@ fn with_policy(mut s: Summary, model: &crate::model::Model, today: Date) -> Summ
 }
 
 fn write_text(s: &Summary, out: &mut dyn Write) -> std::io::Result<()> {
-    if s.environments.is_empty() && !s.valid {
-        for d in &s.errors {
-            writeln!(out, "{d}")?;
-        }
-        return writeln!(out, "invalid: {} error(s)", s.errors.len());
-    }
-    for d in &s.errors {
+    for d in s.errors.iter().chain(&s.warnings) {
         writeln!(out, "{d}")?;
+    }
+    let warnings = match s.warnings.len() {
+        0 => String::new(),
+        n => format!(", {n} warning(s)"),
+    };
+    if s.environments.is_empty() && !s.valid {
+        return writeln!(out, "invalid: {} error(s){warnings}", s.errors.len());
     }
     let order: Vec<&str> = s.environments.iter().map(|e| e.name.as_str()).collect();
     writeln!(
         out,
-        "{}: {} environments ({}), {} modules, {} resources, {} dependencies",
+        "{}: {} environments ({}), {} modules, {} resources, {} dependencies{warnings}",
         if s.valid { "valid" } else { "checked" },
         s.environments.len(),
         order.join(" < "),

@@ -22,22 +22,37 @@ use crate::diag::Diagnostics;
 use crate::expr::{self, Part, Ref, Scope};
 use crate::model::{Environment, Instance, Model, Module, Resource};
 use crate::provider::{self, Problem};
-use crate::resource::{Desired, ResourceId};
+use crate::resource::{Desired, ProviderKind, ResourceId};
 use crate::value::{index_path, key_path, Origin, Spans, Value};
 
 /// How many references a trace follows before it stops (render already
 /// refused cycles; this only bounds the walk).
 const MAX_HOPS: usize = 32;
 
-/// Checks the literal values of every resource of every module.
+/// Checks the literal values of every resource of every module: each
+/// provider sees every module's bodies at once ([`provider::Spec::check_set`]),
+/// so a Kubernetes custom resource is checked against a
+/// CustomResourceDefinition declared in any module.
 pub fn check_modules(model: &Model, diags: &mut Diagnostics) {
-    for m in model.modules.values() {
-        for res in &m.resources {
-            let body = literal(&res.body);
-            for p in provider::registry::spec(res.provider).check_values(&res.kind, &body) {
-                let at = res.spans.nearest(&p.path).cloned().unwrap_or_default();
-                diags.error(&at, p.message, p.fix);
-            }
+    let declared: Vec<(&Resource, Value)> = model
+        .modules
+        .values()
+        .flat_map(|m| m.resources.iter())
+        .map(|r| (r, literal(&r.body)))
+        .collect();
+    for provider in ProviderKind::ALL {
+        let mine: Vec<&(&Resource, Value)> = declared
+            .iter()
+            .filter(|(r, _)| r.provider == provider)
+            .collect();
+        let bodies: Vec<(&str, &Value)> = mine.iter().map(|(r, b)| (r.kind.as_str(), b)).collect();
+        for (i, p) in provider::registry::spec(provider).check_set(&bodies, &[]) {
+            let res = mine[i].0;
+            let at = res.spans.nearest(&p.path).cloned().unwrap_or_default();
+            diags.push(crate::diag::Diagnostic {
+                severity: p.severity,
+                ..crate::diag::Diagnostic::new(at, p.message, p.fix)
+            });
         }
     }
 }
@@ -53,7 +68,10 @@ fn literal(v: &Value) -> Value {
     }
 }
 
-/// Checks the rendered bodies `desired` of environment `env`.
+/// Checks the rendered bodies `desired` of environment `env`, each
+/// provider's together; the literal bodies of every module are passed
+/// beside them (a CustomResourceDefinition declared in a module this
+/// environment does not use still describes its kind).
 pub fn check_rendered(model: &Model, env: &str, desired: &[Desired], diags: &mut Diagnostics) {
     let Some(env) = model.environment(env) else {
         return;
@@ -63,14 +81,34 @@ pub fn check_rendered(model: &Model, env: &str, desired: &[Desired], diags: &mut
         .resources(env)
         .map(|(id, i, r)| (id, (i, r)))
         .collect();
-    for d in desired {
-        let Some(&(inst, res)) = declared.get(&d.id) else {
+    let found: Vec<(&Desired, &Instance, &Resource, &Module)> = desired
+        .iter()
+        .filter_map(|d| {
+            let &(inst, res) = declared.get(&d.id)?;
+            Some((d, inst, res, model.module_of(inst)?))
+        })
+        .collect();
+    for provider in ProviderKind::ALL {
+        let mine: Vec<&(&Desired, &Instance, &Resource, &Module)> = found
+            .iter()
+            .filter(|(_, _, r, _)| r.provider == provider)
+            .collect();
+        if mine.is_empty() {
             continue;
-        };
-        let Some(module) = model.module_of(inst) else {
-            continue;
-        };
-        for p in provider::registry::spec(res.provider).check_values(&d.kind, &d.body) {
+        }
+        let bodies: Vec<(&str, &Value)> = mine
+            .iter()
+            .map(|(d, ..)| (d.kind.as_str(), &d.body))
+            .collect();
+        let beside: Vec<(&str, &Value)> = model
+            .modules
+            .values()
+            .flat_map(|m| m.resources.iter())
+            .filter(|r| r.provider == provider)
+            .map(|r| (r.kind.as_str(), &r.body))
+            .collect();
+        for (i, p) in provider::registry::spec(provider).check_set(&bodies, &beside) {
+            let &&(d, inst, res, module) = &mine[i];
             let (at, via) = tracer.origin(inst, module, res, &d.body, &p.path);
             diags.push(diagnostic(at, p, &d.id.to_string(), &via));
         }
@@ -88,7 +126,10 @@ fn diagnostic(at: Origin, p: Problem, id: &str, via: &[String]) -> crate::diag::
         };
         format!("{} ({field}{id}, through {})", p.message, via.join(" and "))
     };
-    crate::diag::Diagnostic::new(at, message, p.fix)
+    crate::diag::Diagnostic {
+        severity: p.severity,
+        ..crate::diag::Diagnostic::new(at, message, p.fix)
+    }
 }
 
 /// Follows rendered values back to where they were written.

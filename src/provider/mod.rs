@@ -402,6 +402,31 @@ pub trait Spec: Send + Sync {
     /// line they were written, before any plan.
     fn check_values(&self, kind: &str, body: &Value) -> Vec<Problem>;
 
+    /// [`Spec::check_values`] of the bodies `(kind, body)` of one
+    /// environment, or of every module's literal bodies, checked together:
+    /// a body may be judged against another one of `bodies` or of
+    /// `beside` (bodies declared elsewhere in the repository, not checked
+    /// here). Kubernetes checks a custom resource against the
+    /// CustomResourceDefinition declared with it. Returns each problem with
+    /// the index of its body in `bodies`. The default checks each body
+    /// alone.
+    fn check_set(
+        &self,
+        bodies: &[(&str, &Value)],
+        beside: &[(&str, &Value)],
+    ) -> Vec<(usize, Problem)> {
+        let _ = beside;
+        bodies
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (kind, body))| {
+                self.check_values(kind, body)
+                    .into_iter()
+                    .map(move |p| (i, p))
+            })
+            .collect()
+    }
+
     /// When a pruned resource of `kind` is deleted, lower waves first: Git
     /// no longer declares it, so the graph cannot order it; the kinds can
     /// (what lives inside another resource before it).

@@ -597,6 +597,9 @@ impl Io {
         match checked {
             Ok(Ok(checked)) => {
                 tracing::info!(commit = %commit, environments = checked.model.environments.len(), "new commit loaded");
+                for w in &checked.warnings {
+                    tracing::warn!(commit = %commit, warning = %w, "loaded with a warning");
+                }
                 let envs: Vec<EnvSpec> = checked
                     .model
                     .environments

@@ -139,6 +139,97 @@ fn validate_names_each_bad_aws_value_once_at_its_own_line() {
     assert_eq!(places(&text).len(), 8, "{text}");
 }
 
+/// Issue 20: Kubernetes objects are checked offline against the schema
+/// of their kind (bundled Kubernetes 1.37, and the CRDs the repository
+/// declares): a misspelt kind or group, an unknown field, a wrong type
+/// (literal, or through a var), a missing required field, a bad name and
+/// a bad label value each fail validate at the line that wrote them; a
+/// kind nobody declared is a warning. `plan --offline` and `apply` stop on
+/// the same problems before any network.
+#[test]
+fn validate_checks_kubernetes_objects_against_their_schema() {
+    let repo = "tests/fixtures/repos/fail_kubernetes_schema";
+    let (code, out, err) = tidegate(&["validate", "--repo", repo]);
+    assert_eq!(code, 1, "{out}{err}");
+    insta::assert_snapshot!("validate_kubernetes_schema", out);
+    let cases = [
+        ("modules/web/module.yaml:14:15", "unknown kind `Deploymnet` in apps/v1"),
+        ("modules/web/module.yaml:21:21", "unknown apiVersion `app/v1`"),
+        (
+            "modules/web/module.yaml:48:37",
+            "unknown field `imagePullPolicyy` in Container (spec.template.spec.containers[0])",
+        ),
+        (
+            "modules/web/module.yaml:50:38",
+            "`containerPort` in ContainerPort (spec.template.spec.containers[0].ports[0]) must be an integer, not a string",
+        ),
+        (
+            "environments/dev.yaml:10:15",
+            "`replicas` in DeploymentSpec (spec) must be an integer, not a string",
+        ),
+        (
+            "modules/web/module.yaml:51:19",
+            "missing required field `name` in Container (spec.template.spec.containers[1])",
+        ),
+        (
+            "modules/web/module.yaml:58:17",
+            "`Web_Service` is not a valid Service name",
+        ),
+        (
+            "modules/web/module.yaml:34:19",
+            "label value `front end` of `tier` is not valid",
+        ),
+        (
+            "modules/web/module.yaml:108:19",
+            "unknown field `colour` in `spec` of Gadget",
+        ),
+    ];
+    let mut found = places(&out);
+    found.sort();
+    let mut want: Vec<&str> = cases.iter().map(|(at, _)| *at).collect();
+    want.sort();
+    assert_eq!(found, want, "each case once, nothing else:\n{out}");
+    for (at, words) in cases {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{at}: error: ")))
+            .unwrap_or_else(|| panic!("no line at {at}:\n{out}"));
+        assert!(line.contains(words), "{at}: expected `{words}` in `{line}`");
+    }
+    assert!(
+        out.contains(
+            "modules/web/module.yaml:68:15: warning: not checked: Widget (example.com/v1)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("invalid: 9 error(s), 1 warning(s)\n"),
+        "{out}"
+    );
+    let (code, json, _) = tidegate(&["validate", "--format", "json", "--repo", repo]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(v["errors"].as_array().map(Vec::len), Some(9));
+    assert_eq!(
+        v["errors"][0].get("severity"),
+        None,
+        "errors stay as they were"
+    );
+    assert_eq!(v["warnings"][0]["severity"], "warning");
+    assert_eq!(v["warnings"][0]["line"], 68);
+
+    let (code, _, err) = tidegate(&["plan", "--offline", "--repo", repo]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(places(&err).len(), 9, "{err}");
+
+    let (code, out, _) = tidegate(&["apply", "--repo", repo, "--env", "dev"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.ends_with("invalid: 9 error(s), 1 warning(s); nothing applied\n"),
+        "{out}"
+    );
+}
+
 #[test]
 fn graph_of_the_bundled_example_as_dot() {
     let (code, out, err) = tidegate(&["graph"]);

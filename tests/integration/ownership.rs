@@ -287,7 +287,9 @@ async fn kept_objects_outlive_their_declaration(kube: Kube) {
 /// `apply` fails before its first write, naming it, and writes nothing at
 /// all, neither to EC2 nor to Kubernetes. On kube-sim the invalid one is a
 /// subnet CIDR (`/33`, an EC2 value check); on the real API server a
-/// ConfigMap label value the server refuses (a dry run) as well.
+/// ConfigMap label value the server would refuse, which the offline
+/// Kubernetes schema check (issue 20) now names at its line before any
+/// dry run.
 async fn one_invalid_resource_among_thirty_means_zero_writes(kube: Kube) {
     let stand = Stand::start_on(kube).await;
     let repo = TempDir::new().unwrap();
@@ -332,7 +334,11 @@ async fn one_invalid_resource_among_thirty_means_zero_writes(kube: Kube) {
         .await;
     assert_eq!(code, 1, "{text}");
     // The CIDR is refused offline at its own line, before any provider.
-    let named = if real { "app.cm22" } else { "`10.1.1.0/33`" };
+    let named = if real {
+        "label value `not a valid label!` of `tier` is not valid"
+    } else {
+        "`10.1.1.0/33`"
+    };
     assert!(
         text.contains(named),
         "the invalid resource is named: {text}"

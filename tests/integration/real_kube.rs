@@ -256,18 +256,27 @@ async fn invalid_objects_fail_plan_with_their_file_and_line_and_nothing_is_creat
     write_repo(dir.path(), &resources);
     let (code, out) = plan(&stand, dir.path()).await;
     assert_eq!(code, 1, "{out}");
+    // The offline schema check (issue 20) names each at the line of the
+    // field, before any dry run.
     let module = std::fs::read_to_string(dir.path().join("modules/k/module.yaml")).unwrap();
-    for id in ["badlabel", "typo", "badtype"] {
-        let line = 1 + module
-            .lines()
-            .position(|l| l == format!("    - name: {id}"))
-            .unwrap();
+    for (field, words) in [
+        (
+            "labels: {tier: \"not a valid value!\"}",
+            "label value `not a valid value!`",
+        ),
+        ("kind: Deploymnet", "unknown kind `Deploymnet` in apps/v1"),
+        (
+            "ports: [{port: eighty}]",
+            "`port` in ServicePort (spec.ports[0]) must be an integer",
+        ),
+    ] {
+        let line = 1 + module.lines().position(|l| l.contains(field)).unwrap();
         let named = out
             .lines()
-            .any(|l| l.contains(&format!("k.{id}")) && l.contains("modules/k/module.yaml:"));
+            .any(|l| l.starts_with(&format!("modules/k/module.yaml:{line}:")) && l.contains(words));
         assert!(
             named,
-            "k.{id} (line {line}) not named with its file:\n{out}"
+            "`{field}` (line {line}) not named at its line:\n{out}"
         );
     }
     assert!(!out.contains("k.good"), "{out}");

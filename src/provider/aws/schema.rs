@@ -50,11 +50,7 @@ pub fn check_structure(fields: &[Field], body: &Value) -> Vec<Problem> {
 }
 
 fn problem(path: &str, message: String, fix: String) -> Problem {
-    Problem {
-        path: path.to_string(),
-        message,
-        fix,
-    }
+    Problem::error(path, message, fix)
 }
 
 fn check_object(fs: &[Field], v: &Value, path: &str, out: &mut Vec<Problem>) {

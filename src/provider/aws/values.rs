@@ -47,11 +47,7 @@ pub(super) fn check(k: &dyn KindSpec, body: &Value) -> Vec<Problem> {
 
 /// A problem at `path`.
 pub(super) fn problem(path: &str, message: String, fix: impl Into<String>) -> Problem {
-    Problem {
-        path: path.to_string(),
-        message,
-        fix: fix.into(),
-    }
+    Problem::error(path, message, fix)
 }
 
 fn object(k: &dyn KindSpec, fs: &[Field], v: &Value, path: &str, out: &mut Vec<Problem>) {

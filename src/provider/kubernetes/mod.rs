@@ -38,6 +38,7 @@
 mod health;
 pub mod inventory;
 pub mod object;
+pub mod schema;
 pub mod spec;
 pub mod transport;
 

@@ -1,13 +1,14 @@
 //! What tidegate knows of Kubernetes objects without a cluster: which
 //! attributes can be referenced, where an object lives (its namespace),
 //! what it must come after (its Namespace, the CustomResourceDefinition of
-//! its kind), and the order pruned kinds are deleted in. Replacements are
-//! not known offline: the API server says at plan which fields are
-//! immutable.
+//! its kind), whether it fits the schema of its kind ([`schema`]: the
+//! bundled built-in kinds and the CRDs declared beside it), and the order
+//! pruned kinds are deleted in. Replacements are not known offline: the
+//! API server says at plan which fields are immutable.
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::Kubernetes;
+use super::{schema, Kubernetes};
 use crate::provider::{
     Arrangement, BodyShape, Declared, EnvTarget, ImplicitEdge, Implied, Problem, Provider,
     ProviderKind, Result, Spec,
@@ -141,9 +142,32 @@ impl Spec for KubernetesSpec {
         Vec::new()
     }
 
-    fn check_values(&self, _kind: &str, _body: &Value) -> Vec<Problem> {
-        // The API server checks manifests (a server-side dry run at plan).
-        Vec::new()
+    fn check_values(&self, _kind: &str, body: &Value) -> Vec<Problem> {
+        schema::validate(body, &schema::Crds::default())
+    }
+
+    fn check_set(
+        &self,
+        bodies: &[(&str, &Value)],
+        beside: &[(&str, &Value)],
+    ) -> Vec<(usize, Problem)> {
+        // The kinds declared with the bodies first, then the repository's.
+        let crds = schema::Crds::from_objects(
+            bodies
+                .iter()
+                .chain(beside)
+                .filter(|(kind, _)| short_kind(kind) == "CustomResourceDefinition")
+                .map(|(_, body)| *body),
+        );
+        bodies
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (_, body))| {
+                schema::validate(body, &crds)
+                    .into_iter()
+                    .map(move |p| (i, p))
+            })
+            .collect()
     }
 
     fn delete_wave(&self, kind: &str) -> u8 {

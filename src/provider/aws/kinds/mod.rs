@@ -43,11 +43,11 @@ pub static TYPES: LazyLock<Vec<&'static str>> =
 
 /// The problem of a body whose `type:` names no kind.
 pub(super) fn unknown_type(kind: &str) -> Problem {
-    Problem {
-        path: String::new(),
-        message: format!("unknown AWS resource type `{kind}`"),
-        fix: format!("use one of: {}", TYPES.join(", ")),
-    }
+    Problem::error(
+        "",
+        format!("unknown AWS resource type `{kind}`"),
+        format!("use one of: {}", TYPES.join(", ")),
+    )
 }
 
 /// The wave a prune deletes resources of `kind` in, lower first: 0 when no
