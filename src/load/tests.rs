@@ -369,3 +369,30 @@ fn leading_zero_numbers_in_free_form_values_are_ambiguous() {
     };
     assert_eq!(item.get_path("mode"), Some(&crate::value::Value::Int(416)));
 }
+
+#[test]
+fn objects_of_a_manifests_folder_are_schema_checked_at_their_file_and_line() {
+    let mut f = testutil::repo();
+    f.insert(
+        "modules/app/module.yaml".into(),
+        module(
+            "app",
+            "  inputs:\n    vpcId: {type: string}\n    password: {type: string}\n  resources:\n    - name: extra\n      provider: kubernetes\n      manifests: objects\n",
+        )
+        .into_bytes(),
+    );
+    f.insert(
+        "modules/app/objects/web.yaml".into(),
+        b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ok\n---\napiVersion: app/v1\nkind: Deploymnet\nmetadata:\n  name: web\n"
+            .to_vec(),
+    );
+    let report = crate::pipeline::check(&f)
+        .err()
+        .expect("the typo is an error");
+    let text: Vec<String> = report.0.iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter()
+            .any(|t| t.starts_with("modules/app/objects/web.yaml:6:") && t.contains("apiVersion")),
+        "{text:#?}"
+    );
+}
