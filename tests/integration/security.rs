@@ -742,3 +742,95 @@ async fn with_kubernetes_auth_rbac_decides_who_may_suspend_which_environment() {
     );
     assert!(!logs.contains(&operator), "a token was logged");
 }
+
+// ---------------------------------------------------------------------------
+// Kustomize overlays: nothing outside the repository, no network
+// ---------------------------------------------------------------------------
+
+/// An overlay that asks for a remote base, a folder far outside the
+/// repository or a file of the machine is refused, quickly, and nothing of
+/// the machine's files reaches the output.
+#[test]
+fn an_overlay_reaches_neither_the_network_nor_the_machines_files() {
+    let module = "apiVersion: tidegate.dev/v1
+kind: Module
+metadata:
+  name: web
+spec:
+  resources:
+    - name: app
+      provider: kubernetes
+      kustomize: overlay
+";
+    let env = "apiVersion: tidegate.dev/v1
+kind: Environment
+metadata:
+  name: dev
+spec:
+  targets:
+    kubernetes:
+      context: dev
+  modules:
+    - name: web
+      source: modules/web
+";
+    let cases = [
+        (
+            "remote base",
+            "resources:\n  - https://github.com/kubernetes-sigs/kustomize//examples/helloWorld?ref=v5.0.0\n",
+        ),
+        (
+            "folder outside",
+            "resources:\n  - ../../../../../../../../../../../../etc\n",
+        ),
+        (
+            "machine file",
+            "configMapGenerator:\n  - name: leak\n    files:\n      - /etc/passwd\n",
+        ),
+        (
+            "file outside",
+            "configMapGenerator:\n  - name: leak\n    files:\n      - ../../../../../../../../../../../../etc/passwd\n",
+        ),
+    ];
+    for (what, kustomization) in cases {
+        let repo = TempDir::new().unwrap();
+        crate::stand::commit_files(
+            repo.path(),
+            &[
+                ("environments/dev.yaml", env.into()),
+                ("modules/web/module.yaml", module.into()),
+                (
+                    "modules/web/overlay/kustomization.yaml",
+                    kustomization.into(),
+                ),
+            ],
+        );
+        let started = Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidegate"))
+            .args(["validate", "--repo"])
+            .arg(repo.path())
+            .env("TIDEGATE_KUSTOMIZE", crate::support::go_tool("kustomize"))
+            .env("XDG_CACHE_HOME", repo.path().join(".cache"))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{what}: accepted:\n{text}");
+        assert!(
+            text.contains("modules/web/module.yaml:7:7") && text.contains("kustomize"),
+            "{what}: {text}"
+        );
+        assert!(
+            !text.contains("root:x:0:0"),
+            "{what}: a machine file leaked:\n{text}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what}: took {:?} (a network wait?)",
+            started.elapsed()
+        );
+    }
+}
