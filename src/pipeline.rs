@@ -395,7 +395,10 @@ pub fn record_of(outcome: &Outcome, commit: &str) -> EnvRecord {
 /// one run lists them all.
 pub fn check(files: &Files) -> std::result::Result<Checked, Report> {
     let mut diags = Diagnostics::default();
-    let model = load::load_with(files, &mut diags);
+    let mut model = load::load_with(files, &mut diags);
+    if diags.is_empty() {
+        crate::helm::expand(&mut model, files, &mut diags);
+    }
     let mut values = Diagnostics::default();
     load::values::check_modules(&model, &mut values);
     if !diags.is_empty() {
