@@ -31,6 +31,13 @@
 //! `post-install`/`post-upgrade` after them (graph edges); `test` hooks
 //! and hooks only for delete or rollback are left out.
 //!
+//! A chart from a Helm repository or an OCI registry (`repository:`, or
+//! `chart: oci://...`, with an exact `version` and the `digest` of its
+//! `.tgz`) is pulled once with `helm pull` — the only run with network —
+//! and kept in `$XDG_CACHE_HOME/tidegate/helm/charts/<sha256>.tgz` only
+//! when its sha256 is the declared one (helm does not check a repository
+//! index's digest itself); the kept `.tgz` is what helm renders.
+//!
 //! helm runs with no network, a time limit, its home folders under
 //! `$XDG_CACHE_HOME/tidegate/helm`, values on standard input. Its output
 //! (tokens, never a secret) is cached by the digest of the chart, the
@@ -48,7 +55,7 @@ use crate::diag::Diagnostics;
 use crate::load::sources::{self, Object};
 use crate::load::yaml::{self, NodeKind};
 use crate::load::Files;
-use crate::model::{DependsOn, Instance, Model, Module, SourceDecl, SourceSpec};
+use crate::model::{DependsOn, Instance, Model, Module, RemoteChart, SourceDecl, SourceSpec};
 use crate::render::{RenderOptions, Renderer, StructuralSecrets};
 use crate::tool::{self, Network, Tool};
 use crate::value::{Map, Origin, Spans, Value};
@@ -59,6 +66,9 @@ pub enum Error {
     /// helm could not run or failed.
     #[error(transparent)]
     Tool(#[from] tool::Error),
+    /// The pulled chart is not the one the module declares.
+    #[error("the pulled .tgz has sha256 {got}, the module declares {want}: refused")]
+    Digest { want: String, got: String },
     /// A value given as a token came back transformed.
     #[error("the chart transforms value {path} (a secret or a value known only after apply), so tidegate cannot put the reference back")]
     Transformed { path: String },
@@ -288,34 +298,42 @@ fn chart_objects(
     else {
         return none;
     };
-    if let Some(r) = remote {
-        diags.error(
-            &r.digest_origin,
-            format!("chart `{chart}` {}: charts from a repository or registry are not rendered yet", r.version),
-            "vendor the chart into the repository (`helm pull --untar`) and point `chart` at its folder",
-        );
-        return none;
-    }
-    let Some(dir) = sources::resolve(&m.source, chart, chart_origin, "`helm.chart`", diags) else {
-        return none;
+    let (dir, chart_name, chart_files, target) = match remote {
+        Some(r) => {
+            let bytes = match fetch(chart, r) {
+                Ok(b) => b,
+                Err(e) => {
+                    let fix = match &e {
+                        Error::Digest { got, .. } => format!("check where the chart comes from; if this .tgz is the one to trust, write `digest: sha256:{got}`"),
+                        _ => "check `chart`, `repository` and `version` (`helm pull` with them shows the same error)".to_string(),
+                    };
+                    diags.error(
+                        &r.digest_origin,
+                        format!("chart `{chart}` {}: {e}", r.version),
+                        fix,
+                    );
+                    return none;
+                }
+            };
+            let label = match &r.repository {
+                Some(url) => format!("{}/{chart}@{}", url.trim_end_matches('/'), r.version),
+                None => format!("{chart}@{}", r.version),
+            };
+            let name = chart.rsplit('/').next().unwrap_or(chart).to_string();
+            (
+                label,
+                name,
+                vec![("chart.tgz".to_string(), bytes)],
+                "chart.tgz",
+            )
+        }
+        None => {
+            let Some((dir, name, files)) = local_chart(m, chart, chart_origin, files, diags) else {
+                return none;
+            };
+            (dir, name, files, "chart")
+        }
     };
-    let Some(chart_yaml) = files.get(&format!("{dir}/Chart.yaml")) else {
-        diags.error(
-            chart_origin,
-            format!("`{chart}` ({dir}) holds no Chart.yaml"),
-            "point `chart` at the folder of a Helm chart",
-        );
-        return none;
-    };
-    let chart_name = std::str::from_utf8(chart_yaml)
-        .ok()
-        .and_then(|t| yaml::parse(&dir, t, &mut Diagnostics::default()))
-        .and_then(|docs| {
-            docs.first()
-                .and_then(|d| d.get("name"))
-                .and_then(|n| n.as_str().map(str::to_string))
-        })
-        .unwrap_or_else(|| dir.rsplit('/').next().unwrap_or_default().to_string());
     let what = format!("helm chart {dir} of `{}`", source.name);
     let evaluated = match r.eval_in_module(inst, &settings.value, &settings.spans) {
         Ok(v) => v,
@@ -352,14 +370,11 @@ fn chart_objects(
         }
     };
     let release = release.clone().unwrap_or_else(|| source.name.clone());
-    let chart_files: Vec<(&String, &Vec<u8>)> = files
-        .range(format!("{dir}/")..)
-        .take_while(|(p, _)| p.starts_with(&format!("{dir}/")))
-        .collect();
     let run = Run {
         dir: &dir,
         chart_name: &chart_name,
         files: &chart_files,
+        target,
         release: &release,
         namespace: namespace.as_deref(),
         namespace_template: settings.value.get_path("namespace").and_then(Value::as_str),
@@ -423,6 +438,130 @@ fn chart_objects(
     (out, phases)
 }
 
+/// A chart folder of the repository: its repository path, its name (from
+/// Chart.yaml) and its files as written for helm.
+type LocalChart = (String, String, Vec<(String, Vec<u8>)>);
+
+fn local_chart(
+    m: &Module,
+    chart: &str,
+    chart_origin: &Origin,
+    files: &Files,
+    diags: &mut Diagnostics,
+) -> Option<LocalChart> {
+    let dir = sources::resolve(&m.source, chart, chart_origin, "`helm.chart`", diags)?;
+    let Some(chart_yaml) = files.get(&format!("{dir}/Chart.yaml")) else {
+        diags.error(
+            chart_origin,
+            format!("`{chart}` ({dir}) holds no Chart.yaml"),
+            "point `chart` at the folder of a Helm chart, or give `repository:` for a chart of a Helm repository",
+        );
+        return None;
+    };
+    let name = std::str::from_utf8(chart_yaml)
+        .ok()
+        .and_then(|t| yaml::parse(&dir, t, &mut Diagnostics::default()))
+        .and_then(|docs| {
+            docs.first()
+                .and_then(|d| d.get("name"))
+                .and_then(|n| n.as_str().map(str::to_string))
+        })
+        .unwrap_or_else(|| dir.rsplit('/').next().unwrap_or_default().to_string());
+    let prefix = format!("{dir}/");
+    let chart_files = files
+        .range(prefix.clone()..)
+        .take_while(|(p, _)| p.starts_with(&prefix))
+        .map(|(p, b)| (format!("chart/{}", &p[prefix.len()..]), b.clone()))
+        .collect();
+    Some((dir, name, chart_files))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// helm's home folders, under tidegate's cache (or `fallback`).
+fn helm_homes(fallback: &std::path::Path) -> [(&'static str, PathBuf); 3] {
+    let home = cache_base()
+        .map(|b| b.join("helm"))
+        .unwrap_or_else(|| fallback.join(".helm"));
+    [
+        ("HELM_CACHE_HOME", home.join("cache")),
+        ("HELM_CONFIG_HOME", home.join("config")),
+        ("HELM_DATA_HOME", home.join("data")),
+    ]
+}
+
+/// The `.tgz` of a remote chart: from tidegate's cache when it is there
+/// with the declared digest, else pulled (the one run with network) and
+/// kept only when its sha256 is the declared one.
+fn fetch(chart: &str, r: &RemoteChart) -> Result<Vec<u8>, Error> {
+    let cached = cache_base().map(|b| {
+        b.join("helm")
+            .join("charts")
+            .join(format!("{}.tgz", r.digest))
+    });
+    if let Some(bytes) = cached.as_ref().and_then(|p| std::fs::read(p).ok()) {
+        if sha256_hex(&bytes) == r.digest {
+            return Ok(bytes);
+        }
+    }
+    let helm = Tool::find("helm")?;
+    let tmp = tool::workdir("helm")?;
+    let out = tmp.path().join("out");
+    let files_err = |source| {
+        Error::Tool(tool::Error::Files {
+            tool: "helm".into(),
+            source,
+        })
+    };
+    std::fs::create_dir_all(&out).map_err(files_err)?;
+    let mut args = vec!["pull", chart];
+    if let Some(url) = &r.repository {
+        args.extend(["--repo", url.as_str()]);
+    }
+    args.extend(["--version", r.version.as_str(), "-d", "out"]);
+    if let Some(host) = chart.strip_prefix("oci://") {
+        // A registry on this machine (a test's, a local mirror) speaks
+        // plain HTTP; any other is reached over HTTPS only.
+        let host = host.split('/').next().unwrap_or_default();
+        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        if matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+            args.push("--plain-http");
+        }
+    }
+    let homes = helm_homes(tmp.path());
+    let env: Vec<(&str, &std::path::Path)> = homes.iter().map(|(k, v)| (*k, v.as_path())).collect();
+    helm.run_env(&args, tmp.path(), b"", Network::Allowed, &env)
+        .map_err(|e| match e {
+            tool::Error::Failed { tool, stderr } => tool::Error::Failed {
+                tool,
+                stderr: stderr.trim().trim_start_matches("Error: ").to_string(),
+            },
+            other => other,
+        })?;
+    let tgz = std::fs::read_dir(&out)
+        .map_err(files_err)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "tgz"))
+        .ok_or_else(|| Error::Value("helm pull wrote no .tgz".into()))?;
+    let bytes = std::fs::read(&tgz).map_err(files_err)?;
+    let got = sha256_hex(&bytes);
+    if got != r.digest {
+        return Err(Error::Digest {
+            want: format!("sha256:{}", r.digest),
+            got,
+        });
+    }
+    if let Some(p) = cached {
+        if std::fs::create_dir_all(p.parent().unwrap_or(&p)).is_ok() {
+            let _ = std::fs::write(&p, &bytes);
+        }
+    }
+    Ok(bytes)
+}
+
 fn diags_free() -> Diagnostics {
     Diagnostics::default()
 }
@@ -478,7 +617,11 @@ struct Run<'r> {
     /// The name in its Chart.yaml (helm's messages and `# Source:` lines
     /// start with it).
     chart_name: &'r str,
-    files: &'r [(&'r String, &'r Vec<u8>)],
+    /// The chart's files as written for helm (path in helm's folder,
+    /// bytes): `chart/...` of a folder, or `chart.tgz` of a pulled chart.
+    files: &'r [(String, Vec<u8>)],
+    /// What helm renders: `chart` or `./chart.tgz`.
+    target: &'r str,
     release: &'r str,
     /// The namespace for helm (evaluated).
     namespace: Option<&'r str>,
@@ -537,17 +680,12 @@ impl Run<'_> {
         }
         let tmp = tool::workdir("helm")?;
         for (p, b) in self.files {
-            let rel = p
-                .strip_prefix(self.dir)
-                .unwrap_or(p)
-                .trim_start_matches('/');
-            tool::write_file("helm", tmp.path(), &format!("chart/{rel}"), b)?;
+            tool::write_file("helm", tmp.path(), p, b)?;
         }
-        let home = cache_base()
-            .map(|b| b.join("helm"))
-            .unwrap_or_else(|| tmp.path().join(".helm"));
-        let (cache, config, data) = (home.join("cache"), home.join("config"), home.join("data"));
-        let mut args = vec!["template", self.release, "chart", "-f", "-"];
+        let homes = helm_homes(tmp.path());
+        let env: Vec<(&str, &std::path::Path)> =
+            homes.iter().map(|(k, v)| (*k, v.as_path())).collect();
+        let mut args = vec!["template", self.release, self.target, "-f", "-"];
         if let Some(ns) = self.namespace {
             args.extend(["-n", ns]);
         }
@@ -555,17 +693,7 @@ impl Run<'_> {
             args.push("--include-crds");
         }
         let out = helm
-            .run_env(
-                &args,
-                tmp.path(),
-                values.as_bytes(),
-                Network::Blocked,
-                &[
-                    ("HELM_CACHE_HOME", &cache),
-                    ("HELM_CONFIG_HOME", &config),
-                    ("HELM_DATA_HOME", &data),
-                ],
-            )
+            .run_env(&args, tmp.path(), values.as_bytes(), Network::Blocked, &env)
             .map_err(|e| match e {
                 tool::Error::Failed { tool, stderr } => tool::Error::Failed {
                     tool,

@@ -580,3 +580,223 @@ async fn a_broken_chart_names_the_chart_the_template_and_the_module_line() {
     assert!(out.contains("dbHost is required"), "{out}");
     assert!(!out.contains("tidegate-render-"), "{out}");
 }
+
+/// A child process killed when the test ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The real helm with its folders in `home`.
+fn helm_cmd(home: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(go_tool("helm"))
+        .args(args)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "helm {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn remote_module(chart: &str, repository: Option<&str>, digest: &str) -> String {
+    let repository = repository.map_or(String::new(), |r| format!("\n        repository: {r}"));
+    format!(
+        "apiVersion: tidegate.dev/v1
+kind: Module
+metadata:
+  name: web
+spec:
+  inputs:
+    replicas:
+      type: number
+    service:
+      type: bool
+    password:
+      type: string
+  resources:
+    - name: app
+      provider: kubernetes
+      helm:
+        chart: {chart}{repository}
+        version: 0.1.0
+        digest: sha256:{digest}
+        namespace: web-${{env.name}}
+        values:
+          replicas: ${{input.replicas}}
+          password: ${{input.password}}
+          service:
+            enabled: ${{input.service}}
+"
+    )
+}
+
+/// Charts from a Helm repository (served by `python3 -m http.server` on
+/// loopback) and from an OCI registry (go-containerregistry's, on
+/// loopback), by name, exact version and the sha256 of the .tgz: pulled
+/// once, rendered, and refused when the digest differs.
+#[tokio::test]
+async fn remote_charts_are_pulled_once_and_checked_by_digest() {
+    let stand = Stand::on(Kube::Sim, &["dev"]).await;
+    let work = TempDir::new().unwrap();
+    let home = work.path().join("helm-home");
+    let chart = work.path().join("web");
+    for (p, t) in [
+        ("Chart.yaml", CHART),
+        ("values.yaml", CHART_VALUES),
+        ("templates/deploy.yaml", CHART_DEPLOY),
+        ("templates/svc.yaml", CHART_SVC),
+        ("templates/secret.yaml", CHART_SECRET),
+    ] {
+        std::fs::create_dir_all(chart.join(p).parent().unwrap()).unwrap();
+        std::fs::write(chart.join(p), t).unwrap();
+    }
+    let served = work.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let (c, s) = (chart.display().to_string(), served.display().to_string());
+    helm_cmd(&home, &["package", &c, "-d", &s]);
+    let tgz = served.join("web-0.1.0.tgz");
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&tgz).unwrap()))
+    };
+    let port = crate::stand::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    helm_cmd(&home, &["repo", "index", &s, "--url", &url]);
+    let server = Killed(
+        std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(&served)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let repo = TempDir::new().unwrap();
+    let repo = repo.path();
+    write_chart(repo, 2, true);
+    commit_files(
+        repo,
+        &[(
+            "modules/web/module.yaml",
+            remote_module("web", Some(&url), &digest),
+        )],
+    );
+    let (code, out) = run(&stand, repo, &["validate"]).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(&stand, repo, &["plan", "--offline", "--env", "dev"]).await;
+    assert_eq!(code, 2, "{out}");
+    for id in [
+        "web.app/Deployment/app-web",
+        "web.app/Service/app-web",
+        "web.app/Secret/app-db",
+    ] {
+        assert!(out.contains(id), "{id} missing from:\n{out}");
+    }
+    assert!(out.contains("stringData.password: (sensitive)"), "{out}");
+    // Another .tgz under the declared digest is refused.
+    let wrong = "0".repeat(64);
+    commit_files(
+        repo,
+        &[(
+            "modules/web/module.yaml",
+            remote_module("web", Some(&url), &wrong),
+        )],
+    );
+    let (code, out) = run(&stand, repo, &["validate"]).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("modules/web/module.yaml:20:17"), "{out}");
+    assert!(out.contains(&format!("has sha256 {digest}")), "{out}");
+    assert!(out.contains("refused"), "{out}");
+
+    // Pulled once: with the server gone, the cached chart serves.
+    drop(server);
+    commit_files(
+        repo,
+        &[(
+            "modules/web/module.yaml",
+            remote_module("web", Some(&url), &digest),
+        )],
+    );
+    let (code, out) = run(&stand, repo, &["validate"]).await;
+    assert_eq!(code, 0, "the chart comes from tidegate's cache:\n{out}");
+
+    // The same chart from an OCI registry.
+    let mut registry = Killed(
+        std::process::Command::new(go_tool("registry"))
+            .args(["-address", "127.0.0.1:0", "-quiet"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    {
+        use std::io::BufRead;
+        let stdout = registry.0.stdout.take().unwrap();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+    }
+    let addr = line.trim().strip_prefix("serving on ").unwrap().to_string();
+    let pushed = helm_cmd(
+        &home,
+        &[
+            "push",
+            &tgz.display().to_string(),
+            &format!("oci://{addr}/charts"),
+            "--plain-http",
+        ],
+    );
+    assert!(pushed.contains("Pushed:"), "{pushed}");
+    // A fresh cache: the chart must come from the registry.
+    let fresh = TempDir::new().unwrap();
+    commit_files(
+        repo,
+        &[(
+            "modules/web/module.yaml",
+            remote_module(&format!("oci://{addr}/charts/web"), None, &digest),
+        )],
+    );
+    let out = stand
+        .binary()
+        .args(["plan", "--offline", "--env", "dev", "--repo"])
+        .arg(repo)
+        .env("TIDEGATE_HELM", go_tool("helm"))
+        .env("XDG_CACHE_HOME", fresh.path())
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("web.app/Deployment/app-web"), "{text}");
+    assert!(
+        fresh
+            .path()
+            .join(format!("tidegate/helm/charts/{digest}.tgz"))
+            .is_file(),
+        "the pulled chart is kept by its digest"
+    );
+}

@@ -196,3 +196,51 @@ fn remote(
         digest_origin,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::yaml;
+
+    fn decoded(text: &str) -> (Option<SourceSpec>, Vec<String>) {
+        let mut d = Diagnostics::default();
+        let docs = yaml::parse("m.yaml", text, &mut d).unwrap();
+        let spec = decode(&docs[0], &mut d);
+        (spec, d.iter().map(|x| x.message.clone()).collect())
+    }
+
+    #[test]
+    fn a_folder_chart_takes_no_version_or_digest() {
+        let (spec, errs) = decoded("chart: chart\nnamespace: web\nvalues: {a: 1}\n");
+        assert!(errs.is_empty(), "{errs:?}");
+        assert!(matches!(spec, Some(SourceSpec::Helm { remote: None, .. })));
+        let (_, errs) = decoded("chart: chart\nversion: 1.0.0\n");
+        assert!(errs[0].contains("`helm.version` is for a chart from a repository"));
+    }
+
+    #[test]
+    fn a_remote_chart_needs_an_exact_version_and_a_sha256() {
+        let digest = format!("sha256:{}", "aB".repeat(32));
+        let (spec, errs) = decoded(&format!(
+            "chart: web\nrepository: https://charts.example.com\nversion: 1.2.3\ndigest: {digest}\n"
+        ));
+        assert!(errs.is_empty(), "{errs:?}");
+        let Some(SourceSpec::Helm {
+            remote: Some(r), ..
+        }) = spec
+        else {
+            panic!("a remote chart");
+        };
+        assert_eq!(r.digest, "ab".repeat(32));
+        assert_eq!(r.version, "1.2.3");
+        let (_, errs) = decoded(&format!(
+            "chart: oci://r.example/charts/web\nversion: ^1.2\ndigest: {digest}\n"
+        ));
+        assert!(errs[0].contains("not an exact version"), "{errs:?}");
+        let (_, errs) = decoded("chart: oci://r.example/charts/web\nversion: 1.2.3\n");
+        assert!(errs[0].contains("missing `helm.digest`"), "{errs:?}");
+        let (_, errs) =
+            decoded("chart: web\nrepository: https://x\nversion: 1.2.3\ndigest: md5:00\n");
+        assert!(errs[0].contains("64 hex digits"), "{errs:?}");
+    }
+}
