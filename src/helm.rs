@@ -102,15 +102,17 @@ fn is_helm(s: &&SourceDecl) -> bool {
 }
 
 /// Renders every chart of every instance into a module of the instance's
-/// own (see the module documentation).
+/// own (see the module documentation). Values are evaluated one instance
+/// after the other; helm runs in parallel.
 pub fn expand(model: &mut Model, files: &Files, diags: &mut Diagnostics) {
-    let mut made: Vec<(usize, usize, Module)> = Vec::new();
     let known = HashMap::new();
     let opts = RenderOptions {
         known: &known,
         secrets: &StructuralSecrets,
         owner: None,
     };
+    // (environment, instance, module clone, its charts to render)
+    let mut made: Vec<(usize, usize, Module, Vec<Job>)> = Vec::new();
     for (ei, env) in model.environments.iter().enumerate() {
         let Ok(r) = Renderer::new(model, &env.name, opts) else {
             continue;
@@ -122,18 +124,47 @@ pub fn expand(model: &mut Model, files: &Files, diags: &mut Diagnostics) {
             if !m.sources.iter().any(|s| is_helm(&s)) {
                 continue;
             }
+            let jobs = m
+                .sources
+                .iter()
+                .filter(is_helm)
+                .filter_map(|source| prepare(&r, inst, m, source, files, diags))
+                .collect();
             let mut module = m.clone();
-            for source in m.sources.iter().filter(is_helm) {
-                let (objects, phases) = chart_objects(&r, inst, m, source, files, diags);
-                let mut resources = sources::into_resources(source, objects, diags);
-                order_hooks(&mut resources, &phases, source);
-                module.resources.extend(resources);
-            }
             module.source = format!("{}@{}/{}", m.source, env.name, inst.name);
-            made.push((ei, ii, module));
+            made.push((ei, ii, module, jobs));
         }
     }
-    for (ei, ii, module) in made {
+    let all: Vec<&Job> = made.iter().flat_map(|(_, _, _, jobs)| jobs).collect();
+    let limit = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut rendered: Vec<Result<(Vec<Object>, Diagnostics), Error>> = Vec::new();
+    for chunk in all.chunks(limit) {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|job| scope.spawn(move || render(job)))
+                .collect();
+            for h in handles {
+                rendered.push(h.join().unwrap_or_else(|_| {
+                    Err(Error::Value(
+                        "rendering the chart stopped unexpectedly".into(),
+                    ))
+                }));
+            }
+        });
+    }
+    let mut rendered = rendered.into_iter();
+    for (ei, ii, mut module, jobs) in made {
+        for job in &jobs {
+            let Some(result) = rendered.next() else {
+                break;
+            };
+            let objects = finish_job(job, result, diags);
+            let (objects, phases) = hooks(objects);
+            let mut resources = sources::into_resources(&job.source, objects, diags);
+            order_hooks(&mut resources, &phases, &job.source);
+            module.resources.extend(resources);
+        }
         model.environments[ei].instances[ii].source = module.source.clone();
         model.modules.insert(module.source.clone(), module);
     }
@@ -277,17 +308,18 @@ fn tokenize(
     }
 }
 
-/// The chart's objects for one instance, and the hook phase of each
-/// (`apiVersion/kind/name`).
-fn chart_objects(
+/// A chart to render for one instance: the chart, its values evaluated in
+/// the instance's scope and the tokens; `None` (with the problem in
+/// `diags`) when it cannot be rendered.
+fn prepare(
     r: &Renderer<'_>,
     inst: &Instance,
     m: &Module,
     source: &SourceDecl,
     files: &Files,
     diags: &mut Diagnostics,
-) -> (Vec<Object>, Vec<(String, Phase)>) {
-    let none = (Vec::new(), Vec::new());
+) -> Option<Job> {
+    let none = None;
     let SourceSpec::Helm {
         chart,
         chart_origin,
@@ -369,71 +401,125 @@ fn chart_objects(
             return none;
         }
     };
-    let release = release.clone().unwrap_or_else(|| source.name.clone());
-    let run = Run {
-        dir: &dir,
-        chart_name: &chart_name,
-        files: &chart_files,
+    Some(Job {
+        source: source.clone(),
+        what,
+        release: release.clone().unwrap_or_else(|| source.name.clone()),
+        dir,
+        chart_name,
+        files: chart_files,
         target,
-        release: &release,
-        namespace: namespace.as_deref(),
-        namespace_template: settings.value.get_path("namespace").and_then(Value::as_str),
+        namespace,
+        namespace_template: settings
+            .value
+            .get_path("namespace")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         include_crds,
-    };
-    let report = |diags: &mut Diagnostics, e: Error| {
-        diags.error(
-            &source.origin,
-            format!("{what}: {e}"),
-            match e {
-                Error::Transformed { .. } => "use the value in the chart as it is (`{{ .Values.x }}`, `| quote`), or make it a literal or an input known before apply; a Secret's data may take it through `b64enc`".to_string(),
-                _ => format!("fix the chart or its values (`helm template {release} {dir}` shows the same error)"),
-            },
-        )
-    };
-    let side = |values: &serde_json::Value, pick: fn(&Token) -> &str| {
-        let out = run.template(values)?;
-        read(&out, &run, &tokens, pick, diags_free())
-    };
-    let a = match side(&values_a, |t| &t.a) {
-        Ok(a) => a,
-        Err(e) => {
-            report(diags, e);
-            return none;
-        }
-    };
-    if !tokens.is_empty() {
-        let b = match side(&values_b, |t| &t.b) {
-            Ok(b) => b,
-            Err(e) => {
-                report(diags, e);
-                return none;
-            }
-        };
-        if !same(&a.0, &b.0) {
-            report(diags, transformed(&run, &tokens, &values_a, &a.0));
-            return none;
+        tokens,
+        values_a,
+        values_b,
+    })
+}
+
+/// One chart of one instance, ready for helm.
+struct Job {
+    source: SourceDecl,
+    /// `helm chart <dir> of `<entry>``, for messages.
+    what: String,
+    release: String,
+    dir: String,
+    chart_name: String,
+    files: Vec<(String, Vec<u8>)>,
+    target: &'static str,
+    namespace: Option<String>,
+    namespace_template: Option<String>,
+    include_crds: bool,
+    tokens: Vec<Token>,
+    values_a: serde_json::Value,
+    values_b: serde_json::Value,
+}
+
+impl Job {
+    fn run(&self) -> Run<'_> {
+        Run {
+            dir: &self.dir,
+            chart_name: &self.chart_name,
+            files: &self.files,
+            target: self.target,
+            release: &self.release,
+            namespace: self.namespace.as_deref(),
+            namespace_template: self.namespace_template.as_deref(),
+            include_crds: self.include_crds,
         }
     }
-    let (objects, problems) = a;
+}
+
+/// helm's objects for a job (rendered twice when there are tokens, to
+/// find a transformed one), with the problems of the objects.
+fn render(job: &Job) -> Result<(Vec<Object>, Diagnostics), Error> {
+    let run = job.run();
+    let a = read(
+        &run.template(&job.values_a)?,
+        &run,
+        &job.tokens,
+        |t| &t.a,
+        Diagnostics::default(),
+    )?;
+    if !job.tokens.is_empty() {
+        let b = read(
+            &run.template(&job.values_b)?,
+            &run,
+            &job.tokens,
+            |t| &t.b,
+            Diagnostics::default(),
+        )?;
+        if !same(&a.0, &b.0) {
+            return Err(transformed(&run, &job.tokens, &job.values_a, &a.0));
+        }
+    }
+    Ok(a)
+}
+
+/// The objects of a rendered job, or its error reported at the entry.
+fn finish_job(
+    job: &Job,
+    result: Result<(Vec<Object>, Diagnostics), Error>,
+    diags: &mut Diagnostics,
+) -> Vec<Object> {
+    let (objects, problems) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let fix = match e {
+                Error::Transformed { .. } => "use the value in the chart as it is (`{{ .Values.x }}`, `| quote`), or make it a literal or an input known before apply; a Secret's data may take it through `b64enc`".to_string(),
+                _ => format!("fix the chart or its values (`helm template {} {}` shows the same error)", job.release, job.dir),
+            };
+            diags.error(&job.source.origin, format!("{}: {e}", job.what), fix);
+            return Vec::new();
+        }
+    };
     diags.extend(problems);
+    if objects.iter().all(|o| phase(&o.body).is_none()) {
+        diags.error(
+            &job.source.origin,
+            format!("{} renders no object", job.what),
+            "check the chart's templates and values, or remove the entry",
+        );
+    }
+    objects
+}
+
+/// The objects tidegate applies (hooks it leaves out removed), and the
+/// phase of each (`apiVersion/kind/name`).
+fn hooks(objects: Vec<Object>) -> (Vec<Object>, Vec<(String, Phase)>) {
     let mut phases = Vec::new();
     let mut out = Vec::new();
     for o in objects {
-        match phase(&o.body) {
-            Some(p) => {
-                let name = sources::meta(&o.body, "name").unwrap_or_default();
-                phases.push((format!("{}/{name}", o.kind), p));
-                out.push(o);
-            }
-            None => continue,
+        if let Some(p) = phase(&o.body) {
+            let name = sources::meta(&o.body, "name").unwrap_or_default();
+            phases.push((format!("{}/{name}", o.kind), p));
+            out.push(o);
         }
-    }
-    if out.is_empty() {
-        diags.error(
-            &source.origin,
-            format!("{what} renders no object"),
-            "check the chart's templates and values, or remove the entry",
-        );
     }
     (out, phases)
 }
@@ -562,10 +648,6 @@ fn fetch(chart: &str, r: &RemoteChart) -> Result<Vec<u8>, Error> {
     Ok(bytes)
 }
 
-fn diags_free() -> Diagnostics {
-    Diagnostics::default()
-}
-
 fn same(a: &[Object], b: &[Object]) -> bool {
     a.len() == b.len()
         && a.iter()
@@ -620,7 +702,7 @@ struct Run<'r> {
     /// The chart's files as written for helm (path in helm's folder,
     /// bytes): `chart/...` of a folder, or `chart.tgz` of a pulled chart.
     files: &'r [(String, Vec<u8>)],
-    /// What helm renders: `chart` or `./chart.tgz`.
+    /// What helm renders: `chart` or `chart.tgz`.
     target: &'r str,
     release: &'r str,
     /// The namespace for helm (evaluated).
