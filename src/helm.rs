@@ -1035,6 +1035,61 @@ mod tests {
     }
 
     #[test]
+    fn pre_hooks_come_first_and_post_hooks_last() {
+        let source = SourceDecl {
+            name: "app".into(),
+            origin: Origin::default(),
+            spec: SourceSpec::Manifests {
+                path: String::new(),
+                path_origin: Origin::default(),
+                substitute: false,
+            },
+            depends_on: Vec::new(),
+            waivers: None,
+        };
+        let object = |kind: &str, name: &str, hook: Option<&str>| {
+            let mut meta = serde_json::json!({"name": name});
+            if let Some(h) = hook {
+                meta["annotations"] = serde_json::json!({HOOK: h});
+            }
+            Object {
+                kind: format!("v1/{kind}"),
+                body: v(serde_json::json!({"metadata": meta})),
+                spans: Spans::default(),
+                origin: Origin::default(),
+            }
+        };
+        let (objects, phases) = hooks(vec![
+            object("ConfigMap", "cfg", None),
+            object("Pod", "migrate", Some("pre-install,pre-upgrade")),
+            object("Pod", "notify", Some("post-install")),
+            object("Pod", "smoke", Some("test")),
+        ]);
+        assert_eq!(objects.len(), 3, "the test hook is left out");
+        let mut d = Diagnostics::default();
+        let mut resources = sources::into_resources(&source, objects, &mut d);
+        order_hooks(&mut resources, &phases, &source);
+        let deps = |name: &str| -> Vec<String> {
+            resources
+                .iter()
+                .find(|r| r.name == name)
+                .map(|r| {
+                    r.depends_on
+                        .iter()
+                        .map(|(d, _)| match d {
+                            DependsOn::Resource(n) => n.clone(),
+                            DependsOn::Module(m) => m.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(deps("app/ConfigMap/cfg"), vec!["app/Pod/migrate"]);
+        assert!(deps("app/Pod/migrate").is_empty());
+        assert_eq!(deps("app/Pod/notify"), vec!["app/ConfigMap/cfg"]);
+    }
+
+    #[test]
     fn hooks_are_ordered_or_left_out() {
         let hook = |h: &str| v(serde_json::json!({"metadata": {"annotations": {HOOK: h}}}));
         assert_eq!(
