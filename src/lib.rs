@@ -40,6 +40,7 @@ pub mod diff;
 pub mod execute;
 pub mod expr;
 pub mod graph;
+pub mod helm;
 pub mod load;
 pub mod model;
 pub mod notify;

@@ -223,7 +223,9 @@ pub struct Module {
     /// with [`Resource::source`] set).
     pub resources: Vec<Resource>,
     /// Entries that stand for many objects: a folder of manifests, a
-    /// Kustomize overlay (expanded into `resources` by the loader).
+    /// Kustomize overlay (expanded into `resources` by the loader), a Helm
+    /// chart (expanded per instance by `crate::helm`, into a module of
+    /// that instance's own).
     pub sources: Vec<SourceDecl>,
 }
 
@@ -282,6 +284,36 @@ pub enum SourceSpec {
         substitute: bool,
         settings: Located,
     },
+    /// `helm:` a chart folder of the repository, rendered per instance
+    /// after loading (values differ per instance), by `crate::helm`.
+    Helm {
+        /// The chart folder, relative to the module folder.
+        chart: String,
+        chart_origin: Origin,
+        /// The release name (`.Release.Name`); the entry's name if unset.
+        release: Option<String>,
+        /// A chart from a Helm repository or an OCI registry (then
+        /// `chart` is its name or `oci://` reference, not a folder).
+        remote: Option<RemoteChart>,
+        /// `namespace`, `values` and `includeCRDs` as written (templates
+        /// in module scope).
+        settings: Located,
+    },
+}
+
+/// A chart pulled from a Helm repository or an OCI registry, once, and
+/// kept only when its `.tgz` has the declared digest.
+#[derive(Clone, Debug)]
+pub struct RemoteChart {
+    /// The repository URL (`https://charts.example.com`); `None` for an
+    /// `oci://` chart.
+    pub repository: Option<String>,
+    /// The exact version.
+    pub version: String,
+    /// The sha256 of the chart's `.tgz`, lowercase hex (without `sha256:`).
+    pub digest: String,
+    /// Where `digest` is written.
+    pub digest_origin: Origin,
 }
 
 impl SourceSpec {
@@ -290,6 +322,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Manifests { .. } => "manifests",
             SourceSpec::Kustomize { .. } => "kustomize",
+            SourceSpec::Helm { .. } => "helm",
         }
     }
 }

@@ -401,7 +401,10 @@ pub fn record_of(outcome: &Outcome, commit: &str) -> EnvRecord {
 /// [`Checked::warnings`], or in the report beside the errors.
 pub fn check(files: &Files) -> std::result::Result<Checked, Report> {
     let mut diags = Diagnostics::default();
-    let model = load::load_with(files, &mut diags);
+    let mut model = load::load_with(files, &mut diags);
+    if !diags.has_errors() {
+        crate::helm::expand(&mut model, files, &mut diags);
+    }
     let mut values = Diagnostics::default();
     load::values::check_modules(&model, &mut values);
     if diags.has_errors() {

@@ -113,8 +113,22 @@ impl Tool {
     /// Runs it with `args` in `dir`, `stdin` fed from memory; its standard
     /// output on success.
     pub fn run(&self, args: &[&str], dir: &Path, stdin: &[u8], net: Network) -> Result<String> {
+        self.run_env(args, dir, stdin, net, &[])
+    }
+
+    /// [`Tool::run`] with more environment variables (helm's home
+    /// folders).
+    pub fn run_env(
+        &self,
+        args: &[&str],
+        dir: &Path,
+        stdin: &[u8],
+        net: Network,
+        env: &[(&str, &Path)],
+    ) -> Result<String> {
         let mut cmd = Command::new(&self.path);
         cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .current_dir(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -137,7 +137,7 @@ fn check_module(m: &Module, diags: &mut Diagnostics) {
                         format!("resource `{n}` depends on itself"),
                         "remove it from `dependsOn`",
                     );
-                } else if m.named(n).is_empty() {
+                } else if m.named(n).is_empty() && m.source(n).is_none() {
                     diags.error(
                         o,
                         format!(

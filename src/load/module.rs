@@ -211,7 +211,7 @@ enum Entry {
 }
 
 /// The keys of a Kubernetes entry that give its objects.
-const OBJECT_KEYS: [&str; 3] = ["manifest", "manifests", "kustomize"];
+const OBJECT_KEYS: [&str; 4] = ["manifest", "manifests", "kustomize", "helm"];
 
 fn resource(n: &Node, diags: &mut Diagnostics) -> Option<Entry> {
     let mut f = Fields::new(n, "a resource", diags)?;

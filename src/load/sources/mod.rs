@@ -1,6 +1,8 @@
 //! Sources: module entries that stand for many Kubernetes objects — a
 //! folder of manifests ([`manifests`]) or a Kustomize overlay
-//! ([`kustomize`]) — expanded into ordinary module resources.
+//! ([`kustomize`]) — expanded into ordinary module resources. A Helm chart
+//! ([`helm`]) is only decoded here: its values differ per instance, so
+//! `crate::helm` renders it after loading.
 //!
 //! Each object becomes a [`Resource`] named `<source>/<Kind>/<name>`
 //! (`<source>/<Kind>/<namespace>/<name>` when two objects of one kind share a
@@ -26,6 +28,7 @@ use super::decode::{self, Fields};
 use super::yaml::Node;
 use super::Files;
 
+pub mod helm;
 pub mod kustomize;
 pub mod manifests;
 
@@ -37,7 +40,7 @@ pub fn decode(
     at: &Origin,
     diags: &mut Diagnostics,
 ) -> Option<Option<SourceSpec>> {
-    let keys: Vec<&str> = ["manifest", "manifests", "kustomize"]
+    let keys: Vec<&str> = ["manifest", "manifests", "kustomize", "helm"]
         .into_iter()
         .filter(|k| f.has(k))
         .collect();
@@ -59,6 +62,9 @@ pub fn decode(
     }
     if let Some(n) = f.opt("kustomize") {
         return Some(kustomize::decode(n, diags));
+    }
+    if let Some(n) = f.opt("helm") {
+        return Some(helm::decode(n, diags));
     }
     None
 }
@@ -170,6 +176,8 @@ pub fn expand(modules: &mut BTreeMap<String, Module>, files: &Files, diags: &mut
     let jobs: Vec<(String, SourceDecl)> = modules
         .values()
         .flat_map(|m| m.sources.iter().map(|s| (m.source.clone(), s.clone())))
+        // Helm charts render per instance, after loading (`crate::helm`).
+        .filter(|(_, s)| !matches!(s.spec, SourceSpec::Helm { .. }))
         .collect();
     if jobs.is_empty() {
         return;
@@ -224,11 +232,12 @@ fn objects_of(
             substitute,
         } => manifests::objects(dir, path, path_origin, *substitute, files, diags),
         SourceSpec::Kustomize { .. } => kustomize::objects(dir, source, files, diags),
+        SourceSpec::Helm { .. } => Vec::new(),
     }
 }
 
 /// Names each object and makes it a resource of the source.
-fn into_resources(
+pub(crate) fn into_resources(
     source: &SourceDecl,
     objects: Vec<Object>,
     diags: &mut Diagnostics,
@@ -285,7 +294,7 @@ fn into_resources(
 }
 
 /// A string field of an object's metadata.
-fn meta<'v>(body: &'v Value, key: &str) -> Option<&'v str> {
+pub(crate) fn meta<'v>(body: &'v Value, key: &str) -> Option<&'v str> {
     match body {
         Value::Map(m) => match m.get("metadata")? {
             Value::Map(meta) => match meta.get(key)? {
