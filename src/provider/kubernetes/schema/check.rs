@@ -284,7 +284,7 @@ impl<'a> Walk<'a, '_> {
 
     fn unknown_field(&mut self, node: &Node, key: &str, owner: Owner<'_>) {
         let parent = self.path[..self.path.len() - key.len()].trim_end_matches('.');
-        let fix = match crate::load::decode::closest(key, &node.property_names()) {
+        let fix = match crate::diag::closest(key, &node.property_names()) {
             Some(k) => format!("did you mean `{k}`?"),
             None => format!(
                 "remove it, or see the fields Kubernetes knows here: `kubectl explain {}`",
@@ -340,7 +340,7 @@ impl<'a> Walk<'a, '_> {
         let list: Vec<String> = allowed.iter().map(|a| format!("`{}`", plain(a))).collect();
         let strings: Vec<String> = allowed.iter().map(plain).collect();
         let refs: Vec<&str> = strings.iter().map(String::as_str).collect();
-        let fix = match crate::load::decode::closest(&plain(&given), &refs) {
+        let fix = match crate::diag::closest(&plain(&given), &refs) {
             Some(c) => format!("did you mean `{c}`?"),
             None => format!("write one of {}", list.join(", ")),
         };

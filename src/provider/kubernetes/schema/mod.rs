@@ -518,7 +518,7 @@ fn unknown_kind(schemas: &Schemas, crds: &Crds, group: &str, kind: &str, av: &st
                 format!("the group's versions: {}", sorted(versions).join(", ")),
             );
         }
-        let fix = match crate::load::decode::closest(kind, &in_gv) {
+        let fix = match crate::diag::closest(kind, &in_gv) {
             Some(k) => format!("did you mean `{k}`?"),
             None => match closest_builtin(schemas, kind) {
                 Some((k, home)) => format!("did you mean `{k}` ({home})?"),
@@ -532,7 +532,7 @@ fn unknown_kind(schemas: &Schemas, crds: &Crds, group: &str, kind: &str, av: &st
     let dotless = !group.contains('.');
     let close_group = |home: &str| {
         let g = group_of(home);
-        crate::load::decode::closest(group, &[g]).is_some()
+        crate::diag::closest(group, &[g]).is_some()
     };
     // A group that no CRD can have (no dot), or a near miss of a built-in
     // group that serves this kind: a typo.
@@ -555,8 +555,8 @@ fn unknown_kind(schemas: &Schemas, crds: &Crds, group: &str, kind: &str, av: &st
         );
     }
     let declared = crds.kinds_of(group);
-    let near = crate::load::decode::closest(kind, &declared)
-        .filter(|k| k.chars().next() == kind.chars().next());
+    let near =
+        crate::diag::closest(kind, &declared).filter(|k| k.chars().next() == kind.chars().next());
     let hint = match near {
         Some(k) => format!(
             " (or, if `{kind}` is a typo: did you mean `{k}`, declared in this repository?)"
@@ -573,7 +573,7 @@ fn unknown_kind(schemas: &Schemas, crds: &Crds, group: &str, kind: &str, av: &st
 /// The built-in kind closest to `kind` and its preferred apiVersion.
 fn closest_builtin<'s>(schemas: &'s Schemas, kind: &str) -> Option<(&'s str, &'s str)> {
     let names: Vec<&str> = schemas.kind_names().into_iter().collect();
-    let k = crate::load::decode::closest(kind, &names)?;
+    let k = crate::diag::closest(kind, &names)?;
     let home = *schemas.versions_of(k).first()?;
     Some((k, home))
 }
