@@ -104,16 +104,23 @@ fn is_helm(s: &&SourceDecl) -> bool {
 /// Renders every chart of every instance into a module of the instance's
 /// own (see the module documentation). Values are evaluated one instance
 /// after the other; helm runs in parallel.
-pub fn expand(model: &mut Model, files: &Files, diags: &mut Diagnostics) {
+pub fn expand(
+    model: &mut Model,
+    files: &Files,
+    rename: Option<(&str, &str)>,
+    diags: &mut Diagnostics,
+) {
     let known = HashMap::new();
-    let opts = RenderOptions {
-        known: &known,
-        secrets: &StructuralSecrets,
-        owner: None,
-    };
     // (environment, instance, module clone, its charts to render)
     let mut made: Vec<(usize, usize, Module, Vec<Job>)> = Vec::new();
     for (ei, env) in model.environments.iter().enumerate() {
+        let opts = RenderOptions {
+            known: &known,
+            secrets: &StructuralSecrets,
+            owner: rename
+                .filter(|(e, _)| *e == env.name)
+                .map(|(_, as_name)| as_name),
+        };
         let Ok(r) = Renderer::new(model, &env.name, opts) else {
             continue;
         };

@@ -400,10 +400,20 @@ pub fn record_of(outcome: &Outcome, commit: &str) -> EnvRecord {
 /// nobody declared: not checked) do not fail the check; they are in
 /// [`Checked::warnings`], or in the report beside the errors.
 pub fn check(files: &Files) -> std::result::Result<Checked, Report> {
+    check_as(files, None)
+}
+
+/// [`check`], with the Helm charts of environment `rename.0` rendered
+/// under the owner name `rename.1` (a `rebuild --as` copy: `${env.name}`
+/// in chart values is the copy's name).
+pub fn check_as(
+    files: &Files,
+    rename: Option<(&str, &str)>,
+) -> std::result::Result<Checked, Report> {
     let mut diags = Diagnostics::default();
     let mut model = load::load_with(files, &mut diags);
     if !diags.has_errors() {
-        crate::helm::expand(&mut model, files, &mut diags);
+        crate::helm::expand(&mut model, files, rename, &mut diags);
     }
     let mut values = Diagnostics::default();
     load::values::check_modules(&model, &mut values);

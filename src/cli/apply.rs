@@ -248,7 +248,12 @@ pub fn run_pipeline(
     out: &mut dyn Write,
 ) -> Result<(u8, Vec<EnvResult>)> {
     let (files, commit) = load_files(args)?;
-    let checked = match super::check(&files) {
+    let rename = mode
+        .owner
+        .as_deref()
+        .zip(args.env.as_deref())
+        .map(|(o, e)| (e, o));
+    let checked = match crate::pipeline::check_as(&files, rename) {
         Ok(c) => c,
         Err(report) => {
             for d in &report.0 {

@@ -800,3 +800,83 @@ async fn remote_charts_are_pulled_once_and_checked_by_digest() {
         "the pulled chart is kept by its digest"
     );
 }
+
+/// `rebuild --as` renders a chart's values with the copy's name, so a
+/// chart that names its objects from `${env.name}` makes the copy's own
+/// objects instead of colliding with the original environment's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_as_a_copy_renders_charts_under_the_new_name() {
+    let stand = Stand::on(Kube::Sim, &["dev"]).await;
+    let repo = TempDir::new().unwrap();
+    let repo = repo.path();
+    let env = "apiVersion: tidegate.dev/v1
+kind: Environment
+metadata:
+  name: dev
+spec:
+  targets:
+    kubernetes:
+      context: dev
+  modules:
+    - name: web
+      source: modules/web
+  policy:
+    defaultSeverity: warning
+";
+    let module = "apiVersion: tidegate.dev/v1
+kind: Module
+metadata:
+  name: web
+spec:
+  resources:
+    - name: app
+      provider: kubernetes
+      helm:
+        chart: chart
+        namespace: default
+        values:
+          name: site-${env.name}
+";
+    let cm = "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Values.name }}
+data:
+  owner: {{ .Values.name | quote }}
+";
+    commit_files(
+        repo,
+        &[
+            ("environments/dev.yaml", env.into()),
+            ("modules/web/module.yaml", module.into()),
+            ("modules/web/chart/Chart.yaml", CHART.into()),
+            ("modules/web/chart/templates/cm.yaml", cm.into()),
+        ],
+    );
+    let (code, out) = run(&stand, repo, &["plan", "--env", "dev"]).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("web.app/ConfigMap/site-dev"), "{out}");
+    let out = stand
+        .command(
+            repo,
+            &["rebuild", "--env", "dev", "--as", "dev-green", "--yes"],
+        )
+        .env("TIDEGATE_HELM", go_tool("helm"))
+        .env("XDG_CACHE_HOME", stand.dir.path().join("cache"))
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    let client = crate::stand::kube_client(&stand.kubeconfig, "dev").await;
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client, "default");
+    let copy = cms.get_opt("site-dev-green").await.unwrap();
+    assert!(copy.is_some(), "{text}");
+    assert_eq!(copy.unwrap().data.unwrap()["owner"], "site-dev-green");
+    assert!(cms.get_opt("site-dev").await.unwrap().is_none(), "{text}");
+}
