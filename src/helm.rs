@@ -46,7 +46,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -575,7 +574,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// helm's home folders, under tidegate's cache (or `fallback`).
 fn helm_homes(fallback: &std::path::Path) -> [(&'static str, PathBuf); 3] {
-    let home = cache_base()
+    let home = tool::cache_dir()
         .map(|b| b.join("helm"))
         .unwrap_or_else(|| fallback.join(".helm"));
     [
@@ -589,7 +588,7 @@ fn helm_homes(fallback: &std::path::Path) -> [(&'static str, PathBuf); 3] {
 /// with the declared digest, else pulled (the one run with network) and
 /// kept only when its sha256 is the declared one.
 fn fetch(chart: &str, r: &RemoteChart) -> Result<Vec<u8>, Error> {
-    let cached = cache_base().map(|b| {
+    let cached = tool::cache_dir().map(|b| {
         b.join("helm")
             .join("charts")
             .join(format!("{}.tgz", r.digest))
@@ -720,83 +719,43 @@ struct Run<'r> {
     include_crds: bool,
 }
 
-type Cache = Mutex<HashMap<String, String>>;
-
-fn memory() -> &'static Cache {
-    static CACHE: OnceLock<Cache> = OnceLock::new();
-    CACHE.get_or_init(Default::default)
-}
-
-/// `$XDG_CACHE_HOME/tidegate` (or `~/.cache/tidegate`).
-fn cache_base() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("tidegate"))
-}
-
 impl Run<'_> {
     /// `helm template` of the chart with `values`, cached.
     fn template(&self, values: &serde_json::Value) -> Result<String, Error> {
         let helm = Tool::find("helm")?;
         let values = values.to_string();
-        let mut h = Sha256::new();
-        h.update(b"helm\0");
-        h.update(helm.identity().as_bytes());
-        for part in [
-            self.release,
-            self.namespace.unwrap_or(""),
-            if self.include_crds { "crds" } else { "" },
-            &values,
-        ] {
-            h.update((part.len() as u64).to_le_bytes());
-            h.update(part.as_bytes());
-        }
-        for (p, b) in self.files {
-            h.update((p.len() as u64).to_le_bytes());
-            h.update(p.as_bytes());
-            h.update((b.len() as u64).to_le_bytes());
-            h.update(b);
-        }
-        let key = hex::encode(h.finalize());
-        if let Some(out) = memory().lock().ok().and_then(|c| c.get(&key).cloned()) {
-            return Ok(out);
-        }
-        let disk = cache_base().map(|d| d.join("render").join(format!("helm-{key}.yaml")));
-        if let Some(out) = disk.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
-            remember(&key, &out);
-            return Ok(out);
-        }
-        let tmp = tool::workdir("helm")?;
-        for (p, b) in self.files {
-            tool::write_file("helm", tmp.path(), p, b)?;
-        }
-        let homes = helm_homes(tmp.path());
-        let env: Vec<(&str, &std::path::Path)> =
-            homes.iter().map(|(k, v)| (*k, v.as_path())).collect();
-        let mut args = vec!["template", self.release, self.target, "-f", "-"];
-        if let Some(ns) = self.namespace {
-            args.extend(["-n", ns]);
-        }
-        if self.include_crds {
-            args.push("--include-crds");
-        }
-        let out = helm
-            .run_env(&args, tmp.path(), values.as_bytes(), Network::Blocked, &env)
-            .map_err(|e| match e {
-                tool::Error::Failed { tool, stderr } => tool::Error::Failed {
-                    tool,
-                    stderr: self.message(&stderr, &tmp.path().display().to_string()),
-                },
-                other => other,
-            })?;
-        remember(&key, &out);
-        if let Some(p) = disk {
-            if std::fs::create_dir_all(p.parent().unwrap_or(&p)).is_ok() {
-                let _ = std::fs::write(&p, &out);
+        let mut key = tool::Digest::new(&helm);
+        key.part(self.release.as_bytes())
+            .part(self.namespace.unwrap_or("").as_bytes())
+            .part(if self.include_crds { b"crds" } else { b"" })
+            .part(values.as_bytes())
+            .files(self.files.iter().map(|(p, b)| (p, b)));
+        Ok(tool::cached("helm", key, || {
+            let tmp = tool::workdir("helm")?;
+            for (p, b) in self.files {
+                tool::write_file("helm", tmp.path(), p, b)?;
             }
-        }
-        Ok(out)
+            let homes = helm_homes(tmp.path());
+            let env: Vec<(&str, &std::path::Path)> =
+                homes.iter().map(|(k, v)| (*k, v.as_path())).collect();
+            let mut args = vec!["template", self.release, self.target, "-f", "-"];
+            if let Some(ns) = self.namespace {
+                args.extend(["-n", ns]);
+            }
+            if self.include_crds {
+                args.push("--include-crds");
+            }
+            let out = helm
+                .run_env(&args, tmp.path(), values.as_bytes(), Network::Blocked, &env)
+                .map_err(|e| match e {
+                    tool::Error::Failed { tool, stderr } => tool::Error::Failed {
+                        tool,
+                        stderr: self.message(&stderr, &tmp.path().display().to_string()),
+                    },
+                    other => other,
+                })?;
+            Ok(out)
+        })?)
     }
 
     /// helm's error with the template paths as repository paths, without
@@ -822,15 +781,6 @@ impl Run<'_> {
             Some((_, rest)) => format!("{}/{rest}", self.dir),
             None => self.dir.to_string(),
         }
-    }
-}
-
-fn remember(key: &str, out: &str) {
-    if let Ok(mut c) = memory().lock() {
-        if c.len() >= 64 {
-            c.clear();
-        }
-        c.insert(key.to_string(), out.to_string());
     }
 }
 

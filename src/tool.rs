@@ -14,9 +14,11 @@
 //!
 //! A leaf: nothing here knows what the tools render.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A tool could not run or failed.
@@ -213,6 +215,94 @@ fn timeout_from_env() -> Duration {
         .and_then(|s| s.parse::<u64>().ok())
         .filter(|s| *s > 0)
         .map_or(DEFAULT_TIMEOUT, Duration::from_secs)
+}
+
+/// `$XDG_CACHE_HOME/tidegate` (or `~/.cache/tidegate`): where rendered
+/// output and pulled charts are kept.
+pub fn cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("tidegate"))
+}
+
+/// The digest that keys a rendering: every part length-prefixed, so two
+/// different inputs never hash the same stream.
+pub struct Digest(sha2::Sha256);
+
+impl Digest {
+    /// A digest for `tool`'s output.
+    pub fn new(tool: &Tool) -> Digest {
+        use sha2::Digest as _;
+        let mut d = Digest(sha2::Sha256::new());
+        d.part(tool.name.as_bytes());
+        d.part(tool.identity().as_bytes());
+        d
+    }
+
+    /// Adds one input.
+    pub fn part(&mut self, bytes: &[u8]) -> &mut Self {
+        use sha2::Digest as _;
+        self.0.update((bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+        self
+    }
+
+    /// Adds files (path and contents).
+    pub fn files<'f>(
+        &mut self,
+        files: impl IntoIterator<Item = (&'f String, &'f Vec<u8>)>,
+    ) -> &mut Self {
+        for (p, b) in files {
+            self.part(p.as_bytes()).part(b);
+        }
+        self
+    }
+
+    fn hex(self) -> String {
+        use sha2::Digest as _;
+        hex::encode(self.0.finalize())
+    }
+}
+
+type Memory = Mutex<HashMap<String, String>>;
+
+fn memory() -> &'static Memory {
+    static CACHE: OnceLock<Memory> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The output of `render`, cached by `key` in memory (64 entries) and in
+/// `cache_dir()/render/<tool>-<key>.yaml`. Only output without secrets may
+/// be cached: the callers give tools no secret value.
+pub fn cached(tool: &str, key: Digest, render: impl FnOnce() -> Result<String>) -> Result<String> {
+    let key = format!("{tool}-{}", key.hex());
+    if let Some(out) = memory().lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(out);
+    }
+    let disk = cache_dir().map(|d| d.join("render").join(format!("{key}.yaml")));
+    let out = match disk.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+        Some(out) => out,
+        None => {
+            let out = render()?;
+            if let Some(p) = &disk {
+                if p.parent()
+                    .is_some_and(|d| std::fs::create_dir_all(d).is_ok())
+                {
+                    // A cache that cannot be written costs a render next time.
+                    let _ = std::fs::write(p, &out);
+                }
+            }
+            out
+        }
+    };
+    if let Ok(mut c) = memory().lock() {
+        if c.len() >= 64 {
+            c.clear();
+        }
+        c.insert(key, out.clone());
+    }
+    Ok(out)
 }
 
 /// A private temporary folder (mode 0700) removed when dropped.

@@ -36,10 +36,7 @@
 //! (`$XDG_CACHE_HOME/tidegate/render`), so an unchanged overlay is built
 //! once. It holds no secret: kustomize never sees a value.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, OnceLock};
-
-use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
 use crate::diag::Diagnostics;
 use crate::model::{Located, SourceDecl, SourceSpec};
@@ -306,90 +303,47 @@ fn wrapper(
     Ok(serde_json::Value::Object(k).to_string())
 }
 
-type Cache = Mutex<HashMap<String, String>>;
-
-fn memory() -> &'static Cache {
-    static CACHE: OnceLock<Cache> = OnceLock::new();
-    CACHE.get_or_init(Default::default)
-}
-
-/// The disk cache folder, when there is a home for it.
-fn disk_dir() -> Option<std::path::PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))?;
-    Some(base.join("tidegate").join("render"))
-}
-
 /// `kustomize build` of the wrapper over a copy of `modules/`, cached.
 fn build(wrapper: &str, substitute: bool, files: &Files) -> tool::Result<String> {
     let kustomize = Tool::find("kustomize")?;
-    let mut h = Sha256::new();
-    h.update(b"kustomize\0");
-    h.update(kustomize.identity().as_bytes());
-    h.update([u8::from(substitute)]);
-    h.update(wrapper.as_bytes());
-    for (p, b) in files
-        .range("modules/".to_string()..)
-        .take_while(|(p, _)| p.starts_with("modules/"))
-    {
-        h.update((p.len() as u64).to_le_bytes());
-        h.update(p.as_bytes());
-        h.update((b.len() as u64).to_le_bytes());
-        h.update(b);
-    }
-    let key = hex::encode(h.finalize());
-    if let Some(out) = memory().lock().ok().and_then(|c| c.get(&key).cloned()) {
-        return Ok(out);
-    }
-    let disk = disk_dir().map(|d| d.join(format!("kustomize-{key}.yaml")));
-    if let Some(out) = disk.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
-        remember(&key, &out);
-        return Ok(out);
-    }
-    let tmp = tool::workdir("kustomize")?;
-    for (p, b) in files
-        .range("modules/".to_string()..)
-        .take_while(|(p, _)| p.starts_with("modules/"))
-    {
-        let bytes = match std::str::from_utf8(b) {
-            Ok(text) if !substitute && text.contains("${") => {
-                crate::expr::escape(text).into_bytes()
-            }
-            _ => b.clone(),
-        };
-        tool::write_file("kustomize", tmp.path(), p, &bytes)?;
-    }
-    tool::write_file(
-        "kustomize",
-        tmp.path(),
-        &format!("{WRAPPER_DIR}/kustomization.yaml"),
-        wrapper.as_bytes(),
-    )?;
-    let result = kustomize.run(&["build", WRAPPER_DIR], tmp.path(), b"", Network::Blocked);
-    let out = result.map_err(|e| match e {
-        tool::Error::Failed { tool, stderr } => tool::Error::Failed {
-            tool,
-            stderr: stderr.replace(&format!("{}/", tmp.path().display()), ""),
-        },
-        other => other,
-    })?;
-    remember(&key, &out);
-    if let Some(p) = disk {
-        if std::fs::create_dir_all(p.parent().unwrap_or(&p)).is_ok() {
-            let _ = std::fs::write(&p, &out);
+    let mut key = tool::Digest::new(&kustomize);
+    key.part(&[u8::from(substitute)])
+        .part(wrapper.as_bytes())
+        .files(
+            files
+                .range("modules/".to_string()..)
+                .take_while(|(p, _)| p.starts_with("modules/")),
+        );
+    tool::cached("kustomize", key, || {
+        let tmp = tool::workdir("kustomize")?;
+        for (p, b) in files
+            .range("modules/".to_string()..)
+            .take_while(|(p, _)| p.starts_with("modules/"))
+        {
+            let bytes = match std::str::from_utf8(b) {
+                Ok(text) if !substitute && text.contains("${") => {
+                    crate::expr::escape(text).into_bytes()
+                }
+                _ => b.clone(),
+            };
+            tool::write_file("kustomize", tmp.path(), p, &bytes)?;
         }
-    }
-    Ok(out)
-}
-
-fn remember(key: &str, out: &str) {
-    if let Ok(mut c) = memory().lock() {
-        if c.len() >= 64 {
-            c.clear();
-        }
-        c.insert(key.to_string(), out.to_string());
-    }
+        tool::write_file(
+            "kustomize",
+            tmp.path(),
+            &format!("{WRAPPER_DIR}/kustomization.yaml"),
+            wrapper.as_bytes(),
+        )?;
+        let result = kustomize.run(&["build", WRAPPER_DIR], tmp.path(), b"", Network::Blocked);
+        let out = result.map_err(|e| match e {
+            tool::Error::Failed { tool, stderr } => tool::Error::Failed {
+                tool,
+                stderr: stderr.replace(&format!("{}/", tmp.path().display()), ""),
+            },
+            other => other,
+        })?;
+        Ok(out)
+    })
 }
 
 /// The objects of kustomize's output, each with the spans of the document
