@@ -49,6 +49,16 @@ enum Command {
         #[arg(long, value_enum, default_value = "dot")]
         format: cli::graph::Format,
     },
+    /// Approve one commit for an environment with `promotion.mode: manual`.
+    Approve(cli::promote::ApproveArgs),
+    /// Freeze an environment (a change freeze): nothing is applied or
+    /// healed there until `tidegate release`.
+    Hold(cli::promote::ControlArgs),
+    /// End a hold and a rollback pin.
+    Release(cli::promote::ControlArgs),
+    /// Pin an environment to an earlier commit it had applied; the
+    /// reconciler applies it and keeps it there until `tidegate release`.
+    Rollback(cli::promote::RollbackArgs),
     /// Preview what apply would do: against the live state (default),
     /// nothing (--offline) or another revision (--base/--head).
     /// Exit 0 no changes, 2 changes, 1 error.
@@ -146,6 +156,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Apply(args) => Ok(cli::apply::run(&args, &mut out)?),
+        Command::Approve(a) => Ok(cli::promote::run(&cli::promote::Ask::Approve(a), &mut out)?),
+        Command::Hold(a) => Ok(cli::promote::run(&cli::promote::Ask::Hold(a), &mut out)?),
+        Command::Release(a) => Ok(cli::promote::run(&cli::promote::Ask::Release(a), &mut out)?),
+        Command::Rollback(a) => Ok(cli::promote::run(
+            &cli::promote::Ask::Rollback(a),
+            &mut out,
+        )?),
         Command::Rebuild(args) => Ok(cli::rebuild::run(&args, &mut out)?),
         Command::Reconcile(args) => cli::reconcile::run(&args),
     };

@@ -136,6 +136,8 @@ pub struct Environment {
     pub guards: Guards,
     /// `protect: true`: every delete and replace needs `--allow-destroy`.
     pub protect: bool,
+    /// `promotion:`: approval, soak and windows on top of the gate.
+    pub promotion: crate::promotion::Promotion,
 }
 
 /// How often the reconciler compares an environment with its live state

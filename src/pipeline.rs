@@ -328,6 +328,7 @@ async fn record(job: &EnvJob<'_>, outcome: &Outcome) -> Result<(), state::Error>
     let store =
         RecordStore::for_target(env.kubernetes.as_ref(), job.state_dir, &env.project).await?;
     let previous = store.load_exact(job.owner_name()).await.ok().flatten();
+    let record = record.after(previous.as_ref());
     if previous.is_none_or(|p| !p.same_state(&record)) {
         store.save(&record).await?;
     }
@@ -383,6 +384,7 @@ pub fn record_of(outcome: &Outcome, commit: &str) -> EnvRecord {
         applied_at: state::now_rfc3339(),
         resources: outcome.resources.len(),
         problems,
+        good_since: None,
     }
 }
 

@@ -417,6 +417,21 @@ impl Ctx<'_> {
                 result.held = Some(held.to_string());
                 return Ok(result);
             }
+            let now = crate::promotion::Clock::from_env().now();
+            let wait = state::control::manual_wait(
+                environment,
+                self.commit,
+                &records,
+                &self.args.state_dir,
+                now,
+            )
+            .await?;
+            if let Some(wait) = wait {
+                let held = format!("environment {name} waits ({wait}); nothing applied");
+                w(out, format_args!("{held}\n"))?;
+                result.held = Some(held);
+                return Ok(result);
+            }
         }
         if let Some(why) = self.refusals.get(name) {
             w(out, format_args!("{why}\n"))?;

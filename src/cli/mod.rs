@@ -12,6 +12,7 @@ pub mod apply;
 pub mod graph;
 pub mod logs;
 pub mod plan;
+pub mod promote;
 pub mod rebuild;
 pub mod reconcile;
 pub mod validate;
@@ -44,6 +45,9 @@ pub enum Error {
     /// The reconciler's HTTP server could not start.
     #[error(transparent)]
     Server(#[from] crate::server::Error),
+    /// An environment's record or controls could not be read or written.
+    #[error(transparent)]
+    State(#[from] crate::state::Error),
     /// The `--notifications` file is invalid or names a secret that is missing.
     #[error(transparent)]
     Notify(#[from] crate::notify::Error),

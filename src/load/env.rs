@@ -4,6 +4,7 @@ use indexmap::IndexMap;
 
 use crate::diag::Diagnostics;
 use crate::model::{DriftMode, DriftPolicy, Environment, Instance, Located, Project};
+use crate::promotion::{self, Promotion};
 use crate::resource::{AwsTarget, KubeTarget};
 use crate::value::{Origin, Value};
 
@@ -22,6 +23,7 @@ const SPEC_FIELDS: &[&str] = &[
     "requireSignedCommits",
     "guards",
     "protect",
+    "promotion",
 ];
 
 /// The shortest drift interval accepted (each check observes every resource).
@@ -107,6 +109,9 @@ pub fn decode(
     if let Some(n) = f.opt("protect") {
         env.protect = decode::boolean(n, "`protect`", diags).unwrap_or(false);
     }
+    if let Some(n) = f.opt("promotion") {
+        env.promotion = promotion(n, diags);
+    }
     f.finish(SPEC_FIELDS, diags);
     Some(env)
 }
@@ -162,6 +167,97 @@ fn drift_interval(n: &Node, text: &str, diags: &mut Diagnostics) -> Option<std::
                 format!("`drift.interval` is `{text}`, which is not a duration: {e}"),
                 "write a duration such as `30s`, `5m` or `1h`",
             );
+            None
+        }
+    }
+}
+
+/// `promotion: {mode, soak, windows, heal}`; absent fields keep the
+/// defaults (auto, no soak, no windows, heal follows the windows).
+fn promotion(n: &Node, diags: &mut Diagnostics) -> Promotion {
+    let mut p = Promotion::default();
+    let Some(mut f) = Fields::new(n, "`promotion`", diags) else {
+        return p;
+    };
+    if let Some(m) = f.opt("mode") {
+        match decode::string(m, "`promotion.mode`", diags).as_deref() {
+            Some("auto") => p.mode = promotion::Mode::Auto,
+            Some("manual") => p.mode = promotion::Mode::Manual,
+            Some(other) => diags.error(
+                &m.origin,
+                format!("`promotion.mode` is `{other}`, which is not a promotion mode"),
+                "write `auto` (a commit moves on when the gate opens) or `manual` (it waits for `tidegate approve`)",
+            ),
+            None => {}
+        }
+    }
+    if let Some(s) = f.opt("soak") {
+        if let Some(text) = decode::string(s, "`promotion.soak`", diags) {
+            match humantime::parse_duration(&text) {
+                Ok(d) => p.soak = Some(d),
+                Err(e) => diags.error(
+                    &s.origin,
+                    format!("`promotion.soak` is `{text}`, which is not a duration: {e}"),
+                    "write a duration such as `30m`, `2h` or `1d`",
+                ),
+            }
+        }
+    }
+    if let Some(h) = f.opt("heal") {
+        match decode::string(h, "`promotion.heal`", diags).as_deref() {
+            Some("windows") => p.heal = promotion::Heal::Windows,
+            Some("always") => p.heal = promotion::Heal::Always,
+            Some(other) => diags.error(
+                &h.origin,
+                format!("`promotion.heal` is `{other}`, which is not a heal rule"),
+                "write `windows` (drift is healed only when the windows allow changes) or `always`",
+            ),
+            None => {}
+        }
+    }
+    if let Some(ws) = f.opt("windows") {
+        for w in decode::list(ws, "`promotion.windows`", diags).unwrap_or_default() {
+            p.windows.extend(window(w, diags));
+        }
+    }
+    f.finish(&["mode", "soak", "windows", "heal"], diags);
+    p
+}
+
+/// One entry of `promotion.windows`: `{allow|deny: "<days> <from>-<to>",
+/// timeZone: NAME}` (UTC when no zone is given).
+fn window(n: &Node, diags: &mut Diagnostics) -> Option<promotion::Window> {
+    let mut f = Fields::new(n, "an entry of `promotion.windows`", diags)?;
+    let allow = f.opt("allow");
+    let deny = f.opt("deny");
+    let zone = f.opt("timeZone");
+    f.finish(&["allow", "deny", "timeZone"], diags);
+    let (is_allow, spec) = match (allow, deny) {
+        (Some(a), None) => (true, a),
+        (None, Some(d)) => (false, d),
+        _ => {
+            diags.error(
+                &n.origin,
+                "a promotion window needs exactly one of `allow` and `deny`",
+                "write `- deny: Fri 12:00-24:00` or `- allow: Mon-Fri 08:00-18:00`, with `timeZone: Europe/Berlin` when not UTC",
+            );
+            return None;
+        }
+    };
+    let text = decode::string(spec, "a promotion window", diags)?;
+    let zone_name = match zone {
+        Some(z) => decode::string(z, "`timeZone`", diags)?,
+        None => "UTC".to_string(),
+    };
+    match promotion::Window::parse(is_allow, &text, &zone_name) {
+        Ok(w) => Some(w),
+        Err(e) if e.contains("time zone") => {
+            let at = zone.map_or(&spec.origin, |z| &z.origin);
+            diags.error(at, e, "see docs/format.md, \"Promotion\"");
+            None
+        }
+        Err(e) => {
+            diags.error(&spec.origin, e, "see docs/format.md, \"Promotion\"");
             None
         }
     }

@@ -122,10 +122,14 @@ pub enum Kind {
     /// signature, or not a descendant of the commit last applied.
     #[serde(rename = "commit.refused")]
     CommitRefused,
+    /// A `promotion.mode: manual` environment waits for someone to approve
+    /// the commit (`tidegate approve`).
+    #[serde(rename = "approval.needed")]
+    ApprovalNeeded,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::ReconcilerStarted,
         Kind::ReconcilerStopped,
         Kind::ApplyStarted,
@@ -135,6 +139,7 @@ impl Kind {
         Kind::DriftHealed,
         Kind::GateWaiting,
         Kind::CommitRefused,
+        Kind::ApprovalNeeded,
     ];
 
     /// The name in files, payloads and metric labels.
@@ -149,6 +154,7 @@ impl Kind {
             Kind::DriftHealed => "drift.healed",
             Kind::GateWaiting => "gate.waiting",
             Kind::CommitRefused => "commit.refused",
+            Kind::ApprovalNeeded => "approval.needed",
         }
     }
 
@@ -160,7 +166,10 @@ impl Kind {
     pub fn severity(self) -> Severity {
         match self {
             Kind::ApplyFailed | Kind::CommitRefused => Severity::Error,
-            Kind::DriftDetected | Kind::GateWaiting | Kind::ReconcilerStopped => Severity::Warning,
+            Kind::DriftDetected
+            | Kind::GateWaiting
+            | Kind::ApprovalNeeded
+            | Kind::ReconcilerStopped => Severity::Warning,
             _ => Severity::Info,
         }
     }
@@ -328,16 +337,20 @@ impl Event {
             Kind::DriftHealed => {
                 format!("{env}: drift healed in {} resource(s)", self.resource_count)
             }
-            Kind::GateWaiting => format!(
-                "{env}: waiting for {} at {commit}",
-                self.waiting_on
-                    .as_deref()
-                    .unwrap_or("an earlier environment")
-            ),
+            Kind::GateWaiting => match &self.waiting_on {
+                Some(on) => format!("{env}: waiting for {on} at {commit}"),
+                None => format!(
+                    "{env}: waiting ({}) at {commit}",
+                    self.reason.as_deref().unwrap_or("gate")
+                ),
+            },
             Kind::CommitRefused => format!("{env}: commit {commit} refused"),
+            Kind::ApprovalNeeded => format!("{env}: commit {commit} needs an approval"),
         };
         match &self.message {
-            Some(m) if !matches!(self.kind, Kind::GateWaiting) => format!("{what}: {m}"),
+            Some(m) if !(matches!(self.kind, Kind::GateWaiting) && self.waiting_on.is_some()) => {
+                format!("{what}: {m}")
+            }
             _ => what,
         }
     }

@@ -200,7 +200,7 @@ enum StatusState {
 
 fn status_state(kind: Kind) -> Option<StatusState> {
     match kind {
-        Kind::GateWaiting => Some(StatusState::Pending),
+        Kind::GateWaiting | Kind::ApprovalNeeded => Some(StatusState::Pending),
         Kind::ApplyStarted => Some(StatusState::Running),
         Kind::ApplySucceeded => Some(StatusState::Success),
         Kind::ApplyFailed => Some(StatusState::Failed),
@@ -401,6 +401,7 @@ fn headline(event: &Event) -> String {
         Kind::DriftHealed => format!("{env}: drift healed"),
         Kind::GateWaiting => format!("{env}: waiting at its gate"),
         Kind::CommitRefused => format!("{env}: commit refused"),
+        Kind::ApprovalNeeded => format!("{env}: waiting for an approval"),
     }
 }
 

@@ -193,6 +193,10 @@ pub struct EnvPlan {
     /// What a reader should know about how the plan was made.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The environment's promotion rules beyond the gate (manual approval,
+    /// soak, windows), described; part of the gate line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotion: Vec<String>,
     /// Blast-radius guards this plan trips: applying it stops unless the
     /// guard's flag is given.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -523,6 +527,7 @@ pub fn build_env_with(
         policy_errors,
     );
     plan.notes.extend(notes);
+    plan.promotion = crate::promotion::describe(&environment.promotion);
     if let Some(live) = live {
         plan.guards = guard_trips(environment, plan.resources(), live.resources.len());
     }
@@ -733,6 +738,7 @@ fn assemble(
         policy,
         policy_errors,
         notes: Vec::new(),
+        promotion: Vec::new(),
         guards: Vec::new(),
     }
 }
@@ -848,6 +854,9 @@ pub fn build_revisions(
     };
     let existing = before.len();
     let mut plan = assemble(env, env, waits_for, &sources, out, policy, policy_errors);
+    if in_head {
+        plan.promotion = crate::promotion::describe(&environment.promotion);
+    }
     plan.guards = guard_trips(environment, plan.resources(), existing);
     if !in_head {
         plan.notes

@@ -96,13 +96,18 @@ fn short(commit: &str) -> &str {
 }
 
 fn gate(e: &EnvPlan) -> String {
-    if e.waits_for.is_empty() {
-        "no gate: starts first".into()
+    let base = if e.waits_for.is_empty() {
+        "no gate: starts first".to_string()
     } else {
         format!(
             "waits for {} (converged and healthy at the same commit)",
             e.waits_for.join(", ")
         )
+    };
+    if e.promotion.is_empty() {
+        base
+    } else {
+        format!("{base}; then {}", e.promotion.join("; "))
     }
 }
 
@@ -423,11 +428,14 @@ fn summary_markdown(plan: &Plan) -> String {
                 None => "—".to_string(),
             }
         };
-        let gate = if e.waits_for.is_empty() {
+        let mut gate = if e.waits_for.is_empty() {
             "—".to_string()
         } else {
             format!("after {}", e.waits_for.join(", "))
         };
+        if !e.promotion.is_empty() {
+            gate = format!("{gate}; {}", e.promotion.join("; ").replace('|', "\\|"));
+        }
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {} |",

@@ -22,6 +22,8 @@ use crate::secrets::{self, Identities};
 use crate::source::Snapshot;
 use crate::state::RecordStore;
 
+use crate::promotion::{Change, Controls};
+
 use super::{
     ApiCalls, ApiRetries, Changes, Converge, EnvHealth, EnvReport, ErrorReason, Mode, ReportError,
 };
@@ -31,6 +33,9 @@ pub struct Executor {
     identities: Identities,
     options: execute::Options,
     state_dir: PathBuf,
+    /// The model of the commit read last for its environments' stores
+    /// (controls are read at every poll: not a load each time).
+    model: std::sync::Mutex<Option<(String, std::sync::Arc<crate::model::Model>)>>,
 }
 
 impl Executor {
@@ -42,6 +47,7 @@ impl Executor {
             identities,
             options,
             state_dir,
+            model: std::sync::Mutex::default(),
         }
     }
 }
@@ -150,6 +156,13 @@ impl Converge for Executor {
                 ..EnvReport::default()
             },
         };
+        if report.passes_gate() && mode == Mode::Apply {
+            report.good_since = self.record(environment).await.ok().flatten().and_then(|r| {
+                r.good_at(&snapshot.commit)
+                    .then_some(r.good_since)
+                    .flatten()
+            });
+        }
         report.api_calls = api_calls(&finished.api_calls);
         report.api_retries = api_retries(&finished.api_retries);
         Ok(report)
@@ -167,18 +180,98 @@ impl Converge for Executor {
         let Some(environment) = checked.model.environment(env) else {
             return Ok(None);
         };
-        let store = RecordStore::for_target(
+        Ok(self.record(environment).await?.map(|r| r.commit))
+    }
+
+    async fn controls(
+        &self,
+        snapshot: &Snapshot,
+        env: &str,
+    ) -> std::result::Result<Controls, ReportError> {
+        let Some(store) = self.store_of(snapshot, env).await? else {
+            return Ok(Controls::default());
+        };
+        store
+            .controls(env)
+            .await
+            .map_err(|e| err(ErrorReason::Observe, e))
+    }
+
+    async fn change_controls(
+        &self,
+        snapshot: &Snapshot,
+        env: &str,
+        change: &Change,
+        by: &str,
+        reason: Option<&str>,
+    ) -> std::result::Result<std::result::Result<Controls, String>, ReportError> {
+        let Some(store) = self.store_of(snapshot, env).await? else {
+            return Ok(Err(format!(
+                "commit {} has no environment {env}",
+                snapshot.commit
+            )));
+        };
+        crate::state::control::change(&store, env, change, by, reason)
+            .await
+            .map_err(|e| err(ErrorReason::Observe, e))
+    }
+}
+
+impl Executor {
+    /// Where `environment` keeps its record and controls.
+    async fn store(
+        &self,
+        environment: &crate::model::Environment,
+    ) -> std::result::Result<RecordStore, ReportError> {
+        RecordStore::for_target(
             environment.kubernetes.as_ref(),
             &self.state_dir,
             &environment.project,
         )
         .await
-        .map_err(|e| err(ErrorReason::Observe, e))?;
-        let record = store
-            .load(env)
+        .map_err(|e| err(ErrorReason::Observe, e))
+    }
+
+    /// The store of `env` in `snapshot`'s model; `None` when it has no
+    /// such environment.
+    async fn store_of(
+        &self,
+        snapshot: &Snapshot,
+        env: &str,
+    ) -> std::result::Result<Option<RecordStore>, ReportError> {
+        let cached = {
+            let m = self.model.lock().unwrap_or_else(|p| p.into_inner());
+            m.as_ref()
+                .filter(|(c, _)| *c == snapshot.commit)
+                .map(|(_, m)| m.clone())
+        };
+        let model = match cached {
+            Some(m) => m,
+            None => {
+                let m =
+                    crate::load::load(&snapshot.files).map_err(|e| err(ErrorReason::Load, e))?;
+                let m = std::sync::Arc::new(m);
+                *self.model.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((snapshot.commit.clone(), m.clone()));
+                m
+            }
+        };
+        match model.environment(env) {
+            Some(e) => Ok(Some(self.store(e).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The record of `environment`, if any.
+    async fn record(
+        &self,
+        environment: &crate::model::Environment,
+    ) -> std::result::Result<Option<crate::state::EnvRecord>, ReportError> {
+        self.store(environment)
+            .await?
+            .load(&environment.name)
             .await
-            .map_err(|e| err(ErrorReason::Observe, e))?;
-        Ok(record.map(|r| r.commit))
+            .map_err(|e| err(ErrorReason::Observe, e))
     }
 }
 

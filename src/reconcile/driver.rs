@@ -28,6 +28,7 @@ use super::webhook::ReplayCache;
 use super::{Converge, EnvReport, ErrorReason, Mode, ReportError};
 use crate::model::DriftMode;
 use crate::notify::{self, Kind, Notifier};
+use crate::promotion::{self, Change, Clock, Controls};
 use crate::sensitive::Sensitive;
 use crate::source::{self, Snapshot, Source};
 
@@ -64,6 +65,8 @@ pub struct Options {
     pub allow_rollback_to: Option<String>,
     /// Where events go (`--notifications`); disabled by default.
     pub notifier: Notifier,
+    /// Wall-clock time for soaks and windows.
+    pub clock: Clock,
 }
 
 impl Options {
@@ -85,6 +88,7 @@ impl Options {
             force_push: None,
             allow_rollback_to: None,
             notifier: Notifier::disabled(),
+            clock: Clock::from_env(),
         }
     }
 }
@@ -97,13 +101,53 @@ pub fn commit_prefix(s: &str) -> std::result::Result<String, String> {
         .ok_or_else(|| format!("{s:?} is not a commit id (7 to 40 hex digits)"))
 }
 
-/// Requests from the HTTP API and webhooks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Requests from the HTTP API and webhooks; `by` is the authenticated
+/// caller.
+#[derive(Debug)]
 pub enum Command {
-    Suspend(String),
-    Resume(String),
+    Suspend {
+        env: String,
+        by: String,
+    },
+    Resume {
+        env: String,
+        by: String,
+    },
     /// Poll the remote now.
     Poll,
+    /// An operator's promotion decision; the stored controls (or why it
+    /// was refused) go back on `reply`.
+    Control {
+        env: String,
+        /// As asked: a commit id or a prefix of one (approve, rollback).
+        revision: Option<String>,
+        change: ControlAsk,
+        by: String,
+        reason: Option<String>,
+        reply: tokio::sync::oneshot::Sender<std::result::Result<Controls, ControlRefused>>,
+    },
+}
+
+/// What `POST /api/v1/environments/{env}/{action}` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlAsk {
+    Approve,
+    Hold,
+    Release,
+    Rollback,
+}
+
+/// Why a control request was not carried out, and the HTTP status for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlRefused {
+    /// 404: no such environment or commit.
+    NotFound(String),
+    /// 409: refused by the rules (nothing to release, never applied...).
+    Conflict(String),
+    /// 400: the request lacks what the action needs.
+    BadRequest(String),
+    /// 503: the store could not be reached.
+    Unavailable(String),
 }
 
 /// What the HTTP server reads and sends; shared by the driver and the
@@ -213,6 +257,15 @@ pub struct EnvStatus {
     pub drift_interval_secs: u64,
     pub failures: u32,
     pub last: Option<EnvReport>,
+    /// The commit a rollback pinned it to, while the served commit is
+    /// newer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
+    /// `promotion:` of its file, described (manual approval, soak,
+    /// windows).
+    pub promotion: Vec<String>,
+    /// Operators' decisions: approvals (the newest 5), hold, pin.
+    pub controls: Controls,
 }
 
 /// The dependency graph of the commit being reconciled, for the page.
@@ -314,6 +367,8 @@ impl Reconciler {
             refusals: Mutex::default(),
             signed_envs: Mutex::default(),
             waiting: Mutex::default(),
+            controls: Mutex::default(),
+            pinned: Mutex::default(),
         };
         io.run(&mut commands, kube, shutdown).await
     }
@@ -334,6 +389,10 @@ struct Io {
     /// Environments last seen waiting at their gate: env → (commit, on),
     /// so that `gate.waiting` is sent when the wait starts, not each step.
     waiting: Mutex<HashMap<String, (String, String)>>,
+    /// The controls last read per environment (to feed only changes).
+    controls: Mutex<HashMap<String, Controls>>,
+    /// Snapshots of commits environments are pinned to (rollbacks).
+    pinned: Mutex<HashMap<String, Arc<Snapshot>>>,
 }
 
 impl Io {
@@ -364,6 +423,8 @@ impl Io {
         let mut next_poll = tokio::time::Instant::now();
         let mut ticker = tokio::time::interval(self.opts.tick);
         let mut deadline: Option<tokio::time::Instant> = None;
+        // Control changes read with a poll, fed before its event.
+        let mut pending: Vec<Event> = Vec::new();
         let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
         tokio::pin!(shutdown);
         let notifier = &self.opts.notifier;
@@ -376,12 +437,42 @@ impl Io {
                 _ = tokio::time::sleep_until(next_poll), if !state.stopping => {
                     let (event, wait) = io.poll(&mut snapshot).await;
                     next_poll = tokio::time::Instant::now() + wait;
-                    match event { Some(e) => e, None => continue }
+                    match event {
+                        // A new commit read the controls with it.
+                        Some(e) => e,
+                        None => {
+                            // Operators may have changed the controls from
+                            // the CLI since.
+                            pending = io.refresh_controls(snapshot.as_deref(), &state.order).await;
+                            if pending.is_empty() { continue }
+                            Event::Tick
+                        }
+                    }
                 }
                 Some(cmd) = commands.recv() => match cmd {
-                    Command::Suspend(env) => Event::Suspend { env },
-                    Command::Resume(env) => Event::Resume { env },
+                    Command::Suspend { env, by } => {
+                        tracing::info!(environment = %env, by = %by, "suspended through the API");
+                        Event::Suspend { env }
+                    }
+                    Command::Resume { env, by } => {
+                        tracing::info!(environment = %env, by = %by, "resumed through the API");
+                        Event::Resume { env }
+                    }
                     Command::Poll => Event::TriggerPoll,
+                    Command::Control { env, revision, change, by, reason, reply } => {
+                        let answer = io
+                            .control(snapshot.as_deref(), &env, revision.as_deref(), change, &by, reason.as_deref())
+                            .await;
+                        let event = match &answer {
+                            Ok(c) => {
+                                lock(&io.controls).insert(env.clone(), c.clone());
+                                Event::Controls { env, controls: c.clone() }
+                            }
+                            Err(_) => Event::Tick,
+                        };
+                        let _ = reply.send(answer);
+                        event
+                    }
                 },
                 Some((env, report)) = done_rx.recv() => {
                     tasks.remove(&env);
@@ -411,13 +502,40 @@ impl Io {
                     break 'run;
                 }
             };
-            let (next, actions) = machine::step(state, event, Instant::now());
-            state = next;
+            state.wall = self.opts.clock.now();
+            let mut actions = Vec::new();
+            for e in pending.drain(..).chain(std::iter::once(event)) {
+                let (next, more) = machine::step(state, e, Instant::now());
+                state = next;
+                actions.extend(more);
+            }
             for action in actions {
                 match action {
                     Action::Converge { env, commit, mode } => {
-                        let Some(snap) = snapshot.clone().filter(|s| s.commit == commit) else {
-                            continue;
+                        let pin = state
+                            .envs
+                            .get(&env)
+                            .and_then(|e| e.pin().map(str::to_string));
+                        let snap = match snapshot.clone().filter(|s| s.commit == commit) {
+                            Some(s) => s,
+                            None if pin.as_deref() == Some(commit.as_str()) => {
+                                match self.pinned_snapshot(&commit).await {
+                                    Ok(s) => s,
+                                    Err(e) => {
+                                        let msg = format!("cannot read commit {}, which {env} is pinned to by a rollback: {e}", short(&commit));
+                                        let report = EnvReport {
+                                            commit,
+                                            mode,
+                                            error: Some(ReportError::new(ErrorReason::Fetch, msg)),
+                                            finished_unix: unix_now(),
+                                            ..EnvReport::default()
+                                        };
+                                        let _ = done_tx.send((env, report));
+                                        continue;
+                                    }
+                                }
+                            }
+                            None => continue,
                         };
                         if let (Mode::Apply, Some(why)) = (mode, self.refusal(&commit, &env)) {
                             tracing::warn!(environment = %env, commit = %commit, reason = %why, "commit not applied: signature");
@@ -437,8 +555,11 @@ impl Io {
                         let last_good = state.envs.get(&env).and_then(|e| e.last_good.clone());
                         let new_commit =
                             mode == Mode::Apply && last_good.as_deref() != Some(commit.as_str());
-                        let lineage = (mode == Mode::Apply && self.refuses_force_push(&env))
-                            .then_some(last_good);
+                        // A rollback goes back on purpose: no lineage check.
+                        let rollback = pin.as_deref() == Some(commit.as_str());
+                        let lineage =
+                            (mode == Mode::Apply && !rollback && self.refuses_force_push(&env))
+                                .then_some(last_good);
                         let task = self.spawn(
                             env.clone(),
                             snap,
@@ -600,12 +721,17 @@ impl Io {
                 for w in &checked.warnings {
                     tracing::warn!(commit = %commit, warning = %w, "loaded with a warning");
                 }
-                let envs: Vec<EnvSpec> = checked
+                let mut envs: Vec<EnvSpec> = checked
                     .model
                     .environments
                     .iter()
                     .map(EnvSpec::from)
                     .collect();
+                // The controls come with the commit, so that nothing is
+                // scheduled before a hold or a missing approval is known.
+                for spec in &mut envs {
+                    spec.controls = self.read_controls(&snap, &spec.name).await;
+                }
                 self.check_signature(&commit, &checked.model).await;
                 let graph = GraphView::of(&checked.graph);
                 self.shared.set_status(|s| {
@@ -632,6 +758,122 @@ impl Io {
                 None
             }
         }
+    }
+
+    /// The controls of `env` from its store; on an error, the ones read
+    /// last (a store that cannot be read must not lift a hold).
+    async fn read_controls(&self, snap: &Snapshot, env: &str) -> Controls {
+        match self.converge.controls(snap, env).await {
+            Ok(c) => {
+                lock(&self.controls).insert(env.to_string(), c.clone());
+                c
+            }
+            Err(e) => {
+                tracing::warn!(environment = %env, error = %e.message, "cannot read the promotion controls; keeping the ones read last");
+                lock(&self.controls).get(env).cloned().unwrap_or_default()
+            }
+        }
+    }
+
+    /// Reads every environment's controls again; the changed ones as
+    /// events.
+    async fn refresh_controls(&self, snap: Option<&Snapshot>, order: &[String]) -> Vec<Event> {
+        let Some(snap) = snap else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for env in order {
+            let before = lock(&self.controls).get(env).cloned();
+            let now = self.read_controls(snap, env).await;
+            if before.as_ref() != Some(&now) {
+                out.push(Event::Controls {
+                    env: env.clone(),
+                    controls: now,
+                });
+            }
+        }
+        out
+    }
+
+    /// Carries out an operator's control request from the API.
+    async fn control(
+        &self,
+        snap: Option<&Snapshot>,
+        env: &str,
+        revision: Option<&str>,
+        ask: ControlAsk,
+        by: &str,
+        reason: Option<&str>,
+    ) -> std::result::Result<Controls, ControlRefused> {
+        let Some(snap) = snap else {
+            return Err(ControlRefused::Unavailable(
+                "no commit is loaded yet".into(),
+            ));
+        };
+        let commit = match (ask, revision) {
+            (ControlAsk::Approve | ControlAsk::Rollback, None) => {
+                return Err(ControlRefused::BadRequest(
+                    "give the commit as {\"revision\": \"<commit id>\"}".into(),
+                ))
+            }
+            (_, Some(rev)) => Some(self.resolve(snap, rev).await?),
+            (_, None) => None,
+        };
+        let change = match (ask, commit) {
+            (ControlAsk::Approve, Some(commit)) => Change::Approve { commit },
+            (ControlAsk::Rollback, Some(commit)) => Change::Rollback { commit },
+            (ControlAsk::Hold, _) => Change::Hold,
+            _ => Change::Release,
+        };
+        let answer = self
+            .converge
+            .change_controls(snap, env, &change, by, reason)
+            .await
+            .map_err(|e| ControlRefused::Unavailable(e.message))?;
+        match answer {
+            Ok(c) => {
+                tracing::info!(environment = %env, by = %by, action = change.label(), commit = change.commit().unwrap_or(""), reason = reason.unwrap_or(""), "promotion control changed through the API");
+                Ok(c)
+            }
+            Err(why) => Err(ControlRefused::Conflict(why)),
+        }
+    }
+
+    /// The full id of `rev` (a commit id or a prefix of one): the served
+    /// commit, or one read from the Git cache.
+    async fn resolve(
+        &self,
+        snap: &Snapshot,
+        rev: &str,
+    ) -> std::result::Result<String, ControlRefused> {
+        let rev = commit_prefix(rev).map_err(ControlRefused::BadRequest)?;
+        if snap.commit.starts_with(&rev) {
+            return Ok(snap.commit.clone());
+        }
+        match self.source.snapshot_at(&rev).await {
+            Ok(s) if s.commit.starts_with(&rev) => {
+                let commit = s.commit.clone();
+                lock(&self.pinned).insert(commit.clone(), Arc::new(s));
+                Ok(commit)
+            }
+            Ok(_) | Err(_) => Err(ControlRefused::NotFound(format!(
+                "no commit {rev} in {}",
+                source::redact_url(&self.opts.remote)
+            ))),
+        }
+    }
+
+    /// The snapshot of a pinned commit (read once from the Git cache).
+    async fn pinned_snapshot(
+        &self,
+        commit: &str,
+    ) -> std::result::Result<Arc<Snapshot>, source::Error> {
+        if let Some(s) = lock(&self.pinned).get(commit) {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(self.source.snapshot_at(commit).await?);
+        lock(&self.pinned).insert(commit.to_string(), s.clone());
+        Ok(s)
     }
 
     /// Runs one converge in its own task. `lineage` is set where the commit
@@ -765,10 +1007,26 @@ impl Io {
                 drift_interval_secs: e.spec.drift.interval.as_secs(),
                 failures: e.failures,
                 last: e.last.clone(),
+                pinned: e
+                    .pin()
+                    .filter(|p| state.commit.as_deref() != Some(*p))
+                    .map(str::to_string),
+                promotion: promotion::describe(&e.spec.promotion),
+                controls: {
+                    let mut c = e.controls.clone();
+                    let extra = c.approvals.len().saturating_sub(5);
+                    c.approvals.drain(..extra);
+                    c
+                },
             })
             .collect();
         for e in &envs {
             self.shared.metrics.suspended(&e.name, e.suspended);
+            let reason = match &e.gate {
+                Gate::Waiting { reason, .. } => Some(*reason),
+                _ => None,
+            };
+            self.shared.metrics.waiting(&e.name, reason);
         }
         self.notify_waiting(state.commit.as_deref(), &envs);
         let ready = self.shared.ready();
@@ -791,23 +1049,34 @@ impl Io {
         }
         let mut waiting = lock(&self.waiting);
         for e in envs {
-            let (Gate::Waiting { on }, Some(commit)) = (&e.gate, commit) else {
+            let (
+                Gate::Waiting {
+                    reason, on, detail, ..
+                },
+                Some(commit),
+            ) = (&e.gate, commit)
+            else {
                 waiting.remove(&e.name);
                 continue;
             };
-            let now = (commit.to_string(), on.clone());
+            let what = on.clone().unwrap_or_else(|| reason.label().to_string());
+            let now = (commit.to_string(), what);
             if waiting.get(&e.name) == Some(&now) {
                 continue;
             }
             waiting.insert(e.name.clone(), now);
-            let why = format!(
-                "{on} is not converged and healthy at {}",
-                notify::short(commit)
-            );
-            let mut event = notify::Event::new(Kind::GateWaiting, &notifier.origin())
+            let kind = match reason {
+                promotion::Reason::Approval => Kind::ApprovalNeeded,
+                _ => Kind::GateWaiting,
+            };
+            let label = match reason {
+                promotion::Reason::Previous => "waiting-on".to_string(),
+                r => r.label().to_string(),
+            };
+            let mut event = notify::Event::new(kind, &notifier.origin())
                 .env(&e.name, commit)
-                .reason("waiting-on", &why);
-            event.waiting_on = Some(on.clone());
+                .reason(&label, detail);
+            event.waiting_on = on.clone();
             notifier.notify(event);
         }
     }
@@ -942,6 +1211,7 @@ fn publish_of(state: &State) -> Publish {
             let p = Published {
                 last_good: e.last_good.clone(),
                 healthy: e.healthy,
+                good_since: e.good_since.clone(),
                 busy: e.running.is_some(),
             };
             (e.spec.name.clone(), p)

@@ -33,6 +33,9 @@ use crate::state::lease_expired;
 pub const LAST_GOOD: &str = "tidegate.dev/last-good-commit";
 /// Annotation: `true` when the environment is healthy at that commit.
 pub const HEALTHY: &str = "tidegate.dev/healthy";
+/// Annotation: since when (RFC 3339) it has been good at that commit (the
+/// start of the next environment's soak).
+pub const GOOD_SINCE: &str = "tidegate.dev/good-since";
 
 /// Where the Leases live and who this replica is.
 #[derive(Debug, Clone)]
@@ -68,6 +71,7 @@ pub struct Published {
     /// The last commit converged and healthy.
     pub last_good: Option<String>,
     pub healthy: bool,
+    pub good_since: Option<String>,
     /// A converge is in flight: never given up to rebalance.
     pub busy: bool,
 }
@@ -86,6 +90,7 @@ pub struct Observed {
     /// What the holder published.
     pub last_good: Option<String>,
     pub healthy: bool,
+    pub good_since: Option<String>,
 }
 
 /// The Leases of one replica.
@@ -239,7 +244,10 @@ impl Leases {
 
 fn annotate(meta: &mut ObjectMeta, publish: Option<&Published>) {
     let Some(Published {
-        last_good, healthy, ..
+        last_good,
+        healthy,
+        good_since,
+        ..
     }) = publish
     else {
         return;
@@ -250,6 +258,10 @@ fn annotate(meta: &mut ObjectMeta, publish: Option<&Published>) {
         None => a.remove(LAST_GOOD),
     };
     a.insert(HEALTHY.into(), healthy.to_string());
+    match good_since {
+        Some(t) => a.insert(GOOD_SINCE.into(), t.clone()),
+        None => a.remove(GOOD_SINCE),
+    };
 }
 
 fn observed(lease: &Lease, identity: &str) -> Observed {
@@ -264,6 +276,7 @@ fn observed(lease: &Lease, identity: &str) -> Observed {
         holder,
         last_good: a.and_then(|a| a.get(LAST_GOOD).cloned()),
         healthy: a.and_then(|a| a.get(HEALTHY)).is_some_and(|h| h == "true"),
+        good_since: a.and_then(|a| a.get(GOOD_SINCE).cloned()),
     }
 }
 
@@ -273,6 +286,7 @@ fn not_held(holder: Option<String>) -> Observed {
         holder,
         last_good: None,
         healthy: false,
+        good_since: None,
     }
 }
 
@@ -395,6 +409,7 @@ fn peer(env: &str, o: &Observed, events: &mpsc::UnboundedSender<Event>) {
         env: env.to_string(),
         last_good: o.last_good.clone(),
         healthy: o.healthy,
+        good_since: o.good_since.clone(),
     });
 }
 

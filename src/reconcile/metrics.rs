@@ -8,6 +8,7 @@
 //! | `tidegate_drift_resources` | gauge | environment |
 //! | `tidegate_environment_healthy` | gauge (0/1) | environment |
 //! | `tidegate_environment_suspended` | gauge (0/1) | environment |
+//! | `tidegate_environment_waiting` | gauge (0/1) | environment, reason |
 //! | `tidegate_api_calls_total` | counter | provider, operation, result |
 //! | `tidegate_api_retries_total` | counter | provider, reason |
 //! | `tidegate_errors_total` | counter | reason |
@@ -41,6 +42,13 @@ use super::{EnvReport, ErrorReason};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EnvLabels {
     environment: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WaitLabels {
+    environment: String,
+    /// `previous`, `hold`, `approval`, `soak`, `window`, `pinned`.
+    reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,6 +116,7 @@ pub struct Metrics {
     drift: Family<EnvLabels, Gauge>,
     healthy: Family<EnvLabels, Gauge>,
     suspended: Family<EnvLabels, Gauge>,
+    waiting: Family<WaitLabels, Gauge>,
     api_calls: Family<CallLabels, Counter>,
     api_retries: Family<RetryLabels, Counter>,
     errors: Family<ReasonLabels, Counter>,
@@ -163,6 +172,12 @@ impl Metrics {
             "1 when the environment is suspended",
             suspended.clone(),
         );
+        let waiting = Family::<WaitLabels, Gauge>::default();
+        registry.register(
+            "environment_waiting",
+            "1 for the reason the environment waits at its gate (previous, hold, approval, soak, window), 0 for the others",
+            waiting.clone(),
+        );
         let api_calls = Family::<CallLabels, Counter>::default();
         registry.register(
             "api_calls",
@@ -205,6 +220,7 @@ impl Metrics {
             drift,
             healthy,
             suspended,
+            waiting,
             api_calls,
             api_retries,
             errors,
@@ -289,6 +305,19 @@ impl Metrics {
                 environment: env.into(),
             })
             .set(i64::from(suspended));
+    }
+
+    /// Sets `tidegate_environment_waiting`: 1 for `reason`, 0 for every
+    /// other reason (so a wait that ends reads 0, not a stale 1).
+    pub fn waiting(&self, env: &str, reason: Option<crate::promotion::Reason>) {
+        for r in crate::promotion::Reason::ALL {
+            self.waiting
+                .get_or_create(&WaitLabels {
+                    environment: env.into(),
+                    reason: r.label().into(),
+                })
+                .set(i64::from(Some(r) == reason));
+        }
     }
 
     pub fn error(&self, reason: ErrorReason) {

@@ -45,6 +45,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 
+use crate::promotion::{Change, Controls};
 use crate::source::Snapshot;
 
 pub use driver::{Command, Options, Reconciler, Shared};
@@ -129,6 +130,30 @@ pub trait Converge: Send + Sync {
     ) -> std::result::Result<Option<String>, ReportError> {
         Ok(None)
     }
+
+    /// The operators' promotion decisions for `env` (approvals, hold, pin),
+    /// from where the environment keeps its state; none by default (an
+    /// implementation that keeps no state).
+    async fn controls(
+        &self,
+        _snapshot: &Snapshot,
+        _env: &str,
+    ) -> std::result::Result<Controls, ReportError> {
+        Ok(Controls::default())
+    }
+
+    /// Makes an operator's change to the controls of `env`: the stored
+    /// controls, `Ok(Err(why))` when the change is refused.
+    async fn change_controls(
+        &self,
+        _snapshot: &Snapshot,
+        env: &str,
+        _change: &Change,
+        _by: &str,
+        _reason: Option<&str>,
+    ) -> std::result::Result<std::result::Result<Controls, String>, ReportError> {
+        Ok(Err(format!("{env} keeps no promotion controls here")))
+    }
 }
 
 /// What one converge of one environment did: everything the status page,
@@ -153,6 +178,10 @@ pub struct EnvReport {
     /// Requests among them sent again, by provider and reason.
     pub api_retries: Vec<ApiRetries>,
     pub error: Option<ReportError>,
+    /// RFC 3339: since when the environment has been good at this commit
+    /// without a break, as recorded (the start of the next one's soak).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub good_since: Option<String>,
     /// Seconds since the Unix epoch when the converge ended.
     pub finished_unix: u64,
     pub duration_ms: u64,

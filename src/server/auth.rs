@@ -40,6 +40,11 @@ pub const REQUEST_HEADER: &str = "x-tidegate-request";
 pub enum Action<'a> {
     Suspend(&'a str),
     Resume(&'a str),
+    /// Promotion controls: `approve`, `hold`, `release`, `rollback`.
+    Approve(&'a str),
+    Hold(&'a str),
+    Release(&'a str),
+    Rollback(&'a str),
     /// `POST /api/v1/reconcile`: poll the remote now.
     Reconcile,
 }
@@ -52,6 +57,10 @@ impl Action<'_> {
     /// |---|---|---|---|
     /// | `POST /api/v1/environments/{env}/suspend` | `environments` | `suspend` | env |
     /// | `POST /api/v1/environments/{env}/resume` | `environments` | `resume` | env |
+    /// | `POST /api/v1/environments/{env}/approve` | `environments` | `approve` | env |
+    /// | `POST /api/v1/environments/{env}/hold` | `environments` | `hold` | env |
+    /// | `POST /api/v1/environments/{env}/release` | `environments` | `release` | env |
+    /// | `POST /api/v1/environments/{env}/rollback` | `environments` | `rollback` | env |
     /// | `POST /api/v1/reconcile` | `reconcile` | | |
     ///
     /// so an RBAC rule reads `resources: ["environments/suspend"],
@@ -61,6 +70,10 @@ impl Action<'_> {
         match self {
             Action::Suspend(env) => ("environments", Some("suspend"), Some(env)),
             Action::Resume(env) => ("environments", Some("resume"), Some(env)),
+            Action::Approve(env) => ("environments", Some("approve"), Some(env)),
+            Action::Hold(env) => ("environments", Some("hold"), Some(env)),
+            Action::Release(env) => ("environments", Some("release"), Some(env)),
+            Action::Rollback(env) => ("environments", Some("rollback"), Some(env)),
             Action::Reconcile => ("reconcile", None, None),
         }
     }
@@ -69,6 +82,10 @@ impl Action<'_> {
         match self {
             Action::Suspend(env) => format!("suspend {env}"),
             Action::Resume(env) => format!("resume {env}"),
+            Action::Approve(env) => format!("approve a commit for {env}"),
+            Action::Hold(env) => format!("hold {env}"),
+            Action::Release(env) => format!("release {env}"),
+            Action::Rollback(env) => format!("roll back {env}"),
             Action::Reconcile => "reconcile".into(),
         }
     }

@@ -9,6 +9,7 @@
 //! | API | `GET /` | the status page (HTML, no external assets) |
 //! | API | `GET /api/v1/status` | [`Status`] as JSON |
 //! | API | `POST /api/v1/environments/{env}/suspend`, `.../resume` | 202, 404 unknown env, 409 suspended in its file |
+//! | API | `POST /api/v1/environments/{env}/approve`, `.../hold`, `.../release`, `.../rollback` (JSON body `{"revision": "<commit>", "reason": "..."}`) | 200 with the controls, 400, 404 unknown env or commit, 409 refused (nothing to release, never applied there) |
 //! | API | `POST /api/v1/reconcile` | poll the remote now (202) |
 //! | API | `POST /webhook` | GitHub/GitLab push hook (202 accepted, 200 ignored, 401, 409 replay) |
 //!
@@ -38,7 +39,7 @@ use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::reconcile::driver::{Command, Shared, Status};
+use crate::reconcile::driver::{Command, ControlAsk, ControlRefused, Shared, Status};
 use crate::reconcile::webhook::{self, Rejection};
 use crate::sensitive::Sensitive;
 use auth::{Action, ApiAuth, Caller};
@@ -305,16 +306,34 @@ async fn authorize(app: &App, headers: &HeaderMap, action: Action<'_>) -> Result
     })
 }
 
+/// The body of a promotion control request.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ControlBody {
+    revision: Option<String>,
+    reason: Option<String>,
+}
+
+/// Longest `reason` accepted (it goes into the audit history).
+const MAX_REASON: usize = 1024;
+
 async fn environment(
     State(app): State<App>,
     Path((env, action)): Path<(String, String)>,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
     let wanted = match action.as_str() {
         "suspend" => Action::Suspend(&env),
         "resume" => Action::Resume(&env),
+        "approve" => Action::Approve(&env),
+        "hold" => Action::Hold(&env),
+        "release" => Action::Release(&env),
+        "rollback" => Action::Rollback(&env),
         other => {
-            let msg = format!("unknown action {other:?}: use suspend or resume");
+            let msg = format!(
+                "unknown action {other:?}: use suspend, resume, approve, hold, release or rollback"
+            );
             return error(StatusCode::NOT_FOUND, &msg);
         }
     };
@@ -327,14 +346,31 @@ async fn environment(
         let msg = format!("no environment {env:?} in commit {:?}", status.commit);
         return error(StatusCode::NOT_FOUND, &msg);
     };
+    let ask = match wanted {
+        Action::Approve(_) => Some(ControlAsk::Approve),
+        Action::Hold(_) => Some(ControlAsk::Hold),
+        Action::Release(_) => Some(ControlAsk::Release),
+        Action::Rollback(_) => Some(ControlAsk::Rollback),
+        _ => None,
+    };
+    if let Some(ask) = ask {
+        return control(&app, env, ask, caller, &body).await;
+    }
+    let by = caller.0.clone();
     let command = match wanted {
         Action::Resume(_) if e.suspended_in_file => {
             let msg =
                 format!("{env} is suspended by `suspend: true` in its file; change it in Git");
             return error(StatusCode::CONFLICT, &msg);
         }
-        Action::Resume(_) => Command::Resume(env.clone()),
-        _ => Command::Suspend(env.clone()),
+        Action::Resume(_) => Command::Resume {
+            env: env.clone(),
+            by,
+        },
+        _ => Command::Suspend {
+            env: env.clone(),
+            by,
+        },
     };
     tracing::info!(who = %caller, environment = %env, action = %action, "requested through the API");
     accepted(
@@ -342,6 +378,65 @@ async fn environment(
         command,
         json!({"environment": env, "action": action, "by": caller.0}),
     )
+}
+
+/// Carries out an authorised promotion control request and answers with
+/// the environment's controls.
+async fn control(app: &App, env: String, ask: ControlAsk, caller: Caller, body: &[u8]) -> Response {
+    let parsed: Result<ControlBody, _> = if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(ControlBody::default())
+    } else {
+        serde_json::from_slice(body)
+    };
+    let body = match parsed {
+        Ok(b) => b,
+        Err(e) => {
+            let msg = format!(
+                "the body must be JSON {{\"revision\": \"<commit id>\", \"reason\": \"...\"}}: {e}"
+            );
+            return error(StatusCode::BAD_REQUEST, &msg);
+        }
+    };
+    if body.reason.as_ref().is_some_and(|r| r.len() > MAX_REASON) {
+        let msg = format!("`reason` is longer than {MAX_REASON} bytes");
+        return error(StatusCode::BAD_REQUEST, &msg);
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let command = Command::Control {
+        env: env.clone(),
+        revision: body.revision,
+        change: ask,
+        by: format!("{} (http)", caller.0),
+        reason: body.reason,
+        reply: tx,
+    };
+    if !app.shared.send(command) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the reconciler is stopping",
+        );
+    }
+    tracing::info!(who = %caller, environment = %env, action = ?ask, "requested through the API");
+    match rx.await {
+        Ok(Ok(controls)) => (
+            StatusCode::OK,
+            Json(json!({"environment": env, "by": caller.0, "controls": controls})),
+        )
+            .into_response(),
+        Ok(Err(refused)) => {
+            let (code, msg) = match refused {
+                ControlRefused::NotFound(m) => (StatusCode::NOT_FOUND, m),
+                ControlRefused::Conflict(m) => (StatusCode::CONFLICT, m),
+                ControlRefused::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+                ControlRefused::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+            };
+            error(code, &msg)
+        }
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the reconciler is stopping",
+        ),
+    }
 }
 
 async fn reconcile(State(app): State<App>, headers: HeaderMap) -> Response {

@@ -93,7 +93,8 @@ fn look(e: &EnvStatus) -> (&'static str, String) {
         }
         Gate::Converged => ("#bbf7d0", "converged".into()),
         Gate::Running { mode, .. } => ("#bfdbfe", format!("running ({})", mode.label())),
-        Gate::Waiting { on } => ("#e5e7eb", format!("waiting for {on}")),
+        Gate::Waiting { on: Some(on), .. } => ("#e5e7eb", format!("waiting for {on}")),
+        Gate::Waiting { reason, .. } => ("#fef3c7", format!("waiting: {reason}")),
         Gate::BackingOff { attempt, .. } => ("#fecaca", format!("failed ×{attempt}, retrying")),
         Gate::Suspended => ("#fef3c7", "suspended".into()),
         Gate::NotHeld => ("#f3f4f6", "held by another replica".into()),
@@ -217,10 +218,58 @@ fn table(h: &mut String, status: &Status) {
             Some(n) => format!("<span class=warn>{n} resources</span>"),
             None => "—".into(),
         };
-        let gate = match &e.gate {
-            Gate::Waiting { on } => format!("waiting for <b>{}</b>", esc(on)),
+        let mut gate = match &e.gate {
+            Gate::Waiting {
+                on: Some(on),
+                detail,
+                ..
+            } => format!(
+                "waiting for <b>{}</b><br><small>{}</small>",
+                esc(on),
+                esc(detail)
+            ),
+            Gate::Waiting {
+                reason,
+                detail,
+                until,
+                ..
+            } => format!(
+                "waiting: <b>{}</b>{}<br><small>{}</small>",
+                esc(reason.label()),
+                until
+                    .as_deref()
+                    .map(|u| format!(" until {}", esc(u)))
+                    .unwrap_or_default(),
+                esc(detail)
+            ),
             g => esc(g.label()),
         };
+        if let Some(pin) = &e.pinned {
+            let _ = write!(
+                gate,
+                "<br><span class=warn>pinned to <code>{}</code> by a rollback</span>",
+                esc(short(pin))
+            );
+        }
+        if let Some(h) = &e.controls.hold {
+            let _ = write!(
+                gate,
+                "<br><span class=warn>held by {} since {}{}</span>",
+                esc(&h.by),
+                esc(&h.at),
+                h.reason
+                    .as_deref()
+                    .map(|r| format!(": {}", esc(r)))
+                    .unwrap_or_default()
+            );
+        }
+        if !e.promotion.is_empty() {
+            let _ = write!(
+                gate,
+                "<br><small>rules: {}</small>",
+                esc(&e.promotion.join("; "))
+            );
+        }
         let changes = e.last.as_ref().map_or("—".to_string(), |r| {
             let c = r.changes;
             format!("+{} ~{} −{} ={}", c.create, c.update, c.delete, c.unchanged)
@@ -335,6 +384,9 @@ mod tests {
             drift_interval_secs: 300,
             failures: 0,
             last: None,
+            pinned: None,
+            promotion: Vec::new(),
+            controls: Default::default(),
         }
     }
 
@@ -346,7 +398,35 @@ mod tests {
             commit: Some("0123456789abcdef".into()),
             environments: vec![
                 env("dev", &[], Gate::Converged),
-                env("prod", &["dev"], Gate::Waiting { on: "dev".into() }),
+                env(
+                    "prod",
+                    &["dev"],
+                    Gate::Waiting {
+                        reason: crate::promotion::Reason::Previous,
+                        on: Some("dev".into()),
+                        detail: "dev is not converged and healthy at 0123456789ab".into(),
+                        until: None,
+                    },
+                ),
+                {
+                    let mut e = env(
+                        "stage<x>",
+                        &["dev"],
+                        Gate::Waiting {
+                            reason: crate::promotion::Reason::Window,
+                            on: None,
+                            detail: "inside deny window `Fri 12:00-24:00 UTC`".into(),
+                            until: Some("2026-12-05T00:00:00Z".into()),
+                        },
+                    );
+                    e.controls.hold = Some(crate::promotion::Mark {
+                        commit: None,
+                        by: "alice (cli on laptop)".into(),
+                        at: "2026-12-04T09:00:00Z".into(),
+                        reason: Some("<freeze>".into()),
+                    });
+                    e
+                },
             ],
             graph: GraphView {
                 mermaid: "graph LR\n a --> b".into(),
@@ -362,6 +442,10 @@ mod tests {
         assert!(html.contains("file:///&lt;repo&gt;"));
         assert!(html.contains("data-env=\"dev\"") && html.contains("data-env=\"prod\""));
         assert!(html.contains("waiting for <b>dev</b>"));
+        assert!(html.contains("waiting: <b>window</b> until 2026-12-05T00:00:00Z"));
+        assert!(html
+            .contains("held by alice (cli on laptop) since 2026-12-04T09:00:00Z: &lt;freeze&gt;"));
+        assert!(html.contains("data-env=\"stage&lt;x&gt;\""));
         assert_eq!(html.matches("<svg").count(), 2);
         assert!(html.contains("a --&gt; b"));
         assert!(!html.contains("<script"));

@@ -22,6 +22,7 @@ use crate::model::Model;
 use crate::provider::labels;
 use crate::resource::KubeTarget;
 
+pub mod control;
 mod lock;
 
 pub use lock::{lease_expired, this_process, EnvLock, LEASE_DURATION};
@@ -56,6 +57,9 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A ConfigMap kept changing under every attempt to change it.
+    #[error("{place} kept changing while tidegate tried to change it; try again")]
+    Conflict { place: String },
     /// Someone else is applying the environment.
     #[error("environment {environment} is locked by {holder} since {since} ({place}); wait for that apply to finish{}", stale_hint(.place))]
     Locked {
@@ -93,12 +97,30 @@ pub struct EnvRecord {
     /// Ids of resources that failed or were skipped, with why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// RFC 3339: since when the environment has been converged and healthy
+    /// at `commit` without a break (the start of a soak), when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub good_since: Option<String>,
 }
 
 impl EnvRecord {
     /// True when the environment is converged and healthy at `commit`.
     pub fn good_at(&self, commit: &str) -> bool {
         self.converged && self.healthy && self.commit == commit
+    }
+
+    /// This record, following `previous`: a record still good at the same
+    /// commit keeps the time it became good, a newly good one starts now.
+    pub fn after(mut self, previous: Option<&EnvRecord>) -> EnvRecord {
+        self.good_since = if self.good_at(&self.commit) {
+            previous
+                .filter(|p| p.good_at(&self.commit))
+                .and_then(|p| p.good_since.clone())
+                .or_else(|| Some(self.applied_at.clone()))
+        } else {
+            None
+        };
+        self
     }
 
     /// Same commit and health as `other` (the time aside): writing it again
@@ -108,6 +130,7 @@ impl EnvRecord {
             && self.converged == other.converged
             && self.healthy == other.healthy
             && self.problems == other.problems
+            && self.good_since == other.good_since
     }
 }
 

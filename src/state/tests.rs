@@ -18,6 +18,7 @@ fn record(env: &str, commit: &str, converged: bool, healthy: bool) -> EnvRecord 
         } else {
             vec!["app.config: unhealthy".into()]
         },
+        good_since: None,
     }
 }
 
@@ -88,4 +89,35 @@ async fn a_record_from_before_projects_is_read_until_the_new_one_is_written() {
         project: "blog".into(),
     };
     assert_eq!(other.load("dev").await.unwrap().unwrap().commit, "old");
+}
+
+#[test]
+fn a_record_keeps_when_it_became_good_until_the_commit_or_health_changes() {
+    let mut first = record("dev", "c1", true, true);
+    first.applied_at = "2026-12-04T09:00:00Z".into();
+    let first = first.after(None);
+    assert_eq!(first.good_since.as_deref(), Some("2026-12-04T09:00:00Z"));
+    // A heal at the same commit later: still good since 09:00 (a soak in
+    // progress survives the reconciler's restart and its first converge).
+    let mut again = record("dev", "c1", true, true);
+    again.applied_at = "2026-12-04T09:20:00Z".into();
+    let again = again.after(Some(&first));
+    assert_eq!(again.good_since.as_deref(), Some("2026-12-04T09:00:00Z"));
+    assert!(again.same_state(&first));
+    // Unhealthy: the streak ends; good again: it starts over.
+    let bad = record("dev", "c1", true, false).after(Some(&again));
+    assert_eq!(bad.good_since, None);
+    let mut back = record("dev", "c1", true, true);
+    back.applied_at = "2026-12-04T10:00:00Z".into();
+    assert_eq!(
+        back.after(Some(&bad)).good_since.as_deref(),
+        Some("2026-12-04T10:00:00Z")
+    );
+    // A new commit starts over too.
+    let mut next = record("dev", "c2", true, true);
+    next.applied_at = "2026-12-04T11:00:00Z".into();
+    assert_eq!(
+        next.after(Some(&again)).good_since.as_deref(),
+        Some("2026-12-04T11:00:00Z")
+    );
 }

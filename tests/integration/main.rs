@@ -15,6 +15,7 @@ mod notify;
 mod ownership;
 mod plan;
 mod policy;
+mod promotion;
 mod real_kube;
 mod reconcile;
 mod secrets;

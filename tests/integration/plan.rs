@@ -842,6 +842,7 @@ fn huge_plan() -> Plan {
             policy: None,
             policy_errors: Vec::new(),
             notes: Vec::new(),
+            promotion: Vec::new(),
             guards: Vec::new(),
         }],
     )

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::{EnvReport, Mode};
 use crate::model::{DriftMode, DriftPolicy, Environment};
+use crate::promotion::{self, Controls, Inputs, Promotion, Reason, Wait};
 use crate::source::Backoff;
 
 /// What the machine needs to know about one environment of a commit.
@@ -26,6 +27,10 @@ pub struct EnvSpec {
     pub drift: DriftPolicy,
     /// `suspend: true` in the environment file.
     pub suspend: bool,
+    /// `promotion:` in the environment file.
+    pub promotion: Promotion,
+    /// Operators' decisions as read with the commit.
+    pub controls: Controls,
 }
 
 impl From<&Environment> for EnvSpec {
@@ -35,6 +40,8 @@ impl From<&Environment> for EnvSpec {
             after: e.after.iter().map(|(n, _)| n.clone()).collect(),
             drift: e.drift,
             suspend: e.suspend,
+            promotion: e.promotion.clone(),
+            controls: Controls::default(),
         }
     }
 }
@@ -63,8 +70,16 @@ pub struct EnvState {
     /// What the replica holding the lease last published, for environments
     /// held elsewhere: last good commit and health.
     pub peer: Option<(Option<String>, bool)>,
+    /// What the holder published as the time it became good (soak).
+    pub peer_good_since: Option<String>,
     /// The last converge's report.
     pub last: Option<EnvReport>,
+    /// RFC 3339: since when the environment has been good at `last_good`
+    /// (from its record; the start of the next environment's soak).
+    pub good_since: Option<String>,
+    /// Operators' decisions: approvals, a hold, a rollback pin (the
+    /// commit this environment stays at instead of the served one).
+    pub controls: Controls,
 }
 
 impl EnvState {
@@ -80,8 +95,21 @@ impl EnvState {
             retry_at: None,
             drift_due: None,
             peer: None,
+            peer_good_since: None,
             last: None,
+            good_since: None,
+            controls: Controls::default(),
         }
+    }
+
+    /// The rollback pin, if any.
+    pub fn pin(&self) -> Option<&str> {
+        self.controls.pinned()
+    }
+
+    /// The commit this environment should be at: its pin, else `served`.
+    pub fn target<'a>(&'a self, served: &'a str) -> &'a str {
+        self.pin().unwrap_or(served)
     }
 
     pub fn suspended(&self) -> bool {
@@ -115,6 +143,9 @@ pub struct State {
     /// `--dry-run`: every converge is [`Mode::ReportOnly`], and a clean
     /// report opens the next gate (a preview walks the whole order).
     pub dry_run: bool,
+    /// Wall-clock time for the promotion rules (soak, windows), set by the
+    /// driver before each step from its clock.
+    pub wall: jiff::Timestamp,
 }
 
 impl State {
@@ -127,6 +158,7 @@ impl State {
             backoff,
             stopping: false,
             dry_run: false,
+            wall: jiff::Timestamp::UNIX_EPOCH,
         }
     }
 
@@ -160,7 +192,8 @@ impl State {
                 mode: *mode,
             };
         }
-        if e.good_at(commit) {
+        let target = e.target(commit);
+        if e.good_at(target) {
             return Gate::Converged;
         }
         if let Some(at) = e.retry_at.filter(|at| *at > now) {
@@ -169,10 +202,76 @@ impl State {
                 retry_in_secs: at.duration_since(now).as_secs(),
             };
         }
-        match self.waiting_on(e, commit) {
-            Some(on) => Gate::Waiting { on },
+        if e.pin().is_none() {
+            if let Some(on) = self.waiting_on(e, commit) {
+                let why = match self.envs.get(&on).and_then(|p| p.pin()) {
+                    Some(pin) => format!(
+                        "{on} is pinned to {} by a rollback, not at {}",
+                        short(pin),
+                        short(commit)
+                    ),
+                    None => format!("{on} is not converged and healthy at {}", short(commit)),
+                };
+                return Gate::Waiting {
+                    reason: Reason::Previous,
+                    on: Some(on),
+                    detail: why,
+                    until: None,
+                };
+            }
+        }
+        match self.start_wait(e, commit) {
+            Some(w) => Gate::Waiting {
+                reason: w.reason,
+                on: None,
+                detail: w.detail,
+                until: w.until,
+            },
             None => Gate::Open,
         }
+    }
+
+    fn inputs<'a>(&self, e: &'a EnvState, good_since: Option<jiff::Timestamp>) -> Inputs<'a> {
+        Inputs {
+            env: &e.spec.name,
+            promotion: &e.spec.promotion,
+            controls: &e.controls,
+            good_since,
+            now: self.wall,
+        }
+    }
+
+    /// Why `e` may not start the served `commit` (or its pin) now beyond
+    /// the same-commit gate: a hold, a missing approval, a soak, a window.
+    pub fn start_wait(&self, e: &EnvState, commit: &str) -> Option<Wait> {
+        if e.pin().is_some() {
+            return promotion::pinned_start(&self.inputs(e, None));
+        }
+        let since = self.good_since(e, commit);
+        promotion::start(&self.inputs(e, since), commit)
+    }
+
+    /// Why drift in `e` may not be healed now (a hold, a window).
+    pub fn heal_wait(&self, e: &EnvState) -> Option<Wait> {
+        promotion::heal(&self.inputs(e, None))
+    }
+
+    /// When every environment `e` is after had been good at `commit` (the
+    /// latest of their times); `None` when one is not, or none say.
+    fn good_since(&self, e: &EnvState, commit: &str) -> Option<jiff::Timestamp> {
+        if self.waiting_on(e, commit).is_some() {
+            return None;
+        }
+        e.spec
+            .after
+            .iter()
+            .filter_map(|a| self.envs.get(a))
+            .filter_map(|p| match p.held {
+                true => p.good_since.as_deref(),
+                false => p.peer_good_since.as_deref(),
+            })
+            .filter_map(|t| t.parse::<jiff::Timestamp>().ok())
+            .max()
     }
 
     /// The first environment `e` is after that is not good at `commit`.
@@ -193,9 +292,18 @@ pub enum Gate {
     Converged,
     /// Ready to start the served commit.
     Open,
-    /// Held: `on` is not converged and healthy at the served commit.
+    /// Held: an environment before it is not converged and healthy at the
+    /// served commit (`reason: previous`, `on` names it), or a promotion
+    /// control holds it (hold, approval, soak, window), until `until` when
+    /// that is known.
+    #[serde(rename_all = "camelCase")]
     Waiting {
-        on: String,
+        reason: Reason,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        on: Option<String>,
+        detail: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        until: Option<String>,
     },
     /// Suspended in its file or through the API.
     Suspended,
@@ -267,6 +375,13 @@ pub enum Event {
         env: String,
         last_good: Option<String>,
         healthy: bool,
+        good_since: Option<String>,
+    },
+    /// The promotion controls of `env` changed (computed by the driver
+    /// from the clock, the controls store and the environment's file).
+    Controls {
+        env: String,
+        controls: Controls,
     },
     /// A webhook or the API asked for a poll now.
     TriggerPoll,
@@ -317,9 +432,21 @@ pub fn step(mut state: State, event: Event, now: Instant) -> (State, Vec<Action>
             env,
             last_good,
             healthy,
+            good_since,
         } => {
             if let Some(e) = state.envs.get_mut(&env) {
                 e.peer = Some((last_good, healthy));
+                e.peer_good_since = good_since;
+            }
+        }
+        Event::Controls { env, controls } => {
+            if let Some(e) = state.envs.get_mut(&env) {
+                if e.controls.pinned() != controls.pinned() {
+                    // A new pin (or its release) is a new target: go now.
+                    e.retry_at = None;
+                    e.failures = 0;
+                }
+                e.controls = controls;
             }
         }
         Event::TriggerPoll => actions.push(Action::Poll),
@@ -342,6 +469,11 @@ fn on_commit(state: &mut State, commit: String, envs: Vec<EnvSpec>) {
     for spec in envs {
         let e = match old.remove(&spec.name) {
             Some(mut e) => {
+                if e.controls.pinned() != spec.controls.pinned() {
+                    e.retry_at = None;
+                    e.failures = 0;
+                }
+                e.controls = spec.controls.clone();
                 e.spec = spec;
                 // A new commit may fix what failed: try it at once.
                 if e.last_good.as_deref() != Some(commit.as_str()) {
@@ -350,7 +482,11 @@ fn on_commit(state: &mut State, commit: String, envs: Vec<EnvSpec>) {
                 }
                 e
             }
-            None => EnvState::new(spec, state.held_by_default),
+            None => {
+                let mut e = EnvState::new(spec, state.held_by_default);
+                e.controls = e.spec.controls.clone();
+                e
+            }
         };
         state.envs.insert(e.spec.name.clone(), e);
     }
@@ -368,6 +504,7 @@ fn on_finished(state: &mut State, env: &str, report: EnvReport, jitter: f64, now
         if report.mode == Mode::Apply || dry_run {
             e.last_good = Some(report.commit.clone());
             e.healthy = true;
+            e.good_since = report.good_since.clone();
         }
         e.failures = 0;
         e.retry_at = None;
@@ -380,6 +517,10 @@ fn on_finished(state: &mut State, env: &str, report: EnvReport, jitter: f64, now
         e.retry_at = Some(now + jittered(backoff.delay(e.failures), jitter));
     }
     e.last = Some(report);
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
 }
 
 /// Between half and all of `d` ("equal jitter"), so replicas that failed
@@ -399,6 +540,7 @@ fn on_lease(state: &mut State, env: &str, held: bool, now: Instant, actions: &mu
             if let Some((last_good, healthy)) = &e.peer {
                 e.last_good = last_good.clone();
                 e.healthy = *healthy;
+                e.good_since = e.peer_good_since.clone();
             }
         }
         e.drift_due = Some(now);
@@ -418,12 +560,15 @@ fn schedule(state: &mut State, now: Instant, actions: &mut Vec<Action>) {
         let Some(mode) = next_mode(state, &name, &commit, now) else {
             continue;
         };
-        if let Some(e) = state.envs.get_mut(&name) {
-            e.running = Some((commit.clone(), mode));
-        }
+        let Some(e) = state.envs.get_mut(&name) else {
+            continue;
+        };
+        // A pinned environment converges its pin (a rollback).
+        let target = e.target(&commit).to_string();
+        e.running = Some((target.clone(), mode));
         actions.push(Action::Converge {
             env: name,
-            commit: commit.clone(),
+            commit: target,
             mode,
         });
     }
@@ -440,14 +585,18 @@ fn next_mode(state: &State, name: &str, commit: &str, now: Instant) -> Option<Mo
     } else {
         Mode::Apply
     };
-    if e.last_good.as_deref() != Some(commit) {
-        return state.waiting_on(e, commit).is_none().then_some(apply);
+    let target = e.target(commit);
+    if e.last_good.as_deref() != Some(target) {
+        // A pin (a rollback) is an operator's decision: only a hold stops
+        // it; a newer commit also waits for the gate and the controls.
+        let gated = e.pin().is_none() && state.waiting_on(e, commit).is_some();
+        return (!gated && state.start_wait(e, commit).is_none()).then_some(apply);
     }
-    if !e.healthy || e.drift_due.is_some_and(|t| t <= now) {
-        return Some(match e.spec.drift.mode {
-            DriftMode::Heal => apply,
-            DriftMode::Report => Mode::ReportOnly,
-        });
+    // Healing is Apply unless the drift mode only reports or a control
+    // (hold, window) stops it: then the drift check reports.
+    let heal = e.spec.drift.mode == DriftMode::Heal && state.heal_wait(e).is_none();
+    if (heal && !e.healthy) || e.drift_due.is_some_and(|t| t <= now) {
+        return Some(if heal { apply } else { Mode::ReportOnly });
     }
     None
 }

@@ -1,0 +1,465 @@
+//! Promotion controls through the real `tidegate` binary on the stand
+//! (kube-sim or the real kube-apiserver): a manual environment waits for
+//! the approval of each commit (CLI and HTTP), a hold freezes, a rollback
+//! pins an earlier commit while newer ones arrive, a soak survives SIGKILL
+//! of the reconciler, and a deny window holds applies and heals until it
+//! ends. Time is the injectable clock (`TIDEGATE_CLOCK_FILE`), never a
+//! sleep for the rules themselves.
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+use tempfile::TempDir;
+
+use crate::stand::{commit_files, config_map, http_get, Kube, Ports, Stand};
+
+fn env_doc(name: &str, after: Option<&str>, rev: u32, promotion: &str) -> String {
+    let after = after.map(|a| format!("  after: {a}\n")).unwrap_or_default();
+    format!(
+        "apiVersion: tidegate.dev/v1
+kind: Environment
+metadata:
+  name: {name}
+spec:
+{after}  targets:
+    kubernetes:
+      context: {name}
+  vars:
+    rev: \"{rev}\"
+  drift:
+    interval: 10s
+{promotion}  modules:
+    - name: app
+      source: modules/app
+      inputs:
+        rev: ${{var.rev}}
+"
+    )
+}
+
+const MODULE: &str = "apiVersion: tidegate.dev/v1
+kind: Module
+metadata:
+  name: app
+spec:
+  inputs:
+    rev:
+      type: string
+  resources:
+    - name: ns
+      provider: kubernetes
+      manifest:
+        apiVersion: v1
+        kind: Namespace
+        metadata:
+          name: app-${env.name}
+    - name: config
+      provider: kubernetes
+      manifest:
+        apiVersion: v1
+        kind: ConfigMap
+        metadata:
+          name: app
+          namespace: app-${env.name}
+        data:
+          rev: ${input.rev}
+";
+
+/// dev < prod at `rev`, prod with `promotion` (indented under `spec:`).
+fn commit(dir: &Path, rev: u32, promotion: &str) -> String {
+    commit_files(
+        dir,
+        &[
+            ("environments/dev.yaml", env_doc("dev", None, rev, "")),
+            (
+                "environments/prod.yaml",
+                env_doc("prod", Some("dev"), rev, promotion),
+            ),
+            ("modules/app/module.yaml", MODULE.to_string()),
+        ],
+    )
+}
+
+async fn status(port: u16) -> serde_json::Value {
+    let (code, body) = http_get(port, "/api/v1/status").await.expect("status");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn env<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    static NONE: serde_json::Value = serde_json::Value::Null;
+    s["environments"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["name"] == name))
+        .unwrap_or(&NONE)
+}
+
+/// Polls the status until `cond` holds for it (a bound so a broken build
+/// fails instead of hanging).
+async fn until(
+    port: u16,
+    what: &str,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((200, body)) = http_get(port, "/api/v1/status").await {
+            let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if cond(&s) {
+                return s;
+            }
+            if std::time::Instant::now() > end {
+                panic!("{what}: last status {s:#}");
+            }
+        } else if std::time::Instant::now() > end {
+            panic!("{what}: no status");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn good_at(s: &serde_json::Value, name: &str, commit: &str) -> bool {
+    let e = env(s, name);
+    e["lastGood"] == commit && e["healthy"] == true && e["gate"]["state"] == "converged"
+}
+
+fn waits(s: &serde_json::Value, name: &str, reason: &str) -> bool {
+    let g = &env(s, name)["gate"];
+    g["state"] == "waiting" && g["reason"] == reason
+}
+
+async fn rev_in(stand: &Stand, env: &str) -> Option<String> {
+    let cm = config_map(stand, env, &format!("app-{env}"), "app").await?;
+    cm.data?.get("rev").cloned()
+}
+
+/// POST a control request with the API token.
+async fn control(port: u16, token: &str, path: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, text.split_once("\r\n\r\n").unwrap().1.to_string())
+}
+
+async fn metrics(port: u16) -> String {
+    http_get(port, "/metrics").await.expect("metrics").1
+}
+
+/// A manual prod: each commit waits for its own approval (CLI, then HTTP);
+/// a hold freezes it; a rollback pins an earlier commit while newer ones
+/// arrive; a release lets the newest in again.
+async fn manual_approval_hold_and_rollback_through_the_binary(kube: Kube) {
+    let stand = Stand::on(kube, &["dev", "prod"]).await;
+    let repo = TempDir::new().unwrap();
+    let manual = "  promotion:\n    mode: manual\n";
+    let c1 = commit(repo.path(), 1, manual);
+    let token_file = stand.dir.path().join("api-token");
+    std::fs::write(&token_file, "s3cret-token-for-tests\n").unwrap();
+    let ports = Ports::free();
+    let mut child = stand
+        .reconcile(repo.path(), ports)
+        .arg("--api-token-file")
+        .arg(&token_file)
+        .spawn()
+        .unwrap();
+    let token = "s3cret-token-for-tests";
+
+    // dev goes; prod waits for an approval of c1.
+    let s = until(ports.api, "prod waits for approval", |s| {
+        good_at(s, "dev", &c1) && waits(s, "prod", "approval")
+    })
+    .await;
+    let detail = env(&s, "prod")["gate"]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        detail.contains("tidegate approve prod --revision"),
+        "{detail}"
+    );
+    assert!(metrics(ports.probe)
+        .await
+        .contains("tidegate_environment_waiting{environment=\"prod\",reason=\"approval\"} 1"));
+    assert_eq!(
+        rev_in(&stand, "prod").await,
+        None,
+        "nothing applied to prod"
+    );
+
+    // Approved from the CLI: prod applies c1.
+    let (code, out) = stand
+        .cli(
+            repo.path(),
+            &[
+                "approve",
+                "prod",
+                "--revision",
+                &c1[..10],
+                "--reason",
+                "CAB-1",
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{out}");
+    until(ports.api, "prod at c1", |s| good_at(s, "prod", &c1)).await;
+    assert_eq!(rev_in(&stand, "prod").await.as_deref(), Some("1"));
+
+    // c2: the approval of c1 does not count.
+    let c2 = commit(repo.path(), 2, manual);
+    until(ports.api, "prod waits for c2's approval", |s| {
+        good_at(s, "dev", &c2) && waits(s, "prod", "approval")
+    })
+    .await;
+    assert_eq!(rev_in(&stand, "prod").await.as_deref(), Some("1"));
+    // Approved over HTTP (a prefix of the id): prod applies c2.
+    let (code, body) = control(
+        ports.api,
+        "wrong-token",
+        "/api/v1/environments/prod/approve",
+        &format!("{{\"revision\": \"{}\"}}", &c2[..12]),
+    )
+    .await;
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = control(
+        ports.api,
+        token,
+        "/api/v1/environments/prod/approve",
+        &format!("{{\"revision\": \"{}\", \"reason\": \"CAB-2\"}}", &c2[..12]),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    until(ports.api, "prod at c2", |s| good_at(s, "prod", &c2)).await;
+    assert_eq!(rev_in(&stand, "prod").await.as_deref(), Some("2"));
+
+    // A hold (HTTP) freezes prod: c3, approved, does not go in.
+    let (code, body) = control(
+        ports.api,
+        token,
+        "/api/v1/environments/prod/hold",
+        "{\"reason\": \"change freeze\"}",
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = control(ports.api, token, "/api/v1/environments/prod/hold", "").await;
+    assert_eq!(code, 409, "a second hold is refused: {body}");
+    let c3 = commit(repo.path(), 3, manual);
+    let (code, out) = stand
+        .cli(repo.path(), &["approve", "prod", "--revision", &c3])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    let s = until(ports.api, "prod held at c2", |s| {
+        good_at(s, "dev", &c3) && waits(s, "prod", "hold")
+    })
+    .await;
+    let gate = &env(&s, "prod")["gate"];
+    assert!(
+        gate["detail"].as_str().unwrap().contains("change freeze"),
+        "{gate}"
+    );
+    // Give it the poll interval a few times over: still c2.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(rev_in(&stand, "prod").await.as_deref(), Some("2"));
+    // `tidegate apply` obeys the hold too.
+    let (code, out) = stand
+        .cli(repo.path(), &["apply", "--env", "prod", "--yes"])
+        .await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("waits (hold"), "{out}");
+    // Released from the CLI: c3 goes in.
+    let (code, out) = stand.cli(repo.path(), &["release", "prod"]).await;
+    assert_eq!(code, 0, "{out}");
+    until(ports.api, "prod at c3", |s| good_at(s, "prod", &c3)).await;
+    assert_eq!(rev_in(&stand, "prod").await.as_deref(), Some("3"));
+    let (code, out) = stand.cli(repo.path(), &["release", "prod"]).await;
+    assert_eq!(code, 1, "nothing to release: {out}");
+
+    // A rollback to a commit prod never applied (on a side branch the
+    // reconciler does not follow) is refused.
+    crate::support::git(repo.path(), &["checkout", "-q", "-b", "side"]);
+    let never = commit(repo.path(), 9, manual);
+    crate::support::git(repo.path(), &["checkout", "-q", "main"]);
+    let (code, out) = stand
+        .cli(repo.path(), &["rollback", "prod", "--to", &never])
+        .await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("never applied"), "{out}");
+
+    // Rollback to c1 (applied before): prod goes back and stays there
+    // while c4 arrives; the environments after it would wait on it.
+    let (code, out) = stand
+        .cli(
+            repo.path(),
+            &["rollback", "prod", "--to", &c1, "--reason", "bad release"],
+        )
+        .await;
+    assert_eq!(code, 0, "{out}");
+    until(ports.api, "prod back at c1", |s| {
+        env(s, "prod")["lastGood"] == c1.as_str() && env(s, "prod")["pinned"] == c1.as_str()
+    })
+    .await;
+    assert_eq!(rev_in(&stand, "prod").await.as_deref(), Some("1"));
+    let c4 = commit(repo.path(), 4, manual);
+    let (code, out) = stand
+        .cli(repo.path(), &["approve", "prod", "--revision", &c4])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    until(ports.api, "dev at c4", |s| good_at(s, "dev", &c4)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = status(ports.api).await;
+    assert_eq!(env(&s, "prod")["lastGood"], c1.as_str(), "{s:#}");
+    assert_eq!(rev_in(&stand, "prod").await.as_deref(), Some("1"));
+    // `tidegate apply` of another commit is refused while pinned.
+    let (code, out) = stand
+        .cli(repo.path(), &["apply", "--env", "prod", "--yes"])
+        .await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("pinned to"), "{out}");
+    // Released over HTTP: the newest (approved) commit goes in.
+    let (code, body) = control(ports.api, token, "/api/v1/environments/prod/release", "{}").await;
+    assert_eq!(code, 200, "{body}");
+    until(ports.api, "prod at c4", |s| good_at(s, "prod", &c4)).await;
+    assert_eq!(rev_in(&stand, "prod").await.as_deref(), Some("4"));
+
+    let status = crate::stand::sigterm(&mut child).await;
+    assert!(status.success(), "{status:?}");
+}
+
+/// The clock file: an RFC 3339 time the reconciler reads as "now".
+fn set_clock(path: &Path, t: jiff::Timestamp) {
+    std::fs::write(path, format!("{t}\n")).unwrap();
+}
+
+/// A soak started before a SIGKILL of the reconciler is still counted from
+/// when dev became good after the restart; a deny window then holds the
+/// apply, and drift healing, until it ends.
+async fn a_soak_survives_sigkill_and_a_deny_window_holds_apply_and_heal(kube: Kube) {
+    let stand = Stand::on(kube, &["dev", "prod"]).await;
+    let repo = TempDir::new().unwrap();
+    let now = jiff::Timestamp::now();
+    // The day (UTC) the soak will end on is denied all day.
+    let soak_end_guess = now + jiff::SignedDuration::from_mins(61);
+    let day = soak_end_guess.to_zoned(jiff::tz::TimeZone::UTC).weekday();
+    let day =
+        ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"][day.to_monday_zero_offset() as usize];
+    let rules = format!(
+        "  promotion:\n    soak: 1h\n    windows:\n      - deny: {day} 00:00-24:00\n        timeZone: UTC\n"
+    );
+    let c1 = commit(repo.path(), 1, &rules);
+    let clock = stand.dir.path().join("clock");
+    set_clock(&clock, now);
+    let ports = Ports::free();
+    let spawn = |ports: Ports| {
+        stand
+            .reconcile(repo.path(), ports)
+            .env("TIDEGATE_CLOCK_FILE", &clock)
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn(ports);
+    let s = until(ports.api, "prod soaks", |s| {
+        good_at(s, "dev", &c1) && waits(s, "prod", "soak")
+    })
+    .await;
+    let until_1 = env(&s, "prod")["gate"]["until"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ends: jiff::Timestamp = until_1.parse().unwrap();
+    assert!(
+        ends > now + jiff::SignedDuration::from_mins(59),
+        "{until_1}"
+    );
+
+    // SIGKILL in the middle of the soak, and start again.
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    set_clock(&clock, now + jiff::SignedDuration::from_mins(30));
+    let ports = Ports::free();
+    let mut child = spawn(ports);
+    let s = until(ports.api, "prod still soaks after the restart", |s| {
+        good_at(s, "dev", &c1) && waits(s, "prod", "soak")
+    })
+    .await;
+    assert_eq!(
+        env(&s, "prod")["gate"]["until"],
+        until_1.as_str(),
+        "the soak did not start over"
+    );
+    assert_eq!(rev_in(&stand, "prod").await, None);
+
+    // The soak is over, but the day is denied: prod waits for the window.
+    set_clock(&clock, ends + jiff::SignedDuration::from_secs(1));
+    let s = until(ports.api, "prod waits for the window", |s| {
+        waits(s, "prod", "window")
+    })
+    .await;
+    let opens: jiff::Timestamp = env(&s, "prod")["gate"]["until"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        opens.to_zoned(jiff::tz::TimeZone::UTC).time(),
+        jiff::civil::time(0, 0, 0, 0)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rev_in(&stand, "prod").await,
+        None,
+        "nothing applied in the window"
+    );
+
+    // The window ends: c1 goes to prod.
+    set_clock(&clock, opens);
+    until(ports.api, "prod at c1", |s| good_at(s, "prod", &c1)).await;
+    assert_eq!(rev_in(&stand, "prod").await.as_deref(), Some("1"));
+
+    // Back inside a deny window (next week's day), drift is reported, not
+    // healed; when the window ends, it is healed.
+    set_clock(
+        &clock,
+        opens - jiff::SignedDuration::from_hours(12) + jiff::SignedDuration::from_hours(24 * 7),
+    );
+    // Someone deletes the ConfigMap by hand.
+    let api: Api<ConfigMap> = Api::namespaced(stand.kube("prod").await, "app-prod");
+    api.delete("app", &Default::default()).await.unwrap();
+    until(ports.api, "drift reported in the window", |s| {
+        let last = &env(s, "prod")["last"];
+        last["mode"] == "report-only" && !last["drift"].as_array().unwrap().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rev_in(&stand, "prod").await,
+        None,
+        "not healed in the window"
+    );
+    set_clock(&clock, opens + jiff::SignedDuration::from_hours(24 * 7));
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while rev_in(&stand, "prod").await.as_deref() != Some("1") {
+        assert!(
+            std::time::Instant::now() < end,
+            "drift not healed after the window"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = crate::stand::sigterm(&mut child).await;
+    assert!(status.success(), "{status:?}");
+}
+
+crate::on_both_kubes!(
+    manual_approval_hold_and_rollback_through_the_binary,
+    a_soak_survives_sigkill_and_a_deny_window_holds_apply_and_heal,
+);
