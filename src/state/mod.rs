@@ -22,6 +22,7 @@ use crate::model::Model;
 use crate::provider::labels;
 use crate::resource::KubeTarget;
 
+pub mod history;
 mod lock;
 
 pub use lock::{lease_expired, this_process, EnvLock, LEASE_DURATION};
