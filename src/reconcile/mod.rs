@@ -129,6 +129,17 @@ pub trait Converge: Send + Sync {
     ) -> std::result::Result<Option<String>, ReportError> {
         Ok(None)
     }
+
+    /// The audit history of `env` (oldest first) from where the
+    /// environment keeps its records, as `snapshot` says where that is;
+    /// empty when the implementation keeps none.
+    async fn history(
+        &self,
+        _snapshot: &Snapshot,
+        _env: &str,
+    ) -> std::result::Result<Vec<crate::state::history::Entry>, ReportError> {
+        Ok(Vec::new())
+    }
 }
 
 /// What one converge of one environment did: everything the status page,
