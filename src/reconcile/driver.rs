@@ -30,6 +30,7 @@ use crate::model::DriftMode;
 use crate::notify::{self, Kind, Notifier};
 use crate::sensitive::Sensitive;
 use crate::source::{self, Snapshot, Source};
+use crate::state::history::{self, Entry};
 
 /// How the loop behaves.
 #[derive(Debug, Clone)]
@@ -116,7 +117,17 @@ pub struct Shared {
     pub webhook_secret: Option<Sensitive>,
     pub replay: Mutex<ReplayCache>,
     pub reference: String,
+    /// What reads the audit history: the converge implementation and the
+    /// commit being reconciled (which says where each environment keeps
+    /// it); set once a commit loads.
+    history: RwLock<Option<(Arc<dyn Converge>, Arc<Snapshot>)>>,
+    /// The last [`RECENT_HISTORY`] entries of each environment, refreshed
+    /// after each finished converge.
+    recent: Mutex<HashMap<String, Vec<Entry>>>,
 }
+
+/// Entries of each environment's history on the status page and API.
+pub const RECENT_HISTORY: usize = 10;
 
 impl Shared {
     /// The shared state and the receiving end of its command channel (for
@@ -142,6 +153,8 @@ impl Shared {
             webhook_secret,
             replay: Mutex::new(ReplayCache::default()),
             reference: opts.reference.clone(),
+            history: RwLock::new(None),
+            recent: Mutex::default(),
         };
         (Arc::new(shared), rx)
     }
@@ -165,6 +178,42 @@ impl Shared {
 
     fn set_status(&self, f: impl FnOnce(&mut Status)) {
         f(&mut self.status.write().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// The audit history of `env`, or of every environment of the commit
+    /// being reconciled merged by time, oldest first; `None` before a
+    /// commit has loaded.
+    pub async fn history(
+        &self,
+        env: Option<&str>,
+    ) -> Option<std::result::Result<Vec<Entry>, ReportError>> {
+        let (converge, snapshot) = self
+            .history
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        let envs: Vec<String> = match env {
+            Some(e) => vec![e.to_string()],
+            None => self
+                .status()
+                .environments
+                .into_iter()
+                .map(|e| e.name)
+                .collect(),
+        };
+        let mut out = Vec::new();
+        for env in envs {
+            match converge.history(&snapshot, &env).await {
+                Ok(entries) => out.extend(entries),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        history::sort(&mut out);
+        Some(Ok(out))
+    }
+
+    fn recent_history(&self, env: &str) -> Vec<Entry> {
+        lock(&self.recent).get(env).cloned().unwrap_or_default()
     }
 }
 
@@ -213,6 +262,8 @@ pub struct EnvStatus {
     pub drift_interval_secs: u64,
     pub failures: u32,
     pub last: Option<EnvReport>,
+    /// The last entries of its audit history, oldest first.
+    pub history: Vec<Entry>,
 }
 
 /// The dependency graph of the commit being reconciled, for the page.
@@ -386,6 +437,7 @@ impl Io {
                 Some((env, report)) = done_rx.recv() => {
                     tasks.remove(&env);
                     io.finished(&env, &report);
+                    io.refresh_history(&env, snapshot.clone());
                     // A converge at the commit already good there is a
                     // drift check; any other is the apply of a new commit.
                     let drift_check = state.envs.get(&env).and_then(|e| e.last_good.as_deref())
@@ -614,6 +666,12 @@ impl Io {
                     s.rejected_commit = None;
                 });
                 self.shared.ready.store(true, Ordering::Release);
+                *self
+                    .shared
+                    .history
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) =
+                    Some((self.converge.clone(), snap.clone()));
                 *current = Some(snap);
                 Some(Event::Commit { commit, envs })
             }
@@ -747,6 +805,26 @@ impl Io {
         }
     }
 
+    /// Reads the last entries of `env`'s audit history in the background;
+    /// the next publish shows them.
+    fn refresh_history(&self, env: &str, snapshot: Option<Arc<Snapshot>>) {
+        let Some(snapshot) = snapshot else {
+            return;
+        };
+        let (converge, shared, env) = (self.converge.clone(), self.shared.clone(), env.to_string());
+        tokio::spawn(async move {
+            match converge.history(&snapshot, &env).await {
+                Ok(mut entries) => {
+                    entries.drain(..entries.len().saturating_sub(RECENT_HISTORY));
+                    lock(&shared.recent).insert(env, entries);
+                }
+                Err(e) => {
+                    tracing::warn!(environment = %env, error = %e, "could not read the audit history")
+                }
+            }
+        });
+    }
+
     /// Mirrors the machine into the shared status and gauges.
     fn publish(&self, state: &State) {
         let now = Instant::now();
@@ -765,6 +843,7 @@ impl Io {
                 drift_interval_secs: e.spec.drift.interval.as_secs(),
                 failures: e.failures,
                 last: e.last.clone(),
+                history: self.shared.recent_history(&e.spec.name),
             })
             .collect();
         for e in &envs {
