@@ -120,7 +120,7 @@ pub struct Shared {
     /// What reads the audit history: the converge implementation and the
     /// commit being reconciled (which says where each environment keeps
     /// it); set once a commit loads.
-    history: RwLock<Option<(Arc<dyn Converge>, Arc<Snapshot>)>>,
+    history: RwLock<Option<HistorySource>>,
     /// The last [`RECENT_HISTORY`] entries of each environment, refreshed
     /// after each finished converge.
     recent: Mutex<HashMap<String, Vec<Entry>>>,
@@ -128,6 +128,10 @@ pub struct Shared {
 
 /// Entries of each environment's history on the status page and API.
 pub const RECENT_HISTORY: usize = 10;
+
+/// The converge implementation and the commit that say where each
+/// environment's audit history is kept.
+type HistorySource = (Arc<dyn Converge>, Arc<Snapshot>);
 
 impl Shared {
     /// The shared state and the receiving end of its command channel (for
