@@ -76,6 +76,10 @@ enum Command {
     /// walk environments through their gates, serve probes, metrics and a
     /// status page; exit 0 after SIGTERM.
     Reconcile(Box<cli::reconcile::ReconcileArgs>),
+    /// The audit history: every apply, rebuild, prune, drift heal and
+    /// control of one environment (or all, merged by time), as text, JSON
+    /// or JSON lines (for a SIEM).
+    History(cli::history::HistoryArgs),
 }
 
 fn main() -> ExitCode {
@@ -165,6 +169,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         )?),
         Command::Rebuild(args) => Ok(cli::rebuild::run(&args, &mut out)?),
         Command::Reconcile(args) => cli::reconcile::run(&args),
+        Command::History(args) => {
+            let mut err = std::io::stderr();
+            Ok(cli::history::run(&args, &mut out, &mut err)?)
+        }
     };
     let flushed = result.and_then(|code| {
         out.flush()?;

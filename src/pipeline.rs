@@ -3,7 +3,7 @@
 //! repository ([`check`]), the signed-commit gate, and [`run_env`]:
 //!
 //! lock → decrypt → connect → observe and plan → policy gate → (plan only:
-//! stop) → guards → confirm → execute → record → release.
+//! stop) → guards → confirm → execute → record → audit history → release.
 //!
 //! What differs between the callers is said in [`RunOptions`] and
 //! [`Hooks`], never by a copy of the sequence.
@@ -21,6 +21,7 @@ use crate::observe::{self, Providers};
 use crate::plan::{self, EnvPlan, Guard, GuardTrip, PlanInput};
 use crate::render::{self, RenderOptions, StructuralSecrets};
 use crate::secrets::{self, Identities};
+use crate::state::history::{self, CommitInfo, Entry, EventKind, PlanSummary, Subject};
 use crate::state::{self, EnvLock, EnvRecord, RecordStore};
 
 /// A stage of [`run_env`] failed; nothing after it ran.
@@ -87,6 +88,20 @@ pub struct EnvJob<'a> {
     pub options: RunOptions,
     pub progress: Option<Progress<'a>>,
     pub stop: Option<&'a Stop>,
+    /// What the run is and who runs it, for the audit history.
+    pub audit: Audit,
+}
+
+/// What a run is and who runs it, as the audit history records it
+/// ([`crate::state::history`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Audit {
+    /// `apply`, `rebuild` or `drift-heal`.
+    pub event: EventKind,
+    pub subject: Subject,
+    /// Author, committer and signer of the commit; `None` for a working
+    /// tree that is no commit.
+    pub commit: Option<CommitInfo>,
 }
 
 impl EnvJob<'_> {
@@ -180,7 +195,12 @@ pub struct Finished {
 }
 
 /// Runs one environment: see the module documentation.
+///
+/// A run that takes the lock and may write (not plan-only) leaves entries
+/// in the environment's audit history ([`audit_entries`]); an entry that
+/// cannot be written is a warning, never a failed run.
 pub async fn run_env(job: &EnvJob<'_>, hooks: &mut (impl Hooks + ?Sized)) -> Finished {
+    let started = Instant::now();
     let failed = |e: Error| Finished {
         ran: Err(e),
         api_calls: BTreeMap::new(),
@@ -199,7 +219,11 @@ pub async fn run_env(job: &EnvJob<'_>, hooks: &mut (impl Hooks + ?Sized)) -> Fin
         .await
         {
             Ok(lock) => Some(lock),
-            Err(e) => return failed(Error::Lock(e)),
+            Err(e) => {
+                let finished = failed(Error::Lock(e));
+                audit(job, &finished, started).await;
+                return finished;
+            }
         }
     } else {
         None
@@ -208,6 +232,7 @@ pub async fn run_env(job: &EnvJob<'_>, hooks: &mut (impl Hooks + ?Sized)) -> Fin
         Ok(decrypted) => connected(job, &decrypted, hooks).await,
         Err(e) => failed(e.into()),
     };
+    audit(job, &finished, started).await;
     if let Some(lock) = lock {
         if let Err(e) = lock.release().await {
             // The lock is a lease: it expires on its own.
@@ -215,6 +240,159 @@ pub async fn run_env(job: &EnvJob<'_>, hooks: &mut (impl Hooks + ?Sized)) -> Fin
         }
     }
     finished
+}
+
+/// Appends the entries a finished run leaves to the environment's history
+/// (still under its lock, so entries of one environment follow its
+/// applies); failures are warnings.
+async fn audit(job: &EnvJob<'_>, finished: &Finished, started: Instant) {
+    if !job.options.lock || job.options.plan_only {
+        return;
+    }
+    let took = started.elapsed();
+    let entries = audit_entries(
+        &job.audit,
+        job.owner_name(),
+        job.commit,
+        &finished.ran,
+        took,
+    );
+    if entries.is_empty() {
+        return;
+    }
+    let env = job.env;
+    let store = match RecordStore::for_target(env.kubernetes.as_ref(), job.state_dir, &env.project)
+        .await
+    {
+        Ok(store) => store,
+        Err(e) => {
+            tracing::warn!(environment = %job.owner_name(), error = %e, "could not write the audit history");
+            return;
+        }
+    };
+    for entry in &entries {
+        if let Err(e) = store.append_history(entry).await {
+            tracing::warn!(environment = %job.owner_name(), event = %entry.event, error = %e, "could not write the audit history");
+            return;
+        }
+    }
+}
+
+/// The history entries of a run of `owner` at `commit` that went as far
+/// as `ran` in `took`: one for the run (succeeded; failed with the first
+/// error; held with why), and a `prune` entry when it deleted resources.
+/// A drift heal that found nothing to heal leaves none (the reconciler
+/// checks every drift interval), nor does a plan-only run.
+pub fn audit_entries(
+    audit: &Audit,
+    owner: &str,
+    commit: &str,
+    ran: &Result<Ran, Error>,
+    took: Duration,
+) -> Vec<Entry> {
+    let mut entry = Entry::new(owner, audit.event, audit.subject.clone());
+    entry.commit = Some(commit.to_string());
+    entry.commit_info = audit.commit.clone();
+    entry.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+    let fail = |entry: &mut Entry, error: String| {
+        entry.outcome = history::Outcome::Failed;
+        entry.error = Some(error);
+    };
+    let mut prune = None;
+    match ran {
+        Err(e) => fail(&mut entry, error_message(e)),
+        Ok(Ran::Planned(_)) => return Vec::new(),
+        Ok(Ran::Held { plan, hold }) => {
+            entry.plan = Some(PlanSummary::of(plan));
+            entry.outcome = history::Outcome::Held;
+            entry.reason = Some(match hold {
+                Hold::Guards(trips) => trips
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                other => other.to_string(),
+            });
+        }
+        Ok(Ran::Applied {
+            plan,
+            outcome,
+            record_error,
+        }) => {
+            let summary = PlanSummary::of(plan);
+            let failed = outcome
+                .resources
+                .iter()
+                .find(|r| !r.status.is_success())
+                .map(|r| format!("{} {}: {}", r.id, r.status, r.reason));
+            if let Some(why) = failed {
+                fail(&mut entry, why);
+            } else if outcome.stopped {
+                fail(
+                    &mut entry,
+                    "stopped by a signal before the run finished".into(),
+                );
+            } else if let Some(e) = record_error {
+                fail(
+                    &mut entry,
+                    format!("the environment's record was not written: {e}"),
+                );
+            } else if audit.event == EventKind::DriftHeal && !outcome.wrote() {
+                return Vec::new();
+            }
+            let deleted: Vec<String> = outcome
+                .resources
+                .iter()
+                .filter(|r| r.status == execute::Status::Deleted)
+                .map(|r| r.id.to_string())
+                .collect();
+            if !deleted.is_empty() {
+                // Made after the run's entry, so it sorts after it.
+                let mut p = Entry::new(owner, EventKind::Prune, audit.subject.clone());
+                p.commit = entry.commit.clone();
+                p.commit_info = entry.commit_info.clone();
+                p.plan = Some(PlanSummary {
+                    digest: summary.digest.clone(),
+                    delete: deleted.len(),
+                    ..PlanSummary::default()
+                });
+                p.reason = Some("owned and no longer declared in Git".into());
+                p.resources = deleted;
+                prune = Some(p);
+            }
+            entry.plan = Some(summary);
+        }
+    }
+    let mut out = vec![entry];
+    out.extend(prune);
+    out
+}
+
+/// A failed run's error as the status API, the page and the audit history
+/// show it: secrets errors without where the identities were read from
+/// (file and folder paths of mounted keys); the recipients and the public
+/// keys loaded are enough to tell which key is missing.
+pub fn error_message(e: &Error) -> String {
+    match e {
+        Error::Secrets(e) => secrets_message(e),
+        other => other.to_string(),
+    }
+}
+
+/// [`error_message`] of a secrets error.
+pub fn secrets_message(e: &secrets::Error) -> String {
+    match e {
+        secrets::Error::WrongIdentity {
+            file,
+            have,
+            recipients,
+            ..
+        } => {
+            let count = have.split(", ").filter(|k| !k.is_empty()).count();
+            format!("{file}: none of the {count} age identities loaded (public keys {have}) can decrypt it; it is encrypted to {recipients}; give tidegate the private key of one of those recipients, or re-key the file with `tidegate secrets updatekeys`")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// [`run_env`] once the secrets are decrypted: connect, then the rest.
@@ -470,5 +648,155 @@ fn push_render_error(diags: &mut Diagnostics, e: render::Error) {
             "break the chain of `${module...}` / `${input...}` references",
         ),
         other => diags.error(&Default::default(), other.to_string(), ""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::execute::{ResourceOutcome, Status};
+    use crate::plan::{Counts, GuardTrip};
+    use crate::resource::{ProviderKind, ResourceId};
+    use crate::state::history::{Outcome as Audited, SubjectKind};
+
+    fn plan(counts: Counts) -> EnvPlan {
+        EnvPlan {
+            name: "dev".into(),
+            owner: "dev".into(),
+            waits_for: vec![],
+            counts,
+            modules: vec![],
+            order: vec![],
+            policy: None,
+            policy_errors: vec![],
+            notes: vec![],
+            promotion: vec![],
+            guards: vec![],
+        }
+    }
+
+    fn resource(name: &str, status: Status, reason: &str) -> ResourceOutcome {
+        ResourceOutcome {
+            id: ResourceId {
+                module: "app".into(),
+                name: name.into(),
+            },
+            kind: "v1/ConfigMap".into(),
+            provider: ProviderKind::Kubernetes,
+            status,
+            started: Duration::ZERO,
+            duration: Duration::from_millis(5),
+            reason: reason.into(),
+        }
+    }
+
+    fn applied(resources: Vec<ResourceOutcome>) -> Result<Ran, Error> {
+        Ok(Ran::Applied {
+            plan: plan(Counts {
+                create: 1,
+                delete: 1,
+                no_op: 3,
+                ..Counts::default()
+            }),
+            outcome: Outcome {
+                environment: "dev".into(),
+                owner: "dev".into(),
+                resources,
+                ..Outcome::default()
+            },
+            record_error: None,
+        })
+    }
+
+    fn audit(event: EventKind) -> Audit {
+        Audit {
+            event,
+            subject: Subject::cli(),
+            commit: Some(CommitInfo {
+                author: Some("Ann <ann@example.com>".into()),
+                ..CommitInfo::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn an_apply_that_pruned_leaves_an_apply_and_a_prune_entry() {
+        let ran = applied(vec![
+            resource("config", Status::Created, ""),
+            resource("flags", Status::Deleted, ""),
+        ]);
+        let took = Duration::from_millis(1234);
+        let e = audit_entries(&audit(EventKind::Apply), "dev", "c0ffee", &ran, took);
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert_eq!(e[0].event, EventKind::Apply);
+        assert_eq!(e[0].outcome, Audited::Succeeded);
+        assert_eq!(e[0].commit.as_deref(), Some("c0ffee"));
+        assert_eq!(e[0].subject.kind, SubjectKind::Cli);
+        assert_eq!(e[0].duration_ms, Some(1234));
+        let p = e[0].plan.as_ref().unwrap();
+        assert_eq!((p.create, p.update, p.delete, p.unchanged), (1, 0, 1, 3));
+        assert!(p.digest.starts_with("sha256:") && p.digest.len() == 71);
+        assert_eq!(e[1].event, EventKind::Prune);
+        assert_eq!(e[1].plan.as_ref().unwrap().delete, 1);
+        assert_eq!(e[1].plan.as_ref().unwrap().digest, p.digest);
+        assert_eq!(e[1].resources, ["app.flags"]);
+        assert_eq!(e[1].commit_info, e[0].commit_info);
+    }
+
+    #[test]
+    fn a_failed_run_keeps_its_first_error_and_a_held_one_why() {
+        let ran = applied(vec![
+            resource("config", Status::Failed, "forbidden"),
+            resource("flags", Status::Failed, "second"),
+        ]);
+        let e = audit_entries(&audit(EventKind::Rebuild), "dev", "c", &ran, Duration::ZERO);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].outcome, Audited::Failed);
+        assert_eq!(e[0].error.as_deref(), Some("app.config failed: forbidden"));
+
+        let guard = GuardTrip {
+            guard: Guard::Protected,
+            message: "deletes app.db".into(),
+        };
+        let held: Result<Ran, Error> = Ok(Ran::Held {
+            plan: plan(Counts::default()),
+            hold: Hold::Guards(vec![guard]),
+        });
+        let e = audit_entries(&audit(EventKind::Apply), "dev", "c", &held, Duration::ZERO);
+        assert_eq!(e[0].outcome, Audited::Held);
+        let reason = e[0].reason.as_deref().unwrap();
+        assert!(reason.contains("protected: deletes app.db"), "{reason}");
+
+        let failed: Result<Ran, Error> = Err(Error::Hook("no terminal".into()));
+        let e = audit_entries(
+            &audit(EventKind::Apply),
+            "dev",
+            "c",
+            &failed,
+            Duration::ZERO,
+        );
+        assert_eq!(e[0].outcome, Audited::Failed);
+        assert_eq!(e[0].error.as_deref(), Some("no terminal"));
+        assert_eq!(e[0].plan, None);
+    }
+
+    #[test]
+    fn a_drift_heal_with_nothing_to_heal_and_a_plan_leave_nothing() {
+        let clean = applied(vec![resource("config", Status::Unchanged, "")]);
+        let heal = audit(EventKind::DriftHeal);
+        assert!(audit_entries(&heal, "dev", "c", &clean, Duration::ZERO).is_empty());
+        let healed = applied(vec![resource("config", Status::Updated, "")]);
+        let e = audit_entries(&heal, "dev", "c", &healed, Duration::ZERO);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].event, EventKind::DriftHeal);
+        let planned: Result<Ran, Error> = Ok(Ran::Planned(plan(Counts::default())));
+        let apply = audit(EventKind::Apply);
+        assert!(audit_entries(&apply, "dev", "c", &planned, Duration::ZERO).is_empty());
+        // A failing heal is recorded.
+        let broken = applied(vec![resource("config", Status::Failed, "x")]);
+        assert_eq!(
+            audit_entries(&heal, "dev", "c", &broken, Duration::ZERO).len(),
+            1
+        );
     }
 }

@@ -19,6 +19,7 @@ use crate::plan::EnvPlan;
 use crate::render;
 use crate::secrets::{self, Identities, IdentityOptions};
 use crate::state;
+use crate::state::history::{CommitInfo, EventKind, Subject};
 
 /// A command that could not run (problems found in the repository or a
 /// failing resource are reported and turned into the exit code instead).
@@ -186,24 +187,43 @@ impl Signals {
     }
 }
 
+/// The repository as `apply` and `rebuild` read it.
+struct Loaded {
+    files: Files,
+    /// The commit id records are kept under.
+    commit: String,
+    /// Who made the commit and its signature, for the audit history; the
+    /// default for a working tree that is no commit.
+    meta: Option<crate::source::CommitMeta>,
+}
+
 /// Loads the repository (working tree, or `--revision` / a `file://` URL
 /// read from Git) and the commit id records are kept under.
-fn load_files(args: &CommonArgs) -> Result<(Files, String)> {
+fn load_files(args: &CommonArgs) -> Result<Loaded> {
     match super::repo_snapshot(&args.repo, args.revision.as_deref())? {
-        Some(snap) => Ok(((*snap.files).clone(), snap.commit)),
+        Some(snap) => Ok(Loaded {
+            files: (*snap.files).clone(),
+            commit: snap.commit,
+            meta: Some(snap.meta),
+        }),
         None => {
             let files = super::read_repo(&args.repo)?;
-            let commit = worktree_commit(&args.repo, &files);
-            Ok((files, commit))
+            let (commit, meta) = worktree_commit(&args.repo, &files);
+            Ok(Loaded {
+                files,
+                commit,
+                meta,
+            })
         }
     }
 }
 
-/// HEAD when the working tree is a clean Git checkout, else a content hash
-/// (`worktree-<hash>`), so the gate compares like with like.
-fn worktree_commit(repo: &Path, files: &Files) -> String {
-    if let Some(head) = clean_head(repo) {
-        return head;
+/// HEAD (and its metadata) when the working tree is a clean Git checkout,
+/// else a content hash (`worktree-<hash>`), so the gate compares like with
+/// like.
+fn worktree_commit(repo: &Path, files: &Files) -> (String, Option<crate::source::CommitMeta>) {
+    if let Some((head, meta)) = clean_head(repo) {
+        return (head, meta);
     }
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
@@ -216,12 +236,13 @@ fn worktree_commit(repo: &Path, files: &Files) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    format!("worktree-{hex}")
+    (format!("worktree-{hex}"), None)
 }
 
 /// HEAD of the Git checkout holding `repo`, when nothing tidegate reads
-/// (environments/, modules/, secrets/, .sops.yaml) differs from it.
-fn clean_head(repo: &Path) -> Option<String> {
+/// (environments/, modules/, secrets/, .sops.yaml) differs from it, with
+/// its metadata when it can be read.
+fn clean_head(repo: &Path) -> Option<(String, Option<crate::source::CommitMeta>)> {
     let r = git2::Repository::discover(repo).ok()?;
     let workdir = r.workdir()?.canonicalize().ok()?;
     let rel = repo.canonicalize().ok()?;
@@ -236,8 +257,9 @@ fn clean_head(repo: &Path) -> Option<String> {
     if !statuses.is_empty() {
         return None;
     }
-    let head = r.head().ok()?.peel_to_commit().ok()?.id().to_string();
-    Some(head)
+    let head = r.head().ok()?.peel_to_commit().ok()?.id();
+    let meta = crate::source::CommitMeta::read(&r, head).ok();
+    Some((head.to_string(), meta))
 }
 
 /// The shared pipeline of `apply` and `rebuild`: exit code and the result
@@ -247,7 +269,11 @@ pub fn run_pipeline(
     mode: &Mode,
     out: &mut dyn Write,
 ) -> Result<(u8, Vec<EnvResult>)> {
-    let (files, commit) = load_files(args)?;
+    let Loaded {
+        files,
+        commit,
+        meta,
+    } = load_files(args)?;
     let rename = mode
         .owner
         .as_deref()
@@ -292,6 +318,10 @@ pub fn run_pipeline(
         return Err(super::Error::Usage("--as needs one --env".into()).into());
     }
     let refusals = signature_refusals(args, &envs, &commit)?;
+    let commit_info = match &meta {
+        Some(meta) => Some(CommitInfo::of(meta, &args.trust.load()?)),
+        None => None,
+    };
     let identities = Identities::from_env(&args.identities)?;
     let rt = tokio::runtime::Runtime::new().map_err(Error::Runtime)?;
     let ctx = Ctx {
@@ -300,6 +330,7 @@ pub fn run_pipeline(
         files: &files,
         identities: &identities,
         commit: &commit,
+        commit_info: commit_info.as_ref(),
         args,
         mode,
     };
@@ -380,6 +411,8 @@ struct Ctx<'a> {
     files: &'a Files,
     identities: &'a Identities,
     commit: &'a str,
+    /// The commit's author, committer and signer (none for a working tree).
+    commit_info: Option<&'a CommitInfo>,
     args: &'a CommonArgs,
     mode: &'a Mode,
 }
@@ -467,6 +500,15 @@ impl Ctx<'_> {
             },
             progress: Some(&cb),
             stop: Some(stop),
+            audit: pipeline::Audit {
+                event: if self.mode.rebuild {
+                    EventKind::Rebuild
+                } else {
+                    EventKind::Apply
+                },
+                subject: Subject::cli(),
+                commit: self.commit_info.cloned(),
+            },
         };
         let mut hooks = Preview {
             out: &mut *out,

@@ -10,6 +10,7 @@ use crate::load::{self, Files};
 
 pub mod apply;
 pub mod graph;
+pub mod history;
 pub mod logs;
 pub mod plan;
 pub mod promote;

@@ -58,18 +58,6 @@ pub enum Ask {
     Rollback(RollbackArgs),
 }
 
-/// The CLI user as the controls and the history name them:
-/// `alice (cli on laptop-7)`.
-pub fn cli_subject() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("{user} (cli on {host})")
-}
-
 /// Runs one control command; exit 0 done, 1 refused.
 pub fn run(ask: &Ask, out: &mut dyn Write) -> super::Result<u8> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -117,7 +105,7 @@ async fn run_async(ask: &Ask, out: &mut dyn Write) -> super::Result<u8> {
     };
     let store =
         RecordStore::for_target(env.kubernetes.as_ref(), &common.state_dir, &env.project).await?;
-    let by = cli_subject();
+    let by = state::history::Subject::cli();
     let answer =
         state::control::change(&store, &env.name, &change, &by, common.reason.as_deref()).await?;
     match answer {

@@ -158,7 +158,9 @@ pub fn run(args: &ReconcileArgs) -> super::Result<u8> {
         health_timeout: Duration::from_secs(args.health_timeout),
         ..crate::execute::Options::default()
     };
-    let converge = Executor::new(identities, options, args.state_dir.clone());
+    // The audit history records who signed each commit it applies.
+    let trust = Arc::new(args.trust.load()?);
+    let converge = Executor::new(identities, options, args.state_dir.clone()).trust(trust);
     run_with(args, Arc::new(converge))
 }
 

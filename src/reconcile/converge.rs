@@ -11,15 +11,18 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::execute::{self, Status};
+use crate::model::Environment;
 use crate::pipeline::{self, EnvJob, Hold, Ran, RunOptions, Unattended};
 use crate::plan::{EnvPlan, Guard};
 use crate::resource::Action;
 use crate::secrets::{self, Identities};
-use crate::source::Snapshot;
+use crate::source::{Snapshot, TrustList};
+use crate::state::history::{CommitInfo, Entry, EventKind, Subject};
 use crate::state::RecordStore;
 
 use crate::promotion::{Change, Controls};
@@ -36,6 +39,7 @@ pub struct Executor {
     /// The model of the commit read last for its environments' stores
     /// (controls are read at every poll: not a load each time).
     model: std::sync::Mutex<Option<(String, std::sync::Arc<crate::model::Model>)>>,
+    trust: Arc<TrustList>,
 }
 
 impl Executor {
@@ -48,6 +52,40 @@ impl Executor {
             options,
             state_dir,
             model: std::sync::Mutex::default(),
+            trust: Arc::default(),
+        }
+    }
+
+    /// The keys the audit history checks commit signatures against (the
+    /// signer it records); none by default.
+    pub fn trust(mut self, trust: Arc<TrustList>) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    async fn store(
+        &self,
+        environment: &Environment,
+    ) -> std::result::Result<RecordStore, ReportError> {
+        RecordStore::for_target(
+            environment.kubernetes.as_ref(),
+            &self.state_dir,
+            &environment.project,
+        )
+        .await
+        .map_err(|e| err(ErrorReason::Observe, e))
+    }
+
+    /// `drift-heal` when the environment's record is already at `commit`
+    /// (the run heals drift), else `apply` (a record that cannot be read
+    /// counts as none).
+    async fn event(&self, environment: &Environment, commit: &str) -> EventKind {
+        let Ok(store) = self.store(environment).await else {
+            return EventKind::Apply;
+        };
+        match store.load(&environment.name).await {
+            Ok(Some(r)) if r.commit == commit => EventKind::DriftHeal,
+            _ => EventKind::Apply,
         }
     }
 }
@@ -57,24 +95,10 @@ fn err(reason: ErrorReason, e: impl std::fmt::Display) -> ReportError {
 }
 
 /// A secrets failure as the status API and page show it. They are not
-/// authenticated, so where the identities were read from (file and folder
-/// paths of mounted keys) stays out: the message names the secret file, the
-/// recipients and the public keys of the identities loaded, which is enough
-/// to tell which key is missing.
+/// authenticated, so where the identities were read from stays out
+/// ([`pipeline::secrets_message`]).
 fn secrets_error(e: secrets::Error) -> ReportError {
-    let message = match &e {
-        secrets::Error::WrongIdentity {
-            file,
-            have,
-            recipients,
-            ..
-        } => {
-            let count = have.split(", ").filter(|k| !k.is_empty()).count();
-            format!("{file}: none of the {count} age identities loaded (public keys {have}) can decrypt it; it is encrypted to {recipients}; give tidegate the private key of one of those recipients, or re-key the file with `tidegate secrets updatekeys`")
-        }
-        other => other.to_string(),
-    };
-    ReportError::new(ErrorReason::Secrets, message)
+    ReportError::new(ErrorReason::Secrets, pipeline::secrets_message(&e))
 }
 
 fn api_calls(calls: &BTreeMap<String, u64>) -> Vec<ApiCalls> {
@@ -147,6 +171,15 @@ impl Converge for Executor {
             },
             progress: None,
             stop: None,
+            audit: pipeline::Audit {
+                event: match mode {
+                    Mode::Apply => self.event(environment, &snapshot.commit).await,
+                    // Not recorded: a report-only run writes nothing.
+                    Mode::ReportOnly => EventKind::DriftHeal,
+                },
+                subject: Subject::reconciler(),
+                commit: Some(CommitInfo::of(&snapshot.meta, &self.trust)),
+            },
         };
         let finished = pipeline::run_env(&job, &mut Unattended).await;
         let mut report = match finished.ran {
@@ -202,7 +235,7 @@ impl Converge for Executor {
         snapshot: &Snapshot,
         env: &str,
         change: &Change,
-        by: &str,
+        by: &crate::state::history::Subject,
         reason: Option<&str>,
     ) -> std::result::Result<std::result::Result<Controls, String>, ReportError> {
         let Some(store) = self.store_of(snapshot, env).await? else {
@@ -215,23 +248,41 @@ impl Converge for Executor {
             .await
             .map_err(|e| err(ErrorReason::Observe, e))
     }
+
+    async fn audit(
+        &self,
+        snapshot: &Snapshot,
+        entry: &Entry,
+    ) -> std::result::Result<(), ReportError> {
+        let Some(store) = self.store_of(snapshot, &entry.environment).await? else {
+            return Ok(());
+        };
+        store
+            .append_history(entry)
+            .await
+            .map_err(|e| err(ErrorReason::Observe, e))
+    }
+
+    /// The history of `env` where it keeps its record. Only the
+    /// environment's target and project are needed, so the snapshot is
+    /// loaded (once per commit), not checked in full.
+    async fn history(
+        &self,
+        snapshot: &Snapshot,
+        env: &str,
+    ) -> std::result::Result<Vec<Entry>, ReportError> {
+        let Some(store) = self.store_of(snapshot, env).await? else {
+            let msg = format!("commit {} has no environment {env}", snapshot.commit);
+            return Err(ReportError::new(ErrorReason::Load, msg));
+        };
+        store
+            .history(env)
+            .await
+            .map_err(|e| err(ErrorReason::Observe, e))
+    }
 }
 
 impl Executor {
-    /// Where `environment` keeps its record and controls.
-    async fn store(
-        &self,
-        environment: &crate::model::Environment,
-    ) -> std::result::Result<RecordStore, ReportError> {
-        RecordStore::for_target(
-            environment.kubernetes.as_ref(),
-            &self.state_dir,
-            &environment.project,
-        )
-        .await
-        .map_err(|e| err(ErrorReason::Observe, e))
-    }
-
     /// The store of `env` in `snapshot`'s model; `None` when it has no
     /// such environment.
     async fn store_of(

@@ -31,6 +31,8 @@ use crate::notify::{self, Kind, Notifier};
 use crate::promotion::{self, Change, Clock, Controls};
 use crate::sensitive::Sensitive;
 use crate::source::{self, Snapshot, Source};
+use crate::state::history;
+use crate::state::history::{Entry, EventKind, Subject};
 
 /// How the loop behaves.
 #[derive(Debug, Clone)]
@@ -160,7 +162,21 @@ pub struct Shared {
     pub webhook_secret: Option<Sensitive>,
     pub replay: Mutex<ReplayCache>,
     pub reference: String,
+    /// What reads the audit history: the converge implementation and the
+    /// commit being reconciled (which says where each environment keeps
+    /// it); set once a commit loads.
+    history: RwLock<Option<HistorySource>>,
+    /// The last [`RECENT_HISTORY`] entries of each environment, refreshed
+    /// after each finished converge.
+    recent: Mutex<HashMap<String, Vec<Entry>>>,
 }
+
+/// Entries of each environment's history on the status page and API.
+pub const RECENT_HISTORY: usize = 10;
+
+/// The converge implementation and the commit that say where each
+/// environment's audit history is kept.
+type HistorySource = (Arc<dyn Converge>, Arc<Snapshot>);
 
 impl Shared {
     /// The shared state and the receiving end of its command channel (for
@@ -186,6 +202,8 @@ impl Shared {
             webhook_secret,
             replay: Mutex::new(ReplayCache::default()),
             reference: opts.reference.clone(),
+            history: RwLock::new(None),
+            recent: Mutex::default(),
         };
         (Arc::new(shared), rx)
     }
@@ -209,6 +227,42 @@ impl Shared {
 
     fn set_status(&self, f: impl FnOnce(&mut Status)) {
         f(&mut self.status.write().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// The audit history of `env`, or of every environment of the commit
+    /// being reconciled merged by time, oldest first; `None` before a
+    /// commit has loaded.
+    pub async fn history(
+        &self,
+        env: Option<&str>,
+    ) -> Option<std::result::Result<Vec<Entry>, ReportError>> {
+        let (converge, snapshot) = self
+            .history
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        let envs: Vec<String> = match env {
+            Some(e) => vec![e.to_string()],
+            None => self
+                .status()
+                .environments
+                .into_iter()
+                .map(|e| e.name)
+                .collect(),
+        };
+        let mut out = Vec::new();
+        for env in envs {
+            match converge.history(&snapshot, &env).await {
+                Ok(entries) => out.extend(entries),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        history::sort(&mut out);
+        Some(Ok(out))
+    }
+
+    fn recent_history(&self, env: &str) -> Vec<Entry> {
+        lock(&self.recent).get(env).cloned().unwrap_or_default()
     }
 }
 
@@ -266,6 +320,8 @@ pub struct EnvStatus {
     pub promotion: Vec<String>,
     /// Operators' decisions: approvals (the newest 5), hold, pin.
     pub controls: Controls,
+    /// The last entries of its audit history, oldest first.
+    pub history: Vec<Entry>,
 }
 
 /// The dependency graph of the commit being reconciled, for the page.
@@ -452,10 +508,14 @@ impl Io {
                 Some(cmd) = commands.recv() => match cmd {
                     Command::Suspend { env, by } => {
                         tracing::info!(environment = %env, by = %by, "suspended through the API");
+                        let entry = Entry::new(&env, EventKind::Suspend, Subject::http(&by));
+                        io.audit(snapshot.clone(), entry);
                         Event::Suspend { env }
                     }
                     Command::Resume { env, by } => {
                         tracing::info!(environment = %env, by = %by, "resumed through the API");
+                        let entry = Entry::new(&env, EventKind::Resume, Subject::http(&by));
+                        io.audit(snapshot.clone(), entry);
                         Event::Resume { env }
                     }
                     Command::Poll => Event::TriggerPoll,
@@ -463,6 +523,7 @@ impl Io {
                         let answer = io
                             .control(snapshot.as_deref(), &env, revision.as_deref(), change, &by, reason.as_deref())
                             .await;
+                        io.refresh_history(&env, snapshot.clone());
                         let event = match &answer {
                             Ok(c) => {
                                 lock(&io.controls).insert(env.clone(), c.clone());
@@ -477,6 +538,25 @@ impl Io {
                 Some((env, report)) = done_rx.recv() => {
                     tasks.remove(&env);
                     io.finished(&env, &report);
+                    // A refused commit is audited once, not at each retry.
+                    let refusal = report.error.as_ref().filter(|e| {
+                        matches!(e.reason, ErrorReason::Signature | ErrorReason::NotADescendant)
+                    });
+                    let before = state.envs.get(&env).and_then(|e| e.last.as_ref());
+                    let repeated = before.is_some_and(|b| {
+                        b.commit == report.commit && b.error.as_ref().map(|e| e.reason) == refusal.map(|e| e.reason)
+                    });
+                    match refusal {
+                        Some(e) if !repeated => {
+                            let mut entry = Entry::new(&env, EventKind::Refused, Subject::reconciler());
+                            entry.commit = Some(report.commit.clone());
+                            entry.outcome = crate::state::history::Outcome::Refused;
+                            entry.reason = Some(e.reason.label().to_string());
+                            entry.error = Some(e.message.clone());
+                            io.audit(snapshot.clone(), entry);
+                        }
+                        _ => io.refresh_history(&env, snapshot.clone()),
+                    }
                     // A converge at the commit already good there is a
                     // drift check; any other is the apply of a new commit.
                     let drift_check = state.envs.get(&env).and_then(|e| e.last_good.as_deref())
@@ -740,6 +820,12 @@ impl Io {
                     s.rejected_commit = None;
                 });
                 self.shared.ready.store(true, Ordering::Release);
+                *self
+                    .shared
+                    .history
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) =
+                    Some((self.converge.clone(), snap.clone()));
                 *current = Some(snap);
                 Some(Event::Commit { commit, envs })
             }
@@ -827,7 +913,7 @@ impl Io {
         };
         let answer = self
             .converge
-            .change_controls(snap, env, &change, by, reason)
+            .change_controls(snap, env, &change, &Subject::http(by), reason)
             .await
             .map_err(|e| ControlRefused::Unavailable(e.message))?;
         match answer {
@@ -989,6 +1075,47 @@ impl Io {
         }
     }
 
+    /// Reads the last entries of `env`'s audit history in the background;
+    /// the next publish shows them.
+    /// Appends `entry` to its environment's audit history (in its own
+    /// task: the loop does not wait on the store), then reads the recent
+    /// entries again for the status.
+    fn audit(&self, snapshot: Option<Arc<Snapshot>>, entry: Entry) {
+        let Some(snapshot) = snapshot else {
+            tracing::warn!(environment = %entry.environment, event = %entry.event, "no commit loaded: the event is not in the audit history");
+            return;
+        };
+        let (converge, shared) = (self.converge.clone(), self.shared.clone());
+        tokio::spawn(async move {
+            let env = entry.environment.clone();
+            if let Err(e) = converge.audit(&snapshot, &entry).await {
+                tracing::warn!(environment = %env, error = %e, "could not append to the audit history");
+            }
+            if let Ok(mut entries) = converge.history(&snapshot, &env).await {
+                entries.drain(..entries.len().saturating_sub(RECENT_HISTORY));
+                lock(&shared.recent).insert(env, entries);
+            }
+        });
+    }
+
+    fn refresh_history(&self, env: &str, snapshot: Option<Arc<Snapshot>>) {
+        let Some(snapshot) = snapshot else {
+            return;
+        };
+        let (converge, shared, env) = (self.converge.clone(), self.shared.clone(), env.to_string());
+        tokio::spawn(async move {
+            match converge.history(&snapshot, &env).await {
+                Ok(mut entries) => {
+                    entries.drain(..entries.len().saturating_sub(RECENT_HISTORY));
+                    lock(&shared.recent).insert(env, entries);
+                }
+                Err(e) => {
+                    tracing::warn!(environment = %env, error = %e, "could not read the audit history")
+                }
+            }
+        });
+    }
+
     /// Mirrors the machine into the shared status and gauges.
     fn publish(&self, state: &State) {
         let now = Instant::now();
@@ -1018,6 +1145,7 @@ impl Io {
                     c.approvals.drain(..extra);
                     c
                 },
+                history: self.shared.recent_history(&e.spec.name),
             })
             .collect();
         for e in &envs {

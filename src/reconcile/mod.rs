@@ -149,10 +149,32 @@ pub trait Converge: Send + Sync {
         _snapshot: &Snapshot,
         env: &str,
         _change: &Change,
-        _by: &str,
+        _by: &crate::state::history::Subject,
         _reason: Option<&str>,
     ) -> std::result::Result<std::result::Result<Controls, String>, ReportError> {
         Ok(Err(format!("{env} keeps no promotion controls here")))
+    }
+
+    /// Appends `entry` to the audit history of its environment (a suspend,
+    /// a resume, a refused commit: what the driver decides itself);
+    /// nothing by default.
+    async fn audit(
+        &self,
+        _snapshot: &Snapshot,
+        _entry: &crate::state::history::Entry,
+    ) -> std::result::Result<(), ReportError> {
+        Ok(())
+    }
+
+    /// The audit history of `env` (oldest first) from where the
+    /// environment keeps its records, as `snapshot` says where that is;
+    /// empty when the implementation keeps none.
+    async fn history(
+        &self,
+        _snapshot: &Snapshot,
+        _env: &str,
+    ) -> std::result::Result<Vec<crate::state::history::Entry>, ReportError> {
+        Ok(Vec::new())
     }
 }
 

@@ -8,6 +8,7 @@
 //! | probe | `GET /metrics` | Prometheus text (see [`crate::reconcile::metrics`]) |
 //! | API | `GET /` | the status page (HTML, no external assets) |
 //! | API | `GET /api/v1/status` | [`Status`] as JSON |
+//! | API | `GET /api/v1/history?env=&since=` | the audit history as JSON lines, oldest first (400 bad `since`, 404 unknown env, 503 no commit yet) |
 //! | API | `POST /api/v1/environments/{env}/suspend`, `.../resume` | 202, 404 unknown env, 409 suspended in its file |
 //! | API | `POST /api/v1/environments/{env}/approve`, `.../hold`, `.../release`, `.../rollback` (JSON body `{"revision": "<commit>", "reason": "..."}`) | 200 with the controls, 400, 404 unknown env or commit, 409 refused (nothing to release, never applied there) |
 //! | API | `POST /api/v1/reconcile` | poll the remote now (202) |
@@ -174,6 +175,7 @@ pub fn api_router(shared: Arc<Shared>, config: &Config) -> Router {
     Router::new()
         .route("/", get(status_page))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/history", get(history))
         .route("/api/v1/environments/{env}/{action}", post(environment))
         .route("/api/v1/reconcile", post(reconcile))
         .route("/webhook", post(hook))
@@ -275,6 +277,47 @@ async fn metrics(State(shared): S) -> Response {
 
 async fn status(State(app): State<App>) -> Json<Status> {
     Json(app.shared.status())
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryQuery {
+    env: Option<String>,
+    since: Option<String>,
+}
+
+/// The audit history of `env` (default: every environment, merged by
+/// time) since `since` (a duration back from now or an RFC 3339 time), as
+/// JSON lines: what a SIEM collects.
+async fn history(State(app): State<App>, Query(q): Query<HistoryQuery>) -> Response {
+    use crate::state::history as h;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let since = match q
+        .since
+        .as_deref()
+        .map(|s| h::parse_since(s, now))
+        .transpose()
+    {
+        Ok(since) => since,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("since: {e}")),
+    };
+    if let Some(env) = &q.env {
+        let status = app.shared.status();
+        if !status.environments.iter().any(|e| &e.name == env) {
+            let msg = format!("no environment {env:?} in commit {:?}", status.commit);
+            return error(StatusCode::NOT_FOUND, &msg);
+        }
+    }
+    let entries = match app.shared.history(q.env.as_deref()).await {
+        None => return error(StatusCode::SERVICE_UNAVAILABLE, "no commit loaded yet"),
+        Some(Err(e)) => return error(StatusCode::BAD_GATEWAY, &e.to_string()),
+        Some(Ok(entries)) => h::since(entries, since),
+    };
+    let mut body = String::new();
+    for e in &entries {
+        body.push_str(&serde_json::to_string(e).expect("an entry serialises"));
+        body.push('\n');
+    }
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -406,7 +449,7 @@ async fn control(app: &App, env: String, ask: ControlAsk, caller: Caller, body: 
         env: env.clone(),
         revision: body.revision,
         change: ask,
-        by: format!("{} (http)", caller.0),
+        by: caller.0.clone(),
         reason: body.reason,
         reply: tx,
     };

@@ -1,8 +1,9 @@
 //! The status page: one self-contained HTML document (inline CSS and SVG,
 //! no scripts, no external assets) rendered from [`Status`]: the
 //! environments in promotion order with commit, health, last reconcile,
-//! drift and gate, and a picture of the dependency graph (levels, edges)
-//! drawn on the server. Every text is HTML-escaped; nothing on it comes
+//! drift and gate, the last entries of each environment's audit history,
+//! and a picture of the dependency graph (levels, edges) drawn on the
+//! server. Every text is HTML-escaped; nothing on it comes
 //! from a secret.
 
 use std::collections::HashMap;
@@ -10,6 +11,7 @@ use std::fmt::Write;
 
 use crate::reconcile::driver::{EnvGraph, EnvStatus, Status};
 use crate::reconcile::{EnvHealth, Gate};
+use crate::state::history::Outcome as HistoryOutcome;
 
 /// Graphs with more resources than this are listed, not drawn.
 const MAX_DRAWN: usize = 400;
@@ -53,6 +55,7 @@ pub fn render(status: &Status, env: Option<&str>) -> String {
     h.push_str("<h2>Environments</h2>");
     pipeline(&mut h, &status.environments);
     table(&mut h, status);
+    history(&mut h, status);
     graph(&mut h, status, env);
     h.push_str("</body></html>\n");
     h
@@ -290,6 +293,61 @@ fn table(h: &mut String, status: &Status) {
     h.push_str("</tbody></table>");
 }
 
+/// The last audit history entries of each environment, newest first
+/// (`GET /api/v1/history` has all of them).
+fn history(h: &mut String, status: &Status) {
+    h.push_str("<h2>History</h2>");
+    if status.environments.iter().all(|e| e.history.is_empty()) {
+        h.push_str("<p>No entries yet.</p>");
+        return;
+    }
+    for e in status.environments.iter().filter(|e| !e.history.is_empty()) {
+        let _ = write!(
+            h,
+            "<h3>{n}</h3><table class=history data-env=\"{n}\"><thead><tr><th>time</th><th>event</th><th>outcome</th>\
+             <th>commit</th><th>by</th><th>changes</th><th>reason / error</th></tr></thead><tbody>",
+            n = esc(&e.name)
+        );
+        for x in e.history.iter().rev() {
+            let class = match x.outcome {
+                HistoryOutcome::Succeeded => "ok",
+                HistoryOutcome::Held => "warn",
+                HistoryOutcome::Failed | HistoryOutcome::Refused => "bad",
+            };
+            let author = x
+                .commit_info
+                .as_ref()
+                .and_then(|c| c.author.as_deref())
+                .map(|a| format!(" by {}", esc(a)))
+                .unwrap_or_default();
+            let changes = x.plan.as_ref().map_or("—".to_string(), |p| {
+                format!("+{} ~{} −{} ={}", p.create, p.update, p.delete, p.unchanged)
+            });
+            let why = [
+                x.reason.as_deref().map(esc),
+                x.error
+                    .as_deref()
+                    .map(|e| format!("<span class=bad>{}</span>", esc(e))),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" · ");
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td><span class={class}>{}</span></td><td><code>{}</code>{author}</td>\
+                 <td>{}</td><td>{changes}</td><td>{why}</td></tr>",
+                esc(&x.time),
+                esc(x.event.label()),
+                esc(x.outcome.label()),
+                esc(x.commit.as_deref().map_or("—", short)),
+                esc(&x.subject.to_string()),
+            );
+        }
+        h.push_str("</tbody></table>");
+    }
+}
+
 fn graph(h: &mut String, status: &Status, env: Option<&str>) {
     h.push_str("<h2>Dependency graph</h2><nav>");
     for g in &status.graph.environments {
@@ -387,6 +445,7 @@ mod tests {
             pinned: None,
             promotion: Vec::new(),
             controls: Default::default(),
+            history: Vec::new(),
         }
     }
 
@@ -450,5 +509,39 @@ mod tests {
         assert!(html.contains("a --&gt; b"));
         assert!(!html.contains("<script"));
         assert!(!html.contains("http://") || html.contains("http://www.w3.org/2000/svg"));
+        assert!(html.contains("<h2>History</h2><p>No entries yet.</p>"));
+    }
+
+    #[test]
+    fn the_page_lists_the_last_history_entries_newest_first() {
+        use crate::state::history::{CommitInfo, Entry, EventKind, Outcome, Subject};
+        let mut dev = env("dev", &[], Gate::Converged);
+        let mut first = Entry::new("dev", EventKind::Apply, Subject::reconciler());
+        first.time = "2024-05-01T10:00:00Z".into();
+        first.commit = Some("0123456789abcdef".into());
+        first.commit_info = Some(CommitInfo {
+            author: Some("Ann <ann@example.com>".into()),
+            ..CommitInfo::default()
+        });
+        let mut second = Entry::new("dev", EventKind::Hold, Subject::http("<alice>"));
+        second.time = "2024-05-01T11:00:00Z".into();
+        second.outcome = Outcome::Held;
+        second.reason = Some("freeze".into());
+        dev.history = vec![first, second];
+        let status = Status {
+            environments: vec![dev, env("prod", &["dev"], Gate::Converged)],
+            ..Status::default()
+        };
+        let html = render(&status, None);
+        let table = &html[html.find("<table class=history").unwrap()..];
+        let (hold, apply) = (
+            table.find(">hold<").unwrap(),
+            table.find(">apply<").unwrap(),
+        );
+        assert!(hold < apply, "newest first");
+        assert!(table.contains("http:&lt;alice&gt;"));
+        assert!(table.contains("Ann &lt;ann@example.com&gt;"));
+        assert!(table.contains("<span class=warn>held</span>"));
+        assert!(!html.contains("<h3>prod</h3>"));
     }
 }

@@ -40,7 +40,7 @@ pub use poll::{step, Backoff, Event, ForcePush, Observation, State};
 pub use signature::{
     verify_in_repo, SignaturePolicy, TrustList, TrustedPgpKey, TrustedSshKey, Verification,
 };
-pub use snapshot::{Files, ReadLimits, Snapshot, TreeCache, DEFAULT_PATHS};
+pub use snapshot::{CommitMeta, Files, ReadLimits, Snapshot, TreeCache, DEFAULT_PATHS};
 pub use url::{redact as redact_url, split_credentials, UrlCredentials};
 
 /// Everything that can fail in the Git source.

@@ -34,6 +34,55 @@ pub struct Snapshot {
     /// Only the files under the configured paths. Shared between snapshots
     /// whose read paths are identical; `&snapshot.files` coerces to `&Files`.
     pub files: Arc<Files>,
+    /// Who made the commit, and its signature (for the audit history).
+    pub meta: CommitMeta,
+}
+
+/// Who made a commit, as Git records it, and its signature, unverified.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitMeta {
+    /// `Name <email>`.
+    pub author: String,
+    /// `Name <email>`.
+    pub committer: String,
+    /// The `gpgsig` header and the commit data it signs, when signed.
+    pub signature: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl CommitMeta {
+    /// The author, committer and signature of `commit` in `repo`.
+    pub fn read(repo: &Repository, commit: Oid) -> Result<CommitMeta> {
+        let read_err = |source| Error::ReadCommit {
+            commit: commit.to_string(),
+            source,
+        };
+        let c = repo.find_commit(commit).map_err(read_err)?;
+        let person = |s: git2::Signature| {
+            format!(
+                "{} <{}>",
+                String::from_utf8_lossy(s.name_bytes()),
+                String::from_utf8_lossy(s.email_bytes())
+            )
+        };
+        let signature = match repo.extract_signature(&commit, None) {
+            Ok((sig, data)) => Some((sig.to_vec(), data.to_vec())),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => None,
+            Err(e) => return Err(read_err(e)),
+        };
+        Ok(CommitMeta {
+            author: person(c.author()),
+            committer: person(c.committer()),
+            signature,
+        })
+    }
+
+    /// The signature checked against `trust`.
+    pub fn verify(&self, trust: &super::TrustList) -> super::Verification {
+        match &self.signature {
+            None => super::Verification::Unsigned,
+            Some((sig, data)) => super::signature::verify(sig, data, trust),
+        }
+    }
 }
 
 /// What to read and how much at most.
@@ -122,6 +171,7 @@ pub fn read(
         commit: commit.to_string(),
         tree: tree.id().to_string(),
         files,
+        meta: CommitMeta::read(repo, commit)?,
     })
 }
 

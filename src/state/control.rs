@@ -14,6 +14,7 @@ use std::io::Write;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
 
+use super::history::{Entry, EventKind, Outcome, Subject};
 use super::{
     ensure_namespace, now_rfc3339, object_name, scoped, EnvRecord, Error, RecordStore, Result,
     NAMESPACE,
@@ -153,33 +154,57 @@ impl RecordStore {
     }
 }
 
-/// Makes an operator's `change` to the controls of `env`, marked `by`;
+/// Makes an operator's `change` to the controls of `env`, by `subject`;
 /// the stored controls, or why the change was refused (a rollback to a
 /// commit the environment never applied, a release of nothing, a second
-/// hold).
+/// hold). Either way the audit history gets an entry (a failure to append
+/// it only warns).
 pub async fn change(
     store: &RecordStore,
     env: &str,
     change: &Change,
-    by: &str,
+    subject: &Subject,
     reason: Option<&str>,
 ) -> Result<std::result::Result<Controls, String>> {
-    if let Change::Rollback { commit } = change {
-        if !applied_before(store, env, commit).await? {
-            return Ok(Err(format!(
-                "{env} never applied commit {}: a rollback goes back to a commit applied there before (`tidegate history {env}` lists them)",
-                &commit[..commit.len().min(12)]
-            )));
+    let by = subject.to_string();
+    let refused = match change {
+        Change::Rollback { commit } if !applied_before(store, env, commit).await? => Some(format!(
+            "{env} never applied commit {}: a rollback goes back to a commit applied there before (`tidegate history {env}` lists them)",
+            &commit[..commit.len().min(12)]
+        )),
+        _ => None,
+    };
+    let answer = match refused {
+        Some(why) => Err(why),
+        None => {
+            let at = now_rfc3339();
+            store
+                .change_controls(env, |c| change.apply(c, env, &by, &at, reason))
+                .await?
         }
+    };
+    let event = match change {
+        Change::Approve { .. } => EventKind::Approve,
+        Change::Hold => EventKind::Hold,
+        Change::Release => EventKind::Release,
+        Change::Rollback { .. } => EventKind::Rollback,
+    };
+    let mut entry = Entry::new(env, event, subject.clone());
+    entry.commit = change.commit().map(str::to_string);
+    entry.reason = reason.map(str::to_string);
+    if let Err(why) = &answer {
+        entry.outcome = Outcome::Refused;
+        entry.error = Some(why.clone());
     }
-    let at = now_rfc3339();
-    store
-        .change_controls(env, |c| change.apply(c, env, by, &at, reason))
-        .await
+    if let Err(e) = store.append_history(&entry).await {
+        tracing::warn!(environment = %env, error = %e, "could not append to the audit history");
+    }
+    Ok(answer)
 }
 
 /// Whether `env` applied `commit` before: its record is at it, or its
-/// history has a succeeded run at it.
+/// audit history has a run that succeeded at it (an apply, a rebuild, a
+/// heal or an earlier rollback).
 pub async fn applied_before(store: &RecordStore, env: &str, commit: &str) -> Result<bool> {
     if store
         .load(env)
@@ -188,7 +213,15 @@ pub async fn applied_before(store: &RecordStore, env: &str, commit: &str) -> Res
     {
         return Ok(true);
     }
-    Ok(false)
+    let history = store.history(env).await?;
+    Ok(history.iter().any(|e| {
+        e.commit.as_deref() == Some(commit)
+            && e.outcome == Outcome::Succeeded
+            && matches!(
+                e.event,
+                EventKind::Apply | EventKind::Rebuild | EventKind::DriftHeal
+            )
+    }))
 }
 
 /// Why `env` may not take `commit` by hand now (`tidegate apply`), beyond

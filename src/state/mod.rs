@@ -23,6 +23,7 @@ use crate::provider::labels;
 use crate::resource::KubeTarget;
 
 pub mod control;
+pub mod history;
 mod lock;
 
 pub use lock::{lease_expired, this_process, EnvLock, LEASE_DURATION};

@@ -10,6 +10,7 @@ mod execute;
 mod fault;
 mod fixtures;
 mod fuzz_corpus;
+mod history;
 mod kubernetes;
 mod notify;
 mod ownership;

@@ -509,7 +509,10 @@ async fn deploy_manifests_pass_a_real_server_and_rbac_grants_what_tidegate_needs
     for verb in ["get", "create", "update", "delete"] {
         assert!(can(verb, "leases", "tidegate-system"), "{verb} leases");
     }
-    for verb in ["get", "create", "patch"] {
+    // Records (get, apply), the audit history (list, merge-patch
+    // appends, delete of the oldest chunk) and the promotion controls
+    // (replaced at the version read: update).
+    for verb in ["get", "list", "create", "patch", "update", "delete"] {
         assert!(
             can(verb, "configmaps", "tidegate-system"),
             "{verb} configmaps"

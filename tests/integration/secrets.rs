@@ -588,7 +588,8 @@ impl LogCapture {
 /// decrypted and used by `validate`, a live `plan` and an `apply` against
 /// moto and kube-sim, every one with `RUST_LOG=trace`. No secret value, nor
 /// its base64 form, appears in any stdout or stderr, nor in any file the
-/// runs wrote.
+/// runs wrote, nor in the audit history the apply left (its ConfigMaps in
+/// dev's cluster and `tidegate history` in every format).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_through_the_binary_at_trace_level() {
     use base64::Engine;
@@ -642,7 +643,8 @@ async fn canary_through_the_binary_at_trace_level() {
     let stand = crate::stand::Stand::with_contexts(&["dev"]).await;
     let state = stand.dir.path().join("state");
     let repo = root.display().to_string();
-    let runs: [&[&str]; 3] = [
+    let state_dir = state.to_str().unwrap();
+    let runs: [&[&str]; 6] = [
         &["validate", "--repo", &repo],
         &["plan", "--repo", &repo, "--env", "dev"],
         &[
@@ -653,7 +655,28 @@ async fn canary_through_the_binary_at_trace_level() {
             "dev",
             "--yes",
             "--state-dir",
-            state.to_str().unwrap(),
+            state_dir,
+        ],
+        &["history", "dev", "--repo", &repo, "--state-dir", state_dir],
+        &[
+            "history",
+            "dev",
+            "--format",
+            "json",
+            "--repo",
+            &repo,
+            "--state-dir",
+            state_dir,
+        ],
+        &[
+            "history",
+            "dev",
+            "--format",
+            "jsonl",
+            "--repo",
+            &repo,
+            "--state-dir",
+            state_dir,
         ],
     ];
     for args in runs {
@@ -683,6 +706,9 @@ async fn canary_through_the_binary_at_trace_level() {
             args[0] == "validate" || stderr.lines().count() > 10,
             "{args:?}: trace logging did not run"
         );
+        if args[0] == "history" {
+            assert!(stdout.contains("apply"), "{args:?}: no entry: {stdout}");
+        }
         for c in &canaries {
             assert!(!stdout.contains(c.as_str()), "{args:?}: a secret in stdout");
             assert!(!stderr.contains(c.as_str()), "{args:?}: a secret in stderr");
@@ -702,6 +728,23 @@ async fn canary_through_the_binary_at_trace_level() {
         }
     }
     assert!(read > 0, "the runs wrote no file to check");
+    // The audit history lives in dev's cluster: every ConfigMap tidegate
+    // keeps there (records and history), whole.
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(stand.kube("dev").await, "tidegate-system");
+    let kept = api.list(&Default::default()).await.unwrap().items;
+    assert!(
+        kept.iter()
+            .any(|c| c.metadata.name.as_deref() == Some("tidegate-history-shop.dev-1")),
+        "no history ConfigMap"
+    );
+    let text = serde_json::to_string(&kept).unwrap();
+    for c in &canaries {
+        assert!(
+            !text.contains(c.as_str()),
+            "a secret in a ConfigMap of tidegate-system"
+        );
+    }
 }
 
 /// Issue 17: a value sops keeps in plaintext (`_unencrypted` suffix) is
