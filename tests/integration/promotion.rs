@@ -331,6 +331,94 @@ async fn manual_approval_hold_and_rollback_through_the_binary(kube: Kube) {
     assert_eq!(code, 200, "{body}");
     until(ports.api, "prod at c4", |s| good_at(s, "prod", &c4)).await;
     assert_eq!(rev_in(&stand, "prod").await.as_deref(), Some("4"));
+    for action in ["suspend", "resume"] {
+        let path = format!("/api/v1/environments/prod/{action}");
+        let (code, body) = control(ports.api, token, &path, "").await;
+        assert_eq!(code, 202, "{body}");
+    }
+
+    // The audit history of the day: every decision, by whom, at which
+    // commit, and the reconciler's applies in between.
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    let history = loop {
+        let (code, out, err) = stand
+            .cli_split(repo.path(), &["history", "prod", "--format", "json"])
+            .await;
+        assert_eq!(code, 0, "{out}{err}");
+        let h: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        // Each audit append runs in its own task: wait for both.
+        let has = |ev: &str| h.iter().any(|e| e["event"] == ev);
+        if (has("suspend") && has("resume")) || std::time::Instant::now() > end {
+            break h;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let seen: Vec<String> = history
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {} {}",
+                e["event"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+                e["subject"]["kind"].as_str().unwrap(),
+                e["commit"].as_str().map_or("-", |c| &c[..7])
+            )
+        })
+        .collect();
+    let want = [
+        format!("approve succeeded cli {}", &c1[..7]),
+        format!("apply succeeded reconciler {}", &c1[..7]),
+        format!("approve succeeded http {}", &c2[..7]),
+        format!("apply succeeded reconciler {}", &c2[..7]),
+        "hold succeeded http -".to_string(),
+        "hold refused http -".to_string(),
+        format!("approve succeeded cli {}", &c3[..7]),
+        "release succeeded cli -".to_string(),
+        format!("apply succeeded reconciler {}", &c3[..7]),
+        "release refused cli -".to_string(),
+        format!("rollback refused cli {}", &never[..7]),
+        format!("rollback succeeded cli {}", &c1[..7]),
+        format!("apply succeeded reconciler {}", &c1[..7]),
+        format!("approve succeeded cli {}", &c4[..7]),
+        "release succeeded http -".to_string(),
+        format!("apply succeeded reconciler {}", &c4[..7]),
+        "suspend succeeded http -".to_string(),
+        "resume succeeded http -".to_string(),
+    ];
+    // In this order (drift heals in between are allowed).
+    let mut at = 0;
+    for w in &want {
+        match seen[at..].iter().position(|s| s == w) {
+            Some(i) => at += i + 1,
+            None => {
+                let log = std::fs::read_to_string(
+                    stand
+                        .dir
+                        .path()
+                        .join(format!("reconcile-{}.log", ports.api)),
+                )
+                .unwrap_or_default();
+                let related: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains("history") || l.contains("uspend"))
+                    .collect();
+                panic!(
+                    "{w} missing (in order) from the history:\n{}\nreconciler log:\n{}",
+                    seen.join("\n"),
+                    related.join("\n")
+                )
+            }
+        }
+    }
+    let rollback = history
+        .iter()
+        .find(|e| e["event"] == "rollback" && e["outcome"] == "succeeded")
+        .unwrap();
+    assert_eq!(rollback["reason"], "bad release");
+    let by_http = history.iter().find(|e| e["event"] == "hold").unwrap();
+    assert_eq!(by_http["subject"]["name"], "api-token", "{by_http}");
+    assert_eq!(by_http["reason"], "change freeze");
+    assert!(!serde_json::to_string(&history).unwrap().contains(token));
 
     let status = crate::stand::sigterm(&mut child).await;
     assert!(status.success(), "{status:?}");
