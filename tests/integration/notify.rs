@@ -806,6 +806,7 @@ fn grafana_dashboard_queries_exported_series_in_valid_promql() {
     };
     metrics.converged("dev", &report, true);
     metrics.suspended("dev", false);
+    metrics.waiting("dev", Some(tidegate::promotion::Reason::Approval));
     metrics.error(ErrorReason::Fetch);
     metrics.poll("unchanged");
     metrics.webhook("github", "accepted");
