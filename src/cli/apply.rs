@@ -469,6 +469,29 @@ impl Ctx<'_> {
         if let Some(why) = self.refusals.get(name) {
             w(out, format_args!("{why}\n"))?;
             result.held = Some(why.clone());
+            // A refused commit is audited where the environment keeps its
+            // history; failing to write it only warns.
+            let mut entry = state::history::Entry::new(
+                &owner,
+                state::history::EventKind::Refused,
+                state::history::Subject::cli(),
+            );
+            entry.commit = Some(self.commit.to_string());
+            entry.outcome = state::history::Outcome::Refused;
+            entry.reason = Some("signature".into());
+            entry.error = Some(why.clone());
+            let store = state::RecordStore::for_target(
+                environment.kubernetes.as_ref(),
+                &self.args.state_dir,
+                &environment.project,
+            )
+            .await;
+            if let Err(e) = match store {
+                Ok(store) => store.append_history(&entry).await,
+                Err(e) => Err(e),
+            } {
+                tracing::warn!(environment = %name, error = %e, "could not append to the audit history");
+            }
             return Ok(result);
         }
         let progress = Bars::new(model, name, &owner);

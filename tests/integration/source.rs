@@ -1098,6 +1098,24 @@ fn apply_refuses_unsigned_commits_where_a_signature_is_required() {
         "{out}"
     );
 
+    // The refusal is in prod's audit history, by the CLI user.
+    let history = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args(["history", "prod", "--format", "json", "--repo"])
+        .arg(up.path())
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let h: Vec<serde_json::Value> = serde_json::from_slice(&history.stdout).unwrap();
+    let refused = h
+        .iter()
+        .find(|e| e["event"] == "refused")
+        .unwrap_or_else(|| panic!("no refused entry: {h:?}"));
+    assert_eq!(refused["commit"], unsigned.as_str());
+    assert_eq!(refused["outcome"], "refused");
+    assert_eq!(refused["subject"]["kind"], "cli");
+    assert!(refused["error"].as_str().unwrap().contains("not signed"));
+
     revise(2);
     let untrusted = ssh_signed_commit(&up, &stranger, "signed by a stranger");
     let (code, out) = apply(&["--revision", &untrusted]);
