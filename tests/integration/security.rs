@@ -446,7 +446,6 @@ async fn suspending_needs_a_token_and_a_same_site_json_request_and_names_who() {
     let up = Upstream::new();
     let mut t = spawn(&up, &["--log-format", "json"], None);
     t.ready().await;
-    t.converged("prod").await;
     let good = format!("Bearer {TOKEN}");
     let path = "/api/v1/environments/prod/suspend";
     let json = ("Content-Type", "application/json");
