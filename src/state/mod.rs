@@ -135,9 +135,11 @@ impl EnvRecord {
     }
 }
 
-/// Now, RFC 3339 UTC.
+/// Now, RFC 3339 UTC, by the promotion rules' clock (the system clock,
+/// or `TIDEGATE_CLOCK_FILE` in tests), so that a record's `goodSince` and
+/// a soak measured against it share one clock.
 pub fn now_rfc3339() -> String {
-    k8s_openapi::jiff::Timestamp::now().to_string()
+    crate::promotion::Clock::from_env().now().to_string()
 }
 
 /// Where one environment's record is kept.

@@ -435,16 +435,11 @@ fn set_clock(path: &Path, t: jiff::Timestamp) {
 async fn a_soak_survives_sigkill_and_a_deny_window_holds_apply_and_heal(kube: Kube) {
     let stand = Stand::on(kube, &["dev", "prod"]).await;
     let repo = TempDir::new().unwrap();
-    let now = jiff::Timestamp::now();
-    // The day (UTC) the soak will end on is denied all day.
-    let soak_end_guess = now + jiff::SignedDuration::from_mins(61);
-    let day = soak_end_guess.to_zoned(jiff::tz::TimeZone::UTC).weekday();
-    let day =
-        ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"][day.to_monday_zero_offset() as usize];
-    let rules = format!(
-        "  promotion:\n    soak: 1h\n    windows:\n      - deny: {day} 00:00-24:00\n        timeZone: UTC\n"
-    );
-    let c1 = commit(repo.path(), 1, &rules);
+    // Wednesday 09:00 UTC by the injectable clock (records, soaks and
+    // windows all read it); Wednesdays are denied all day.
+    let now: jiff::Timestamp = "2026-12-02T09:00:00Z".parse().unwrap();
+    let rules = "  promotion:\n    soak: 1h\n    windows:\n      - deny: Wed 00:00-24:00\n        timeZone: UTC\n";
+    let c1 = commit(repo.path(), 1, rules);
     let clock = stand.dir.path().join("clock");
     set_clock(&clock, now);
     let ports = Ports::free();
@@ -498,10 +493,7 @@ async fn a_soak_survives_sigkill_and_a_deny_window_holds_apply_and_heal(kube: Ku
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(
-        opens.to_zoned(jiff::tz::TimeZone::UTC).time(),
-        jiff::civil::time(0, 0, 0, 0)
-    );
+    assert_eq!(opens.to_string(), "2026-12-03T00:00:00Z");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         rev_in(&stand, "prod").await,
