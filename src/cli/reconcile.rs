@@ -196,7 +196,11 @@ async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> super::Resu
     let notifications = match &args.notifications {
         None => None,
         Some(path) => {
-            let config = crate::notify::Config::read(path)?;
+            let mut config = crate::notify::Config::read(path)?;
+            if config.has_sops() {
+                // The same age identities as the environments' secrets.
+                config.decrypt_sops(&Identities::from_env(&args.identities)?)?;
+            }
             config.check_secrets()?;
             Some(config)
         }

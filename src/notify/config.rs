@@ -136,11 +136,20 @@ impl Filter {
     }
 }
 
-/// Where a secret is read from. Never the value itself.
+/// Where a secret is read from. Never the value itself (a SOPS value is
+/// held decrypted only once [`Config::decrypt_sops`] ran, masked in every
+/// rendering).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretRef {
     File(PathBuf),
     Env(String),
+    /// `{fromSops: FILE, key: a.b}`: a value of a SOPS file, decrypted at
+    /// start with the reconciler's age identities.
+    Sops {
+        file: PathBuf,
+        key: String,
+        value: Option<Sensitive>,
+    },
 }
 
 impl SecretRef {
@@ -152,6 +161,10 @@ impl SecretRef {
             SecretRef::Env(v) => std::env::var(v)
                 .map_err(|_| "the variable is not set (or not UTF-8)".to_string())?
                 .into_bytes(),
+            SecretRef::Sops { value: Some(v), .. } => v.expose().to_vec(),
+            SecretRef::Sops { value: None, .. } => {
+                return Err("not decrypted (no age identity was given to read it)".to_string())
+            }
         };
         let secret = Sensitive::new(bytes.trim_ascii().to_vec());
         drop(Sensitive::new(bytes));
@@ -167,6 +180,9 @@ impl std::fmt::Display for SecretRef {
         match self {
             SecretRef::File(p) => write!(f, "file {}", p.display()),
             SecretRef::Env(v) => write!(f, "environment variable {v}"),
+            SecretRef::Sops { file, key, .. } => {
+                write!(f, "key {key} of SOPS file {}", file.display())
+            }
         }
     }
 }
@@ -209,6 +225,57 @@ impl Config {
         }
     }
 
+    /// Whether any secret is a `fromSops` reference.
+    pub fn has_sops(&self) -> bool {
+        self.targets
+            .iter()
+            .flat_map(|t| t.secrets())
+            .any(|(_, r)| matches!(r, SecretRef::Sops { .. }))
+    }
+
+    /// Decrypts every `fromSops` secret with `identities` (each file once),
+    /// keeping the values in memory (masked) for the deliveries. A file
+    /// that cannot be decrypted, a key that is missing or not a string
+    /// stops the start, named, never the value.
+    pub fn decrypt_sops(&mut self, identities: &crate::secrets::Identities) -> Result<()> {
+        let mut files: std::collections::HashMap<PathBuf, crate::value::Value> = Default::default();
+        for t in &mut self.targets {
+            let name = t.name.clone();
+            for (what, r) in t.secrets_mut() {
+                let SecretRef::Sops { file, key, value } = r else {
+                    continue;
+                };
+                let fail = |why: String| Error::Secret {
+                    target: name.clone(),
+                    what,
+                    from: format!("key {key} of SOPS file {}", file.display()),
+                    why,
+                };
+                let tree = match files.get(file.as_path()) {
+                    Some(t) => t,
+                    None => {
+                        let t = crate::secrets::decrypt_file(file, identities)
+                            .map_err(|e| fail(e.to_string()))?;
+                        files.entry(file.clone()).or_insert(t)
+                    }
+                };
+                let leaf = match tree.get_path(key) {
+                    Some(crate::value::Value::Sensitive(s)) => s.clone(),
+                    Some(crate::value::Value::String(s)) => Sensitive::new(s.clone().into_bytes()),
+                    Some(other) => {
+                        return Err(fail(format!(
+                            "the key holds {}, not a string",
+                            other.type_name()
+                        )))
+                    }
+                    None => return Err(fail("the file has no such key".to_string())),
+                };
+                *value = Some(leaf);
+            }
+        }
+        Ok(())
+    }
+
     /// Reads every secret once, so that a missing file or variable stops
     /// the start instead of the first delivery.
     pub fn check_secrets(&self) -> Result<()> {
@@ -233,6 +300,21 @@ impl Config {
 }
 
 impl Target {
+    /// [`Target::secrets`], to change.
+    fn secrets_mut(&mut self) -> Vec<(&'static str, &mut SecretRef)> {
+        match &mut self.kind {
+            TargetKind::Webhook { url, signing_key } => {
+                vec![("url", url), ("signingKey", signing_key)]
+            }
+            TargetKind::Slack { url }
+            | TargetKind::Teams { url }
+            | TargetKind::GoogleChat { url } => vec![("url", url)],
+            TargetKind::GitHub { token, .. } | TargetKind::GitLab { token, .. } => {
+                vec![("token", token)]
+            }
+        }
+    }
+
     /// The secret references of this target, by field name.
     pub fn secrets(&self) -> Vec<(&'static str, &SecretRef)> {
         match &self.kind {
@@ -575,10 +657,11 @@ fn context(f: &mut Fields<'_>, d: &mut Diagnostics) -> String {
         .unwrap_or_else(|| DEFAULT_CONTEXT.to_string())
 }
 
-/// A secret reference: `{fromFile: PATH}` or `{fromEnv: VAR}`; anything
-/// else, a plain string above all, is refused (without echoing it).
+/// A secret reference: `{fromFile: PATH}`, `{fromEnv: VAR}` or
+/// `{fromSops: FILE, key: a.b}`; anything else, a plain string above all,
+/// is refused (without echoing it).
 fn secret(n: &Node, what: &str, d: &mut Diagnostics) -> Option<SecretRef> {
-    let fix = format!("write `{what}: {{fromFile: /var/run/secrets/...}}` (a mounted Secret) or `{what}: {{fromEnv: VAR}}`");
+    let fix = format!("write `{what}: {{fromFile: /var/run/secrets/...}}` (a mounted Secret), `{what}: {{fromEnv: VAR}}` or `{what}: {{fromSops: secrets/notify.sops.yaml, key: slack.url}}`");
     let NodeKind::Map(entries) = &n.kind else {
         let msg = match n.kind {
             NodeKind::Str(_) => format!("{what} is a secret and must not be written in the file (the value given here is not shown)"),
@@ -592,10 +675,19 @@ fn secret(n: &Node, what: &str, d: &mut Diagnostics) -> Option<SecretRef> {
             decode::string(v, "fromFile", d).map(|p| SecretRef::File(PathBuf::from(p)))
         }
         [(k, v)] if k.name == "fromEnv" => decode::string(v, "fromEnv", d).map(SecretRef::Env),
+        [(a, f), (b, k)] | [(b, k), (a, f)] if a.name == "fromSops" && b.name == "key" => {
+            let file = decode::string(f, "fromSops", d)?;
+            let key = decode::string(k, "key", d)?;
+            Some(SecretRef::Sops {
+                file: PathBuf::from(file),
+                key,
+                value: None,
+            })
+        }
         _ => {
             d.error(
                 &n.origin,
-                format!("{what} must have exactly one of fromFile or fromEnv"),
+                format!("{what} must have exactly one of fromFile, fromEnv or fromSops (with key)"),
                 fix,
             );
             None
@@ -704,6 +796,33 @@ spec:
     }
 
     #[test]
+    fn a_sops_secret_names_its_file_and_key_and_is_not_read_before_decryption() {
+        let text = FULL.replace(
+            "{fromEnv: GL}",
+            "{fromSops: secrets/notify.sops.yaml, key: gitlab.token}",
+        );
+        let c = Config::parse("n.yaml", &text).unwrap();
+        assert!(c.has_sops());
+        let (_, r) = c.targets[3].secrets()[0];
+        assert_eq!(
+            r.to_string(),
+            "key gitlab.token of SOPS file secrets/notify.sops.yaml"
+        );
+        assert!(r.read().unwrap_err().contains("not decrypted"));
+        // A missing file stops decryption, named.
+        let mut c = c;
+        let err = c
+            .decrypt_sops(&crate::secrets::Identities::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("secrets/notify.sops.yaml"), "{err}");
+        // fromSops needs its key.
+        let text = FULL.replace("{fromEnv: GL}", "{fromSops: secrets/notify.sops.yaml}");
+        let err = Config::parse("n.yaml", &text).unwrap_err().to_string();
+        assert!(err.contains("fromSops (with key)"), "{err}");
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_position_and_a_fix() {
         let text = r#"apiVersion: tidegate.dev/v1
 kind: Notifications
@@ -728,7 +847,7 @@ spec:
             "did you mean `backoff`?",
             "timeout: \"soon\" is not a duration",
             "unknown target type \"pager\"",
-            "url must have exactly one of fromFile or fromEnv",
+            "url must have exactly one of fromFile, fromEnv or fromSops (with key)",
             "unknown event \"apply.exploded\"",
             "two targets are named \"b\"",
             "repository \"just-a-name\" is not `owner/name`",

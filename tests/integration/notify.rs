@@ -396,7 +396,39 @@ async fn the_real_binary_notifies_every_target_and_a_dead_one_blocks_nothing() {
     let hook_url = file("hook-url", &format!("http://{addr}/hook"));
     let slack_url = file("slack-url", &format!("http://{addr}{SLACK_PATH}"));
     let gl_token = file("gl-token", GL_TOKEN);
-    let teams_url = file("teams-url", &format!("http://{addr}/teams/CANARYteams"));
+    // The Teams URL comes from a SOPS file made by the real sops, decrypted
+    // by the reconciler with its age key.
+    let age = std::process::Command::new(crate::support::tool("age-keygen"))
+        .arg("-o")
+        .arg(scratch.path().join("age.key"))
+        .output()
+        .unwrap();
+    assert!(age.status.success(), "{age:?}");
+    let age_text = std::fs::read_to_string(scratch.path().join("age.key")).unwrap();
+    let recipient = age_text
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .to_string();
+    let teams_sops = scratch.path().join("notify.sops.yaml");
+    std::fs::write(
+        &teams_sops,
+        format!("teams:\n  url: http://{addr}/teams/CANARYteams\n"),
+    )
+    .unwrap();
+    let enc = std::process::Command::new(crate::support::tool("sops"))
+        .args(["--encrypt", "--age", &recipient, "--in-place"])
+        .arg(&teams_sops)
+        // Outside this checkout: its .sops.yaml would apply.
+        .current_dir(scratch.path())
+        .env_remove("SOPS_AGE_KEY_FILE")
+        .output()
+        .unwrap();
+    assert!(enc.status.success(), "{enc:?}");
+    assert!(!std::fs::read_to_string(&teams_sops)
+        .unwrap()
+        .contains("CANARYteams"));
+    let teams_sops = teams_sops.display().to_string();
     let gchat_url = file(
         "gchat-url",
         &format!("http://{addr}/v1/spaces/AAAA/messages"),
@@ -412,7 +444,7 @@ spec:
   targets:
     - {{name: ops, type: webhook, url: {{fromFile: {hook_url}}}, signingKey: {{fromFile: {key}}}}}
     - {{name: chat, type: slack, url: {{fromFile: {slack_url}}}, minSeverity: info}}
-    - {{name: teams, type: teams, url: {{fromFile: {teams_url}}}}}
+    - {{name: teams, type: teams, url: {{fromSops: {teams_sops}, key: teams.url}}}}
     - {{name: gchat, type: googlechat, url: {{fromFile: {gchat_url}}}}}
     - name: gh
       type: github
@@ -454,6 +486,8 @@ spec:
             "--git-token-file",
             &git_token,
         ])
+        .arg("--age-key-file")
+        .arg(scratch.path().join("age.key"))
         .arg("--cache-dir")
         .arg(scratch.path().join("cache"))
         .arg("--state-dir")
