@@ -216,7 +216,12 @@ impl Converge for Executor {
         snapshot: &Snapshot,
         env: &str,
     ) -> std::result::Result<Vec<Entry>, ReportError> {
-        let model = crate::load::load(&snapshot.files).map_err(|r| err(ErrorReason::Load, r))?;
+        let mut diags = crate::diag::Diagnostics::default();
+        let model = crate::load::load_with(&snapshot.files, &mut diags);
+        if diags.has_errors() {
+            let report = crate::diag::Report::new(diags);
+            return Err(err(ErrorReason::Load, report));
+        }
         let Some(environment) = model.environment(env) else {
             let msg = format!("commit {} has no environment {env}", snapshot.commit);
             return Err(ReportError::new(ErrorReason::Load, msg));
