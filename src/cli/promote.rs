@@ -78,7 +78,12 @@ async fn run_async(ask: &Ask, out: &mut dyn Write) -> super::Result<u8> {
         Ask::Hold(c) | Ask::Release(c) => c,
     };
     let files = super::read_repo_at(&common.repo, None)?;
-    let model = crate::load::load(&files)?;
+    // Only the environment's target is needed: warnings do not stop it.
+    let mut diags = crate::diag::Diagnostics::default();
+    let model = crate::load::load_with(&files, &mut diags);
+    if diags.has_errors() {
+        return Err(crate::load::Error::Invalid(crate::diag::Report::new(diags)).into());
+    }
     let Some(env) = model.environment(&common.env) else {
         let known: Vec<&str> = model.environments.iter().map(|e| e.name.as_str()).collect();
         return Err(super::Error::Usage(format!(

@@ -299,8 +299,13 @@ impl Executor {
         let model = match cached {
             Some(m) => m,
             None => {
-                let m =
-                    crate::load::load(&snapshot.files).map_err(|e| err(ErrorReason::Load, e))?;
+                // Only targets and projects are needed: warnings (a kind
+                // nobody declared) must not stop a read of the store.
+                let mut diags = crate::diag::Diagnostics::default();
+                let m = crate::load::load_with(&snapshot.files, &mut diags);
+                if diags.has_errors() {
+                    return Err(err(ErrorReason::Load, crate::diag::Report::new(diags)));
+                }
                 let m = std::sync::Arc::new(m);
                 *self.model.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some((snapshot.commit.clone(), m.clone()));

@@ -30,19 +30,11 @@
 //!   that is not an entry) is skipped with a warning, and the next append
 //!   starts on a new line.
 
-use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::Api;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    ensure_namespace, now_rfc3339, object_name, scoped, Error, RecordStore, Result, NAMESPACE,
-};
-use crate::provider::labels;
+use super::{now_rfc3339, scoped, Error, RecordStore, Result, NAMESPACE};
 use crate::source::{CommitMeta, TrustList, Verification};
 
 /// The label naming the environment a history ConfigMap belongs to.
@@ -574,15 +566,17 @@ impl RecordStore {
         match self {
             RecordStore::File { dir, .. } => {
                 let (dir, retention) = (dir.clone(), retention.clone());
-                tokio::task::spawn_blocking(move || append_file(&dir, &key, &text, &retention))
-                    .await
-                    .map_err(|e| Error::Io {
-                        path: "history".into(),
-                        source: std::io::Error::other(e),
-                    })?
+                tokio::task::spawn_blocking(move || {
+                    files::append_file(&dir, &key, &text, &retention)
+                })
+                .await
+                .map_err(|e| Error::Io {
+                    path: "history".into(),
+                    source: std::io::Error::other(e),
+                })?
             }
             RecordStore::ConfigMap { client, project } => {
-                let chunks = Chunks {
+                let chunks = configmaps::Chunks {
                     api: Api::namespaced(client.clone(), NAMESPACE),
                     client,
                     key: &key,
@@ -600,7 +594,7 @@ impl RecordStore {
         let mut entries = match self {
             RecordStore::File { dir, .. } => {
                 let dir = dir.clone();
-                tokio::task::spawn_blocking(move || read_files(&dir, &key))
+                tokio::task::spawn_blocking(move || files::read_files(&dir, &key))
                     .await
                     .map_err(|e| Error::Io {
                         path: "history".into(),
@@ -608,7 +602,7 @@ impl RecordStore {
                     })??
             }
             RecordStore::ConfigMap { client, project } => {
-                let chunks = Chunks {
+                let chunks = configmaps::Chunks {
                     api: Api::namespaced(client.clone(), NAMESPACE),
                     client,
                     key: &key,
@@ -623,352 +617,8 @@ impl RecordStore {
     }
 }
 
-// ---- files ----
-
-/// `<dir>/<key>.history.jsonl`, or its rotated copy `.n`.
-pub fn file_path(dir: &Path, key: &str, n: usize) -> PathBuf {
-    match n {
-        0 => dir.join(format!("{key}.history.jsonl")),
-        n => dir.join(format!("{key}.history.jsonl.{n}")),
-    }
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-/// Appends one line under an flock of `.<key>.history.lock` (not the
-/// environment's apply lock, which the same process may hold), rotating
-/// first when the file is full.
-fn append_file(dir: &Path, key: &str, line: &str, retention: &Retention) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let lock_path = dir.join(format!(".{key}.history.lock"));
-    let lock = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(io_err(&lock_path))?;
-    lock.lock().map_err(io_err(&lock_path))?;
-    let path = file_path(dir, key, 0);
-    let size = match std::fs::metadata(&path) {
-        Ok(m) => m.len(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(io_err(&path)(e)),
-    };
-    if size >= retention.file_bytes {
-        rotate(dir, key, retention.files)?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    let mut out = String::with_capacity(line.len() + 2);
-    if ends_torn(&mut file).map_err(io_err(&path))? {
-        // A crash cut the last line short: end it, so this entry stays
-        // readable on its own line.
-        out.push('\n');
-    }
-    out.push_str(line);
-    out.push('\n');
-    file.write_all(out.as_bytes()).map_err(io_err(&path))?;
-    file.sync_data().map_err(io_err(&path))?;
-    if size == 0 || size >= retention.file_bytes {
-        // A new file: its directory entry must survive a crash too.
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))?;
-    }
-    drop(lock);
-    Ok(())
-}
-
-/// True when the file is not empty and does not end with a newline.
-fn ends_torn(file: &mut std::fs::File) -> std::io::Result<bool> {
-    let len = file.seek(SeekFrom::End(0))?;
-    if len == 0 {
-        return Ok(false);
-    }
-    file.seek(SeekFrom::End(-1))?;
-    let mut last = [0u8];
-    file.read_exact(&mut last)?;
-    Ok(last[0] != b'\n')
-}
-
-/// `.n-1` → `.n` … current → `.1`, dropping what passes `keep`.
-fn rotate(dir: &Path, key: &str, keep: usize) -> Result<()> {
-    let keep = keep.max(1);
-    let oldest = file_path(dir, key, keep);
-    match std::fs::remove_file(&oldest) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err(&oldest)(e)),
-    }
-    for n in (0..keep).rev() {
-        let from = file_path(dir, key, n);
-        let to = file_path(dir, key, n + 1);
-        match std::fs::rename(&from, &to) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(&from)(e)),
-        }
-    }
-    Ok(())
-}
-
-/// Every entry of the files, oldest file first.
-fn read_files(dir: &Path, key: &str) -> Result<Vec<Entry>> {
-    let mut out = Vec::new();
-    let mut rotated: Vec<usize> = Vec::new();
-    let prefix = format!("{key}.history.jsonl.");
-    if let Ok(list) = std::fs::read_dir(dir) {
-        for e in list.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(n) = name.strip_prefix(&prefix).and_then(|n| n.parse().ok()) {
-                rotated.push(n);
-            }
-        }
-    }
-    rotated.sort_unstable_by(|a, b| b.cmp(a));
-    rotated.push(0);
-    for n in rotated {
-        let path = file_path(dir, key, n);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err(&path)(e)),
-        };
-        out.extend(parse_lines(
-            &String::from_utf8_lossy(&bytes),
-            &path.display().to_string(),
-        ));
-    }
-    Ok(out)
-}
-
-/// The entries of a JSON-lines text; lines that are not entries (a torn
-/// last line after a crash, anything else) are skipped with a warning.
-pub fn parse_lines(text: &str, place: &str) -> Vec<Entry> {
-    let mut out = Vec::new();
-    let lines: Vec<&str> = text.split('\n').collect();
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<Entry>(line) {
-            Ok(e) => out.push(e),
-            Err(error) if i + 1 == lines.len() => tracing::warn!(
-                file = place,
-                line = i + 1,
-                %error,
-                "skipping a torn last line of the history (a crash while it was written?)"
-            ),
-            Err(error) => tracing::warn!(
-                file = place,
-                line = i + 1,
-                %error,
-                "skipping a line of the history that is not an entry"
-            ),
-        }
-    }
-    out
-}
-
-// ---- ConfigMaps ----
-
-/// The history ConfigMaps of one environment.
-struct Chunks<'a> {
-    api: Api<ConfigMap>,
-    client: &'a kube::Client,
-    /// `<project>.<env>`.
-    key: &'a str,
-    env: &'a str,
-    project: &'a str,
-}
-
-/// One history ConfigMap: its number, name and entry bytes.
-struct Chunk {
-    n: u64,
-    name: String,
-    bytes: usize,
-    data: BTreeMap<String, String>,
-}
-
-fn kube_err(operation: String) -> impl FnOnce(kube::Error) -> Error {
-    move |source| Error::Kube { operation, source }
-}
-
-fn is_code(e: &kube::Error, code: u16) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == code)
-}
-
-impl Chunks<'_> {
-    fn name(&self, n: u64) -> String {
-        format!("{}-{n}", object_name("history", self.key))
-    }
-
-    /// The chunks, oldest first.
-    async fn list(&self) -> Result<Vec<Chunk>> {
-        let selector = format!("{HISTORY_LABEL}={}", self.env);
-        let list = self
-            .api
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(kube_err(format!(
-                "list configmaps {NAMESPACE} -l {selector}"
-            )))?;
-        let prefix = format!("{}-", object_name("history", self.key));
-        let mut chunks: Vec<Chunk> = list
-            .items
-            .into_iter()
-            .filter_map(|cm| {
-                let name = cm.metadata.name?;
-                let n = name.strip_prefix(&prefix)?.parse().ok()?;
-                let data = cm.data.unwrap_or_default();
-                let bytes = data.iter().map(|(k, v)| k.len() + v.len()).sum();
-                Some(Chunk {
-                    n,
-                    name,
-                    bytes,
-                    data,
-                })
-            })
-            .collect();
-        chunks.sort_by_key(|c| c.n);
-        Ok(chunks)
-    }
-
-    async fn read(&self) -> Result<Vec<Entry>> {
-        let mut out = Vec::new();
-        for c in self.list().await? {
-            for (key, text) in &c.data {
-                match serde_json::from_str::<Entry>(text) {
-                    Ok(e) => out.push(e),
-                    Err(error) => tracing::warn!(
-                        configmap = %format!("{NAMESPACE}/{}", c.name),
-                        key = %key,
-                        %error,
-                        "skipping a history value that is not an entry"
-                    ),
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    async fn append(&self, entry: &Entry, text: &str, retention: &Retention) -> Result<()> {
-        let key = entry_key(entry);
-        let chunks = self.list().await?;
-        let newest = chunks.last();
-        let fits = |c: &Chunk| c.bytes + key.len() + text.len() <= retention.chunk_bytes;
-        match newest {
-            Some(c) if fits(c) || c.data.is_empty() => {
-                if self.add(&c.name, &key, text).await? {
-                    return Ok(());
-                }
-                // Deleted since it was listed: start the next one.
-                self.create(c.n + 1, &key, text).await?;
-                self.expire(&chunks, c.n + 1, retention).await
-            }
-            _ => {
-                let n = newest.map_or(1, |c| c.n + 1);
-                if chunks.is_empty() {
-                    ensure_namespace(self.client).await?;
-                }
-                self.create(n, &key, text).await?;
-                self.expire(&chunks, n, retention).await
-            }
-        }
-    }
-
-    /// Adds one key with a JSON merge patch (the other keys untouched);
-    /// false when the ConfigMap does not exist.
-    async fn add(&self, name: &str, key: &str, text: &str) -> Result<bool> {
-        let patch = serde_json::json!({ "data": { key: text } });
-        let params = PatchParams {
-            field_manager: Some(labels::FIELD_MANAGER.to_string()),
-            ..PatchParams::default()
-        };
-        match self.api.patch(name, &params, &Patch::Merge(&patch)).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_code(&e, 404) => Ok(false),
-            Err(e) => Err(kube_err(format!("append to configmap {NAMESPACE}/{name}"))(
-                e,
-            )),
-        }
-    }
-
-    /// Creates chunk `n` holding the entry; when another writer created it
-    /// first, adds the entry to theirs.
-    async fn create(&self, n: u64, key: &str, text: &str) -> Result<()> {
-        let name = self.name(n);
-        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {
-                "name": name,
-                "namespace": NAMESPACE,
-                "labels": {
-                    labels::MANAGED_BY: labels::MANAGER,
-                    labels::PROJECT: self.project,
-                    HISTORY_LABEL: self.env,
-                    CHUNK_LABEL: n.to_string(),
-                },
-            },
-            "data": { key: text },
-        }))
-        .expect("a valid ConfigMap");
-        let params = PostParams {
-            field_manager: Some(labels::FIELD_MANAGER.to_string()),
-            ..PostParams::default()
-        };
-        match self.api.create(&params, &cm).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_code(&e, 409) => {
-                if self.add(&name, key, text).await? {
-                    Ok(())
-                } else {
-                    Err(kube_err(format!("create configmap {NAMESPACE}/{name}"))(e))
-                }
-            }
-            Err(e) => Err(kube_err(format!("create configmap {NAMESPACE}/{name}"))(e)),
-        }
-    }
-
-    /// Deletes the chunks that fall out of the retention once `newest`
-    /// exists.
-    async fn expire(&self, listed: &[Chunk], newest: u64, retention: &Retention) -> Result<()> {
-        let keep = retention.chunks.max(2);
-        for c in listed.iter().filter(|c| c.n + keep <= newest) {
-            match self.api.delete(&c.name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(e) if is_code(&e, 404) => {}
-                Err(e) => {
-                    return Err(kube_err(format!(
-                        "delete configmap {NAMESPACE}/{} (history rotation)",
-                        c.name
-                    ))(e))
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A data key no other writer picks: the entry's time in nanoseconds
-/// (so keys sort by time) and 32 random bits.
-fn entry_key(entry: &Entry) -> String {
-    let nanos = entry
-        .timestamp()
-        .unwrap_or_else(Timestamp::now)
-        .as_nanosecond();
-    format!("{nanos:020}-{:08x}", rand::random::<u32>())
-}
+mod configmaps;
+mod files;
 
 #[cfg(test)]
 mod tests;

@@ -1,3 +1,6 @@
+use std::io::Write;
+use std::path::Path;
+
 use super::*;
 
 fn full() -> Entry {
