@@ -208,14 +208,41 @@ impl Converge for Executor {
         Ok(record.map(|r| r.commit))
     }
 
-    /// The history of `env` where it keeps its record. Only the
-    /// environment's target and project are needed, so the snapshot is
-    /// loaded, not checked in full.
+    /// The history of `env` where it keeps its record.
     async fn history(
         &self,
         snapshot: &Snapshot,
         env: &str,
     ) -> std::result::Result<Vec<Entry>, ReportError> {
+        let store = self.history_store(snapshot, env).await?;
+        store
+            .history(env)
+            .await
+            .map_err(|e| err(ErrorReason::Observe, e))
+    }
+
+    async fn append_history(
+        &self,
+        snapshot: &Snapshot,
+        entry: &Entry,
+    ) -> std::result::Result<(), ReportError> {
+        let store = self.history_store(snapshot, &entry.environment).await?;
+        store
+            .append_history(entry)
+            .await
+            .map_err(|e| err(ErrorReason::Observe, e))
+    }
+}
+
+impl Executor {
+    /// Where `env` of `snapshot` keeps its records. Only the environment's
+    /// target and project are needed, so the snapshot is loaded, not
+    /// checked in full.
+    async fn history_store(
+        &self,
+        snapshot: &Snapshot,
+        env: &str,
+    ) -> std::result::Result<RecordStore, ReportError> {
         let mut diags = crate::diag::Diagnostics::default();
         let model = crate::load::load_with(&snapshot.files, &mut diags);
         if diags.has_errors() {
@@ -226,11 +253,7 @@ impl Converge for Executor {
             let msg = format!("commit {} has no environment {env}", snapshot.commit);
             return Err(ReportError::new(ErrorReason::Load, msg));
         };
-        let store = self.store(environment).await?;
-        store
-            .history(env)
-            .await
-            .map_err(|e| err(ErrorReason::Observe, e))
+        self.store(environment).await
     }
 }
 

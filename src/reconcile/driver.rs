@@ -216,6 +216,27 @@ impl Shared {
         Some(Ok(out))
     }
 
+    /// Appends `entry` to its environment's audit history (with the commit
+    /// being reconciled, when the entry names none); a failure is a
+    /// warning: the control it records has been accepted already.
+    pub async fn append_history(&self, mut entry: Entry) {
+        let source = self
+            .history
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some((converge, snapshot)) = source else {
+            tracing::warn!(environment = %entry.environment, event = %entry.event, "no commit loaded: not recorded in the audit history");
+            return;
+        };
+        if entry.commit.is_none() {
+            entry.commit = Some(snapshot.commit.clone());
+        }
+        if let Err(e) = converge.append_history(&snapshot, &entry).await {
+            tracing::warn!(environment = %entry.environment, event = %entry.event, error = %e, "could not write the audit history");
+        }
+    }
+
     fn recent_history(&self, env: &str) -> Vec<Entry> {
         lock(&self.recent).get(env).cloned().unwrap_or_default()
     }

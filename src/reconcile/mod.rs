@@ -140,6 +140,18 @@ pub trait Converge: Send + Sync {
     ) -> std::result::Result<Vec<crate::state::history::Entry>, ReportError> {
         Ok(Vec::new())
     }
+
+    /// Appends `entry` to the audit history of `entry.environment` where
+    /// the environment keeps its records, as `snapshot` says (a control
+    /// requested through the API: suspend, resume, approve, hold ...);
+    /// the default keeps none.
+    async fn append_history(
+        &self,
+        _snapshot: &Snapshot,
+        _entry: &crate::state::history::Entry,
+    ) -> std::result::Result<(), ReportError> {
+        Ok(())
+    }
 }
 
 /// What one converge of one environment did: everything the status page,
