@@ -249,20 +249,6 @@ impl Converge for Executor {
             .map_err(|e| err(ErrorReason::Observe, e))
     }
 
-    async fn audit(
-        &self,
-        snapshot: &Snapshot,
-        entry: &Entry,
-    ) -> std::result::Result<(), ReportError> {
-        let Some(store) = self.store_of(snapshot, &entry.environment).await? else {
-            return Ok(());
-        };
-        store
-            .append_history(entry)
-            .await
-            .map_err(|e| err(ErrorReason::Observe, e))
-    }
-
     /// The history of `env` where it keeps its record. Only the
     /// environment's target and project are needed, so the snapshot is
     /// loaded (once per commit), not checked in full.
@@ -277,6 +263,24 @@ impl Converge for Executor {
         };
         store
             .history(env)
+            .await
+            .map_err(|e| err(ErrorReason::Observe, e))
+    }
+
+    async fn append_history(
+        &self,
+        snapshot: &Snapshot,
+        entry: &Entry,
+    ) -> std::result::Result<(), ReportError> {
+        let Some(store) = self.store_of(snapshot, &entry.environment).await? else {
+            let msg = format!(
+                "commit {} has no environment {}",
+                snapshot.commit, entry.environment
+            );
+            return Err(ReportError::new(ErrorReason::Load, msg));
+        };
+        store
+            .append_history(entry)
             .await
             .map_err(|e| err(ErrorReason::Observe, e))
     }

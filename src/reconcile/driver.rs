@@ -261,6 +261,27 @@ impl Shared {
         Some(Ok(out))
     }
 
+    /// Appends `entry` to its environment's audit history (with the commit
+    /// being reconciled, when the entry names none); a failure is a
+    /// warning: the control it records has been accepted already.
+    pub async fn append_history(&self, mut entry: Entry) {
+        let source = self
+            .history
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some((converge, snapshot)) = source else {
+            tracing::warn!(environment = %entry.environment, event = %entry.event, "no commit loaded: not recorded in the audit history");
+            return;
+        };
+        if entry.commit.is_none() {
+            entry.commit = Some(snapshot.commit.clone());
+        }
+        if let Err(e) = converge.append_history(&snapshot, &entry).await {
+            tracing::warn!(environment = %entry.environment, event = %entry.event, error = %e, "could not write the audit history");
+        }
+    }
+
     fn recent_history(&self, env: &str) -> Vec<Entry> {
         lock(&self.recent).get(env).cloned().unwrap_or_default()
     }
@@ -508,14 +529,10 @@ impl Io {
                 Some(cmd) = commands.recv() => match cmd {
                     Command::Suspend { env, by } => {
                         tracing::info!(environment = %env, by = %by, "suspended through the API");
-                        let entry = Entry::new(&env, EventKind::Suspend, Subject::http(&by));
-                        io.audit(snapshot.clone(), entry);
                         Event::Suspend { env }
                     }
                     Command::Resume { env, by } => {
                         tracing::info!(environment = %env, by = %by, "resumed through the API");
-                        let entry = Entry::new(&env, EventKind::Resume, Subject::http(&by));
-                        io.audit(snapshot.clone(), entry);
                         Event::Resume { env }
                     }
                     Command::Poll => Event::TriggerPoll,
@@ -1088,7 +1105,7 @@ impl Io {
         let (converge, shared) = (self.converge.clone(), self.shared.clone());
         tokio::spawn(async move {
             let env = entry.environment.clone();
-            if let Err(e) = converge.audit(&snapshot, &entry).await {
+            if let Err(e) = converge.append_history(&snapshot, &entry).await {
                 tracing::warn!(environment = %env, error = %e, "could not append to the audit history");
             }
             if let Ok(mut entries) = converge.history(&snapshot, &env).await {

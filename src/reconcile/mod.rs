@@ -155,17 +155,6 @@ pub trait Converge: Send + Sync {
         Ok(Err(format!("{env} keeps no promotion controls here")))
     }
 
-    /// Appends `entry` to the audit history of its environment (a suspend,
-    /// a resume, a refused commit: what the driver decides itself);
-    /// nothing by default.
-    async fn audit(
-        &self,
-        _snapshot: &Snapshot,
-        _entry: &crate::state::history::Entry,
-    ) -> std::result::Result<(), ReportError> {
-        Ok(())
-    }
-
     /// The audit history of `env` (oldest first) from where the
     /// environment keeps its records, as `snapshot` says where that is;
     /// empty when the implementation keeps none.
@@ -175,6 +164,18 @@ pub trait Converge: Send + Sync {
         _env: &str,
     ) -> std::result::Result<Vec<crate::state::history::Entry>, ReportError> {
         Ok(Vec::new())
+    }
+
+    /// Appends `entry` to the audit history of `entry.environment` where
+    /// the environment keeps its records, as `snapshot` says (a control
+    /// requested through the API: suspend, resume, approve, hold ...);
+    /// the default keeps none.
+    async fn append_history(
+        &self,
+        _snapshot: &Snapshot,
+        _entry: &crate::state::history::Entry,
+    ) -> std::result::Result<(), ReportError> {
+        Ok(())
     }
 }
 

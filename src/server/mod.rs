@@ -43,6 +43,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::reconcile::driver::{Command, ControlAsk, ControlRefused, Shared, Status};
 use crate::reconcile::webhook::{self, Rejection};
 use crate::sensitive::Sensitive;
+use crate::state::history::{Entry, EventKind, Subject};
 use auth::{Action, ApiAuth, Caller};
 use listen::ConnLimits;
 
@@ -416,11 +417,22 @@ async fn environment(
         },
     };
     tracing::info!(who = %caller, environment = %env, action = %action, "requested through the API");
-    accepted(
+    let event = match command {
+        Command::Resume { .. } => EventKind::Resume,
+        _ => EventKind::Suspend,
+    };
+    let response = accepted(
         &app.shared,
         command,
         json!({"environment": env, "action": action, "by": caller.0}),
-    )
+    );
+    if response.status() == StatusCode::ACCEPTED {
+        // Recorded beside the answer, which does not wait for the store.
+        let entry = Entry::new(&env, event, Subject::http(&caller.0));
+        let shared = app.shared.clone();
+        tokio::spawn(async move { shared.append_history(entry).await });
+    }
+    response
 }
 
 /// Carries out an authorised promotion control request and answers with

@@ -480,8 +480,27 @@ spec:
     );
 }
 
+/// `POST path` on the reconciler's API with the harness token: the status.
+async fn http_post(port: u16, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+const TOKEN: &str = "history-test-token";
+
 /// The reconciler records its applies (subject `reconciler`, the pod
-/// name as host, the commit's author and committer) and a drift heal, and
+/// name as host, the commit's author and committer), a drift heal, and a
+/// suspend and resume through the API (subject `http`, the caller), and
 /// serves them on the status API and `GET /api/v1/history`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_reconciler_records_applies_and_drift_heals() {
@@ -489,8 +508,12 @@ async fn the_reconciler_records_applies_and_drift_heals() {
     let repo = TempDir::new().unwrap();
     let commit = write_repo(repo.path(), &Spec::default(), true);
     let port = Ports::free();
+    let token = stand.dir.path().join("api-token");
+    std::fs::write(&token, TOKEN).unwrap();
     let mut child = stand
         .reconcile(repo.path(), port)
+        .arg("--api-token-file")
+        .arg(&token)
         .env("POD_NAME", "tidegate-7d9")
         .spawn()
         .unwrap();
@@ -535,10 +558,47 @@ async fn the_reconciler_records_applies_and_drift_heals() {
     }
     assert_eq!(entries[1].plan.as_ref().unwrap().create, 1, "{entries:#?}");
 
+    // A suspend and a resume of staging through the API.
+    for action in ["suspend", "resume"] {
+        let path = format!("/api/v1/environments/staging/{action}");
+        assert_eq!(http_post(port.api, &path).await, 202);
+        // Each recorded before the next, so they keep their order.
+        let mut seen = false;
+        for _ in 0..100 {
+            let (_, body) = http_get(port.api, "/api/v1/history?env=staging")
+                .await
+                .unwrap();
+            seen = body.contains(&format!("\"event\":\"{action}\""));
+            if seen {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(seen, "{action} not recorded");
+    }
+    let (_, body) = http_get(port.api, "/api/v1/history?env=staging")
+        .await
+        .unwrap();
+    let staging: Vec<Entry> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let events: Vec<EventKind> = staging.iter().map(|e| e.event).collect();
+    assert_eq!(
+        events,
+        [EventKind::Apply, EventKind::Suspend, EventKind::Resume],
+        "{staging:#?}"
+    );
+    for e in &staging[1..] {
+        assert_eq!(e.subject.to_string(), "http:api-token@tidegate-7d9");
+        assert_eq!(e.commit.as_deref(), Some(commit.as_str()));
+        assert_eq!(e.outcome, Outcome::Succeeded);
+    }
+
     // Both environments, merged; the status API has the last entries.
     let (code, body) = http_get(port.api, "/api/v1/history").await.unwrap();
     assert_eq!(code, 200);
-    assert_eq!(body.lines().count(), 3, "{body}");
+    assert_eq!(body.lines().count(), 5, "{body}");
     let (code, body) = http_get(
         port.api,
         "/api/v1/history?env=dev&since=2999-01-01T00:00:00Z",

@@ -382,8 +382,8 @@ async fn manual_approval_hold_and_rollback_through_the_binary(kube: Kube) {
         format!("approve succeeded cli {}", &c4[..7]),
         "release succeeded http -".to_string(),
         format!("apply succeeded reconciler {}", &c4[..7]),
-        "suspend succeeded http -".to_string(),
-        "resume succeeded http -".to_string(),
+        format!("suspend succeeded http {}", &c4[..7]),
+        format!("resume succeeded http {}", &c4[..7]),
     ];
     // In this order (drift heals in between are allowed).
     let mut at = 0;
