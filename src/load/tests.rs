@@ -396,3 +396,44 @@ fn objects_of_a_manifests_folder_are_schema_checked_at_their_file_and_line() {
         "{text:#?}"
     );
 }
+
+#[test]
+fn promotion_rules_are_read_and_each_mistake_is_an_error_at_its_line() {
+    let f = files(&[(
+        "environments/prod.yaml",
+        &env(
+            "prod",
+            "  promotion:\n    mode: manual\n    soak: 30m\n    heal: always\n    windows:\n      - deny: Fri 12:00-24:00\n        timeZone: Europe/Berlin\n      - allow: Mon-Fri 08:00-18:00\n",
+        ),
+    )]);
+    let m = load(&f).unwrap();
+    let p = &m.environment("prod").unwrap().promotion;
+    assert_eq!(p.mode, crate::promotion::Mode::Manual);
+    assert_eq!(p.soak, Some(std::time::Duration::from_secs(1800)));
+    assert_eq!(p.heal, crate::promotion::Heal::Always);
+    assert_eq!(p.windows.len(), 2);
+    assert!(!p.windows[0].allow && p.windows[1].allow);
+    assert_eq!(p.windows[0].text, "Fri 12:00-24:00 Europe/Berlin");
+
+    let f = files(&[(
+        "environments/prod.yaml",
+        &env(
+            "prod",
+            "  promotion:\n    mode: later\n    soak: a while\n    heal: never\n    windows:\n      - deny: Fry 12:00-24:00\n      - allow: Mon 08:00-25:00\n      - deny: Fri 12:00-13:00\n        timeZone: Mars/Olympus\n      - deny: Fri 12:00-13:00\n        allow: Mon 08:00-09:00\n    gate: open\n",
+        ),
+    )]);
+    let e = errors(&f);
+    let want = [
+        "environments/prod.yaml:7:11: error: `promotion.mode` is `later`",
+        "environments/prod.yaml:8:11: error: `promotion.soak` is `a while`, which is not a duration",
+        "environments/prod.yaml:9:11: error: `promotion.heal` is `never`",
+        "environments/prod.yaml:11:15: error: `Fry` is not a day of the week",
+        "environments/prod.yaml:12:16: error: `25:00` is not a time of day",
+        "environments/prod.yaml:14:19: error: `Mars/Olympus` is not a time zone",
+        "environments/prod.yaml:15:9: error: a promotion window needs exactly one of `allow` and `deny`",
+    ];
+    for w in want {
+        assert!(e.iter().any(|x| x.starts_with(w)), "{w}\nin {e:#?}");
+    }
+    assert!(e.iter().any(|x| x.contains("gate")), "{e:#?}");
+}
