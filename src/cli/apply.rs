@@ -115,7 +115,7 @@ pub struct ApplyArgs {
     pub plan: Option<PathBuf>,
     /// The key the saved plan was authenticated with (the one given to
     /// `plan --out`).
-    #[arg(long, value_name = "FILE", env = crate::plan::saved::KEY_ENV, requires = "plan")]
+    #[arg(long, value_name = "FILE", env = crate::plan::saved::KEY_ENV)]
     pub plan_key: Option<PathBuf>,
 }
 

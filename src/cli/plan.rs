@@ -81,7 +81,7 @@ pub struct PlanArgs {
     pub out: Option<PathBuf>,
     /// The key that authenticates the saved plan (--out); apply needs the
     /// same one. At least 32 bytes: `openssl rand -hex 32 > plan.key`.
-    #[arg(long, value_name = "FILE", env = crate::plan::saved::KEY_ENV, requires = "out")]
+    #[arg(long, value_name = "FILE", env = crate::plan::saved::KEY_ENV)]
     pub plan_key: Option<PathBuf>,
     /// Provider predictions (dry-runs) in flight at once per environment.
     #[arg(long, default_value_t = plan::DEFAULT_CONCURRENCY)]
