@@ -267,13 +267,6 @@ pub fn run_pipeline(
         commit,
         meta,
     } = load_files(args)?;
-    if let (Some(check), Some(env)) = (&mode.saved, &args.env) {
-        let moved = saved::moved_commit(&check.plan, &commit, env);
-        if !moved.is_empty() {
-            writeln!(out, "{}", saved::refusal(&check.path, &moved)).map_err(super::Error::from)?;
-            return Ok((1, Vec::new()));
-        }
-    }
     let rename = mode
         .owner
         .as_deref()
@@ -317,7 +310,14 @@ pub fn run_pipeline(
     if mode.owner.is_some() && envs.len() != 1 {
         return Err(super::Error::Usage("--as needs one --env".into()).into());
     }
-    let refusals = signature_refusals(args, &envs, &commit)?;
+    let mut refusals = signature_refusals(args, &envs, &commit)?;
+    if let (Some(check), Some(env)) = (&mode.saved, &args.env) {
+        let moved = saved::moved_commit(&check.plan, &commit, env);
+        if !moved.is_empty() {
+            let why = saved::refusal(&check.path, &moved);
+            refusals.insert(env.clone(), ("stale-plan", why));
+        }
+    }
     let commit_info = match &meta {
         Some(meta) => Some(CommitInfo::of(meta, &args.trust.load()?)),
         None => None,
@@ -371,7 +371,7 @@ fn signature_refusals(
     args: &CommonArgs,
     envs: &[&Environment],
     commit: &str,
-) -> Result<HashMap<String, String>> {
+) -> Result<HashMap<String, (&'static str, String)>> {
     let strict: Vec<&Environment> = envs
         .iter()
         .copied()
@@ -390,7 +390,7 @@ fn signature_refusals(
                 args.repo.display(),
                 e.file
             );
-            out.insert(e.name.clone(), why);
+            out.insert(e.name.clone(), ("signature", why));
         }
         return Ok(out);
     }
@@ -398,15 +398,17 @@ fn signature_refusals(
     let verdict = crate::source::verify_in_repo(repo.path(), commit, &trust)?;
     for e in strict {
         if let Some(why) = super::signature_refusal(e, commit, &verdict, &trust) {
-            out.insert(e.name.clone(), why);
+            out.insert(e.name.clone(), ("signature", why));
         }
     }
     Ok(out)
 }
 
 struct Ctx<'a> {
-    /// Environments the commit may not be applied to (signature), with why.
-    refusals: &'a HashMap<String, String>,
+    /// Environments the commit may not be applied to, with the audited
+    /// reason (`signature`; `stale-plan`: a saved plan of another commit)
+    /// and why.
+    refusals: &'a HashMap<String, (&'static str, String)>,
     checked: &'a Checked,
     files: &'a Files,
     identities: &'a Identities,
@@ -466,7 +468,7 @@ impl Ctx<'_> {
                 return Ok(result);
             }
         }
-        if let Some(why) = self.refusals.get(name) {
+        if let Some((reason, why)) = self.refusals.get(name) {
             w(out, format_args!("{why}\n"))?;
             result.held = Some(why.clone());
             // A refused commit is audited where the environment keeps its
@@ -478,7 +480,7 @@ impl Ctx<'_> {
             );
             entry.commit = Some(self.commit.to_string());
             entry.outcome = state::history::Outcome::Refused;
-            entry.reason = Some("signature".into());
+            entry.reason = Some((*reason).into());
             entry.error = Some(why.clone());
             let store = state::RecordStore::for_target(
                 environment.kubernetes.as_ref(),

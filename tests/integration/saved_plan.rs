@@ -61,6 +61,17 @@ async fn flags(stand: &Stand) -> Option<std::collections::BTreeMap<String, Strin
         .map(|c| c.data.unwrap_or_default())
 }
 
+/// The audit history of dev as JSON entries.
+async fn history(stand: &Stand, repo: &Path) -> Vec<serde_json::Value> {
+    let (code, out, err) = stand
+        .cli_split(repo, &["history", "dev", "--format", "jsonl"])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 async fn a_saved_plan_applies_exactly_once_and_an_altered_one_never(kube: Kube) {
     let stand = Stand::start_on(kube).await;
     let repo = TempDir::new().unwrap();
@@ -158,6 +169,12 @@ async fn a_live_change_between_plan_and_apply_is_refused(kube: Kube) {
         "{text}"
     );
     assert!(text.contains("nothing applied"), "{text}");
+    let held = history(&stand, repo.path()).await;
+    assert!(
+        held.iter().any(|e| e["outcome"] == "held"
+            && e["reason"].as_str().is_some_and(|r| r.contains("is stale"))),
+        "the refusal is audited: {held:#?}"
+    );
     let data = flags(&stand).await.unwrap();
     assert_eq!(
         (data["beta"].as_str(), data["owner"].as_str()),
@@ -224,6 +241,12 @@ async fn a_new_commit_after_the_plan_is_refused(kube: Kube) {
         "on",
         "nothing applied"
     );
+    let refused = history(&stand, repo.path()).await;
+    let stale: Vec<_> = refused
+        .iter()
+        .filter(|e| e["event"] == "refused" && e["reason"] == "stale-plan")
+        .collect();
+    assert_eq!(stale.len(), 2, "each refusal is audited: {refused:#?}");
 
     // Without --revision, a plan read from Git applies its own commit.
     let (code, text) = apply_file(&stand, repo.path(), &revision, &[]).await;
