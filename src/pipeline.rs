@@ -2,8 +2,10 @@
 //! `apply`, `rebuild`) and the reconciler (`reconcile`): checking a
 //! repository ([`check`]), the signed-commit gate, and [`run_env`]:
 //!
-//! lock → decrypt → connect → observe and plan → policy gate → (plan only:
-//! stop) → guards → confirm → execute → record → audit history → release.
+//! lock → decrypt → connect → observe and plan → the caller's check of
+//! what the plan saw (a saved plan: nothing moved) → policy gate → (plan
+//! only: stop) → guards → confirm → execute → record → audit history →
+//! release.
 //!
 //! What differs between the callers is said in [`RunOptions`] and
 //! [`Hooks`], never by a copy of the sequence.
@@ -118,6 +120,19 @@ pub trait Hooks {
         Ok(())
     }
 
+    /// What the plan saw (the desired resources it was built from and the
+    /// live state it compared them with), before any gate: a reason to
+    /// hold the environment with nothing written (`tidegate apply FILE`:
+    /// the saved plan is stale), or `None` to go on.
+    fn check_seen(
+        &mut self,
+        _plan: &EnvPlan,
+        _desired: &[crate::resource::Desired],
+        _live: &observe::LiveState,
+    ) -> Result<Option<String>, Error> {
+        Ok(None)
+    }
+
     /// The last word before anything is written, once every gate passed:
     /// `false` holds the environment. `changes`: resources the apply will
     /// change.
@@ -142,6 +157,9 @@ pub enum Hold {
     Guards(Vec<GuardTrip>),
     /// [`Hooks::confirm`] said no.
     NotConfirmed,
+    /// [`Hooks::check_seen`] refused what the plan saw (a stale saved
+    /// plan); the text says why.
+    Refused(String),
 }
 
 impl std::fmt::Display for Hold {
@@ -163,6 +181,7 @@ impl std::fmt::Display for Hold {
                 write!(f, "guard {}", labels.join(", "))
             }
             Hold::NotConfirmed => write!(f, "not confirmed"),
+            Hold::Refused(why) => write!(f, "{why}"),
         }
     }
 }
@@ -444,13 +463,17 @@ async fn planned(
         concurrency: opts.execute.parallelism.max(1),
         ..PlanInput::new(model, graph, job.env, providers, decrypted)
     };
-    let (mut plan, live) = plan::plan_env_live(&input).await?;
+    let (mut plan, live, desired) = plan::plan_env_seen(&input).await?;
     if !opts.execute.prune {
         // Nothing is deleted: the mass-delete guard cannot trip.
         plan.guards.retain(|g| g.guard != Guard::MassDelete);
     }
     hooks.planned(&plan)?;
     let held = |plan: EnvPlan, hold: Hold| Ok((Ran::Held { plan, hold }, t0.elapsed()));
+    if let Some(why) = hooks.check_seen(&plan, &desired, &live)? {
+        return held(plan, Hold::Refused(why));
+    }
+    drop(desired);
     if !plan.policy_errors.is_empty() {
         let errors = plan.policy_errors.clone();
         return held(plan, Hold::PolicySettings(errors));

@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Loaded;
 use crate::execute::{self, Event, Outcome, Status, Stop};
 use crate::load::Files;
 use crate::model::{Environment, Model};
 use crate::observe;
 use crate::pipeline::{self, Checked, EnvJob, Hold, Hooks, Ran, RunOptions};
+use crate::plan::saved::{self, PlanKey, SavedPlan};
 use crate::plan::EnvPlan;
 use crate::render;
 use crate::secrets::{self, Identities, IdentityOptions};
@@ -106,6 +108,24 @@ pub struct ApplyArgs {
     /// Keep owned resources Git no longer declares.
     #[arg(long)]
     pub no_prune: bool,
+    /// Apply this saved plan (`tidegate plan --out FILE`) exactly: its
+    /// environment, at its commit, only if nothing it saw has moved since;
+    /// no prompt (the plan was the preview).
+    #[arg(value_name = "PLAN_FILE", conflicts_with_all = ["all", "no_prune"])]
+    pub plan: Option<PathBuf>,
+    /// The key the saved plan was authenticated with (the one given to
+    /// `plan --out`).
+    #[arg(long, value_name = "FILE", env = crate::plan::saved::KEY_ENV)]
+    pub plan_key: Option<PathBuf>,
+}
+
+/// A verified saved plan an apply must match.
+#[derive(Debug)]
+pub struct SavedCheck {
+    /// Where it was read from, for messages.
+    pub path: PathBuf,
+    pub plan: SavedPlan,
+    pub key: PlanKey,
 }
 
 /// What the shared pipeline does differently for `rebuild`.
@@ -119,6 +139,8 @@ pub struct Mode {
     pub prune: bool,
     /// Show what would change and stop.
     pub dry_run: bool,
+    /// `apply PLAN_FILE`: apply only what this saved plan saw.
+    pub saved: Option<Arc<SavedCheck>>,
 }
 
 /// The result of one environment.
@@ -137,14 +159,54 @@ pub struct EnvResult {
 
 /// Runs `tidegate apply`; returns the exit code.
 pub fn run(args: &ApplyArgs, out: &mut dyn Write) -> Result<u8> {
+    let mut common = args.common.clone();
+    let saved = match &args.plan {
+        Some(path) => Some(Arc::new(saved_plan(
+            path,
+            args.plan_key.as_deref(),
+            &mut common,
+        )?)),
+        None => None,
+    };
     let mode = Mode {
         rebuild: false,
         owner: None,
         prune: !args.no_prune,
         dry_run: false,
+        saved,
     };
-    let (code, _) = run_pipeline(&args.common, &mode, out)?;
+    let (code, _) = run_pipeline(&common, &mode, out)?;
     Ok(code)
+}
+
+/// Reads and verifies the saved plan at `path`, and points `common` at
+/// what it planned: its environment, its commit (when it was read from Git
+/// and no `--revision` says otherwise), without a prompt.
+fn saved_plan(path: &Path, key: Option<&Path>, common: &mut CommonArgs) -> Result<SavedCheck> {
+    let key = PlanKey::load(key).map_err(super::Error::from)?;
+    let plan = SavedPlan::read(path, &key).map_err(super::Error::from)?;
+    match &common.env {
+        Some(e) if *e != plan.environment => {
+            return Err(super::Error::Usage(format!(
+                "--env {e}: the saved plan {} is for environment {}",
+                path.display(),
+                plan.environment
+            ))
+            .into())
+        }
+        _ => common.env = Some(plan.environment.clone()),
+    }
+    if common.revision.is_none() {
+        if let saved::Source::Revision { .. } = plan.source {
+            common.revision = Some(plan.commit.clone());
+        }
+    }
+    common.yes = true;
+    Ok(SavedCheck {
+        path: path.to_path_buf(),
+        plan,
+        key,
+    })
 }
 
 /// The exit code after a signal: 130 for SIGINT, 143 for SIGTERM.
@@ -187,79 +249,10 @@ impl Signals {
     }
 }
 
-/// The repository as `apply` and `rebuild` read it.
-struct Loaded {
-    files: Files,
-    /// The commit id records are kept under.
-    commit: String,
-    /// Who made the commit and its signature, for the audit history; the
-    /// default for a working tree that is no commit.
-    meta: Option<crate::source::CommitMeta>,
-}
-
 /// Loads the repository (working tree, or `--revision` / a `file://` URL
 /// read from Git) and the commit id records are kept under.
 fn load_files(args: &CommonArgs) -> Result<Loaded> {
-    match super::repo_snapshot(&args.repo, args.revision.as_deref())? {
-        Some(snap) => Ok(Loaded {
-            files: (*snap.files).clone(),
-            commit: snap.commit,
-            meta: Some(snap.meta),
-        }),
-        None => {
-            let files = super::read_repo(&args.repo)?;
-            let (commit, meta) = worktree_commit(&args.repo, &files);
-            Ok(Loaded {
-                files,
-                commit,
-                meta,
-            })
-        }
-    }
-}
-
-/// HEAD (and its metadata) when the working tree is a clean Git checkout,
-/// else a content hash (`worktree-<hash>`), so the gate compares like with
-/// like.
-fn worktree_commit(repo: &Path, files: &Files) -> (String, Option<crate::source::CommitMeta>) {
-    if let Some((head, meta)) = clean_head(repo) {
-        return (head, meta);
-    }
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    for (path, bytes) in files.iter() {
-        h.update(path.as_bytes());
-        h.update([0]);
-        h.update(bytes);
-    }
-    let hex: String = h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    (format!("worktree-{hex}"), None)
-}
-
-/// HEAD of the Git checkout holding `repo`, when nothing tidegate reads
-/// (environments/, modules/, secrets/, .sops.yaml) differs from it, with
-/// its metadata when it can be read.
-fn clean_head(repo: &Path) -> Option<(String, Option<crate::source::CommitMeta>)> {
-    let r = git2::Repository::discover(repo).ok()?;
-    let workdir = r.workdir()?.canonicalize().ok()?;
-    let rel = repo.canonicalize().ok()?;
-    let rel = rel.strip_prefix(&workdir).ok()?;
-    let mut opts = git2::StatusOptions::new();
-    opts.include_untracked(true).recurse_untracked_dirs(true);
-    for p in ["environments", "modules", "secrets", ".sops.yaml"] {
-        let spec = rel.join(p);
-        opts.pathspec(spec.to_string_lossy().as_ref());
-    }
-    let statuses = r.statuses(Some(&mut opts)).ok()?;
-    if !statuses.is_empty() {
-        return None;
-    }
-    let head = r.head().ok()?.peel_to_commit().ok()?.id();
-    let meta = crate::source::CommitMeta::read(&r, head).ok();
-    Some((head.to_string(), meta))
+    Ok(super::load_commit(&args.repo, args.revision.as_deref())?)
 }
 
 /// The shared pipeline of `apply` and `rebuild`: exit code and the result
@@ -317,7 +310,14 @@ pub fn run_pipeline(
     if mode.owner.is_some() && envs.len() != 1 {
         return Err(super::Error::Usage("--as needs one --env".into()).into());
     }
-    let refusals = signature_refusals(args, &envs, &commit)?;
+    let mut refusals = signature_refusals(args, &envs, &commit)?;
+    if let (Some(check), Some(env)) = (&mode.saved, &args.env) {
+        let moved = saved::moved_commit(&check.plan, &commit, env);
+        if !moved.is_empty() {
+            let why = saved::refusal(&check.path, &moved);
+            refusals.insert(env.clone(), ("stale-plan", why));
+        }
+    }
     let commit_info = match &meta {
         Some(meta) => Some(CommitInfo::of(meta, &args.trust.load()?)),
         None => None,
@@ -371,7 +371,7 @@ fn signature_refusals(
     args: &CommonArgs,
     envs: &[&Environment],
     commit: &str,
-) -> Result<HashMap<String, String>> {
+) -> Result<HashMap<String, (&'static str, String)>> {
     let strict: Vec<&Environment> = envs
         .iter()
         .copied()
@@ -390,7 +390,7 @@ fn signature_refusals(
                 args.repo.display(),
                 e.file
             );
-            out.insert(e.name.clone(), why);
+            out.insert(e.name.clone(), ("signature", why));
         }
         return Ok(out);
     }
@@ -398,15 +398,17 @@ fn signature_refusals(
     let verdict = crate::source::verify_in_repo(repo.path(), commit, &trust)?;
     for e in strict {
         if let Some(why) = super::signature_refusal(e, commit, &verdict, &trust) {
-            out.insert(e.name.clone(), why);
+            out.insert(e.name.clone(), ("signature", why));
         }
     }
     Ok(out)
 }
 
 struct Ctx<'a> {
-    /// Environments the commit may not be applied to (signature), with why.
-    refusals: &'a HashMap<String, String>,
+    /// Environments the commit may not be applied to, with the audited
+    /// reason (`signature`; `stale-plan`: a saved plan of another commit)
+    /// and why.
+    refusals: &'a HashMap<String, (&'static str, String)>,
     checked: &'a Checked,
     files: &'a Files,
     identities: &'a Identities,
@@ -466,7 +468,7 @@ impl Ctx<'_> {
                 return Ok(result);
             }
         }
-        if let Some(why) = self.refusals.get(name) {
+        if let Some((reason, why)) = self.refusals.get(name) {
             w(out, format_args!("{why}\n"))?;
             result.held = Some(why.clone());
             // A refused commit is audited where the environment keeps its
@@ -478,7 +480,7 @@ impl Ctx<'_> {
             );
             entry.commit = Some(self.commit.to_string());
             entry.outcome = state::history::Outcome::Refused;
-            entry.reason = Some("signature".into());
+            entry.reason = Some((*reason).into());
             entry.error = Some(why.clone());
             let store = state::RecordStore::for_target(
                 environment.kubernetes.as_ref(),
@@ -538,6 +540,7 @@ impl Ctx<'_> {
             owner: &owner,
             prune: self.mode.prune,
             yes: self.args.yes,
+            saved: self.mode.saved.as_deref(),
         };
         let finished = pipeline::run_env(&job, &mut hooks).await;
         result.wall = finished.wall;
@@ -552,7 +555,7 @@ impl Ctx<'_> {
                         w(out, format_args!("{owner}: nothing applied\n"))?;
                     }
                     Hold::NotConfirmed => w(out, format_args!("{owner}: not applied\n"))?,
-                    Hold::PolicySettings(_) | Hold::Policy { .. } => {
+                    Hold::PolicySettings(_) | Hold::Policy { .. } | Hold::Refused(_) => {
                         w(out, format_args!("{hold}\n"))?
                     }
                 }
@@ -590,9 +593,24 @@ struct Preview<'a> {
     owner: &'a str,
     prune: bool,
     yes: bool,
+    saved: Option<&'a SavedCheck>,
 }
 
 impl Hooks for Preview<'_> {
+    fn check_seen(
+        &mut self,
+        plan: &EnvPlan,
+        desired: &[crate::resource::Desired],
+        live: &observe::LiveState,
+    ) -> Result<Option<String>, pipeline::Error> {
+        let Some(s) = self.saved else {
+            return Ok(None);
+        };
+        let seen = saved::seen(plan, desired, live, &s.key);
+        let moved = saved::moved(&s.plan, &seen);
+        Ok((!moved.is_empty()).then(|| saved::refusal(&s.path, &moved)))
+    }
+
     fn planned(&mut self, env_plan: &EnvPlan) -> Result<(), pipeline::Error> {
         let color = std::io::stdout().is_terminal()
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());

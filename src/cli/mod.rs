@@ -52,6 +52,10 @@ pub enum Error {
     /// The `--notifications` file is invalid or names a secret that is missing.
     #[error(transparent)]
     Notify(#[from] crate::notify::Error),
+    /// A saved plan could not be written, read or verified, or its key
+    /// could not be read.
+    #[error(transparent)]
+    Saved(#[from] crate::plan::saved::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -170,6 +174,81 @@ pub fn repo_snapshot(
             revision.unwrap_or("HEAD"),
         )?)),
     }
+}
+
+/// The repository as `apply` and `rebuild` read it.
+pub struct Loaded {
+    pub files: Files,
+    /// The commit id records are kept under.
+    pub commit: String,
+    /// Who made the commit and its signature, for the audit history; the
+    /// default for a working tree that is no commit.
+    pub meta: Option<crate::source::CommitMeta>,
+}
+
+/// Loads the repository (working tree, or `--revision` / a `file://` URL
+/// read from Git) and the commit id records are kept under.
+pub fn load_commit(repo: &Path, revision: Option<&str>) -> Result<Loaded> {
+    match repo_snapshot(repo, revision)? {
+        Some(snap) => Ok(Loaded {
+            files: (*snap.files).clone(),
+            commit: snap.commit,
+            meta: Some(snap.meta),
+        }),
+        None => {
+            let files = read_repo(repo)?;
+            let (commit, meta) = worktree_commit(repo, &files);
+            Ok(Loaded {
+                files,
+                commit,
+                meta,
+            })
+        }
+    }
+}
+
+/// HEAD (and its metadata) when the working tree is a clean Git checkout,
+/// else a content hash (`worktree-<hash>`), so the gate compares like with
+/// like.
+fn worktree_commit(repo: &Path, files: &Files) -> (String, Option<crate::source::CommitMeta>) {
+    if let Some((head, meta)) = clean_head(repo) {
+        return (head, meta);
+    }
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for (path, bytes) in files.iter() {
+        h.update(path.as_bytes());
+        h.update([0]);
+        h.update(bytes);
+    }
+    let hex: String = h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (format!("worktree-{hex}"), None)
+}
+
+/// HEAD of the Git checkout holding `repo`, when nothing tidegate reads
+/// (environments/, modules/, secrets/, .sops.yaml) differs from it, with
+/// its metadata when it can be read.
+fn clean_head(repo: &Path) -> Option<(String, Option<crate::source::CommitMeta>)> {
+    let r = git2::Repository::discover(repo).ok()?;
+    let workdir = r.workdir()?.canonicalize().ok()?;
+    let rel = repo.canonicalize().ok()?;
+    let rel = rel.strip_prefix(&workdir).ok()?;
+    let mut opts = git2::StatusOptions::new();
+    opts.include_untracked(true).recurse_untracked_dirs(true);
+    for p in ["environments", "modules", "secrets", ".sops.yaml"] {
+        let spec = rel.join(p);
+        opts.pathspec(spec.to_string_lossy().as_ref());
+    }
+    let statuses = r.statuses(Some(&mut opts)).ok()?;
+    if !statuses.is_empty() {
+        return None;
+    }
+    let head = r.head().ok()?.peel_to_commit().ok()?.id();
+    let meta = crate::source::CommitMeta::read(&r, head).ok();
+    Some((head.to_string(), meta))
 }
 
 #[cfg(test)]

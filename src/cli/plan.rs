@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use crate::load::Files;
 use crate::model::Model;
+use crate::plan::saved::{self, PlanKey, SavedPlan};
 use crate::plan::{self, output, EnvPlan, Plan, PlanSource, Revision, Side};
 use crate::policy::Date;
 use crate::render::{SecretLookup, StructuralSecrets};
@@ -73,6 +74,15 @@ pub struct PlanArgs {
     /// their paths) instead of printing them.
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
+    /// Also save the plan of the one --env to FILE, authenticated with
+    /// --plan-key, for `tidegate apply FILE` to apply exactly (refused if
+    /// anything it saw moves in between). Live plans only.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["offline", "base", "head"])]
+    pub out: Option<PathBuf>,
+    /// The key that authenticates the saved plan (--out); apply needs the
+    /// same one. At least 32 bytes: `openssl rand -hex 32 > plan.key`.
+    #[arg(long, value_name = "FILE", env = crate::plan::saved::KEY_ENV)]
+    pub plan_key: Option<PathBuf>,
     /// Provider predictions (dry-runs) in flight at once per environment.
     #[arg(long, default_value_t = plan::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
@@ -87,6 +97,9 @@ pub fn run(
     err: &mut dyn Write,
     tty: bool,
 ) -> super::Result<u8> {
+    if let Some(path) = &args.out {
+        return save(args, path, out, err, tty);
+    }
     let plan = match build(args, err)? {
         Some(p) => p,
         None => return Ok(1),
@@ -177,6 +190,77 @@ pub fn build(args: &PlanArgs, err: &mut dyn Write) -> super::Result<Option<Plan>
         out.push(p);
     }
     Ok(Some(Plan::new(PlanSource::Live, out)))
+}
+
+/// `plan --env ENV --out FILE`: the live plan of one environment, printed
+/// as usual and saved (crate::plan::saved) at the commit `apply` would read.
+fn save(
+    args: &PlanArgs,
+    path: &std::path::Path,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    tty: bool,
+) -> super::Result<u8> {
+    let [env] = args.envs.as_slice() else {
+        return Err(super::Error::Usage(
+            "--out saves the plan of one environment: name it with --env ENV".into(),
+        ));
+    };
+    let key = PlanKey::load(args.plan_key.as_deref())?;
+    let loaded = super::load_commit(&args.repo, args.revision.as_deref())?;
+    let checked = match super::check(&loaded.files) {
+        Ok(c) => c,
+        Err(report) => {
+            writeln!(err, "{report}")?;
+            return Ok(1);
+        }
+    };
+    for w in &checked.warnings {
+        writeln!(err, "{w}")?;
+    }
+    let (model, graph) = (&checked.model, &checked.graph);
+    let envs = selected(args, model, None)?;
+    let environment = model
+        .environment(&envs[0])
+        .expect("selected environments exist");
+    let ids = Identities::from_env(&args.identities)?;
+    let decrypted = secrets::load_env(environment, &loaded.files, &ids)?;
+    let (env_plan, live, desired) = runtime()?.block_on(async {
+        let kinds = crate::observe::scopes_of(graph, env);
+        let providers =
+            crate::observe::Providers::connect(&environment.target(None), kinds.keys().copied())
+                .await
+                .map_err(plan::Error::from)?;
+        let input = plan::PlanInput {
+            concurrency: args.concurrency,
+            ..plan::PlanInput::new(model, graph, environment, &providers, &decrypted)
+        };
+        plan::plan_env_seen(&input).await
+    })?;
+    let seen = saved::seen(&env_plan, &desired, &live, &key);
+    drop(desired);
+    let worktree = matches!(super::RepoArg::parse(&args.repo)?, super::RepoArg::Dir(_))
+        && args.revision.is_none();
+    let source = if worktree {
+        saved::Source::Worktree
+    } else {
+        saved::Source::Revision {
+            reference: args.revision.clone().unwrap_or_else(|| "HEAD".into()),
+        }
+    };
+    let file = SavedPlan::new(&loaded.commit, source, &env_plan, seen, &key);
+    file.write(path, &key)?;
+    let plan = Plan::new(PlanSource::Live, vec![env_plan]);
+    write(args, &plan, out, tty)?;
+    writeln!(
+        err,
+        "saved the plan of {env} at {} ({} change(s)) to {}; apply it with `tidegate apply {}`",
+        loaded.commit,
+        file.changes.len(),
+        path.display(),
+        path.display()
+    )?;
+    Ok(if plan.has_changes() { 2 } else { 0 })
 }
 
 async fn live_env(

@@ -78,6 +78,7 @@ pub fn run(args: &RebuildArgs, out: &mut dyn Write) -> Result<u8> {
         owner: args.as_name.clone(),
         prune: true,
         dry_run: args.dry_run,
+        saved: None,
     };
     let mut text: Vec<u8> = Vec::new();
     let (code, results) = {

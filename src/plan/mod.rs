@@ -32,6 +32,7 @@ use crate::resource::{Action, Change, Desired, ProviderKind, ResourceId};
 use crate::value::{key_path, Origin, Value};
 
 pub mod output;
+pub mod saved;
 pub mod secrets;
 
 /// The version of the JSON document ([`Plan`]); see docs/plan-json.md.
@@ -926,6 +927,14 @@ pub async fn plan_env(input: &PlanInput<'_>) -> Result<EnvPlan> {
 /// applies right after (the reconciler) starts from it instead of listing
 /// every kind again.
 pub async fn plan_env_live(input: &PlanInput<'_>) -> Result<(EnvPlan, LiveState)> {
+    plan_env_seen(input)
+        .await
+        .map(|(plan, live, _)| (plan, live))
+}
+
+/// [`plan_env_live`], also returning the desired resources the plan was
+/// built from (what a saved plan digests: [`saved::seen`]).
+pub async fn plan_env_seen(input: &PlanInput<'_>) -> Result<(EnvPlan, LiveState, Vec<Desired>)> {
     let PlanInput {
         model,
         graph,
@@ -972,7 +981,7 @@ pub async fn plan_env_live(input: &PlanInput<'_>) -> Result<(EnvPlan, LiveState)
             missing.join(", ")
         ));
     }
-    Ok((plan, live))
+    Ok((plan, live, desired))
 }
 
 async fn predict(

@@ -369,7 +369,7 @@ fn report_of(env: &str, ran: Ran) -> std::result::Result<EnvReport, ReportError>
                     Some(Guard::Protected) => ErrorReason::Protected,
                     _ => ErrorReason::MassDelete,
                 },
-                Hold::NotConfirmed => ErrorReason::Apply,
+                Hold::NotConfirmed | Hold::Refused(_) => ErrorReason::Apply,
             };
             let message = match &hold {
                 Hold::Guards(trips) => trips

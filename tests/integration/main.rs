@@ -19,6 +19,7 @@ mod policy;
 mod promotion;
 mod real_kube;
 mod reconcile;
+mod saved_plan;
 mod secrets;
 mod security;
 mod security_source;
