@@ -634,7 +634,17 @@ impl Io {
                             }
                             None => continue,
                         };
-                        if let (Mode::Apply, Some(why)) = (mode, self.refusal(&commit, &env)) {
+                        // A pin is another commit than the one loaded: its
+                        // signature is checked on its own (a key revoked
+                        // since it was applied refuses it too).
+                        let pinned_elsewhere = pin.as_deref() == Some(commit.as_str())
+                            && state.commit.as_deref() != Some(commit.as_str());
+                        let why = if pinned_elsewhere {
+                            self.pinned_refusal(&commit, &env).await
+                        } else {
+                            self.refusal(&commit, &env)
+                        };
+                        if let (Mode::Apply, Some(why)) = (mode, why) {
                             tracing::warn!(environment = %env, commit = %commit, reason = %why, "commit not applied: signature");
                             let report = EnvReport {
                                 commit,
@@ -964,6 +974,28 @@ impl Io {
                 source::redact_url(&self.opts.remote)
             ))),
         }
+    }
+
+    /// Why the pinned `commit` may not be applied to `env`, which requires
+    /// a trusted signature (as the served commit's files say): checked
+    /// against today's trust list.
+    async fn pinned_refusal(&self, commit: &str, env: &str) -> Option<String> {
+        if !lock(&self.signed_envs).contains(env) {
+            return None;
+        }
+        let verdict = match self.source.verify(commit, self.opts.trust.clone()).await {
+            Ok(v) => v,
+            Err(e) => source::Verification::Invalid {
+                reason: e.to_string(),
+            },
+        };
+        if source::SignaturePolicy::RequireTrusted.allows(&verdict) {
+            return None;
+        }
+        Some(format!(
+            "commit {} (the rollback pin) is not applied to {env}: {verdict}, and {env} sets `requireSignedCommits: true`; release the pin or roll back to a commit signed by a trusted key",
+            short(commit)
+        ))
     }
 
     /// The snapshot of a pinned commit (read once from the Git cache).

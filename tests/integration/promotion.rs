@@ -539,7 +539,89 @@ async fn a_soak_survives_sigkill_and_a_deny_window_holds_apply_and_heal(kube: Ku
     assert!(status.success(), "{status:?}");
 }
 
+/// A rollback pin is another commit than the one served, so its signature
+/// is checked on its own: prod, which started requiring trusted signatures
+/// after it applied an unsigned commit, refuses to roll back to it.
+async fn a_rollback_pin_needs_the_signature_prod_requires_today(kube: Kube) {
+    let stand = Stand::on(kube, &["dev", "prod"]).await;
+    let repo = TempDir::new().unwrap();
+    let c1 = commit(repo.path(), 1, "");
+    let ops = crate::source::ssh_signer("ops-laptop");
+    let signers = stand.dir.path().join("allowed_signers");
+    std::fs::write(&signers, format!("ops@example.com {}", ops.public)).unwrap();
+    let ports = Ports::free();
+    let mut child = stand
+        .reconcile(repo.path(), ports)
+        .arg("--trusted-signers")
+        .arg(&signers)
+        .spawn()
+        .unwrap();
+    until(ports.api, "prod at c1", |s| good_at(s, "prod", &c1)).await;
+
+    // c2, signed by ops, makes prod require trusted signatures.
+    std::fs::write(
+        repo.path().join("environments/prod.yaml"),
+        env_doc("prod", Some("dev"), 2, "  requireSignedCommits: true\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.path().join("environments/dev.yaml"),
+        env_doc("dev", None, 2, ""),
+    )
+    .unwrap();
+    let git = |args: &[&str]| crate::support::git(repo.path(), args);
+    git(&["add", "-A"]);
+    let key = format!("user.signingkey={}", ops.key.display());
+    git(&[
+        "-c",
+        "gpg.format=ssh",
+        "-c",
+        &key,
+        "commit",
+        "-q",
+        "-S",
+        "-m",
+        "rev 2, signed",
+    ]);
+    let c2 = git(&["rev-parse", "HEAD"]);
+    until(ports.api, "prod at c2", |s| good_at(s, "prod", &c2)).await;
+
+    // Rolling back to the unsigned c1 is accepted as a pin (prod applied
+    // it), but the reconciler refuses to apply it.
+    let (code, out) = stand
+        .cli(repo.path(), &["rollback", "prod", "--to", &c1])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    let s = until(ports.api, "the pin refused for its signature", |s| {
+        let last = &env(s, "prod")["last"];
+        last["commit"] == c1.as_str() && last["error"]["reason"] == "signature"
+    })
+    .await;
+    let msg = env(&s, "prod")["last"]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("rollback pin") && msg.contains("not signed"),
+        "{msg}"
+    );
+    assert_eq!(rev_in(&stand, "prod").await.as_deref(), Some("2"));
+    let (code, out, err) = stand
+        .cli_split(repo.path(), &["history", "prod", "--format", "json"])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let h: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(
+        h.iter()
+            .any(|e| e["event"] == "refused" && e["commit"] == c1.as_str()),
+        "{h:#?}"
+    );
+    let status = crate::stand::sigterm(&mut child).await;
+    assert!(status.success(), "{status:?}");
+}
+
 crate::on_both_kubes!(
+    a_rollback_pin_needs_the_signature_prod_requires_today,
     manual_approval_hold_and_rollback_through_the_binary,
     a_soak_survives_sigkill_and_a_deny_window_holds_apply_and_heal,
 );
