@@ -322,7 +322,7 @@ pub fn audit_entries(
         Err(e) => fail(&mut entry, error_message(e)),
         Ok(Ran::Planned(_)) => return Vec::new(),
         Ok(Ran::Held { plan, hold }) => {
-            entry.plan = Some(PlanSummary::of(plan));
+            entry.plan = Some(plan.summary());
             entry.outcome = history::Outcome::Held;
             entry.reason = Some(match hold {
                 Hold::Guards(trips) => trips
@@ -338,7 +338,7 @@ pub fn audit_entries(
             outcome,
             record_error,
         }) => {
-            let summary = PlanSummary::of(plan);
+            let summary = plan.summary();
             let failed = outcome
                 .resources
                 .iter()

@@ -289,6 +289,32 @@ impl serde::Serialize for Value {
     }
 }
 
+/// `v` as canonical JSON: object keys sorted at every depth, no
+/// whitespace (what digests and MACs are taken over; serde_json here keeps
+/// insertion order, so two equal documents could otherwise differ).
+pub fn canonical_json(v: &serde_json::Value) -> Vec<u8> {
+    let mut v = v.clone();
+    sort_keys(&mut v);
+    serde_json::to_vec(&v).expect("a JSON value serialises")
+}
+
+/// Sorts the object keys of `v` at every depth.
+pub fn sort_keys(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(String, serde_json::Value)> =
+                std::mem::take(map).into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            for (k, mut v) in entries {
+                sort_keys(&mut v);
+                map.insert(k, v);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(sort_keys),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -302,6 +302,27 @@ pub fn guard_trips<'a>(
 }
 
 impl EnvPlan {
+    /// `sha256:<hex>` of the plan as canonical JSON (what `plan --format
+    /// json` prints for it, secrets masked): equal plans, equal digests.
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        let value = serde_json::to_value(self).expect("a plan serialises");
+        let bytes = crate::value::canonical_json(&value);
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)))
+    }
+
+    /// What the audit history keeps of the plan: its digest and counts.
+    pub fn summary(&self) -> crate::state::history::PlanSummary {
+        let c = self.counts;
+        crate::state::history::PlanSummary {
+            digest: self.digest(),
+            create: c.create,
+            update: c.update + c.replace,
+            delete: c.delete,
+            unchanged: c.no_op,
+        }
+    }
+
     /// Every resource, module by module.
     pub fn resources(&self) -> impl Iterator<Item = &ResourcePlan> {
         self.modules.iter().flat_map(|m| m.resources.iter())

@@ -178,7 +178,7 @@ impl PlanKey {
     /// The keyed digest of `v` as canonical JSON; secrets are folded in
     /// through their own digest, never copied into the JSON.
     pub fn digest(&self, v: &serde_json::Value) -> String {
-        self.tag(&canonical_bytes(v))
+        self.tag(&crate::value::canonical_json(v))
     }
 }
 
@@ -340,29 +340,6 @@ fn canonical(v: &Value) -> serde_json::Value {
     }
 }
 
-/// `v` with object keys sorted, no whitespace.
-fn canonical_bytes(v: &serde_json::Value) -> Vec<u8> {
-    let mut v = v.clone();
-    sort_keys(&mut v);
-    serde_json::to_vec(&v).expect("a JSON value serialises")
-}
-
-fn sort_keys(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(map) => {
-            let mut entries: Vec<(String, serde_json::Value)> =
-                std::mem::take(map).into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            for (k, mut v) in entries {
-                sort_keys(&mut v);
-                map.insert(k, v);
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(sort_keys),
-        _ => {}
-    }
-}
-
 impl SavedPlan {
     /// The saved plan of `seen` for `environment` at `commit`.
     pub fn new(
@@ -391,11 +368,11 @@ impl SavedPlan {
     /// The file's text: the plan and its `mac`, pretty-printed.
     pub fn to_text(&self, key: &PlanKey) -> String {
         let mut v = serde_json::to_value(self).expect("a saved plan serialises");
-        let mac = key.tag(&canonical_bytes(&v));
+        let mac = key.tag(&crate::value::canonical_json(&v));
         v.as_object_mut()
             .expect("a saved plan is an object")
             .insert("mac".into(), serde_json::Value::String(mac));
-        sort_keys(&mut v);
+        crate::value::sort_keys(&mut v);
         let mut text = serde_json::to_string_pretty(&v).expect("a JSON value serialises");
         text.push('\n');
         text
@@ -445,7 +422,7 @@ impl SavedPlan {
             Some(serde_json::Value::String(m)) => m,
             _ => return Err(altered()),
         };
-        if !key.verify(&canonical_bytes(&v), &mac) {
+        if !key.verify(&crate::value::canonical_json(&v), &mac) {
             let found = v
                 .pointer("/key/id")
                 .and_then(|i| i.as_str())

@@ -324,44 +324,6 @@ pub struct PlanSummary {
     pub unchanged: usize,
 }
 
-impl PlanSummary {
-    pub fn of(plan: &crate::plan::EnvPlan) -> PlanSummary {
-        let c = plan.counts;
-        PlanSummary {
-            digest: digest(plan),
-            create: c.create,
-            update: c.update + c.replace,
-            delete: c.delete,
-            unchanged: c.no_op,
-        }
-    }
-}
-
-/// `sha256:<hex>` of `plan` as canonical JSON.
-pub fn digest(plan: &crate::plan::EnvPlan) -> String {
-    use sha2::Digest;
-    let mut value = serde_json::to_value(plan).expect("a plan serialises");
-    sort_keys(&mut value);
-    let bytes = serde_json::to_vec(&value).expect("a value serialises");
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)))
-}
-
-fn sort_keys(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(map) => {
-            let mut entries: Vec<(String, serde_json::Value)> =
-                std::mem::take(map).into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            for (k, mut v) in entries {
-                sort_keys(&mut v);
-                map.insert(k, v);
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(sort_keys),
-        _ => {}
-    }
-}
-
 impl Entry {
     /// An entry of `event` in `environment` by `subject`, now, succeeded,
     /// the rest unset.
