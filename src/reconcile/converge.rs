@@ -31,6 +31,8 @@ use super::{
     ApiCalls, ApiRetries, Changes, Converge, EnvHealth, EnvReport, ErrorReason, Mode, ReportError,
 };
 
+type StoreCache = std::collections::HashMap<(Option<Option<String>>, String), RecordStore>;
+
 /// Plans and applies through the providers and the executor.
 pub struct Executor {
     identities: Identities,
@@ -39,6 +41,8 @@ pub struct Executor {
     /// The model of the commit read last for its environments' stores
     /// (controls are read at every poll: not a load each time).
     model: std::sync::Mutex<Option<(String, std::sync::Arc<crate::model::Model>)>>,
+    /// Stores by (kubeconfig context, project).
+    stores: std::sync::Mutex<StoreCache>,
     trust: Arc<TrustList>,
 }
 
@@ -52,6 +56,7 @@ impl Executor {
             options,
             state_dir,
             model: std::sync::Mutex::default(),
+            stores: std::sync::Mutex::default(),
             trust: Arc::default(),
         }
     }
@@ -63,17 +68,37 @@ impl Executor {
         self
     }
 
+    /// Where `environment` keeps its record, controls and history; one
+    /// store (one Kubernetes client) per context and project, kept across
+    /// calls: the controls are read at every poll.
     async fn store(
         &self,
         environment: &Environment,
     ) -> std::result::Result<RecordStore, ReportError> {
-        RecordStore::for_target(
+        let key = (
+            environment.kubernetes.as_ref().map(|k| k.context.clone()),
+            environment.project.clone(),
+        );
+        if let Some(s) = self
+            .stores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(s.clone());
+        }
+        let store = RecordStore::for_target(
             environment.kubernetes.as_ref(),
             &self.state_dir,
             &environment.project,
         )
         .await
-        .map_err(|e| err(ErrorReason::Observe, e))
+        .map_err(|e| err(ErrorReason::Observe, e))?;
+        self.stores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, store.clone());
+        Ok(store)
     }
 
     /// `drift-heal` when the environment's record is already at `commit`
