@@ -20,7 +20,7 @@ use crate::graph::Graph;
 use crate::load::{self, Files};
 use crate::model::{Environment, Model};
 use crate::observe::{self, Providers};
-use crate::plan::{self, EnvPlan, Guard, GuardTrip, PlanInput};
+use crate::plan::{self, target, EnvPlan, Guard, GuardTrip, PlanInput};
 use crate::render::{self, RenderOptions, StructuralSecrets};
 use crate::secrets::{self, Identities};
 use crate::state::history::{self, CommitInfo, Entry, EventKind, PlanSummary, Subject};
@@ -46,6 +46,9 @@ pub enum Error {
     /// is in the outcome).
     #[error(transparent)]
     Execute(#[from] execute::Error),
+    /// A `--target` names nothing in the environment.
+    #[error(transparent)]
+    Target(#[from] target::Error),
     /// A caller's hook failed (printing the plan, asking to confirm).
     #[error(transparent)]
     Hook(Box<dyn std::error::Error + Send + Sync>),
@@ -71,6 +74,10 @@ pub struct RunOptions {
     /// The executor's options; `execute.prune` off also means the plan's
     /// deletes are not applied, so the mass-delete guard cannot trip.
     pub execute: execute::Options,
+    /// `--target`s: plan and apply only these resources (`module.name`)
+    /// or instances (`module.<instance>`) and what they depend on; never
+    /// prune; record the environment as partial. Empty: everything.
+    pub targets: Vec<String>,
 }
 
 /// One environment of a checked repository at one commit.
@@ -379,6 +386,13 @@ pub fn audit_entries(
                 p.resources = deleted;
                 prune = Some(p);
             }
+            if let Some(t) = &plan.target {
+                entry.reason = Some(format!(
+                    "targeted apply (partial): --target {}",
+                    t.targets.join(" --target ")
+                ));
+                entry.resources = t.targets.clone();
+            }
             entry.plan = Some(summary);
         }
     }
@@ -464,6 +478,14 @@ async fn planned(
         ..PlanInput::new(model, graph, job.env, providers, decrypted)
     };
     let (mut plan, live, desired) = plan::plan_env_seen(&input).await?;
+    let scope = if opts.targets.is_empty() {
+        None
+    } else {
+        let scope = target::scope(graph, &job.env.name, &opts.targets)?;
+        let existing = live.resources.len();
+        target::restrict(&mut plan, job.env, existing, &opts.targets, &scope);
+        Some(scope)
+    };
     if !opts.execute.prune {
         // Nothing is deleted: the mass-delete guard cannot trip.
         plan.guards.retain(|g| g.guard != Guard::MassDelete);
@@ -509,7 +531,8 @@ async fn planned(
         .observed((!opts.reobserve).then_some(&live))
         .options(opts.execute.clone())
         .progress(job.progress)
-        .stop(job.stop);
+        .stop(job.stop)
+        .only(scope.as_ref());
     let outcome = execute::run_env(&run).await?;
     let wall = t0.elapsed();
     let record_error = record(job, &outcome).await.err();
@@ -524,7 +547,7 @@ async fn planned(
 /// Writes the record `outcome` leaves, unless the stored one already says
 /// the same (no write per reconcile cycle of an unchanged environment).
 async fn record(job: &EnvJob<'_>, outcome: &Outcome) -> Result<(), state::Error> {
-    let record = record_of(outcome, job.commit);
+    let record = record_of(outcome, job.commit, &job.options.targets);
     let env = job.env;
     let store =
         RecordStore::for_target(env.kubernetes.as_ref(), job.state_dir, &env.project).await?;
@@ -569,23 +592,34 @@ pub fn signature_refusal(
     ))
 }
 
-/// The record an outcome leaves.
-pub fn record_of(outcome: &Outcome, commit: &str) -> EnvRecord {
-    let problems: Vec<String> = outcome
+/// The record an outcome leaves; a targeted apply (`targets` not empty)
+/// applied only part of the environment and is recorded as not converged,
+/// so no promotion gate opens on it.
+pub fn record_of(outcome: &Outcome, commit: &str, targets: &[String]) -> EnvRecord {
+    let mut problems: Vec<String> = outcome
         .resources
         .iter()
         .filter(|r| !r.status.is_success())
         .map(|r| format!("{} {}: {}", r.id, r.status, r.reason))
         .collect();
+    if !targets.is_empty() {
+        problems.push(format!(
+            "partial: a targeted apply (--target {}) applied {} resource(s) only; a full apply converges the rest",
+            targets.join(" --target "),
+            outcome.resources.len()
+        ));
+    }
+    let converged = outcome.converged() && targets.is_empty();
     EnvRecord {
         environment: outcome.owner.clone(),
         commit: commit.to_string(),
-        converged: outcome.converged(),
-        healthy: outcome.converged(),
+        converged,
+        healthy: converged,
         applied_at: state::now_rfc3339(),
         resources: outcome.resources.len(),
         problems,
         good_since: None,
+        partial: targets.to_vec(),
     }
 }
 
@@ -695,6 +729,7 @@ mod tests {
             notes: vec![],
             promotion: vec![],
             guards: vec![],
+            target: None,
         }
     }
 

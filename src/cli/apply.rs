@@ -117,6 +117,13 @@ pub struct ApplyArgs {
     /// `plan --out`).
     #[arg(long, value_name = "FILE", env = crate::plan::saved::KEY_ENV)]
     pub plan_key: Option<PathBuf>,
+    /// Apply only this resource (`network.vpc`, as the plan prints it) or
+    /// module instance (`module.network`), and what it depends on that is
+    /// not yet converged (repeatable; needs --env). Nothing is pruned and
+    /// the environment is recorded as partial: no promotion gate opens on
+    /// it until a full apply.
+    #[arg(long = "target", value_name = "RESOURCE_ID", requires = "env", conflicts_with_all = ["all", "plan"])]
+    pub targets: Vec<String>,
 }
 
 /// A verified saved plan an apply must match.
@@ -141,6 +148,9 @@ pub struct Mode {
     pub dry_run: bool,
     /// `apply PLAN_FILE`: apply only what this saved plan saw.
     pub saved: Option<Arc<SavedCheck>>,
+    /// `--target`s (apply only): only these and what they depend on; no
+    /// prune; the record says partial.
+    pub targets: Vec<String>,
 }
 
 /// The result of one environment.
@@ -168,12 +178,18 @@ pub fn run(args: &ApplyArgs, out: &mut dyn Write) -> Result<u8> {
         )?)),
         None => None,
     };
+    // A saved targeted plan is applied with its own targets.
+    let targets = match &saved {
+        Some(check) => check.plan.targets.clone(),
+        None => args.targets.clone(),
+    };
     let mode = Mode {
         rebuild: false,
         owner: None,
-        prune: !args.no_prune,
+        prune: !args.no_prune && targets.is_empty(),
         dry_run: false,
         saved,
+        targets,
     };
     let (code, _) = run_pipeline(&common, &mode, out)?;
     Ok(code)
@@ -522,6 +538,7 @@ impl Ctx<'_> {
                     health_timeout: Duration::from_secs(self.args.health_timeout),
                     ..execute::Options::default()
                 },
+                targets: self.mode.targets.clone(),
             },
             progress: Some(&cb),
             stop: Some(stop),

@@ -83,6 +83,11 @@ pub struct PlanArgs {
     /// same one. At least 32 bytes: `openssl rand -hex 32 > plan.key`.
     #[arg(long, value_name = "FILE", env = crate::plan::saved::KEY_ENV)]
     pub plan_key: Option<PathBuf>,
+    /// Plan only this resource (`network.vpc`) or module instance
+    /// (`module.network`) and what it depends on (repeatable; one --env).
+    /// The plan lists the changes it leaves out and never deletes.
+    #[arg(long = "target", value_name = "RESOURCE_ID", conflicts_with_all = ["base", "head"])]
+    pub targets: Vec<String>,
     /// Provider predictions (dry-runs) in flight at once per environment.
     #[arg(long, default_value_t = plan::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
@@ -148,6 +153,11 @@ pub fn write(args: &PlanArgs, plan: &Plan, out: &mut dyn Write, tty: bool) -> su
 /// Builds the plan; `None` when the repository has problems (reported on
 /// `err`).
 pub fn build(args: &PlanArgs, err: &mut dyn Write) -> super::Result<Option<Plan>> {
+    if !args.targets.is_empty() && args.envs.len() != 1 {
+        return Err(super::Error::Usage(
+            "--target names resources of one environment: give exactly one --env ENV".into(),
+        ));
+    }
     if let (Some(base), Some(head)) = (&args.base, &args.head) {
         return revisions(args, base, head, err);
     }
@@ -168,10 +178,13 @@ pub fn build(args: &PlanArgs, err: &mut dyn Write) -> super::Result<Option<Plan>
         // Ciphertexts, never decrypted: what the files keep in plaintext
         // (`_unencrypted`) shows as it is, as it would with the key.
         let secrets = plan::secrets::CiphertextSecrets::new(&files);
-        let envs = envs
+        let mut envs = envs
             .iter()
             .map(|e| plan::build_env(model, graph, e, None, &secrets, None))
             .collect::<Result<Vec<EnvPlan>, _>>()?;
+        for p in &mut envs {
+            restrict(args, model, graph, p, 0)?;
+        }
         return Ok(Some(Plan::new(PlanSource::Offline, envs)));
     }
     let ids = Identities::from_env(&args.identities)?;
@@ -180,13 +193,14 @@ pub fn build(args: &PlanArgs, err: &mut dyn Write) -> super::Result<Option<Plan>
     for e in &envs {
         let environment = model.environment(e).expect("selected environments exist");
         let decrypted = secrets::load_env(environment, &files, &ids)?;
-        let p = rt.block_on(live_env(
+        let (mut p, existing) = rt.block_on(live_env(
             model,
             graph,
             environment,
             &decrypted,
             args.concurrency,
         ))?;
+        restrict(args, model, graph, &mut p, existing)?;
         out.push(p);
     }
     Ok(Some(Plan::new(PlanSource::Live, out)))
@@ -237,6 +251,8 @@ fn save(
         };
         plan::plan_env_seen(&input).await
     })?;
+    let mut env_plan = env_plan;
+    restrict(args, model, graph, &mut env_plan, live.resources.len())?;
     let seen = saved::seen(&env_plan, &desired, &live, &key);
     drop(desired);
     let worktree = matches!(super::RepoArg::parse(&args.repo)?, super::RepoArg::Dir(_))
@@ -269,7 +285,7 @@ async fn live_env(
     environment: &crate::model::Environment,
     secrets: &secrets::Decrypted,
     concurrency: usize,
-) -> Result<EnvPlan, plan::Error> {
+) -> Result<(EnvPlan, usize), plan::Error> {
     let kinds = crate::observe::scopes_of(graph, &environment.name);
     let providers =
         crate::observe::Providers::connect(&environment.target(None), kinds.keys().copied())
@@ -278,7 +294,29 @@ async fn live_env(
         concurrency,
         ..plan::PlanInput::new(model, graph, environment, &providers, secrets)
     };
-    plan::plan_env(&input).await
+    let (plan, live) = plan::plan_env_live(&input).await?;
+    Ok((plan, live.resources.len()))
+}
+
+/// `--target`: cuts the plan of the one environment down to the targets
+/// and what they depend on (`existing`: live resources before it).
+fn restrict(
+    args: &PlanArgs,
+    model: &Model,
+    graph: &crate::graph::Graph,
+    env_plan: &mut EnvPlan,
+    existing: usize,
+) -> super::Result<()> {
+    if args.targets.is_empty() {
+        return Ok(());
+    }
+    let environment = model
+        .environment(&env_plan.name)
+        .expect("planned environments exist");
+    let scope = plan::target::scope(graph, &env_plan.name, &args.targets)
+        .map_err(|e| super::Error::Usage(e.to_string()))?;
+    plan::target::restrict(env_plan, environment, existing, &args.targets, &scope);
+    Ok(())
 }
 
 fn runtime() -> super::Result<tokio::runtime::Runtime> {

@@ -79,6 +79,7 @@ pub fn run(args: &RebuildArgs, out: &mut dyn Write) -> Result<u8> {
         prune: true,
         dry_run: args.dry_run,
         saved: None,
+        targets: Vec::new(),
     };
     let mut text: Vec<u8> = Vec::new();
     let (code, results) = {

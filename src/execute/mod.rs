@@ -30,7 +30,7 @@
 //! ClientToken; Kubernetes applies server-side by name). A run killed at any
 //! point is converged by the next one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -138,6 +138,9 @@ pub struct EnvRun<'a> {
     pub options: Options,
     pub progress: Option<Progress<'a>>,
     pub stop: Option<&'a Stop>,
+    /// A targeted apply: only these resources (a set closed under
+    /// dependencies, [`crate::plan::target::scope`]); nothing is pruned.
+    pub only: Option<&'a BTreeSet<ResourceId>>,
 }
 
 impl<'a> EnvRun<'a> {
@@ -162,6 +165,7 @@ impl<'a> EnvRun<'a> {
             options: Options::default(),
             progress: None,
             stop: None,
+            only: None,
         }
     }
 
@@ -192,6 +196,12 @@ impl<'a> EnvRun<'a> {
     /// See [`EnvRun::stop`].
     pub fn stop(mut self, stop: Option<&'a Stop>) -> Self {
         self.stop = stop;
+        self
+    }
+
+    /// See [`EnvRun::only`].
+    pub fn only(mut self, only: Option<&'a BTreeSet<ResourceId>>) -> Self {
+        self.only = only;
         self
     }
 
@@ -236,11 +246,24 @@ pub async fn run_env(run: &EnvRun<'_>) -> Result<Outcome> {
             &observed
         }
     };
-    let order: Vec<ResourceId> = run.graph.levels(run.name()).into_iter().flatten().collect();
-    let declared: HashSet<&ResourceId> = order.iter().collect();
+    let all: Vec<ResourceId> = run.graph.levels(run.name()).into_iter().flatten().collect();
+    let declared: HashSet<&ResourceId> = all.iter().collect();
     let candidates = prune::candidates(live, &declared);
+    // A targeted apply visits its scope and never prunes.
+    let (order, prune): (Vec<ResourceId>, bool) = match run.only {
+        Some(only) => (
+            all.iter().filter(|id| only.contains(id)).cloned().collect(),
+            false,
+        ),
+        None => (all.clone(), run.options.prune),
+    };
     run.emit(Event::Observed {
-        total: order.len() + candidates.len(),
+        total: order.len()
+            + if run.only.is_none() {
+                candidates.len()
+            } else {
+                0
+            },
     });
 
     let mut out = Outcome::new(run.name(), run.owner.unwrap_or(run.name()));
@@ -248,7 +271,7 @@ pub async fn run_env(run: &EnvRun<'_>) -> Result<Outcome> {
 
     let clean = out.resources.iter().all(|r| r.status.is_success()) && !run.stopped();
     let mut remaining: Vec<Observed> = Vec::new();
-    if run.options.prune && !candidates.is_empty() {
+    if prune && !candidates.is_empty() {
         if clean {
             let deleted = prune::delete_all(run, candidates, t0, &mut out).await;
             remaining.extend(deleted);
@@ -262,7 +285,9 @@ pub async fn run_env(run: &EnvRun<'_>) -> Result<Outcome> {
 
     let wrote = out.resources.iter().any(|r| r.status.is_write());
     if wrote {
-        record_inventory(run, live, &order, &applied, &remaining, &mut out).await;
+        // Every declared resource, in scope or not: the inventory is the
+        // environment's, not the run's.
+        record_inventory(run, live, &all, &applied, &remaining, &mut out).await;
     }
     out.stopped = run.stopped();
     out.duration = t0.elapsed();

@@ -34,6 +34,7 @@ use crate::value::{key_path, Origin, Value};
 pub mod output;
 pub mod saved;
 pub mod secrets;
+pub mod target;
 
 /// The version of the JSON document ([`Plan`]); see docs/plan-json.md.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -202,6 +203,9 @@ pub struct EnvPlan {
     /// guard's flag is given.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub guards: Vec<GuardTrip>,
+    /// A targeted plan (`--target`): its targets and what it leaves out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<target::Targeted>,
 }
 
 /// A blast-radius guard.
@@ -762,6 +766,7 @@ fn assemble(
         notes: Vec::new(),
         promotion: Vec::new(),
         guards: Vec::new(),
+        target: None,
     }
 }
 

@@ -255,6 +255,11 @@ pub fn text(plan: &Plan, color: bool) -> String {
             let _ = writeln!(out, "  owner: {}", e.owner);
         }
         let _ = writeln!(out, "  {}", counts_line(&e.counts));
+        if let Some(t) = &e.target {
+            for l in targeted_lines(t) {
+                let _ = writeln!(out, "  {l}");
+            }
+        }
         for n in &e.notes {
             let _ = writeln!(out, "  note: {n}");
         }
@@ -296,6 +301,43 @@ pub fn text(plan: &Plan, color: bool) -> String {
         format!("Plan: {}.", counts_line(&t))
     };
     let _ = writeln!(out, "{}", paint(color, bold, &verdict));
+    out
+}
+
+/// What a targeted plan says of its scope: the targets, then each change
+/// it leaves out (at most 20 named).
+fn targeted_lines(t: &super::target::Targeted) -> Vec<String> {
+    const SHOWN: usize = 20;
+    let mut out = vec![format!(
+        "targeted: --target {} ({} resource(s) with their dependencies); nothing is pruned and \
+         the environment is recorded as partial",
+        t.targets.join(" --target "),
+        t.in_scope
+    )];
+    if t.left_out.is_empty() {
+        out.push(format!(
+            "left out: no pending change ({} unchanged resource(s) outside the targets)",
+            t.left_out_unchanged
+        ));
+        return out;
+    }
+    let named: Vec<String> = t
+        .left_out
+        .iter()
+        .take(SHOWN)
+        .map(|l| format!("{} ({})", l.id, l.action))
+        .collect();
+    let more = t.left_out.len().saturating_sub(SHOWN);
+    out.push(format!(
+        "left out: {} change(s) a full apply would make: {}{}",
+        t.left_out.len(),
+        named.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    ));
     out
 }
 
@@ -354,6 +396,11 @@ pub fn markdown_with_limit(plan: &Plan, limit: usize) -> Vec<String> {
     for e in &plan.environments {
         let mut head = format!("### {} — {}\n\n", e.name, counts_line(&e.counts));
         let _ = writeln!(head, "Gate: {}.\n", gate(e));
+        if let Some(t) = &e.target {
+            for l in targeted_lines(t) {
+                let _ = writeln!(head, "> {}\n", escape_cell(&l));
+            }
+        }
         for n in &e.notes {
             let _ = writeln!(head, "> {}\n", escape_cell(n));
         }

@@ -258,6 +258,10 @@ pub struct SavedPlan {
     pub key: KeyRef,
     pub changes: Vec<PlannedChange>,
     pub resources: Vec<Fingerprint>,
+    /// The `--target`s of a targeted plan: `apply FILE` applies the same
+    /// scope (and never prunes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
 }
 
 /// The lowercase name of an action, as the file writes it.
@@ -362,6 +366,11 @@ impl SavedPlan {
             },
             changes: seen.changes,
             resources: seen.resources,
+            targets: plan
+                .target
+                .as_ref()
+                .map(|t| t.targets.clone())
+                .unwrap_or_default(),
         }
     }
 

@@ -238,3 +238,41 @@ fn an_invalid_resource_is_named_once_per_line() {
     assert_eq!(many.matches("net.web").count(), 1, "{many}");
     assert_eq!(many.matches("module.yaml:12:7").count(), 1, "{many}");
 }
+
+#[test]
+fn a_targeted_plan_keeps_its_scope_and_names_what_it_leaves_out() {
+    let (model, graph) = loaded();
+    let mut p = build_env(&model, &graph, "dev", None, &StructuralSecrets, None).unwrap();
+    let full = p.counts.create;
+    let all: Vec<ResourceId> = p.resources().map(|r| r.id.clone()).collect();
+    let leaf = all
+        .iter()
+        .find(|i| graph.dependents("dev", i).is_empty() && !graph.dependencies("dev", i).is_empty())
+        .expect("the fixture has a resource with dependencies")
+        .clone();
+    let targets = vec![leaf.to_string()];
+    let scope = target::scope(&graph, "dev", &targets).unwrap();
+    assert!(scope.contains(&leaf) && scope.len() > 1, "{scope:?}");
+    let env = model.environment("dev").unwrap();
+    target::restrict(&mut p, env, 0, &targets, &scope);
+    assert_eq!(p.counts.create, scope.len());
+    let t = p.target.as_ref().unwrap();
+    assert_eq!(t.in_scope, scope.len());
+    assert_eq!(t.left_out.len(), full - scope.len());
+    assert!(t.left_out.iter().all(|l| l.action == "create"));
+    // Steps are renumbered from 1 without gaps, and each resource points
+    // at its step.
+    for (i, s) in p.order.iter().enumerate() {
+        assert_eq!(s.step, i + 1);
+        for r in &s.resources {
+            let plan = p.resources().find(|x| x.id.to_string() == *r).unwrap();
+            assert_eq!(plan.step, s.step);
+        }
+    }
+    assert!(p
+        .order
+        .last()
+        .unwrap()
+        .resources
+        .contains(&leaf.to_string()));
+}

@@ -193,6 +193,8 @@ impl Converge for Executor {
                 // Applied right after the plan, from the state it observed.
                 reobserve: false,
                 execute: self.options.clone(),
+                // The reconciler converges whole environments.
+                targets: Vec::new(),
             },
             progress: None,
             stop: None,
@@ -368,6 +370,7 @@ fn error_of(e: pipeline::Error) -> ReportError {
         e @ (pipeline::Error::Connect(_)
         | pipeline::Error::Plan(_)
         | pipeline::Error::Execute(_)
+        | pipeline::Error::Target(_)
         | pipeline::Error::Hook(_)) => err(ErrorReason::Observe, e),
     }
 }

@@ -102,6 +102,11 @@ pub struct EnvRecord {
     /// at `commit` without a break (the start of a soak), when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub good_since: Option<String>,
+    /// The `--target`s of a targeted apply: only part of the environment
+    /// was applied at `commit`, so it is recorded as not converged and no
+    /// promotion gate opens on it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partial: Vec<String>,
 }
 
 impl EnvRecord {
@@ -132,6 +137,7 @@ impl EnvRecord {
             && self.healthy == other.healthy
             && self.problems == other.problems
             && self.good_since == other.good_since
+            && self.partial == other.partial
     }
 }
 

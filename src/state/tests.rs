@@ -19,6 +19,7 @@ fn record(env: &str, commit: &str, converged: bool, healthy: bool) -> EnvRecord 
             vec!["app.config: unhealthy".into()]
         },
         good_since: None,
+        partial: Vec::new(),
     }
 }
 

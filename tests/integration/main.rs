@@ -28,3 +28,4 @@ mod sources;
 mod stand;
 mod support;
 mod support_moto;
+mod target;

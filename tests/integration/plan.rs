@@ -844,6 +844,7 @@ fn huge_plan() -> Plan {
             notes: Vec::new(),
             promotion: Vec::new(),
             guards: Vec::new(),
+            target: None,
         }],
     )
 }

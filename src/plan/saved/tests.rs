@@ -87,6 +87,7 @@ fn env_plan(actions: &[(&str, Action)]) -> EnvPlan {
         notes: vec![],
         promotion: vec![],
         guards: vec![],
+        target: None,
     }
 }
 
