@@ -13,6 +13,7 @@ mod fuzz_corpus;
 mod history;
 mod kubernetes;
 mod notify;
+mod notify_plan;
 mod ownership;
 mod plan;
 mod policy;
