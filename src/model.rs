@@ -209,6 +209,22 @@ pub struct Instance {
     pub inputs: IndexMap<String, Located>,
     /// Other instances of the same environment this one runs after.
     pub depends_on: Vec<(String, Origin)>,
+    /// `forEach:` / `count:` as written; `None` once expanded
+    /// (`crate::load::repeat`).
+    pub repeat: Option<Repeat>,
+}
+
+/// `forEach:` or `count:` on a module instance or a resource: one copy per
+/// item, named `<name>-<key>`, with `${each.key}` and `${each.value}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Repeat {
+    /// `count:` (keys `0`..`n-1`) rather than `forEach:`.
+    pub count: bool,
+    /// The value as written: a list, a map, a number (`count`), or a
+    /// string that is exactly one reference.
+    pub value: Located,
+    /// Where the `forEach`/`count` key was written.
+    pub origin: Origin,
 }
 
 /// One `modules/<name>/module.yaml`.
@@ -416,8 +432,11 @@ pub struct Resource {
     pub depends_on: Vec<(DependsOn, Origin)>,
     /// The raw `waivers:` list, parsed by the policy module.
     pub waivers: Option<Located>,
-    /// The source entry that rendered it (`None` for a declared resource).
+    /// The source entry that rendered it (`None` for a declared resource),
+    /// or the name of the repeated entry it is one copy of.
     pub source: Option<String>,
+    /// `forEach:` / `count:` as written; `None` once expanded.
+    pub repeat: Option<Repeat>,
 }
 
 impl Resource {

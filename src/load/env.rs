@@ -336,7 +336,11 @@ fn instance(n: &Node, diags: &mut Diagnostics) -> Option<Instance> {
     if let Some(d) = f.opt("dependsOn") {
         inst.depends_on = decode::strings(d, "an entry of `dependsOn`", diags);
     }
-    f.finish(&["name", "source", "inputs", "dependsOn"], diags);
+    inst.repeat = super::repeat::decode(&mut f, diags);
+    f.finish(
+        &["name", "source", "inputs", "dependsOn", "forEach", "count"],
+        diags,
+    );
     inst.name = name?;
     inst.source = normalise(&source?);
     Some(inst)

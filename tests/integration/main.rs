@@ -20,6 +20,7 @@ mod policy;
 mod promotion;
 mod real_kube;
 mod reconcile;
+mod repeat;
 mod saved_plan;
 mod secrets;
 mod security;
