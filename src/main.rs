@@ -80,6 +80,11 @@ enum Command {
     /// control of one environment (or all, merged by time), as text, JSON
     /// or JSON lines (for a SIEM).
     History(cli::history::HistoryArgs),
+    /// Adopt an object that exists without tidegate's marks (EC2 by id,
+    /// Kubernetes by name) as a resource Git declares: show the
+    /// difference, and with --yes stamp the ownership marks, recreating
+    /// nothing.
+    Import(cli::import::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -169,6 +174,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         )?),
         Command::Rebuild(args) => Ok(cli::rebuild::run(&args, &mut out)?),
         Command::Reconcile(args) => cli::reconcile::run(&args),
+        Command::Import(args) => cli::import::run(&args, &mut out),
         Command::History(args) => {
             let mut err = std::io::stderr();
             Ok(cli::history::run(&args, &mut out, &mut err)?)

@@ -11,6 +11,7 @@ use crate::load::{self, Files};
 pub mod apply;
 pub mod graph;
 pub mod history;
+pub mod import;
 pub mod logs;
 pub mod plan;
 pub mod promote;

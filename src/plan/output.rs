@@ -214,6 +214,12 @@ fn resource_lines(r: &ResourcePlan) -> Vec<(char, String)> {
     out
 }
 
+/// The lines of one changed resource as plain text (header, then its
+/// fields indented), as the plan prints them.
+pub fn resource_lines_plain(r: &ResourcePlan) -> Vec<String> {
+    resource_lines(r).into_iter().map(|(_, l)| l).collect()
+}
+
 fn paint(color: bool, style: Style, s: &str) -> String {
     if color {
         format!("{}{s}{}", style.render(), style.render_reset())

@@ -99,6 +99,8 @@ pub enum EventKind {
     Suspend,
     Resume,
     Refused,
+    /// `tidegate import`: an existing object adopted.
+    Import,
 }
 
 impl EventKind {
@@ -115,6 +117,7 @@ impl EventKind {
             EventKind::Suspend => "suspend",
             EventKind::Resume => "resume",
             EventKind::Refused => "refused",
+            EventKind::Import => "import",
         }
     }
 }

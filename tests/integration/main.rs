@@ -11,6 +11,7 @@ mod fault;
 mod fixtures;
 mod fuzz_corpus;
 mod history;
+mod import;
 mod kubernetes;
 mod notify;
 mod notify_plan;
