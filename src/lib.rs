@@ -58,6 +58,7 @@ pub mod sensitive;
 pub mod server;
 pub mod source;
 pub mod state;
+pub mod traffic;
 pub mod tool;
 pub mod value;
 

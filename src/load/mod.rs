@@ -26,6 +26,7 @@ mod module;
 pub mod project;
 pub mod sops;
 pub mod sources;
+pub mod traffic;
 pub mod typed;
 pub mod values;
 pub mod yaml;

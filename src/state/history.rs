@@ -99,6 +99,14 @@ pub enum EventKind {
     Suspend,
     Resume,
     Refused,
+    /// `tidegate switch --to`: an entry point moved (or was refused).
+    Switch,
+    /// One weighted step of a stepped switch.
+    SwitchStep,
+    /// A stepped switch went back on its own: the copy turned unhealthy.
+    SwitchFallback,
+    /// `tidegate switch --back`.
+    SwitchBack,
 }
 
 impl EventKind {
@@ -115,6 +123,10 @@ impl EventKind {
             EventKind::Suspend => "suspend",
             EventKind::Resume => "resume",
             EventKind::Refused => "refused",
+            EventKind::Switch => "switch",
+            EventKind::SwitchStep => "switch-step",
+            EventKind::SwitchFallback => "switch-fallback",
+            EventKind::SwitchBack => "switch-back",
         }
     }
 }
