@@ -240,3 +240,92 @@ pub fn check_resources(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::{self, module};
+
+    /// The test repository with `traffic` (indented as a spec field) in
+    /// prod, and a module `edge` (a Service and an address) used by it.
+    fn check(traffic: &str) -> Vec<String> {
+        let mut f = testutil::repo();
+        let prod = String::from_utf8(f["environments/prod.yaml"].clone()).unwrap();
+        let prod = prod.replace(
+            "  modules:\n",
+            "  modules:\n    - name: edge\n      source: modules/edge\n",
+        ) + traffic;
+        f.insert("environments/prod.yaml".into(), prod.into_bytes());
+        let edge = module(
+            "edge",
+            "  resources:\n    - name: service\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: Service\n        metadata:\n          name: web\n          namespace: app-${env.name}\n        spec:\n          ports:\n            - port: 80\n    - name: ip\n      provider: aws\n      type: eip\n      spec: {}\n",
+        );
+        f.insert("modules/edge/module.yaml".into(), edge.into_bytes());
+        // The test repository's own ConfigMap has an unquoted number.
+        match crate::pipeline::check(&f) {
+            Ok(_) => Vec::new(),
+            Err(r) => r
+                .0
+                .iter()
+                .map(|d| d.to_string())
+                .filter(|d| !d.contains("data.REPLICAS"))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_declared_ingress_entry_point_checks() {
+        let e = check("  traffic:\n    - name: web\n      ingress:\n        namespace: edge\n        name: shop\n        host: shop.example.com\n        service: edge.service\n        port: 80\n");
+        assert!(e.is_empty(), "{e:#?}");
+    }
+
+    #[test]
+    fn bad_entry_points_are_reported_at_their_line_with_the_fix() {
+        let e = check(
+            "  traffic:
+    - name: web
+      ingress:
+        namespace: edge
+        name: shop
+        host: shop.example.com
+        service: edge.service
+        port: 80
+        weight: 5
+    - name: both
+      ingress: {namespace: edge, name: a, host: a, service: edge.service, port: 80}
+      elasticIp: {allocation: edge.ip, instance: edge.ip}
+    - name: neither
+    - name: other
+      ingress: {namespace: Edge, name: b, host: b, service: service, port: 0}
+    - name: web
+      elasticIp: {allocation: edge.ip, instance: edge.ip}
+",
+        );
+        let text = e.join("\n");
+        let has = |needle: &str| assert!(text.contains(needle), "{needle}\n{text}");
+        has("environments/prod.yaml:35:9: error: unknown field `weight` in `traffic[].ingress`");
+        has("environments/prod.yaml:36:7: error: a `traffic` entry has both `ingress` and `elasticIp`");
+        has("environments/prod.yaml:39:7: error: a `traffic` entry has neither `ingress` nor `elasticIp`");
+        has("environments/prod.yaml:41:28: error: `ingress.namespace` `Edge` is not a Kubernetes name");
+        has("`ingress.service` is `service`, which is not a resource id");
+        has("`ingress.port` must be a port number from 1 to 65535");
+        has("environments/prod.yaml:42:7: error: traffic entry point `web` is declared twice");
+        assert_eq!(e.len(), 7, "{text}");
+    }
+
+    #[test]
+    fn entry_points_must_name_resources_of_the_right_kind() {
+        let e = check(
+            "  traffic:
+    - name: web
+      ingress: {namespace: edge, name: shop, host: shop.example.com, service: edge.nope, port: 80}
+    - name: ip
+      elasticIp: {allocation: app.config, instance: edge.ip}
+",
+        );
+        let text = e.join("\n");
+        let has = |needle: &str| assert!(text.contains(needle), "{needle}\n{text}");
+        has("environments/prod.yaml:29:79: error: `ingress.service` names `edge.nope`, which environment prod does not declare");
+        has("`elasticIp.allocation` names `app.config`, a `v1/ConfigMap`, not a `eip`");
+        has("`elasticIp.instance` names `edge.ip`, a `eip`, not a `instance`");
+    }
+}

@@ -50,5 +50,6 @@ pub async fn associated(client: &Client, allocation: &str) -> Result<Option<Stri
         .addresses()
         .first()
         .and_then(|a| a.instance_id())
+        .filter(|i| !i.is_empty())
         .map(str::to_string))
 }

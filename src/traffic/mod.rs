@@ -313,11 +313,22 @@ impl Switch<'_> {
             writeln!(out, "{env}: every entry point already routes to {copy}")?;
             return Ok(Ended::Switched);
         }
-        let weighted = self.env.traffic.iter().zip(&before).all(|(e, r)| {
-            matches!(e.kind, EntryKind::Ingress(_)) && r.as_ref().is_some_and(|r| r.live != copy)
-        });
+        // Ingress entry points shift by weight; an Elastic IP moves at the
+        // last step. A first switch has nothing to shift from.
+        let ingresses: Vec<&Option<Route>> = self
+            .env
+            .traffic
+            .iter()
+            .zip(&before)
+            .filter(|(e, _)| matches!(e.kind, EntryKind::Ingress(_)))
+            .map(|(_, r)| r)
+            .collect();
+        let weighted = !ingresses.is_empty()
+            && ingresses
+                .iter()
+                .all(|r| r.as_ref().is_some_and(|r| r.live != copy));
         if steps.len() > 1 && !weighted {
-            writeln!(out, "{env}: the shift cannot be weighted (an Elastic IP entry point, or an entry point nothing routes through yet): one step")?;
+            writeln!(out, "{env}: the shift cannot be weighted (no Ingress entry point, or one nothing routes through yet): one step")?;
         }
         let weights = plan::weights(steps, weighted);
         let by = self.subject.to_string();
