@@ -58,8 +58,8 @@ pub mod sensitive;
 pub mod server;
 pub mod source;
 pub mod state;
-pub mod traffic;
 pub mod tool;
+pub mod traffic;
 pub mod value;
 
 #[cfg(test)]

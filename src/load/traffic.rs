@@ -237,6 +237,27 @@ pub fn check_resources(
                     Some(_) => {}
                 }
             }
+            // The address's association belongs to the switch: an
+            // `instanceId` in the `eip` would make every apply of the
+            // environment move it back.
+            if let EntryKind::ElasticIp { allocation, .. } = &e.kind {
+                let declared = model
+                    .resources(env)
+                    .find(|(id, _, _)| *id == allocation.0)
+                    .filter(|(_, _, r)| r.body.get_path("instanceId").is_some());
+                if let Some((id, _, r)) = declared {
+                    let at = r
+                        .spans
+                        .get("instanceId")
+                        .cloned()
+                        .unwrap_or_else(|| r.origin.clone());
+                    diags.error(
+                        &at,
+                        format!("{id} is the address of traffic entry point `{}`, so `tidegate switch` associates it; its `instanceId` would move it back at every apply", e.name),
+                        "remove `instanceId` from the `eip` (the switch associates it with the live copy's instance)",
+                    );
+                }
+            }
         }
     }
 }
@@ -263,12 +284,12 @@ mod tests {
         // The test repository's own ConfigMap has an unquoted number.
         match crate::pipeline::check(&f) {
             Ok(_) => Vec::new(),
-            Err(r) => r
-                .0
-                .iter()
-                .map(|d| d.to_string())
-                .filter(|d| !d.contains("data.REPLICAS"))
-                .collect(),
+            Err(r) => {
+                r.0.iter()
+                    .map(|d| d.to_string())
+                    .filter(|d| !d.contains("data.REPLICAS"))
+                    .collect()
+            }
         }
     }
 
@@ -327,5 +348,30 @@ mod tests {
         has("environments/prod.yaml:29:79: error: `ingress.service` names `edge.nope`, which environment prod does not declare");
         has("`elasticIp.allocation` names `app.config`, a `v1/ConfigMap`, not a `eip`");
         has("`elasticIp.instance` names `edge.ip`, a `eip`, not a `instance`");
+    }
+
+    #[test]
+    fn an_entry_point_address_must_not_declare_its_association() {
+        let mut f = testutil::repo();
+        let prod = String::from_utf8(f["environments/prod.yaml"].clone()).unwrap();
+        let prod = prod.replace(
+            "  modules:\n",
+            "  modules:\n    - name: edge\n      source: modules/edge\n",
+        ) + "  traffic:\n    - name: ip\n      elasticIp: {allocation: edge.ip, instance: edge.server}\n";
+        f.insert("environments/prod.yaml".into(), prod.into_bytes());
+        let edge = module(
+            "edge",
+            "  resources:\n    - name: server\n      provider: aws\n      type: instance\n      spec:\n        ami: ami-1\n        instanceType: t3.micro\n        subnetId: subnet-1\n    - name: ip\n      provider: aws\n      type: eip\n      spec:\n        instanceId: ${resource.server.id}\n",
+        );
+        f.insert("modules/edge/module.yaml".into(), edge.into_bytes());
+        let e: Vec<String> = match crate::pipeline::check(&f) {
+            Ok(_) => Vec::new(),
+            Err(r) => r.0.iter().map(|d| d.to_string()).collect(),
+        };
+        let text = e.join("\n");
+        assert!(
+            text.contains("modules/edge/module.yaml:18:21: error: edge.ip is the address of traffic entry point `ip`"),
+            "{text}"
+        );
     }
 }

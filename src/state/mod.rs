@@ -24,8 +24,8 @@ use crate::resource::KubeTarget;
 
 pub mod control;
 pub mod history;
-pub mod traffic;
 mod lock;
+pub mod traffic;
 
 pub use lock::{lease_expired, this_process, EnvLock, LEASE_DURATION};
 

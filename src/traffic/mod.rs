@@ -172,7 +172,10 @@ impl Switch<'_> {
 
     /// The allocation id of each Elastic IP entry point: the one pinned in
     /// its route, else the environment's own `eip` (observed once).
-    async fn addresses(&self, routing: &Routing) -> Result<std::result::Result<Vec<Option<String>>, String>> {
+    async fn addresses(
+        &self,
+        routing: &Routing,
+    ) -> Result<std::result::Result<Vec<Option<String>>, String>> {
         let mut own: Option<CopyState> = None;
         let mut out = Vec::new();
         for e in &self.env.traffic {
@@ -187,7 +190,10 @@ impl Switch<'_> {
             if own.is_none() {
                 own = Some(self.observe_copy(&self.env.name).await?);
             }
-            match own.as_ref().and_then(|s| Self::external_id(s, &allocation.0)) {
+            match own
+                .as_ref()
+                .and_then(|s| Self::external_id(s, &allocation.0))
+            {
                 Some(a) => out.push(Some(a)),
                 None => {
                     return Ok(Err(format!(
@@ -219,13 +225,25 @@ impl Switch<'_> {
         })
     }
 
-    async fn record(&self, event: EventKind, outcome: Outcome, commit: Option<String>, reason: String, error: Option<String>) {
+    async fn record(
+        &self,
+        event: EventKind,
+        outcome: Outcome,
+        commit: Option<String>,
+        reason: String,
+        error: Option<String>,
+    ) {
         let mut entry = Entry::new(&self.env.name, event, self.subject.clone());
         entry.commit = commit;
         entry.outcome = outcome;
         entry.reason = Some(reason);
         entry.error = error;
-        entry.resources = self.env.traffic.iter().map(|e| format!("traffic.{}", e.name)).collect();
+        entry.resources = self
+            .env
+            .traffic
+            .iter()
+            .map(|e| format!("traffic.{}", e.name))
+            .collect();
         if let Err(e) = self.store.append_history(&entry).await {
             tracing::warn!(environment = %self.env.name, error = %e, "could not append to the audit history");
         }
@@ -263,7 +281,14 @@ impl Switch<'_> {
         }
         if self.env.traffic.is_empty() {
             return self
-                .refuse(copy, format!("{env} declares no traffic entry points (`spec.traffic` in {})", self.env.file), None)
+                .refuse(
+                    copy,
+                    format!(
+                        "{env} declares no traffic entry points (`spec.traffic` in {})",
+                        self.env.file
+                    ),
+                    None,
+                )
                 .await;
         }
         let record = if copy == env {
@@ -288,7 +313,11 @@ impl Switch<'_> {
         let state = self.observe_copy(copy).await?;
         if !state.problems.is_empty() {
             return self
-                .refuse(copy, format!("{copy} is not healthy now: {}", state.problems.join("; ")), commit)
+                .refuse(
+                    copy,
+                    format!("{copy} is not healthy now: {}", state.problems.join("; ")),
+                    commit,
+                )
                 .await;
         }
         let targets = match self.targets(&state) {
@@ -306,10 +335,10 @@ impl Switch<'_> {
             .iter()
             .map(|e| routing.entries.get(&e.name).cloned())
             .collect();
-        if before
-            .iter()
-            .all(|r| r.as_ref().is_some_and(|r| r.live == copy && r.canary.is_none()))
-        {
+        if before.iter().all(|r| {
+            r.as_ref()
+                .is_some_and(|r| r.live == copy && r.canary.is_none())
+        }) {
             writeln!(out, "{env}: every entry point already routes to {copy}")?;
             return Ok(Ended::Switched);
         }
@@ -343,19 +372,37 @@ impl Switch<'_> {
                 self.change(|r| {
                     for e in &self.env.traffic {
                         if let Some(route) = r.entries.get_mut(&e.name) {
-                            route.canary = Some(Canary { copy: copy.to_string(), weight: w });
+                            route.canary = Some(Canary {
+                                copy: copy.to_string(),
+                                weight: w,
+                            });
                             route.at = at.clone();
                             route.by = by.clone();
                         }
                     }
                 })
                 .await?;
-                writeln!(out, "{env}: {copy} gets {w}% (step {} of {})", n + 1, weights.len())?;
-                self.record(EventKind::SwitchStep, Outcome::Succeeded, commit.clone(), format!("{copy} at {w}% (step {} of {})", n + 1, weights.len()), None).await;
+                writeln!(
+                    out,
+                    "{env}: {copy} gets {w}% (step {} of {})",
+                    n + 1,
+                    weights.len()
+                )?;
+                self.record(
+                    EventKind::SwitchStep,
+                    Outcome::Succeeded,
+                    commit.clone(),
+                    format!("{copy} at {w}% (step {} of {})", n + 1, weights.len()),
+                    None,
+                )
+                .await;
                 tokio::time::sleep(step_wait).await;
                 let now = self.observe_copy(copy).await?;
                 if !now.problems.is_empty() {
-                    let why = format!("{copy} turned unhealthy at {w}%: {}", now.problems.join("; "));
+                    let why = format!(
+                        "{copy} turned unhealthy at {w}%: {}",
+                        now.problems.join("; ")
+                    );
                     return self.fall_back(copy, why, commit, out).await;
                 }
                 continue;
@@ -398,7 +445,8 @@ impl Switch<'_> {
             Some(f) => format!("from {f} to {copy} in {} step(s)", weights.len()),
             None => format!("to {copy} (first switch)"),
         };
-        self.record(EventKind::Switch, Outcome::Succeeded, commit, reason, None).await;
+        self.record(EventKind::Switch, Outcome::Succeeded, commit, reason, None)
+            .await;
         Ok(Ended::Switched)
     }
 
@@ -440,7 +488,14 @@ impl Switch<'_> {
         })
         .await?;
         writeln!(out, "{}: fell back: {why}", self.env.name)?;
-        self.record(EventKind::SwitchFallback, Outcome::Failed, commit, format!("switch to {copy} fell back"), Some(why.clone())).await;
+        self.record(
+            EventKind::SwitchFallback,
+            Outcome::Failed,
+            commit,
+            format!("switch to {copy} fell back"),
+            Some(why.clone()),
+        )
+        .await;
         Ok(Ended::FellBack(why))
     }
 
@@ -453,16 +508,35 @@ impl Switch<'_> {
             .env
             .traffic
             .iter()
-            .map(|e| routing.entries.get(&e.name).and_then(|r| r.previous.clone()))
+            .map(|e| {
+                routing
+                    .entries
+                    .get(&e.name)
+                    .and_then(|r| r.previous.clone())
+            })
             .collect();
         let Some(Some(prev)) = previous.first().cloned() else {
             let why = format!("{env} has no earlier copy to go back to (no completed `tidegate switch {env} --to` yet)");
-            self.record(EventKind::SwitchBack, Outcome::Refused, None, "back".into(), Some(why.clone())).await;
+            self.record(
+                EventKind::SwitchBack,
+                Outcome::Refused,
+                None,
+                "back".into(),
+                Some(why.clone()),
+            )
+            .await;
             return Ok(Ended::Refused(why));
         };
         if previous.iter().any(|p| p.as_deref() != Some(prev.as_str())) {
             let why = format!("{env}'s entry points went live at different times and have different earlier copies; switch them with `tidegate switch {env} --to COPY`");
-            self.record(EventKind::SwitchBack, Outcome::Refused, None, "back".into(), Some(why.clone())).await;
+            self.record(
+                EventKind::SwitchBack,
+                Outcome::Refused,
+                None,
+                "back".into(),
+                Some(why.clone()),
+            )
+            .await;
             return Ok(Ended::Refused(why));
         }
         let state = self.observe_copy(&prev).await?;
@@ -472,11 +546,23 @@ impl Switch<'_> {
         let targets = match self.targets(&state) {
             Ok(t) => t,
             Err(why) => {
-                self.record(EventKind::SwitchBack, Outcome::Refused, None, format!("back to {prev}"), Some(why.clone())).await;
+                self.record(
+                    EventKind::SwitchBack,
+                    Outcome::Refused,
+                    None,
+                    format!("back to {prev}"),
+                    Some(why.clone()),
+                )
+                .await;
                 return Ok(Ended::Refused(why));
             }
         };
-        for ((e, t), r) in self.env.traffic.iter().zip(&targets).zip(self.env.traffic.iter().map(|e| routing.entries.get(&e.name))) {
+        for ((e, t), r) in self.env.traffic.iter().zip(&targets).zip(
+            self.env
+                .traffic
+                .iter()
+                .map(|e| routing.entries.get(&e.name)),
+        ) {
             match (self.ingress_of(e), t) {
                 (Some(i), Target::Ingress(b)) => {
                     i.primary(b).await?;
@@ -509,9 +595,19 @@ impl Switch<'_> {
             .next()
             .map(|r| r.live.clone())
             .unwrap_or_default();
-        writeln!(out, "{env}: every entry point routes to {prev} again (from {was})")?;
+        writeln!(
+            out,
+            "{env}: every entry point routes to {prev} again (from {was})"
+        )?;
         let commit = self.store.load(&prev).await?.map(|r| r.commit);
-        self.record(EventKind::SwitchBack, Outcome::Succeeded, commit, format!("back from {was} to {prev}"), None).await;
+        self.record(
+            EventKind::SwitchBack,
+            Outcome::Succeeded,
+            commit,
+            format!("back from {was} to {prev}"),
+            None,
+        )
+        .await;
         Ok(Ended::Switched)
     }
 }

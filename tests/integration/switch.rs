@@ -295,12 +295,18 @@ async fn switch_moves_the_entry_points_steps_back_and_falls_back(kube: Kube) {
     let (code, text) = cli(&["switch", "prod", "--to", "prod", "--yes"]).await;
     assert_eq!(code, 0, "{text}");
     let blue = instance_of(&stand, "prod").await;
-    assert_eq!(ingress(&stand, "shop").await, Some(("shop-prod".into(), None)));
+    assert_eq!(
+        ingress(&stand, "shop").await,
+        Some(("shop-prod".into(), None))
+    );
     assert_eq!(
         external_name(&stand, "shop-prod").await.as_deref(),
         Some("web.shop-prod.svc.cluster.local")
     );
-    assert_eq!(address_instance(&stand).await.as_deref(), Some(blue.as_str()));
+    assert_eq!(
+        address_instance(&stand).await.as_deref(),
+        Some(blue.as_str())
+    );
 
     let (code, text) = cli(&["rebuild", "--env", "prod", "--as", "prod-green", "--yes"]).await;
     assert_eq!(code, 0, "{text}");
@@ -309,36 +315,92 @@ async fn switch_moves_the_entry_points_steps_back_and_falls_back(kube: Kube) {
     // Stepped: 50 % through the canary Ingress, then all of it.
     let t0 = Instant::now();
     let (code, text) = cli(&[
-        "switch", "prod", "--to", "prod-green", "--steps", "50,100", "--step-wait", "1s", "--yes",
+        "switch",
+        "prod",
+        "--to",
+        "prod-green",
+        "--steps",
+        "50,100",
+        "--step-wait",
+        "1s",
+        "--yes",
     ])
     .await;
     assert_eq!(code, 0, "{text}");
     let switch_secs = t0.elapsed().as_secs_f64();
-    assert!(text.contains("prod: prod-green gets 50% (step 1 of 2)"), "{text}");
-    assert!(text.contains("web: ingress edge/shop host shop.example.com: prod-green 100%; before: prod"), "{text}");
-    assert_eq!(ingress(&stand, "shop").await, Some(("shop-prod-green".into(), None)));
+    assert!(
+        text.contains("prod: prod-green gets 50% (step 1 of 2)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "web: ingress edge/shop host shop.example.com: prod-green 100%; before: prod"
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        ingress(&stand, "shop").await,
+        Some(("shop-prod-green".into(), None))
+    );
     assert_eq!(ingress(&stand, "shop-canary").await, None);
     assert_eq!(
         external_name(&stand, "shop-prod-green").await.as_deref(),
         Some("web.shop-prod-green.svc.cluster.local")
     );
-    assert_eq!(address_instance(&stand).await.as_deref(), Some(green.as_str()));
+    assert_eq!(
+        address_instance(&stand).await.as_deref(),
+        Some(green.as_str())
+    );
+
+    // The entry points are no copy's: applying blue again (its `eip`
+    // declares no `instanceId`) and green again changes nothing of them.
+    for args in [
+        &["apply", "--env", "prod", "--yes"][..],
+        &["rebuild", "--env", "prod", "--as", "prod-green", "--yes"][..],
+    ] {
+        let (code, text) = stand.cli(repo.path(), args).await;
+        assert_eq!(code, 0, "{text}");
+    }
+    assert_eq!(
+        ingress(&stand, "shop").await,
+        Some(("shop-prod-green".into(), None))
+    );
+    assert_eq!(
+        address_instance(&stand).await.as_deref(),
+        Some(green.as_str())
+    );
 
     // Back to blue in one step.
     let t0 = Instant::now();
     let (code, text) = cli(&["switch", "prod", "--back", "--yes"]).await;
     assert_eq!(code, 0, "{text}");
     let back_secs = t0.elapsed().as_secs_f64();
-    assert!(text.contains("routes to prod again (from prod-green)"), "{text}");
-    assert_eq!(ingress(&stand, "shop").await, Some(("shop-prod".into(), None)));
-    assert_eq!(address_instance(&stand).await.as_deref(), Some(blue.as_str()));
+    assert!(
+        text.contains("routes to prod again (from prod-green)"),
+        "{text}"
+    );
+    assert_eq!(
+        ingress(&stand, "shop").await,
+        Some(("shop-prod".into(), None))
+    );
+    assert_eq!(
+        address_instance(&stand).await.as_deref(),
+        Some(blue.as_str())
+    );
 
     // Green turns unhealthy at 10 %: the switch falls back on its own.
     let child = stand
         .command(
             repo.path(),
             &[
-                "switch", "prod", "--to", "prod-green", "--steps", "10,100", "--step-wait", "6s",
+                "switch",
+                "prod",
+                "--to",
+                "prod-green",
+                "--steps",
+                "10,100",
+                "--step-wait",
+                "6s",
                 "--yes",
             ],
         )
@@ -353,7 +415,10 @@ async fn switch_moves_the_entry_points_steps_back_and_falls_back(kube: Kube) {
         assert!(Instant::now() < deadline, "no canary Ingress appeared");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(ingress(&stand, "shop").await, Some(("shop-prod".into(), None)));
+    assert_eq!(
+        ingress(&stand, "shop").await,
+        Some(("shop-prod".into(), None))
+    );
     break_green(&stand, kube).await;
     let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
         .await
@@ -365,20 +430,40 @@ async fn switch_moves_the_entry_points_steps_back_and_falls_back(kube: Kube) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(out.status.code(), Some(3), "{text}");
-    assert!(text.contains("prod: fell back: prod-green turned unhealthy at 10%: web.app"), "{text}");
-    assert_eq!(ingress(&stand, "shop").await, Some(("shop-prod".into(), None)));
+    assert!(
+        text.contains("prod: fell back: prod-green turned unhealthy at 10%: web.app"),
+        "{text}"
+    );
+    assert_eq!(
+        ingress(&stand, "shop").await,
+        Some(("shop-prod".into(), None))
+    );
     assert_eq!(ingress(&stand, "shop-canary").await, None);
-    assert_eq!(address_instance(&stand).await.as_deref(), Some(blue.as_str()));
+    assert_eq!(
+        address_instance(&stand).await.as_deref(),
+        Some(blue.as_str())
+    );
 
     // Unhealthy now: the gate refuses, nothing moves.
     let (code, text) = cli(&["switch", "prod", "--to", "prod-green", "--yes"]).await;
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains("refused: prod-green is not healthy now: web.app"), "{text}");
-    assert_eq!(ingress(&stand, "shop").await, Some(("shop-prod".into(), None)));
+    assert!(
+        text.contains("refused: prod-green is not healthy now: web.app"),
+        "{text}"
+    );
+    assert_eq!(
+        ingress(&stand, "shop").await,
+        Some(("shop-prod".into(), None))
+    );
 
     let (code, text) = cli(&["switch", "prod", "--status"]).await;
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("web: ingress edge/shop host shop.example.com: prod 100%; before: prod-green"), "{text}");
+    assert!(
+        text.contains(
+            "web: ingress edge/shop host shop.example.com: prod 100%; before: prod-green"
+        ),
+        "{text}"
+    );
 
     let got = events(&stand).await;
     let kinds: Vec<(EventKind, Outcome)> = got.iter().map(|(k, o, _)| (*k, *o)).collect();
@@ -398,7 +483,14 @@ async fn switch_moves_the_entry_points_steps_back_and_falls_back(kube: Kube) {
         ],
         "{got:#?}"
     );
-    assert!(got[6].2.as_deref().unwrap().contains("turned unhealthy at 10%"), "{got:#?}");
+    assert!(
+        got[6]
+            .2
+            .as_deref()
+            .unwrap()
+            .contains("turned unhealthy at 10%"),
+        "{got:#?}"
+    );
     eprintln!(
         "switch figures ({kube:?}): refused {refused_secs:.2}s, stepped 50/100 with 1s waits {switch_secs:.2}s, back {back_secs:.2}s"
     );
