@@ -20,7 +20,7 @@ use tempfile::TempDir;
 use tidegate::state::history::{EventKind, Outcome};
 use tidegate::state::RecordStore;
 
-use super::stand::{commit_files, owned_ec2, Kube, Stand, AMI, REGION};
+use super::stand::{commit_files, http_get, owned_ec2, Kube, Ports, Stand, AMI, REGION};
 
 fn env_doc() -> String {
     format!(
@@ -491,6 +491,39 @@ async fn switch_moves_the_entry_points_steps_back_and_falls_back(kube: Kube) {
             .contains("turned unhealthy at 10%"),
         "{got:#?}"
     );
+
+    // The reconciler's status API and page show where traffic goes.
+    let ports = Ports::free();
+    let mut child = stand.reconcile(repo.path(), ports).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some((200, body)) = http_get(ports.api, "/api/v1/status").await {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if v["environments"][0]["traffic"].is_array() {
+                break v;
+            }
+        }
+        assert!(Instant::now() < deadline, "no traffic on the status API");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let traffic = &status["environments"][0]["traffic"];
+    assert_eq!(traffic.as_array().unwrap().len(), 2, "{traffic}");
+    let web = traffic
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["entry"] == "web")
+        .unwrap();
+    assert_eq!(web["live"], "prod", "{web}");
+    assert_eq!(web["weight"], 100, "{web}");
+    assert_eq!(web["previous"], "prod-green", "{web}");
+    let (code, page) = http_get(ports.api, "/").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("<tr data-env=\"prod\" data-entry=\"web\"><td>prod</td><td>web</td><td><span class=ok>prod</span> 100%</td>"),
+        "{page}"
+    );
+    assert!(crate::stand::sigterm(&mut child).await.success());
     eprintln!(
         "switch figures ({kube:?}): refused {refused_secs:.2}s, stepped 50/100 with 1s waits {switch_secs:.2}s, back {back_secs:.2}s"
     );
