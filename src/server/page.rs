@@ -550,6 +550,36 @@ mod tests {
     }
 
     #[test]
+    fn the_page_shows_where_traffic_goes_and_a_shift_under_way() {
+        use crate::reconcile::driver::TrafficRoute;
+        let mut prod = env("prod", &[], Gate::Converged);
+        prod.traffic = vec![TrafficRoute {
+            entry: "web".into(),
+            live: "prod".into(),
+            weight: 90,
+            canary: Some(crate::state::traffic::Canary {
+                copy: "prod-green".into(),
+                weight: 10,
+            }),
+            previous: None,
+            at: "2026-12-04T09:00:00Z".into(),
+            by: "alice (cli on laptop)".into(),
+        }];
+        let status = Status {
+            environments: vec![env("dev", &[], Gate::Converged), prod],
+            ..Status::default()
+        };
+        let html = render(&status, None);
+        assert!(html.contains("<h2>Traffic</h2>"), "{html}");
+        assert!(html.contains(
+            "<tr data-env=\"prod\" data-entry=\"web\"><td>prod</td><td>web</td><td><span class=ok>prod</span> 90%</td>\
+             <td><span class=warn>prod-green 10%</span></td><td>—</td><td>2026-12-04T09:00:00Z by alice (cli on laptop)</td></tr>"
+        ), "{html}");
+        let none = render(&Status::default(), None);
+        assert!(!none.contains("<h2>Traffic</h2>"));
+    }
+
+    #[test]
     fn the_page_lists_the_last_history_entries_newest_first() {
         use crate::state::history::{CommitInfo, Entry, EventKind, Outcome, Subject};
         let mut dev = env("dev", &[], Gate::Converged);
