@@ -78,14 +78,6 @@ async fn run_async(args: &SwitchArgs, out: &mut dyn Write) -> super::Result<u8> 
     };
     let store =
         RecordStore::for_target(env.kubernetes.as_ref(), &args.state_dir, &env.project).await?;
-    if args.status {
-        let routing = store.routing(&env.name).await?;
-        if env.traffic.is_empty() {
-            writeln!(out, "{} declares no traffic entry points", env.name)?;
-        }
-        traffic::describe(env, &routing, out)?;
-        return Ok(0);
-    }
     let ingress = env
         .traffic
         .iter()
@@ -121,6 +113,21 @@ async fn run_async(args: &SwitchArgs, out: &mut dyn Write) -> super::Result<u8> 
         ec2,
         subject: state::history::Subject::cli(),
     };
+    if args.status {
+        let routing = switch.store.routing(&env.name).await?;
+        if env.traffic.is_empty() {
+            writeln!(out, "{} declares no traffic entry points", env.name)?;
+        }
+        traffic::describe(env, &routing, out)?;
+        let off = switch
+            .disagreements(&routing)
+            .await
+            .map_err(|e| super::Error::Usage(format!("switch {}: {e}", env.name)))?;
+        for line in &off {
+            writeln!(out, "warning: {line}")?;
+        }
+        return Ok(u8::from(!off.is_empty()));
+    }
     if !args.yes {
         let what = match &args.to {
             Some(copy) => format!("move {}'s entry points to {copy}", env.name),

@@ -82,6 +82,37 @@ impl Entry<'_> {
             .await
     }
 
+    /// The backend Service of the Ingress `name` (the primary or the
+    /// canary), with its canary weight; `None` when it does not exist.
+    pub async fn read(&self, name: &str) -> Result<Option<(String, Option<u8>)>> {
+        let ns = &self.spec.namespace;
+        let api: Api<Ingress> = Api::namespaced(self.client.clone(), ns);
+        let Some(i) = api
+            .get_opt(name)
+            .await
+            .map_err(kube_err(format!("read ingress {ns}/{name}")))?
+        else {
+            return Ok(None);
+        };
+        let backend = i
+            .spec
+            .as_ref()
+            .and_then(|s| s.rules.as_ref())
+            .and_then(|r| r.first())
+            .and_then(|r| r.http.as_ref())
+            .and_then(|h| h.paths.first())
+            .and_then(|p| p.backend.service.as_ref())
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        let weight = i
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(CANARY_WEIGHT))
+            .and_then(|w| w.parse().ok());
+        Ok(Some((backend, weight)))
+    }
+
     /// Removes the canary Ingress (gone already is fine).
     pub async fn drop_canary(&self) -> Result<()> {
         let ns = &self.spec.namespace;

@@ -273,6 +273,28 @@ impl Switch<'_> {
         step_wait: Duration,
         out: &mut dyn Write,
     ) -> Result<Ended> {
+        let ended = self.to_inner(copy, steps, step_wait, out).await;
+        if let Err(e) = &ended {
+            self.failed(EventKind::Switch, format!("switch to {copy}"), e)
+                .await;
+        }
+        ended
+    }
+
+    /// Records a switch that stopped on an error (the routing says how far
+    /// it got).
+    async fn failed(&self, event: EventKind, reason: String, e: &Error) {
+        self.record(event, Outcome::Failed, None, reason, Some(e.to_string()))
+            .await;
+    }
+
+    async fn to_inner(
+        &self,
+        copy: &str,
+        steps: &[u8],
+        step_wait: Duration,
+        out: &mut dyn Write,
+    ) -> Result<Ended> {
         let env = &self.env.name;
         if copy != env && !copy.starts_with(&format!("{env}-")) {
             return self
@@ -338,7 +360,8 @@ impl Switch<'_> {
         if before.iter().all(|r| {
             r.as_ref()
                 .is_some_and(|r| r.live == copy && r.canary.is_none())
-        }) {
+        }) && self.disagreements(&routing).await?.is_empty()
+        {
             writeln!(out, "{env}: every entry point already routes to {copy}")?;
             return Ok(Ended::Switched);
         }
@@ -397,12 +420,13 @@ impl Switch<'_> {
                 )
                 .await;
                 tokio::time::sleep(step_wait).await;
-                let now = self.observe_copy(copy).await?;
-                if !now.problems.is_empty() {
-                    let why = format!(
-                        "{copy} turned unhealthy at {w}%: {}",
-                        now.problems.join("; ")
-                    );
+                // A copy that cannot even be observed is not fit for more.
+                let problems = match self.observe_copy(copy).await {
+                    Ok(now) => now.problems,
+                    Err(e) => vec![format!("it cannot be observed: {e}")],
+                };
+                if !problems.is_empty() {
+                    let why = format!("{copy} turned unhealthy at {w}%: {}", problems.join("; "));
                     return self.fall_back(copy, why, commit, out).await;
                 }
                 continue;
@@ -502,6 +526,14 @@ impl Switch<'_> {
     /// Sends every entry point back to the copy live before the last
     /// switch, in one step, without a health gate (it is the way out).
     pub async fn back(&self, out: &mut dyn Write) -> Result<Ended> {
+        let ended = self.back_inner(out).await;
+        if let Err(e) = &ended {
+            self.failed(EventKind::SwitchBack, "back".into(), e).await;
+        }
+        ended
+    }
+
+    async fn back_inner(&self, out: &mut dyn Write) -> Result<Ended> {
         let env = &self.env.name;
         let routing = self.store.routing(env).await?;
         let previous: Vec<Option<String>> = self
@@ -609,6 +641,62 @@ impl Switch<'_> {
         )
         .await;
         Ok(Ended::Switched)
+    }
+}
+
+impl Switch<'_> {
+    /// Where the live objects send traffic, compared with `routing`: one
+    /// line per entry point whose objects disagree (changed by hand, or a
+    /// switch stopped half-way by an error).
+    pub async fn disagreements(&self, routing: &Routing) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for e in &self.env.traffic {
+            let Some(route) = routing.entries.get(&e.name) else {
+                continue;
+            };
+            if let Some(i) = self.ingress_of(e) {
+                let want = plan::backend_name(&i.spec.name, &route.live);
+                let primary = i.read(&i.spec.name).await?.map(|(b, _)| b);
+                if primary.as_deref() != Some(want.as_str()) {
+                    out.push(format!(
+                        "{}: the Ingress {}/{} sends to {}, the routing says {} ({want})",
+                        e.name,
+                        i.spec.namespace,
+                        i.spec.name,
+                        primary.as_deref().unwrap_or("nothing (it does not exist)"),
+                        route.live
+                    ));
+                }
+                let canary = i.read(&plan::canary_name(&i.spec.name)).await?;
+                let want = route
+                    .canary
+                    .as_ref()
+                    .map(|c| (plan::backend_name(&i.spec.name, &c.copy), Some(c.weight)));
+                if canary != want {
+                    out.push(format!(
+                        "{}: the canary Ingress is {:?}, the routing says {:?}",
+                        e.name, canary, want
+                    ));
+                }
+            }
+            if let (EntryKind::ElasticIp { instance, .. }, Some(address), Some(client)) =
+                (&e.kind, &route.address, &self.ec2)
+            {
+                let now = eip::associated(client, address).await?;
+                let state = self.observe_copy(&route.live).await?;
+                let want = Self::external_id(&state, &instance.0);
+                if now != want {
+                    out.push(format!(
+                        "{}: the address {address} is associated with {}, the routing says {} ({})",
+                        e.name,
+                        now.as_deref().unwrap_or("nothing"),
+                        route.live,
+                        want.as_deref().unwrap_or("its instance does not exist")
+                    ));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

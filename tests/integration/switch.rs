@@ -492,6 +492,31 @@ async fn switch_moves_the_entry_points_steps_back_and_falls_back(kube: Kube) {
         "{got:#?}"
     );
 
+    // Someone points the Ingress elsewhere by hand: `--status` says so
+    // (exit 1), and a switch to the live copy puts it right.
+    let api: Api<Ingress> = Api::namespaced(stand.admin_kube("prod").await, "edge");
+    let by_hand = json!({"spec": {"rules": [{"host": "shop.example.com", "http": {"paths": [{
+        "path": "/", "pathType": "Prefix",
+        "backend": {"service": {"name": "shop-prod-green", "port": {"number": 80}}}}]}}]}});
+    api.patch("shop", &PatchParams::default(), &Patch::Merge(&by_hand))
+        .await
+        .unwrap();
+    let (code, text) = cli(&["switch", "prod", "--status"]).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("warning: web: the Ingress edge/shop sends to shop-prod-green, the routing says prod (shop-prod)"),
+        "{text}"
+    );
+    let (code, text) = cli(&["switch", "prod", "--to", "prod", "--yes"]).await;
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(
+        ingress(&stand, "shop").await,
+        Some(("shop-prod".into(), None))
+    );
+    let (code, text) = cli(&["switch", "prod", "--status"]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("before: prod-green"), "{text}");
+
     // The reconciler's status API and page show where traffic goes.
     let ports = Ports::free();
     let mut child = stand.reconcile(repo.path(), ports).spawn().unwrap();
