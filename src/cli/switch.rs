@@ -147,11 +147,23 @@ async fn run_async(args: &SwitchArgs, out: &mut dyn Write) -> super::Result<u8> 
             return Ok(1);
         }
     }
+    // One switch of an environment at a time (a Lease `tidegate-lock-
+    // <project>.<env>.traffic`, or a file lock), apart from its applies.
+    let lock = state::EnvLock::acquire(
+        env.kubernetes.as_ref(),
+        &args.state_dir,
+        &format!("{}.traffic", state::scoped(&env.project, &env.name)),
+        &state::this_process(),
+    )
+    .await?;
     let ended = match &args.to {
         Some(copy) => switch.to(copy, &steps, args.step_wait, out).await,
         None => switch.back(out).await,
+    };
+    if let Err(e) = lock.release().await {
+        tracing::warn!(environment = %env.name, error = %e, "could not release the switch lock");
     }
-    .map_err(|e| super::Error::Usage(format!("switch {}: {e}", env.name)))?;
+    let ended = ended.map_err(|e| super::Error::Usage(format!("switch {}: {e}", env.name)))?;
     let code = match ended {
         Ended::Switched => 0,
         Ended::Refused(why) => {

@@ -419,6 +419,10 @@ async fn switch_moves_the_entry_points_steps_back_and_falls_back(kube: Kube) {
         ingress(&stand, "shop").await,
         Some(("shop-prod".into(), None))
     );
+    // One switch at a time: a second one meets the first's lock.
+    let (code, text) = cli(&["switch", "prod", "--back", "--yes"]).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("test.prod.traffic is locked by"), "{text}");
     break_green(&stand, kube).await;
     let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
         .await
