@@ -99,7 +99,9 @@ impl Switch<'_> {
         let target = self.env.target(Some(copy));
         let providers = Providers::connect(&target, scopes.keys().copied()).await?;
         // The graph's namespaces are the environment's own; a copy's differ
-        // (`${env.name}`), so its kinds are listed everywhere.
+        // (`${env.name}`). Kinds listed namespace by namespace (Secrets,
+        // which tidegate may not list across the cluster) are listed where
+        // the copy's own inventory recorded them; the others everywhere.
         let scopes = scopes
             .into_iter()
             .map(|(k, s)| {
@@ -107,7 +109,7 @@ impl Switch<'_> {
                     k,
                     Scope {
                         kinds: s.kinds,
-                        namespaces: None,
+                        namespaces: Some(Default::default()),
                     },
                 )
             })
