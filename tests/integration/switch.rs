@@ -22,25 +22,14 @@ use tidegate::state::RecordStore;
 
 use super::stand::{commit_files, http_get, owned_ec2, Kube, Ports, Stand, AMI, REGION};
 
-fn env_doc() -> String {
-    format!(
-        "apiVersion: tidegate.dev/v1
-kind: Environment
-metadata:
-  name: prod
-spec:
-  targets:
-    kubernetes:
-      context: prod
-    aws:
-      region: {REGION}
-  modules:
-    - name: network
-      source: modules/net
-    - name: web
-      source: modules/web
-  traffic:
-    - name: web
+/// Environment `prod`: EC2 (an instance and an address) and, with `web`,
+/// Kubernetes (the web module, an Ingress entry point).
+fn env_doc(web: bool) -> String {
+    let (kube, module, ingress) = if web {
+        (
+            "    kubernetes:\n      context: prod\n",
+            "    - name: web\n      source: modules/web\n",
+            "    - name: web
       ingress:
         namespace: edge
         name: shop
@@ -48,7 +37,25 @@ spec:
         service: web.service
         port: 80
         className: nginx
-    - name: address
+",
+        )
+    } else {
+        ("", "", "")
+    };
+    format!(
+        "apiVersion: tidegate.dev/v1
+kind: Environment
+metadata:
+  name: prod
+spec:
+  targets:
+{kube}    aws:
+      region: {REGION}
+  modules:
+    - name: network
+      source: modules/net
+{module}  traffic:
+{ingress}    - name: address
       elasticIp:
         allocation: network.ip
         instance: network.server
@@ -146,7 +153,7 @@ fn write_repo(dir: &Path) -> String {
     commit_files(
         dir,
         &[
-            ("environments/prod.yaml", env_doc()),
+            ("environments/prod.yaml", env_doc(true)),
             ("modules/net/module.yaml", net_doc()),
             ("modules/web/module.yaml", WEB.to_string()),
         ],
@@ -559,3 +566,102 @@ async fn switch_moves_the_entry_points_steps_back_and_falls_back(kube: Kube) {
 }
 
 crate::on_both_kubes!(switch_moves_the_entry_points_steps_back_and_falls_back);
+
+/// An environment without a Kubernetes target keeps its routing, lock and
+/// history in the state directory; an Elastic IP alone cannot be weighted,
+/// so `--steps` moves it in one step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_elastic_ip_entry_point_switches_with_the_state_in_files() {
+    let stand = Stand::with_contexts(&["unused"]).await;
+    let repo = TempDir::new().unwrap();
+    commit_files(
+        repo.path(),
+        &[
+            ("environments/prod.yaml", env_doc(false)),
+            ("modules/net/module.yaml", net_doc()),
+        ],
+    );
+    let cli = |args: &'static [&'static str]| {
+        let stand = &stand;
+        let repo = repo.path();
+        async move { stand.cli(repo, args).await }
+    };
+    for args in [
+        &["apply", "--env", "prod", "--yes"][..],
+        &["switch", "prod", "--to", "prod", "--yes"][..],
+        &["rebuild", "--env", "prod", "--as", "prod-green", "--yes"][..],
+    ] {
+        let (code, text) = stand.cli(repo.path(), args).await;
+        assert_eq!(code, 0, "{args:?}: {text}");
+    }
+    let blue = instance_of(&stand, "prod").await;
+    let green = instance_of(&stand, "prod-green").await;
+    assert_eq!(
+        address_instance(&stand).await.as_deref(),
+        Some(blue.as_str())
+    );
+    let (code, text) = cli(&[
+        "switch",
+        "prod",
+        "--to",
+        "prod-green",
+        "--steps",
+        "50,100",
+        "--step-wait",
+        "1s",
+        "--yes",
+    ])
+    .await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("the shift cannot be weighted"), "{text}");
+    assert!(!text.contains("gets 50%"), "{text}");
+    assert_eq!(
+        address_instance(&stand).await.as_deref(),
+        Some(green.as_str())
+    );
+    let (code, text) = cli(&["switch", "prod", "--status"]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("address: elastic IP network.ip: prod-green 100% (address eipalloc-"),
+        "{text}"
+    );
+    let (code, text) = cli(&["switch", "prod", "--back", "--yes"]).await;
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(
+        address_instance(&stand).await.as_deref(),
+        Some(blue.as_str())
+    );
+
+    let state = stand.dir.path().join("state");
+    let routing: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join("test.prod.traffic.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(routing["entries"]["address"]["live"], "prod", "{routing}");
+    assert_eq!(
+        routing["entries"]["address"]["previous"], "prod-green",
+        "{routing}"
+    );
+    let history = std::fs::read_to_string(state.join("test.prod.history.jsonl")).unwrap();
+    let events: Vec<String> = history
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"].as_str().unwrap().starts_with("switch"))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["event"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "switch succeeded",
+            "switch succeeded",
+            "switch-back succeeded"
+        ],
+        "{history}"
+    );
+}
