@@ -17,7 +17,7 @@ use crate::graph::Graph;
 use crate::model::{EntryKind, Environment};
 use crate::observe::{self, LiveState, Providers};
 use crate::provider::Health;
-use crate::resource::{ProviderKind, ResourceId, Scope};
+use crate::resource::{ResourceId, Scope};
 use crate::state::history::{Entry, EventKind, Outcome, Subject};
 use crate::state::traffic::{Canary, Route, Routing};
 use crate::state::{self, RecordStore};
@@ -395,7 +395,12 @@ impl Switch<'_> {
                 }
                 let at = state::now_rfc3339();
                 self.change(|r| {
-                    for e in &self.env.traffic {
+                    let ingress = self
+                        .env
+                        .traffic
+                        .iter()
+                        .filter(|e| matches!(e.kind, EntryKind::Ingress(_)));
+                    for e in ingress {
                         if let Some(route) = r.entries.get_mut(&e.name) {
                             route.canary = Some(Canary {
                                 copy: copy.to_string(),
@@ -728,19 +733,4 @@ pub fn describe(env: &Environment, routing: &Routing, out: &mut dyn Write) -> st
         }
     }
     Ok(())
-}
-
-/// The kinds this module needs from providers, for messages.
-pub fn needs(env: &Environment) -> Vec<ProviderKind> {
-    let mut out = Vec::new();
-    for e in &env.traffic {
-        let k = match e.kind {
-            EntryKind::Ingress(_) => ProviderKind::Kubernetes,
-            EntryKind::ElasticIp { .. } => ProviderKind::Aws,
-        };
-        if !out.contains(&k) {
-            out.push(k);
-        }
-    }
-    out
 }

@@ -447,6 +447,16 @@ async fn switch_moves_the_entry_points_steps_back_and_falls_back(kube: Kube) {
     let (code, text) = cli(&["switch", "prod", "--back", "--yes"]).await;
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("test.prod.traffic is locked by"), "{text}");
+    let (code, text) = cli(&["switch", "prod", "--status"]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("web: ingress edge/shop host shop.example.com: prod 90%, prod-green 10%"),
+        "{text}"
+    );
+    assert!(
+        text.contains("address: elastic IP network.ip: prod 100%"),
+        "{text}"
+    );
     break_green(&stand, kube).await;
     let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
         .await
