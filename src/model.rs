@@ -138,6 +138,48 @@ pub struct Environment {
     pub protect: bool,
     /// `promotion:`: approval, soak and windows on top of the gate.
     pub promotion: crate::promotion::Promotion,
+    /// `traffic:`: the entry points `tidegate switch` moves between this
+    /// environment and its `rebuild --as` copies.
+    pub traffic: Vec<EntryPoint>,
+}
+
+/// One declared traffic entry point (`spec.traffic[]`): owned by the
+/// switch, never by a copy, so rebuilding or pruning a copy leaves it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntryPoint {
+    /// Unique in the environment (`web`).
+    pub name: String,
+    /// Where the entry was written.
+    pub origin: Origin,
+    pub kind: EntryKind,
+}
+
+/// What an entry point routes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EntryKind {
+    /// An Ingress host in `namespace`, routed to the live copy's Service.
+    Ingress(IngressEntry),
+    /// An Elastic IP associated with the live copy's instance.
+    ElasticIp {
+        /// The `eip` resource (of the environment itself) whose address
+        /// is the entry point.
+        allocation: (ResourceId, Origin),
+        /// The `instance` resource the address goes to, in each copy.
+        instance: (ResourceId, Origin),
+    },
+}
+
+/// `ingress: {namespace, name, host, service, port, className, path}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IngressEntry {
+    pub namespace: String,
+    pub name: String,
+    pub host: String,
+    /// The `v1/Service` resource of each copy that receives the traffic.
+    pub service: (ResourceId, Origin),
+    pub port: u16,
+    pub class_name: Option<String>,
+    pub path: String,
 }
 
 /// How often the reconciler compares an environment with its live state

@@ -17,6 +17,7 @@ pub mod plan;
 pub mod promote;
 pub mod rebuild;
 pub mod reconcile;
+pub mod switch;
 pub mod validate;
 
 /// A command could not run at all (as opposed to finding problems in the

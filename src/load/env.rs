@@ -24,6 +24,7 @@ const SPEC_FIELDS: &[&str] = &[
     "guards",
     "protect",
     "promotion",
+    "traffic",
 ];
 
 /// The shortest drift interval accepted (each check observes every resource).
@@ -111,6 +112,9 @@ pub fn decode(
     }
     if let Some(n) = f.opt("promotion") {
         env.promotion = promotion(n, diags);
+    }
+    if let Some(n) = f.opt("traffic") {
+        env.traffic = super::traffic::decode(n, diags);
     }
     f.finish(SPEC_FIELDS, diags);
     Some(env)

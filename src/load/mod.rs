@@ -27,6 +27,7 @@ pub mod project;
 pub mod repeat;
 pub mod sops;
 pub mod sources;
+pub mod traffic;
 pub mod typed;
 pub mod values;
 pub mod yaml;

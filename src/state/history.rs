@@ -101,6 +101,14 @@ pub enum EventKind {
     Refused,
     /// `tidegate import`: an existing object adopted.
     Import,
+    /// `tidegate switch --to`: an entry point moved (or was refused).
+    Switch,
+    /// One weighted step of a stepped switch.
+    SwitchStep,
+    /// A stepped switch went back on its own: the copy turned unhealthy.
+    SwitchFallback,
+    /// `tidegate switch --back`.
+    SwitchBack,
 }
 
 impl EventKind {
@@ -118,6 +126,10 @@ impl EventKind {
             EventKind::Resume => "resume",
             EventKind::Refused => "refused",
             EventKind::Import => "import",
+            EventKind::Switch => "switch",
+            EventKind::SwitchStep => "switch-step",
+            EventKind::SwitchFallback => "switch-fallback",
+            EventKind::SwitchBack => "switch-back",
         }
     }
 }

@@ -31,4 +31,5 @@ mod sources;
 mod stand;
 mod support;
 mod support_moto;
+mod switch;
 mod target;
