@@ -690,10 +690,14 @@ mod tests {
         for i in 0..10_000 {
             n.notify(event(Kind::ApplySucceeded, "dev", &format!("ok {i}")));
         }
+        // A hang guard, not a benchmark: `notify` never awaits the
+        // network, so the calls end whatever the receiver does; a bound
+        // far above their cost on a loaded machine (~50 ms) catches a
+        // notify that waits on delivery, without timing the machine.
         let took = started.elapsed();
         assert!(
-            took < Duration::from_secs(2),
-            "10,001 notify calls took {took:?}"
+            took < Duration::from_secs(30),
+            "10,001 notify calls took {took:?}: notify waits on delivery"
         );
         assert!(
             n.pending() <= 6,
