@@ -120,6 +120,10 @@ pub struct Environment {
     pub secret_files: Vec<(String, Origin)>,
     /// Module instances in declaration order.
     pub instances: Vec<Instance>,
+    /// Instance positions by name, built on the first [`Environment::instance`]
+    /// (a `forEach` over thousands of items made the linear search
+    /// quadratic); checked on every use, so a stale one only costs a scan.
+    pub instance_index: std::sync::OnceLock<std::collections::HashMap<String, usize>>,
     /// The raw `policy:` block, parsed by the policy module.
     pub policy: Option<Located>,
     /// How the reconciler checks this environment for drift (`drift:`).
@@ -225,7 +229,17 @@ impl Environment {
 
     /// The instance named `name`.
     pub fn instance(&self, name: &str) -> Option<&Instance> {
-        self.instances.iter().find(|i| i.name == name)
+        let index = self.instance_index.get_or_init(|| {
+            self.instances
+                .iter()
+                .enumerate()
+                .map(|(i, inst)| (inst.name.clone(), i))
+                .collect()
+        });
+        match index.get(name).and_then(|i| self.instances.get(*i)) {
+            Some(inst) if inst.name == name => Some(inst),
+            _ => self.instances.iter().find(|i| i.name == name),
+        }
     }
 
     /// The secret file holding the key `path`, if any.

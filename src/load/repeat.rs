@@ -139,6 +139,7 @@ fn expand_instances(env: &mut Environment, diags: &mut Diagnostics) {
             .collect();
     }
     env.instances = out;
+    env.instance_index = std::sync::OnceLock::new();
 }
 
 fn expand_resources(
