@@ -140,6 +140,21 @@ pub fn scopes_of(graph: &Graph, env: &str) -> BTreeMap<ProviderKind, Scope> {
     out
 }
 
+/// [`scopes_of`] for the owner `owner` of environment `env`: a copy
+/// (`rebuild --as`, a switch target, a preview) renders its namespaces
+/// with its own name, not the graph's, so kinds listed namespace by
+/// namespace (Secrets) are listed where the copy's own inventory recorded
+/// them (a first build records them); the others are listed everywhere.
+pub fn scopes_for(graph: &Graph, env: &str, owner: Option<&str>) -> BTreeMap<ProviderKind, Scope> {
+    let mut scopes = scopes_of(graph, env);
+    if owner.is_some_and(|o| o != env) {
+        for s in scopes.values_mut() {
+            s.namespaces = Some(BTreeSet::new());
+        }
+    }
+    scopes
+}
+
 /// One owned live resource and the provider it lives in.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observed {

@@ -435,7 +435,7 @@ async fn connected(
     hooks: &mut (impl Hooks + ?Sized),
 ) -> Finished {
     let t0 = Instant::now();
-    let scopes = observe::scopes_of(&job.checked.graph, &job.env.name);
+    let scopes = observe::scopes_for(&job.checked.graph, &job.env.name, job.owner);
     let providers =
         match Providers::connect(&job.env.target(job.owner), scopes.keys().copied()).await {
             Ok(p) => p,

@@ -235,7 +235,7 @@ struct Step {
 /// Applies environment `run.env`: see the module documentation.
 pub async fn run_env(run: &EnvRun<'_>) -> Result<Outcome> {
     let t0 = Instant::now();
-    let kinds = observe::scopes_of(run.graph, run.name());
+    let kinds = observe::scopes_for(run.graph, run.name(), run.owner);
     // Borrowed when the plan handed it over: a copy of every live body of
     // a large environment would double the reconciler's peak memory.
     let observed;

@@ -973,7 +973,7 @@ pub async fn plan_env_seen(input: &PlanInput<'_>) -> Result<(EnvPlan, LiveState,
         ..
     } = *input;
     let env = input.env.name.as_str();
-    let kinds = observe::scopes_of(graph, env);
+    let kinds = observe::scopes_for(graph, env, owner);
     let live = observe::observe_env(providers, &kinds).await?;
     let desired = render_desired(model, env, Some(&live), secrets, owner)?;
     let predictions = predict(graph, env, &desired, &live, providers, concurrency).await?;

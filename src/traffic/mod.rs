@@ -17,7 +17,7 @@ use crate::graph::Graph;
 use crate::model::{EntryKind, Environment};
 use crate::observe::{self, LiveState, Providers};
 use crate::provider::Health;
-use crate::resource::{ResourceId, Scope};
+use crate::resource::ResourceId;
 use crate::state::history::{Entry, EventKind, Outcome, Subject};
 use crate::state::traffic::{Canary, Route, Routing};
 use crate::state::{self, RecordStore};
@@ -95,25 +95,9 @@ impl Switch<'_> {
     /// Observes `copy` (an owner name of this environment) and checks
     /// every resource the environment declares exists there and is healthy.
     pub async fn observe_copy(&self, copy: &str) -> Result<CopyState> {
-        let scopes = observe::scopes_of(self.graph, &self.env.name);
+        let scopes = observe::scopes_for(self.graph, &self.env.name, Some(copy));
         let target = self.env.target(Some(copy));
         let providers = Providers::connect(&target, scopes.keys().copied()).await?;
-        // The graph's namespaces are the environment's own; a copy's differ
-        // (`${env.name}`). Kinds listed namespace by namespace (Secrets,
-        // which tidegate may not list across the cluster) are listed where
-        // the copy's own inventory recorded them; the others everywhere.
-        let scopes = scopes
-            .into_iter()
-            .map(|(k, s)| {
-                (
-                    k,
-                    Scope {
-                        kinds: s.kinds,
-                        namespaces: Some(Default::default()),
-                    },
-                )
-            })
-            .collect();
         let live = observe::observe_env(&providers, &scopes).await?;
         let mut problems = Vec::new();
         for id in self.graph.levels(&self.env.name).into_iter().flatten() {
