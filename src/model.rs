@@ -138,6 +138,9 @@ pub struct Environment {
     pub protect: bool,
     /// `promotion:`: approval, soak and windows on top of the gate.
     pub promotion: crate::promotion::Promotion,
+    /// `preview:`: the environment may be copied as short-lived previews
+    /// (`tidegate preview up --from`), with these overrides.
+    pub preview: Option<crate::preview::PreviewSpec>,
 }
 
 /// How often the reconciler compares an environment with its live state

@@ -151,6 +151,10 @@ pub struct Mode {
     /// `--target`s (apply only): only these and what they depend on; no
     /// prune; the record says partial.
     pub targets: Vec<String>,
+    /// `preview up`: variables of the one environment overridden for the
+    /// copy (its `preview.vars`, rendered), and the audit event.
+    pub vars: Option<crate::value::Map>,
+    pub event: Option<EventKind>,
 }
 
 /// The result of one environment.
@@ -190,6 +194,8 @@ pub fn run(args: &ApplyArgs, out: &mut dyn Write) -> Result<u8> {
         dry_run: false,
         saved,
         targets,
+        vars: None,
+        event: None,
     };
     let (code, _) = run_pipeline(&common, &mode, out)?;
     Ok(code)
@@ -288,7 +294,7 @@ pub fn run_pipeline(
         .as_deref()
         .zip(args.env.as_deref())
         .map(|(o, e)| (e, o));
-    let checked = match crate::pipeline::check_as(&files, rename) {
+    let mut checked = match crate::pipeline::check_as(&files, rename) {
         Ok(c) => c,
         Err(report) => {
             for d in &report.0 {
@@ -302,6 +308,12 @@ pub fn run_pipeline(
     for w in &checked.warnings {
         writeln!(out, "{w}").map_err(super::Error::from)?;
     }
+    if let (Some(vars), Some(name)) = (&mode.vars, &args.env) {
+        if let Some(env) = checked.model.environments.iter_mut().find(|e| e.name == *name) {
+            env.vars.extend(vars.clone());
+        }
+    }
+    let checked = checked;
     // Resolved once: everything below is handed the environment itself.
     let envs: Vec<&Environment> = match (&args.env, args.all) {
         (Some(e), _) => match checked.model.environment(e) {
@@ -543,10 +555,10 @@ impl Ctx<'_> {
             progress: Some(&cb),
             stop: Some(stop),
             audit: pipeline::Audit {
-                event: if self.mode.rebuild {
-                    EventKind::Rebuild
-                } else {
-                    EventKind::Apply
+                event: match self.mode.event {
+                    Some(event) => event,
+                    None if self.mode.rebuild => EventKind::Rebuild,
+                    None => EventKind::Apply,
                 },
                 subject: Subject::cli(),
                 commit: self.commit_info.cloned(),
@@ -605,12 +617,12 @@ impl Ctx<'_> {
 /// The command line's [`Hooks`]: the same preview `tidegate plan` prints
 /// (field-level changes, replace reasons, policy findings, order), then the
 /// confirmation prompt unless `--yes`.
-struct Preview<'a> {
-    out: &'a mut dyn Write,
-    owner: &'a str,
-    prune: bool,
-    yes: bool,
-    saved: Option<&'a SavedCheck>,
+pub(super) struct Preview<'a> {
+    pub(super) out: &'a mut dyn Write,
+    pub(super) owner: &'a str,
+    pub(super) prune: bool,
+    pub(super) yes: bool,
+    pub(super) saved: Option<&'a SavedCheck>,
 }
 
 impl Hooks for Preview<'_> {

@@ -13,6 +13,7 @@ pub mod graph;
 pub mod history;
 pub mod logs;
 pub mod plan;
+pub mod preview;
 pub mod promote;
 pub mod rebuild;
 pub mod reconcile;

@@ -99,6 +99,12 @@ pub enum EventKind {
     Suspend,
     Resume,
     Refused,
+    /// A preview was built or renewed (`tidegate preview up`).
+    PreviewUp,
+    /// A preview was deleted (`tidegate preview down`).
+    PreviewDown,
+    /// A preview's time to live ended and it was deleted (`preview sweep`).
+    PreviewExpire,
 }
 
 impl EventKind {
@@ -115,6 +121,9 @@ impl EventKind {
             EventKind::Suspend => "suspend",
             EventKind::Resume => "resume",
             EventKind::Refused => "refused",
+            EventKind::PreviewUp => "preview-up",
+            EventKind::PreviewDown => "preview-down",
+            EventKind::PreviewExpire => "preview-expire",
         }
     }
 }

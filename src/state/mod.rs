@@ -24,6 +24,7 @@ use crate::resource::KubeTarget;
 
 pub mod control;
 pub mod history;
+pub mod preview;
 mod lock;
 
 pub use lock::{lease_expired, this_process, EnvLock, LEASE_DURATION};

@@ -1,0 +1,792 @@
+//! `tidegate preview up|down|list|sweep`: short-lived copies of an
+//! environment (see [`crate::preview`]).
+//!
+//! - `up` registers the preview (cap, slot, expiry) in the registry
+//!   ([`crate::state::preview`]) before anything is built, then builds it
+//!   with the `rebuild --as` path (no promotion gate) with the
+//!   environment's `preview.vars` overriding its vars, and prints its
+//!   outputs and its cost (owned resources per kind).
+//! - `down` deletes everything the preview's owner name owns, found by
+//!   its ownership marks and the Kubernetes inventory, not by today's
+//!   repository: it runs the environment with no modules, so every owned
+//!   resource is a prune candidate, deleted in reverse dependency order
+//!   (the provider's delete waves). Only when nothing failed are its
+//!   record, controls, inventory and registry entry removed; the audit
+//!   history stays.
+//! - `sweep` runs `down` for every preview whose time to live has ended.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::apply::{self, CommonArgs, Mode};
+use crate::execute::{self, Status};
+use crate::load::Files;
+use crate::model::Environment;
+use crate::pipeline::{self, Audit, Checked, EnvJob, Ran, RunOptions};
+use crate::preview::{self, Entry, PreviewSpec};
+use crate::secrets::{Identities, IdentityOptions};
+use crate::state::history::{self, EventKind, Subject};
+use crate::state::{self, RecordStore};
+
+/// A preview command could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Cli(#[from] super::Error),
+    #[error(transparent)]
+    Apply(#[from] apply::Error),
+    #[error(transparent)]
+    State(#[from] state::Error),
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::Error),
+    /// The async runtime could not start.
+    #[error("starting the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `tidegate preview`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PreviewArgs {
+    #[command(subcommand)]
+    pub command: PreviewCommand,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum PreviewCommand {
+    /// Build (or renew) a copy of an environment under a new name.
+    Up(UpArgs),
+    /// Delete a preview and everything it owns.
+    Down(DownArgs),
+    /// List the live previews with their slot and expiry.
+    List(ListArgs),
+    /// Delete every preview whose time to live has ended. Exit 0: none
+    /// had; 2: every expired preview was deleted; 1: some could not be.
+    Sweep(SweepArgs),
+}
+
+/// Where the repository and the registries are.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Place {
+    /// The repository (a folder, or a file:// URL of a local Git
+    /// repository).
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// Where records (and the registry) of environments without a
+    /// Kubernetes target are kept.
+    #[arg(long, default_value = ".tidegate/state")]
+    pub state_dir: PathBuf,
+}
+
+/// Options of the runs that build and delete.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Apply without asking.
+    #[arg(long)]
+    pub yes: bool,
+    /// Resources in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub parallelism: usize,
+    /// Seconds to wait for one resource to become healthy.
+    #[arg(long, default_value_t = 300)]
+    pub health_timeout: u64,
+}
+
+/// `tidegate preview up`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// The environment to copy (it needs a `spec.preview` block).
+    #[arg(long)]
+    pub from: String,
+    /// The preview's name: a DNS label, not an environment's name.
+    #[arg(long)]
+    pub name: String,
+    /// Build this Git revision of the repository.
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// How long it lives (default and longest: the environment's
+    /// `preview.ttl`); `up` again renews it.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttl: Option<Duration>,
+    #[command(flatten)]
+    pub place: Place,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub identities: IdentityOptions,
+    #[command(flatten)]
+    pub trust: super::TrustOptions,
+}
+
+/// `tidegate preview down`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DownArgs {
+    /// The preview's name.
+    pub name: String,
+    #[command(flatten)]
+    pub place: Place,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// How `list` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// `tidegate preview list`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListArgs {
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    #[command(flatten)]
+    pub place: Place,
+}
+
+/// `tidegate preview sweep`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub place: Place,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+fn w(out: &mut dyn Write, s: std::fmt::Arguments<'_>) -> Result<()> {
+    out.write_fmt(s).map_err(super::Error::from)?;
+    Ok(())
+}
+
+/// Runs `tidegate preview ...`; returns the exit code.
+pub fn run(args: &PreviewArgs, out: &mut dyn Write) -> Result<u8> {
+    let rt = tokio::runtime::Runtime::new().map_err(Error::Runtime)?;
+    match &args.command {
+        PreviewCommand::Up(a) => up(a, &rt, out),
+        PreviewCommand::Down(a) => rt.block_on(down_named(a, out)),
+        PreviewCommand::List(a) => rt.block_on(list(a, out)),
+        PreviewCommand::Sweep(a) => rt.block_on(sweep(a, out)),
+    }
+}
+
+/// The checked repository at `revision`, or the report of its problems
+/// printed and `None`.
+fn checked(repo: &Path, revision: Option<&str>, out: &mut dyn Write) -> Result<Option<Checked>> {
+    let files = super::read_repo_at(repo, revision)?;
+    match pipeline::check(&files) {
+        Ok(c) => Ok(Some(c)),
+        Err(report) => {
+            for d in &report.0 {
+                w(out, format_args!("{d}\n"))?;
+            }
+            w(
+                out,
+                format_args!("invalid: {}; nothing changed\n", report.counts()),
+            )?;
+            Ok(None)
+        }
+    }
+}
+
+/// The preview block of `env`, or why `preview up` refuses it.
+fn spec_of(env: &Environment) -> std::result::Result<&PreviewSpec, String> {
+    env.preview.as_ref().ok_or_else(|| {
+        format!(
+            "environment {} has no `spec.preview` block in {}, so it cannot be copied as a preview; add `preview: {{max: 3, ttl: 4h, vars: {{...}}}}` to its spec (docs/format.md, \"Previews\")",
+            env.name, env.file
+        )
+    })
+}
+
+async fn store_of(env: &Environment, state_dir: &Path) -> Result<RecordStore> {
+    Ok(RecordStore::for_target(env.kubernetes.as_ref(), state_dir, &env.project).await?)
+}
+
+/// The registries of the repository's environments with a preview block,
+/// each once (environments sharing a cluster, or the state directory,
+/// share one), with the environments it serves.
+async fn stores<'a>(
+    checked: &'a Checked,
+    state_dir: &Path,
+) -> Result<Vec<(RecordStore, Vec<&'a Environment>)>> {
+    let mut by_place: BTreeMap<String, Vec<&Environment>> = BTreeMap::new();
+    for env in checked
+        .model
+        .environments
+        .iter()
+        .filter(|e| e.preview.is_some())
+    {
+        let place = match &env.kubernetes {
+            Some(k) => format!("kube:{}", k.context.clone().unwrap_or_default()),
+            None => "file".to_string(),
+        };
+        by_place.entry(place).or_default().push(env);
+    }
+    let mut out = Vec::new();
+    for envs in by_place.into_values() {
+        out.push((store_of(envs[0], state_dir).await?, envs));
+    }
+    Ok(out)
+}
+
+/// Appends `entry` to the history; failing only warns.
+async fn audit(store: &RecordStore, entry: &history::Entry) {
+    if let Err(e) = store.append_history(entry).await {
+        tracing::warn!(environment = %entry.environment, error = %e, "could not append to the audit history");
+    }
+}
+
+fn up(args: &UpArgs, rt: &tokio::runtime::Runtime, out: &mut dyn Write) -> Result<u8> {
+    let Some(checked) = checked(&args.place.repo, args.revision.as_deref(), out)? else {
+        return Ok(1);
+    };
+    let Some(env) = checked.model.environment(&args.from) else {
+        let names: Vec<&str> = checked.graph.environments();
+        return Err(super::Error::Usage(format!(
+            "--from {}: no such environment; the repository has {}",
+            args.from,
+            names.join(", ")
+        ))
+        .into());
+    };
+    let spec = spec_of(env).map_err(super::Error::Usage)?;
+    preview::check_name(
+        &args.name,
+        checked.model.environments.iter().map(|e| e.name.as_str()),
+    )
+    .map_err(super::Error::Usage)?;
+    let ttl = preview::ttl(args.ttl, spec).map_err(super::Error::Usage)?;
+    let now = crate::promotion::Clock::from_env().now();
+    let expires = preview::expiry(now, ttl).map_err(super::Error::Usage)?;
+    let commit = super::load_commit(&args.place.repo, args.revision.as_deref())?.commit;
+    let subject = Subject::cli();
+    let store = rt.block_on(store_of(env, &args.place.state_dir))?;
+
+    // Registered before anything is built, so the cap and the slot hold
+    // across concurrent `up`s, and a failed build can still be downed.
+    let registered = rt.block_on(store.change_previews(|reg| {
+        let existing = reg.get(&args.name).cloned();
+        let slot = match &existing {
+            Some(e) if e.from != args.from => {
+                return Err(format!(
+                    "preview {} is a copy of {}, not {}; `tidegate preview down {}` first, or pick another name",
+                    args.name, e.from, args.from, args.name
+                ))
+            }
+            Some(e) => e.slot,
+            None => {
+                let live: Vec<&Entry> = reg.values().filter(|e| e.from == args.from).collect();
+                let Some(slot) = preview::choose_slot(live.iter().map(|e| e.slot), spec.max)
+                else {
+                    let list: Vec<String> = live
+                        .iter()
+                        .map(|e| format!("{} (expires {})", e.name, e.expires))
+                        .collect();
+                    return Err(format!(
+                        "environment {} already has {} live preview(s), its `preview.max`: {}; `tidegate preview down NAME` one of them, wait for one to expire, or raise `preview.max`",
+                        args.from,
+                        live.len(),
+                        list.join(", ")
+                    ));
+                };
+                slot
+            }
+        };
+        let vars = preview::vars(spec, &args.name, slot)
+            .iter()
+            .map(|(k, v)| (k.clone(), display(v)))
+            .collect();
+        reg.insert(
+            args.name.clone(),
+            Entry {
+                name: args.name.clone(),
+                from: args.from.clone(),
+                revision: args.revision.clone(),
+                commit: commit.clone(),
+                slot,
+                created: existing
+                    .as_ref()
+                    .map_or_else(|| now.to_string(), |e| e.created.clone()),
+                expires: expires.to_string(),
+                branch: existing.as_ref().and_then(|e| e.branch.clone()),
+                who: subject.to_string(),
+                vars,
+                resources: existing.map(|e| e.resources).unwrap_or_default(),
+            },
+        );
+        Ok(())
+    }))?;
+    let registry = match registered {
+        Ok(r) => r,
+        Err(why) => {
+            w(out, format_args!("{why}\nnothing applied\n"))?;
+            let mut entry = history::Entry::new(&args.from, EventKind::PreviewUp, subject);
+            entry.outcome = history::Outcome::Refused;
+            entry.reason = Some(format!("preview {}", args.name));
+            entry.error = Some(why);
+            rt.block_on(audit(&store, &entry));
+            return Ok(1);
+        }
+    };
+    let entry = registry[&args.name].clone();
+    w(
+        out,
+        format_args!(
+            "preview {} of {}: slot {}, expires {}\n",
+            entry.name, entry.from, entry.slot, entry.expires
+        ),
+    )?;
+    let mut note = history::Entry::new(&args.from, EventKind::PreviewUp, subject.clone());
+    note.commit = Some(commit.clone());
+    note.reason = Some(format!(
+        "preview {} (slot {}, expires {})",
+        entry.name, entry.slot, entry.expires
+    ));
+
+    let common = CommonArgs {
+        all: false,
+        env: Some(args.from.clone()),
+        yes: args.run.yes,
+        parallelism: args.run.parallelism,
+        repo: args.place.repo.clone(),
+        revision: args.revision.clone(),
+        state_dir: args.place.state_dir.clone(),
+        health_timeout: args.run.health_timeout,
+        allow_mass_delete: false,
+        allow_destroy: false,
+        identities: args.identities.clone(),
+        trust: args.trust.clone(),
+    };
+    let overrides = preview::vars(spec, &args.name, entry.slot);
+    let mode = Mode {
+        rebuild: true,
+        owner: Some(args.name.clone()),
+        prune: true,
+        dry_run: false,
+        saved: None,
+        targets: Vec::new(),
+        vars: Some(overrides.clone()),
+        event: Some(EventKind::PreviewUp),
+    };
+    let (code, results) = apply::run_pipeline(&common, &mode, out)?;
+    let outcome = results.iter().find_map(|r| r.outcome.as_ref());
+    let cost = outcome.map(cost).unwrap_or_default();
+    if outcome.is_some() {
+        rt.block_on(store.change_previews(|reg| -> std::result::Result<(), ()> {
+            if let Some(e) = reg.get_mut(&args.name) {
+                e.resources = cost.clone();
+            }
+            Ok(())
+        }))?
+        .ok();
+    }
+    if code != 0 {
+        note.outcome = history::Outcome::Failed;
+        note.error = results.iter().find_map(|r| r.held.clone());
+    }
+    rt.block_on(audit(&store, &note));
+
+    w(out, format_args!("\npreview {}:\n", args.name))?;
+    for (k, v) in &overrides {
+        w(out, format_args!("  var {k} = {}\n", display(v)))?;
+    }
+    if code == 0 {
+        let outputs = rt.block_on(outputs(&checked, &args.from, &args.name, &overrides));
+        for (k, v) in outputs {
+            w(out, format_args!("  output {k} = {v}\n"))?;
+        }
+    }
+    w(out, format_args!("  expires {}\n", entry.expires))?;
+    w(out, format_args!("  cost: {}\n", cost_line(&cost)))?;
+    if code != 0 {
+        w(
+            out,
+            format_args!(
+                "preview {} is registered but did not converge: run `tidegate preview up` again, or `tidegate preview down {}`\n",
+                args.name, args.name
+            ),
+        )?;
+    }
+    Ok(code)
+}
+
+/// A value as the outputs print it (secrets masked).
+fn display(v: &crate::value::Value) -> String {
+    match v {
+        crate::value::Value::String(s) => s.clone(),
+        other => other.to_json_masked().to_string(),
+    }
+}
+
+/// Owned resources per kind after a run: what it has, not what it deleted
+/// or failed to create.
+fn cost(outcome: &execute::Outcome) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for r in &outcome.resources {
+        if r.status.is_success() && r.status != Status::Deleted {
+            *out.entry(format!("{}/{}", r.provider, r.kind)).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+fn cost_line(cost: &BTreeMap<String, usize>) -> String {
+    if cost.is_empty() {
+        return "no resources".into();
+    }
+    let total: usize = cost.values().sum();
+    let each: Vec<String> = cost.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    format!("{total} resources: {}", each.join(", "))
+}
+
+/// The module outputs of the built preview, rendered from its live state
+/// (one observe); an output that cannot be rendered is left out, with a
+/// warning in the log.
+async fn outputs(
+    checked: &Checked,
+    from: &str,
+    name: &str,
+    overrides: &crate::value::Map,
+) -> Vec<(String, String)> {
+    let mut model = checked.model.clone();
+    let Some(env) = model.environments.iter_mut().find(|e| e.name == from) else {
+        return Vec::new();
+    };
+    env.vars.extend(overrides.clone());
+    let env = env.clone();
+    let scopes = crate::observe::scopes_of(&checked.graph, from);
+    let live = match crate::observe::Providers::connect(&env.target(Some(name)), scopes.keys().copied())
+        .await
+    {
+        Ok(p) => crate::observe::observe_env(&p, &scopes).await,
+        Err(e) => Err(e),
+    };
+    let live = match live {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(preview = %name, error = %e, "could not observe the preview for its outputs");
+            return Vec::new();
+        }
+    };
+    let known = live.attributes();
+    let opts = crate::render::RenderOptions {
+        known: &known,
+        secrets: &crate::render::StructuralSecrets,
+        owner: Some(name),
+    };
+    let Ok(renderer) = crate::render::Renderer::new(&model, from, opts) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for inst in &env.instances {
+        let Some(module) = model.module_of(inst) else {
+            continue;
+        };
+        for o in module.outputs.keys() {
+            match renderer.output(inst, o) {
+                Ok(v) if !v.has_unknown() => out.push((format!("{}.{o}", inst.name), display(&v))),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(preview = %name, output = %o, error = %e, "could not render an output")
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The registry entry `name` in the repository's registries, with the
+/// store and its environment.
+async fn find<'a>(
+    checked: &'a Checked,
+    state_dir: &Path,
+    name: &str,
+) -> Result<std::result::Result<(RecordStore, &'a Environment, Entry), Vec<String>>> {
+    let mut live = Vec::new();
+    for (store, envs) in stores(checked, state_dir).await? {
+        let reg = store.previews().await?;
+        if let Some(e) = reg.get(name) {
+            if let Some(env) = envs.iter().find(|env| env.name == e.from) {
+                return Ok(Ok((store, env, e.clone())));
+            }
+        }
+        live.extend(reg.into_keys());
+    }
+    Ok(Err(live))
+}
+
+async fn down_named(args: &DownArgs, out: &mut dyn Write) -> Result<u8> {
+    let Some(checked) = checked(&args.place.repo, None, out)? else {
+        return Ok(1);
+    };
+    let (store, env, entry) = match find(&checked, &args.place.state_dir, &args.name).await? {
+        Ok(found) => found,
+        Err(live) => {
+            return Err(super::Error::Usage(format!(
+                "no live preview {}; the live previews are: {}",
+                args.name,
+                if live.is_empty() {
+                    "none".to_string()
+                } else {
+                    live.join(", ")
+                }
+            ))
+            .into())
+        }
+    };
+    let ok = down(
+        &checked,
+        env,
+        &store,
+        &entry,
+        &args.place.state_dir,
+        &args.run,
+        EventKind::PreviewDown,
+        out,
+    )
+    .await?;
+    Ok(if ok { 0 } else { 1 })
+}
+
+/// The environment `env` with nothing declared: every resource the
+/// preview owns is then a prune candidate. No secrets to decrypt, no
+/// policy, no guards: `down` was asked for.
+fn emptied(checked: &Checked, env: &Environment) -> (Checked, Environment) {
+    let mut model = checked.model.clone();
+    let mut bare = env.clone();
+    bare.instances.clear();
+    bare.secret_files.clear();
+    bare.policy = None;
+    bare.protect = false;
+    if let Some(e) = model.environments.iter_mut().find(|e| e.name == env.name) {
+        *e = bare.clone();
+    }
+    let mut diags = crate::diag::Diagnostics::default();
+    let graph = crate::graph::Graph::build_with(&model, &mut diags);
+    (
+        Checked {
+            model,
+            graph,
+            warnings: Vec::new(),
+        },
+        bare,
+    )
+}
+
+/// Deletes preview `entry` (a copy of `env`) and, when nothing is left,
+/// forgets it; true when it is gone.
+#[allow(clippy::too_many_arguments)]
+async fn down(
+    checked: &Checked,
+    env: &Environment,
+    store: &RecordStore,
+    entry: &Entry,
+    state_dir: &Path,
+    run: &RunArgs,
+    event: EventKind,
+    out: &mut dyn Write,
+) -> Result<bool> {
+    let name = entry.name.as_str();
+    w(out, format_args!("\n== {name} (preview of {}) ==\n", entry.from))?;
+    let (bare_checked, bare) = emptied(checked, env);
+    let identities = Identities::from_env(&IdentityOptions::default())?;
+    let files = Files::default();
+    let job = EnvJob {
+        checked: &bare_checked,
+        env: &bare,
+        files: &files,
+        identities: &identities,
+        commit: &entry.commit,
+        owner: Some(name),
+        state_dir,
+        options: RunOptions {
+            lock: true,
+            plan_only: false,
+            allow_mass_delete: true,
+            allow_destroy: true,
+            reobserve: !run.yes,
+            execute: execute::Options {
+                parallelism: run.parallelism.max(1),
+                prune: true,
+                wait_healthy: true,
+                health_timeout: Duration::from_secs(run.health_timeout),
+                ..execute::Options::default()
+            },
+            targets: Vec::new(),
+        },
+        progress: None,
+        stop: None,
+        audit: Audit {
+            event,
+            subject: Subject::cli(),
+            commit: None,
+        },
+    };
+    let mut hooks = apply::Preview {
+        out: &mut *out,
+        owner: name,
+        prune: true,
+        yes: run.yes,
+        saved: None,
+    };
+    let finished = pipeline::run_env(&job, &mut hooks).await;
+    let mut note = history::Entry::new(&entry.from, event, Subject::cli());
+    note.commit = Some(entry.commit.clone());
+    let gone = match finished.ran {
+        Err(e) => {
+            let why = pipeline::error_message(&e);
+            w(out, format_args!("{name}: {why}\n"))?;
+            note.outcome = history::Outcome::Failed;
+            note.error = Some(why);
+            false
+        }
+        Ok(Ran::Planned(_)) => false,
+        Ok(Ran::Held { hold, .. }) => {
+            w(out, format_args!("{name}: {hold}; nothing deleted\n"))?;
+            note.outcome = history::Outcome::Held;
+            note.error = Some(hold.to_string());
+            false
+        }
+        Ok(Ran::Applied { outcome, .. }) => {
+            apply::summary(&outcome, out)?;
+            note.resources = outcome
+                .resources
+                .iter()
+                .filter(|r| r.status == Status::Deleted)
+                .map(|r| r.id.to_string())
+                .collect();
+            if outcome.converged() {
+                true
+            } else {
+                note.outcome = history::Outcome::Failed;
+                note.error = Some(outcome.counts_line());
+                w(
+                    out,
+                    format_args!("{name}: not everything was deleted; the preview stays registered, run `tidegate preview down {name}` again\n"),
+                )?;
+                false
+            }
+        }
+    };
+    if gone {
+        store.forget(name).await?;
+        store
+            .change_previews(|reg| -> std::result::Result<(), ()> {
+                reg.remove(name);
+                Ok(())
+            })
+            .await?
+            .ok();
+        w(out, format_args!("preview {name} deleted\n"))?;
+    }
+    note.reason = Some(format!("preview {name} (slot {})", entry.slot));
+    audit(store, &note).await;
+    Ok(gone)
+}
+
+async fn list(args: &ListArgs, out: &mut dyn Write) -> Result<u8> {
+    let Some(checked) = checked(&args.place.repo, None, out)? else {
+        return Ok(1);
+    };
+    let now = crate::promotion::Clock::from_env().now();
+    let mut all: Vec<Entry> = Vec::new();
+    for (store, _) in stores(&checked, &args.place.state_dir).await? {
+        all.extend(store.previews().await?.into_values());
+    }
+    all.sort_by(|a, b| (&a.from, a.slot, &a.name).cmp(&(&b.from, b.slot, &b.name)));
+    match args.format {
+        Format::Json => {
+            let json = serde_json::to_string_pretty(&all).expect("entries serialise");
+            w(out, format_args!("{json}\n"))?;
+        }
+        Format::Text => {
+            if all.is_empty() {
+                w(out, format_args!("no live previews\n"))?;
+            }
+            for e in &all {
+                let total: usize = e.resources.values().sum();
+                w(
+                    out,
+                    format_args!(
+                        "{:<20} from {:<10} slot {:<2} expires {}{}  {} resources  by {}\n",
+                        e.name,
+                        e.from,
+                        e.slot,
+                        e.expires,
+                        if e.expired(now) { " (expired)" } else { "" },
+                        total,
+                        e.who
+                    ),
+                )?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+async fn sweep(args: &SweepArgs, out: &mut dyn Write) -> Result<u8> {
+    let Some(checked) = checked(&args.place.repo, None, out)? else {
+        return Ok(1);
+    };
+    let (swept, failed) = sweep_checked(&checked, &args.place.state_dir, &args.run, out).await?;
+    w(
+        out,
+        format_args!("sweep: {swept} expired preview(s) deleted, {failed} could not be\n"),
+    )?;
+    Ok(match (swept, failed) {
+        (_, f) if f > 0 => 1,
+        (0, _) => 0,
+        _ => 2,
+    })
+}
+
+/// Downs every expired preview of the repository's environments: (deleted,
+/// failed).
+pub async fn sweep_checked(
+    checked: &Checked,
+    state_dir: &Path,
+    run: &RunArgs,
+    out: &mut dyn Write,
+) -> Result<(usize, usize)> {
+    let now = crate::promotion::Clock::from_env().now();
+    let (mut swept, mut failed) = (0, 0);
+    for (store, envs) in stores(checked, state_dir).await? {
+        for entry in store.previews().await?.into_values() {
+            if !entry.expired(now) {
+                continue;
+            }
+            let Some(env) = envs.iter().find(|e| e.name == entry.from) else {
+                w(
+                    out,
+                    format_args!(
+                        "preview {} expired, but its environment {} has no `spec.preview` block any more; run `tidegate preview down {}` with a repository that has it\n",
+                        entry.name, entry.from, entry.name
+                    ),
+                )?;
+                failed += 1;
+                continue;
+            };
+            let ok = down(
+                checked,
+                env,
+                &store,
+                &entry,
+                state_dir,
+                run,
+                EventKind::PreviewExpire,
+                out,
+            )
+            .await?;
+            if ok {
+                swept += 1;
+            } else {
+                failed += 1;
+            }
+        }
+    }
+    Ok((swept, failed))
+}
