@@ -551,6 +551,7 @@ impl Ctx<'_> {
                     ..execute::Options::default()
                 },
                 targets: self.mode.targets.clone(),
+                providers: Vec::new(),
             },
             progress: Some(&cb),
             stop: Some(stop),

@@ -26,6 +26,7 @@ use crate::load::Files;
 use crate::model::Environment;
 use crate::pipeline::{self, Audit, Checked, EnvJob, Ran, RunOptions};
 use crate::preview::{self, Entry, PreviewSpec};
+use crate::resource::ProviderKind;
 use crate::secrets::{Identities, IdentityOptions};
 use crate::state::history::{self, EventKind, Subject};
 use crate::state::{self, RecordStore};
@@ -617,6 +618,13 @@ async fn down(
                 ..execute::Options::default()
             },
             targets: Vec::new(),
+            providers: bare
+                .kubernetes
+                .as_ref()
+                .map(|_| ProviderKind::Kubernetes)
+                .into_iter()
+                .chain(bare.aws.as_ref().map(|_| ProviderKind::Aws))
+                .collect(),
         },
         progress: None,
         stop: None,

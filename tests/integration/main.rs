@@ -16,6 +16,7 @@ mod notify;
 mod ownership;
 mod plan;
 mod policy;
+mod preview;
 mod promotion;
 mod real_kube;
 mod reconcile;
