@@ -30,9 +30,6 @@ const KEY: &str = "previews";
 /// Attempts at a ConfigMap change that keeps meeting a conflict.
 const ATTEMPTS: usize = 8;
 
-/// The namespace the Kubernetes provider keeps inventories in.
-const INVENTORY_NAMESPACE: &str = "default";
-
 fn registry_key(project: &str) -> String {
     if project.is_empty() {
         "default".to_string()
@@ -184,10 +181,12 @@ impl RecordStore {
                 Ok(())
             }
             RecordStore::ConfigMap { client, .. } => {
+                // Where the Kubernetes provider keeps inventories.
+                let inventory = crate::provider::kubernetes::Options::default().inventory_namespace;
                 let places = [
                     (NAMESPACE, object_name("state", &key)),
                     (NAMESPACE, object_name("controls", &key)),
-                    (INVENTORY_NAMESPACE, object_name("inventory", &key)),
+                    (inventory.as_str(), object_name("inventory", &key)),
                 ];
                 for (ns, name) in places {
                     let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
