@@ -618,12 +618,12 @@ impl Ctx<'_> {
 /// The command line's [`Hooks`]: the same preview `tidegate plan` prints
 /// (field-level changes, replace reasons, policy findings, order), then the
 /// confirmation prompt unless `--yes`.
-pub(super) struct Preview<'a> {
-    pub(super) out: &'a mut dyn Write,
-    pub(super) owner: &'a str,
-    pub(super) prune: bool,
-    pub(super) yes: bool,
-    pub(super) saved: Option<&'a SavedCheck>,
+struct Preview<'a> {
+    out: &'a mut dyn Write,
+    owner: &'a str,
+    prune: bool,
+    yes: bool,
+    saved: Option<&'a SavedCheck>,
 }
 
 impl Hooks for Preview<'_> {
@@ -662,7 +662,7 @@ impl Hooks for Preview<'_> {
     }
 }
 
-fn confirm(owner: &str, changes: usize) -> Result<bool> {
+pub(super) fn confirm(owner: &str, changes: usize) -> Result<bool> {
     if !std::io::stdin().is_terminal() {
         return Err(Error::NotATerminal);
     }

@@ -539,6 +539,7 @@ async fn down_named(args: &DownArgs, out: &mut dyn Write) -> Result<u8> {
             .into())
         }
     };
+    let mut text = Vec::new();
     let ok = down(
         &checked,
         env,
@@ -547,10 +548,12 @@ async fn down_named(args: &DownArgs, out: &mut dyn Write) -> Result<u8> {
         &args.place.state_dir,
         &args.run,
         EventKind::PreviewDown,
-        out,
+        &Subject::cli(),
+        &mut text,
     )
-    .await?;
-    Ok(if ok { 0 } else { 1 })
+    .await;
+    out.write_all(&text).map_err(super::Error::from)?;
+    Ok(if ok? { 0 } else { 1 })
 }
 
 /// The environment `env` with nothing declared: every resource the
@@ -589,7 +592,8 @@ async fn down(
     state_dir: &Path,
     run: &RunArgs,
     event: EventKind,
-    out: &mut dyn Write,
+    subject: &Subject,
+    out: &mut Vec<u8>,
 ) -> Result<bool> {
     let name = entry.name.as_str();
     w(out, format_args!("\n== {name} (preview of {}) ==\n", entry.from))?;
@@ -630,19 +634,17 @@ async fn down(
         stop: None,
         audit: Audit {
             event,
-            subject: Subject::cli(),
+            subject: subject.clone(),
             commit: None,
         },
     };
-    let mut hooks = apply::Preview {
+    let mut hooks = DownHooks {
         out: &mut *out,
         owner: name,
-        prune: true,
         yes: run.yes,
-        saved: None,
     };
     let finished = pipeline::run_env(&job, &mut hooks).await;
-    let mut note = history::Entry::new(&entry.from, event, Subject::cli());
+    let mut note = history::Entry::new(&entry.from, event, subject.clone());
     note.commit = Some(entry.commit.clone());
     let gone = match finished.ran {
         Err(e) => {
@@ -740,7 +742,17 @@ async fn sweep(args: &SweepArgs, out: &mut dyn Write) -> Result<u8> {
     let Some(checked) = checked(&args.place.repo, None, out)? else {
         return Ok(1);
     };
-    let (swept, failed) = sweep_checked(&checked, &args.place.state_dir, &args.run, out).await?;
+    let mut text = Vec::new();
+    let swept = sweep_checked(
+        &checked,
+        &args.place.state_dir,
+        &args.run,
+        &Subject::cli(),
+        &mut text,
+    )
+    .await;
+    out.write_all(&text).map_err(super::Error::from)?;
+    let (swept, failed) = swept?;
     w(
         out,
         format_args!("sweep: {swept} expired preview(s) deleted, {failed} could not be\n"),
@@ -758,7 +770,8 @@ pub async fn sweep_checked(
     checked: &Checked,
     state_dir: &Path,
     run: &RunArgs,
-    out: &mut dyn Write,
+    subject: &Subject,
+    out: &mut Vec<u8>,
 ) -> Result<(usize, usize)> {
     let now = crate::promotion::Clock::from_env().now();
     let (mut swept, mut failed) = (0, 0);
@@ -786,6 +799,7 @@ pub async fn sweep_checked(
                 state_dir,
                 run,
                 EventKind::PreviewExpire,
+                subject,
                 out,
             )
             .await?;
@@ -797,4 +811,97 @@ pub async fn sweep_checked(
         }
     }
     Ok((swept, failed))
+}
+
+/// `down`'s [`pipeline::Hooks`]: the plan into the (sendable) buffer, and
+/// the prompt (with the plan on stderr) unless `--yes`.
+struct DownHooks<'a> {
+    out: &'a mut Vec<u8>,
+    owner: &'a str,
+    yes: bool,
+}
+
+impl pipeline::Hooks for DownHooks<'_> {
+    fn planned(&mut self, plan: &crate::plan::EnvPlan) -> std::result::Result<(), pipeline::Error> {
+        let plan = crate::plan::Plan::new(crate::plan::PlanSource::Live, vec![plan.clone()]);
+        self.out
+            .extend_from_slice(crate::plan::output::text(&plan, false).as_bytes());
+        Ok(())
+    }
+
+    fn confirm(
+        &mut self,
+        _plan: &crate::plan::EnvPlan,
+        changes: usize,
+    ) -> std::result::Result<bool, pipeline::Error> {
+        if changes == 0 || self.yes {
+            return Ok(true);
+        }
+        eprint!("{}", String::from_utf8_lossy(self.out));
+        self.out.clear();
+        apply::confirm(self.owner, changes).map_err(|e| pipeline::Error::Hook(Box::new(e)))
+    }
+}
+
+/// The live previews of the repository's registries, by environment, slot
+/// and name.
+pub async fn live(checked: &Checked, state_dir: &Path) -> Result<Vec<Entry>> {
+    let mut all: Vec<Entry> = Vec::new();
+    for (store, _) in stores(checked, state_dir).await? {
+        all.extend(store.previews().await?.into_values());
+    }
+    all.sort_by(|a, b| (&a.from, a.slot, &a.name).cmp(&(&b.from, b.slot, &b.name)));
+    Ok(all)
+}
+
+/// The reconciler's preview timer, beside its converge loop and never in
+/// it: every `every`, with the environments of the commit being
+/// reconciled, it deletes the previews whose time to live has ended
+/// (audited as `preview-expire` by the reconciler) and publishes the live
+/// ones on the status API and page. Runs until dropped (aborted).
+pub async fn timer(
+    shared: std::sync::Arc<crate::reconcile::Shared>,
+    state_dir: PathBuf,
+    run: RunArgs,
+    every: Duration,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let subject = Subject::reconciler();
+    let mut last: Option<(String, std::sync::Arc<Checked>)> = None;
+    loop {
+        ticker.tick().await;
+        let Some(snapshot) = shared.snapshot() else {
+            continue;
+        };
+        let checked = match &last {
+            Some((commit, c)) if *commit == snapshot.commit => c.clone(),
+            _ => {
+                let files = snapshot.files.clone();
+                let Ok(Ok(c)) = tokio::task::spawn_blocking(move || pipeline::check(&files)).await
+                else {
+                    // The converge side reports a commit that does not load.
+                    continue;
+                };
+                let c = std::sync::Arc::new(c);
+                last = Some((snapshot.commit.clone(), c.clone()));
+                c
+            }
+        };
+        let mut log: Vec<u8> = Vec::new();
+        match sweep_checked(&checked, &state_dir, &run, &subject, &mut log).await {
+            Ok((0, 0)) => {}
+            Ok((swept, failed)) => {
+                tracing::info!(swept, failed, "preview sweep");
+                for line in String::from_utf8_lossy(&log).lines().filter(|l| !l.is_empty()) {
+                    tracing::debug!(target: "tidegate::preview", "{line}");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "preview sweep failed"),
+        }
+        match live(&checked, &state_dir).await {
+            Ok(previews) => shared.set_previews(previews),
+            Err(e) => tracing::warn!(error = %e, "could not read the preview registries"),
+        }
+    }
 }

@@ -467,4 +467,88 @@ async fn previews_are_apart_capped_deleted_completely_and_swept(kube: Kube) {
     assert!(text.contains("preview-down"), "{text}");
 }
 
-crate::on_both_kubes!(previews_are_apart_capped_deleted_completely_and_swept);
+/// The reconciler's preview timer: it lists the live previews with their
+/// expiry on `/api/v1/status` and the status page, and deletes one whose
+/// time to live ended (audited as the reconciler's `preview-expire`).
+async fn the_reconciler_timer_lists_previews_and_deletes_expired_ones(kube: Kube) {
+    let stand = Stand::on(kube, &["dev"]).await;
+    let repo = TempDir::new().unwrap();
+    let commit = write_repo(repo.path(), true);
+    let client = stand.kube("dev").await;
+    if kube == Kube::Real {
+        let grant = super::kubernetes::grant_namespace_delete("app-pr-9");
+        stand
+            .real()
+            .kubectl_stdin(&["apply", "-f", "-"], Some(&grant))
+            .unwrap();
+    }
+    let clock = stand.dir.path().join("clock");
+    std::fs::write(&clock, jiff::Timestamp::now().to_string()).unwrap();
+    let (code, text) = cli(
+        &stand,
+        repo.path(),
+        &["preview", "up", "--from", "dev", "--name", "pr-9", "--ttl", "1h", "--yes"],
+        Some(&clock),
+    )
+    .await;
+    assert_eq!(code, 0, "{text}");
+
+    let ports = super::stand::Ports::free();
+    let mut reconcile = stand.reconcile(repo.path(), ports);
+    reconcile
+        .args(["--preview-sweep-interval", "1s"])
+        .env("TIDEGATE_CLOCK_FILE", &clock);
+    let mut child = reconcile.spawn().unwrap();
+    if let Err(last) =
+        super::stand::until_converged(ports.api, &commit, 1, Duration::from_secs(60)).await
+    {
+        panic!("dev healthy at {commit}: {last}");
+    }
+    let status = |want: usize| async move {
+        let t0 = std::time::Instant::now();
+        loop {
+            let (_, body) = super::stand::http_get(ports.api, "/api/v1/status")
+                .await
+                .unwrap();
+            let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let n = s["previews"].as_array().map_or(0, Vec::len);
+            if n == want || t0.elapsed() > Duration::from_secs(30) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let s = status(1).await;
+    assert_eq!(s["previews"][0]["name"], "pr-9", "{s}");
+    assert_eq!(s["previews"][0]["from"], "dev", "{s}");
+    assert!(s["previews"][0]["expires"].as_str().is_some(), "{s}");
+    let (_, page) = super::stand::http_get(ports.api, "/").await.unwrap();
+    assert!(page.contains("<h2>Previews</h2>") && page.contains("pr-9"), "{page}");
+
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2);
+    std::fs::write(&clock, later.to_string()).unwrap();
+    let s = status(0).await;
+    assert_eq!(s["previews"], serde_json::json!([]), "{s}");
+    assert!(owned_ec2(&stand, "pr-9").await.is_empty());
+    let left = until_clean(&client, "pr-9").await;
+    assert!(left.is_empty(), "left of pr-9: {left:#?}");
+    let want = BTreeMap::from([("instance", 1), ("security_group", 1), ("subnet", 1), ("vpc", 1)]);
+    assert_eq!(counts(&owned_ec2(&stand, "dev").await), want);
+    let status = super::stand::sigterm(&mut child).await;
+    assert!(status.success(), "{status:?}");
+
+    let (code, text) = cli(&stand, repo.path(), &["history", "dev", "--format", "json"], None).await;
+    assert_eq!(code, 0, "{text}");
+    let entries: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        entries.as_array().unwrap().iter().any(|e| e["event"] == "preview-expire"
+            && e["outcome"] == "succeeded"
+            && e["subject"]["kind"] == "reconciler"),
+        "{text}"
+    );
+}
+
+crate::on_both_kubes!(
+    previews_are_apart_capped_deleted_completely_and_swept,
+    the_reconciler_timer_lists_previews_and_deletes_expired_ones,
+);
