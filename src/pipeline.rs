@@ -445,16 +445,16 @@ async fn connected(
         .copied()
         .chain(job.options.providers.iter().copied());
     let providers = match Providers::connect(&job.env.target(job.owner), kinds).await {
-            Ok(p) => p,
-            Err(e) => {
-                return Finished {
-                    ran: Err(e.into()),
-                    api_calls: BTreeMap::new(),
-                    api_retries: BTreeMap::new(),
-                    wall: t0.elapsed(),
-                }
+        Ok(p) => p,
+        Err(e) => {
+            return Finished {
+                ran: Err(e.into()),
+                api_calls: BTreeMap::new(),
+                api_retries: BTreeMap::new(),
+                wall: t0.elapsed(),
             }
-        };
+        }
+    };
     let ran = planned(job, decrypted, &providers, hooks, t0).await;
     let wall = match &ran {
         Ok((_, wall)) => *wall,

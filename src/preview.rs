@@ -96,9 +96,7 @@ impl Entry {
     /// True when its time to live has ended at `now` (an unreadable expiry
     /// counts as ended: a preview nobody can date is not kept forever).
     pub fn expired(&self, now: Timestamp) -> bool {
-        self.expires
-            .parse::<Timestamp>()
-            .map_or(true, |t| t <= now)
+        self.expires.parse::<Timestamp>().map_or(true, |t| t <= now)
     }
 }
 
@@ -197,10 +195,9 @@ pub fn vars(spec: &PreviewSpec, name: &str, slot: u32) -> Map {
         .iter()
         .map(|(k, (v, _))| {
             let v = match v {
-                Value::String(s) => Value::String(
-                    s.replace(REFS[0], name)
-                        .replace(REFS[1], &slot.to_string()),
-                ),
+                Value::String(s) => {
+                    Value::String(s.replace(REFS[0], name).replace(REFS[1], &slot.to_string()))
+                }
                 other => other.clone(),
             };
             (k.clone(), v)
@@ -310,7 +307,10 @@ mod tests {
             Duration::from_secs(60)
         );
         let e = ttl(Some(Duration::from_secs(5 * 3600)), &spec).unwrap_err();
-        assert!(e.contains("longer than the environment's `preview.ttl` of 4h"), "{e}");
+        assert!(
+            e.contains("longer than the environment's `preview.ttl` of 4h"),
+            "{e}"
+        );
         assert!(ttl(Some(Duration::ZERO), &spec).is_err());
     }
 
@@ -330,7 +330,10 @@ mod tests {
         let mut spec = PreviewSpec::default();
         spec.vars.insert(
             "cidr".into(),
-            (Value::String("10.2${preview.slot}.0.0/16".into()), Origin::default()),
+            (
+                Value::String("10.2${preview.slot}.0.0/16".into()),
+                Origin::default(),
+            ),
         );
         spec.vars.insert(
             "host".into(),

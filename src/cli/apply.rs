@@ -309,7 +309,12 @@ pub fn run_pipeline(
         writeln!(out, "{w}").map_err(super::Error::from)?;
     }
     if let (Some(vars), Some(name)) = (&mode.vars, &args.env) {
-        if let Some(env) = checked.model.environments.iter_mut().find(|e| e.name == *name) {
+        if let Some(env) = checked
+            .model
+            .environments
+            .iter_mut()
+            .find(|e| e.name == *name)
+        {
             env.vars.extend(vars.clone());
         }
     }

@@ -36,8 +36,9 @@ use crate::state::{self, RecordStore};
 pub enum Error {
     #[error(transparent)]
     Cli(#[from] super::Error),
+    /// The build (the apply pipeline) could not run.
     #[error(transparent)]
-    Apply(#[from] apply::Error),
+    Apply(Box<apply::Error>),
     #[error(transparent)]
     State(#[from] state::Error),
     #[error(transparent)]
@@ -48,6 +49,12 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<apply::Error> for Error {
+    fn from(e: apply::Error) -> Self {
+        Error::Apply(Box::new(e))
+    }
+}
 
 /// `tidegate preview`.
 #[derive(Debug, Clone, clap::Args)]
@@ -460,12 +467,13 @@ async fn outputs(
     env.vars.extend(overrides.clone());
     let env = env.clone();
     let scopes = crate::observe::scopes_of(&checked.graph, from);
-    let live = match crate::observe::Providers::connect(&env.target(Some(name)), scopes.keys().copied())
-        .await
-    {
-        Ok(p) => crate::observe::observe_env(&p, &scopes).await,
-        Err(e) => Err(e),
-    };
+    let live =
+        match crate::observe::Providers::connect(&env.target(Some(name)), scopes.keys().copied())
+            .await
+        {
+            Ok(p) => crate::observe::observe_env(&p, &scopes).await,
+            Err(e) => Err(e),
+        };
     let live = match live {
         Ok(l) => l,
         Err(e) => {
@@ -596,7 +604,10 @@ async fn down(
     out: &mut Vec<u8>,
 ) -> Result<bool> {
     let name = entry.name.as_str();
-    w(out, format_args!("\n== {name} (preview of {}) ==\n", entry.from))?;
+    w(
+        out,
+        format_args!("\n== {name} (preview of {}) ==\n", entry.from),
+    )?;
     let (bare_checked, bare) = emptied(checked, env);
     let identities = Identities::from_env(&IdentityOptions::default())?;
     let files = Files::default();
@@ -893,7 +904,10 @@ pub async fn timer(
             Ok((0, 0)) => {}
             Ok((swept, failed)) => {
                 tracing::info!(swept, failed, "preview sweep");
-                for line in String::from_utf8_lossy(&log).lines().filter(|l| !l.is_empty()) {
+                for line in String::from_utf8_lossy(&log)
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                {
                     tracing::debug!(target: "tidegate::preview", "{line}");
                 }
             }

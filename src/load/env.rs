@@ -268,7 +268,12 @@ fn preview(
                             node.to_value_spans().0
                         }
                         _ => {
-                            decode::wrong_type(node, "a value of `preview.vars`", "a scalar", diags);
+                            decode::wrong_type(
+                                node,
+                                "a value of `preview.vars`",
+                                "a scalar",
+                                diags,
+                            );
                             continue;
                         }
                     };

@@ -471,11 +471,26 @@ fn a_bad_preview_block_is_reported_at_file_and_line() {
     let e = errors(&f);
     let want = [
         ("environments/dev.yaml:25:", "`preview.max` is 0"),
-        ("environments/dev.yaml:26:", "`preview.ttl` is `soon`, which is not a duration"),
-        ("environments/dev.yaml:27:", "unknown field `colour` in `preview`"),
-        ("environments/dev.yaml:28:", "`preview.branches` is `preview`; it needs exactly one `*`"),
-        ("environments/dev.yaml:30:", "`preview.vars.cidr` uses `${env.name}`"),
-        ("environments/dev.yaml:31:", "`preview.vars` overrides `host`, which is not a variable of this environment"),
+        (
+            "environments/dev.yaml:26:",
+            "`preview.ttl` is `soon`, which is not a duration",
+        ),
+        (
+            "environments/dev.yaml:27:",
+            "unknown field `colour` in `preview`",
+        ),
+        (
+            "environments/dev.yaml:28:",
+            "`preview.branches` is `preview`; it needs exactly one `*`",
+        ),
+        (
+            "environments/dev.yaml:30:",
+            "`preview.vars.cidr` uses `${env.name}`",
+        ),
+        (
+            "environments/dev.yaml:31:",
+            "`preview.vars` overrides `host`, which is not a variable of this environment",
+        ),
     ];
     assert_eq!(e.len(), want.len(), "{e:#?}");
     for (at, what) in want {

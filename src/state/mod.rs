@@ -24,8 +24,8 @@ use crate::resource::KubeTarget;
 
 pub mod control;
 pub mod history;
-pub mod preview;
 mod lock;
+pub mod preview;
 
 pub use lock::{lease_expired, this_process, EnvLock, LEASE_DURATION};
 

@@ -202,7 +202,13 @@ async fn cli(stand: &Stand, repo: &Path, args: &[&str], clock: Option<&Path>) ->
 async fn vpc_cidr(stand: &Stand, owner: &str) -> String {
     let owned = owned_ec2(stand, owner).await;
     let id = &owned["vpc"][0].1;
-    let vpcs = stand.ec2().describe_vpcs().vpc_ids(id).send().await.unwrap();
+    let vpcs = stand
+        .ec2()
+        .describe_vpcs()
+        .vpc_ids(id)
+        .send()
+        .await
+        .unwrap();
     vpcs.vpcs()[0].cidr_block().unwrap().to_string()
 }
 
@@ -287,14 +293,22 @@ async fn previews_are_apart_capped_deleted_completely_and_swept(kube: Kube) {
         }
     }
 
-    let (code, text) = cli(&stand, repo.path(), &["apply", "--env", "dev", "--yes"], None).await;
+    let (code, text) = cli(
+        &stand,
+        repo.path(),
+        &["apply", "--env", "dev", "--yes"],
+        None,
+    )
+    .await;
     assert_eq!(code, 0, "{text}");
 
     // An environment without the block refuses, naming it.
     let (code, text) = cli(
         &stand,
         repo.path(),
-        &["preview", "up", "--from", "staging", "--name", "st-1", "--yes"],
+        &[
+            "preview", "up", "--from", "staging", "--name", "st-1", "--yes",
+        ],
         None,
     )
     .await;
@@ -304,7 +318,9 @@ async fn previews_are_apart_capped_deleted_completely_and_swept(kube: Kube) {
     let (code, text) = cli(
         &stand,
         repo.path(),
-        &["preview", "up", "--from", "dev", "--name", "staging", "--yes"],
+        &[
+            "preview", "up", "--from", "dev", "--name", "staging", "--yes",
+        ],
         None,
     )
     .await;
@@ -334,7 +350,9 @@ async fn previews_are_apart_capped_deleted_completely_and_swept(kube: Kube) {
     let (code, two) = cli(
         &stand,
         repo.path(),
-        &["preview", "up", "--from", "dev", "--name", "pr-2", "--ttl", "1h", "--yes"],
+        &[
+            "preview", "up", "--from", "dev", "--name", "pr-2", "--ttl", "1h", "--yes",
+        ],
         None,
     )
     .await;
@@ -351,7 +369,12 @@ async fn previews_are_apart_capped_deleted_completely_and_swept(kube: Kube) {
             .unwrap_or_else(|| panic!("app-{p}/network"));
         let data = cm.data.unwrap();
         assert_eq!(data["HOST"], format!("{p}.preview.example.com"));
-        let want = BTreeMap::from([("instance", 1), ("security_group", 1), ("subnet", 1), ("vpc", 1)]);
+        let want = BTreeMap::from([
+            ("instance", 1),
+            ("security_group", 1),
+            ("subnet", 1),
+            ("vpc", 1),
+        ]);
         assert_eq!(counts(&owned_ec2(&stand, p).await), want, "{p}");
     }
 
@@ -365,7 +388,10 @@ async fn previews_are_apart_capped_deleted_completely_and_swept(kube: Kube) {
     .await;
     assert_eq!(code, 1, "{three}");
     assert!(three.contains("already has 2 live preview(s)"), "{three}");
-    assert!(three.contains("pr-1 (expires ") && three.contains("pr-2 (expires "), "{three}");
+    assert!(
+        three.contains("pr-1 (expires ") && three.contains("pr-2 (expires "),
+        "{three}"
+    );
     assert!(owned_ec2(&stand, "pr-3").await.is_empty());
     assert!(cluster_leftovers(&client, "pr-3").await.is_empty());
 
@@ -380,7 +406,13 @@ async fn previews_are_apart_capped_deleted_completely_and_swept(kube: Kube) {
     assert_eq!(code, 0, "{again}");
     assert!(again.contains("slot 0"), "{again}");
 
-    let (code, list) = cli(&stand, repo.path(), &["preview", "list", "--format", "json"], None).await;
+    let (code, list) = cli(
+        &stand,
+        repo.path(),
+        &["preview", "list", "--format", "json"],
+        None,
+    )
+    .await;
     assert_eq!(code, 0, "{list}");
     let list: serde_json::Value = serde_json::from_str(&list).unwrap();
     let names: Vec<&str> = list
@@ -396,7 +428,13 @@ async fn previews_are_apart_capped_deleted_completely_and_swept(kube: Kube) {
     // deletes everything pr-1 owns, flags included.
     write_repo(repo.path(), false);
     let t0 = std::time::Instant::now();
-    let (code, down) = cli(&stand, repo.path(), &["preview", "down", "pr-1", "--yes"], None).await;
+    let (code, down) = cli(
+        &stand,
+        repo.path(),
+        &["preview", "down", "pr-1", "--yes"],
+        None,
+    )
+    .await;
     assert_eq!(code, 0, "{down}");
     eprintln!("preview down pr-1: {:.1}s", t0.elapsed().as_secs_f64());
     assert!(down.contains("app.flags"), "{down}");
@@ -405,10 +443,17 @@ async fn previews_are_apart_capped_deleted_completely_and_swept(kube: Kube) {
     let left = until_clean(&client, "pr-1").await;
     assert!(left.is_empty(), "left of pr-1: {left:#?}");
     // The other preview and the source are untouched.
-    let want = BTreeMap::from([("instance", 1), ("security_group", 1), ("subnet", 1), ("vpc", 1)]);
+    let want = BTreeMap::from([
+        ("instance", 1),
+        ("security_group", 1),
+        ("subnet", 1),
+        ("vpc", 1),
+    ]);
     assert_eq!(counts(&owned_ec2(&stand, "pr-2").await), want);
     assert_eq!(counts(&owned_ec2(&stand, "dev").await), want);
-    assert!(config_map(&stand, "dev", "app-pr-2", "flags").await.is_some());
+    assert!(config_map(&stand, "dev", "app-pr-2", "flags")
+        .await
+        .is_some());
     // The listing finds a live preview's objects (so its emptiness above
     // means something): its Namespace, its ConfigMaps, its record and
     // inventory.
@@ -422,7 +467,9 @@ async fn previews_are_apart_capped_deleted_completely_and_swept(kube: Kube) {
     ] {
         assert!(live.iter().any(|l| l == want), "no {want} in {live:#?}");
     }
-    assert!(config_map(&stand, "dev", "app-dev", "flags").await.is_some());
+    assert!(config_map(&stand, "dev", "app-dev", "flags")
+        .await
+        .is_some());
 
     // pr-2 lives 1 h: at +30 min the sweep leaves it, at +2 h it goes.
     let clock = stand.dir.path().join("clock");
@@ -431,11 +478,23 @@ async fn previews_are_apart_capped_deleted_completely_and_swept(kube: Kube) {
         std::fs::write(&clock, t.to_string()).unwrap();
     };
     at(30);
-    let (code, text) = cli(&stand, repo.path(), &["preview", "sweep", "--yes"], Some(&clock)).await;
+    let (code, text) = cli(
+        &stand,
+        repo.path(),
+        &["preview", "sweep", "--yes"],
+        Some(&clock),
+    )
+    .await;
     assert_eq!(code, 0, "{text}");
     assert!(owned_ec2(&stand, "pr-2").await.contains_key("vpc"));
     at(120);
-    let (code, text) = cli(&stand, repo.path(), &["preview", "sweep", "--yes"], Some(&clock)).await;
+    let (code, text) = cli(
+        &stand,
+        repo.path(),
+        &["preview", "sweep", "--yes"],
+        Some(&clock),
+    )
+    .await;
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("1 expired preview(s) deleted"), "{text}");
     assert!(owned_ec2(&stand, "pr-2").await.is_empty());
@@ -487,7 +546,9 @@ async fn the_reconciler_timer_lists_previews_and_deletes_expired_ones(kube: Kube
     let (code, text) = cli(
         &stand,
         repo.path(),
-        &["preview", "up", "--from", "dev", "--name", "pr-9", "--ttl", "1h", "--yes"],
+        &[
+            "preview", "up", "--from", "dev", "--name", "pr-9", "--ttl", "1h", "--yes",
+        ],
         Some(&clock),
     )
     .await;
@@ -523,7 +584,10 @@ async fn the_reconciler_timer_lists_previews_and_deletes_expired_ones(kube: Kube
     assert_eq!(s["previews"][0]["from"], "dev", "{s}");
     assert!(s["previews"][0]["expires"].as_str().is_some(), "{s}");
     let (_, page) = super::stand::http_get(ports.api, "/").await.unwrap();
-    assert!(page.contains("<h2>Previews</h2>") && page.contains("pr-9"), "{page}");
+    assert!(
+        page.contains("<h2>Previews</h2>") && page.contains("pr-9"),
+        "{page}"
+    );
 
     let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2);
     std::fs::write(&clock, later.to_string()).unwrap();
@@ -532,18 +596,33 @@ async fn the_reconciler_timer_lists_previews_and_deletes_expired_ones(kube: Kube
     assert!(owned_ec2(&stand, "pr-9").await.is_empty());
     let left = until_clean(&client, "pr-9").await;
     assert!(left.is_empty(), "left of pr-9: {left:#?}");
-    let want = BTreeMap::from([("instance", 1), ("security_group", 1), ("subnet", 1), ("vpc", 1)]);
+    let want = BTreeMap::from([
+        ("instance", 1),
+        ("security_group", 1),
+        ("subnet", 1),
+        ("vpc", 1),
+    ]);
     assert_eq!(counts(&owned_ec2(&stand, "dev").await), want);
     let status = super::stand::sigterm(&mut child).await;
     assert!(status.success(), "{status:?}");
 
-    let (code, text) = cli(&stand, repo.path(), &["history", "dev", "--format", "json"], None).await;
+    let (code, text) = cli(
+        &stand,
+        repo.path(),
+        &["history", "dev", "--format", "json"],
+        None,
+    )
+    .await;
     assert_eq!(code, 0, "{text}");
     let entries: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert!(
-        entries.as_array().unwrap().iter().any(|e| e["event"] == "preview-expire"
-            && e["outcome"] == "succeeded"
-            && e["subject"]["kind"] == "reconciler"),
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "preview-expire"
+                && e["outcome"] == "succeeded"
+                && e["subject"]["kind"] == "reconciler"),
         "{text}"
     );
 }
