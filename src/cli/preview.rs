@@ -276,58 +276,18 @@ fn up(args: &UpArgs, rt: &tokio::runtime::Runtime, out: &mut dyn Write) -> Resul
 
     // Registered before anything is built, so the cap and the slot hold
     // across concurrent `up`s, and a failed build can still be downed.
-    let registered = rt.block_on(store.change_previews(|reg| {
-        let existing = reg.get(&args.name).cloned();
-        let slot = match &existing {
-            Some(e) if e.from != args.from => {
-                return Err(format!(
-                    "preview {} is a copy of {}, not {}; `tidegate preview down {}` first, or pick another name",
-                    args.name, e.from, args.from, args.name
-                ))
-            }
-            Some(e) => e.slot,
-            None => {
-                let live: Vec<&Entry> = reg.values().filter(|e| e.from == args.from).collect();
-                let Some(slot) = preview::choose_slot(live.iter().map(|e| e.slot), spec.max)
-                else {
-                    let list: Vec<String> = live
-                        .iter()
-                        .map(|e| format!("{} (expires {})", e.name, e.expires))
-                        .collect();
-                    return Err(format!(
-                        "environment {} already has {} live preview(s), its `preview.max`: {}; `tidegate preview down NAME` one of them, wait for one to expire, or raise `preview.max`",
-                        args.from,
-                        live.len(),
-                        list.join(", ")
-                    ));
-                };
-                slot
-            }
-        };
-        let vars = preview::vars(spec, &args.name, slot)
-            .iter()
-            .map(|(k, v)| (k.clone(), display(v)))
-            .collect();
-        reg.insert(
-            args.name.clone(),
-            Entry {
-                name: args.name.clone(),
-                from: args.from.clone(),
-                revision: args.revision.clone(),
-                commit: commit.clone(),
-                slot,
-                created: existing
-                    .as_ref()
-                    .map_or_else(|| now.to_string(), |e| e.created.clone()),
-                expires: expires.to_string(),
-                branch: existing.as_ref().and_then(|e| e.branch.clone()),
-                who: subject.to_string(),
-                vars,
-                resources: existing.map(|e| e.resources).unwrap_or_default(),
-            },
-        );
-        Ok(())
-    }))?;
+    let ask = Ask {
+        spec,
+        from: &args.from,
+        name: &args.name,
+        revision: args.revision.clone(),
+        commit: &commit,
+        branch: None,
+        now,
+        expires,
+        who: subject.to_string(),
+    };
+    let registered = rt.block_on(store.change_previews(|reg| register(reg, &ask)))?;
     let registry = match registered {
         Ok(r) => r,
         Err(why) => {
@@ -420,6 +380,80 @@ fn up(args: &UpArgs, rt: &tokio::runtime::Runtime, out: &mut dyn Write) -> Resul
         )?;
     }
     Ok(code)
+}
+
+/// What `up` asks of the registry.
+struct Ask<'a> {
+    spec: &'a PreviewSpec,
+    from: &'a str,
+    name: &'a str,
+    revision: Option<String>,
+    commit: &'a str,
+    /// The branch the reconciler keeps the preview for.
+    branch: Option<String>,
+    now: jiff::Timestamp,
+    expires: jiff::Timestamp,
+    who: String,
+}
+
+/// Registers (or renews) the preview `ask.name`: its slot kept, or the
+/// lowest free one below `preview.max`; refused (with the live previews
+/// and their expiry) at the cap or when the name copies another
+/// environment.
+fn register(reg: &mut state::preview::Registry, ask: &Ask<'_>) -> std::result::Result<(), String> {
+    let existing = reg.get(ask.name).cloned();
+    let slot = match &existing {
+        Some(e) if e.from != ask.from => {
+            return Err(format!(
+                "preview {} is a copy of {}, not {}; `tidegate preview down {}` first, or pick another name",
+                ask.name, e.from, ask.from, ask.name
+            ))
+        }
+        Some(e) => e.slot,
+        None => {
+            let live: Vec<&Entry> = reg.values().filter(|e| e.from == ask.from).collect();
+            let Some(slot) = preview::choose_slot(live.iter().map(|e| e.slot), ask.spec.max)
+            else {
+                let list: Vec<String> = live
+                    .iter()
+                    .map(|e| format!("{} (expires {})", e.name, e.expires))
+                    .collect();
+                return Err(format!(
+                    "environment {} already has {} live preview(s), its `preview.max`: {}; `tidegate preview down NAME` one of them, wait for one to expire, or raise `preview.max`",
+                    ask.from,
+                    live.len(),
+                    list.join(", ")
+                ));
+            };
+            slot
+        }
+    };
+    let vars = preview::vars(ask.spec, ask.name, slot)
+        .iter()
+        .map(|(k, v)| (k.clone(), display(v)))
+        .collect();
+    reg.insert(
+        ask.name.to_string(),
+        Entry {
+            name: ask.name.to_string(),
+            from: ask.from.to_string(),
+            revision: ask.revision.clone(),
+            commit: ask.commit.to_string(),
+            slot,
+            created: existing
+                .as_ref()
+                .map_or_else(|| ask.now.to_string(), |e| e.created.clone()),
+            expires: ask.expires.to_string(),
+            branch: ask
+                .branch
+                .clone()
+                .or_else(|| existing.as_ref().and_then(|e| e.branch.clone())),
+            who: ask.who.clone(),
+            vars,
+            resources: existing.map(|e| e.resources).unwrap_or_default(),
+        },
+    );
+    Ok(())
 }
 
 /// A value as the outputs print it (secrets masked).
@@ -865,6 +899,245 @@ pub async fn live(checked: &Checked, state_dir: &Path) -> Result<Vec<Entry>> {
     Ok(all)
 }
 
+/// Builds (or moves) the preview `name` of environment `from` for `branch`
+/// at the commit of `snapshot`: the reconciler's `up`. True when it
+/// converged.
+#[allow(clippy::too_many_arguments)]
+async fn up_snapshot(
+    snapshot: &crate::source::Snapshot,
+    from: &str,
+    name: &str,
+    branch: &str,
+    state_dir: &Path,
+    identities: &Identities,
+    run: &RunArgs,
+    subject: &Subject,
+) -> Result<bool> {
+    let mut checked = match pipeline::check_as(&snapshot.files, Some((from, name))) {
+        Ok(c) => c,
+        Err(report) => {
+            tracing::warn!(preview = %name, branch = %branch, problems = %report.counts(), "the branch does not load: no preview built");
+            return Ok(false);
+        }
+    };
+    let Some(env) = checked.model.environment(from).cloned() else {
+        return Ok(false);
+    };
+    let Some(spec) = env.preview.clone() else {
+        return Ok(false);
+    };
+    let names: Vec<String> = checked
+        .model
+        .environments
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    if let Err(why) = preview::check_name(name, names.iter().map(String::as_str)) {
+        tracing::warn!(preview = %name, branch = %branch, "{why}");
+        return Ok(false);
+    }
+    let now = crate::promotion::Clock::from_env().now();
+    let expires = preview::expiry(now, spec.ttl).map_err(super::Error::Usage)?;
+    let store = store_of(&env, state_dir).await?;
+    let ask = Ask {
+        spec: &spec,
+        from,
+        name,
+        revision: Some(branch.to_string()),
+        commit: &snapshot.commit,
+        branch: Some(branch.to_string()),
+        now,
+        expires,
+        who: subject.to_string(),
+    };
+    let mut note = history::Entry::new(from, EventKind::PreviewUp, subject.clone());
+    note.commit = Some(snapshot.commit.clone());
+    if let Err(why) = store.change_previews(|reg| register(reg, &ask)).await? {
+        tracing::warn!(preview = %name, branch = %branch, "{why}");
+        note.outcome = history::Outcome::Refused;
+        note.reason = Some(format!("preview {name} (branch {branch})"));
+        note.error = Some(why);
+        audit(&store, &note).await;
+        return Ok(false);
+    }
+    let slot = store.previews().await?.get(name).map_or(0, |e| e.slot);
+    let overrides = preview::vars(&spec, name, slot);
+    if let Some(e) = checked
+        .model
+        .environments
+        .iter_mut()
+        .find(|e| e.name == from)
+    {
+        e.vars.extend(overrides);
+    }
+    let env = checked.model.environment(from).cloned().unwrap_or(env);
+    let job = EnvJob {
+        checked: &checked,
+        env: &env,
+        files: &snapshot.files,
+        identities,
+        commit: &snapshot.commit,
+        owner: Some(name),
+        state_dir,
+        options: RunOptions {
+            lock: true,
+            plan_only: false,
+            allow_mass_delete: false,
+            allow_destroy: false,
+            reobserve: false,
+            execute: execute::Options {
+                parallelism: run.parallelism.max(1),
+                prune: true,
+                wait_healthy: true,
+                health_timeout: Duration::from_secs(run.health_timeout),
+                ..execute::Options::default()
+            },
+            targets: Vec::new(),
+            providers: Vec::new(),
+        },
+        progress: None,
+        stop: None,
+        audit: Audit {
+            event: EventKind::PreviewUp,
+            subject: subject.clone(),
+            commit: None,
+        },
+    };
+    let finished = pipeline::run_env(&job, &mut pipeline::Unattended).await;
+    let converged = match &finished.ran {
+        Ok(Ran::Applied { outcome, .. }) => {
+            let c = cost(outcome);
+            store
+                .change_previews(|reg| -> std::result::Result<(), ()> {
+                    if let Some(e) = reg.get_mut(name) {
+                        e.resources = c.clone();
+                    }
+                    Ok(())
+                })
+                .await?
+                .ok();
+            outcome.converged()
+        }
+        _ => false,
+    };
+    note.reason = Some(format!(
+        "preview {name} (slot {slot}, branch {branch}, expires {expires})"
+    ));
+    if !converged {
+        note.outcome = history::Outcome::Failed;
+        note.error = Some(match &finished.ran {
+            Err(e) => pipeline::error_message(e),
+            Ok(Ran::Held { hold, .. }) => hold.to_string(),
+            Ok(Ran::Applied { outcome, .. }) => outcome.counts_line(),
+            Ok(Ran::Planned(_)) => "planned only".into(),
+        });
+    }
+    audit(&store, &note).await;
+    tracing::info!(preview = %name, branch = %branch, commit = %snapshot.commit, converged, "branch preview built");
+    Ok(converged)
+}
+
+/// What the reconciler needs to keep previews of branches
+/// (`preview.branches`): its Git source and its age identities.
+#[derive(Clone)]
+pub struct Branches {
+    pub source: crate::source::Source,
+    pub identities: std::sync::Arc<Identities>,
+}
+
+/// One pass over the branch previews of `checked`'s environments: a
+/// preview for each matching branch of the remote, built again when the
+/// branch moves; downed when the branch is gone. A preview that expired
+/// is not built again until its branch moves (`expired`: name → commit).
+async fn branch_pass(
+    checked: &Checked,
+    branches: &Branches,
+    state_dir: &Path,
+    run: &RunArgs,
+    subject: &Subject,
+    expired: &mut BTreeMap<String, String>,
+) -> Result<()> {
+    let envs: Vec<&Environment> = checked
+        .model
+        .environments
+        .iter()
+        .filter(|e| e.preview.as_ref().is_some_and(|p| p.branches.is_some()))
+        .collect();
+    if envs.is_empty() {
+        return Ok(());
+    }
+    let refs = match branches.source.remote_refs().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list the remote's branches for previews");
+            return Ok(());
+        }
+    };
+    for env in envs {
+        let pattern = env
+            .preview
+            .as_ref()
+            .and_then(|p| p.branches.clone())
+            .unwrap_or_default();
+        let wanted: BTreeMap<String, (String, String)> = refs
+            .iter()
+            .filter_map(|(r, oid)| {
+                preview::name_for_branch(&pattern, r).map(|n| (n, (r.clone(), oid.clone())))
+            })
+            .collect();
+        let store = store_of(env, state_dir).await?;
+        let registry = store.previews().await?;
+        for e in registry.values() {
+            if e.from == env.name && e.branch.is_some() && !wanted.contains_key(&e.name) {
+                let mut log = Vec::new();
+                let ok = down(
+                    checked,
+                    env,
+                    &store,
+                    e,
+                    state_dir,
+                    run,
+                    EventKind::PreviewDown,
+                    subject,
+                    &mut log,
+                )
+                .await?;
+                tracing::info!(preview = %e.name, deleted = ok, "branch gone: preview downed");
+            }
+        }
+        for (name, (refname, oid)) in &wanted {
+            match registry.get(name) {
+                Some(e) if e.commit == *oid => continue,
+                Some(e) if e.branch.is_none() => {
+                    tracing::warn!(preview = %name, branch = %refname, "a preview of that name was made by hand: the branch gets none");
+                    continue;
+                }
+                _ if expired.get(name) == Some(oid) => continue,
+                _ => {}
+            }
+            let snapshot = match branches.source.snapshot_of_ref(refname).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(branch = %refname, error = %e, "could not read the branch");
+                    continue;
+                }
+            };
+            up_snapshot(
+                &snapshot,
+                &env.name,
+                name,
+                refname,
+                state_dir,
+                &branches.identities,
+                run,
+                subject,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 /// The reconciler's preview timer, beside its converge loop and never in
 /// it: every `every`, with the environments of the commit being
 /// reconciled, it deletes the previews whose time to live has ended
@@ -875,7 +1148,9 @@ pub async fn timer(
     state_dir: PathBuf,
     run: RunArgs,
     every: Duration,
+    branches: Option<Branches>,
 ) {
+    let mut expired: BTreeMap<String, String> = BTreeMap::new();
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let subject = Subject::reconciler();
@@ -899,6 +1174,17 @@ pub async fn timer(
                 c
             }
         };
+        // Branch previews that expire now are not built again until their
+        // branch moves.
+        let now = crate::promotion::Clock::from_env().now();
+        if let Ok(previews) = live(&checked, &state_dir).await {
+            for e in previews
+                .iter()
+                .filter(|e| e.branch.is_some() && e.expired(now))
+            {
+                expired.insert(e.name.clone(), e.commit.clone());
+            }
+        }
         let mut log: Vec<u8> = Vec::new();
         match sweep_checked(&checked, &state_dir, &run, &subject, &mut log).await {
             Ok((0, 0)) => {}
@@ -912,6 +1198,12 @@ pub async fn timer(
                 }
             }
             Err(e) => tracing::warn!(error = %e, "preview sweep failed"),
+        }
+        if let Some(b) = &branches {
+            if let Err(e) = branch_pass(&checked, b, &state_dir, &run, &subject, &mut expired).await
+            {
+                tracing::warn!(error = %e, "branch previews failed");
+            }
         }
         match live(&checked, &state_dir).await {
             Ok(previews) => shared.set_previews(previews),

@@ -317,6 +317,10 @@ async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> super::Resu
             health_timeout: args.health_timeout,
         },
         args.preview_sweep_interval,
+        Some(super::preview::Branches {
+            source: source.clone(),
+            identities: Arc::new(Identities::from_env(&args.identities)?),
+        }),
     ));
     let reconciler = Reconciler::new(source, converge, opts, shared, commands, kube);
     reconciler.run(terminated()).await;

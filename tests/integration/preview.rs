@@ -26,6 +26,7 @@ fn env_doc(name: &str, preview: bool) -> String {
         "  preview:
     max: 2
     ttl: 4h
+    branches: preview/*
     vars:
       cidr: \"10.2${preview.slot}.0.0/16\"
       subnet: \"10.2${preview.slot}.1.0/24\"
@@ -627,7 +628,89 @@ async fn the_reconciler_timer_lists_previews_and_deletes_expired_ones(kube: Kube
     );
 }
 
+/// `preview.branches`: the reconciler keeps a preview for each branch of
+/// its remote matching the pattern, named after the branch's last segment,
+/// and deletes it completely when the branch is deleted.
+async fn the_reconciler_keeps_a_preview_per_branch_until_the_branch_goes(kube: Kube) {
+    let stand = Stand::on(kube, &["dev"]).await;
+    let repo = TempDir::new().unwrap();
+    let commit = write_repo(repo.path(), true);
+    let client = stand.kube("dev").await;
+    if kube == Kube::Real {
+        let grant = super::kubernetes::grant_namespace_delete("app-login");
+        stand
+            .real()
+            .kubectl_stdin(&["apply", "-f", "-"], Some(&grant))
+            .unwrap();
+    }
+    crate::support::git(repo.path(), &["branch", "preview/Login"]);
+    let ports = super::stand::Ports::free();
+    let mut reconcile = stand.reconcile(repo.path(), ports);
+    reconcile.args(["--preview-sweep-interval", "1s"]);
+    let mut child = reconcile.spawn().unwrap();
+    if let Err(last) =
+        super::stand::until_converged(ports.api, &commit, 1, Duration::from_secs(60)).await
+    {
+        panic!("dev healthy at {commit}: {last}");
+    }
+    let previews = |want: usize| async move {
+        let t0 = std::time::Instant::now();
+        loop {
+            let (_, body) = super::stand::http_get(ports.api, "/api/v1/status")
+                .await
+                .unwrap();
+            let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let p = s["previews"].clone();
+            let done = p.as_array().map_or(0, Vec::len) == want
+                && (want == 0 || p[0]["resources"].as_object().is_some_and(|r| !r.is_empty()));
+            if done || t0.elapsed() > Duration::from_secs(60) {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let p = previews(1).await;
+    assert_eq!(p[0]["name"], "login", "{p}");
+    assert_eq!(p[0]["branch"], "refs/heads/preview/Login", "{p}");
+    assert_eq!(p[0]["commit"], commit.as_str(), "{p}");
+    assert_eq!(vpc_cidr(&stand, "login").await, "10.20.0.0/16");
+    let cm = config_map(&stand, "dev", "app-login", "network")
+        .await
+        .unwrap();
+    assert_eq!(cm.data.unwrap()["HOST"], "login.preview.example.com");
+
+    crate::support::git(repo.path(), &["branch", "-D", "preview/Login"]);
+    let p = previews(0).await;
+    assert_eq!(p, serde_json::json!([]));
+    assert!(owned_ec2(&stand, "login").await.is_empty());
+    let left = until_clean(&client, "login").await;
+    assert!(left.is_empty(), "left of login: {left:#?}");
+    let want = BTreeMap::from([
+        ("instance", 1),
+        ("security_group", 1),
+        ("subnet", 1),
+        ("vpc", 1),
+    ]);
+    assert_eq!(counts(&owned_ec2(&stand, "dev").await), want);
+    let status = super::stand::sigterm(&mut child).await;
+    assert!(status.success(), "{status:?}");
+
+    let (code, text) = cli(&stand, repo.path(), &["history", "dev"], None).await;
+    assert_eq!(code, 0, "{text}");
+    for (event, what) in [
+        ("preview-up", "branch refs/heads/preview/Login"),
+        ("preview-down", "preview login"),
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(event) && l.contains("succeeded") && l.contains(what)),
+            "no {event} {what}: {text}"
+        );
+    }
+}
+
 crate::on_both_kubes!(
     previews_are_apart_capped_deleted_completely_and_swept,
     the_reconciler_timer_lists_previews_and_deletes_expired_ones,
+    the_reconciler_keeps_a_preview_per_branch_until_the_branch_goes,
 );
