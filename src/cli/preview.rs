@@ -1211,3 +1211,63 @@ pub async fn timer(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask<'a>(spec: &'a PreviewSpec, name: &'a str) -> Ask<'a> {
+        let now: jiff::Timestamp = "2026-01-01T10:00:00Z".parse().unwrap();
+        Ask {
+            spec,
+            from: "dev",
+            name,
+            revision: None,
+            commit: "c1",
+            branch: None,
+            now,
+            expires: preview::expiry(now, spec.ttl).unwrap(),
+            who: "me".into(),
+        }
+    }
+
+    #[test]
+    fn registering_takes_free_slots_keeps_them_on_renewal_and_stops_at_the_cap() {
+        let spec = PreviewSpec {
+            max: 2,
+            ..PreviewSpec::default()
+        };
+        let mut reg = state::preview::Registry::new();
+        register(&mut reg, &ask(&spec, "a")).unwrap();
+        register(&mut reg, &ask(&spec, "b")).unwrap();
+        assert_eq!((reg["a"].slot, reg["b"].slot), (0, 1));
+        let refused = register(&mut reg, &ask(&spec, "c")).unwrap_err();
+        assert!(
+            refused.contains("already has 2 live preview(s)"),
+            "{refused}"
+        );
+        assert!(
+            refused.contains("a (expires 2026-01-01T14:00:00Z)"),
+            "{refused}"
+        );
+        assert!(!reg.contains_key("c"));
+        // Renewal: same slot, new commit, kept creation time.
+        let mut again = ask(&spec, "b");
+        again.commit = "c2";
+        again.now = "2026-01-01T11:00:00Z".parse().unwrap();
+        register(&mut reg, &again).unwrap();
+        assert_eq!(reg["b"].slot, 1);
+        assert_eq!(reg["b"].commit, "c2");
+        assert_eq!(reg["b"].created, "2026-01-01T10:00:00Z");
+        // A freed slot is taken again.
+        reg.remove("a");
+        register(&mut reg, &ask(&spec, "c")).unwrap();
+        assert_eq!(reg["c"].slot, 0);
+        // A name copying another environment is refused.
+        let mut other = ask(&spec, "c");
+        other.from = "staging";
+        assert!(register(&mut reg, &other)
+            .unwrap_err()
+            .contains("is a copy of dev"));
+    }
+}
