@@ -926,6 +926,12 @@ async fn up_snapshot(
     let Some(spec) = env.preview.clone() else {
         return Ok(false);
     };
+    if env.require_signed_commits {
+        // The reconciler checks no signature of a branch: such an
+        // environment is copied by hand, from a signed commit.
+        tracing::warn!(preview = %name, branch = %branch, environment = %from, "requireSignedCommits: branch previews are not built by the reconciler");
+        return Ok(false);
+    }
     let names: Vec<String> = checked
         .model
         .environments
@@ -1142,13 +1148,15 @@ async fn branch_pass(
 /// it: every `every`, with the environments of the commit being
 /// reconciled, it deletes the previews whose time to live has ended
 /// (audited as `preview-expire` by the reconciler) and publishes the live
-/// ones on the status API and page. Runs until dropped (aborted).
+/// ones on the status API and page. With `act` false (`--dry-run`) it only
+/// publishes the list. Runs until dropped (aborted).
 pub async fn timer(
     shared: std::sync::Arc<crate::reconcile::Shared>,
     state_dir: PathBuf,
     run: RunArgs,
     every: Duration,
     branches: Option<Branches>,
+    act: bool,
 ) {
     let mut expired: BTreeMap<String, String> = BTreeMap::new();
     let mut ticker = tokio::time::interval(every);
@@ -1186,7 +1194,12 @@ pub async fn timer(
             }
         }
         let mut log: Vec<u8> = Vec::new();
-        match sweep_checked(&checked, &state_dir, &run, &subject, &mut log).await {
+        let swept = if act {
+            sweep_checked(&checked, &state_dir, &run, &subject, &mut log).await
+        } else {
+            Ok((0, 0))
+        };
+        match swept {
             Ok((0, 0)) => {}
             Ok((swept, failed)) => {
                 tracing::info!(swept, failed, "preview sweep");
@@ -1199,7 +1212,7 @@ pub async fn timer(
             }
             Err(e) => tracing::warn!(error = %e, "preview sweep failed"),
         }
-        if let Some(b) = &branches {
+        if let Some(b) = branches.as_ref().filter(|_| act) {
             if let Err(e) = branch_pass(&checked, b, &state_dir, &run, &subject, &mut expired).await
             {
                 tracing::warn!(error = %e, "branch previews failed");

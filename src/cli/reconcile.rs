@@ -321,6 +321,7 @@ async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> super::Resu
             source: source.clone(),
             identities: Arc::new(Identities::from_env(&args.identities)?),
         }),
+        !args.dry_run,
     ));
     let reconciler = Reconciler::new(source, converge, opts, shared, commands, kube);
     reconciler.run(terminated()).await;
