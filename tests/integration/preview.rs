@@ -679,6 +679,26 @@ async fn the_reconciler_keeps_a_preview_per_branch_until_the_branch_goes(kube: K
         .unwrap();
     assert_eq!(cm.data.unwrap()["HOST"], "login.preview.example.com");
 
+    // The branch moves: the preview is built again at the new commit.
+    let git = |args: &[&str]| crate::support::git(repo.path(), args);
+    git(&["checkout", "-q", "preview/Login"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "move the branch"]);
+    let moved = git(&["rev-parse", "HEAD"]);
+    git(&["checkout", "-q", "main"]);
+    let t0 = std::time::Instant::now();
+    loop {
+        let p = previews(1).await;
+        if p[0]["commit"] == moved.as_str() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "not moved to {moved}: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(vpc_cidr(&stand, "login").await, "10.20.0.0/16");
+
     crate::support::git(repo.path(), &["branch", "-D", "preview/Login"]);
     let p = previews(0).await;
     assert_eq!(p, serde_json::json!([]));
@@ -706,6 +726,39 @@ async fn the_reconciler_keeps_a_preview_per_branch_until_the_branch_goes(kube: K
                 .any(|l| l.contains(event) && l.contains("succeeded") && l.contains(what)),
             "no {event} {what}: {text}"
         );
+    }
+}
+
+/// A bad preview block is refused by `tidegate validate` (and so by every
+/// command) with each problem at its file:line and nothing applied.
+#[test]
+fn a_bad_preview_block_is_an_error_at_its_line() {
+    let repo = TempDir::new().unwrap();
+    let bad = env_doc("dev", false)
+        + "  preview:\n    max: 0\n    ttl: a while\n    vars:\n      region: x\n      cidr: \"${var.subnet}\"\n";
+    commit_files(
+        repo.path(),
+        &[
+            ("environments/dev.yaml", bad),
+            ("modules/net/module.yaml", net_doc()),
+            ("modules/app/module.yaml", app_doc(false)),
+        ],
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args(["validate", "--repo"])
+        .arg(repo.path())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for want in [
+        "environments/dev.yaml:29:10: error: `preview.max` is 0",
+        "environments/dev.yaml:30:10: error: `preview.ttl` is `a while`, which is not a duration",
+        "environments/dev.yaml:32:7: error: `preview.vars` overrides `region`, which is not a variable of this environment",
+        "environments/dev.yaml:33:13: error: `preview.vars.cidr` uses `${var.subnet}`",
+    ] {
+        assert!(text.contains(want), "no `{want}` in:\n{text}");
     }
 }
 
