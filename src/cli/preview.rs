@@ -623,6 +623,56 @@ fn emptied(checked: &Checked, env: &Environment) -> (Checked, Environment) {
     )
 }
 
+/// Makes the Kubernetes inventory of owner `name` complete before a
+/// `down`: a run killed between its applies and its inventory write leaves
+/// owned objects the inventory does not name. Lists, across the cluster,
+/// every kind `env` declares today (beside the inventory's kinds) for
+/// objects carrying `name`'s marks, and records them all. Secrets (listed
+/// namespace by namespace only, where tidegate may read them) are left to
+/// the inventory and their Namespace. Best effort: a failure is a warning,
+/// and the `down` goes on by the inventory as it is.
+async fn complete_inventory(checked: &Checked, env: &Environment, name: &str) {
+    use crate::observe::{observe_env, scopes_of, Providers};
+    let Some(mut scope) = scopes_of(&checked.graph, &env.name).remove(&ProviderKind::Kubernetes)
+    else {
+        return;
+    };
+    scope.namespaces = None;
+    scope
+        .kinds
+        .retain(|k| !crate::provider::kubernetes::PER_NAMESPACE.contains(&k.as_str()));
+    let scopes = BTreeMap::from([(ProviderKind::Kubernetes, scope)]);
+    let found = async {
+        let providers = Providers::connect(&env.target(Some(name)), [ProviderKind::Kubernetes])
+            .await
+            .map_err(|e| e.to_string())?;
+        let live = observe_env(&providers, &scopes)
+            .await
+            .map_err(|e| e.to_string())?;
+        let owned: Vec<crate::provider::Live> = live
+            .resources
+            .into_values()
+            .chain(live.duplicates)
+            .map(|o| o.live)
+            .collect();
+        if owned.is_empty() {
+            return Ok(0);
+        }
+        if let Some(k) = providers.get(ProviderKind::Kubernetes) {
+            k.record_inventory(&owned)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok::<usize, String>(owned.len())
+    };
+    match found.await {
+        Ok(n) => tracing::debug!(preview = %name, objects = n, "inventory completed before down"),
+        Err(e) => {
+            tracing::warn!(preview = %name, error = %e, "could not complete the inventory; deleting by the inventory as it is")
+        }
+    }
+}
+
 /// Deletes preview `entry` (a copy of `env`) and, when nothing is left,
 /// forgets it; true when it is gone.
 #[allow(clippy::too_many_arguments)]
@@ -642,6 +692,7 @@ async fn down(
         out,
         format_args!("\n== {name} (preview of {}) ==\n", entry.from),
     )?;
+    complete_inventory(checked, env, name).await;
     let (bare_checked, bare) = emptied(checked, env);
     let identities = Identities::from_env(&IdentityOptions::default())?;
     let files = Files::default();

@@ -428,6 +428,14 @@ async fn previews_are_apart_capped_deleted_completely_and_swept(kube: Kube) {
     // The repository changes (flags is no longer declared): down still
     // deletes everything pr-1 owns, flags included.
     write_repo(repo.path(), false);
+    // And pr-1's inventory is gone, as after a run killed between its
+    // applies and its inventory write: down finds its objects by their
+    // marks all the same.
+    let admin = stand.admin_kube("dev").await;
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(admin, "default");
+    cms.delete("tidegate-inventory-test.pr-1", &Default::default())
+        .await
+        .unwrap();
     let t0 = std::time::Instant::now();
     let (code, down) = cli(
         &stand,
