@@ -32,6 +32,9 @@ pub enum Scope {
     Module,
     /// `resource.<name>.<attribute path>`: a resource of the same module.
     Resource,
+    /// `each.key`, `each.value[.path]`: the item of a `forEach`/`count`
+    /// copy, bound when the copies are made ([`bind_each`]).
+    Each,
 }
 
 impl Scope {
@@ -43,6 +46,7 @@ impl Scope {
             "secret" => Scope::Secret,
             "module" => Scope::Module,
             "resource" => Scope::Resource,
+            "each" => Scope::Each,
             _ => return None,
         })
     }
@@ -64,6 +68,7 @@ impl Scope {
             Scope::Secret => "secret",
             Scope::Module => "module",
             Scope::Resource => "resource",
+            Scope::Each => "each",
         }
     }
 }
@@ -181,7 +186,7 @@ fn parse_ref(inner: &str) -> Result<Ref> {
     let head = segs.next().unwrap_or_default();
     let scope = Scope::parse(head).ok_or_else(|| {
         invalid(format!(
-            "`{head}` is not a reference kind; use input, var, env, secret, module or resource"
+            "`{head}` is not a reference kind; use input, var, env, secret, module, resource or each"
         ))
     })?;
     let path: Vec<String> = segs.map(str::to_string).collect();
@@ -197,6 +202,12 @@ fn parse_ref(inner: &str) -> Result<Ref> {
             _ => "<kind>.<name>",
         };
         return Err(invalid(format!("too short; write `{want}`")));
+    }
+    if scope == Scope::Each && !(path[0] == "value" || (path[0] == "key" && path.len() == 1)) {
+        return Err(invalid(
+            "write `each.key` or `each.value` (`each.value.<field>` for a field of a map item)"
+                .into(),
+        ));
     }
     if scope == Scope::Env && (path.len() != 1 || !ENV_FIELDS.contains(&path[0].as_str())) {
         return Err(invalid(format!(
@@ -307,6 +318,88 @@ pub fn eval_str(s: &str, res: &dyn Resolve) -> Result<Value> {
     } else {
         Ok(Value::String(buf))
     }
+}
+
+/// `value` with every `${each.key}` / `${each.value[.path]}` replaced by
+/// `key` / `item` (the copy of a `forEach`/`count` entry); other
+/// references stay as written. A string that is exactly one `each`
+/// reference takes the item's value with its type; inside a longer string
+/// the item must be a scalar. Errors carry the path (below `base`).
+pub fn bind_each(
+    value: &Value,
+    base: &str,
+    key: &str,
+    item: &Value,
+) -> Result<Value, (String, Error)> {
+    match value {
+        Value::String(s) if has_refs(s) => {
+            bind_str(s, key, item).map_err(|e| (base.to_string(), e))
+        }
+        Value::List(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| bind_each(v, &crate::value::index_path(base, i), key, item))
+            .collect::<Result<_, _>>()
+            .map(Value::List),
+        Value::Map(m) => {
+            let mut out = Map::with_capacity(m.len());
+            for (k, v) in m {
+                let bound = bind_each(v, &crate::value::key_path(base, k), key, item)?;
+                out.insert(k.clone(), bound);
+            }
+            Ok(Value::Map(out))
+        }
+        other => Ok(other.clone()),
+    }
+}
+
+fn bind_str(s: &str, key: &str, item: &Value) -> Result<Value> {
+    let parts = parse(s)?;
+    if !parts
+        .iter()
+        .any(|p| matches!(p, Part::Ref(r) if r.scope == Scope::Each))
+    {
+        return Ok(Value::String(s.to_string()));
+    }
+    let each = |r: &Ref| -> Result<Value> {
+        if r.path[0] == "key" {
+            return Ok(Value::String(key.to_string()));
+        }
+        let segs: Vec<&str> = r.path[1..].iter().map(String::as_str).collect();
+        lookup(item, &segs)
+            .cloned()
+            .ok_or_else(|| Error::Unresolved {
+                reference: r.to_string(),
+                message: format!("the item of key `{key}` has no `{}`", segs.join(".")),
+            })
+    };
+    if let [Part::Ref(r)] = parts.as_slice() {
+        return each(r);
+    }
+    let mut out = String::new();
+    for part in &parts {
+        match part {
+            Part::Lit(l) => out.push_str(&escape(l)),
+            Part::Ref(r) if r.scope == Scope::Each => match each(r)? {
+                Value::String(v) => out.push_str(&escape(&v)),
+                Value::Int(i) => out.push_str(&i.to_string()),
+                Value::Float(f) => out.push_str(&f.to_string()),
+                Value::Bool(b) => out.push_str(&b.to_string()),
+                other => {
+                    return Err(Error::NotScalar {
+                        reference: r.to_string(),
+                        kind: kind_name(&other),
+                    })
+                }
+            },
+            Part::Ref(r) => {
+                out.push_str("${");
+                out.push_str(&r.to_string());
+                out.push('}');
+            }
+        }
+    }
+    Ok(Value::String(out))
 }
 
 /// A short name of a value's type, for messages.

@@ -541,7 +541,13 @@ fn local_chart(
     files: &Files,
     diags: &mut Diagnostics,
 ) -> Option<LocalChart> {
-    let dir = sources::resolve(&m.source, chart, chart_origin, "`helm.chart`", diags)?;
+    // The module's folder: its file's (a per-instance copy's `source` is
+    // `<folder>@<env>/<instance>`).
+    let folder = m
+        .file
+        .rsplit_once('/')
+        .map_or(m.source.as_str(), |(d, _)| d);
+    let dir = sources::resolve(folder, chart, chart_origin, "`helm.chart`", diags)?;
     let Some(chart_yaml) = files.get(&format!("{dir}/Chart.yaml")) else {
         diags.error(
             chart_origin,

@@ -60,6 +60,7 @@ pub mod server;
 pub mod source;
 pub mod state;
 pub mod tool;
+pub mod traffic;
 pub mod value;
 
 #[cfg(test)]

@@ -83,6 +83,16 @@ enum Command {
     /// control of one environment (or all, merged by time), as text, JSON
     /// or JSON lines (for a SIEM).
     History(cli::history::HistoryArgs),
+    /// Adopt an object that exists without tidegate's marks (EC2 by id,
+    /// Kubernetes by name) as a resource Git declares: show the
+    /// difference, and with --yes stamp the ownership marks, recreating
+    /// nothing.
+    Import(cli::import::ImportArgs),
+    /// Blue/green cutover: move the environment's traffic entry points to a
+    /// `rebuild --as` copy after its health gate (--to COPY, optionally in
+    /// --steps), back in one step (--back), or show them (--status).
+    /// Exit 0 switched, 1 refused, 3 fell back.
+    Switch(cli::switch::SwitchArgs),
 }
 
 fn main() -> ExitCode {
@@ -173,6 +183,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Rebuild(args) => Ok(cli::rebuild::run(&args, &mut out)?),
         Command::Preview(args) => Ok(cli::preview::run(&args, &mut out)?),
         Command::Reconcile(args) => cli::reconcile::run(&args),
+        Command::Import(args) => cli::import::run(&args, &mut out),
+        Command::Switch(args) => Ok(cli::switch::run(&args, &mut out)?),
         Command::History(args) => {
             let mut err = std::io::stderr();
             Ok(cli::history::run(&args, &mut out, &mut err)?)

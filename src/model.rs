@@ -141,6 +141,48 @@ pub struct Environment {
     /// `preview:`: the environment may be copied as short-lived previews
     /// (`tidegate preview up --from`), with these overrides.
     pub preview: Option<crate::preview::PreviewSpec>,
+    /// `traffic:`: the entry points `tidegate switch` moves between this
+    /// environment and its `rebuild --as` copies.
+    pub traffic: Vec<EntryPoint>,
+}
+
+/// One declared traffic entry point (`spec.traffic[]`): owned by the
+/// switch, never by a copy, so rebuilding or pruning a copy leaves it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntryPoint {
+    /// Unique in the environment (`web`).
+    pub name: String,
+    /// Where the entry was written.
+    pub origin: Origin,
+    pub kind: EntryKind,
+}
+
+/// What an entry point routes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EntryKind {
+    /// An Ingress host in `namespace`, routed to the live copy's Service.
+    Ingress(IngressEntry),
+    /// An Elastic IP associated with the live copy's instance.
+    ElasticIp {
+        /// The `eip` resource (of the environment itself) whose address
+        /// is the entry point.
+        allocation: (ResourceId, Origin),
+        /// The `instance` resource the address goes to, in each copy.
+        instance: (ResourceId, Origin),
+    },
+}
+
+/// `ingress: {namespace, name, host, service, port, className, path}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IngressEntry {
+    pub namespace: String,
+    pub name: String,
+    pub host: String,
+    /// The `v1/Service` resource of each copy that receives the traffic.
+    pub service: (ResourceId, Origin),
+    pub port: u16,
+    pub class_name: Option<String>,
+    pub path: String,
 }
 
 /// How often the reconciler compares an environment with its live state
@@ -212,6 +254,22 @@ pub struct Instance {
     pub inputs: IndexMap<String, Located>,
     /// Other instances of the same environment this one runs after.
     pub depends_on: Vec<(String, Origin)>,
+    /// `forEach:` / `count:` as written; `None` once expanded
+    /// (`crate::load::repeat`).
+    pub repeat: Option<Repeat>,
+}
+
+/// `forEach:` or `count:` on a module instance or a resource: one copy per
+/// item, named `<name>-<key>`, with `${each.key}` and `${each.value}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Repeat {
+    /// `count:` (keys `0`..`n-1`) rather than `forEach:`.
+    pub count: bool,
+    /// The value as written: a list, a map, a number (`count`), or a
+    /// string that is exactly one reference.
+    pub value: Located,
+    /// Where the `forEach`/`count` key was written.
+    pub origin: Origin,
 }
 
 /// One `modules/<name>/module.yaml`.
@@ -419,8 +477,11 @@ pub struct Resource {
     pub depends_on: Vec<(DependsOn, Origin)>,
     /// The raw `waivers:` list, parsed by the policy module.
     pub waivers: Option<Located>,
-    /// The source entry that rendered it (`None` for a declared resource).
+    /// The source entry that rendered it (`None` for a declared resource),
+    /// or the name of the repeated entry it is one copy of.
     pub source: Option<String>,
+    /// `forEach:` / `count:` as written; `None` once expanded.
+    pub repeat: Option<Repeat>,
 }
 
 impl Resource {

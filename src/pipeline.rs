@@ -666,6 +666,7 @@ pub fn check_as(
         return Err(Report::new(diags));
     }
     let graph = Graph::build_with(&model, &mut diags);
+    load::traffic::check_resources(&model, &graph, &mut diags);
     if diags.has_errors() {
         diags.extend(values);
         return Err(Report::new(diags));

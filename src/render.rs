@@ -364,7 +364,7 @@ impl Resolve for EnvScope<'_, '_> {
                     .map_err(|e| self.r.nested(e, r))?;
                 sub(v, &segs[2..], r)
             }
-            Scope::Input | Scope::Resource => Err(expr::Error::Unresolved {
+            Scope::Input | Scope::Resource | Scope::Each => Err(expr::Error::Unresolved {
                 reference: r.to_string(),
                 message: format!("not available in environment {}", self.inst.name),
             }),
@@ -394,6 +394,10 @@ impl Resolve for ModuleScope<'_, '_> {
             Scope::Var | Scope::Secret | Scope::Module => Err(expr::Error::Unresolved {
                 reference: r.to_string(),
                 message: "not available inside a module; pass it as an input".into(),
+            }),
+            Scope::Each => Err(expr::Error::Unresolved {
+                reference: r.to_string(),
+                message: "only known in an entry with `forEach` or `count`".into(),
             }),
         }
     }

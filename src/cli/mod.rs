@@ -11,12 +11,14 @@ use crate::load::{self, Files};
 pub mod apply;
 pub mod graph;
 pub mod history;
+pub mod import;
 pub mod logs;
 pub mod plan;
 pub mod preview;
 pub mod promote;
 pub mod rebuild;
 pub mod reconcile;
+pub mod switch;
 pub mod validate;
 
 /// A command could not run at all (as opposed to finding problems in the

@@ -88,6 +88,24 @@ pub struct PlanArgs {
     /// The plan lists the changes it leaves out and never deletes.
     #[arg(long = "target", value_name = "RESOURCE_ID", conflicts_with_all = ["base", "head"])]
     pub targets: Vec<String>,
+    /// Send the finished plan as a `plan.ready` notification to the
+    /// targets of this `kind: Notifications` file (docs/notifications.md):
+    /// with --pull-request, GitHub and GitLab targets post the Markdown as a
+    /// pull (merge) request comment, updated in place on the next run, and
+    /// set a commit status on the planned commit.
+    #[arg(long, value_name = "FILE")]
+    pub notify: Option<PathBuf>,
+    /// The pull request (GitHub) or merge request IID (GitLab) the plan
+    /// previews (with --notify).
+    #[arg(long, value_name = "NUMBER", requires = "notify")]
+    pub pull_request: Option<u64>,
+    /// The commit the plan's status is set on (with --notify; default: the
+    /// --head commit, else the planned commit).
+    #[arg(long, value_name = "SHA", requires = "notify")]
+    pub head_sha: Option<String>,
+    /// Longest wait for the notifications to go out, retries included.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration, requires = "notify")]
+    pub notify_timeout: std::time::Duration,
     /// Provider predictions (dry-runs) in flight at once per environment.
     #[arg(long, default_value_t = plan::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
@@ -102,15 +120,213 @@ pub fn run(
     err: &mut dyn Write,
     tty: bool,
 ) -> super::Result<u8> {
+    // Read (and its secrets checked) before planning: a broken file stops
+    // the command before any work.
+    let notify = match &args.notify {
+        Some(path) => Some(notify_config(args, path)?),
+        None => None,
+    };
     if let Some(path) = &args.out {
-        return save(args, path, out, err, tty);
+        return save(args, path, out, err, tty, notify.as_ref());
     }
-    let plan = match build(args, err)? {
+    let mut report: Vec<u8> = Vec::new();
+    let built = build(args, &mut report)?;
+    err.write_all(&report)?;
+    let plan = match built {
         Some(p) => p,
-        None => return Ok(1),
+        None => {
+            if let Some(config) = &notify {
+                // The pull request learns why there is no plan.
+                let text = String::from_utf8_lossy(&report);
+                send_invalid(args, config, &text, err)?;
+            }
+            return Ok(1);
+        }
     };
     write(args, &plan, out, tty)?;
+    if let Some(config) = &notify {
+        send_ready(args, config, &plan, None, err)?;
+    }
     Ok(if plan.has_changes() { 2 } else { 0 })
+}
+
+/// The `--notify` file, read, its SOPS values decrypted and every secret
+/// reference checked.
+fn notify_config(args: &PlanArgs, path: &std::path::Path) -> super::Result<crate::notify::Config> {
+    let mut config = crate::notify::Config::read(path)?;
+    if config.has_sops() {
+        config.decrypt_sops(&Identities::from_env(&args.identities)?)?;
+    }
+    config.check_secrets()?;
+    Ok(config)
+}
+
+/// What each target made of the notification.
+#[derive(Default)]
+struct Results(std::sync::Mutex<Vec<(String, String)>>);
+
+impl crate::notify::Observer for Results {
+    fn count(&self, target: &str, _event: &str, result: &str) {
+        if let Ok(mut r) = self.0.lock() {
+            r.push((target.to_string(), result.to_string()));
+        }
+    }
+    fn queued(&self, _: &str, _: usize) {}
+}
+
+/// What a `plan.ready` says, before it is sent.
+struct Ready {
+    /// `changes`, `no-changes`, `policy` (blocked) or `invalid`.
+    reason: &'static str,
+    summary: String,
+    markdown: Vec<String>,
+    counts: Option<crate::notify::Counts>,
+    /// The one environment planned (`--env`), if one.
+    environment: Option<String>,
+    commit: String,
+}
+
+/// Sends `plan` as a `plan.ready` event (see [`deliver`]). `commit`: the
+/// planned commit, when known.
+fn send_ready(
+    args: &PlanArgs,
+    config: &crate::notify::Config,
+    plan: &Plan,
+    commit: Option<&str>,
+    err: &mut dyn Write,
+) -> super::Result<()> {
+    let commit = match (&args.head_sha, &plan.source, commit) {
+        (Some(sha), _, _) => sha.clone(),
+        (None, PlanSource::Revisions { head, .. }, _) => head.commit.clone(),
+        (None, _, Some(c)) => c.to_string(),
+        (None, _, None) => super::load_commit(&args.repo, args.revision.as_deref())?.commit,
+    };
+    let t = output::total(plan);
+    let names: Vec<&str> = plan.environments.iter().map(|e| e.name.as_str()).collect();
+    let summary = format!(
+        "{} to create, {} to update, {} to replace, {} to delete, {} unchanged ({})",
+        t.create,
+        t.update,
+        t.replace,
+        t.delete,
+        t.no_op,
+        names.join(", ")
+    );
+    let reason = if plan.policy_blocks() {
+        crate::notify::target::PLAN_BLOCKED
+    } else if plan.has_changes() {
+        "changes"
+    } else {
+        "no-changes"
+    };
+    let environment = match plan.environments.as_slice() {
+        [e] if !args.envs.is_empty() => Some(e.name.clone()),
+        _ => None,
+    };
+    let ready = Ready {
+        reason,
+        summary,
+        markdown: output::markdown(plan),
+        counts: Some(crate::notify::Counts {
+            create: t.create,
+            update: t.update + t.replace,
+            delete: t.delete,
+            unchanged: t.no_op,
+        }),
+        environment,
+        commit,
+    };
+    deliver(args, config, ready, err)
+}
+
+/// Sends a `plan.ready` of a repository that could not be planned
+/// (`reason: invalid`, a failed commit status) with its problems.
+fn send_invalid(
+    args: &PlanArgs,
+    config: &crate::notify::Config,
+    report: &str,
+    err: &mut dyn Write,
+) -> super::Result<()> {
+    let commit = match (&args.head_sha, &args.head) {
+        (Some(sha), _) => sha.clone(),
+        (None, Some(head)) => {
+            let repo = super::RepoArg::parse(&args.repo)?;
+            source::read_local(repo.path(), head)?.commit
+        }
+        (None, None) => super::load_commit(&args.repo, args.revision.as_deref())?.commit,
+    };
+    let problems = output::truncate_report(report);
+    let markdown = vec![format!(
+        "## tidegate plan\n\n❌ The repository has problems; nothing was planned.\n\n```text\n{problems}\n```\n"
+    )];
+    let first = report.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let ready = Ready {
+        reason: crate::notify::target::PLAN_INVALID,
+        summary: format!("the repository has problems: {first}"),
+        markdown,
+        counts: None,
+        environment: match args.envs.as_slice() {
+            [e] => Some(e.clone()),
+            _ => None,
+        },
+        commit,
+    };
+    deliver(args, config, ready, err)
+}
+
+/// Sends `ready` to the targets of `config` and waits (at most
+/// `--notify-timeout`, retries included) for each to take it; prints each
+/// target's result on `err`. A target that failed is a warning, not a
+/// failed plan.
+fn deliver(
+    args: &PlanArgs,
+    config: &crate::notify::Config,
+    ready: Ready,
+    err: &mut dyn Write,
+) -> super::Result<()> {
+    use crate::notify::{Event, Kind, Notifier, Origin};
+    let subject = crate::state::history::Subject::cli();
+    let origin = Origin {
+        remote: crate::source::redact_url(&args.repo.display().to_string()),
+        branch: args
+            .head
+            .clone()
+            .or_else(|| args.revision.clone())
+            .unwrap_or_default(),
+        identity: Some(match &subject.host {
+            Some(host) => format!("cli:{}@{host}", subject.name),
+            None => format!("cli:{}", subject.name),
+        }),
+        status_url: None,
+    };
+    let results = std::sync::Arc::new(Results::default());
+    runtime()?.block_on(async {
+        let notifier = Notifier::start(config, origin, results.clone())?;
+        let mut event = Event::new(Kind::PlanReady, &notifier.origin())
+            .reason(ready.reason, &ready.summary)
+            .plan(args.pull_request, ready.markdown);
+        event.commit = Some(ready.commit);
+        event.environment = ready.environment;
+        event.changes = ready.counts;
+        notifier.notify(event);
+        notifier.shutdown(args.notify_timeout).await;
+        Ok::<_, super::Error>(())
+    })?;
+    let got = results.0.lock().map(|r| r.clone()).unwrap_or_default();
+    for target in &config.targets {
+        let result: Vec<&str> = got
+            .iter()
+            .filter(|(t, _)| *t == target.name)
+            .map(|(_, r)| r.as_str())
+            .collect();
+        let shown = if result.is_empty() {
+            "not sent (its filter or kind does not take plan.ready)".to_string()
+        } else {
+            result.join(", ")
+        };
+        writeln!(err, "notify {}: plan.ready {shown}", target.name)?;
+    }
+    Ok(())
 }
 
 /// Writes `plan` in the requested format.
@@ -214,6 +430,7 @@ fn save(
     out: &mut dyn Write,
     err: &mut dyn Write,
     tty: bool,
+    notify: Option<&crate::notify::Config>,
 ) -> super::Result<u8> {
     let [env] = args.envs.as_slice() else {
         return Err(super::Error::Usage(
@@ -276,6 +493,9 @@ fn save(
         path.display(),
         path.display()
     )?;
+    if let Some(config) = notify {
+        send_ready(args, config, &plan, Some(&loaded.commit), err)?;
+    }
     Ok(if plan.has_changes() { 2 } else { 0 })
 }
 

@@ -196,6 +196,13 @@ fn module_ref(m: &Module, this: Option<&Resource>, r: &Ref, at: &Origin, diags: 
             }
         }
         Scope::Resource => resource_ref(m, this, r, at, diags),
+        // Bound in each copy; the entry as written keeps them.
+        Scope::Each if this.is_some_and(|t| t.repeat.is_some()) => {}
+        Scope::Each => diags.error(
+            at,
+            format!("`${{{r}}}` is only known in an entry with `forEach` or `count`"),
+            "add `forEach:` or `count:` to this resource, or pass the value as an input",
+        ),
         Scope::Var | Scope::Secret | Scope::Module => diags.error(
             at,
             format!("`${{{r}}}` cannot be used inside a module"),
@@ -473,6 +480,11 @@ fn env_ref(
                 }
             }
         }
+        Scope::Each => diags.error(
+            at,
+            format!("`${{{r}}}` is only known in a module instance with `forEach` or `count`"),
+            "add `forEach:` or `count:` to this instance",
+        ),
         Scope::Input | Scope::Resource => diags.error(
             at,
             format!("`${{{r}}}` can only be used inside a module"),

@@ -25,6 +25,7 @@ const SPEC_FIELDS: &[&str] = &[
     "protect",
     "promotion",
     "preview",
+    "traffic",
 ];
 
 /// The shortest drift interval accepted (each check observes every resource).
@@ -115,6 +116,9 @@ pub fn decode(
     }
     if let Some(n) = f.opt("preview") {
         env.preview = preview(n, &env.vars, diags);
+    }
+    if let Some(n) = f.opt("traffic") {
+        env.traffic = super::traffic::decode(n, diags);
     }
     f.finish(SPEC_FIELDS, diags);
     Some(env)
@@ -450,7 +454,11 @@ fn instance(n: &Node, diags: &mut Diagnostics) -> Option<Instance> {
     if let Some(d) = f.opt("dependsOn") {
         inst.depends_on = decode::strings(d, "an entry of `dependsOn`", diags);
     }
-    f.finish(&["name", "source", "inputs", "dependsOn"], diags);
+    inst.repeat = super::repeat::decode(&mut f, diags);
+    f.finish(
+        &["name", "source", "inputs", "dependsOn", "forEach", "count"],
+        diags,
+    );
     inst.name = name?;
     inst.source = normalise(&source?);
     Some(inst)

@@ -24,8 +24,10 @@ pub mod decode;
 mod env;
 mod module;
 pub mod project;
+pub mod repeat;
 pub mod sops;
 pub mod sources;
+pub mod traffic;
 pub mod typed;
 pub mod values;
 pub mod yaml;
@@ -112,6 +114,7 @@ pub fn load_with(files: &Files, diags: &mut Diagnostics) -> Model {
             "add an Environment document as environments/<name>.yaml",
         );
     }
+    repeat::expand(&mut model.modules, &mut envs, diags);
     model.secret_keys = sops::read_referenced(files, &envs, diags);
     model.environments = check::order(envs, diags);
     check::references(&model, &broken, diags);

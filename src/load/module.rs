@@ -268,9 +268,27 @@ fn resource(n: &Node, diags: &mut Diagnostics) -> Option<Entry> {
         Some((p, BodyShape::Typed)) => typed_body(p, &mut f, diags),
         None => (None, None),
     };
+    let repeat = super::repeat::decode(&mut f, diags);
     let known: &[&str] = match shape {
-        Some(BodyShape::Typed) => &["name", "provider", "type", "spec", "dependsOn", "waivers"],
-        _ => &["name", "provider", "manifest", "dependsOn", "waivers"],
+        Some(BodyShape::Typed) => &[
+            "name",
+            "provider",
+            "type",
+            "spec",
+            "dependsOn",
+            "waivers",
+            "forEach",
+            "count",
+        ],
+        _ => &[
+            "name",
+            "provider",
+            "manifest",
+            "dependsOn",
+            "waivers",
+            "forEach",
+            "count",
+        ],
     };
     f.finish(known, diags);
     let (body, spans) = body_node?.to_value_spans();
@@ -284,6 +302,7 @@ fn resource(n: &Node, diags: &mut Diagnostics) -> Option<Entry> {
         depends_on,
         waivers,
         source: None,
+        repeat,
     }))
 }
 

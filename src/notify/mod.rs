@@ -126,10 +126,14 @@ pub enum Kind {
     /// the commit (`tidegate approve`).
     #[serde(rename = "approval.needed")]
     ApprovalNeeded,
+    /// `tidegate plan --notify` finished a preview (a pull request's plan):
+    /// the counts, the Markdown, and where it was made.
+    #[serde(rename = "plan.ready")]
+    PlanReady,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::ReconcilerStarted,
         Kind::ReconcilerStopped,
         Kind::ApplyStarted,
@@ -140,6 +144,7 @@ impl Kind {
         Kind::GateWaiting,
         Kind::CommitRefused,
         Kind::ApprovalNeeded,
+        Kind::PlanReady,
     ];
 
     /// The name in files, payloads and metric labels.
@@ -155,6 +160,7 @@ impl Kind {
             Kind::GateWaiting => "gate.waiting",
             Kind::CommitRefused => "commit.refused",
             Kind::ApprovalNeeded => "approval.needed",
+            Kind::PlanReady => "plan.ready",
         }
     }
 
@@ -246,6 +252,13 @@ pub struct Event {
     /// Who sent it: the Git remote (without credentials), branch and this
     /// replica's identity.
     pub reconciler: Origin,
+    /// `plan.ready`: the pull (merge) request the plan previews.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<u64>,
+    /// `plan.ready`: the plan as Markdown, in parts of at most 65,535
+    /// characters (what the pull-request comment shows; secrets masked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub markdown: Vec<String>,
 }
 
 /// The reconciler an event comes from.
@@ -282,6 +295,8 @@ impl Event {
             resource_count: 0,
             duration_ms: None,
             reconciler: origin.clone(),
+            pull_request: None,
+            markdown: Vec::new(),
         }
     }
 
@@ -294,6 +309,13 @@ impl Event {
     pub fn reason(mut self, reason: &str, message: &str) -> Event {
         self.reason = Some(reason.to_string());
         self.message = Some(truncate(message, MAX_MESSAGE));
+        self
+    }
+
+    /// A `plan.ready` of pull request `pr` (if any) with its Markdown.
+    pub fn plan(mut self, pr: Option<u64>, markdown: Vec<String>) -> Event {
+        self.pull_request = pr;
+        self.markdown = markdown;
         self
     }
 
@@ -318,6 +340,8 @@ impl Event {
             &self.waiting_on,
             &self.resources,
             self.resource_count,
+            self.pull_request,
+            &self.markdown,
         )
             .hash(&mut h);
         h.finish()
@@ -346,6 +370,17 @@ impl Event {
             },
             Kind::CommitRefused => format!("{env}: commit {commit} refused"),
             Kind::ApprovalNeeded => format!("{env}: commit {commit} needs an approval"),
+            Kind::PlanReady => {
+                let of = self
+                    .environment
+                    .as_deref()
+                    .map(|e| format!(" of {e}"))
+                    .unwrap_or_default();
+                match self.pull_request {
+                    Some(pr) => format!("plan{of} for #{pr} at {commit}"),
+                    None => format!("plan{of} at {commit}"),
+                }
+            }
         };
         match &self.message {
             Some(m) if !(matches!(self.kind, Kind::GateWaiting) && self.waiting_on.is_some()) => {

@@ -58,6 +58,9 @@ pub fn handles(kind: &TargetKind, event: &Event) -> bool {
         | TargetKind::Teams { .. }
         | TargetKind::GoogleChat { .. } => true,
         TargetKind::GitHub { .. } | TargetKind::GitLab { .. } => {
+            if event.kind == Kind::PlanReady {
+                return event.pull_request.is_some() || commit_sha(event).is_some();
+            }
             event.commit.is_some()
                 && event.environment.is_some()
                 && status_state(event.kind).is_some()
@@ -65,15 +68,18 @@ pub fn handles(kind: &TargetKind, event: &Event) -> bool {
     }
 }
 
+/// The event's commit when it is a commit id (not a working tree's).
+fn commit_sha(event: &Event) -> Option<&str> {
+    event
+        .commit
+        .as_deref()
+        .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// The request for `event`, or why it cannot be made (a secret missing;
 /// the message names the reference, never the value).
 pub fn prepare(target: &Target, event: &Event) -> Result<Prepared, String> {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        USER_AGENT,
-        HeaderValue::from_static(concat!("tidegate/", env!("CARGO_PKG_VERSION"))),
-    );
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut headers = base_headers();
     let (uri, body) = match &target.kind {
         TargetKind::Webhook { url, signing_key } => {
             let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
@@ -121,26 +127,12 @@ pub fn prepare(target: &Target, event: &Event) -> Result<Prepared, String> {
             let mut body = json!({
                 "state": state,
                 "description": truncate(&event.summary(), 140),
-                "context": context.replace("{environment}", env),
+                "context": context.replace("{environment}", &env),
             });
             if let Some(u) = target_url(event) {
                 body["target_url"] = json!(u);
             }
-            let token = read(token, "token")?;
-            let mut auth = header(&format!(
-                "Bearer {}",
-                token.expose_str().unwrap_or_default()
-            ))?;
-            auth.set_sensitive(true);
-            headers.insert(AUTHORIZATION, auth);
-            headers.insert(
-                http::header::ACCEPT,
-                HeaderValue::from_static("application/vnd.github+json"),
-            );
-            headers.insert(
-                HeaderName::from_static("x-github-api-version"),
-                HeaderValue::from_static("2022-11-28"),
-            );
+            github_auth(token, &mut headers)?;
             let uri = format!("{api_url}/repos/{repository}/statuses/{sha}");
             (
                 parse_uri(&uri)?,
@@ -162,16 +154,13 @@ pub fn prepare(target: &Target, event: &Event) -> Result<Prepared, String> {
             };
             let mut body = json!({
                 "state": state,
-                "name": context.replace("{environment}", env),
+                "name": context.replace("{environment}", &env),
                 "description": truncate(&event.summary(), 255),
             });
             if let Some(u) = target_url(event) {
                 body["target_url"] = json!(u);
             }
-            let token = read(token, "token")?;
-            let mut t = header(token.expose_str().unwrap_or_default())?;
-            t.set_sensitive(true);
-            headers.insert(HeaderName::from_static("private-token"), t);
+            gitlab_auth(token, &mut headers)?;
             let id = utf8_percent_encode(project, NON_ALPHANUMERIC);
             let uri = format!("{api_url}/api/v4/projects/{id}/statuses/{sha}");
             (
@@ -186,6 +175,217 @@ pub fn prepare(target: &Target, event: &Event) -> Result<Prepared, String> {
         headers,
         body: Bytes::from(body),
     })
+}
+
+fn base_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        USER_AGENT,
+        HeaderValue::from_static(concat!("tidegate/", env!("CARGO_PKG_VERSION"))),
+    );
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers
+}
+
+/// GitHub's REST headers: the token as `Bearer` (marked sensitive), the
+/// media type and the API version its docs ask for.
+fn github_auth(token: &SecretRef, headers: &mut HeaderMap) -> Result<(), String> {
+    let token = read(token, "token")?;
+    let mut auth = header(&format!(
+        "Bearer {}",
+        token.expose_str().unwrap_or_default()
+    ))?;
+    auth.set_sensitive(true);
+    headers.insert(AUTHORIZATION, auth);
+    headers.insert(
+        http::header::ACCEPT,
+        HeaderValue::from_static("application/vnd.github+json"),
+    );
+    headers.insert(
+        HeaderName::from_static("x-github-api-version"),
+        HeaderValue::from_static("2022-11-28"),
+    );
+    Ok(())
+}
+
+/// GitLab's `PRIVATE-TOKEN` header, marked sensitive.
+fn gitlab_auth(token: &SecretRef, headers: &mut HeaderMap) -> Result<(), String> {
+    let token = read(token, "token")?;
+    let mut t = header(token.expose_str().unwrap_or_default())?;
+    t.set_sensitive(true);
+    headers.insert(HeaderName::from_static("private-token"), t);
+    Ok(())
+}
+
+/// Comments listed per page (the most both forges allow).
+pub const COMMENTS_PER_PAGE: usize = 100;
+
+/// The start of every plan comment's first line.
+const MARKER: &str = "<!-- tidegate-plan key=";
+
+/// What marks part `part` (1-based) of the plan comment of `event`: the
+/// plan of one environment (`--env dev`) and of all are kept apart, so
+/// two plan jobs on one pull request never overwrite each other.
+pub fn comment_marker(event: &Event, part: usize) -> String {
+    format!("{MARKER}{} part={part} -->", comment_key(event))
+}
+
+fn comment_key(event: &Event) -> &str {
+    event.environment.as_deref().unwrap_or("all")
+}
+
+/// The bodies of the plan comments of `event`: each Markdown part under
+/// its marker.
+pub fn comment_bodies(event: &Event) -> Vec<String> {
+    event
+        .markdown
+        .iter()
+        .enumerate()
+        .map(|(i, part)| format!("{}\n{part}", comment_marker(event, i + 1)))
+        .collect()
+}
+
+/// One call on a pull request's comments (GitHub issue comments, GitLab
+/// merge request notes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommentCall {
+    /// One page (1-based) of the comments, oldest first.
+    List {
+        page: usize,
+    },
+    Create {
+        body: String,
+    },
+    Update {
+        id: u64,
+        body: String,
+    },
+    Delete {
+        id: u64,
+    },
+}
+
+/// The request for `call` on pull request `pr` of a GitHub or GitLab
+/// target, following each forge's REST documentation:
+/// - GitHub: `GET|POST {api}/repos/{repo}/issues/{pr}/comments`,
+///   `PATCH|DELETE {api}/repos/{repo}/issues/comments/{id}`;
+/// - GitLab: `GET|POST {api}/api/v4/projects/{id}/merge_requests/{iid}/notes`,
+///   `PUT|DELETE .../notes/{note_id}`.
+pub fn comment_request(target: &Target, pr: u64, call: &CommentCall) -> Result<Prepared, String> {
+    let mut headers = base_headers();
+    let (base, item) = match &target.kind {
+        TargetKind::GitHub {
+            api_url,
+            repository,
+            token,
+            ..
+        } => {
+            github_auth(token, &mut headers)?;
+            (
+                format!("{api_url}/repos/{repository}/issues/{pr}/comments"),
+                format!("{api_url}/repos/{repository}/issues/comments/"),
+            )
+        }
+        TargetKind::GitLab {
+            api_url,
+            project,
+            token,
+            ..
+        } => {
+            gitlab_auth(token, &mut headers)?;
+            let id = utf8_percent_encode(project, NON_ALPHANUMERIC);
+            let notes = format!("{api_url}/api/v4/projects/{id}/merge_requests/{pr}/notes");
+            (notes.clone(), format!("{notes}/"))
+        }
+        other => {
+            return Err(format!(
+                "a {} target has no pull-request comments",
+                other.label()
+            ))
+        }
+    };
+    let gitlab = matches!(target.kind, TargetKind::GitLab { .. });
+    let (method, uri, body) = match call {
+        CommentCall::List { page } => {
+            let order = if gitlab {
+                "&sort=asc&order_by=created_at"
+            } else {
+                ""
+            };
+            (
+                Method::GET,
+                format!("{base}?per_page={COMMENTS_PER_PAGE}&page={page}{order}"),
+                Vec::new(),
+            )
+        }
+        CommentCall::Create { body } => (Method::POST, base, to_body(body)?),
+        CommentCall::Update { id, body } => {
+            let method = if gitlab { Method::PUT } else { Method::PATCH };
+            (method, format!("{item}{id}"), to_body(body)?)
+        }
+        CommentCall::Delete { id } => (Method::DELETE, format!("{item}{id}"), Vec::new()),
+    };
+    Ok(Prepared {
+        method,
+        uri: parse_uri(&uri)?,
+        headers,
+        body: Bytes::from(body),
+    })
+}
+
+fn to_body(text: &str) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(&json!({ "body": text })).map_err(|e| e.to_string())
+}
+
+/// The plan comments of `event`'s key on one page of a listing: `(id,
+/// part)` of each, and how many comments the page held (fewer than
+/// [`COMMENTS_PER_PAGE`]: the last page).
+pub fn marked_comments(event: &Event, page: &[u8]) -> Result<(Vec<(u64, usize)>, usize), String> {
+    let items: Vec<serde_json::Value> = serde_json::from_slice(page)
+        .map_err(|_| "the comment listing is not a JSON array".to_string())?;
+    let prefix = format!("{MARKER}{} part=", comment_key(event));
+    let mut out = Vec::new();
+    for item in &items {
+        let (Some(id), Some(body)) = (item["id"].as_u64(), item["body"].as_str()) else {
+            continue;
+        };
+        let Some(rest) = body.strip_prefix(&prefix) else {
+            continue;
+        };
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(part) = digits.parse::<usize>() {
+            out.push((id, part));
+        }
+    }
+    Ok((out, items.len()))
+}
+
+/// The calls that make the comments of a plan with `parts` parts out of
+/// the `existing` marked comments `(id, part)`: each part updates the
+/// oldest comment of its number in place, or is created; the rest (parts
+/// an earlier, longer plan had, and duplicates) are deleted.
+pub fn comment_calls(bodies: Vec<String>, existing: &[(u64, usize)]) -> Vec<CommentCall> {
+    let mut ids: std::collections::BTreeMap<usize, Vec<u64>> = Default::default();
+    for (id, part) in existing {
+        ids.entry(*part).or_default().push(*id);
+    }
+    for list in ids.values_mut() {
+        list.sort_unstable();
+    }
+    let mut calls = Vec::new();
+    for (i, body) in bodies.into_iter().enumerate() {
+        match ids
+            .get_mut(&(i + 1))
+            .and_then(|l| (!l.is_empty()).then(|| l.remove(0)))
+        {
+            Some(id) => calls.push(CommentCall::Update { id, body }),
+            None => calls.push(CommentCall::Create { body }),
+        }
+    }
+    for id in ids.into_values().flatten() {
+        calls.push(CommentCall::Delete { id });
+    }
+    calls
 }
 
 /// A commit status's meaning, before each forge's spelling.
@@ -209,20 +409,38 @@ fn status_state(kind: Kind) -> Option<StatusState> {
     }
 }
 
-fn status_parts(event: &Event) -> Result<(&str, &str, StatusState), String> {
-    let env = event.environment.as_deref();
-    let sha = event
-        .commit
-        .as_deref()
-        .filter(|c| c.bytes().all(|b| b.is_ascii_hexdigit()));
-    match (env, sha, status_state(event.kind)) {
-        (Some(env), Some(sha), Some(state)) => Ok((env, sha, state)),
-        _ => Err(format!(
-            "a {} event has no commit status",
-            event.kind.label()
-        )),
+/// What goes in `{environment}` of the status context, the commit, the
+/// state. A plan's status has its own context (`plan`, or `plan-<env>` for
+/// a plan of one environment), so it never overwrites an apply's.
+fn status_parts(event: &Event) -> Result<(String, &str, StatusState), String> {
+    let none = || format!("a {} event has no commit status", event.kind.label());
+    let sha = commit_sha(event).ok_or_else(none)?;
+    if event.kind == Kind::PlanReady {
+        let label = match &event.environment {
+            Some(e) => format!("plan-{e}"),
+            None => "plan".into(),
+        };
+        let failed = [PLAN_BLOCKED, PLAN_INVALID];
+        let state = if failed.contains(&event.reason.as_deref().unwrap_or("")) {
+            StatusState::Failed
+        } else {
+            StatusState::Success
+        };
+        return Ok((label, sha, state));
+    }
+    match (event.environment.as_deref(), status_state(event.kind)) {
+        (Some(env), Some(state)) => Ok((env.to_string(), sha, state)),
+        _ => Err(none()),
     }
 }
+
+/// The `reason` of a `plan.ready` whose plan policy blocks (its commit
+/// status is a failure).
+pub const PLAN_BLOCKED: &str = "policy";
+
+/// The `reason` of a `plan.ready` of a repository that could not be
+/// planned (invalid files; its commit status is a failure).
+pub const PLAN_INVALID: &str = "invalid";
 
 /// The status page, on the event's environment.
 fn target_url(event: &Event) -> Option<String> {
@@ -402,6 +620,10 @@ fn headline(event: &Event) -> String {
         Kind::GateWaiting => format!("{env}: waiting at its gate"),
         Kind::CommitRefused => format!("{env}: commit refused"),
         Kind::ApprovalNeeded => format!("{env}: waiting for an approval"),
+        Kind::PlanReady => match event.pull_request {
+            Some(pr) => format!("plan ready for #{pr}"),
+            None => "plan ready".into(),
+        },
     }
 }
 
@@ -599,5 +821,95 @@ mod tests {
             err.contains("environment variable TIDEGATE_TEST_UNSET_SLACK_URL"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn plan_comments_are_edited_in_place_and_surplus_parts_deleted() {
+        let e = Event::new(Kind::PlanReady, &super::super::Origin::default())
+            .plan(Some(7), vec!["one".into(), "two".into()]);
+        let page = serde_json::json!([
+            {"id": 3, "body": "lgtm"},
+            {"id": 5, "body": "<!-- tidegate-plan key=all part=1 -->\nold"},
+            {"id": 6, "body": "<!-- tidegate-plan key=prod part=1 -->\nother job"},
+            {"id": 8, "body": "<!-- tidegate-plan key=all part=3 -->\nold"},
+            {"id": 9, "body": "<!-- tidegate-plan key=all part=1 -->\ndup"},
+            {"id": 10, "body": "quoting <!-- tidegate-plan key=all part=2 -->"}
+        ]);
+        let (found, count) = marked_comments(&e, page.to_string().as_bytes()).unwrap();
+        assert_eq!(count, 6);
+        assert_eq!(found, [(5, 1), (8, 3), (9, 1)]);
+        let calls = comment_calls(comment_bodies(&e), &found);
+        assert_eq!(
+            calls,
+            [
+                CommentCall::Update {
+                    id: 5,
+                    body: "<!-- tidegate-plan key=all part=1 -->\none".into()
+                },
+                CommentCall::Create {
+                    body: "<!-- tidegate-plan key=all part=2 -->\ntwo".into()
+                },
+                CommentCall::Delete { id: 9 },
+                CommentCall::Delete { id: 8 },
+            ]
+        );
+        assert!(marked_comments(&e, b"{}").is_err());
+    }
+
+    #[test]
+    fn comment_requests_follow_each_forge() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = secret_file(&dir, "t", "tok");
+        let gh = target(TargetKind::GitHub {
+            api_url: "https://ghe.example.com/api/v3".into(),
+            repository: "platform/infra".into(),
+            token: token.clone(),
+            context: "tidegate/{environment}".into(),
+        });
+        let r = comment_request(&gh, 7, &CommentCall::List { page: 2 }).unwrap();
+        assert_eq!(r.method, Method::GET);
+        assert_eq!(
+            r.uri.to_string(),
+            "https://ghe.example.com/api/v3/repos/platform/infra/issues/7/comments?per_page=100&page=2"
+        );
+        assert_eq!(r.headers[AUTHORIZATION], "Bearer tok");
+        let r = comment_request(
+            &gh,
+            7,
+            &CommentCall::Update {
+                id: 42,
+                body: "b".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(r.method, Method::PATCH);
+        assert!(r
+            .uri
+            .to_string()
+            .ends_with("/repos/platform/infra/issues/comments/42"));
+        assert_eq!(&r.body[..], br#"{"body":"b"}"#);
+        let gl = target(TargetKind::GitLab {
+            api_url: "https://gitlab.example.com".into(),
+            project: "group/infra".into(),
+            token,
+            context: "tidegate/{environment}".into(),
+        });
+        let r = comment_request(
+            &gl,
+            7,
+            &CommentCall::Update {
+                id: 42,
+                body: "b".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(r.method, Method::PUT);
+        assert_eq!(
+            r.uri.to_string(),
+            "https://gitlab.example.com/api/v4/projects/group%2Finfra/merge_requests/7/notes/42"
+        );
+        assert_eq!(r.headers["private-token"], "tok");
+        let r = comment_request(&gl, 7, &CommentCall::Delete { id: 1 }).unwrap();
+        assert_eq!(r.method, Method::DELETE);
     }
 }

@@ -733,7 +733,9 @@ fn assemble(
         rs.iter().for_each(|r| c.add(&r.action));
         modules.push(ModulePlan {
             name: name.to_string(),
-            source: source.to_string(),
+            // The folder, not a per-instance copy's key (`modules/app@dev/x`,
+            // made for a Helm chart or an input-dependent `forEach`).
+            source: source.split('@').next().unwrap_or(source).to_string(),
             counts: c,
             resources: rs,
         });

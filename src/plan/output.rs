@@ -58,7 +58,8 @@ fn counts_line(c: &Counts) -> String {
     )
 }
 
-fn total(plan: &Plan) -> Counts {
+/// The counts of every environment of `plan`, added up.
+pub fn total(plan: &Plan) -> Counts {
     let mut t = Counts::default();
     for e in &plan.environments {
         t.create += e.counts.create;
@@ -213,6 +214,12 @@ fn resource_lines(r: &ResourcePlan) -> Vec<(char, String)> {
     out
 }
 
+/// The lines of one changed resource as plain text (header, then its
+/// fields indented), as the plan prints them.
+pub fn resource_lines_plain(r: &ResourcePlan) -> Vec<String> {
+    resource_lines(r).into_iter().map(|(_, l)| l).collect()
+}
+
 fn paint(color: bool, style: Style, s: &str) -> String {
     if color {
         format!("{}{s}{}", style.render(), style.render_reset())
@@ -230,6 +237,25 @@ fn style_of(m: char) -> Style {
         '@' => AnsiColor::Cyan.on_default(),
         _ => Style::new(),
     }
+}
+
+/// A problem report cut to fit one comment (at most 60,000 characters,
+/// cut at a line), without backtick fences that would end the block.
+pub fn truncate_report(report: &str) -> String {
+    const MAX: usize = 60_000;
+    let clean = report.replace("```", "'''");
+    if clean.len() <= MAX {
+        return clean.trim_end().to_string();
+    }
+    let mut end = MAX;
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = clean[..end].rfind('\n').unwrap_or(end);
+    format!(
+        "{}\n… (cut; run `tidegate validate` for every problem)",
+        &clean[..cut]
+    )
 }
 
 /// The plan as text for a terminal; `color` adds ANSI colours.

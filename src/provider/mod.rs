@@ -55,6 +55,11 @@ pub mod labels {
     pub const MODULE: &str = "tidegate.dev/module";
     /// Kubernetes annotation / EC2 tag (`tidegate:resource`): resource id.
     pub const RESOURCE: &str = "tidegate.dev/resource";
+    /// Kubernetes annotation on an object `tidegate import` adopted: its
+    /// first apply takes over the fields Git declares from the manager
+    /// that made it (a forced server-side apply), which also drops the
+    /// annotation.
+    pub const IMPORTED: &str = "tidegate.dev/imported";
     /// The field manager for Kubernetes server-side apply.
     pub const FIELD_MANAGER: &str = "tidegate";
     /// Kubernetes annotation: SHA-256 of the manifest tidegate last applied
@@ -294,6 +299,15 @@ impl RetryCounter {
     }
 }
 
+/// An existing object found for `tidegate import`.
+#[derive(Clone, Debug)]
+pub struct Found {
+    /// As observed, with the id it would have once imported.
+    pub live: Live,
+    /// Whose it is now.
+    pub claim: Claim,
+}
+
 /// One environment's view of one provider.
 ///
 /// Every method is idempotent and may be retried after a crash.
@@ -330,6 +344,35 @@ pub trait Provider: Send + Sync {
 
     /// Readiness of an applied resource, checked once.
     async fn health(&self, live: &Live) -> Result<Health>;
+
+    /// `tidegate import`: the existing object `external_id` names, for the
+    /// desired resource `desired` (same kind; for Kubernetes the object the
+    /// manifest names), normalised as [`Provider::observe`] reports it, with
+    /// whose it is now; `None` when it does not exist.
+    async fn lookup(&self, desired: &Desired, _external_id: &str) -> Result<Option<Found>> {
+        Err(Error::Invalid {
+            id: desired.id.clone(),
+            origin: desired.origin.clone(),
+            message: format!(
+                "the {} provider cannot import existing objects",
+                self.kind()
+            ),
+        })
+    }
+
+    /// `tidegate import`: stamps this environment's ownership marks for
+    /// `desired.id` on the object `found` (from [`Provider::lookup`]),
+    /// changing nothing else: the next apply converges it from there.
+    async fn adopt(&self, desired: &Desired, _found: &Live) -> Result<()> {
+        Err(Error::Invalid {
+            id: desired.id.clone(),
+            origin: desired.origin.clone(),
+            message: format!(
+                "the {} provider cannot import existing objects",
+                self.kind()
+            ),
+        })
+    }
 
     /// Records the complete set of owned resources after an apply, where the
     /// provider keeps an inventory (Kubernetes: a ConfigMap).

@@ -295,6 +295,21 @@ impl Converge for Executor {
             .map_err(|e| err(ErrorReason::Observe, e))
     }
 
+    async fn routing(
+        &self,
+        snapshot: &Snapshot,
+        env: &str,
+    ) -> std::result::Result<crate::state::traffic::Routing, ReportError> {
+        let Some(store) = self.store_of(snapshot, env).await? else {
+            let msg = format!("commit {} has no environment {env}", snapshot.commit);
+            return Err(ReportError::new(ErrorReason::Load, msg));
+        };
+        store
+            .routing(env)
+            .await
+            .map_err(|e| err(ErrorReason::Observe, e))
+    }
+
     async fn append_history(
         &self,
         snapshot: &Snapshot,

@@ -261,6 +261,30 @@ impl Shared {
         Some(Ok(out))
     }
 
+    /// The status with each environment's traffic routing read from its
+    /// store (an environment whose store cannot be read shows none, with a
+    /// warning).
+    pub async fn status_with_traffic(&self) -> Status {
+        let mut status = self.status();
+        let source = self
+            .history
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some((converge, snapshot)) = source else {
+            return status;
+        };
+        for e in &mut status.environments {
+            match converge.routing(&snapshot, &e.name).await {
+                Ok(r) => e.traffic = TrafficRoute::of(&r),
+                Err(err) => {
+                    tracing::warn!(environment = %e.name, error = %err.message, "cannot read the traffic routing")
+                }
+            }
+        }
+        status
+    }
+
     /// Appends `entry` to its environment's audit history (with the commit
     /// being reconciled, when the entry names none); a failure is a
     /// warning: the control it records has been accepted already.
@@ -361,6 +385,46 @@ pub struct EnvStatus {
     pub controls: Controls,
     /// The last entries of its audit history, oldest first.
     pub history: Vec<Entry>,
+    /// Where each switched traffic entry point routes (`tidegate
+    /// switch`), read from the store at each status request.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub traffic: Vec<TrafficRoute>,
+}
+
+/// One traffic entry point of an environment, as the status shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficRoute {
+    pub entry: String,
+    /// The copy getting the traffic, and its share in percent.
+    pub live: String,
+    pub weight: u8,
+    /// A stepped switch under way: the copy getting the rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<crate::state::traffic::Canary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    pub at: String,
+    pub by: String,
+}
+
+impl TrafficRoute {
+    /// The routes of `routing`, by entry name.
+    pub fn of(routing: &crate::state::traffic::Routing) -> Vec<TrafficRoute> {
+        routing
+            .entries
+            .iter()
+            .map(|(name, r)| TrafficRoute {
+                entry: name.clone(),
+                live: r.live.clone(),
+                weight: r.weight_of(&r.live),
+                canary: r.canary.clone(),
+                previous: r.previous.clone(),
+                at: r.at.clone(),
+                by: r.by.clone(),
+            })
+            .collect()
+    }
 }
 
 /// The dependency graph of the commit being reconciled, for the page.
@@ -1213,6 +1277,7 @@ impl Io {
                     c
                 },
                 history: self.shared.recent_history(&e.spec.name),
+                traffic: Vec::new(),
             })
             .collect();
         for e in &envs {

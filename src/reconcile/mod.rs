@@ -166,6 +166,17 @@ pub trait Converge: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// The traffic routing of `env` (`tidegate switch`) where the
+    /// environment keeps its records; empty when the implementation keeps
+    /// none.
+    async fn routing(
+        &self,
+        _snapshot: &Snapshot,
+        _env: &str,
+    ) -> std::result::Result<crate::state::traffic::Routing, ReportError> {
+        Ok(Default::default())
+    }
+
     /// Appends `entry` to the audit history of `entry.environment` where
     /// the environment keeps its records, as `snapshot` says (a control
     /// requested through the API: suspend, resume, approve, hold ...);

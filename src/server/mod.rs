@@ -277,7 +277,7 @@ async fn metrics(State(shared): S) -> Response {
 }
 
 async fn status(State(app): State<App>) -> Json<Status> {
-    Json(app.shared.status())
+    Json(app.shared.status_with_traffic().await)
 }
 
 #[derive(serde::Deserialize)]
@@ -327,7 +327,10 @@ struct PageQuery {
 }
 
 async fn status_page(State(app): State<App>, Query(q): Query<PageQuery>) -> Html<String> {
-    Html(page::render(&app.shared.status(), q.env.as_deref()))
+    Html(page::render(
+        &app.shared.status_with_traffic().await,
+        q.env.as_deref(),
+    ))
 }
 
 /// Checks that a state-changing request is same-site and its caller may

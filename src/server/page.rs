@@ -56,6 +56,7 @@ pub fn render(status: &Status, env: Option<&str>) -> String {
     pipeline(&mut h, &status.environments);
     table(&mut h, status);
     previews(&mut h, status);
+    traffic(&mut h, status);
     history(&mut h, status);
     graph(&mut h, status, env);
     h.push_str("</body></html>\n");
@@ -319,6 +320,41 @@ fn previews(h: &mut String, status: &Status) {
     h.push_str("</tbody></table>");
 }
 
+/// Where each environment's traffic entry points route (`tidegate
+/// switch`): the live copy and its share, a stepped switch under way, the
+/// copy before.
+fn traffic(h: &mut String, status: &Status) {
+    if status.environments.iter().all(|e| e.traffic.is_empty()) {
+        return;
+    }
+    h.push_str(
+        "<h2>Traffic</h2><table class=traffic><thead><tr><th>environment</th><th>entry point</th>\
+         <th>live</th><th>shifting to</th><th>before</th><th>last change</th></tr></thead><tbody>",
+    );
+    for e in &status.environments {
+        for t in &e.traffic {
+            let canary = t.canary.as_ref().map_or("—".to_string(), |c| {
+                format!("<span class=warn>{} {}%</span>", esc(&c.copy), c.weight)
+            });
+            let _ = write!(
+                h,
+                "<tr data-env=\"{}\" data-entry=\"{}\"><td>{}</td><td>{}</td><td><span class=ok>{}</span> {}%</td>\
+                 <td>{canary}</td><td>{}</td><td>{} by {}</td></tr>",
+                esc(&e.name),
+                esc(&t.entry),
+                esc(&e.name),
+                esc(&t.entry),
+                esc(&t.live),
+                t.weight,
+                t.previous.as_deref().map_or("—".to_string(), esc),
+                esc(&t.at),
+                esc(&t.by),
+            );
+        }
+    }
+    h.push_str("</tbody></table>");
+}
+
 /// The last audit history entries of each environment, newest first
 /// (`GET /api/v1/history` has all of them).
 fn history(h: &mut String, status: &Status) {
@@ -472,6 +508,7 @@ mod tests {
             promotion: Vec::new(),
             controls: Default::default(),
             history: Vec::new(),
+            traffic: Vec::new(),
         }
     }
 
@@ -536,6 +573,36 @@ mod tests {
         assert!(!html.contains("<script"));
         assert!(!html.contains("http://") || html.contains("http://www.w3.org/2000/svg"));
         assert!(html.contains("<h2>History</h2><p>No entries yet.</p>"));
+    }
+
+    #[test]
+    fn the_page_shows_where_traffic_goes_and_a_shift_under_way() {
+        use crate::reconcile::driver::TrafficRoute;
+        let mut prod = env("prod", &[], Gate::Converged);
+        prod.traffic = vec![TrafficRoute {
+            entry: "web".into(),
+            live: "prod".into(),
+            weight: 90,
+            canary: Some(crate::state::traffic::Canary {
+                copy: "prod-green".into(),
+                weight: 10,
+            }),
+            previous: None,
+            at: "2026-12-04T09:00:00Z".into(),
+            by: "alice (cli on laptop)".into(),
+        }];
+        let status = Status {
+            environments: vec![env("dev", &[], Gate::Converged), prod],
+            ..Status::default()
+        };
+        let html = render(&status, None);
+        assert!(html.contains("<h2>Traffic</h2>"), "{html}");
+        assert!(html.contains(
+            "<tr data-env=\"prod\" data-entry=\"web\"><td>prod</td><td>web</td><td><span class=ok>prod</span> 90%</td>\
+             <td><span class=warn>prod-green 10%</span></td><td>—</td><td>2026-12-04T09:00:00Z by alice (cli on laptop)</td></tr>"
+        ), "{html}");
+        let none = render(&Status::default(), None);
+        assert!(!none.contains("<h2>Traffic</h2>"));
     }
 
     #[test]

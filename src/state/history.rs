@@ -99,6 +99,16 @@ pub enum EventKind {
     Suspend,
     Resume,
     Refused,
+    /// `tidegate import`: an existing object adopted.
+    Import,
+    /// `tidegate switch --to`: an entry point moved (or was refused).
+    Switch,
+    /// One weighted step of a stepped switch.
+    SwitchStep,
+    /// A stepped switch went back on its own: the copy turned unhealthy.
+    SwitchFallback,
+    /// `tidegate switch --back`.
+    SwitchBack,
     /// A preview was built or renewed (`tidegate preview up`).
     PreviewUp,
     /// A preview was deleted (`tidegate preview down`).
@@ -121,6 +131,11 @@ impl EventKind {
             EventKind::Suspend => "suspend",
             EventKind::Resume => "resume",
             EventKind::Refused => "refused",
+            EventKind::Import => "import",
+            EventKind::Switch => "switch",
+            EventKind::SwitchStep => "switch-step",
+            EventKind::SwitchFallback => "switch-fallback",
+            EventKind::SwitchBack => "switch-back",
             EventKind::PreviewUp => "preview-up",
             EventKind::PreviewDown => "preview-down",
             EventKind::PreviewExpire => "preview-expire",

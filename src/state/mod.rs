@@ -26,6 +26,7 @@ pub mod control;
 pub mod history;
 mod lock;
 pub mod preview;
+pub mod traffic;
 
 pub use lock::{lease_expired, this_process, EnvLock, LEASE_DURATION};
 

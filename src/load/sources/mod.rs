@@ -288,6 +288,7 @@ pub(crate) fn into_resources(
             depends_on: source.depends_on.clone(),
             waivers: source.waivers.clone(),
             source: Some(source.name.clone()),
+            repeat: None,
         });
     }
     out

@@ -309,6 +309,37 @@ impl Provider for AwsProvider {
         Ok(out)
     }
 
+    /// The resource of the desired type with id `external_id` (one
+    /// Describe call filtered by id), whatever its tags.
+    async fn lookup(
+        &self,
+        desired: &Desired,
+        external_id: &str,
+    ) -> Result<Option<crate::provider::Found>> {
+        let kind = apply::kind_of(&desired.id, &desired.kind)?;
+        let raws = kind
+            .describe(&self.ec2, vec![observe::id_filter(kind, external_id)])
+            .await
+            .map_err(|e| self.api_error(e, &format!("describe {} {external_id}", kind.name())))?;
+        let Some(raw) = raws.into_iter().find(|r| r.external_id == external_id) else {
+            return Ok(None);
+        };
+        let claim = tags::claim(&raw.tags, &self.ec2.owner);
+        let live = Live {
+            id: desired.id.clone(),
+            kind: raw.kind.to_string(),
+            external_id: raw.external_id.clone(),
+            body: raw.body.clone(),
+            attributes: raw.attributes.clone(),
+        };
+        Ok(Some(crate::provider::Found { live, claim }))
+    }
+
+    /// CreateTags of the ownership tags: nothing else changes.
+    async fn adopt(&self, _desired: &Desired, found: &Live) -> Result<()> {
+        apply::adopt(&self.ec2, found).await
+    }
+
     async fn plan(&self, desired: &Desired, live: Option<&Live>) -> Result<Change> {
         Self::check_spec(desired)?;
         let kind = apply::kind_of(&desired.id, &desired.kind)?;

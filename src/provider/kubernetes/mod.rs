@@ -377,8 +377,8 @@ impl Kubernetes {
             Claim::Unmanaged => format!(
                 "{gvk} {target} already exists and is not owned by tidegate ({ours}): labels \
                  {mb}={m}, {pl}={project} and {el}={env} missing; tidegate never takes over \
-                 objects it did not create: delete or rename the existing object, or add those \
-                 labels to adopt it",
+                 objects it did not create: adopt it with `tidegate import {env} {id} {target}` \
+                 (shows the difference, then stamps the marks), or delete or rename it",
                 ours = self.owner,
                 env = self.owner.environment,
                 project = self.owner.project,
@@ -386,6 +386,7 @@ impl Kubernetes {
                 m = labels::MANAGER,
                 pl = labels::PROJECT,
                 el = labels::ENVIRONMENT,
+                id = desired.id,
             ),
         };
         Err(invalid(desired, &message))
@@ -398,9 +399,12 @@ impl Kubernetes {
         target: &ObjectRef,
         manifest: &Value,
         dry_run: bool,
+        imported: bool,
     ) -> std::result::Result<serde_json::Value, kube::Error> {
         let mut params = PatchParams::apply(labels::FIELD_MANAGER);
-        params.force = self.force_conflicts;
+        // An imported object's fields are still managed by whoever made
+        // it: its first apply takes them over.
+        params.force = self.force_conflicts || imported;
         params.dry_run = dry_run;
         let api = self.api(r, target.namespace.as_deref());
         // The plaintext of secrets exists only for the length of this call.
@@ -755,6 +759,91 @@ impl Kubernetes {
 
 #[async_trait::async_trait]
 impl Provider for Kubernetes {
+    /// The object the desired manifest names (`external_id`, written
+    /// `[Kind/][namespace/]name`, must name the same one: an object keeps
+    /// its name), whatever its labels.
+    async fn lookup(&self, desired: &Desired, external_id: &str) -> Result<Option<super::Found>> {
+        let (gvk, manifest) = self.manifest(desired)?;
+        let operation = format!("get {gvk} ({})", desired.id);
+        let r = self.resolve_served(&gvk, &operation).await?;
+        let target = self.object_ref(desired, &manifest, &r)?;
+        let parts: Vec<&str> = external_id.split('/').collect();
+        let (kind, namespace, name) = match parts.as_slice() {
+            [name] => (None, None, *name),
+            [ns, name] if r.namespaced => (None, Some(*ns), *name),
+            [kind, name] => (Some(*kind), None, *name),
+            [kind, ns, name] => (Some(*kind), Some(*ns), *name),
+            _ => {
+                return Err(invalid(
+                    desired,
+                    &format!("`{external_id}` is not `[Kind/][namespace/]name`"),
+                ))
+            }
+        };
+        let same_kind = kind.is_none_or(|k| k.eq_ignore_ascii_case(&gvk.kind));
+        let same_ns = namespace.is_none_or(|n| target.namespace.as_deref() == Some(n));
+        if !same_kind || !same_ns || name != target.name {
+            return Err(invalid(
+                desired,
+                &format!(
+                    "the module declares {gvk} {target}, not `{external_id}`: an imported object keeps its kind, namespace and name, so declare those in the manifest"
+                ),
+            ));
+        }
+        let api = self.api(&r, target.namespace.as_deref());
+        let found = api
+            .get_opt(&target.name)
+            .await
+            .map_err(|e| api_error(format!("get {gvk} {target}"), e))?;
+        let Some(obj) = found else { return Ok(None) };
+        let obj = to_json(obj);
+        let claim = claim(obj.pointer("/metadata/labels"), &self.owner);
+        let live = self.live_of(desired.id.clone(), &desired.kind, &gvk, obj);
+        Ok(Some(super::Found { live, claim }))
+    }
+
+    /// A forced server-side apply (field manager `tidegate`) of the
+    /// ownership marks and of every field the manifest declares *at its
+    /// live value*: tidegate becomes the manager of the fields Git
+    /// declares (so the next apply may change them without a conflict with
+    /// whoever made the object) while no value changes.
+    async fn adopt(&self, desired: &Desired, found: &Live) -> Result<()> {
+        let gvk = Gvk::parse(&desired.kind).ok_or_else(|| {
+            invalid(
+                desired,
+                &KubeError::BadKind {
+                    kind: desired.kind.clone(),
+                }
+                .to_string(),
+            )
+        })?;
+        let operation = format!("adopt {gvk} ({})", desired.id);
+        let r = self.resolve_served(&gvk, &operation).await?;
+        let target = self.object_ref(desired, &desired.body, &r)?;
+        let at_live = object::at_live_values(&desired.body, &found.body);
+        let mut manifest = with_ownership(&at_live, &gvk, &self.owner, &desired.id);
+        if let Value::Map(root) = &mut manifest {
+            if let Some(Value::Map(meta)) = root.get_mut("metadata") {
+                if let Some(Value::Map(a)) = meta.get_mut("annotations") {
+                    a.insert(labels::IMPORTED.into(), Value::String("true".into()));
+                }
+            }
+        }
+        let body = manifest
+            .to_json_exposed()
+            .map_err(|e| invalid(desired, &e.to_string()))?;
+        let mut params = PatchParams::apply(labels::FIELD_MANAGER);
+        params.force = true;
+        self.listed_healthy.forget(found);
+        let result = self
+            .api(&r, target.namespace.as_deref())
+            .patch(&target.name, &params, &Patch::Apply(&body))
+            .await;
+        drop(body);
+        result.map_err(|e| api_error(format!("adopt {gvk} {target}"), e))?;
+        Ok(())
+    }
+
     fn kind(&self) -> ProviderKind {
         ProviderKind::Kubernetes
     }
@@ -843,7 +932,10 @@ impl Provider for Kubernetes {
                 .await?
                 .map(|o| normalise(o, &gvk));
         }
-        match self.server_side_apply(&r, &target, &manifest, true).await {
+        match self
+            .server_side_apply(&r, &target, &manifest, true, imported(live))
+            .await
+        {
             Ok(obj) => {
                 let after = normalise(obj, &gvk);
                 let action = match &before {
@@ -894,12 +986,15 @@ impl Provider for Kubernetes {
         if live.is_none() {
             self.existing_owned(desired, &gvk, &r, &target).await?;
         }
-        let obj = match self.server_side_apply(&r, &target, &manifest, false).await {
+        let obj = match self
+            .server_side_apply(&r, &target, &manifest, false, imported(live))
+            .await
+        {
             Ok(obj) => obj,
             Err(kube::Error::Api(s)) if immutable_reasons(&s).is_some() => {
                 tracing::info!(resource = %desired.id, reasons = ?immutable_reasons(&s), "replacing");
                 self.delete_and_wait(desired, &gvk, &r, &target).await?;
-                self.server_side_apply(&r, &target, &manifest, false)
+                self.server_side_apply(&r, &target, &manifest, false, false)
                     .await
                     .map_err(|e| self.apply_error(desired, &gvk, &target, false, e))?
             }
@@ -1153,4 +1248,15 @@ fn is_retryable_status(s: &Status) -> bool {
 
 fn to_json(obj: impl serde::Serialize) -> serde_json::Value {
     serde_json::to_value(obj).expect("a Kubernetes object serializes to JSON")
+}
+
+/// Whether `live` is an object `tidegate import` adopted that no apply
+/// has converged since.
+fn imported(live: Option<&Live>) -> bool {
+    live.and_then(|l| l.body.as_map())
+        .and_then(|m| m.get("metadata"))
+        .and_then(Value::as_map)
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_map)
+        .is_some_and(|a| a.contains_key(labels::IMPORTED))
 }

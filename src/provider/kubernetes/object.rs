@@ -221,6 +221,44 @@ fn entry_map<'a>(m: &'a mut Map, key: &str) -> &'a mut Map {
     }
 }
 
+/// `desired` cut to the fields the live object has, each at its live
+/// value (a list taken whole): what `tidegate import` applies so that
+/// tidegate manages the fields Git declares without changing one.
+/// `metadata.name` and `metadata.namespace` are kept as declared.
+pub fn at_live_values(desired: &Value, live: &Value) -> Value {
+    fn cut(d: &Value, l: &Value) -> Option<Value> {
+        match (d, l) {
+            (Value::Map(dm), Value::Map(lm)) => {
+                let mut out = Map::new();
+                for (k, dv) in dm {
+                    if let Some(v) = lm.get(k).and_then(|lv| cut(dv, lv)) {
+                        out.insert(k.clone(), v);
+                    }
+                }
+                Some(Value::Map(out))
+            }
+            (_, Value::Null) => None,
+            (_, l) => Some(l.clone()),
+        }
+    }
+    let mut out = cut(desired, live).unwrap_or_else(|| Value::Map(Map::new()));
+    if let (Value::Map(o), Some(Value::Map(dmeta))) =
+        (&mut out, desired.as_map().and_then(|m| m.get("metadata")))
+    {
+        let meta = o
+            .entry("metadata".to_string())
+            .or_insert_with(|| Value::Map(Map::new()));
+        if let Value::Map(meta) = meta {
+            for key in ["name", "namespace"] {
+                if let Some(v) = dmeta.get(key) {
+                    meta.insert(key.to_string(), v.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The resource id recorded on a live object: the `tidegate.dev/resource`
 /// annotation, split after the module label's value (module instance names
 /// and resource names may both contain dots).
