@@ -48,6 +48,7 @@ pub mod observe;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;
+pub mod preview;
 pub mod promotion;
 pub mod provider;
 pub mod reconcile;

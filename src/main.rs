@@ -72,6 +72,9 @@ enum Command {
     /// Disaster recovery: rebuild an environment from Git onto empty targets
     /// (or a blue/green copy with --as NAME) and report the measured RTO.
     Rebuild(cli::rebuild::RebuildArgs),
+    /// Short-lived copies of an environment: `preview up --from ENV --name
+    /// NAME`, `preview down NAME`, `preview list`, `preview sweep`.
+    Preview(cli::preview::PreviewArgs),
     /// Run the in-cluster reconciler: poll Git (and accept push webhooks),
     /// walk environments through their gates, serve probes, metrics and a
     /// status page; exit 0 after SIGTERM.
@@ -178,6 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             &mut out,
         )?),
         Command::Rebuild(args) => Ok(cli::rebuild::run(&args, &mut out)?),
+        Command::Preview(args) => Ok(cli::preview::run(&args, &mut out)?),
         Command::Reconcile(args) => cli::reconcile::run(&args),
         Command::Import(args) => cli::import::run(&args, &mut out),
         Command::Switch(args) => Ok(cli::switch::run(&args, &mut out)?),

@@ -142,6 +142,9 @@ pub struct Environment {
     pub protect: bool,
     /// `promotion:`: approval, soak and windows on top of the gate.
     pub promotion: crate::promotion::Promotion,
+    /// `preview:`: the environment may be copied as short-lived previews
+    /// (`tidegate preview up --from`), with these overrides.
+    pub preview: Option<crate::preview::PreviewSpec>,
     /// `traffic:`: the entry points `tidegate switch` moves between this
     /// environment and its `rebuild --as` copies.
     pub traffic: Vec<EntryPoint>,

@@ -78,6 +78,10 @@ pub struct RunOptions {
     /// or instances (`module.<instance>`) and what they depend on; never
     /// prune; record the environment as partial. Empty: everything.
     pub targets: Vec<String>,
+    /// Providers connected even when the environment declares nothing
+    /// through them (`preview down`: an environment emptied of its modules
+    /// still observes, and prunes, what its owner name owns there).
+    pub providers: Vec<crate::resource::ProviderKind>,
 }
 
 /// One environment of a checked repository at one commit.
@@ -436,18 +440,21 @@ async fn connected(
 ) -> Finished {
     let t0 = Instant::now();
     let scopes = observe::scopes_for(&job.checked.graph, &job.env.name, job.owner);
-    let providers =
-        match Providers::connect(&job.env.target(job.owner), scopes.keys().copied()).await {
-            Ok(p) => p,
-            Err(e) => {
-                return Finished {
-                    ran: Err(e.into()),
-                    api_calls: BTreeMap::new(),
-                    api_retries: BTreeMap::new(),
-                    wall: t0.elapsed(),
-                }
+    let kinds = scopes
+        .keys()
+        .copied()
+        .chain(job.options.providers.iter().copied());
+    let providers = match Providers::connect(&job.env.target(job.owner), kinds).await {
+        Ok(p) => p,
+        Err(e) => {
+            return Finished {
+                ran: Err(e.into()),
+                api_calls: BTreeMap::new(),
+                api_retries: BTreeMap::new(),
+                wall: t0.elapsed(),
             }
-        };
+        }
+    };
     let ran = planned(job, decrypted, &providers, hooks, t0).await;
     let wall = match &ran {
         Ok((_, wall)) => *wall,

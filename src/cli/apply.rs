@@ -151,6 +151,10 @@ pub struct Mode {
     /// `--target`s (apply only): only these and what they depend on; no
     /// prune; the record says partial.
     pub targets: Vec<String>,
+    /// `preview up`: variables of the one environment overridden for the
+    /// copy (its `preview.vars`, rendered), and the audit event.
+    pub vars: Option<crate::value::Map>,
+    pub event: Option<EventKind>,
 }
 
 /// The result of one environment.
@@ -190,6 +194,8 @@ pub fn run(args: &ApplyArgs, out: &mut dyn Write) -> Result<u8> {
         dry_run: false,
         saved,
         targets,
+        vars: None,
+        event: None,
     };
     let (code, _) = run_pipeline(&common, &mode, out)?;
     Ok(code)
@@ -288,7 +294,7 @@ pub fn run_pipeline(
         .as_deref()
         .zip(args.env.as_deref())
         .map(|(o, e)| (e, o));
-    let checked = match crate::pipeline::check_as(&files, rename) {
+    let mut checked = match crate::pipeline::check_as(&files, rename) {
         Ok(c) => c,
         Err(report) => {
             for d in &report.0 {
@@ -302,6 +308,17 @@ pub fn run_pipeline(
     for w in &checked.warnings {
         writeln!(out, "{w}").map_err(super::Error::from)?;
     }
+    if let (Some(vars), Some(name)) = (&mode.vars, &args.env) {
+        if let Some(env) = checked
+            .model
+            .environments
+            .iter_mut()
+            .find(|e| e.name == *name)
+        {
+            env.vars.extend(vars.clone());
+        }
+    }
+    let checked = checked;
     // Resolved once: everything below is handed the environment itself.
     let envs: Vec<&Environment> = match (&args.env, args.all) {
         (Some(e), _) => match checked.model.environment(e) {
@@ -539,14 +556,15 @@ impl Ctx<'_> {
                     ..execute::Options::default()
                 },
                 targets: self.mode.targets.clone(),
+                providers: Vec::new(),
             },
             progress: Some(&cb),
             stop: Some(stop),
             audit: pipeline::Audit {
-                event: if self.mode.rebuild {
-                    EventKind::Rebuild
-                } else {
-                    EventKind::Apply
+                event: match self.mode.event {
+                    Some(event) => event,
+                    None if self.mode.rebuild => EventKind::Rebuild,
+                    None => EventKind::Apply,
                 },
                 subject: Subject::cli(),
                 commit: self.commit_info.cloned(),
@@ -649,7 +667,7 @@ impl Hooks for Preview<'_> {
     }
 }
 
-fn confirm(owner: &str, changes: usize) -> Result<bool> {
+pub(super) fn confirm(owner: &str, changes: usize) -> Result<bool> {
     if !std::io::stdin().is_terminal() {
         return Err(Error::NotATerminal);
     }

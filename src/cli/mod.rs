@@ -14,6 +14,7 @@ pub mod history;
 pub mod import;
 pub mod logs;
 pub mod plan;
+pub mod preview;
 pub mod promote;
 pub mod rebuild;
 pub mod reconcile;

@@ -80,6 +80,8 @@ pub fn run(args: &RebuildArgs, out: &mut dyn Write) -> Result<u8> {
         dry_run: args.dry_run,
         saved: None,
         targets: Vec::new(),
+        vars: None,
+        event: None,
     };
     let mut text: Vec<u8> = Vec::new();
     let (code, results) = {

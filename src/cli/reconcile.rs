@@ -130,6 +130,11 @@ pub struct ReconcileArgs {
     /// Where records of environments without a Kubernetes target are kept.
     #[arg(long, default_value = "/tmp/tidegate-state")]
     pub state_dir: PathBuf,
+    /// How often the preview timer deletes previews whose time to live
+    /// has ended and refreshes the list on the status page (beside the
+    /// converge loop, never in it).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub preview_sweep_interval: Duration,
     /// A force-push (or reset) of the branch to a commit that does not
     /// descend from the one last applied to an environment: `refuse` keeps
     /// the environment where it is (reason `not-a-descendant`), `follow`
@@ -303,8 +308,26 @@ async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> super::Resu
     let server = tokio::spawn(server::serve(listeners, shared.clone(), config, async {
         let _ = http_stopped.await;
     }));
+    let previews = tokio::spawn(super::preview::timer(
+        shared.clone(),
+        args.state_dir.clone(),
+        super::preview::RunArgs {
+            yes: true,
+            parallelism: args.parallelism,
+            health_timeout: args.health_timeout,
+        },
+        args.preview_sweep_interval,
+        Some(super::preview::Branches {
+            source: source.clone(),
+            identities: Arc::new(Identities::from_env(&args.identities)?),
+        }),
+        !args.dry_run,
+    ));
     let reconciler = Reconciler::new(source, converge, opts, shared, commands, kube);
     reconciler.run(terminated()).await;
+    // A preview down in flight is abandoned like a converge: the next
+    // sweep (of this or another replica) finishes it.
+    previews.abort();
     // The events of the last moments (reconciler.stopped among them) get a
     // short, bounded time to go out.
     notifier.shutdown(NOTIFY_FLUSH).await;

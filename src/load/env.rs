@@ -24,6 +24,7 @@ const SPEC_FIELDS: &[&str] = &[
     "guards",
     "protect",
     "promotion",
+    "preview",
     "traffic",
 ];
 
@@ -113,6 +114,9 @@ pub fn decode(
     if let Some(n) = f.opt("promotion") {
         env.promotion = promotion(n, diags);
     }
+    if let Some(n) = f.opt("preview") {
+        env.preview = preview(n, &env.vars, diags);
+    }
     if let Some(n) = f.opt("traffic") {
         env.traffic = super::traffic::decode(n, diags);
     }
@@ -174,6 +178,116 @@ fn drift_interval(n: &Node, text: &str, diags: &mut Diagnostics) -> Option<std::
             None
         }
     }
+}
+
+/// `preview: {max, ttl, vars, branches}` (see [`crate::preview`]): the
+/// overrides may only name variables the environment has and only use
+/// `${preview.name}` and `${preview.slot}`.
+fn preview(
+    n: &Node,
+    env_vars: &crate::value::Map,
+    diags: &mut Diagnostics,
+) -> Option<crate::preview::PreviewSpec> {
+    use crate::preview::{PreviewSpec, MAX_SLOTS};
+    let mut f = Fields::new(n, "`preview`", diags)?;
+    let mut p = PreviewSpec {
+        origin: n.origin.clone(),
+        ..PreviewSpec::default()
+    };
+    if let Some(m) = f.opt("max") {
+        match &m.kind {
+            NodeKind::Int(i) if (1..=i64::from(MAX_SLOTS)).contains(i) => {
+                p.max = u32::try_from(*i).unwrap_or(1)
+            }
+            NodeKind::Int(i) => diags.error(
+                &m.origin,
+                format!("`preview.max` is {i}; it must be between 1 and {MAX_SLOTS}"),
+                "write how many previews of this environment may live at once, e.g. `max: 3`",
+            ),
+            _ => decode::wrong_type(m, "`preview.max`", "an integer", diags),
+        }
+    }
+    if let Some(t) = f.opt("ttl") {
+        if let Some(text) = decode::string(t, "`preview.ttl`", diags) {
+            match humantime::parse_duration(&text) {
+                Ok(d) if !d.is_zero() => p.ttl = d,
+                Ok(_) => diags.error(
+                    &t.origin,
+                    "`preview.ttl` is 0",
+                    "write how long a preview lives at most, e.g. `4h`",
+                ),
+                Err(e) => diags.error(
+                    &t.origin,
+                    format!("`preview.ttl` is `{text}`, which is not a duration: {e}"),
+                    "write a duration such as `30m`, `4h` or `2days`",
+                ),
+            }
+        }
+    }
+    if let Some(b) = f.opt("branches") {
+        if let Some(text) = decode::string(b, "`preview.branches`", diags) {
+            if text.matches('*').count() != 1 {
+                diags.error(
+                    &b.origin,
+                    format!("`preview.branches` is `{text}`; it needs exactly one `*`"),
+                    "write a branch pattern such as `preview/*` or `refs/pull/*/head`",
+                );
+            } else {
+                p.branches = Some(text);
+            }
+        }
+    }
+    if let Some(v) = f.opt("vars") {
+        if Fields::new(v, "`preview.vars`", diags).is_some() {
+            if let NodeKind::Map(entries) = &v.kind {
+                for (k, node) in entries {
+                    if !env_vars.contains_key(&k.name) {
+                        let have: Vec<&str> = env_vars.keys().map(String::as_str).collect();
+                        diags.error(
+                            &k.origin,
+                            format!(
+                                "`preview.vars` overrides `{}`, which is not a variable of this environment",
+                                k.name
+                            ),
+                            format!(
+                                "override one of spec.vars ({}), or add `{}` to spec.vars first",
+                                if have.is_empty() { "none".to_string() } else { have.join(", ") },
+                                k.name
+                            ),
+                        );
+                        continue;
+                    }
+                    let value = match &node.kind {
+                        NodeKind::Str(s) => {
+                            for r in crate::preview::unknown_refs(s) {
+                                diags.error(
+                                    &node.origin,
+                                    format!("`preview.vars.{}` uses `{r}`; a preview variable may only use `${{preview.name}}` and `${{preview.slot}}`", k.name),
+                                    "write the value with those two (`10.2${preview.slot}.0.0/16`, `${preview.name}.preview.example.com`); `$${` is a literal `${`",
+                                );
+                            }
+                            Value::String(s.clone())
+                        }
+                        NodeKind::Int(_) | NodeKind::Bool(_) | NodeKind::Float(_) => {
+                            node.to_value_spans().0
+                        }
+                        _ => {
+                            decode::wrong_type(
+                                node,
+                                "a value of `preview.vars`",
+                                "a scalar",
+                                diags,
+                            );
+                            continue;
+                        }
+                    };
+                    p.vars.insert(k.name.clone(), (value, node.origin.clone()));
+                }
+            }
+        }
+    }
+    f.finish(&["max", "ttl", "vars", "branches"], diags);
+    Some(p)
 }
 
 /// `promotion: {mode, soak, windows, heal}`; absent fields keep the

@@ -437,3 +437,66 @@ fn promotion_rules_are_read_and_each_mistake_is_an_error_at_its_line() {
     }
     assert!(e.iter().any(|x| x.contains("gate")), "{e:#?}");
 }
+
+/// `spec.preview` appended to dev's spec of [`testutil::repo`].
+fn with_preview(block: &str) -> Files {
+    let mut f = testutil::repo();
+    let dev = String::from_utf8(f["environments/dev.yaml"].clone()).unwrap();
+    f.insert(
+        "environments/dev.yaml".into(),
+        format!("{dev}{block}").into_bytes(),
+    );
+    f
+}
+
+#[test]
+fn a_preview_block_is_read_with_its_overrides() {
+    let f = with_preview(
+        "  preview:\n    max: 2\n    ttl: 90m\n    branches: preview/*\n    vars:\n      cidr: \"10.2${preview.slot}.0.0/16\"\n",
+    );
+    let m = load(&f).unwrap();
+    let p = m.environment("dev").unwrap().preview.clone().unwrap();
+    assert_eq!(p.max, 2);
+    assert_eq!(p.ttl, std::time::Duration::from_secs(90 * 60));
+    assert_eq!(p.branches.as_deref(), Some("preview/*"));
+    assert_eq!(p.vars["cidr"].1.line, 29);
+    assert!(m.environment("prod").unwrap().preview.is_none());
+}
+
+#[test]
+fn a_bad_preview_block_is_reported_at_file_and_line() {
+    let f = with_preview(
+        "  preview:\n    max: 0\n    ttl: soon\n    colour: blue\n    branches: preview\n    vars:\n      cidr: \"10.${env.name}.0.0/16\"\n      host: x\n",
+    );
+    let e = errors(&f);
+    let want = [
+        ("environments/dev.yaml:25:", "`preview.max` is 0"),
+        (
+            "environments/dev.yaml:26:",
+            "`preview.ttl` is `soon`, which is not a duration",
+        ),
+        (
+            "environments/dev.yaml:27:",
+            "unknown field `colour` in `preview`",
+        ),
+        (
+            "environments/dev.yaml:28:",
+            "`preview.branches` is `preview`; it needs exactly one `*`",
+        ),
+        (
+            "environments/dev.yaml:30:",
+            "`preview.vars.cidr` uses `${env.name}`",
+        ),
+        (
+            "environments/dev.yaml:31:",
+            "`preview.vars` overrides `host`, which is not a variable of this environment",
+        ),
+    ];
+    assert_eq!(e.len(), want.len(), "{e:#?}");
+    for (at, what) in want {
+        assert!(
+            e.iter().any(|d| d.starts_with(at) && d.contains(what)),
+            "no `{what}` at {at}: {e:#?}"
+        );
+    }
+}

@@ -195,6 +195,7 @@ impl Converge for Executor {
                 execute: self.options.clone(),
                 // The reconciler converges whole environments.
                 targets: Vec::new(),
+                providers: Vec::new(),
             },
             progress: None,
             stop: None,

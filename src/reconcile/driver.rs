@@ -306,6 +306,21 @@ impl Shared {
         }
     }
 
+    /// The commit being reconciled, once one has loaded (the preview
+    /// timer reads the environments from it).
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.history
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Publishes the live previews on the status API and page.
+    pub fn set_previews(&self, previews: Vec<crate::preview::Entry>) {
+        self.set_status(|s| s.previews = previews);
+    }
+
     fn recent_history(&self, env: &str) -> Vec<Entry> {
         lock(&self.recent).get(env).cloned().unwrap_or_default()
     }
@@ -337,6 +352,9 @@ pub struct Status {
     /// In promotion order.
     pub environments: Vec<EnvStatus>,
     pub graph: GraphView,
+    /// The live previews (`tidegate preview`), as the preview timer last
+    /// read their registries.
+    pub previews: Vec<crate::preview::Entry>,
 }
 
 /// One environment on the status page.

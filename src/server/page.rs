@@ -55,6 +55,7 @@ pub fn render(status: &Status, env: Option<&str>) -> String {
     h.push_str("<h2>Environments</h2>");
     pipeline(&mut h, &status.environments);
     table(&mut h, status);
+    previews(&mut h, status);
     traffic(&mut h, status);
     history(&mut h, status);
     graph(&mut h, status, env);
@@ -289,6 +290,31 @@ fn table(h: &mut String, status: &Status) {
                 crate::model::DriftMode::Report => "report",
             },
             every = e.drift_interval_secs,
+        );
+    }
+    h.push_str("</tbody></table>");
+}
+
+/// The live previews with their expiry (`tidegate preview list`).
+fn previews(h: &mut String, status: &Status) {
+    if status.previews.is_empty() {
+        return;
+    }
+    h.push_str(
+        "<h2>Previews</h2><table class=previews><thead><tr><th>name</th><th>from</th><th>slot</th>\
+         <th>commit</th><th>expires</th><th>resources</th><th>by</th></tr></thead><tbody>",
+    );
+    for p in &status.previews {
+        let total: usize = p.resources.values().sum();
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{total}</td><td>{}</td></tr>",
+            esc(&p.name),
+            esc(&p.from),
+            p.slot,
+            esc(short(&p.commit)),
+            esc(&p.expires),
+            esc(&p.who)
         );
     }
     h.push_str("</tbody></table>");

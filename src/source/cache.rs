@@ -80,6 +80,24 @@ impl Cache {
         })
     }
 
+    /// Every ref the remote advertises (`refs/heads/...`, `refs/pull/...`),
+    /// with the commit it points at; without fetching anything.
+    pub fn ls_all(&self, creds: &Credentials) -> Result<Vec<(String, Oid)>> {
+        let mut remote = self
+            .repo
+            .remote_anonymous(&self.url)
+            .map_err(|e| self.unreachable(e))?;
+        self.remote_op(creds, |cbs| {
+            let conn = remote.connect_auth(Direction::Fetch, Some(cbs), None)?;
+            let heads = conn.list()?;
+            Ok(heads
+                .iter()
+                .filter(|h| h.name().starts_with("refs/") && !h.name().ends_with("^{}"))
+                .map(|h| (h.name().to_string(), h.oid()))
+                .collect::<Vec<_>>())
+        })
+    }
+
     /// Fetch exactly one ref into the same name in the cache.
     pub fn fetch_ref(&self, creds: &Credentials, refname: &str) -> Result<()> {
         self.fetch(creds, &[format!("+{refname}:{refname}")])

@@ -304,6 +304,29 @@ impl Source {
         .await
     }
 
+    /// Every ref of the remote with its commit id (hex), without fetching
+    /// (the reconciler's branch previews: `preview.branches`).
+    pub async fn remote_refs(&self) -> Result<Vec<(String, String)>> {
+        self.with_work(|w| {
+            let refs = w.cache.ls_all(&w.cfg.credentials)?;
+            Ok(refs.into_iter().map(|(n, o)| (n, o.to_string())).collect())
+        })
+        .await
+    }
+
+    /// The snapshot at the full ref `refname` (`refs/heads/preview/x`,
+    /// `refs/pull/42/head`), fetching that one ref first.
+    pub async fn snapshot_of_ref(&self, refname: &str) -> Result<Snapshot> {
+        let refname = refname.to_string();
+        self.with_work(move |w| {
+            if let Err(e) = w.cache.fetch_ref(&w.cfg.credentials, &refname) {
+                tracing::warn!(reference = %refname, error = %e, "fetch failed; answering from the git cache");
+            }
+            w.read_revision(&refname)
+        })
+        .await
+    }
+
     /// The snapshots at `base` and `head` (for a preview), from one fetch.
     pub async fn snapshot_pair(&self, base: &str, head: &str) -> Result<(Snapshot, Snapshot)> {
         let (base, head) = (base.to_string(), head.to_string());

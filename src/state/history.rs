@@ -109,6 +109,12 @@ pub enum EventKind {
     SwitchFallback,
     /// `tidegate switch --back`.
     SwitchBack,
+    /// A preview was built or renewed (`tidegate preview up`).
+    PreviewUp,
+    /// A preview was deleted (`tidegate preview down`).
+    PreviewDown,
+    /// A preview's time to live ended and it was deleted (`preview sweep`).
+    PreviewExpire,
 }
 
 impl EventKind {
@@ -130,6 +136,9 @@ impl EventKind {
             EventKind::SwitchStep => "switch-step",
             EventKind::SwitchFallback => "switch-fallback",
             EventKind::SwitchBack => "switch-back",
+            EventKind::PreviewUp => "preview-up",
+            EventKind::PreviewDown => "preview-down",
+            EventKind::PreviewExpire => "preview-expire",
         }
     }
 }

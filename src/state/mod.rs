@@ -25,6 +25,7 @@ use crate::resource::KubeTarget;
 pub mod control;
 pub mod history;
 mod lock;
+pub mod preview;
 pub mod traffic;
 
 pub use lock::{lease_expired, this_process, EnvLock, LEASE_DURATION};

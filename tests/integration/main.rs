@@ -18,6 +18,7 @@ mod notify_plan;
 mod ownership;
 mod plan;
 mod policy;
+mod preview;
 mod promotion;
 mod real_kube;
 mod reconcile;
