@@ -735,7 +735,15 @@ async fn with_kubernetes_auth_rbac_decides_who_may_suspend_which_environment() {
     assert_eq!(code, 403, "viewer may do nothing: {body}");
     let (code, _) = post("/api/v1/environments/dev/resume", "not-a-token".into()).await;
     assert_eq!(code, 401);
-    assert_eq!(t.gate("prod").await, "converged");
+    // Not suspended by the refused request; the reconcile asked above may
+    // still be running prod, so wait for it to settle.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut gate = t.gate("prod").await;
+    while (gate == "running" || gate == "open") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gate = t.gate("prod").await;
+    }
+    assert_eq!(gate, "converged");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let logs = t.logs();
     assert!(
