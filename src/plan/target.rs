@@ -114,7 +114,7 @@ fn resolve(
                 target: target.into(),
                 env: env.into(),
                 instance: name.into(),
-                instances: instances.into_iter().collect::<Vec<_>>().join(", "),
+                instances: shown(&instances.into_iter().collect::<Vec<_>>()),
             });
         }
         return Ok(of);
@@ -134,7 +134,7 @@ fn resolve(
         let names: Vec<&str> = instances.into_iter().collect();
         format!(
             "; its module instances are {} (target a whole one with `module.<instance>`)",
-            names.join(", ")
+            shown(&names)
         )
     };
     Err(Error::UnknownResource {
