@@ -83,11 +83,16 @@ pub fn order(envs: Vec<Environment>, diags: &mut Diagnostics) -> Vec<Environment
     placed
 }
 
+/// The names, `, `-separated; past 20 (a `forEach` makes thousands of
+/// instances) the first 20 and how many more.
 fn join<T: AsRef<str>>(items: impl Iterator<Item = T>) -> String {
-    items
-        .map(|s| s.as_ref().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    const SHOWN: usize = 20;
+    let all: Vec<String> = items.map(|s| s.as_ref().to_string()).collect();
+    let mut out = all[..all.len().min(SHOWN)].join(", ");
+    if all.len() > SHOWN {
+        out.push_str(&format!(" and {} more", all.len() - SHOWN));
+    }
+    out
 }
 
 /// Checks every reference of every module and environment.
