@@ -638,4 +638,82 @@ crate::on_both_kubes!(
     sigkill_at_any_point_then_rerun_leaves_exactly_the_desired_resources,
     rebuild_reports_rto_and_as_builds_a_coexisting_copy,
     reconcile_applies_each_environment_through_the_executor,
+    a_copy_sees_and_prunes_its_own_secrets,
 );
+
+/// A `rebuild --as` copy is observed where it lives: its Secret, in a
+/// Namespace named after the copy (`${env.name}`), is seen by the next
+/// rebuild (unchanged, not created again) and pruned when Git drops it.
+async fn a_copy_sees_and_prunes_its_own_secrets(kube: Kube) {
+    let stand = Stand::start_on(kube).await;
+    // The install step (docs/install.md): the copy's namespace made by the
+    // administrator, and on the real server tidegate's Secrets grant in it
+    // (deploy/rbac.yaml grants Secrets namespace by namespace only).
+    let mut copy_ns = k8s_openapi::api::core::v1::Namespace::default();
+    copy_ns.metadata.name = Some("app-dev-green".into());
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(stand.admin_kube("dev").await)
+        .create(&PostParams::default(), &copy_ns)
+        .await
+        .unwrap();
+    if let super::stand::KubeServer::Real(_) = &stand.kube {
+        stand
+            .real()
+            .kubectl_stdin(
+                &["apply", "-f", "-"],
+                Some(&super::kubernetes::grant_secrets_in("app-dev-green")),
+            )
+            .unwrap();
+    }
+    let repo = TempDir::new().unwrap();
+    let dir = repo.path();
+    let env = "apiVersion: tidegate.dev/v1\nkind: Environment\nmetadata:\n  name: dev\nspec:\n  targets:\n    kubernetes:\n      context: dev\n  modules:\n    - name: app\n      source: modules/app\n  policy:\n    defaultSeverity: warning\n";
+    let ns = "    - name: config\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: ConfigMap\n        metadata:\n          name: config\n          namespace: app-${env.name}\n        data:\n          A: \"1\"\n";
+    let secret = "    - name: creds\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: Secret\n        metadata:\n          name: creds\n          namespace: app-${env.name}\n        stringData:\n          user: app\n";
+    let module = |with_secret: bool| {
+        format!(
+            "apiVersion: tidegate.dev/v1\nkind: Module\nmetadata:\n  name: app\nspec:\n  resources:\n{ns}{}",
+            if with_secret { secret } else { "" }
+        )
+    };
+    commit_files(
+        dir,
+        &[
+            ("environments/dev.yaml", env.to_string()),
+            ("modules/app/module.yaml", module(true)),
+        ],
+    );
+    let rebuild = ["rebuild", "--env", "dev", "--as", "dev-green", "--yes"];
+    let (code, text) = stand.cli(dir, &rebuild).await;
+    assert_eq!(code, 0, "{text}");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(stand.admin_kube("dev").await, "app-dev-green");
+    assert!(secrets.get_opt("creds").await.unwrap().is_some());
+
+    let (code, text) = stand.cli(dir, &rebuild).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        !text.contains("created") && text.contains("2 unchanged"),
+        "the copy's Secret is observed, not made again: {text}"
+    );
+
+    commit_files(dir, &[("modules/app/module.yaml", module(false))]);
+    let (code, text) = stand
+        .cli(
+            dir,
+            &[
+                "rebuild",
+                "--env",
+                "dev",
+                "--as",
+                "dev-green",
+                "--yes",
+                "--allow-mass-delete",
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        secrets.get_opt("creds").await.unwrap().is_none(),
+        "pruned in the copy: {text}"
+    );
+}
