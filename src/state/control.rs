@@ -8,52 +8,25 @@
 //! replaced only at the resourceVersion read (a conflict reads again), the
 //! file is changed under an exclusive lock on `<file>.lock`.
 
-use std::collections::BTreeMap;
-use std::io::Write;
-
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ObjectMeta, PostParams};
-
+use super::document::Doc;
 use super::history::{Entry, EventKind, Outcome, Subject};
-use super::{
-    ensure_namespace, now_rfc3339, object_name, scoped, EnvRecord, Error, RecordStore, Result,
-    NAMESPACE,
-};
+use super::{now_rfc3339, scoped, EnvRecord, RecordStore, Result};
 use crate::model::Environment;
 use crate::promotion::{self, Change, Controls, Inputs, Wait};
-use crate::provider::labels;
-
-const KEY: &str = "controls";
-
-/// Attempts at a ConfigMap change that keeps meeting a conflict.
-const ATTEMPTS: usize = 8;
 
 impl RecordStore {
+    fn controls_doc(&self, env: &str) -> Doc {
+        Doc {
+            kind: "controls",
+            data_key: "controls",
+            key: scoped(self.project(), env),
+            label: ("tidegate.dev/controls", env.to_string()),
+        }
+    }
+
     /// The controls of `env` (empty when none were ever set).
     pub async fn controls(&self, env: &str) -> Result<Controls> {
-        let key = scoped(self.project(), env);
-        match self {
-            RecordStore::File { dir, .. } => {
-                let path = dir.join(format!("{key}.controls.json"));
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => parse(&text, &path.display().to_string()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Controls::default()),
-                    Err(source) => Err(Error::Io {
-                        path: path.display().to_string(),
-                        source,
-                    }),
-                }
-            }
-            RecordStore::ConfigMap { client, .. } => {
-                let api: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
-                let name = object_name("controls", &key);
-                let cm = api.get_opt(&name).await.map_err(|source| Error::Kube {
-                    operation: format!("read configmap {NAMESPACE}/{name}"),
-                    source,
-                })?;
-                controls_of(cm.as_ref(), &name)
-            }
-        }
+        self.read_doc(&self.controls_doc(env)).await
     }
 
     /// Changes the controls of `env` with `change` (which may refuse with
@@ -62,95 +35,9 @@ impl RecordStore {
     pub async fn change_controls<E>(
         &self,
         env: &str,
-        mut change: impl FnMut(&mut Controls) -> std::result::Result<(), E>,
+        change: impl FnMut(&mut Controls) -> std::result::Result<(), E>,
     ) -> Result<std::result::Result<Controls, E>> {
-        let key = scoped(self.project(), env);
-        match self {
-            RecordStore::File { dir, .. } => {
-                let io = |p: &std::path::Path| {
-                    let p = p.display().to_string();
-                    move |source| Error::Io { path: p, source }
-                };
-                std::fs::create_dir_all(dir).map_err(io(dir))?;
-                let path = dir.join(format!("{key}.controls.json"));
-                let lock_path = dir.join(format!(".{key}.controls.lock"));
-                let lock = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&lock_path)
-                    .map_err(io(&lock_path))?;
-                lock.lock().map_err(io(&lock_path))?;
-                let mut controls = self.controls(env).await?;
-                if let Err(e) = change(&mut controls) {
-                    return Ok(Err(e));
-                }
-                let tmp = dir.join(format!(".{key}.controls.json.tmp"));
-                let text = serde_json::to_string_pretty(&controls).expect("controls serialise");
-                let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-                f.write_all(text.as_bytes()).map_err(io(&tmp))?;
-                f.sync_all().map_err(io(&tmp))?;
-                std::fs::rename(&tmp, &path).map_err(io(&path))?;
-                drop(lock);
-                Ok(Ok(controls))
-            }
-            RecordStore::ConfigMap { client, project } => {
-                ensure_namespace(client).await?;
-                let api: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
-                let name = object_name("controls", &key);
-                for _ in 0..ATTEMPTS {
-                    let found = api.get_opt(&name).await.map_err(|source| Error::Kube {
-                        operation: format!("read configmap {NAMESPACE}/{name}"),
-                        source,
-                    })?;
-                    let mut controls = controls_of(found.as_ref(), &name)?;
-                    if let Err(e) = change(&mut controls) {
-                        return Ok(Err(e));
-                    }
-                    let text = serde_json::to_string_pretty(&controls).expect("controls serialise");
-                    let cm = ConfigMap {
-                        metadata: ObjectMeta {
-                            name: Some(name.clone()),
-                            namespace: Some(NAMESPACE.into()),
-                            resource_version: found
-                                .as_ref()
-                                .and_then(|c| c.metadata.resource_version.clone()),
-                            labels: Some(BTreeMap::from([
-                                (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
-                                (labels::PROJECT.to_string(), project.clone()),
-                                ("tidegate.dev/controls".to_string(), env.to_string()),
-                            ])),
-                            ..ObjectMeta::default()
-                        },
-                        data: Some(BTreeMap::from([(KEY.to_string(), text)])),
-                        ..ConfigMap::default()
-                    };
-                    let pp = PostParams {
-                        field_manager: Some(labels::FIELD_MANAGER.into()),
-                        ..PostParams::default()
-                    };
-                    let written = match found {
-                        Some(_) => api.replace(&name, &pp, &cm).await,
-                        None => api.create(&pp, &cm).await,
-                    };
-                    match written {
-                        Ok(_) => return Ok(Ok(controls)),
-                        // Someone else changed (or created) it since the
-                        // read: read again and apply the change to theirs.
-                        Err(kube::Error::Api(e)) if e.code == 409 => continue,
-                        Err(source) => {
-                            return Err(Error::Kube {
-                                operation: format!("write configmap {NAMESPACE}/{name}"),
-                                source,
-                            })
-                        }
-                    }
-                }
-                Err(Error::Conflict {
-                    place: format!("configmap {NAMESPACE}/{name}"),
-                })
-            }
-        }
+        self.change_doc(&self.controls_doc(env), change).await
     }
 }
 
@@ -267,20 +154,6 @@ pub fn good_since(
                 .ok()
         })
         .max()
-}
-
-fn controls_of(cm: Option<&ConfigMap>, name: &str) -> Result<Controls> {
-    match cm.and_then(|c| c.data.as_ref()).and_then(|d| d.get(KEY)) {
-        Some(text) => parse(text, &format!("configmap {NAMESPACE}/{name}")),
-        None => Ok(Controls::default()),
-    }
-}
-
-fn parse(text: &str, place: &str) -> Result<Controls> {
-    serde_json::from_str(text).map_err(|source| Error::Corrupt {
-        place: place.to_string(),
-        source,
-    })
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use crate::provider::labels;
 use crate::resource::KubeTarget;
 
 pub mod control;
+mod document;
 pub mod history;
 mod lock;
 pub mod preview;

@@ -9,17 +9,11 @@
 //! file is changed under an exclusive lock on `.<file>.lock`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ObjectMeta, PostParams};
 use serde::{Deserialize, Serialize};
 
-use super::{ensure_namespace, object_name, scoped, Error, RecordStore, Result, NAMESPACE};
-use crate::provider::labels;
-
-const KEY: &str = "routing";
-const ATTEMPTS: usize = 8;
+use super::document::Doc;
+use super::{scoped, RecordStore, Result};
 
 /// The routing of every entry point of one environment, by entry name.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,31 +69,18 @@ impl Route {
 }
 
 impl RecordStore {
+    fn routing_doc(&self, env: &str) -> Doc {
+        Doc {
+            kind: "traffic",
+            data_key: "routing",
+            key: scoped(self.project(), env),
+            label: ("tidegate.dev/traffic", env.to_string()),
+        }
+    }
+
     /// The routing of `env` (empty when nothing was ever switched).
     pub async fn routing(&self, env: &str) -> Result<Routing> {
-        let key = scoped(self.project(), env);
-        match self {
-            RecordStore::File { dir, .. } => {
-                let path = dir.join(format!("{key}.traffic.json"));
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => parse(&text, &path.display().to_string()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Routing::default()),
-                    Err(source) => Err(Error::Io {
-                        path: path.display().to_string(),
-                        source,
-                    }),
-                }
-            }
-            RecordStore::ConfigMap { client, .. } => {
-                let api: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
-                let name = object_name("traffic", &key);
-                let cm = api.get_opt(&name).await.map_err(|source| Error::Kube {
-                    operation: format!("read configmap {NAMESPACE}/{name}"),
-                    source,
-                })?;
-                routing_of(cm.as_ref(), &name)
-            }
-        }
+        self.read_doc(&self.routing_doc(env)).await
     }
 
     /// Changes the routing of `env` with `change` (which may refuse,
@@ -107,108 +88,10 @@ impl RecordStore {
     pub async fn change_routing<E>(
         &self,
         env: &str,
-        mut change: impl FnMut(&mut Routing) -> std::result::Result<(), E>,
+        change: impl FnMut(&mut Routing) -> std::result::Result<(), E>,
     ) -> Result<std::result::Result<Routing, E>> {
-        let key = scoped(self.project(), env);
-        match self {
-            RecordStore::File { dir, .. } => {
-                let io = |p: &std::path::Path| {
-                    let p = p.display().to_string();
-                    move |source| Error::Io { path: p, source }
-                };
-                std::fs::create_dir_all(dir).map_err(io(dir))?;
-                let path = dir.join(format!("{key}.traffic.json"));
-                let lock_path = dir.join(format!(".{key}.traffic.lock"));
-                let lock = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&lock_path)
-                    .map_err(io(&lock_path))?;
-                lock.lock().map_err(io(&lock_path))?;
-                let mut routing = self.routing(env).await?;
-                if let Err(e) = change(&mut routing) {
-                    return Ok(Err(e));
-                }
-                let tmp = dir.join(format!(".{key}.traffic.json.tmp"));
-                let text = serde_json::to_string_pretty(&routing).expect("routing serialises");
-                let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-                f.write_all(text.as_bytes()).map_err(io(&tmp))?;
-                f.sync_all().map_err(io(&tmp))?;
-                std::fs::rename(&tmp, &path).map_err(io(&path))?;
-                drop(lock);
-                Ok(Ok(routing))
-            }
-            RecordStore::ConfigMap { client, project } => {
-                ensure_namespace(client).await?;
-                let api: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
-                let name = object_name("traffic", &key);
-                for _ in 0..ATTEMPTS {
-                    let found = api.get_opt(&name).await.map_err(|source| Error::Kube {
-                        operation: format!("read configmap {NAMESPACE}/{name}"),
-                        source,
-                    })?;
-                    let mut routing = routing_of(found.as_ref(), &name)?;
-                    if let Err(e) = change(&mut routing) {
-                        return Ok(Err(e));
-                    }
-                    let text = serde_json::to_string_pretty(&routing).expect("routing serialises");
-                    let cm = ConfigMap {
-                        metadata: ObjectMeta {
-                            name: Some(name.clone()),
-                            namespace: Some(NAMESPACE.into()),
-                            resource_version: found
-                                .as_ref()
-                                .and_then(|c| c.metadata.resource_version.clone()),
-                            labels: Some(BTreeMap::from([
-                                (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
-                                (labels::PROJECT.to_string(), project.clone()),
-                                ("tidegate.dev/traffic".to_string(), env.to_string()),
-                            ])),
-                            ..ObjectMeta::default()
-                        },
-                        data: Some(BTreeMap::from([(KEY.to_string(), text)])),
-                        ..ConfigMap::default()
-                    };
-                    let pp = PostParams {
-                        field_manager: Some(labels::FIELD_MANAGER.into()),
-                        ..PostParams::default()
-                    };
-                    let written = match found {
-                        Some(_) => api.replace(&name, &pp, &cm).await,
-                        None => api.create(&pp, &cm).await,
-                    };
-                    match written {
-                        Ok(_) => return Ok(Ok(routing)),
-                        Err(kube::Error::Api(e)) if e.code == 409 => continue,
-                        Err(source) => {
-                            return Err(Error::Kube {
-                                operation: format!("write configmap {NAMESPACE}/{name}"),
-                                source,
-                            })
-                        }
-                    }
-                }
-                Err(Error::Conflict {
-                    place: format!("configmap {NAMESPACE}/{name}"),
-                })
-            }
-        }
+        self.change_doc(&self.routing_doc(env), change).await
     }
-}
-
-fn routing_of(cm: Option<&ConfigMap>, name: &str) -> Result<Routing> {
-    match cm.and_then(|c| c.data.as_ref()).and_then(|d| d.get(KEY)) {
-        Some(text) => parse(text, &format!("configmap {NAMESPACE}/{name}")),
-        None => Ok(Routing::default()),
-    }
-}
-
-fn parse(text: &str, place: &str) -> Result<Routing> {
-    serde_json::from_str(text).map_err(|source| Error::Corrupt {
-        place: place.to_string(),
-        source,
-    })
 }
 
 #[cfg(test)]
