@@ -132,23 +132,10 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write) -> super::Result<u8> {
             origin: want.origin.clone(),
             source: Box::new(e),
         };
-        // Kubernetes without an id: the object the manifest names.
-        let found = if external.is_empty() {
-            let name = crate::provider::kubernetes::object::meta_str(&want.body, "name")
-                .unwrap_or_default()
-                .to_string();
-            let ns = crate::provider::kubernetes::object::meta_str(&want.body, "namespace")
-                .map(|n| format!("{n}/"))
-                .unwrap_or_default();
-            match provider.lookup(want, &format!("{ns}{name}")).await {
-                // A cluster-scoped kind given a namespace by mistake is the
-                // manifest's problem; retry with the name alone.
-                Err(_) if !ns.is_empty() => provider.lookup(want, &name).await,
-                other => other,
-            }
-        } else {
-            provider.lookup(want, &external).await
-        }
+        // Kubernetes without an id (empty): the object the manifest names.
+        let found = provider
+            .lookup(want, &external)
+            .await
         .map_err(lookup)?;
         let Some(found) = found else {
             let shown = args.external_id.as_deref().unwrap_or("the object the manifest names");

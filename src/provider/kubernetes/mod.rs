@@ -761,7 +761,7 @@ impl Kubernetes {
 impl Provider for Kubernetes {
     /// The object the desired manifest names (`external_id`, written
     /// `[Kind/][namespace/]name`, must name the same one: an object keeps
-    /// its name), whatever its labels.
+    /// its name; empty: that object), whatever its labels.
     async fn lookup(&self, desired: &Desired, external_id: &str) -> Result<Option<super::Found>> {
         let (gvk, manifest) = self.manifest(desired)?;
         let operation = format!("get {gvk} ({})", desired.id);
@@ -769,6 +769,8 @@ impl Provider for Kubernetes {
         let target = self.object_ref(desired, &manifest, &r)?;
         let parts: Vec<&str> = external_id.split('/').collect();
         let (kind, namespace, name) = match parts.as_slice() {
+            // None given: the object the manifest names.
+            [""] => (None, None, target.name.as_str()),
             [name] => (None, None, *name),
             [ns, name] if r.namespaced => (None, Some(*ns), *name),
             [kind, name] => (Some(*kind), None, *name),
