@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use aws_sdk_ec2::config::{Credentials, Region};
 use tidegate::provider::aws::{AwsProvider, Options, RetryPolicy};
-use tidegate::provider::{Action, Desired, Live, Provider, ResourceId};
+use tidegate::provider::{Action, Desired, Live, Provider, ResourceId, Spec};
 use tidegate::sensitive::Sensitive;
 use tidegate::value::{Map, Value};
 
@@ -62,13 +62,13 @@ fn provider_with_timeout(env: &str, endpoint: &str, attempt_timeout: Duration) -
 /// One resource of the test's "Git": kind, id and a body template whose
 /// `${module.name.attr}` strings are resolved against applied resources.
 #[derive(Clone)]
-struct Res {
-    kind: &'static str,
-    id: ResourceId,
-    body: Value,
+pub(crate) struct Res {
+    pub kind: &'static str,
+    pub id: ResourceId,
+    pub body: Value,
 }
 
-fn res(kind: &'static str, module: &str, name: &str, body: serde_json::Value) -> Res {
+pub(crate) fn res(kind: &'static str, module: &str, name: &str, body: serde_json::Value) -> Res {
     Res {
         kind,
         id: ResourceId {
@@ -79,12 +79,12 @@ fn res(kind: &'static str, module: &str, name: &str, body: serde_json::Value) ->
     }
 }
 
-fn network(subnet_a_cidr: &str) -> Vec<Res> {
+pub(crate) fn network(subnet_a_cidr: &str) -> Vec<Res> {
     network_in("10.0", subnet_a_cidr)
 }
 
 /// The network module with the VPC at `<prefix>.0.0/16`.
-fn network_in(prefix: &str, subnet_a_cidr: &str) -> Vec<Res> {
+pub(crate) fn network_in(prefix: &str, subnet_a_cidr: &str) -> Vec<Res> {
     let vpc_cidr = format!("{prefix}.0.0/16");
     let subnet_b_cidr = format!("{prefix}.2.0/24");
     let tags = serde_json::json!({"environment": "dev", "owner": "platform", "product": "shop"});
@@ -224,13 +224,13 @@ fn desired(r: &Res, lives: &BTreeMap<ResourceId, Live>) -> Desired {
     }
 }
 
-async fn observe(p: &AwsProvider) -> BTreeMap<ResourceId, Live> {
+pub(crate) async fn observe(p: &AwsProvider) -> BTreeMap<ResourceId, Live> {
     let lives = p.observe(&[]).await.expect("observe");
     lives.into_iter().map(|l| (l.id.clone(), l)).collect()
 }
 
 /// Plans every resource in order against a fresh observe, without applying.
-async fn plan_all(p: &AwsProvider, git: &[Res]) -> Vec<(String, Action)> {
+pub(crate) async fn plan_all(p: &AwsProvider, git: &[Res]) -> Vec<(String, Action)> {
     let lives = observe(p).await;
     let mut out = Vec::new();
     for r in git {
@@ -241,13 +241,13 @@ async fn plan_all(p: &AwsProvider, git: &[Res]) -> Vec<(String, Action)> {
     out
 }
 
-fn changes(plan: &[(String, Action)]) -> Vec<&(String, Action)> {
+pub(crate) fn changes(plan: &[(String, Action)]) -> Vec<&(String, Action)> {
     plan.iter().filter(|(_, a)| *a != Action::NoOp).collect()
 }
 
 /// The engine in miniature: apply in order (references resolved from what
 /// was applied), then prune what Git no longer declares, newest type first.
-async fn converge(p: &AwsProvider, git: &[Res]) -> BTreeMap<ResourceId, Live> {
+pub(crate) async fn converge(p: &AwsProvider, git: &[Res]) -> BTreeMap<ResourceId, Live> {
     let mut lives = observe(p).await;
     for r in git {
         let d = desired(r, &lives);
@@ -263,17 +263,9 @@ async fn converge(p: &AwsProvider, git: &[Res]) -> BTreeMap<ResourceId, Live> {
     // Replacements may leave deposed resources behind: observe again.
     let mut lives = observe(p).await;
     let declared: Vec<&ResourceId> = git.iter().map(|r| &r.id).collect();
-    let order = [
-        "nat_gateway",
-        "eip",
-        "instance",
-        "key_pair",
-        "route_table",
-        "security_group",
-        "subnet",
-        "internet_gateway",
-        "vpc",
-    ];
+    // Prune in the provider's own delete waves (users before what they use).
+    let mut order: Vec<&str> = tidegate::provider::aws::TYPES.to_vec();
+    order.sort_by_key(|k| tidegate::provider::aws::spec::AwsSpec.delete_wave(k));
     for kind in order {
         let doomed: Vec<Live> = lives
             .values()
@@ -290,7 +282,7 @@ async fn converge(p: &AwsProvider, git: &[Res]) -> BTreeMap<ResourceId, Live> {
     lives
 }
 
-fn count_kind(lives: &BTreeMap<ResourceId, Live>, kind: &str) -> usize {
+pub(crate) fn count_kind(lives: &BTreeMap<ResourceId, Live>, kind: &str) -> usize {
     lives.values().filter(|l| l.kind == kind).count()
 }
 
