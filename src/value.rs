@@ -239,6 +239,23 @@ impl Value {
         }
     }
 
+    /// A copy without map entries whose value is null and without maps
+    /// and lists left empty by that (as a module would write it: a field
+    /// left out, not set to null).
+    pub fn without_nulls(&self) -> Value {
+        match self {
+            Value::Map(m) => Value::Map(
+                m.iter()
+                    .filter(|(_, v)| !matches!(v, Value::Null))
+                    .map(|(k, v)| (k.clone(), v.without_nulls()))
+                    .filter(|(_, v)| !matches!(v, Value::Map(m) if m.is_empty()))
+                    .collect(),
+            ),
+            Value::List(l) => Value::List(l.iter().map(Value::without_nulls).collect()),
+            other => other.clone(),
+        }
+    }
+
     /// True when any leaf is [`Value::Unknown`].
     pub fn has_unknown(&self) -> bool {
         match self {

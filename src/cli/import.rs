@@ -29,7 +29,8 @@ pub struct ImportArgs {
     pub env: String,
     /// The resource Git declares for it (`network.vpc`, as the plan
     /// prints ids).
-    pub resource: String,
+    #[arg(required_unless_present = "generate")]
+    pub resource: Option<String>,
     /// The existing object: an EC2 id (`vpc-0abc...`), or for Kubernetes
     /// `[Kind/][namespace/]name` (it must be the object the manifest
     /// names). Default for Kubernetes: the object the manifest names.
@@ -37,6 +38,19 @@ pub struct ImportArgs {
     /// Stamp the ownership marks (without it: show the plan and stop).
     #[arg(long)]
     pub yes: bool,
+    /// Write a module (and its instance in the environment file) for the
+    /// existing objects `--select` selects, then import them all.
+    #[arg(long, conflicts_with_all = ["resource", "external_id", "revision"], requires_all = ["select", "module"])]
+    pub generate: bool,
+    /// With --generate: `tag:KEY=VALUE` (EC2 resources with that tag) or
+    /// `label:SELECTOR` (Kubernetes objects, e.g. `label:app=shop`);
+    /// repeatable.
+    #[arg(long, requires = "generate")]
+    pub select: Vec<String>,
+    /// With --generate: the module to write (`modules/<NAME>`) and its
+    /// instance name.
+    #[arg(long, requires = "generate")]
+    pub module: Option<String>,
     #[arg(long, default_value = ".")]
     pub repo: PathBuf,
     /// Read the repository at this Git revision.
@@ -53,6 +67,10 @@ pub struct ImportArgs {
 /// Runs `tidegate import`: exit 0 imported (or nothing to show), 2 the plan
 /// of an import not confirmed, 1 refused.
 pub fn run(args: &ImportArgs, out: &mut dyn Write) -> super::Result<u8> {
+    if args.generate {
+        return super::generate::run(args, out);
+    }
+    let wanted = args.resource.clone().unwrap_or_default();
     let loaded = super::load_commit(&args.repo, args.revision.as_deref())?;
     let checked = match super::check(&loaded.files) {
         Ok(c) => c,
@@ -71,16 +89,16 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write) -> super::Result<u8> {
         )));
     };
     let ids: Vec<ResourceId> = graph.levels(&env.name).into_iter().flatten().collect();
-    let Some(id) = ids.iter().find(|i| i.to_string() == args.resource).cloned() else {
+    let Some(id) = ids.iter().find(|i| i.to_string() == wanted).cloned() else {
         let names: Vec<String> = ids.iter().map(ToString::to_string).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let hint = match crate::diag::closest(&args.resource, &refs) {
+        let hint = match crate::diag::closest(&wanted, &refs) {
             Some(n) => format!("; did you mean {n}?"),
             None => String::new(),
         };
         return Err(super::Error::Usage(format!(
             "environment {} declares no resource {}{hint} (`tidegate plan --offline --env {}` lists them)",
-            env.name, args.resource, env.name
+            env.name, wanted, env.name
         )));
     };
     let node = graph.node(&env.name, &id).expect("listed by the graph");

@@ -308,6 +308,58 @@ pub struct Found {
     pub claim: Claim,
 }
 
+/// Which existing objects `tidegate import --generate` reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    /// EC2 resources with tag `key` = `value`.
+    Tag { key: String, value: String },
+    /// Kubernetes objects matching a label selector (`app=shop,tier`).
+    Label(String),
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::Tag { key, value } => write!(f, "tag:{key}={value}"),
+            Selector::Label(s) => write!(f, "label:{s}"),
+        }
+    }
+}
+
+/// An existing object a [`Selector`] found, as a module would declare it.
+#[derive(Clone, Debug)]
+pub struct Discovered {
+    /// The resource type (`vpc`) or the Kubernetes kind (`apps/v1/Deployment`).
+    pub kind: String,
+    /// The provider's id of it (`vpc-0abc`, `namespace/name`).
+    pub external_id: String,
+    /// A name for the resource, from the object's own (`Name` tag,
+    /// `metadata.name`); not yet unique or valid.
+    pub name: String,
+    /// What a module declares to match it: an EC2 spec, or a Kubernetes
+    /// manifest of the fields its authors set.
+    pub body: Value,
+    /// Whose it is now.
+    pub claim: Claim,
+}
+
+/// An object a [`Selector`] found that `--generate` leaves out, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Passed {
+    pub kind: String,
+    pub external_id: String,
+    pub reason: String,
+}
+
+/// What [`Provider::discover`] found.
+#[derive(Clone, Debug, Default)]
+pub struct Discovery {
+    pub found: Vec<Discovered>,
+    pub passed: Vec<Passed>,
+    /// Kinds tidegate may not list (RBAC): nothing of them was read.
+    pub unlisted: Vec<String>,
+}
+
 /// One environment's view of one provider.
 ///
 /// Every method is idempotent and may be retried after a crash.
@@ -372,6 +424,13 @@ pub trait Provider: Send + Sync {
                 self.kind()
             ),
         })
+    }
+
+    /// `tidegate import --generate`: the existing objects `selector`
+    /// selects, among every kind this provider manages, as a module would
+    /// declare them. A selector of another provider finds nothing.
+    async fn discover(&self, _selector: &Selector) -> Result<Discovery> {
+        Ok(Discovery::default())
     }
 
     /// Records the complete set of owned resources after an apply, where the

@@ -335,6 +335,67 @@ impl Provider for AwsProvider {
         Ok(Some(crate::provider::Found { live, claim }))
     }
 
+    /// Every resource with the selector's tag: one Describe sequence per
+    /// type filtered by it, concurrently. Types with a required field EC2
+    /// never shows back (a key pair's public key) are passed over.
+    async fn discover(
+        &self,
+        selector: &crate::provider::Selector,
+    ) -> Result<crate::provider::Discovery> {
+        let crate::provider::Selector::Tag { key, value } = selector else {
+            return Ok(Default::default());
+        };
+        let wanted = vec![sdk::filter(&format!("tag:{key}"), &[value.as_str()])];
+        let reads = kinds::KINDS.iter().map(|k| {
+            let wanted = wanted.clone();
+            async move {
+                let raws = k
+                    .describe(&self.ec2, wanted.clone())
+                    .await
+                    .map_err(|e| self.api_error(e, &format!("discover {}", k.name())))?;
+                Ok::<_, Error>((*k, raws, wanted))
+            }
+        });
+        let mut out = crate::provider::Discovery::default();
+        for read in futures_join_all(reads).await {
+            let (kind, raws, wanted) = read?;
+            let unreadable = kind.fingerprinted().iter().find(|f| {
+                kind.fields()
+                    .iter()
+                    .any(|x| x.name == f.field && x.required)
+            });
+            for raw in raws
+                .into_iter()
+                .filter(|r| observe::tags_match(&wanted, &r.tags))
+            {
+                if let Some(f) = unreadable {
+                    out.passed.push(crate::provider::Passed {
+                        kind: kind.name().into(),
+                        external_id: raw.external_id,
+                        reason: format!(
+                            "EC2 never shows a {}'s `{}`: declare it by hand, then `tidegate import`",
+                            kind.name(),
+                            f.field
+                        ),
+                    });
+                    continue;
+                }
+                out.found.push(crate::provider::Discovered {
+                    kind: kind.name().into(),
+                    name: raw
+                        .tags
+                        .get("Name")
+                        .cloned()
+                        .unwrap_or_else(|| kind.name().into()),
+                    claim: tags::claim(&raw.tags, &self.ec2.owner),
+                    body: raw.body.without_nulls(),
+                    external_id: raw.external_id,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// CreateTags of the ownership tags: nothing else changes.
     async fn adopt(&self, _desired: &Desired, found: &Live) -> Result<()> {
         apply::adopt(&self.ec2, found).await

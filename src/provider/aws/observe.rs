@@ -45,7 +45,7 @@ pub(super) async fn list(
 /// applies them itself; they are checked again because a stand-in may
 /// ignore them (moto does for NAT gateways), and a search by resource tag
 /// must never find another resource.
-fn tags_match(filters: &[Filter], tags: &BTreeMap<String, String>) -> bool {
+pub(super) fn tags_match(filters: &[Filter], tags: &BTreeMap<String, String>) -> bool {
     filters.iter().all(|f| {
         let Some(key) = f.name().and_then(|n| n.strip_prefix("tag:")) else {
             return true;

@@ -76,6 +76,16 @@ pub use self::transport::quiet_log_filter;
 /// (deploy/rbac.yaml, docs/install.md "RBAC").
 pub const PER_NAMESPACE: &[&str] = &["v1/Secret"];
 
+/// Kinds whose objects the cluster makes and keeps itself (copying the
+/// labels of what they serve): never a module's, so never discovered.
+const CLUSTER_KEPT: &[&str] = &[
+    "v1/Endpoints",
+    "v1/Event",
+    "events.k8s.io/v1/Event",
+    "coordination.k8s.io/v1/Lease",
+    "v1/ComponentStatus",
+];
+
 /// Failures of this provider's own, carried as the source of an
 /// [`Error::Api`] or turned into the message of another provider error.
 #[derive(Debug, thiserror::Error)]
@@ -614,6 +624,13 @@ impl Kubernetes {
         if let Some(hash) = object::applied_hash(&obj) {
             attributes.insert(labels::APPLIED_HASH.into(), Value::String(hash.into()));
         }
+        let marked = obj
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(labels::IMPORTED))
+            .is_some();
+        if marked {
+            attributes.insert(labels::IMPORTED.into(), Value::String("true".into()));
+        }
         if let Some(why) = deletion_in_progress(&obj) {
             attributes.insert(Live::DELETING.into(), Value::String(why));
         }
@@ -718,6 +735,81 @@ impl Kubernetes {
             }
         }
         Ok(out)
+    }
+
+    /// [`Provider::discover`] of one kind.
+    async fn discover_kind(
+        &self,
+        gvk: &Gvk,
+        resource: &ApiResource,
+        selector: &str,
+        out: &mut super::Discovery,
+    ) -> Result<()> {
+        let kind = gvk.to_string();
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), resource);
+        let mut made_by_owners = 0usize;
+        let mut token: Option<String> = None;
+        loop {
+            let mut params = ListParams::default()
+                .labels(selector)
+                .limit(self.options.page_size);
+            if let Some(t) = &token {
+                params = params.continue_token(t);
+            }
+            let page = match api.list(&params).await {
+                Ok(page) => page,
+                Err(kube::Error::Api(s)) if s.code == 403 => {
+                    out.unlisted.push(kind);
+                    return Ok(());
+                }
+                Err(e) => return Err(api_error(format!("list {gvk} ({selector})"), e)),
+            };
+            for item in page.items {
+                let obj = to_json(item);
+                let name = json_meta_str(&obj, "name").unwrap_or_default().to_string();
+                let external_id = match json_meta_str(&obj, "namespace") {
+                    Some(ns) => format!("{ns}/{name}"),
+                    None => name.clone(),
+                };
+                let owned_by_another = obj
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(serde_json::Value::as_array)
+                    .is_some_and(|refs| !refs.is_empty());
+                if owned_by_another {
+                    made_by_owners += 1;
+                    continue;
+                }
+                if PER_NAMESPACE.contains(&kind.as_str()) {
+                    out.passed.push(super::Passed {
+                        kind: kind.clone(),
+                        external_id,
+                        reason: "a Secret's values belong in SOPS: declare it from a secrets file, then `tidegate import`".into(),
+                    });
+                    continue;
+                }
+                let claim = claim(obj.pointer("/metadata/labels"), &self.owner);
+                let body = normalise(object::authored(&obj), gvk);
+                out.found.push(super::Discovered {
+                    kind: kind.clone(),
+                    external_id,
+                    name,
+                    body,
+                    claim,
+                });
+            }
+            match page.metadata.continue_ {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
+        }
+        if made_by_owners > 0 {
+            out.passed.push(super::Passed {
+                kind,
+                external_id: format!("{made_by_owners} object(s)"),
+                reason: "made by a controller for their owner (ownerReferences); the owner is what a module declares".into(),
+            });
+        }
+        Ok(())
     }
 
     /// A listed object as [`Live`], when it is owned and identifiable (by
@@ -844,6 +936,43 @@ impl Provider for Kubernetes {
         drop(body);
         result.map_err(|e| api_error(format!("adopt {gvk} {target}"), e))?;
         Ok(())
+    }
+
+    /// Every object the label selector selects, of every kind the server
+    /// serves and lists (one list sequence per kind, across namespaces):
+    /// each as the manifest of the fields its authors set
+    /// ([`object::authored`]). Left out: what a controller made for another
+    /// object (`ownerReferences`: its owner is found instead), Secrets
+    /// (their values belong in SOPS), objects the cluster keeps itself
+    /// (Endpoints, Events, Leases), and kinds tidegate may not list.
+    async fn discover(&self, selector: &super::Selector) -> Result<super::Discovery> {
+        let super::Selector::Label(selector) = selector else {
+            return Ok(Default::default());
+        };
+        let served = kube::discovery::Discovery::new(self.client.clone())
+            .run()
+            .await
+            .map_err(|e| api_error("discover the served kinds".into(), e))?;
+        let mut out = super::Discovery::default();
+        for group in served.groups() {
+            for (resource, caps) in group.recommended_resources() {
+                if !caps.supports_operation(kube::discovery::verbs::LIST) {
+                    continue;
+                }
+                let gvk = Gvk {
+                    group: resource.group.clone(),
+                    version: resource.version.clone(),
+                    kind: resource.kind.clone(),
+                };
+                let kind = gvk.to_string();
+                if CLUSTER_KEPT.contains(&kind.as_str()) {
+                    continue;
+                }
+                self.discover_kind(&gvk, &resource, selector, &mut out)
+                    .await?;
+            }
+        }
+        Ok(out)
     }
 
     fn kind(&self) -> ProviderKind {
@@ -1255,10 +1384,5 @@ fn to_json(obj: impl serde::Serialize) -> serde_json::Value {
 /// Whether `live` is an object `tidegate import` adopted that no apply
 /// has converged since.
 fn imported(live: Option<&Live>) -> bool {
-    live.and_then(|l| l.body.as_map())
-        .and_then(|m| m.get("metadata"))
-        .and_then(Value::as_map)
-        .and_then(|m| m.get("annotations"))
-        .and_then(Value::as_map)
-        .is_some_and(|a| a.contains_key(labels::IMPORTED))
+    live.is_some_and(|l| l.attributes.contains_key(labels::IMPORTED))
 }

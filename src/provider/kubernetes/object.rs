@@ -306,6 +306,197 @@ pub fn first_unknown(v: &Value, path: &str) -> Option<(String, String)> {
     }
 }
 
+/// Field managers of the cluster itself: controllers and the API server
+/// set these fields, no author wrote them.
+const SYSTEM_MANAGERS: &[&str] = &[
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-apiserver",
+    "cloud-controller-manager",
+];
+
+/// The part of a listed object its authors set, by its
+/// `metadata.managedFields`: the union of the fields of every manager but
+/// the cluster's own controllers and the `status` subresource, with
+/// `apiVersion`, `kind`, `metadata.name` and `metadata.namespace` always
+/// kept. Defaulted fields no one set are left out, so a module generated
+/// from it reads like one a person wrote. An object without usable
+/// managed fields is returned whole.
+pub fn authored(obj: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    // `kubectl apply` (client side) keeps what its author wrote: the
+    // fields it names, at their live values.
+    let last_applied = obj
+        .pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration")
+        .and_then(J::as_str)
+        .and_then(|s| serde_json::from_str::<J>(s).ok())
+        .filter(J::is_object);
+    if let Some(written) = last_applied {
+        return cut_to(obj, &written).unwrap_or_else(|| obj.clone());
+    }
+    let entries = obj
+        .pointer("/metadata/managedFields")
+        .and_then(J::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e.get("subresource")
+                .and_then(J::as_str)
+                .is_none_or(str::is_empty)
+                && !e
+                    .get("manager")
+                    .and_then(J::as_str)
+                    .is_some_and(|m| SYSTEM_MANAGERS.contains(&m))
+        })
+        .filter_map(|e| e.get("fieldsV1"))
+        .cloned()
+        .collect::<Vec<_>>();
+    if entries.is_empty() {
+        return obj.clone();
+    }
+    let mut set = J::Object(Default::default());
+    for e in &entries {
+        merge_fields(&mut set, e);
+    }
+    let mut out = project(obj, &set).unwrap_or_else(|| J::Object(Default::default()));
+    // What the API server adds to every Namespace in its creator's name.
+    if obj.get("kind").and_then(J::as_str) == Some("Namespace") {
+        if let Some(J::Object(l)) = out.pointer_mut("/metadata/labels") {
+            l.remove("kubernetes.io/metadata.name");
+        }
+        if let Some(J::Object(spec)) = out.get_mut("spec") {
+            if spec.get("finalizers") == Some(&serde_json::json!(["kubernetes"])) {
+                spec.remove("finalizers");
+            }
+        }
+        if out
+            .get("spec")
+            .and_then(J::as_object)
+            .is_some_and(|m| m.is_empty())
+        {
+            if let J::Object(root) = &mut out {
+                root.remove("spec");
+            }
+        }
+    }
+    if let J::Object(root) = &mut out {
+        for key in ["apiVersion", "kind"] {
+            if let Some(v) = obj.get(key) {
+                root.insert(key.into(), v.clone());
+            }
+        }
+        let meta = root
+            .entry("metadata")
+            .or_insert_with(|| J::Object(Default::default()));
+        if let J::Object(meta) = meta {
+            for key in ["name", "namespace"] {
+                if let Some(v) = obj.pointer(&format!("/metadata/{key}")) {
+                    meta.insert(key.into(), v.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `live` cut to the map keys `written` has (lists and scalars whole).
+fn cut_to(live: &serde_json::Value, written: &serde_json::Value) -> Option<serde_json::Value> {
+    use serde_json::Value as J;
+    match (live, written) {
+        (J::Object(l), J::Object(w)) => Some(J::Object(
+            w.iter()
+                .filter_map(|(k, wv)| Some((k.clone(), cut_to(l.get(k)?, wv)?)))
+                .collect(),
+        )),
+        (J::Null, _) => None,
+        (l, _) => Some(l.clone()),
+    }
+}
+
+/// Adds the field set `more` (fieldsV1) to `set`.
+fn merge_fields(set: &mut serde_json::Value, more: &serde_json::Value) {
+    let (serde_json::Value::Object(a), serde_json::Value::Object(b)) = (set, more) else {
+        return;
+    };
+    for (k, v) in b {
+        merge_fields(
+            a.entry(k.clone())
+                .or_insert_with(|| serde_json::Value::Object(Default::default())),
+            v,
+        );
+    }
+}
+
+/// `v` cut to the field set `set` (fieldsV1: `f:<field>`, list items by
+/// `k:<keys>`, `v:<value>` or `i:<index>`, `.` for the item itself); a
+/// leaf of the set keeps the whole value.
+fn project(v: &serde_json::Value, set: &serde_json::Value) -> Option<serde_json::Value> {
+    use serde_json::Value as J;
+    let children: Vec<(&String, &J)> = match set {
+        J::Object(m) => m.iter().filter(|(k, _)| k.as_str() != ".").collect(),
+        _ => Vec::new(),
+    };
+    if children.is_empty() {
+        return Some(v.clone());
+    }
+    match v {
+        J::Object(m) => {
+            let mut out = serde_json::Map::new();
+            for (k, sub) in children {
+                let Some(field) = k.strip_prefix("f:") else {
+                    continue;
+                };
+                if let Some(x) = m.get(field).and_then(|x| project(x, sub)) {
+                    out.insert(field.to_string(), x);
+                }
+            }
+            Some(J::Object(out))
+        }
+        J::Array(items) => {
+            let mut out = Vec::new();
+            for (k, sub) in children {
+                let at = if let Some(keys) = k.strip_prefix("k:") {
+                    let Ok(J::Object(keys)) = serde_json::from_str::<J>(keys) else {
+                        continue;
+                    };
+                    // Exactly, else leaving out keys the server defaults
+                    // (a port's `protocol`) where the object lacks them.
+                    items
+                        .iter()
+                        .position(|item| keys.iter().all(|(f, want)| item.get(f) == Some(want)))
+                        .or_else(|| {
+                            items.iter().position(|item| {
+                                keys.iter().any(|(f, _)| item.get(f).is_some())
+                                    && keys
+                                        .iter()
+                                        .all(|(f, want)| item.get(f).is_none_or(|v| v == want))
+                            })
+                        })
+                } else if let Some(value) = k.strip_prefix("v:") {
+                    let Ok(want) = serde_json::from_str::<J>(value) else {
+                        continue;
+                    };
+                    items.iter().position(|item| *item == want)
+                } else if let Some(i) = k.strip_prefix("i:") {
+                    i.parse::<usize>().ok().filter(|i| *i < items.len())
+                } else {
+                    None
+                };
+                if let Some(at) = at {
+                    if let Some(x) = project(&items[at], sub) {
+                        out.push((at, x));
+                    }
+                }
+            }
+            // In the object's own order.
+            out.sort_by_key(|(at, _)| *at);
+            Some(J::Array(out.into_iter().map(|(_, x)| x).collect()))
+        }
+        other => Some(other.clone()),
+    }
+}
+
 /// Metadata fields the server owns; they differ between reads of the same
 /// object and never come from Git.
 const SERVER_METADATA: &[&str] = &[
@@ -320,12 +511,13 @@ const SERVER_METADATA: &[&str] = &[
 ];
 
 /// Annotations written by servers and clients rather than by the author,
-/// and tidegate's applied hash (kept in [`crate::provider::Live`]'s
+/// and tidegate's applied hash and import mark (kept in [`crate::provider::Live`]'s
 /// attributes instead, so it never shows in a diff).
 const SERVER_ANNOTATIONS: &[&str] = &[
     "kubectl.kubernetes.io/last-applied-configuration",
     "deployment.kubernetes.io/revision",
     labels::APPLIED_HASH,
+    labels::IMPORTED,
 ];
 
 /// An object as read from the API, made comparable with another read of the
@@ -710,6 +902,75 @@ mod tests {
         ));
         let printed = format!("{v:?} {}", v.to_json_masked());
         assert!(!printed.contains("aHVudGVyMg"), "{printed}");
+    }
+
+    #[test]
+    fn authored_keeps_what_the_authors_set_and_drops_defaults_and_controllers() {
+        let obj = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {
+                "name": "web", "namespace": "shop", "uid": "u", "generation": 3,
+                "labels": {"app": "web"},
+                "annotations": {"deployment.kubernetes.io/revision": "2", "team": "a"},
+                "managedFields": [
+                    {"manager": "kubectl-client-side-apply", "operation": "Update",
+                     "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:app": {}},
+                                                 "f:annotations": {".": {}, "f:team": {}}},
+                                  "f:spec": {"f:replicas": {}, "f:selector": {},
+                                             "f:template": {"f:spec": {"f:containers": {
+                                                 "k:{\"name\":\"web\"}": {".": {}, "f:name": {}, "f:image": {},
+                                                     "f:ports": {"k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}}}}}}}}}},
+                    {"manager": "kube-controller-manager", "operation": "Update",
+                     "fieldsV1": {"f:metadata": {"f:annotations": {"f:deployment.kubernetes.io/revision": {}}}}},
+                    {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status",
+                     "fieldsV1": {"f:status": {"f:replicas": {}}}}
+                ]
+            },
+            "spec": {
+                "replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "progressDeadlineSeconds": 600,
+                "template": {"spec": {"dnsPolicy": "ClusterFirst", "containers": [
+                    {"name": "side", "image": "s"},
+                    {"name": "web", "image": "nginx", "imagePullPolicy": "Always",
+                     "ports": [{"containerPort": 80, "protocol": "TCP"}]}
+                ]}}
+            },
+            "status": {"replicas": 2}
+        });
+        let got = normalise(authored(&obj), &gvk("apps/v1/Deployment"));
+        assert_eq!(
+            got.to_json_masked(),
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"},
+                             "annotations": {"team": "a"}},
+                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                         "template": {"spec": {"containers": [
+                             {"name": "web", "image": "nginx", "ports": [{"containerPort": 80}]}
+                         ]}}}
+            })
+        );
+        // Applied by `kubectl apply`: what its author wrote, at live values.
+        let applied = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "s", "namespace": "n", "uid": "u",
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration":
+                    "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"s\",\"namespace\":\"n\"},\"spec\":{\"ports\":[{\"port\":80}],\"selector\":{\"app\":\"old\"}}}"},
+                "managedFields": [{"manager": "kubectl-client-side-apply", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"clusterIP": "10.0.0.9", "ports": [{"port": 80, "protocol": "TCP"}],
+                     "selector": {"app": "new"}, "type": "ClusterIP"}});
+        assert_eq!(
+            normalise(authored(&applied), &gvk("v1/Service")).to_json_masked(),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "n"},
+                   "spec": {"ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": "new"}}})
+        );
+        // Without managed fields: the whole object (normalise drops the
+        // server's parts).
+        let bare = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                          "metadata": {"name": "c", "uid": "u"}, "data": {"a": "1"}});
+        assert_eq!(
+            normalise(authored(&bare), &gvk("v1/ConfigMap")).to_json_masked(),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}})
+        );
     }
 
     #[test]
