@@ -271,6 +271,9 @@ pub struct Instance {
     /// `forEach:` / `count:` as written; `None` once expanded
     /// (`crate::load::repeat`).
     pub repeat: Option<Repeat>,
+    /// The repeated instance this one is a copy of (`tenant` for
+    /// `tenant-acme`).
+    pub copy_of: Option<String>,
 }
 
 /// `forEach:` or `count:` on a module instance or a resource: one copy per

@@ -488,7 +488,8 @@ async fn planned(
     let scope = if opts.targets.is_empty() {
         None
     } else {
-        let scope = target::scope(graph, &job.env.name, &opts.targets)?;
+        let groups = target::Groups::of(model, &job.env.name);
+        let scope = target::scope(graph, &groups, &job.env.name, &opts.targets)?;
         let existing = live.resources.len();
         target::restrict(&mut plan, job.env, existing, &opts.targets, &scope);
         Some(scope)

@@ -533,7 +533,8 @@ fn restrict(
     let environment = model
         .environment(&env_plan.name)
         .expect("planned environments exist");
-    let scope = plan::target::scope(graph, &env_plan.name, &args.targets)
+    let groups = plan::target::Groups::of(model, &env_plan.name);
+    let scope = plan::target::scope(graph, &groups, &env_plan.name, &args.targets)
         .map_err(|e| super::Error::Usage(e.to_string()))?;
     plan::target::restrict(env_plan, environment, existing, &args.targets, &scope);
     Ok(())

@@ -111,6 +111,7 @@ fn expand_instances(env: &mut Environment, diags: &mut Diagnostics) {
         for (key, item) in items {
             let mut copy = inst.clone();
             copy.repeat = None;
+            copy.copy_of = Some(inst.name.clone());
             copy.name = format!("{}-{key}", inst.name);
             let mut ok = true;
             for located in copy.inputs.values_mut() {
@@ -469,6 +470,38 @@ mod tests {
         assert_eq!(names, ["config-x", "config-y", "config-z"]);
         let acme = &m.modules["modules/app@dev/tenant-acme"];
         assert_eq!(acme.resources[0].name, "config-a", "the input's default");
+    }
+
+    #[test]
+    fn a_target_may_name_a_repeated_entry_for_all_its_copies() {
+        use crate::plan::target::{scope, Groups};
+        let m = load(ENV, MODULE).unwrap();
+        let graph = crate::graph::Graph::build(&m).unwrap();
+        let groups = Groups::of(&m, "dev");
+        let ids = |targets: &[&str]| -> Vec<String> {
+            let t: Vec<String> = targets.iter().map(|s| s.to_string()).collect();
+            scope(&graph, &groups, "dev", &t)
+                .unwrap()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(
+            ids(&["module.tenant"]),
+            [
+                "tenant-acme.config-0",
+                "tenant-acme.config-1",
+                "tenant-globex.config-0",
+                "tenant-globex.config-1"
+            ]
+        );
+        assert_eq!(
+            ids(&["tenant-globex.config"]),
+            ["tenant-globex.config-0", "tenant-globex.config-1"]
+        );
+        assert_eq!(ids(&["module.tenant-acme"]).len(), 2);
+        let t = vec!["module.tenan".to_string()];
+        assert!(scope(&graph, &groups, "dev", &t).is_err());
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Targeted plans and applies: `--target RESOURCE_ID` / `--target
-//! module.<instance>`.
+//! module.<instance>`. A repeated entry (`forEach`/`count`) is targeted
+//! by its own name too: `module.tenant` is every copy `tenant-<key>`,
+//! `app.zone` every copy `app.zone-<key>` (and the resources a source
+//! entry `app.chart` rendered).
 //!
 //! A target is resolved against the environment's graph into its *scope*:
 //! the targeted resources and everything they depend on, transitively (a
@@ -15,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::graph::Graph;
+use crate::model::Model;
 use crate::resource::{Action, ResourceId};
 
 use super::{guard_trips, Counts, EnvPlan, Step};
@@ -63,15 +67,61 @@ pub struct LeftOut {
     pub action: String,
 }
 
+/// The names a target may use besides resource ids and instances: the
+/// repeated entries and source entries of one environment, each with what
+/// it became.
+#[derive(Clone, Debug, Default)]
+pub struct Groups {
+    /// Repeated instance → its copies.
+    instances: BTreeMap<String, Vec<String>>,
+    /// (instance, repeated or source entry) → the resources it became.
+    resources: BTreeMap<(String, String), Vec<String>>,
+}
+
+impl Groups {
+    /// The groups of environment `env` of `model`.
+    pub fn of(model: &Model, env: &str) -> Groups {
+        let mut g = Groups::default();
+        let Some(e) = model.environment(env) else {
+            return g;
+        };
+        for inst in &e.instances {
+            if let Some(base) = &inst.copy_of {
+                g.instances
+                    .entry(base.clone())
+                    .or_default()
+                    .push(inst.name.clone());
+            }
+            let Some(module) = model.modules.get(&inst.source) else {
+                continue;
+            };
+            for r in &module.resources {
+                if let Some(base) = &r.source {
+                    g.resources
+                        .entry((inst.name.clone(), base.clone()))
+                        .or_default()
+                        .push(r.name.clone());
+                }
+            }
+        }
+        g
+    }
+}
+
 /// The scope of `targets` in `env`: each target's resources and all they
 /// depend on, transitively.
-pub fn scope(graph: &Graph, env: &str, targets: &[String]) -> Result<BTreeSet<ResourceId>, Error> {
+pub fn scope(
+    graph: &Graph,
+    groups: &Groups,
+    env: &str,
+    targets: &[String],
+) -> Result<BTreeSet<ResourceId>, Error> {
     let mut all: Vec<ResourceId> = graph.levels(env).into_iter().flatten().collect();
     all.sort();
     let known: BTreeSet<&ResourceId> = all.iter().collect();
     let mut start: Vec<ResourceId> = Vec::new();
     for t in targets {
-        start.extend(resolve(&all, &known, env, t)?);
+        start.extend(resolve(&all, &known, groups, env, t)?);
     }
     let mut scope: BTreeSet<ResourceId> = BTreeSet::new();
     while let Some(id) = start.pop() {
@@ -85,6 +135,7 @@ pub fn scope(graph: &Graph, env: &str, targets: &[String]) -> Result<BTreeSet<Re
 fn resolve(
     all: &[ResourceId],
     known: &BTreeSet<&ResourceId>,
+    groups: &Groups,
     env: &str,
     target: &str,
 ) -> Result<Vec<ResourceId>, Error> {
@@ -106,9 +157,27 @@ fn resolve(
     if known.contains(&id) {
         return Ok(vec![id]);
     }
+    if let Some(names) = groups
+        .resources
+        .get(&(module.to_string(), name.to_string()))
+    {
+        return Ok(names
+            .iter()
+            .map(|n| ResourceId {
+                module: module.into(),
+                name: n.clone(),
+            })
+            .filter(|id| known.contains(id))
+            .collect());
+    }
     let instances: BTreeSet<&str> = all.iter().map(|r| r.module.as_str()).collect();
     if module == "module" {
-        let of: Vec<ResourceId> = all.iter().filter(|r| r.module == name).cloned().collect();
+        let copies = groups.instances.get(name);
+        let of: Vec<ResourceId> = all
+            .iter()
+            .filter(|r| r.module == name || copies.is_some_and(|c| c.contains(&r.module)))
+            .cloned()
+            .collect();
         if of.is_empty() {
             return Err(Error::UnknownInstance {
                 target: target.into(),
@@ -244,27 +313,27 @@ mod tests {
         let all = vec![id("network.igw"), id("network.vpc"), id("web.app")];
         let known: BTreeSet<&ResourceId> = all.iter().collect();
         assert_eq!(
-            resolve(&all, &known, "dev", "network.vpc").unwrap(),
+            resolve(&all, &known, &Groups::default(), "dev", "network.vpc").unwrap(),
             [id("network.vpc")]
         );
         assert_eq!(
-            resolve(&all, &known, "dev", "module.network").unwrap(),
+            resolve(&all, &known, &Groups::default(), "dev", "module.network").unwrap(),
             [id("network.igw"), id("network.vpc")]
         );
-        let e = resolve(&all, &known, "dev", "network.vcp").unwrap_err();
+        let e = resolve(&all, &known, &Groups::default(), "dev", "network.vcp").unwrap_err();
         assert!(e.to_string().contains("did you mean network.vpc?"), "{e}");
-        let e = resolve(&all, &known, "dev", "module.db").unwrap_err();
+        let e = resolve(&all, &known, &Groups::default(), "dev", "module.db").unwrap_err();
         assert!(
             e.to_string().contains("its instances are network, web"),
             "{e}"
         );
-        let e = resolve(&all, &known, "dev", "db.main").unwrap_err();
+        let e = resolve(&all, &known, &Groups::default(), "dev", "db.main").unwrap_err();
         assert!(
             e.to_string()
                 .contains("its module instances are network, web"),
             "{e}"
         );
-        let e = resolve(&all, &known, "dev", "vpc").unwrap_err();
+        let e = resolve(&all, &known, &Groups::default(), "dev", "vpc").unwrap_err();
         assert!(matches!(e, Error::Malformed { .. }), "{e}");
     }
 }

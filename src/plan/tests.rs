@@ -251,7 +251,7 @@ fn a_targeted_plan_keeps_its_scope_and_names_what_it_leaves_out() {
         .expect("the fixture has a resource with dependencies")
         .clone();
     let targets = vec![leaf.to_string()];
-    let scope = target::scope(&graph, "dev", &targets).unwrap();
+    let scope = target::scope(&graph, &target::Groups::of(&model, "dev"), "dev", &targets).unwrap();
     assert!(scope.contains(&leaf) && scope.len() > 1, "{scope:?}");
     let env = model.environment("dev").unwrap();
     target::restrict(&mut p, env, 0, &targets, &scope);

@@ -11,10 +11,143 @@ use super::{CheckId, Hit};
 pub(crate) fn check(config: &PolicyConfig, kind: &str, body: &Value, out: &mut Vec<Hit>) {
     required_tags(&config.required_tags, body, out);
     match kind {
-        "instance" => imdsv2(body, out),
+        "instance" => {
+            imdsv2(body, out);
+            unencrypted(body, &["rootVolume", "encrypted"], "the root volume", out);
+        }
         "security_group" => open_security_group(&config.public_ports, body, out),
+        "security_group_rule" => open_security_group_rule(&config.public_ports, body, out),
+        "ebs_volume" => unencrypted(body, &["encrypted"], "the volume", out),
+        "launch_template" => {
+            let devices = at(body, &["data", "blockDeviceMappings"])
+                .items()
+                .unwrap_or_default();
+            for (i, d) in devices.iter().enumerate() {
+                if matches!(at(d, &["ebs"]), Field::Missing) {
+                    continue;
+                }
+                let mut hits = Vec::new();
+                unencrypted(d, &["ebs", "encrypted"], "the block device", &mut hits);
+                for mut h in hits {
+                    h.path = format!("data.{}.{}", index_path("blockDeviceMappings", i), h.path);
+                    h.message = format!("block device {i}: {}", h.message);
+                    out.push(h);
+                }
+            }
+        }
+        "route" => {
+            if let Some(hit) = public_route(body) {
+                out.push(hit);
+            }
+        }
+        "route_table" => {
+            let routes = at(body, &["routes"]).items().unwrap_or_default();
+            for (i, r) in routes.iter().enumerate() {
+                if let Some(mut hit) = public_route(r) {
+                    hit.path = format!("{}.{}", index_path("routes", i), hit.path);
+                    hit.message = format!("route {i}: {}", hit.message);
+                    out.push(hit);
+                }
+            }
+        }
         _ => {}
     }
+}
+
+/// A finding when the boolean at `path` of `body` is not `true` (unset:
+/// EC2 leaves the volume unencrypted unless the account encrypts by
+/// default, which tidegate cannot see).
+fn unencrypted(body: &Value, path: &[&str], what: &str, out: &mut Vec<Hit>) {
+    let problem = match at(body, path) {
+        Field::Unknown => return,
+        Field::Present(Value::Bool(true)) => return,
+        Field::Present(Value::Bool(false)) => format!("`{}` is `false`", path.join(".")),
+        Field::Present(v) => match Text::of(v) {
+            Some(t) if t.raw == "true" => return,
+            Some(t) => format!("`{}` is `{}`", path.join("."), t.shown()),
+            None => format!("`{}` is not `true`", path.join(".")),
+        },
+        Field::Missing => format!(
+            "`{}` is not set (EC2 leaves it unencrypted unless the account encrypts new volumes by default)",
+            path.join(".")
+        ),
+    };
+    out.push(Hit {
+        check: CheckId::EbsEncryption,
+        path: path.join("."),
+        message: format!("{what} is not encrypted at rest: {problem}"),
+        fix: format!("set `{}: true`", path.join(".")),
+    });
+}
+
+/// A default route (0.0.0.0/0 or ::/0) through an internet gateway: a
+/// `gatewayId` that is not a virtual private gateway (`vgw-`); a reference
+/// not yet known counts, since the gateway it names is most often an
+/// internet gateway.
+fn public_route(route: &Value) -> Option<Hit> {
+    let default = ["destinationCidrBlock", "destinationIpv6CidrBlock"]
+        .into_iter()
+        .find_map(|k| match at(route, &[k]) {
+            Field::Present(v) => {
+                Text::of(v).and_then(|t| WORLD.into_iter().find(|w| *w == t.raw.trim()))
+            }
+            _ => None,
+        })?;
+    let gateway = match at(route, &["gatewayId"]) {
+        Field::Missing => return None,
+        Field::Unknown => "a gateway known after apply".to_string(),
+        Field::Present(v) => {
+            let t = Text::of(v)?;
+            if t.raw.starts_with("vgw-") || t.raw == "local" {
+                return None;
+            }
+            format!("gateway {}", t.shown())
+        }
+    };
+    Some(Hit {
+        check: CheckId::PublicRoute,
+        path: "gatewayId".into(),
+        message: format!("a default route to {default} through {gateway} makes the table's subnets public"),
+        fix: "route through a NAT gateway (`natGatewayId`) instead, or add a `public-route` waiver with the reason these subnets are public".into(),
+    })
+}
+
+/// [`open_security_group`] of one `security_group_rule`.
+fn open_security_group_rule(public: &[u16], body: &Value, out: &mut Vec<Hit>) {
+    match at(body, &["type"]) {
+        Field::Present(v) if Text::of(v).is_some_and(|t| t.raw == "ingress") => {}
+        _ => return,
+    }
+    let Some(cidr) =
+        ["cidrBlock", "ipv6CidrBlock"]
+            .into_iter()
+            .find_map(|k| match at(body, &[k]) {
+                Field::Present(v) => Text::of(v)
+                    .and_then(|t| WORLD.into_iter().find(|w| *w == t.raw.trim()))
+                    .map(|w| (k, w)),
+                _ => None,
+            })
+    else {
+        return;
+    };
+    let Some(ports) = exposed_ports(body) else {
+        return;
+    };
+    if ports.is_public(public) {
+        return;
+    }
+    let list: Vec<String> = public.iter().map(u16::to_string).collect();
+    let allowed = if list.is_empty() {
+        "no port is public in this environment".to_string()
+    } else {
+        format!("only {} may be public", list.join(", "))
+    };
+    out.push(Hit {
+        check: CheckId::OpenSecurityGroup,
+        path: cidr.0.into(),
+        message: format!("the rule opens {ports} to {}; {allowed}", cidr.1),
+        fix: "restrict `cidrBlock` to known networks (or use `sourceSecurityGroupId`), or add the port to `policy.publicPorts` if it is meant to be public".into(),
+    });
 }
 
 fn required_tags(required: &[String], body: &Value, out: &mut Vec<Hit>) {

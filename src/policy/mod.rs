@@ -59,11 +59,13 @@ pub enum CheckId {
     IngressDomain,
     IngressUnique,
     OpenSecurityGroup,
+    EbsEncryption,
+    PublicRoute,
 }
 
 impl CheckId {
     /// Every check, in documentation order.
-    pub const ALL: [CheckId; 11] = [
+    pub const ALL: [CheckId; 13] = [
         CheckId::ImageDigest,
         CheckId::Resources,
         CheckId::Probes,
@@ -75,6 +77,8 @@ impl CheckId {
         CheckId::IngressDomain,
         CheckId::IngressUnique,
         CheckId::OpenSecurityGroup,
+        CheckId::EbsEncryption,
+        CheckId::PublicRoute,
     ];
 
     /// The id used in YAML, output and docs (`image-digest`).
@@ -121,7 +125,7 @@ pub struct CheckInfo {
 }
 
 /// Every check, indexed by `CheckId as usize`.
-pub const CHECKS: [CheckInfo; 11] = [
+pub const CHECKS: [CheckInfo; 13] = [
     CheckInfo {
         id: "image-digest",
         applies_to: "every container and init container of a pod-bearing Kubernetes kind",
@@ -184,9 +188,21 @@ pub const CHECKS: [CheckInfo; 11] = [
     },
     CheckInfo {
         id: "open-security-group",
-        applies_to: "`ingress[]` rules of AWS `security_group`",
+        applies_to: "`ingress[]` rules of AWS `security_group`, and `security_group_rule` of `type: ingress`",
         rationale: "ports open to 0.0.0.0/0 or ::/0 are scanned within minutes; only deliberate public endpoints should be",
         fix: "restrict `cidrBlocks` (or use `sourceSecurityGroupIds`), or add the port to the environment's `publicPorts`",
+    },
+    CheckInfo {
+        id: "ebs-encryption",
+        applies_to: "AWS `ebs_volume`, `instance` root volumes and `launch_template` block devices",
+        rationale: "an unencrypted volume or snapshot can be copied and read by anyone who gets at it; encryption at rest costs nothing measurable",
+        fix: "set `encrypted: true` (`rootVolume.encrypted`, `blockDeviceMappings[].ebs.encrypted`)",
+    },
+    CheckInfo {
+        id: "public-route",
+        applies_to: "default routes (0.0.0.0/0, ::/0) through an internet gateway: AWS `route` and `route_table` `routes[]`",
+        rationale: "a default route to an internet gateway makes every subnet of the table public; in production that must be a reviewed decision",
+        fix: "route through a NAT gateway (`natGatewayId`) instead, or waive the check on the resource with the reason the subnets are public",
     },
 ];
 

@@ -434,6 +434,7 @@ fn instance() -> Res {
         json!({
             "ami": "ami-123", "instanceType": "t3.micro", "subnetId": "subnet-1",
             "metadata": {"httpTokens": "required"},
+            "rootVolume": {"sizeGiB": 20, "encrypted": true},
             "tags": {"environment": "prod", "owner": "team-a", "product": "shop"}
         }),
     )
@@ -530,6 +531,132 @@ fn open_security_group() {
     assert!(r.findings[1]
         .message
         .contains("all protocols and ports to ::/0"));
+}
+
+#[test]
+fn open_security_group_rule() {
+    let rule = |ty: &str, port: i64, cidr: &str| {
+        Res::aws(
+            "security_group_rule",
+            json!({"securityGroupId": "sg-1", "type": ty, "protocol": "tcp",
+                   "fromPort": port, "toPort": port, "cidrBlock": cidr,
+                   "tags": {"environment": "prod", "owner": "team-a", "product": "shop"}}),
+        )
+    };
+    assert!(run(&[&rule("ingress", 443, "0.0.0.0/0")]).is_empty());
+    assert!(run(&[&rule("ingress", 22, "10.0.0.0/8")]).is_empty());
+    assert!(run(&[&rule("egress", 22, "0.0.0.0/0")]).is_empty());
+    let bad = rule("ingress", 22, "0.0.0.0/0");
+    let r = run(&[&bad]);
+    assert_eq!(
+        found(&r),
+        [(CheckId::OpenSecurityGroup, bad.line("cidrBlock"))]
+    );
+    assert_eq!(
+        r.findings[0].message,
+        "the rule opens tcp port 22 to 0.0.0.0/0; only 80, 443 may be public"
+    );
+}
+
+#[test]
+fn ebs_encryption() {
+    let tags = json!({"environment": "prod", "owner": "team-a", "product": "shop"});
+    let volume = |enc: Option<bool>| {
+        let mut b = json!({"availabilityZone": "eu-west-1a", "sizeGiB": 10, "tags": tags});
+        if let Some(e) = enc {
+            b["encrypted"] = json!(e);
+        }
+        Res::aws("ebs_volume", b)
+    };
+    assert!(run(&[&volume(Some(true))]).is_empty());
+    let off = volume(Some(false));
+    let r = run(&[&off]);
+    assert_eq!(found(&r), [(CheckId::EbsEncryption, off.line("encrypted"))]);
+    assert_eq!(
+        r.findings[0].message,
+        "the volume is not encrypted at rest: `encrypted` is `false`"
+    );
+    let r = run(&[&volume(None)]);
+    assert!(
+        r.findings[0].message.contains("is not set"),
+        "{}",
+        r.render_text()
+    );
+    let root = instance().set("rootVolume.encrypted", None);
+    assert_eq!(
+        found(&run(&[&root])),
+        [(CheckId::EbsEncryption, root.line("rootVolume"))]
+    );
+    let template = Res::aws(
+        "launch_template",
+        json!({"launchTemplateName": "web", "data": {"blockDeviceMappings": [
+            {"deviceName": "/dev/xvda", "ebs": {"volumeSizeGiB": 20, "encrypted": true}},
+            {"deviceName": "/dev/xvdb", "ebs": {"volumeSizeGiB": 20}},
+            {"deviceName": "/dev/xvdc"}
+        ]}, "tags": tags}),
+    );
+    let r = run(&[&template]);
+    assert_eq!(
+        found(&r),
+        [(
+            CheckId::EbsEncryption,
+            template.line("data.blockDeviceMappings[1].ebs")
+        )]
+    );
+    assert!(
+        r.findings[0].message.starts_with("block device 1: "),
+        "{}",
+        r.findings[0].message
+    );
+    // A warning outside production.
+    let r = run_env("dev", &[&off]);
+    assert!(r.findings.iter().all(|f| f.severity == Severity::Warning));
+}
+
+#[test]
+fn public_route() {
+    let tags = json!({"environment": "prod", "owner": "team-a", "product": "shop"});
+    let route = |dest: &str, target: (&str, &str)| {
+        let mut b = json!({"routeTableId": "rtb-1", "destinationCidrBlock": dest, "tags": tags});
+        b[target.0] = json!(target.1);
+        Res::aws("route", b)
+    };
+    let igw = route("0.0.0.0/0", ("gatewayId", "igw-1"));
+    let r = run(&[&igw]);
+    assert_eq!(found(&r), [(CheckId::PublicRoute, igw.line("gatewayId"))]);
+    assert_eq!(
+        r.findings[0].message,
+        "a default route to 0.0.0.0/0 through gateway igw-1 makes the table's subnets public"
+    );
+    for ok in [
+        route("0.0.0.0/0", ("natGatewayId", "nat-1")),
+        route("0.0.0.0/0", ("gatewayId", "vgw-1")),
+        route("10.1.0.0/16", ("gatewayId", "igw-1")),
+    ] {
+        assert!(run(&[&ok]).is_empty(), "{}", run(&[&ok]).render_text());
+    }
+    let table = Res::aws(
+        "route_table",
+        json!({"vpcId": "vpc-1", "routes": [
+            {"destinationCidrBlock": "10.9.0.0/16", "gatewayId": "igw-1"},
+            {"destinationCidrBlock": "0.0.0.0/0", "gatewayId": "igw-1"}
+        ], "tags": tags}),
+    );
+    let r = run(&[&table]);
+    assert_eq!(
+        found(&r),
+        [(CheckId::PublicRoute, table.line("routes[1].gatewayId"))]
+    );
+    assert!(r.findings[0].message.starts_with("route 1: "));
+    // Waived like any check.
+    let mut waived = route("0.0.0.0/0", ("gatewayId", "igw-1"));
+    waived.waivers = vec![waiver(CheckId::PublicRoute, None)];
+    let r = run(&[&waived]);
+    assert!(
+        r.findings.is_empty() && r.waived.len() == 1,
+        "{}",
+        r.render_text()
+    );
 }
 
 fn ingress(name: &str, hosts: &[&str]) -> Res {
