@@ -7,14 +7,19 @@
 //! or the provider above. A new type is one file here, its `mod` line and
 //! its entry in [`KINDS`].
 
+mod dhcp_options;
+mod ebs_volume;
 mod eip;
 mod instance;
 mod internet_gateway;
 mod key_pair;
+mod launch_template;
 mod nat_gateway;
+mod placement_group;
 mod route_table;
 mod security_group;
 mod subnet;
+mod volume_attachment;
 mod vpc;
 
 use std::collections::BTreeMap;
@@ -35,6 +40,11 @@ pub(super) static KINDS: &[&dyn Kind] = &[
     &instance::Instance,
     &eip::Eip,
     &nat_gateway::NatGateway,
+    &ebs_volume::EbsVolume,
+    &volume_attachment::VolumeAttachment,
+    &placement_group::PlacementGroup,
+    &dhcp_options::DhcpOptionsSet,
+    &launch_template::LaunchTemplateKind,
 ];
 
 /// The resource types this provider manages, in creation order.
