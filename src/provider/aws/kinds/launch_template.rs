@@ -13,6 +13,7 @@
 //!   DescribeLaunchTemplateVersions of the `$Default` versions (of the one
 //!   template listed, or of every template of the account when there are
 //!   more: EC2 takes one template id per call, or none with `$Default`).
+//! - A replacement (a new name) deletes the old template first.
 //! - `data.userData` is compared with what EC2 shows back (it keeps it
 //!   base64-encoded; observe decodes it). It cannot hold a secret: anyone
 //!   who may describe launch template versions reads it, so the value
@@ -161,6 +162,15 @@ impl KindSpec for LaunchTemplateKind {
             )),
             _ => {}
         }
+    }
+
+    /// EC2 deletes a launch template that an Auto Scaling group or a fleet
+    /// still names (they fail at their next launch), so keeping the old
+    /// one deposed until nothing uses it protects nothing: it is deleted
+    /// first. (It also keeps stand-ins that show a template's tags as they
+    /// were at creation, as moto does, from missing the deposed mark.)
+    fn destroy_first(&self, _desired: &Value, _live: &Value) -> Option<String> {
+        Some("destroy before create: EC2 does not keep a launch template in use".into())
     }
 
     /// Block device mappings sorted by device name.

@@ -15,6 +15,13 @@ mod internet_gateway;
 mod key_pair;
 mod launch_template;
 mod nat_gateway;
+// Written and unit-tested, but not in `KINDS`: moto (the EC2 stand-in
+// of the tests, and of local setups) answers DescribePlacementGroups with
+// an HTTP 500 ("not implemented"), and observe reads every kind, so
+// registering it would make every observe against moto fail. The lead
+// registers it (`&placement_group::PlacementGroup,` after `nat_gateway`)
+// once the tests can run against a stand-in that serves placement groups.
+#[allow(dead_code)]
 mod placement_group;
 mod route_table;
 mod security_group;
@@ -42,7 +49,6 @@ pub(super) static KINDS: &[&dyn Kind] = &[
     &nat_gateway::NatGateway,
     &ebs_volume::EbsVolume,
     &volume_attachment::VolumeAttachment,
-    &placement_group::PlacementGroup,
     &dhcp_options::DhcpOptionsSet,
     &launch_template::LaunchTemplateKind,
 ];

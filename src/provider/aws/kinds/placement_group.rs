@@ -284,16 +284,19 @@ impl Ec2Kind for PlacementGroup {
 mod tests {
     use super::*;
     use crate::provider::aws::kind::raw;
+    use crate::provider::aws::model;
     use crate::provider::aws::observe::to_live;
-    use crate::provider::aws::{check, model};
     use crate::provider::Owner;
 
     fn body(j: serde_json::Value) -> Value {
         Value::from_json(j)
     }
 
+    /// The problems `check` would report (the kind is not registered).
     fn messages(b: &Value) -> Vec<String> {
-        check("placement_group", b)
+        let mut found = crate::provider::aws::schema::check_structure(FIELDS, b);
+        found.extend(crate::provider::aws::values::check(&PlacementGroup, b));
+        found
             .into_iter()
             .map(|p| format!("{}: {}", p.path, p.message))
             .collect()
