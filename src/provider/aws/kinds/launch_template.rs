@@ -7,7 +7,8 @@
 //!
 //! # Guarantees
 //! - CreateLaunchTemplate carries a ClientToken and tags the template at
-//!   creation.
+//!   creation; CreateLaunchTemplateVersion carries one derived from the
+//!   template and the version's data, so a retry makes no second version.
 //! - Observe is two call sequences, whatever the number of templates:
 //!   DescribeLaunchTemplates (paginated), then one
 //!   DescribeLaunchTemplateVersions of the `$Default` versions (of the one
@@ -301,6 +302,29 @@ fn data_value(data: &ResponseLaunchTemplateData) -> Value {
     ])
 }
 
+/// The ClientToken of a new version of template `id` holding `d`'s data
+/// and description: a retried call, or the same data written again (after
+/// an out-of-band default), gets the version made before instead of a
+/// duplicate.
+fn version_token(id: &str, d: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(id.as_bytes());
+    h.update([0]);
+    for field in ["data", "versionDescription"] {
+        let v = d.get_path(field).map(Value::to_json_masked);
+        h.update(serde_json::to_vec(&v).unwrap_or_default());
+        h.update([0]);
+    }
+    let hex: String = h
+        .finalize()
+        .iter()
+        .take(20)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("tg-{hex}")
+}
+
 /// `filters` with the id filter taken out, and the ids it named.
 fn split_ids(filters: Vec<Filter>) -> (Vec<Filter>, Option<Vec<String>>) {
     let mut ids = None;
@@ -466,6 +490,7 @@ impl Ec2Kind for LaunchTemplateKind {
         }
         let data = request_data(u.d);
         let description = string_at(u.d, "versionDescription");
+        let token = version_token(u.id, u.d);
         let o = p
             .call("CreateLaunchTemplateVersion", || async {
                 sdk(p
@@ -474,6 +499,7 @@ impl Ec2Kind for LaunchTemplateKind {
                     .launch_template_id(u.id)
                     .launch_template_data(data.clone())
                     .set_version_description(description.clone())
+                    .client_token(&token)
                     .send()
                     .await)
             })

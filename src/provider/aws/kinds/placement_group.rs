@@ -111,6 +111,12 @@ impl KindSpec for PlacementGroup {
     }
 }
 
+/// EC2's "no such group" (`InvalidPlacementGroup.Unknown`), which does not
+/// end in NotFound.
+fn is_unknown(e: &ApiError) -> bool {
+    e.code.as_deref() == Some("InvalidPlacementGroup.Unknown")
+}
+
 /// `filters` with the id filter taken out, and the ids it named.
 fn split_ids(filters: Vec<Filter>) -> (Vec<Filter>, Option<Vec<String>>) {
     let mut ids = None;
@@ -152,7 +158,9 @@ impl Ec2Kind for PlacementGroup {
         })
         .await;
         let pages = match answer {
-            Err(e) if ids.is_some() && e.is_not_found() => return Ok(Vec::new()),
+            Err(e) if ids.is_some() && (e.is_not_found() || is_unknown(&e)) => {
+                return Ok(Vec::new())
+            }
             other => other?,
         };
         Ok(pages
@@ -240,16 +248,22 @@ impl Ec2Kind for PlacementGroup {
     /// DeletePlacementGroup names the group (EC2 takes no id there).
     async fn delete(&self, p: &Ec2, _id: &str, g: &Self::Item) -> Result<(), ApiError> {
         let name = g.group_name().unwrap_or_default();
-        p.send("DeletePlacementGroup", false, || async {
-            sdk(p
-                .client
-                .delete_placement_group()
-                .group_name(name)
-                .send()
-                .await)
-            .map(|_| ())
-        })
-        .await
+        let deleted = p
+            .send("DeletePlacementGroup", false, || async {
+                sdk(p
+                    .client
+                    .delete_placement_group()
+                    .group_name(name)
+                    .send()
+                    .await)
+                .map(|_| ())
+            })
+            .await;
+        match deleted {
+            // Gone already (deleted since it was listed).
+            Err(e) if is_unknown(&e) => Ok(()),
+            other => other,
+        }
     }
 
     /// Until EC2 no longer lists it, so a group of the same name can be
