@@ -159,6 +159,7 @@ pub(super) async fn converge(ec2: &Ec2, desired: &Desired, d: &Value, live: &Liv
         ec2.delete_tags(&live.external_id, t).await?;
     }
     let compared = seen.as_ref().map_or(live, |s| &s.live);
+    possible(kind, desired, d, &compared.body)?;
     let change = model::predict(kind, d, Some(&compared.body), &ec2.key);
     match change.action {
         Action::NoOp => Ok(live.clone()),
@@ -180,7 +181,7 @@ async fn replace(
     }
     let id = live.external_id.clone();
     let deposed = ec2_tags([(tags::TAG_DEPOSED.to_string(), "true".to_string())]);
-    ec2.create_tags(&id, deposed).await?;
+    kind.set_tags(ec2, &id, deposed).await?;
     let new = Box::pin(create(ec2, desired, d)).await?;
     if let Err(e) = delete_resource(ec2, live, false).await {
         tracing::info!(resource = %desired.id, old = %id, error = %e, "the replaced resource is still in use; it stays deposed and is pruned later");
@@ -188,11 +189,34 @@ async fn replace(
     Ok(new)
 }
 
-/// Stamps the full ownership tags (the project among them) on a
-/// resource tagged by a tidegate from before projects.
+/// Refuses a change EC2 cannot make at all (`KindSpec::impossible`),
+/// naming the field and the fix.
+pub(super) fn possible(kind: &dyn Kind, desired: &Desired, d: &Value, live: &Value) -> Result<()> {
+    match kind.impossible(d, live) {
+        None => Ok(()),
+        Some((message, fix)) => Err(Error::Invalid {
+            id: desired.id.clone(),
+            origin: desired.origin.clone(),
+            message: format!("{message} (fix: {fix})"),
+        }),
+    }
+}
+
+/// Stamps the full ownership tags (the project among them), and the
+/// kind's marks, on a resource tagged by a tidegate from before projects
+/// or imported.
 pub(super) async fn adopt(ec2: &Ec2, live: &Live) -> Result<()> {
-    let t = ec2_tags(tags::owner_tags(&ec2.owner, &live.id));
-    ec2.create_tags(&live.external_id, t).await
+    let kind = kind_of(&live.id, &live.kind)?;
+    let marks = kind
+        .marks()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+    let t = ec2_tags(
+        tags::owner_tags(&ec2.owner, &live.id)
+            .into_iter()
+            .chain(marks),
+    );
+    kind.set_tags(ec2, &live.external_id, t).await
 }
 
 /// Applies in-place changes (the kind's fields, then the tags), then

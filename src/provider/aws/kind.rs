@@ -87,6 +87,23 @@ pub(super) trait KindSpec: Send + Sync {
     fn resalt_when_invisible(&self) -> bool {
         false
     }
+
+    /// Why the live resource cannot become `desired` at all, neither in
+    /// place nor by a replacement that would keep what it holds (an EBS
+    /// volume cannot shrink, and a new one would lose its data): the
+    /// message and its fix. Plan and apply refuse such a change instead of
+    /// replacing silently.
+    fn impossible(&self, _desired: &Value, _live: &Value) -> Option<(String, String)> {
+        None
+    }
+
+    /// Tags besides the ownership tags that mark a resource as this kind's,
+    /// where EC2 lists resources of two kinds in one Describe (an
+    /// `ebs_volume` among the root volumes of instances): written at
+    /// creation and when a resource is adopted.
+    fn marks(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
 }
 
 /// How EC2 reads and changes a resource type.
@@ -149,6 +166,13 @@ pub(super) trait Ec2Kind: KindSpec + Copy + 'static {
     /// resource itself; `None` when `d` holds none this kind reads back.
     async fn read_secrets(&self, _p: &Ec2, _d: &Value, _live: &Live) -> Result<Option<SecretView>> {
         Ok(None)
+    }
+
+    /// Adds or overwrites tidegate's tags `t` (ownership, deposed) on the
+    /// resource `id`: CreateTags, unless the kind records them elsewhere
+    /// (a volume attachment, which EC2 cannot tag).
+    async fn set_tags(&self, p: &Ec2, id: &str, t: Vec<Tag>) -> Result<()> {
+        p.create_tags(id, t).await
     }
 }
 
@@ -346,6 +370,9 @@ pub(super) trait Kind: KindSpec {
 
     /// See [`Ec2Kind::read_secrets`].
     async fn read_secrets(&self, p: &Ec2, d: &Value, live: &Live) -> Result<Option<SecretView>>;
+
+    /// See [`Ec2Kind::set_tags`].
+    async fn set_tags(&self, p: &Ec2, id: &str, t: Vec<Tag>) -> Result<()>;
 }
 
 #[async_trait::async_trait]
@@ -379,5 +406,9 @@ impl<K: Ec2Kind> Kind for K {
 
     async fn read_secrets(&self, p: &Ec2, d: &Value, live: &Live) -> Result<Option<SecretView>> {
         Ec2Kind::read_secrets(self, p, d, live).await
+    }
+
+    async fn set_tags(&self, p: &Ec2, id: &str, t: Vec<Tag>) -> Result<()> {
+        Ec2Kind::set_tags(self, p, id, t).await
     }
 }

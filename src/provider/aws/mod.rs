@@ -410,6 +410,9 @@ impl Provider for AwsProvider {
             None => None,
         };
         let compared = seen.as_ref().map(|s| &s.live).or(live);
+        if let Some(l) = compared {
+            apply::possible(kind, desired, &d, &l.body)?;
+        }
         let mut change = model::predict(kind, &d, compared.map(|l| &l.body), &self.ec2.key);
         if seen.as_ref().is_some_and(|s| s.stale_tag.is_some()) && change.action == Action::NoOp {
             // Tagged with a fingerprint of the secret before: the apply

@@ -7,14 +7,26 @@
 //! or the provider above. A new type is one file here, its `mod` line and
 //! its entry in [`KINDS`].
 
+mod dhcp_options;
+mod ebs_volume;
 mod eip;
 mod instance;
 mod internet_gateway;
 mod key_pair;
+mod launch_template;
 mod nat_gateway;
+// Written and unit-tested, but not in `KINDS`: moto (the EC2 stand-in
+// of the tests, and of local setups) answers DescribePlacementGroups with
+// an HTTP 500 ("not implemented"), and observe reads every kind, so
+// registering it would make every observe against moto fail. The lead
+// registers it (`&placement_group::PlacementGroup,` after `nat_gateway`)
+// once the tests can run against a stand-in that serves placement groups.
+#[allow(dead_code)]
+mod placement_group;
 mod route_table;
 mod security_group;
 mod subnet;
+mod volume_attachment;
 mod vpc;
 
 use std::collections::BTreeMap;
@@ -35,6 +47,10 @@ pub(super) static KINDS: &[&dyn Kind] = &[
     &instance::Instance,
     &eip::Eip,
     &nat_gateway::NatGateway,
+    &ebs_volume::EbsVolume,
+    &volume_attachment::VolumeAttachment,
+    &dhcp_options::DhcpOptionsSet,
+    &launch_template::LaunchTemplateKind,
 ];
 
 /// The resource types this provider manages, in creation order.
