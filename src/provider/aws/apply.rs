@@ -191,8 +191,9 @@ async fn replace(
 /// Stamps the full ownership tags (the project among them) on a
 /// resource tagged by a tidegate from before projects.
 pub(super) async fn adopt(ec2: &Ec2, live: &Live) -> Result<()> {
+    let kind = kind_of(&live.id, &live.kind)?;
     let t = ec2_tags(tags::owner_tags(&ec2.owner, &live.id));
-    ec2.create_tags(&live.external_id, t).await
+    kind.tag(ec2, &live.external_id, t).await
 }
 
 /// Applies in-place changes (the kind's fields, then the tags), then

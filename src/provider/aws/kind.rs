@@ -150,6 +150,13 @@ pub(super) trait Ec2Kind: KindSpec + Copy + 'static {
     async fn read_secrets(&self, _p: &Ec2, _d: &Value, _live: &Live) -> Result<Option<SecretView>> {
         Ok(None)
     }
+
+    /// Stamps ownership tags `t` on resource `id` (an import's adoption, a
+    /// legacy resource's project tag): CreateTags on the resource, unless
+    /// the kind records ownership elsewhere (a route, on its table).
+    async fn tag(&self, p: &Ec2, id: &str, t: Vec<Tag>) -> Result<()> {
+        p.create_tags(id, t).await
+    }
 }
 
 /// What [`Ec2Kind::normalise`] gets besides the resource.
@@ -346,6 +353,9 @@ pub(super) trait Kind: KindSpec {
 
     /// See [`Ec2Kind::read_secrets`].
     async fn read_secrets(&self, p: &Ec2, d: &Value, live: &Live) -> Result<Option<SecretView>>;
+
+    /// See [`Ec2Kind::tag`].
+    async fn tag(&self, p: &Ec2, id: &str, t: Vec<Tag>) -> Result<()>;
 }
 
 #[async_trait::async_trait]
@@ -379,5 +389,9 @@ impl<K: Ec2Kind> Kind for K {
 
     async fn read_secrets(&self, p: &Ec2, d: &Value, live: &Live) -> Result<Option<SecretView>> {
         Ec2Kind::read_secrets(self, p, d, live).await
+    }
+
+    async fn tag(&self, p: &Ec2, id: &str, t: Vec<Tag>) -> Result<()> {
+        Ec2Kind::tag(self, p, id, t).await
     }
 }

@@ -7,13 +7,16 @@
 //! or the provider above. A new type is one file here, its `mod` line and
 //! its entry in [`KINDS`].
 
+mod egress_only_internet_gateway;
 mod eip;
 mod instance;
 mod internet_gateway;
 mod key_pair;
 mod nat_gateway;
+mod route;
 mod route_table;
 mod security_group;
+mod security_group_rule;
 mod subnet;
 mod vpc;
 
@@ -35,6 +38,9 @@ pub(super) static KINDS: &[&dyn Kind] = &[
     &instance::Instance,
     &eip::Eip,
     &nat_gateway::NatGateway,
+    &egress_only_internet_gateway::EgressOnlyInternetGateway,
+    &security_group_rule::SecurityGroupRule,
+    &route::Route,
 ];
 
 /// The resource types this provider manages, in creation order.

@@ -1,6 +1,9 @@
 //! `route_table`: a route table of a VPC, its routes (created, replaced and
 //! deleted one by one) and its subnet associations. The local route and
-//! the main table's association are EC2's and left out.
+//! the main table's association are EC2's and left out, and so are the
+//! routes a separate `route` resource owns (a `tidegate:route:<destination>`
+//! tag on the table, which the tag updates never touch: they manage the
+//! user's tags only), so inline and separate routes coexist.
 //!
 //! CreateRouteTable carries a ClientToken. A token that names a table
 //! deleted since (out of band, then recreated with the same spec) gets
@@ -18,6 +21,8 @@ use crate::provider::aws::sdk::{
     attrs, describe, map, no_sdk_retries, s, str_at, string_at, strings, strs, Ec2,
 };
 use crate::provider::aws::values::cidr;
+
+use super::route::ROUTE_TAG_PREFIX;
 use crate::provider::{Desired, Problem, Result};
 use crate::value::{Map, Value};
 
@@ -230,11 +235,17 @@ impl Ec2Kind for RouteTable {
         v.tags()
     }
 
+    /// The inline routes leave out those a `route` resource owns (a route
+    /// tag on the table names their destination).
     fn normalise(&self, v: &Self::Item, seen: Seen<'_>) -> (Value, Map) {
+        let separate = |dest: Option<&str>| {
+            dest.is_some_and(|d| seen.tags.contains_key(&format!("{ROUTE_TAG_PREFIX}{d}")))
+        };
         let mut routes: Vec<(String, String)> = v
             .routes()
             .iter()
             .filter(|r| r.gateway_id() != Some("local"))
+            .filter(|r| !separate(r.destination_cidr_block()))
             .filter_map(|r| {
                 Some((
                     r.destination_cidr_block()?.to_string(),
