@@ -543,8 +543,9 @@ async fn observe_costs_the_same_for_one_and_twenty_instances() {
     );
     assert_eq!(one, twenty);
     assert_eq!(
-        one, 10,
-        "one Describe per type (9) plus one DescribeVolumes"
+        one,
+        tidegate::provider::aws::TYPES.len() as u64 + 2,
+        "one Describe per type, plus DescribeVolumes (the instances' root volumes) and DescribeSecurityGroupRules (the rules of the groups that security_group_rule resources own)"
     );
 }
 

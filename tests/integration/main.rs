@@ -3,6 +3,7 @@
 //! `support_moto` and `stand`.
 
 mod aws;
+mod aws_net;
 mod cli_golden;
 mod differential;
 mod example;
