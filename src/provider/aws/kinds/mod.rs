@@ -13,12 +13,15 @@ mod instance;
 mod internet_gateway;
 mod key_pair;
 mod nat_gateway;
+mod network_acl;
 mod route;
 mod route_table;
 mod security_group;
 mod security_group_rule;
 mod subnet;
 mod vpc;
+mod vpc_endpoint;
+mod vpc_peering;
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -40,6 +43,9 @@ pub(super) static KINDS: &[&dyn Kind] = &[
     &nat_gateway::NatGateway,
     &egress_only_internet_gateway::EgressOnlyInternetGateway,
     &security_group_rule::SecurityGroupRule,
+    &network_acl::NetworkAcl,
+    &vpc_endpoint::VpcEndpoint,
+    &vpc_peering::VpcPeering,
     &route::Route,
 ];
 
