@@ -99,6 +99,7 @@ impl KindSpec for Route {
             "route_table",
             "internet_gateway",
             "nat_gateway",
+            "vpc_peering",
             "egress_only_internet_gateway",
             "instance",
         ]
@@ -395,27 +396,35 @@ impl Ec2Kind for Route {
         let key = format!("{ROUTE_TAG_PREFIX}{dest}");
         let value = owner_value(&p.owner, &desired.id);
         let t = ec2_tags([(key, value)]);
-        sdk(p
-            .client
-            .create_tags()
-            .resources(table)
-            .set_tags(Some(t))
-            .send()
-            .await)?;
-        let c = p
-            .client
-            .create_route()
-            .route_table_id(table)
-            .destination_cidr_block(dest);
-        let c = match field {
-            "gatewayId" => c.gateway_id(to),
-            "natGatewayId" => c.nat_gateway_id(to),
-            "vpcPeeringConnectionId" => c.vpc_peering_connection_id(to),
-            "egressOnlyInternetGatewayId" => c.egress_only_internet_gateway_id(to),
-            "instanceId" => c.instance_id(to),
-            _ => c.network_interface_id(to),
-        };
-        sdk(c.customize().config_override(no_sdk_retries()).send().await)?;
+        // A table or target made just before may not show yet: "not
+        // found" is retried (neither call made anything then).
+        p.send("CreateTags", true, || async {
+            sdk(p
+                .client
+                .create_tags()
+                .resources(table)
+                .set_tags(Some(t.clone()))
+                .send()
+                .await)
+        })
+        .await?;
+        p.send("CreateRoute", true, || async {
+            let c = p
+                .client
+                .create_route()
+                .route_table_id(table)
+                .destination_cidr_block(dest);
+            let c = match field {
+                "gatewayId" => c.gateway_id(to),
+                "natGatewayId" => c.nat_gateway_id(to),
+                "vpcPeeringConnectionId" => c.vpc_peering_connection_id(to),
+                "egressOnlyInternetGatewayId" => c.egress_only_internet_gateway_id(to),
+                "instanceId" => c.instance_id(to),
+                _ => c.network_interface_id(to),
+            };
+            sdk(c.customize().config_override(no_sdk_retries()).send().await)
+        })
+        .await?;
         Ok(Created::Id(external_id(table, dest)))
     }
 

@@ -233,29 +233,37 @@ impl Ec2Kind for SecurityGroupRule {
     ) -> Result<Created, ApiError> {
         let group = str_at(d, "securityGroupId").map(str::to_string);
         let tags = p.tag_spec(ResourceType::SecurityGroupRule, desired, d, vec![]);
+        // A group made just before may not show yet: "not found" is
+        // retried (nothing was authorized then).
         let rules = if str_at(d, "type") == Some("egress") {
-            sdk(p
-                .client
-                .authorize_security_group_egress()
-                .set_group_id(group)
-                .ip_permissions(permission(d))
-                .tag_specifications(tags)
-                .customize()
-                .config_override(no_sdk_retries())
-                .send()
-                .await)?
+            p.send("AuthorizeSecurityGroupEgress", true, || async {
+                sdk(p
+                    .client
+                    .authorize_security_group_egress()
+                    .set_group_id(group.clone())
+                    .ip_permissions(permission(d))
+                    .tag_specifications(tags.clone())
+                    .customize()
+                    .config_override(no_sdk_retries())
+                    .send()
+                    .await)
+            })
+            .await?
             .security_group_rules
         } else {
-            sdk(p
-                .client
-                .authorize_security_group_ingress()
-                .set_group_id(group)
-                .ip_permissions(permission(d))
-                .tag_specifications(tags)
-                .customize()
-                .config_override(no_sdk_retries())
-                .send()
-                .await)?
+            p.send("AuthorizeSecurityGroupIngress", true, || async {
+                sdk(p
+                    .client
+                    .authorize_security_group_ingress()
+                    .set_group_id(group.clone())
+                    .ip_permissions(permission(d))
+                    .tag_specifications(tags.clone())
+                    .customize()
+                    .config_override(no_sdk_retries())
+                    .send()
+                    .await)
+            })
+            .await?
             .security_group_rules
         };
         created(
