@@ -82,6 +82,16 @@ impl KindSpec for SecurityGroupRule {
         }
         check_ports(m, path, out);
         let has = |k: &str| m.get(k).is_some_and(|v| !matches!(v, Value::Null));
+        // EC2 drops them, so they would differ (and replace) on every plan.
+        if m.get("protocol").and_then(Value::as_str) == Some("-1")
+            && (has("fromPort") || has("toPort"))
+        {
+            out.push(problem(
+                path,
+                "a rule of every protocol (\"-1\") takes no ports: EC2 drops them".into(),
+                "remove `fromPort` and `toPort`, or name the protocol (tcp, udp, icmp)",
+            ));
+        }
         match (has("cidrBlock"), has("sourceSecurityGroupId")) {
             (true, false) | (false, true) => {}
             (false, false) => out.push(problem(
@@ -361,6 +371,13 @@ mod tests {
             "sourceSecurityGroupId": "sg-2"
         })))
         .is_empty());
+        assert_eq!(
+            messages(&body(serde_json::json!({
+                "securityGroupId": "sg-1", "type": "egress", "protocol": "-1",
+                "fromPort": 0, "toPort": 0, "cidrBlock": "0.0.0.0/0"
+            }))),
+            vec![": a rule of every protocol (\"-1\") takes no ports: EC2 drops them"]
+        );
         assert_eq!(
             messages(&body(serde_json::json!({
                 "securityGroupId": "sg-1", "type": "ingress", "protocol": "tcp",
