@@ -548,8 +548,8 @@ async fn observe_costs_the_same_for_one_and_twenty_instances() {
     // something, and this environment has neither.
     assert_eq!(
         one,
-        tidegate::provider::aws::TYPES.len() as u64 + 1,
-        "one Describe per type plus one DescribeVolumes"
+        tidegate::provider::aws::TYPES.len() as u64 + 2,
+        "one Describe per type, plus DescribeVolumes (the instances' root volumes) and DescribeSecurityGroupRules (the rules of the groups that security_group_rule resources own)"
     );
 }
 

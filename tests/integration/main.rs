@@ -4,6 +4,7 @@
 
 mod aws;
 mod aws_more;
+mod aws_net;
 mod cli_golden;
 mod differential;
 mod example;

@@ -260,6 +260,25 @@ pub(super) fn filter(name: &str, values: &[&str]) -> Filter {
         .build()
 }
 
+/// `filters` without the one named `name`, and that one's values: for a
+/// Describe call that names resources by id in its `...Ids` parameter
+/// (EC2 takes both; moto implements no id filter for some types).
+pub(super) fn take_filter(filters: Vec<Filter>, name: &str) -> (Vec<Filter>, Option<Vec<String>>) {
+    let mut ids = None;
+    let rest = filters
+        .into_iter()
+        .filter(|f| {
+            if f.name() == Some(name) {
+                ids = Some(f.values().to_vec());
+                false
+            } else {
+                true
+            }
+        })
+        .collect();
+    (rest, ids)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

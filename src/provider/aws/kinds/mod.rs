@@ -9,6 +9,7 @@
 
 mod dhcp_options;
 mod ebs_volume;
+mod egress_only_internet_gateway;
 mod eip;
 mod instance;
 mod internet_gateway;
@@ -23,11 +24,16 @@ mod nat_gateway;
 // once the tests can run against a stand-in that serves placement groups.
 #[allow(dead_code)]
 mod placement_group;
+mod network_acl;
+mod route;
 mod route_table;
 mod security_group;
+mod security_group_rule;
 mod subnet;
 mod volume_attachment;
 mod vpc;
+mod vpc_endpoint;
+mod vpc_peering;
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -51,6 +57,12 @@ pub(super) static KINDS: &[&dyn Kind] = &[
     &volume_attachment::VolumeAttachment,
     &dhcp_options::DhcpOptionsSet,
     &launch_template::LaunchTemplateKind,
+    &egress_only_internet_gateway::EgressOnlyInternetGateway,
+    &security_group_rule::SecurityGroupRule,
+    &network_acl::NetworkAcl,
+    &vpc_endpoint::VpcEndpoint,
+    &vpc_peering::VpcPeering,
+    &route::Route,
 ];
 
 /// The resource types this provider manages, in creation order.

@@ -1,6 +1,9 @@
 //! `route_table`: a route table of a VPC, its routes (created, replaced and
 //! deleted one by one) and its subnet associations. The local route and
-//! the main table's association are EC2's and left out.
+//! the main table's association are EC2's and left out, and so are the
+//! routes a separate `route` resource owns (a `tidegate:route:<destination>`
+//! tag on the table, which the tag updates never touch: they manage the
+//! user's tags only), so inline and separate routes coexist.
 //!
 //! CreateRouteTable carries a ClientToken. A token that names a table
 //! deleted since (out of band, then recreated with the same spec) gets
@@ -18,6 +21,8 @@ use crate::provider::aws::sdk::{
     attrs, describe, map, no_sdk_retries, s, str_at, string_at, strings, strs, Ec2,
 };
 use crate::provider::aws::values::cidr;
+
+use super::route::ROUTE_TAG_PREFIX;
 use crate::provider::{Desired, Problem, Result};
 use crate::value::{Map, Value};
 
@@ -230,11 +235,17 @@ impl Ec2Kind for RouteTable {
         v.tags()
     }
 
+    /// The inline routes leave out those a `route` resource owns (a route
+    /// tag on the table names their destination).
     fn normalise(&self, v: &Self::Item, seen: Seen<'_>) -> (Value, Map) {
+        let separate = |dest: Option<&str>| {
+            dest.is_some_and(|d| seen.tags.contains_key(&format!("{ROUTE_TAG_PREFIX}{d}")))
+        };
         let mut routes: Vec<(String, String)> = v
             .routes()
             .iter()
             .filter(|r| r.gateway_id() != Some("local"))
+            .filter(|r| !separate(r.destination_cidr_block()))
             .filter_map(|r| {
                 Some((
                     r.destination_cidr_block()?.to_string(),
@@ -316,5 +327,59 @@ impl Ec2Kind for RouteTable {
             .map(|_| ())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::aws::kind::raw;
+    use crate::provider::aws::observe::to_live;
+    use crate::provider::aws::tags;
+    use crate::provider::Owner;
+    use aws_sdk_ec2::types::Route;
+
+    /// A route a `route` resource owns (a route tag on the table) is not
+    /// one of the table's inline routes, and a tag update of the table
+    /// never removes that tag.
+    #[test]
+    fn routes_owned_by_a_route_resource_are_left_out_and_their_tags_kept() {
+        let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+        let route = |dest: &str, gw: &str| {
+            Route::builder()
+                .destination_cidr_block(dest)
+                .gateway_id(gw)
+                .build()
+        };
+        let rt = Item::builder()
+            .route_table_id("rtb-1")
+            .vpc_id("vpc-1")
+            .routes(route("10.0.0.0/16", "local"))
+            .routes(route("0.0.0.0/0", "igw-1"))
+            .routes(route("10.50.0.0/16", "igw-1"))
+            .set_tags(Some(vec![
+                tag("managed-by", "tidegate"),
+                tag("tidegate:project", "shop"),
+                tag("tidegate:environment", "dev"),
+                tag("tidegate:module", "network"),
+                tag("tidegate:resource", "network.public"),
+                tag("tidegate:route:10.50.0.0/16", "shop/dev/edge/office"),
+                tag("owner", "team"),
+            ]))
+            .build();
+        let raw = raw(RouteTable, rt, "eu-west-1").unwrap();
+        let live = to_live(&raw, &Owner::new("shop", "dev")).unwrap();
+        assert_eq!(
+            live.body.to_json_masked(),
+            serde_json::json!({
+                "vpcId": "vpc-1",
+                "routes": [{"destinationCidrBlock": "0.0.0.0/0", "gatewayId": "igw-1"}],
+                "subnetIds": [], "tags": {"owner": "team"}
+            })
+        );
+        let desired = Value::from_json(serde_json::json!({"other": "x"}));
+        let (set, remove) = tags::tag_changes(&desired, live.body.get_path("tags").unwrap());
+        assert_eq!(set, vec![("other".to_string(), "x".to_string())]);
+        assert_eq!(remove, vec!["owner".to_string()]);
     }
 }

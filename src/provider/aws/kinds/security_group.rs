@@ -2,17 +2,25 @@
 //! revoked rule by rule (one protocol, port range and source), so unchanged
 //! rules never blink. Its name must stay unique in its VPC, so a
 //! replacement keeping the name deletes the old group first.
+//!
+//! Rules a `security_group_rule` resource owns (tagged `managed-by:
+//! tidegate` in EC2, any module or environment) are not the group's: its
+//! `ingress` and `egress` leave them out and its updates never revoke
+//! them. Observe finds them with one DescribeSecurityGroupRules sequence
+//! for all listed groups, besides the DescribeSecurityGroups sequence.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::types::{
-    Filter, IpPermission, IpRange, ResourceType, SecurityGroup as Item, Tag, UserIdGroupPair,
+    Filter, IpPermission, IpRange, ResourceType, SecurityGroup as Ec2Group, SecurityGroupRule, Tag,
+    UserIdGroupPair,
 };
 
 use crate::provider::aws::calls::{sdk, ApiError};
 use crate::provider::aws::kind::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::schema::{f, fixed, req, Field, Ty, TAGS};
-use crate::provider::aws::sdk::{attrs, describe, map, no_sdk_retries, s, string_at, Ec2};
+use crate::provider::aws::sdk::{attrs, describe, filter, map, no_sdk_retries, s, string_at, Ec2};
+use crate::provider::aws::tags;
 use crate::provider::aws::values::{cidr, problem};
 use crate::provider::{Desired, Problem, Result};
 use crate::value::{key_path, Map, Value};
@@ -200,6 +208,29 @@ pub fn rules_value(atoms: &BTreeSet<RuleAtom>) -> Value {
 
 /// A security group rule: its ports for its protocol, and a source.
 fn rule(m: &Map, path: &str, out: &mut Vec<Problem>) {
+    check_ports(m, path, out);
+    let has = |k: &str| match m.get(k) {
+        None | Some(Value::Null) => false,
+        Some(Value::List(l)) => !l.is_empty(),
+        Some(_) => true,
+    };
+    if !has("cidrBlocks") && !has("sourceSecurityGroupIds") {
+        // At the empty list when there is one: that is what to fill in.
+        let at = ["cidrBlocks", "sourceSecurityGroupIds"]
+            .into_iter()
+            .find(|k| m.contains_key(*k))
+            .map_or_else(|| path.to_string(), |k| key_path(path, k));
+        out.push(problem(
+            &at,
+            "the rule has no source: neither `cidrBlocks` nor `sourceSecurityGroupIds`".into(),
+            "add `cidrBlocks: [..]` (addresses) or `sourceSecurityGroupIds: [..]` (other security groups)",
+        ));
+    }
+}
+
+/// The ports of a rule (`protocol`, `fromPort`, `toPort` of `m`) for its
+/// protocol: a group's inline rule and a `security_group_rule` alike.
+pub(super) fn check_ports(m: &Map, path: &str, out: &mut Vec<Problem>) {
     let port = |k: &str| match m.get(k) {
         Some(Value::Int(i)) => Port::Number(*i),
         None | Some(Value::Null) => Port::Missing,
@@ -260,23 +291,6 @@ fn rule(m: &Map, path: &str, out: &mut Vec<Problem>) {
             }
         }
         _ => {}
-    }
-    let has = |k: &str| match m.get(k) {
-        None | Some(Value::Null) => false,
-        Some(Value::List(l)) => !l.is_empty(),
-        Some(_) => true,
-    };
-    if !has("cidrBlocks") && !has("sourceSecurityGroupIds") {
-        // At the empty list when there is one: that is what to fill in.
-        let at = ["cidrBlocks", "sourceSecurityGroupIds"]
-            .into_iter()
-            .find(|k| m.contains_key(*k))
-            .map_or_else(|| path.to_string(), |k| key_path(path, k));
-        out.push(problem(
-            &at,
-            "the rule has no source: neither `cidrBlocks` nor `sourceSecurityGroupIds`".into(),
-            "add `cidrBlocks: [..]` (addresses) or `sourceSecurityGroupIds: [..]` (other security groups)",
-        ));
     }
 }
 
@@ -346,17 +360,68 @@ fn permission(a: &RuleAtom) -> IpPermission {
     .build()
 }
 
+/// A security group as observe lists it: EC2's description and the rules
+/// of it that `security_group_rule` resources own.
+pub(super) struct Item {
+    group: Ec2Group,
+    /// (egress, rule) of each separately owned rule, without description.
+    separate: Vec<(bool, RuleAtom)>,
+}
+
+/// The rule a described `security_group_rule` stands for (description
+/// left out: EC2 holds one permission per protocol, ports and source).
+pub(super) fn separate_atom(r: &SecurityGroupRule) -> Option<(bool, RuleAtom)> {
+    let protocol = r.ip_protocol().unwrap_or("-1").to_string();
+    let all = protocol == "-1";
+    let port = |v: Option<i32>| if all { None } else { v.map(i64::from) };
+    let source = match (
+        r.cidr_ipv4(),
+        r.referenced_group_info().and_then(|g| g.group_id()),
+    ) {
+        (Some(c), _) => Source::Cidr(c.to_string()),
+        (None, Some(g)) => Source::Group(g.to_string()),
+        (None, None) => return None,
+    };
+    Some((
+        r.is_egress() == Some(true),
+        RuleAtom {
+            protocol,
+            from_port: port(r.from_port()),
+            to_port: port(r.to_port()),
+            source,
+            description: None,
+        },
+    ))
+}
+
+/// The rules of one direction of a group that are the group's own: all
+/// but those a `security_group_rule` owns.
+fn inline_atoms(sg: &Item, egress: bool) -> BTreeSet<RuleAtom> {
+    let perms = if egress {
+        sg.group.ip_permissions_egress()
+    } else {
+        sg.group.ip_permissions()
+    };
+    permission_atoms(perms)
+        .into_iter()
+        .filter(|a| {
+            !sg.separate.iter().any(|(e, s)| {
+                *e == egress
+                    && s.protocol == a.protocol
+                    && s.from_port == a.from_port
+                    && s.to_port == a.to_port
+                    && s.source == a.source
+            })
+        })
+        .collect()
+}
+
 /// Authorizes and revokes the rules of one direction (`ingress` or
 /// `egress`) rule by rule, so unchanged rules never blink.
 async fn update_rules(p: &Ec2, id: &str, field: &str, d: &Value, sg: &Item) -> Result<()> {
     let want = rule_atoms(d.get_path(field).unwrap_or(&Value::Null)).unwrap_or_default();
     let ingress = field == "ingress";
-    let perms = if ingress {
-        sg.ip_permissions()
-    } else {
-        sg.ip_permissions_egress()
-    };
-    let have: BTreeSet<RuleAtom> = permission_atoms(perms).into_iter().collect();
+    let have = inline_atoms(sg, !ingress);
     let revoke: Vec<IpPermission> = have.difference(&want).map(permission).collect();
     let grant: Vec<IpPermission> = want.difference(&have).map(permission).collect();
     let c = &p.client;
@@ -411,6 +476,35 @@ async fn update_rules(p: &Ec2, id: &str, field: &str, d: &Value, sg: &Item) -> R
     Ok(())
 }
 
+/// The rules of `groups` that `security_group_rule` resources own (tagged
+/// `managed-by: tidegate`): one DescribeSecurityGroupRules sequence (one
+/// per 200 groups, EC2's limit of filter values), none without groups.
+async fn separate_rules(p: &Ec2, groups: &[Ec2Group]) -> Result<Vec<SecurityGroupRule>, ApiError> {
+    let ids: Vec<&str> = groups.iter().filter_map(|g| g.group_id()).collect();
+    let mut out = Vec::new();
+    for chunk in ids.chunks(200) {
+        let filters = vec![
+            filter("group-id", chunk),
+            filter(&format!("tag:{}", tags::TAG_MANAGED_BY), &[tags::MANAGER]),
+        ];
+        let pages = describe(p, "DescribeSecurityGroupRules", || {
+            p.client
+                .describe_security_group_rules()
+                .set_filters(Some(filters.clone()))
+                .into_paginator()
+                .send()
+                .try_collect()
+        })
+        .await?;
+        out.extend(
+            pages
+                .into_iter()
+                .flat_map(|o| o.security_group_rules.unwrap_or_default()),
+        );
+    }
+    Ok(out)
+}
+
 #[async_trait::async_trait]
 impl Ec2Kind for SecurityGroup {
     type Item = Item;
@@ -429,22 +523,35 @@ impl Ec2Kind for SecurityGroup {
                 .try_collect()
         })
         .await?;
-        Ok(pages
+        let groups: Vec<Ec2Group> = pages
             .into_iter()
             .flat_map(|o| o.security_groups.unwrap_or_default())
+            .collect();
+        let rules = separate_rules(p, &groups).await?;
+        Ok(groups
+            .into_iter()
+            .map(|group| {
+                let separate = rules
+                    .iter()
+                    .filter(|r| r.group_id().is_some() && r.group_id() == group.group_id())
+                    .filter_map(separate_atom)
+                    .collect();
+                Item { group, separate }
+            })
             .collect())
     }
 
     fn id<'a>(&self, v: &'a Self::Item) -> Option<&'a str> {
-        v.group_id()
+        v.group.group_id()
     }
 
     fn tags<'a>(&self, v: &'a Self::Item) -> &'a [Tag] {
-        v.tags()
+        v.group.tags()
     }
 
-    fn normalise(&self, v: &Self::Item, seen: Seen<'_>) -> (Value, Map) {
-        let rules = |p: &[IpPermission]| rules_value(&permission_atoms(p).into_iter().collect());
+    fn normalise(&self, sg: &Self::Item, seen: Seen<'_>) -> (Value, Map) {
+        let v = &sg.group;
+        let rules = |egress: bool| rules_value(&inline_atoms(sg, egress));
         let attributes = attrs(vec![
             ("id", seen.id_value()),
             ("groupName", s(v.group_name())),
@@ -453,8 +560,8 @@ impl Ec2Kind for SecurityGroup {
             ("vpcId", s(v.vpc_id())),
             ("groupName", s(v.group_name())),
             ("description", s(v.description())),
-            ("ingress", rules(v.ip_permissions())),
-            ("egress", rules(v.ip_permissions_egress())),
+            ("ingress", rules(false)),
+            ("egress", rules(true)),
             ("tags", seen.user_tags),
         ]);
         (body, attributes)
@@ -520,7 +627,7 @@ mod tests {
             tag("tidegate:resource", "network.web"),
             tag("owner", "team"),
         ];
-        let sg = Item::builder()
+        let sg = Ec2Group::builder()
             .group_id("sg-1")
             .group_name("web")
             .description("d")
@@ -543,8 +650,36 @@ mod tests {
                     .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
                     .build(),
             )
+            .ip_permissions(
+                IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(22)
+                    .to_port(22)
+                    .ip_ranges(
+                        IpRange::builder()
+                            .cidr_ip("10.0.0.0/8")
+                            .description("ssh from the office")
+                            .build(),
+                    )
+                    .build(),
+            )
             .build();
-        let raw = raw(SecurityGroup, sg, "eu-west-1").unwrap();
+        // A rule of another module's `security_group_rule` on this group:
+        // not the group's own.
+        let separate = SecurityGroupRule::builder()
+            .group_id("sg-1")
+            .is_egress(false)
+            .ip_protocol("tcp")
+            .from_port(22)
+            .to_port(22)
+            .cidr_ipv4("10.0.0.0/8")
+            .description("ssh from the office")
+            .build();
+        let item = Item {
+            separate: separate_atom(&separate).into_iter().collect(),
+            group: sg,
+        };
+        let raw = raw(SecurityGroup, item, "eu-west-1").unwrap();
         let live = to_live(&raw, &Owner::new("shop", "dev")).unwrap();
         assert_eq!(live.id.to_string(), "network.web");
         assert_eq!(
