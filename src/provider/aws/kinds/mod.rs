@@ -16,6 +16,7 @@ mod internet_gateway;
 mod key_pair;
 mod launch_template;
 mod nat_gateway;
+mod network_acl;
 // Written and unit-tested, but not in `KINDS`: moto (the EC2 stand-in
 // of the tests, and of local setups) answers DescribePlacementGroups with
 // an HTTP 500 ("not implemented"), and observe reads every kind, so
@@ -24,7 +25,6 @@ mod nat_gateway;
 // once the tests can run against a stand-in that serves placement groups.
 #[allow(dead_code)]
 mod placement_group;
-mod network_acl;
 mod route;
 mod route_table;
 mod security_group;
