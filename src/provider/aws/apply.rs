@@ -40,7 +40,12 @@ pub(super) fn kind_of(id: &ResourceId, kind: &str) -> Result<&'static dyn Kind> 
 }
 
 /// The owned, not deposed resource carrying `desired`'s resource tag.
-async fn find_owned(ec2: &Ec2, kind: &dyn Kind, desired: &Desired) -> Result<Option<Live>> {
+async fn find_owned(
+    ec2: &Ec2,
+    kind: &dyn Kind,
+    desired: &Desired,
+    replacing: Option<&str>,
+) -> Result<Option<Live>> {
     let by_tag = filter(
         &format!("tag:{}", tags::TAG_RESOURCE),
         &[&desired.id.to_string()],
@@ -50,7 +55,7 @@ async fn find_owned(ec2: &Ec2, kind: &dyn Kind, desired: &Desired) -> Result<Opt
         .map_err(|e| e.into_error(&format!("search {}", desired.kind)))?;
     Ok(raws
         .iter()
-        .filter(|r| !r.is_deposed())
+        .filter(|r| !r.is_deposed() && Some(r.external_id.as_str()) != replacing)
         .find_map(|r| observe::to_live(r, &ec2.owner)))
 }
 
@@ -92,8 +97,20 @@ async fn wait_visible(ec2: &Ec2, kind: &dyn Kind, external_id: &str) -> Result<L
 /// Creates the resource (or adopts the one a lost answer or a crash left
 /// behind) and converges it to `d`.
 pub(super) async fn create(ec2: &Ec2, desired: &Desired, d: &Value) -> Result<Live> {
+    create_new(ec2, desired, d, None).await
+}
+
+/// [`create`], never adopting `replacing` (the resource a replacement
+/// supersedes): should its deposed tag not show yet, the search by tags
+/// would find it again and replace it again, without end.
+async fn create_new(
+    ec2: &Ec2,
+    desired: &Desired,
+    d: &Value,
+    replacing: Option<&str>,
+) -> Result<Live> {
     let kind = kind_of(&desired.id, &desired.kind)?;
-    if let Some(found) = find_owned(ec2, kind, desired).await? {
+    if let Some(found) = find_owned(ec2, kind, desired, replacing).await? {
         tracing::info!(resource = %desired.id, id = %found.external_id, "adopting the resource found by its tags");
         return converge(ec2, desired, d, &found).await;
     }
@@ -139,7 +156,7 @@ pub(super) async fn create(ec2: &Ec2, desired: &Desired, d: &Value) -> Result<Li
                 tracing::warn!(resource = %desired.id, error = %e, "create failed or its answer was lost; searching before retrying");
                 ec2.policy.count(&e);
                 tokio::time::sleep(ec2.policy.backoff(n)).await;
-                if let Some(found) = find_owned(ec2, kind, desired).await? {
+                if let Some(found) = find_owned(ec2, kind, desired, replacing).await? {
                     return converge(ec2, desired, d, &found).await;
                 }
                 n += 1;
@@ -175,14 +192,14 @@ async fn replace(
     d: &Value,
     live: &Live,
 ) -> Result<Live> {
+    let id = live.external_id.clone();
     if kind.destroy_first(d, &live.body).is_some() {
         delete_resource(ec2, live, true).await?;
-        return Box::pin(create(ec2, desired, d)).await;
+        return Box::pin(create_new(ec2, desired, d, Some(&id))).await;
     }
-    let id = live.external_id.clone();
     let deposed = ec2_tags([(tags::TAG_DEPOSED.to_string(), "true".to_string())]);
     kind.set_tags(ec2, &id, deposed).await?;
-    let new = Box::pin(create(ec2, desired, d)).await?;
+    let new = Box::pin(create_new(ec2, desired, d, Some(&id))).await?;
     if let Err(e) = delete_resource(ec2, live, false).await {
         tracing::info!(resource = %desired.id, old = %id, error = %e, "the replaced resource is still in use; it stays deposed and is pruned later");
     }
