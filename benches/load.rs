@@ -21,6 +21,14 @@
 //! parse alone and the whole `tidegate validate` check (load, resolve,
 //! graph, render) of a repository holding it. Issue 17: duplicate keys
 //! were found by scanning every earlier key, so 80,000 keys took 40 s.
+//!
+//! ```text
+//! cargo bench --bench load -- --whole --resources 10000,100000 --runs 3
+//! ```
+//!
+//! times the whole `tidegate plan --offline` process instead, on the
+//! repository written to disk (wall time, and peak RSS through GNU time),
+//! as a user runs it.
 
 mod common;
 
@@ -46,6 +54,11 @@ struct Args {
     /// Measure maps of these many keys instead (YAML parse and validate).
     #[arg(long, value_delimiter = ',')]
     yaml_keys: Vec<usize>,
+    /// Time the whole `tidegate plan --offline` process instead, on the
+    /// repository written to disk, with its peak memory (GNU time's max
+    /// RSS), as a user runs it.
+    #[arg(long)]
+    whole: bool,
     /// Internal: measure this many instances per environment in this
     /// process and print one line of figures.
     #[arg(long, hide = true)]
@@ -78,14 +91,14 @@ fn module(name: &str) -> String {
         "v1",
         "        stringData:\n          password: ${input.password}\n",
     );
-    s += &kube("deploy", "Deployment", "apps/v1", "        spec:\n          replicas: ${input.replicas}\n          template:\n            spec:\n              containers:\n                - name: app\n                  image: registry.example.com/app@sha256:0000000000000000000000000000000000000000000000000000000000000000\n                  envFrom:\n                    - configMapRef:\n                        name: ${resource.config.metadata.name}\n              volumes:\n                - name: s\n                  secret:\n                    secretName: ${resource.secret.metadata.name}\n");
+    s += &kube("deploy", "Deployment", "apps/v1", "        spec:\n          replicas: ${input.replicas}\n          selector:\n            matchLabels:\n              app: app\n          template:\n            metadata:\n              labels:\n                app: app\n            spec:\n              containers:\n                - name: app\n                  image: registry.example.com/app@sha256:0000000000000000000000000000000000000000000000000000000000000000\n                  envFrom:\n                    - configMapRef:\n                        name: ${resource.config.metadata.name}\n              volumes:\n                - name: s\n                  secret:\n                    secretName: ${resource.secret.metadata.name}\n");
     s += &kube(
         "svc",
         "Service",
         "v1",
         "        spec:\n          ports:\n            - port: 80\n",
     );
-    s += &kube("ingress", "Ingress", "networking.k8s.io/v1", "        spec:\n          rules:\n            - host: app.example.com\n              http:\n                paths:\n                  - path: /\n                    backend:\n                      service:\n                        name: ${resource.svc.metadata.name}\n");
+    s += &kube("ingress", "Ingress", "networking.k8s.io/v1", "        spec:\n          rules:\n            - host: app.example.com\n              http:\n                paths:\n                  - path: /\n                    pathType: Prefix\n                    backend:\n                      service:\n                        name: ${resource.svc.metadata.name}\n");
     s
 }
 
@@ -132,10 +145,11 @@ fn repo(n: usize) -> Files {
             format!("environments/{e}.yaml"),
             environment(i, n).into_bytes(),
         );
+        // A real SOPS file (the example's, made by `sops`), so the whole
+        // command reads its ciphertexts as it would any repository's.
         f.insert(
             format!("secrets/{e}.sops.yaml"),
-            b"db:\n  password: ENC[AES256_GCM,data:x,type:str]\nsops:\n  version: 3.11.0\n"
-                .to_vec(),
+            include_bytes!("../secrets/dev.sops.yaml").to_vec(),
         );
     }
     f
@@ -235,6 +249,55 @@ fn child(n: usize, runs: usize) {
     println!("  peak memory (VmHWM) {}", mib(memory_kib(None, "VmHWM")));
 }
 
+/// Times `tidegate plan --offline` (all four environments, text to a
+/// pipe this process drains) on the repository of `n` instances per
+/// environment written to a temporary folder, `runs` times.
+fn whole(n: usize, runs: usize) {
+    let dir = tempfile::TempDir::new().expect("a temporary folder");
+    for (path, bytes) in repo(n).iter() {
+        let at = dir.path().join(path);
+        std::fs::create_dir_all(at.parent().expect("a folder")).expect("writable");
+        std::fs::write(at, bytes).expect("writable");
+    }
+    let bin = env!("CARGO_BIN_EXE_tidegate");
+    let (mut times, mut peaks, mut bytes) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..runs {
+        let t = Instant::now();
+        let out = Command::new("/usr/bin/time")
+            .args([
+                "-f",
+                "maxrss-kib %M",
+                bin,
+                "plan",
+                "--offline",
+                "--color",
+                "never",
+                "--repo",
+            ])
+            .arg(dir.path())
+            .output()
+            .expect("GNU time and tidegate run");
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "the plan has changes: {err}");
+        bytes = out.stdout.len();
+        let kib: f64 = err
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("maxrss-kib "))
+            .and_then(|k| k.trim().parse().ok())
+            .expect("GNU time prints the max RSS");
+        peaks.push(kib / 1024.0);
+    }
+    println!(
+        "{} resources: whole `tidegate plan --offline` {} ms, peak RSS {} MiB, {:.1} MiB of plan text",
+        ENVS.len() * n * 10,
+        summary(&times, 1),
+        summary(&peaks, 1),
+        bytes as f64 / 1048576.0
+    );
+}
+
 /// A repository of one environment and one module whose ConfigMap holds
 /// `keys` entries under `data`.
 fn wide_map_repo(keys: usize) -> Files {
@@ -293,6 +356,12 @@ fn main() {
     }
     if let Some(n) = args.child {
         child(n, args.runs);
+        return;
+    }
+    if args.whole {
+        for size in &args.resources {
+            whole(size / (ENVS.len() * 10), args.runs);
+        }
         return;
     }
     let me = std::env::current_exe().expect("own path");

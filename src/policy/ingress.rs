@@ -96,7 +96,8 @@ pub(crate) fn unique(subjects: &[Subject<'_>]) -> Vec<(usize, Hit)> {
             let entry = users
                 .entry((s.environment, normalise_host(host.raw)))
                 .or_default();
-            if !entry.iter().any(|u| u.subject == i) {
+            // Subjects come in order: one already counted is the last.
+            if entry.last().is_none_or(|u| u.subject != i) {
                 entry.push(HostUse {
                     subject: i,
                     path,
@@ -113,9 +114,13 @@ pub(crate) fn unique(subjects: &[Subject<'_>]) -> Vec<(usize, Hit)> {
             &host
         };
         for u in &list {
-            let others: Vec<String> = list
+            // A few by name: a host shared by thousands would otherwise
+            // make each finding list all the others (quadratic text).
+            const NAMED: usize = 3;
+            let mut others: Vec<String> = list
                 .iter()
                 .filter(|o| o.subject != u.subject)
+                .take(NAMED)
                 .map(|o| {
                     format!(
                         "{} ({})",
@@ -123,6 +128,10 @@ pub(crate) fn unique(subjects: &[Subject<'_>]) -> Vec<(usize, Hit)> {
                     )
                 })
                 .collect();
+            let more = list.len() - 1 - others.len();
+            if more > 0 {
+                others.push(format!("{more} more"));
+            }
             out.push((
                 u.subject,
                 Hit {

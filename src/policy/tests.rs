@@ -735,6 +735,17 @@ fn ingress_unique() {
         "host `shop.example.com` is also used by app.b (modules/app/module.yaml:1:1)"
     );
     assert_eq!(r.findings[1].resource.name, "b");
+    // A host shared by many: each finding names three others and counts
+    // the rest (it listed them all: quadratic text).
+    let many: Vec<Res> = (0..6)
+        .map(|i| ingress(&format!("m{i}"), &["many.example.com"]))
+        .collect();
+    let r = run(&many.iter().collect::<Vec<_>>());
+    assert_eq!(r.findings.len(), 6);
+    assert_eq!(
+        r.findings[0].message,
+        "host `many.example.com` is also used by app.m1 (modules/app/module.yaml:1:1), app.m2 (modules/app/module.yaml:1:1), app.m3 (modules/app/module.yaml:1:1), 2 more"
+    );
 }
 
 #[test]
