@@ -1228,3 +1228,32 @@ fn deploy_manifests_pass_kubectl_server_side_dry_run() {
     assert_eq!(sim.object_count("prod", "deployments.apps"), 0);
     rt.block_on(sim.shutdown());
 }
+
+/// An apply lock dropped without a release, as when the reconciler aborts
+/// the converge holding it (its leader Lease was lost), is no longer
+/// renewed: it expires after its duration and another replica takes it.
+/// Before, the renewal task outlived the lock and kept the environment
+/// locked for every other replica for as long as the process lived (found
+/// by a fleet of three replicas on the real kube-apiserver under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_lock_dropped_by_an_aborted_converge_expires() {
+    use tidegate::state::EnvLock;
+    let (sim, client, _dir) = cluster().await;
+    let secs = Duration::from_secs(2);
+    let lock = EnvLock::lease(client.clone(), "test.dev", "replica-a", secs)
+        .await
+        .unwrap();
+    drop(lock);
+    let e = EnvLock::lease(client.clone(), "test.dev", "replica-b", secs)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("locked by replica-a"), "{e}");
+    // Renewed every third of the duration until dropped; expired at most
+    // one duration after that (plus a second for the whole-second rule).
+    tokio::time::sleep(secs + Duration::from_secs(1)).await;
+    let b = EnvLock::lease(client, "test.dev", "replica-b", secs)
+        .await
+        .expect("expired once no longer renewed");
+    b.release().await.unwrap();
+    sim.shutdown().await;
+}
