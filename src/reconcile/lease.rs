@@ -344,7 +344,10 @@ pub async fn run(
         let mut holding = 0;
         for (env, mine) in &current {
             let was = held.get(env).copied().unwrap_or(false);
-            let now = if was && holding >= share && !mine.busy {
+            // `current` was read before this tick's API calls: a converge
+            // may have started since. Giving its Lease up would abort it.
+            let busy = mine.busy || publish.borrow().iter().any(|(e, p)| e == env && p.busy);
+            let now = if was && holding >= share && !busy {
                 match leases.release(env, Some(mine)).await {
                     Ok(_) => {
                         tracing::info!(environment = %env, share, members, "lease given up to rebalance")

@@ -61,8 +61,24 @@ pub enum EnvLock {
         client: kube::Client,
         name: String,
         identity: String,
-        renew: tokio::task::JoinHandle<()>,
+        renew: Renewal,
     },
+}
+
+/// The background renewal of a held Lease. It stops when the lock is
+/// released, and also when the lock is dropped without a release: the
+/// converge holding it was aborted (the reconciler lost the environment's
+/// leader Lease, or is stopping), so the lock expires `lease_duration`
+/// after its last renewal, like a dead holder's. Before, a dropped
+/// `JoinHandle` only detached the task, which went on renewing for as long
+/// as the process lived and kept the environment locked for every other
+/// replica.
+pub struct Renewal(tokio::task::JoinHandle<()>);
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl std::fmt::Debug for EnvLock {
@@ -201,12 +217,12 @@ impl EnvLock {
             }
             Err(e) => return Err(kube_err(format!("take lease {NAMESPACE}/{name}"))(e)),
         }
-        let renew = tokio::spawn(renew_loop(
+        let renew = Renewal(tokio::spawn(renew_loop(
             api,
             name.clone(),
             identity.to_string(),
             duration / 3,
-        ));
+        )));
         Ok(EnvLock::Lease {
             client,
             name,
@@ -231,7 +247,7 @@ impl EnvLock {
                 identity,
                 renew,
             } => {
-                renew.abort();
+                drop(renew);
                 let api: Api<Lease> = Api::namespaced(client, NAMESPACE);
                 let current = api.get_opt(&name).await.map_err(|source| Error::Kube {
                     operation: format!("read lease {NAMESPACE}/{name}"),

@@ -32,6 +32,7 @@ use tidegate::sensitive::Sensitive;
 use tidegate::source::{Snapshot, Source, SourceConfig, TrustList};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::stand::Kube;
 use crate::support;
 
 const ENVS: [&str; 4] = ["dev", "staging", "test", "prod"];
@@ -1228,3 +1229,437 @@ fn deploy_manifests_pass_kubectl_server_side_dry_run() {
     assert_eq!(sim.object_count("prod", "deployments.apps"), 0);
     rt.block_on(sim.shutdown());
 }
+
+/// An apply lock dropped without a release, as when the reconciler aborts
+/// the converge holding it (its leader Lease was lost), is no longer
+/// renewed: it expires after its duration and another replica takes it.
+/// Before, the renewal task outlived the lock and kept the environment
+/// locked for every other replica for as long as the process lived (found
+/// by the fleet test below on the real kube-apiserver under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_lock_dropped_by_an_aborted_converge_expires() {
+    use tidegate::state::EnvLock;
+    let (sim, client, _dir) = cluster().await;
+    let secs = Duration::from_secs(2);
+    let lock = EnvLock::lease(client.clone(), "test.dev", "replica-a", secs)
+        .await
+        .unwrap();
+    drop(lock);
+    let e = EnvLock::lease(client.clone(), "test.dev", "replica-b", secs)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("locked by replica-a"), "{e}");
+    // Renewed every third of the duration until dropped; expired at most
+    // one duration after that (plus a second for the whole-second rule).
+    tokio::time::sleep(secs + Duration::from_secs(1)).await;
+    let b = EnvLock::lease(client, "test.dev", "replica-b", secs)
+        .await
+        .expect("expired once no longer renewed");
+    b.release().await.unwrap();
+    sim.shutdown().await;
+}
+
+/// Environments of the fleet test: `e01` … `e12`, each with a kube
+/// context of its own and no `after`, so all twelve converge in parallel
+/// across the replicas.
+const FLEET: usize = 12;
+/// The fleet's `--lease-duration`; the replicas renew (and try to acquire)
+/// every third of it.
+const FLEET_LEASE: Duration = Duration::from_secs(3);
+/// `--interval` of [`Stand::reconcile`].
+const FLEET_INTERVAL: Duration = Duration::from_secs(1);
+
+fn fleet_envs() -> Vec<String> {
+    (1..=FLEET).map(|i| format!("e{i:02}")).collect()
+}
+
+const FLEET_MODULE: &str = "apiVersion: tidegate.dev/v1
+kind: Module
+metadata:
+  name: app
+spec:
+  inputs:
+    rev:
+      type: string
+  resources:
+    - name: ns
+      provider: kubernetes
+      manifest:
+        apiVersion: v1
+        kind: Namespace
+        metadata:
+          name: app-${env.name}
+    - name: config
+      provider: kubernetes
+      manifest:
+        apiVersion: v1
+        kind: ConfigMap
+        metadata:
+          name: app
+          namespace: app-${env.name}
+        data:
+          rev: ${input.rev}
+";
+
+/// Twelve environments, one Namespace and one ConfigMap each holding
+/// `rev`; returns the commit id.
+fn fleet_commit(dir: &Path, rev: u32) -> String {
+    let mut files = vec![("modules/app/module.yaml", FLEET_MODULE.to_string())];
+    let names = fleet_envs();
+    let paths: Vec<String> = names
+        .iter()
+        .map(|e| format!("environments/{e}.yaml"))
+        .collect();
+    for (env, path) in names.iter().zip(&paths) {
+        let doc = format!(
+            "apiVersion: tidegate.dev/v1
+kind: Environment
+metadata:
+  name: {env}
+spec:
+  targets:
+    kubernetes:
+      context: {env}
+  vars:
+    rev: \"{rev}\"
+  modules:
+    - name: app
+      source: modules/app
+      inputs:
+        rev: ${{var.rev}}
+"
+        );
+        files.push((path.as_str(), doc));
+    }
+    crate::stand::commit_files(dir, &files)
+}
+
+/// One replica of the real binary: [`Stand::reconcile`]'s arguments with
+/// a Git cache of its own (as each pod has), leases in `lease_ns` under
+/// `name` (also its `POD_NAME`, which the audit history records as the
+/// host of the reconciler's entries) and [`FLEET_LEASE`]; stderr in
+/// `<name>.log` in the stand's folder.
+fn fleet_replica(
+    stand: &crate::stand::Stand,
+    repo: &Path,
+    ports: crate::stand::Ports,
+    name: &str,
+    lease_ns: &str,
+) -> tokio::process::Command {
+    let mut c = stand.binary();
+    let lease = format!("{}s", FLEET_LEASE.as_secs());
+    let interval = format!("{}s", FLEET_INTERVAL.as_secs());
+    c.args(["reconcile", "--branch", "main", "--interval", &interval])
+        .arg("--remote")
+        .arg(format!("file://{}", repo.display()))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", ports.api))
+        .arg("--probe-listen")
+        .arg(format!("127.0.0.1:{}", ports.probe))
+        .arg("--cache-dir")
+        .arg(stand.dir.path().join(format!("git-cache-{name}")))
+        .arg("--state-dir")
+        .arg(stand.dir.path().join("state"))
+        .args(["--shutdown-grace", "5s"])
+        .args(["--lease-namespace", lease_ns, "--identity", name])
+        .args(["--lease-duration", &lease])
+        .env("POD_NAME", name)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stand.dir.path().join(format!("{name}.log"))).unwrap());
+    c
+}
+
+/// The holder of each fleet environment's leader Lease, in [`fleet_envs`]
+/// order.
+async fn fleet_holders(api: &Api<Lease>) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    for env in fleet_envs() {
+        let l = api.get_opt(&format!("tidegate-leader-{env}")).await;
+        out.push(
+            l.ok()
+                .flatten()
+                .and_then(|l| l.spec?.holder_identity)
+                .filter(|h| !h.is_empty()),
+        );
+    }
+    out
+}
+
+/// The `rev` of environment `env`'s ConfigMap, as its cluster has it.
+async fn fleet_rev(stand: &crate::stand::Stand, env: &str) -> Option<String> {
+    let cm = crate::stand::config_map(stand, env, &format!("app-{env}"), "app").await?;
+    cm.data?.get("rev").cloned()
+}
+
+/// The environments replica on `port` holds and has converged, healthy,
+/// at `commit` (gate `converged`: nothing in flight for it).
+async fn fleet_settled(port: u16, commit: &str) -> Vec<String> {
+    let Some((200, body)) = crate::stand::http_get(port, "/api/v1/status").await else {
+        return Vec::new();
+    };
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    s["environments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e["held"] == true
+                && e["lastGood"] == commit
+                && e["healthy"] == true
+                && e["gate"]["state"] == "converged"
+        })
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The tails of the replicas' logs, for a failure message.
+fn fleet_logs(stand: &crate::stand::Stand, names: &[&str]) -> String {
+    let mut out = String::new();
+    for n in names {
+        let text =
+            std::fs::read_to_string(stand.dir.path().join(format!("{n}.log"))).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(15).collect();
+        out.push_str(&format!("--- {n}.log (last 15 lines)\n"));
+        for l in tail.iter().rev() {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Issue 25, a fleet: three replicas of the real binary share twelve
+/// environments through the per-environment leader Leases (four each);
+/// one is killed with SIGKILL (no handler runs, no Lease is released), a
+/// new commit changes every environment, and the survivors take the dead
+/// replica's environments over and apply them within the lease duration
+/// plus one poll interval plus a margin (see `bound` below). Throughout,
+/// no environment is applied by two replicas at once: every apply of an
+/// environment leaves an audit-history entry written under its apply lock,
+/// naming the replica (`POD_NAME`) and spanning the lock's whole hold
+/// (`time` is its end, `durationMs` runs from before the lock was taken),
+/// and no two entries of one environment by different replicas overlap.
+async fn a_fleet_of_three_takes_over_a_sigkilled_replicas_environments_within_the_lease(
+    kube: Kube,
+) {
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    use tidegate::state::history::{Entry, Outcome, SubjectKind};
+
+    let envs = fleet_envs();
+    let contexts: Vec<&str> = envs.iter().map(String::as_str).collect();
+    let stand = crate::stand::Stand::on(kube, &contexts).await;
+    // kube-sim has `default`; on the real server, the namespace
+    // deploy/rbac.yaml lets tidegate keep its Leases in.
+    let lease_ns = match kube {
+        Kube::Sim => "default",
+        Kube::Real => "tidegate",
+    };
+    let repo = TempDir::new().unwrap();
+    let c1 = fleet_commit(repo.path(), 1);
+    let names = ["replica-a", "replica-b", "replica-c"];
+    let mut replicas = Vec::new();
+    for name in names {
+        let ports = crate::stand::Ports::free();
+        let child = fleet_replica(&stand, repo.path(), ports, name, lease_ns)
+            .spawn()
+            .unwrap();
+        replicas.push((name, ports, Some(child)));
+    }
+    // The Leases live where the replicas' current context points (the
+    // first context).
+    let leases: Api<Lease> = Api::namespaced(stand.kube(contexts[0]).await, lease_ns);
+
+    // Every environment converged at c1, four held by each replica, each
+    // settled on its holder (nothing in flight when the kill comes). The
+    // bound allows for one converge abandoned in the rebalance, whose apply
+    // lock then expires (60 s) before the new holder may apply.
+    let started = Instant::now();
+    let split = loop {
+        let split = fleet_holders(&leases).await;
+        let mut settled = Vec::new();
+        for (_, ports, _) in &replicas {
+            settled.push(fleet_settled(ports.api, &c1).await);
+        }
+        let even = names.iter().zip(&settled).all(|(n, s)| {
+            let held: Vec<&String> = envs
+                .iter()
+                .zip(&split)
+                .filter(|(_, h)| h.as_deref() == Some(*n))
+                .map(|(e, _)| e)
+                .collect();
+            held.len() == FLEET / names.len() && held.iter().all(|e| s.contains(e))
+        });
+        if even {
+            break split;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "twelve environments settled at c1, four per replica: holders {split:?}, settled {settled:?}\n{}",
+            fleet_logs(&stand, &names)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for env in &envs {
+        assert_eq!(fleet_rev(&stand, env).await.as_deref(), Some("1"), "{env}");
+    }
+    let victim = names[1];
+    let moved: Vec<String> = envs
+        .iter()
+        .zip(&split)
+        .filter(|(_, h)| h.as_deref() == Some(victim))
+        .map(|(e, _)| e.clone())
+        .collect();
+    eprintln!(
+        "fleet: settled at c1 in {:?}; holders {split:?}",
+        started.elapsed()
+    );
+
+    // SIGKILL the second replica, then change every environment.
+    let killed_at = Timestamp::now();
+    let t0 = Instant::now();
+    let mut child = replicas[1].2.take().unwrap();
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let c2 = fleet_commit(repo.path(), 2);
+
+    // The time until the last of the dead replica's environments holds
+    // rev 2 in its cluster.
+    let mut applied: Vec<Option<Duration>> = vec![None; moved.len()];
+    while applied.iter().any(Option::is_none) {
+        for (env, at) in moved.iter().zip(applied.iter_mut()) {
+            if at.is_none() && fleet_rev(&stand, env).await.as_deref() == Some("2") {
+                *at = Some(t0.elapsed());
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{moved:?} applied at c2 after the kill: {applied:?}\n{}",
+            fleet_logs(&stand, &names)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let takeover = applied.iter().flatten().max().copied().unwrap();
+    eprintln!(
+        "fleet: {} environments of {victim} ({moved:?}) applied at c2 by the survivors {takeover:?} after SIGKILL (each: {applied:?}); lease {FLEET_LEASE:?}, interval {FLEET_INTERVAL:?}",
+        moved.len()
+    );
+    // The bound: the dead replica's Leases expire at most one lease
+    // duration after its last renewal (which came before the kill); the
+    // survivors try to acquire every third of it; they have fetched c2
+    // within one poll interval of the push; then one apply of a Namespace
+    // and a ConfigMap. The margin covers that third (1 s) and 2 s for the
+    // apply and the lease and status round trips on a loaded 2-core
+    // machine.
+    let bound = FLEET_LEASE + FLEET_INTERVAL + Duration::from_secs(3);
+    assert!(
+        takeover <= bound,
+        "taken over in {takeover:?}, above {bound:?}\n{}",
+        fleet_logs(&stand, &names)
+    );
+
+    // All twelve settled at c2 on the two survivors, which now hold six
+    // each; then stop them (SIGTERM) so the history is complete.
+    let survivors = [0, 2];
+    let started = Instant::now();
+    loop {
+        let mut settled = Vec::new();
+        for i in survivors {
+            settled.extend(fleet_settled(replicas[i].1.api, &c2).await);
+        }
+        settled.sort();
+        if settled == envs {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "twelve settled at c2 on the survivors: {settled:?}\n{}",
+            fleet_logs(&stand, &names)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let holders = fleet_holders(&leases).await;
+    for env in &moved {
+        let i = envs.iter().position(|e| e == env).unwrap();
+        let h = holders[i].as_deref().unwrap_or("");
+        assert!(h == names[0] || h == names[2], "{env} held by {h:?}");
+    }
+    for i in survivors {
+        let mut child = replicas[i].2.take().unwrap();
+        let status = crate::stand::sigterm(&mut child).await;
+        assert_eq!(status.code(), Some(0), "{}", names[i]);
+    }
+
+    // The audit history, read back through `tidegate history`.
+    let (code, out, err) = stand
+        .cli_split(repo.path(), &["history", "--format", "jsonl"])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let entries: Vec<Entry> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    // Every run that took the apply lock: (environment, replica, start, end).
+    // The start is widened by the millisecond `durationMs` truncates, so
+    // the check can only see more overlap than there was, never less.
+    let mut runs = Vec::new();
+    for e in &entries {
+        if e.subject.kind != SubjectKind::Reconciler {
+            continue;
+        }
+        let Some(ms) = e.duration_ms else { continue };
+        let host = e.subject.host.clone().unwrap_or_default();
+        assert!(names.contains(&host.as_str()), "{e:?}");
+        assert_eq!(e.outcome, Outcome::Succeeded, "{e:?}");
+        let end = e.timestamp().unwrap();
+        let start = end - SignedDuration::from_millis(ms as i64 + 1);
+        runs.push((e.environment.clone(), host, start, end, e.commit.clone()));
+    }
+    for a in &runs {
+        for b in &runs {
+            if a.0 == b.0 && a.1 != b.1 {
+                assert!(
+                    a.3 <= b.2 || b.3 <= a.2,
+                    "{} applied by {} ({} to {}) and {} ({} to {}) at once",
+                    a.0,
+                    a.1,
+                    a.2,
+                    a.3,
+                    b.1,
+                    b.2,
+                    b.3
+                );
+            }
+        }
+    }
+    // Each of the moved environments: applied at c2 once, by a survivor,
+    // after the kill; nothing by the dead replica after it.
+    for env in &moved {
+        let at_c2: Vec<_> = runs
+            .iter()
+            .filter(|r| &r.0 == env && r.4.as_deref() == Some(c2.as_str()))
+            .collect();
+        assert_eq!(at_c2.len(), 1, "{env}: {at_c2:?}");
+        assert_ne!(at_c2[0].1, victim, "{env}");
+        assert!(at_c2[0].2 > killed_at, "{env}: {at_c2:?}");
+    }
+    assert!(
+        runs.iter().all(|r| r.1 != victim || r.3 <= killed_at),
+        "{runs:?}"
+    );
+    let by_c2 = runs
+        .iter()
+        .filter(|r| r.4.as_deref() == Some(c2.as_str()))
+        .count();
+    assert_eq!(
+        by_c2, FLEET,
+        "every environment applied at c2 once: {runs:?}"
+    );
+    eprintln!(
+        "fleet: {} apply-lock runs in the history, none overlapping across replicas",
+        runs.len()
+    );
+}
+
+crate::on_both_kubes!(
+    a_fleet_of_three_takes_over_a_sigkilled_replicas_environments_within_the_lease
+);
