@@ -40,7 +40,7 @@ mod tests {
         let y = render("http://127.0.0.1:1", &["dev".into(), "prod".into()], true);
         assert!(y.contains("server: http://127.0.0.1:1/clusters/prod"));
         assert!(y.contains("current-context: dev"));
-        let v: serde_yaml::Value = serde_yaml::from_str(&y).unwrap();
+        let v: serde_json::Value = serde_saphyr::from_str(&y).unwrap();
         assert_eq!(
             v["contexts"][1]["context"]["cluster"].as_str(),
             Some("prod")

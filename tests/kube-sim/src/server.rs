@@ -203,7 +203,7 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
         return Ok(Value::Null);
     }
     serde_json::from_slice(body).or_else(|je| {
-        serde_yaml::from_slice::<Value>(body).map_err(|ye| {
+        serde_saphyr::from_slice::<Value>(body).map_err(|ye| {
             ApiError::bad_request(format!(
                 "the request body is neither JSON ({je}) nor YAML ({ye})"
             ))
@@ -903,6 +903,20 @@ pub fn readiness_str(r: Readiness) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_bodies_are_json_or_yaml() {
+        assert_eq!(
+            parse_body(b"{\"a\": [1, \"x\"]}").unwrap(),
+            serde_json::json!({"a": [1, "x"]})
+        );
+        assert_eq!(
+            parse_body(b"kind: ConfigMap\ndata:\n  n: \"1\"\n  list: [a, b]\n").unwrap(),
+            serde_json::json!({"kind": "ConfigMap", "data": {"n": "1", "list": ["a", "b"]}})
+        );
+        assert_eq!(parse_body(b"  \n").unwrap(), Value::Null);
+        assert!(parse_body(b"{: [").is_err());
+    }
 
     #[test]
     fn routes_parse_like_the_apiserver() {
