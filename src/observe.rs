@@ -179,11 +179,13 @@ pub struct LiveState {
     pub predictions: BTreeMap<ResourceId, Prediction>,
 }
 
-/// A provider's prediction for one resource: the desired body it was made
-/// for and the action it foresaw.
+/// A provider's prediction for one resource: the digest of the desired
+/// body it was made for ([`crate::value::Value::digest`]; a digest, not a
+/// copy: at 10,000 resources the copies were a second desired state held
+/// through the apply) and the action it foresaw.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prediction {
-    pub body: crate::value::Value,
+    pub body: [u8; 32],
     pub action: crate::provider::Action,
 }
 
@@ -219,7 +221,7 @@ impl LiveState {
     ) -> Option<&crate::provider::Action> {
         self.predictions
             .get(id)
-            .filter(|p| p.body == *body)
+            .filter(|p| p.body == body.digest())
             .map(|p| &p.action)
     }
 

@@ -256,6 +256,51 @@ impl Value {
         }
     }
 
+    /// SHA-256 of the whole value, compared like `==` compares (map keys
+    /// in any order; secrets by their content, unknowns by their
+    /// reference): a stand-in for a kept copy where only equality is asked
+    /// later. It holds secret content in a digest, so it stays in memory
+    /// and is never shown or written.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        self.feed(&mut h);
+        h.finalize().into()
+    }
+
+    fn feed(&self, h: &mut sha2::Sha256) {
+        use sha2::Digest;
+        fn bytes(h: &mut sha2::Sha256, tag: u8, b: &[u8]) {
+            h.update([tag]);
+            h.update((b.len() as u64).to_le_bytes());
+            h.update(b);
+        }
+        match self {
+            Value::Null => h.update([0]),
+            Value::Bool(b) => h.update([1, u8::from(*b)]),
+            Value::Int(i) => bytes(h, 2, &i.to_le_bytes()),
+            Value::Float(f) => bytes(h, 3, &f.to_bits().to_le_bytes()),
+            Value::String(s) => bytes(h, 4, s.as_bytes()),
+            Value::List(l) => {
+                bytes(h, 5, &(l.len() as u64).to_le_bytes());
+                for x in l {
+                    x.feed(h);
+                }
+            }
+            Value::Map(m) => {
+                bytes(h, 6, &(m.len() as u64).to_le_bytes());
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                for k in keys {
+                    bytes(h, 4, k.as_bytes());
+                    m[k].feed(h);
+                }
+            }
+            Value::Sensitive(s) => bytes(h, 7, s.expose()),
+            Value::Unknown(r) => bytes(h, 8, r.as_bytes()),
+        }
+    }
+
     /// True when any leaf is [`Value::Unknown`].
     pub fn has_unknown(&self) -> bool {
         match self {
@@ -335,6 +380,32 @@ pub fn sort_keys(v: &mut serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_compare_like_equality() {
+        let a = Value::from_json(serde_json::json!({"a": 1, "b": [true, "x", null, 1.5]}));
+        let mut reordered = Map::new();
+        reordered.insert("b".into(), a.get_path("b").unwrap().clone());
+        reordered.insert("a".into(), Value::Int(1));
+        assert_eq!(a, Value::Map(reordered.clone()));
+        assert_eq!(a.digest(), Value::Map(reordered).digest());
+        for other in [
+            serde_json::json!({"a": 2, "b": [true, "x", null, 1.5]}),
+            serde_json::json!({"a": 1, "b": [true, "x", null]}),
+            serde_json::json!({"a": "1", "b": [true, "x", null, 1.5]}),
+            serde_json::json!({"ab": 1, "b": [true, "x", null, 1.5]}),
+        ] {
+            assert_ne!(a.digest(), Value::from_json(other).digest());
+        }
+        let secret = |s: &str| Value::Sensitive(Sensitive::from_string(s.into()));
+        assert_eq!(secret("p1").digest(), secret("p1").digest());
+        assert_ne!(secret("p1").digest(), secret("p2").digest());
+        assert_ne!(secret("p1").digest(), Value::String("p1".into()).digest());
+        assert_ne!(
+            Value::Unknown("r.a".into()).digest(),
+            Value::String("r.a".into()).digest()
+        );
+    }
 
     fn sample() -> Value {
         let mut m = Map::new();

@@ -160,7 +160,7 @@ async fn a_prediction_for_the_same_body_is_reused_and_any_other_body_is_planned_
     live.predictions.insert(
         id("app", "config"),
         observe::Prediction {
-            body: desired(1).body,
+            body: desired(1).body.digest(),
             action: Action::NoOp,
         },
     );

@@ -989,7 +989,7 @@ pub async fn plan_env_seen(input: &PlanInput<'_>) -> Result<(EnvPlan, LiveState,
         .filter_map(|d| {
             let p = predictions.get(&d.id)?;
             let prediction = observe::Prediction {
-                body: d.body.clone(),
+                body: d.body.digest(),
                 action: p.action.clone(),
             };
             Some((d.id.clone(), prediction))
