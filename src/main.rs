@@ -183,6 +183,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Rebuild(args) => Ok(cli::rebuild::run(&args, &mut out)?),
         Command::Preview(args) => Ok(cli::preview::run(&args, &mut out)?),
         Command::Reconcile(args) => cli::reconcile::run(&args),
+        Command::Import(args) if args.generate => cli::generate::run(&args, &mut out),
         Command::Import(args) => cli::import::run(&args, &mut out),
         Command::Switch(args) => Ok(cli::switch::run(&args, &mut out)?),
         Command::History(args) => {

@@ -64,12 +64,10 @@ pub struct ImportArgs {
     pub identities: IdentityOptions,
 }
 
-/// Runs `tidegate import`: exit 0 imported (or nothing to show), 2 the plan
+/// Runs `tidegate import` of one resource (`--generate` is
+/// [`super::generate::run`]): exit 0 imported (or nothing to show), 2 the plan
 /// of an import not confirmed, 1 refused.
 pub fn run(args: &ImportArgs, out: &mut dyn Write) -> super::Result<u8> {
-    if args.generate {
-        return super::generate::run(args, out);
-    }
     let wanted = args.resource.clone().unwrap_or_default();
     let loaded = super::load_commit(&args.repo, args.revision.as_deref())?;
     let checked = match super::check(&loaded.files) {

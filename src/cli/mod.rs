@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::load::{self, Files};
 
 pub mod apply;
-mod generate;
+pub mod generate;
 pub mod graph;
 pub mod history;
 pub mod import;
