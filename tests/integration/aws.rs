@@ -68,6 +68,14 @@ pub(crate) struct Res {
     pub body: Value,
 }
 
+/// The id `<module>.<name>`.
+pub(crate) fn id(module: &str, name: &str) -> ResourceId {
+    ResourceId {
+        module: module.into(),
+        name: name.into(),
+    }
+}
+
 pub(crate) fn res(kind: &'static str, module: &str, name: &str, body: serde_json::Value) -> Res {
     Res {
         kind,

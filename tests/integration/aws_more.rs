@@ -32,12 +32,7 @@ use super::support_moto::MotoServer;
 
 const AMI: &str = "ami-1e749f67";
 
-fn id(module: &str, name: &str) -> ResourceId {
-    ResourceId {
-        module: module.into(),
-        name: name.into(),
-    }
-}
+use super::aws::id;
 
 /// `spec` with its `${...}` strings replaced by `lives`' attributes, as
 /// the Git of the test resolves it.

@@ -17,12 +17,7 @@ use tidegate::value::Value;
 use super::aws::{changes, converge, count_kind, network, observe, plan_all, provider, res, Res};
 use super::support_moto::MotoServer;
 
-fn id(module: &str, name: &str) -> ResourceId {
-    ResourceId {
-        module: module.into(),
-        name: name.into(),
-    }
-}
+use super::aws::id;
 
 fn tags() -> serde_json::Value {
     serde_json::json!({"environment": "dev", "owner": "platform", "product": "shop"})
