@@ -234,6 +234,13 @@ impl LiveState {
     }
 }
 
+/// Rendering reads live attributes in place.
+impl crate::render::Known for LiveState {
+    fn attributes(&self, id: &ResourceId) -> Option<&crate::value::Map> {
+        self.resources.get(id).map(|o| &o.live.attributes)
+    }
+}
+
 /// Observes everything environment `env` owns: each connected provider lists
 /// the kinds its scope in `scopes` names (plus the kinds of its own
 /// inventory), all providers at once, one list call sequence per kind (per

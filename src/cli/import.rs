@@ -215,7 +215,11 @@ pub fn run(args: &ImportArgs, out: &mut dyn Write) -> super::Result<u8> {
             step: 1,
             external_id: Some(found.live.external_id.clone()),
             origin: Some(want.origin.clone()),
-            changes: crate::diff::diff(&before, &change.after),
+            // A no-op carries no bodies.
+            changes: match change.action {
+                Action::NoOp => Vec::new(),
+                _ => crate::diff::diff(&before, &change.after),
+            },
         };
         writeln!(
             out,

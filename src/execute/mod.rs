@@ -303,7 +303,13 @@ async fn apply_all(
     t0: Instant,
     out: &mut Outcome,
 ) -> HashMap<ResourceId, Live> {
-    let mut known: HashMap<ResourceId, Map> = live.attributes();
+    // Only what this run wrote is kept here; everything else is read from
+    // `live` in place (a copy of every live object, as applied earlier,
+    // was a second live state held through the run).
+    let mut known = Known {
+        written: HashMap::new(),
+        live,
+    };
     let mut applied: HashMap<ResourceId, Live> = HashMap::new();
     let mut waiting: HashMap<ResourceId, usize> = order
         .iter()
@@ -360,7 +366,7 @@ async fn apply_all(
             };
             run.emit(Event::Started { id: id.clone() });
             let rendered = render_one(run, &known, &id);
-            let current = live.get(&id).cloned();
+            let current = live.get(&id);
             let predicted = rendered
                 .as_ref()
                 .ok()
@@ -372,7 +378,7 @@ async fn apply_all(
                 let t = Instant::now();
                 let (status, reason, live) = match rendered {
                     Ok(desired) => step(provider, desired, current, predicted, &options).await,
-                    Err(reason) => (Status::Failed, reason, current),
+                    Err(reason) => (Status::Failed, reason, None),
                 };
                 Step {
                     id,
@@ -390,13 +396,13 @@ async fn apply_all(
         let (kind, provider_kind) = kind_of(run, &done.id);
         if done.status.is_success() {
             if let Some(l) = &done.live {
-                known.insert(done.id.clone(), l.attributes.clone());
+                known.written.insert(done.id.clone(), l.attributes.clone());
             }
         } else {
             failed.insert(done.id.clone());
         }
-        if let Some(l) = &done.live {
-            applied.insert(done.id.clone(), l.clone());
+        if let Some(l) = done.live {
+            applied.insert(done.id.clone(), l);
         }
         let r = ResourceOutcome {
             id: done.id.clone(),
@@ -442,9 +448,24 @@ fn release(
 
 /// Renders one resource with what is known now; a reference still unknown
 /// is a failure of the resource (its dependencies are all done by now).
+/// The attributes rendering sees during a run: those of what the run
+/// wrote, else those observed.
+struct Known<'a> {
+    written: HashMap<ResourceId, Map>,
+    live: &'a LiveState,
+}
+
+impl crate::render::Known for Known<'_> {
+    fn attributes(&self, id: &ResourceId) -> Option<&Map> {
+        self.written
+            .get(id)
+            .or_else(|| crate::render::Known::attributes(self.live, id))
+    }
+}
+
 fn render_one(
     run: &EnvRun<'_>,
-    known: &HashMap<ResourceId, Map>,
+    known: &Known<'_>,
     id: &ResourceId,
 ) -> std::result::Result<Desired, String> {
     let opts = RenderOptions {
@@ -474,11 +495,12 @@ fn first_unknown(v: &crate::value::Value) -> Option<String> {
 }
 
 /// Plan (unless the plan that led here `predicted` it for this very body),
-/// apply unless a no-op, then wait for health.
+/// apply unless a no-op, then wait for health. The live object is returned
+/// when the step wrote one; otherwise `current` still stands.
 async fn step(
     provider: &dyn Provider,
     desired: Desired,
-    current: Option<Live>,
+    current: Option<&Live>,
     predicted: Option<Action>,
     options: &Options,
 ) -> (Status, String, Option<Live>) {
@@ -486,34 +508,34 @@ async fn step(
     // the provider's prediction (a server-side dry run, an ownership read)
     // would only repeat what apply does. Two calls per new Kubernetes
     // object instead of four.
-    let action = match (&current, predicted) {
+    let action = match (current, predicted) {
         (None, _) => Action::Create,
         (Some(_), Some(action)) => action,
         (Some(live), None) => match provider.plan(&desired, Some(live)).await {
             Ok(c) => c.action,
-            Err(e) => return (Status::Failed, format!("plan: {e}"), current),
+            Err(e) => return (Status::Failed, format!("plan: {e}"), None),
         },
     };
-    let (status, reason) = match (&action, &current) {
+    let (status, reason) = match (&action, current) {
         (Action::NoOp, Some(_)) => (Status::Unchanged, String::new()),
         (Action::Update, _) => (Status::Updated, String::new()),
         (Action::Replace { reasons }, _) => (Status::Replaced, reasons.join("; ")),
         _ => (Status::Created, String::new()),
     };
-    let live = if status == Status::Unchanged {
-        current.expect("a no-op has a live object")
-    } else {
-        match provider.apply(&desired, current.as_ref()).await {
-            Ok(l) => l,
-            Err(e) => return (Status::Failed, format!("apply: {e}"), current),
-        }
+    let written = match current.filter(|_| status == Status::Unchanged) {
+        Some(_) => None,
+        None => match provider.apply(&desired, current).await {
+            Ok(l) => Some(l),
+            Err(e) => return (Status::Failed, format!("apply: {e}"), None),
+        },
     };
     if options.wait_healthy {
-        if let Err(why) = wait_healthy(provider, &live, options).await {
-            return (Status::Failed, why, Some(live));
+        let live = written.as_ref().or(current).expect("applied or unchanged");
+        if let Err(why) = wait_healthy(provider, live, options).await {
+            return (Status::Failed, why, written);
         }
     }
-    (status, reason, Some(live))
+    (status, reason, written)
 }
 
 /// Polls health with a doubling interval (capped at 2 s) until healthy;

@@ -138,20 +138,22 @@ async fn a_prediction_for_the_same_body_is_reused_and_any_other_body_is_planned_
     let current = Some(live_of(&desired(1)));
     // The plan foresaw no change for body v=1 and this is body v=1: no
     // second prediction, no write.
-    let (status, _, _) = step(
+    let (status, _, written) = step(
         &p,
         desired(1),
-        current.clone(),
+        current.as_ref(),
         Some(Action::NoOp),
         &options,
     )
     .await;
     assert_eq!(status, Status::Unchanged);
+    assert_eq!(written, None, "nothing written: the listed object stands");
     assert_eq!(p.plans.load(std::sync::atomic::Ordering::SeqCst), 0);
     assert_eq!(p.applies.load(std::sync::atomic::Ordering::SeqCst), 0);
     // No prediction: the provider is asked.
-    let (status, _, _) = step(&p, desired(2), current.clone(), None, &options).await;
+    let (status, _, written) = step(&p, desired(2), current.as_ref(), None, &options).await;
     assert_eq!(status, Status::Updated);
+    assert!(written.is_some(), "the written object is returned");
     assert_eq!(p.plans.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(p.applies.load(std::sync::atomic::Ordering::SeqCst), 1);
 

@@ -461,9 +461,13 @@ pub fn render_desired(
     secrets: &dyn SecretLookup,
     owner: Option<&str>,
 ) -> Result<Vec<Desired>> {
-    let known = live.map(LiveState::attributes).unwrap_or_default();
+    let none = HashMap::new();
+    let known: &dyn crate::render::Known = match live {
+        Some(l) => l,
+        None => &none,
+    };
     let opts = RenderOptions {
-        known: &known,
+        known,
         secrets,
         owner,
     };
@@ -482,23 +486,40 @@ pub fn build_env_with(
     secrets: &dyn SecretLookup,
     opts: &BuildOptions<'_>,
 ) -> Result<EnvPlan> {
-    let environment = environment(model, env)?;
     let desired = render_desired(model, env, live, secrets, opts.owner)?;
+    build_env_from(model, graph, env, live, &desired, opts)
+}
+
+/// [`build_env_with`] from the desired resources already rendered against
+/// `live` (the live plan renders once, for the predictions and the plan).
+pub fn build_env_from(
+    model: &Model,
+    graph: &Graph,
+    env: &str,
+    live: Option<&LiveState>,
+    desired: &[Desired],
+    opts: &BuildOptions<'_>,
+) -> Result<EnvPlan> {
+    let environment = environment(model, env)?;
     let steps = step_of(graph, env);
     let last = steps.values().copied().max().unwrap_or(0) + 1;
     let mut out = Vec::new();
-    for d in &desired {
+    for d in desired {
         let live_obj = live.and_then(|l| l.resources.get(&d.id));
+        let local;
         let change = match opts.predictions.and_then(|p| p.get(&d.id)) {
-            Some(c) => c.clone(),
-            None => local_change(d, live_obj.map(|o| &o.live.body)),
+            Some(c) => c,
+            None => {
+                local = local_change(d, live_obj.map(|o| &o.live.body));
+                &local
+            }
         };
         let provider = graph.provider_of(env, &d.id);
         out.push(resource_plan(
             d.id.clone(),
             provider,
             d.kind.clone(),
-            &change,
+            change,
             steps.get(&d.id).copied().unwrap_or(1),
             live_obj.map(|o| o.live.external_id.clone()),
             Some(d.origin.clone()),
@@ -537,7 +558,7 @@ pub fn build_env_with(
             ));
         }
     }
-    let (policy, policy_errors) = evaluate_policy(model, env, &desired, opts.today);
+    let (policy, policy_errors) = evaluate_policy(model, env, desired, opts.today);
     let sources: Vec<(String, String)> = environment
         .instances
         .iter()
@@ -982,7 +1003,7 @@ pub async fn plan_env_seen(input: &PlanInput<'_>) -> Result<(EnvPlan, LiveState,
         today: Date::today_utc(),
         predictions: Some(&predictions),
     };
-    let mut plan = build_env_with(model, graph, env, Some(&live), secrets, &opts)?;
+    let mut plan = build_env_from(model, graph, env, Some(&live), &desired, &opts)?;
     let mut live = live;
     live.predictions = desired
         .iter()
@@ -1039,7 +1060,12 @@ async fn predict(
                 other => other,
             };
             planned
-                .map(|c| (d.id.clone(), c))
+                // Kept for every resource until the plan is built: a no-op
+                // keeps no bodies.
+                .map(|c| match c.action {
+                    provider::Action::NoOp => (d.id.clone(), Change::no_op()),
+                    _ => (d.id.clone(), c),
+                })
                 .map_err(|source| Error::Provider {
                     env: env.to_string(),
                     id: d.id.clone(),

@@ -1043,12 +1043,8 @@ impl Provider for Kubernetes {
         }
         // Applied by tidegate from this very manifest and not changed since
         // in any field tidegate sets: the dry run could only say "no change".
-        if let Some(l) = live.filter(|l| unchanged_since_applied(&manifest, l)) {
-            return Ok(Change {
-                action: Action::NoOp,
-                before: Some(l.body.clone()),
-                after: l.body.clone(),
-            });
+        if live.is_some_and(|l| unchanged_since_applied(&manifest, l)) {
+            return Ok(Change::no_op());
         }
         let Some(r) = self.resolve(&gvk).await? else {
             // Unless a CRD applied earlier in this run defines it (the plan
@@ -1071,7 +1067,7 @@ impl Provider for Kubernetes {
                 let after = normalise(obj, &gvk);
                 let action = match &before {
                     None => Action::Create,
-                    Some(b) if *b == after => Action::NoOp,
+                    Some(b) if *b == after => return Ok(Change::no_op()),
                     Some(_) => Action::Update,
                 };
                 Ok(Change {
