@@ -226,6 +226,7 @@ impl Converge for Executor {
         }
         report.api_calls = api_calls(&finished.api_calls);
         report.api_retries = api_retries(&finished.api_retries);
+        release_freed_memory();
         Ok(report)
     }
 
@@ -470,4 +471,19 @@ fn report_of(env: &str, ran: Ran) -> std::result::Result<EnvReport, ReportError>
         tracing::warn!(environment = env, error = %e, "could not write the environment record");
     }
     Ok(report)
+}
+
+/// Hands the memory a cycle freed back to the system. A cycle over 10,000
+/// objects allocates a few hundred MiB (live state, desired state, plan)
+/// and frees it all; glibc keeps freed memory in per-thread arenas, so the
+/// process stayed resident at its peak (450-550 MiB) between cycles, and
+/// `MALLOC_ARENA_MAX=2` only lowered that. `malloc_trim` returns every free
+/// page of every arena; it takes a few milliseconds once per cycle.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only releases free memory of the allocator
+    // this process uses; it takes the arenas' locks itself.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
