@@ -576,6 +576,38 @@ pub struct Checked {
     pub warnings: Vec<crate::diag::Diagnostic>,
 }
 
+/// The [`Checked`] repository of the last commit asked for, shared by
+/// everything a long-running process does at that commit: the
+/// reconciler's converge of each environment at each drift cycle, and its
+/// preview sweep. Each checked the whole repository again: at 10,000
+/// resources a load, a graph and a render of every environment per cycle,
+/// and a second model held by the sweep. A commit that fails the check is
+/// not kept (its report is made again).
+#[derive(Default)]
+pub struct CheckCache {
+    last: tokio::sync::Mutex<Option<(String, std::sync::Arc<Checked>)>>,
+}
+
+impl CheckCache {
+    /// The checked repository of `commit`, whose files are `files`.
+    pub async fn get(
+        &self,
+        commit: &str,
+        files: &Files,
+    ) -> std::result::Result<std::sync::Arc<Checked>, Report> {
+        let mut last = self.last.lock().await;
+        if let Some((c, checked)) = last.as_ref().filter(|(c, _)| c == commit) {
+            tracing::trace!(commit = %c, "checked repository reused");
+            return Ok(checked.clone());
+        }
+        // The previous commit's model goes before the new one is built.
+        *last = None;
+        let checked = std::sync::Arc::new(check(files)?);
+        *last = Some((commit.to_string(), checked.clone()));
+        Ok(checked)
+    }
+}
+
 /// Why a commit may not be applied to `env`, which requires a trusted
 /// signature; `None` when it may.
 pub fn signature_refusal(

@@ -1203,6 +1203,7 @@ async fn branch_pass(
 /// publishes the list. Runs until dropped (aborted).
 pub async fn timer(
     shared: std::sync::Arc<crate::reconcile::Shared>,
+    checks: std::sync::Arc<pipeline::CheckCache>,
     state_dir: PathBuf,
     run: RunArgs,
     every: Duration,
@@ -1213,25 +1214,16 @@ pub async fn timer(
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let subject = Subject::reconciler();
-    let mut last: Option<(String, std::sync::Arc<Checked>)> = None;
     loop {
         ticker.tick().await;
         let Some(snapshot) = shared.snapshot() else {
             continue;
         };
-        let checked = match &last {
-            Some((commit, c)) if *commit == snapshot.commit => c.clone(),
-            _ => {
-                let files = snapshot.files.clone();
-                let Ok(Ok(c)) = tokio::task::spawn_blocking(move || pipeline::check(&files)).await
-                else {
-                    // The converge side reports a commit that does not load.
-                    continue;
-                };
-                let c = std::sync::Arc::new(c);
-                last = Some((snapshot.commit.clone(), c.clone()));
-                c
-            }
+        // The converge side checked this commit already (and reports one
+        // that does not load); not held between ticks, so a new commit's
+        // model replaces the old one in the cache alone.
+        let Ok(checked) = checks.get(&snapshot.commit, &snapshot.files).await else {
+            continue;
         };
         // Branch previews that expire now are not built again until their
         // branch moves.

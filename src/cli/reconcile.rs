@@ -165,16 +165,25 @@ pub fn run(args: &ReconcileArgs) -> super::Result<u8> {
     };
     // The audit history records who signed each commit it applies.
     let trust = Arc::new(args.trust.load()?);
-    let converge = Executor::new(identities, options, args.state_dir.clone()).trust(trust);
-    run_with(args, Arc::new(converge))
+    let checks = Arc::new(crate::pipeline::CheckCache::default());
+    let converge = Executor::new(identities, options, args.state_dir.clone())
+        .trust(trust)
+        .checks(checks.clone());
+    run_with(args, Arc::new(converge), checks)
 }
 
 /// Runs the reconciler with `converge` until SIGTERM or Ctrl-C; exit code
 /// 0 after a clean shutdown.
-pub fn run_with(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> super::Result<u8> {
+/// `checks` caches the checked repository of the current commit for
+/// `converge` and the preview sweep.
+pub fn run_with(
+    args: &ReconcileArgs,
+    converge: Arc<dyn Converge>,
+    checks: Arc<crate::pipeline::CheckCache>,
+) -> super::Result<u8> {
     init_logs(args.log_format);
     let rt = tokio::runtime::Runtime::new().map_err(reconcile::Error::Runtime)?;
-    rt.block_on(serve(args, converge))?;
+    rt.block_on(serve(args, converge, checks))?;
     Ok(0)
 }
 
@@ -189,7 +198,11 @@ fn init_logs(format: LogFormat) {
     super::logs::warn_scrubbed();
 }
 
-async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> super::Result<()> {
+async fn serve(
+    args: &ReconcileArgs,
+    converge: Arc<dyn Converge>,
+    checks: Arc<crate::pipeline::CheckCache>,
+) -> super::Result<()> {
     let secret = match &args.webhook_secret_file {
         None => None,
         Some(path) => Some(server::read_secret_file("webhook secret", path)?),
@@ -310,6 +323,7 @@ async fn serve(args: &ReconcileArgs, converge: Arc<dyn Converge>) -> super::Resu
     }));
     let previews = tokio::spawn(super::preview::timer(
         shared.clone(),
+        checks,
         args.state_dir.clone(),
         super::preview::RunArgs {
             yes: true,

@@ -44,6 +44,8 @@ pub struct Executor {
     /// Stores by (kubeconfig context, project).
     stores: std::sync::Mutex<StoreCache>,
     trust: Arc<TrustList>,
+    /// The checked repository of the commit converged last.
+    checks: Arc<pipeline::CheckCache>,
 }
 
 impl Executor {
@@ -58,7 +60,15 @@ impl Executor {
             model: std::sync::Mutex::default(),
             stores: std::sync::Mutex::default(),
             trust: Arc::default(),
+            checks: Arc::default(),
         }
+    }
+
+    /// Shares the cache of checked commits with the rest of the process
+    /// (the preview sweep).
+    pub fn checks(mut self, checks: Arc<pipeline::CheckCache>) -> Self {
+        self.checks = checks;
+        self
     }
 
     /// The keys the audit history checks commit signatures against (the
@@ -165,8 +175,11 @@ impl Converge for Executor {
         env: &str,
         mode: Mode,
     ) -> std::result::Result<EnvReport, ReportError> {
-        let checked =
-            crate::pipeline::check(&snapshot.files).map_err(|r| err(ErrorReason::Load, r))?;
+        let checked = self
+            .checks
+            .get(&snapshot.commit, &snapshot.files)
+            .await
+            .map_err(|r| err(ErrorReason::Load, r))?;
         let environment = checked.model.environment(env).ok_or_else(|| {
             let msg = format!("commit {} has no environment {env}", snapshot.commit);
             ReportError::new(ErrorReason::Load, msg)
@@ -237,8 +250,11 @@ impl Converge for Executor {
         snapshot: &Snapshot,
         env: &str,
     ) -> std::result::Result<Option<String>, ReportError> {
-        let checked =
-            crate::pipeline::check(&snapshot.files).map_err(|r| err(ErrorReason::Load, r))?;
+        let checked = self
+            .checks
+            .get(&snapshot.commit, &snapshot.files)
+            .await
+            .map_err(|r| err(ErrorReason::Load, r))?;
         let Some(environment) = checked.model.environment(env) else {
             return Ok(None);
         };
