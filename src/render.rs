@@ -138,6 +138,10 @@ pub struct Renderer<'m> {
 }
 
 const BODY: u8 = 0;
+
+fn body_key(id: &ResourceId) -> (u8, String, String) {
+    (BODY, id.module.clone(), id.name.clone())
+}
 const INPUT: u8 = 1;
 const OUTPUT: u8 = 2;
 
@@ -156,11 +160,35 @@ impl<'m> Renderer<'m> {
         })
     }
 
-    /// Every resource of the environment.
+    /// Every resource of the environment. The bodies are moved out of the
+    /// cache, not copied (the cache is left empty): the desired state of
+    /// 10,000 resources was held twice until rendering ended.
     pub fn render_all(&self) -> Result<Vec<Desired>> {
-        self.model
+        let ids: Vec<ResourceId> = self
+            .model
             .resources(self.env)
-            .map(|(id, _, _)| self.render(&id))
+            .map(|(id, _, _)| id)
+            .collect();
+        for id in &ids {
+            let (_, res) = self.find(id)?;
+            self.fill(body_key(id), &res.origin, || self.eval_body(id))?;
+        }
+        let mut cache = self.cache.take();
+        ids.into_iter()
+            .map(|id| {
+                let (_, res) = self.find(&id)?;
+                let body = match cache.remove(&body_key(&id)) {
+                    Some(Slot::Done(v)) => v,
+                    // Two entries of one id: the first took the body.
+                    _ => self.body(&id)?,
+                };
+                Ok(Desired {
+                    id,
+                    kind: res.kind.clone(),
+                    body,
+                    origin: res.origin.clone(),
+                })
+            })
             .collect()
     }
 
@@ -192,15 +220,14 @@ impl<'m> Renderer<'m> {
 
     /// The rendered body of a resource.
     pub fn body(&self, id: &ResourceId) -> Result<Value> {
+        let (_, res) = self.find(id)?;
+        self.cached(body_key(id), &res.origin, || self.eval_body(id))
+    }
+
+    fn eval_body(&self, id: &ResourceId) -> Result<Value> {
         let (inst, res) = self.find(id)?;
-        self.cached(
-            (BODY, id.module.clone(), id.name.clone()),
-            &res.origin,
-            || {
-                let scope = ModuleScope { r: self, inst };
-                self.eval(&res.body, &res.spans, &scope, &format!("resource {id}"))
-            },
-        )
+        let scope = ModuleScope { r: self, inst };
+        self.eval(&res.body, &res.spans, &scope, &format!("resource {id}"))
     }
 
     /// The value of an input of an instance (its default when not set).
@@ -285,8 +312,22 @@ impl<'m> Renderer<'m> {
         origin: &Origin,
         f: impl FnOnce() -> Result<Value>,
     ) -> Result<Value> {
+        self.fill(key.clone(), origin, f)?;
         match self.cache.borrow().get(&key) {
-            Some(Slot::Done(v)) => return Ok(v.clone()),
+            Some(Slot::Done(v)) => Ok(v.clone()),
+            _ => unreachable!("filled above"),
+        }
+    }
+
+    /// Evaluates `f` into the cache under `key` unless it is there.
+    fn fill(
+        &self,
+        key: (u8, String, String),
+        origin: &Origin,
+        f: impl FnOnce() -> Result<Value>,
+    ) -> Result<()> {
+        match self.cache.borrow().get(&key) {
+            Some(Slot::Done(_)) => return Ok(()),
             Some(Slot::Busy) => {
                 let what = match key.0 {
                     BODY => format!("resource {}.{}", key.1, key.2),
@@ -301,12 +342,16 @@ impl<'m> Renderer<'m> {
             None => {}
         }
         self.cache.borrow_mut().insert(key.clone(), Slot::Busy);
-        let out = f();
-        match &out {
-            Ok(v) => self.cache.borrow_mut().insert(key, Slot::Done(v.clone())),
-            Err(_) => self.cache.borrow_mut().remove(&key),
-        };
-        out
+        match f() {
+            Ok(v) => {
+                self.cache.borrow_mut().insert(key, Slot::Done(v));
+                Ok(())
+            }
+            Err(e) => {
+                self.cache.borrow_mut().remove(&key);
+                Err(e)
+            }
+        }
     }
 
     fn env_field(&self, field: &str) -> Value {
