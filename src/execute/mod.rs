@@ -287,7 +287,7 @@ pub async fn run_env(run: &EnvRun<'_>) -> Result<Outcome> {
     if wrote {
         // Every declared resource, in scope or not: the inventory is the
         // environment's, not the run's.
-        record_inventory(run, live, &all, &applied, &remaining, &mut out).await;
+        record_inventory(run, live, &all, applied, &remaining, &mut out).await;
     }
     out.stopped = run.stopped();
     out.duration = t0.elapsed();
@@ -572,7 +572,7 @@ async fn record_inventory(
     run: &EnvRun<'_>,
     live: &LiveState,
     order: &[ResourceId],
-    applied: &HashMap<ResourceId, Live>,
+    mut applied: HashMap<ResourceId, Live>,
     remaining: &[Observed],
     out: &mut Outcome,
 ) {
@@ -581,8 +581,11 @@ async fn record_inventory(
         let Some(node) = run.graph.node(run.name(), id) else {
             continue;
         };
-        if let Some(l) = applied.get(id).or_else(|| live.get(id)) {
-            owned.entry(node.provider).or_default().push(l.clone());
+        // What this run wrote is moved, not copied (a first convergence
+        // wrote every object).
+        let l = applied.remove(id).or_else(|| live.get(id).cloned());
+        if let Some(l) = l {
+            owned.entry(node.provider).or_default().push(l);
         }
     }
     for o in remaining {
