@@ -249,6 +249,19 @@ pub(crate) async fn plan_all(p: &AwsProvider, git: &[Res]) -> Vec<(String, Actio
     out
 }
 
+/// How many calls of `op` one observe costs, and what it saw.
+pub(crate) async fn observe_cost(p: &AwsProvider, op: &str) -> (u64, BTreeMap<ResourceId, Live>) {
+    let before = p.api_calls().get(op).copied().unwrap_or(0);
+    let lives = observe(p).await;
+    (p.api_calls().get(op).copied().unwrap_or(0) - before, lives)
+}
+
+/// Another environment of the same account owns none of what a test made.
+pub(crate) async fn nothing_seen_by_another_environment(endpoint: &str) {
+    let other = provider("other", endpoint).observe(&[]).await.unwrap();
+    assert!(other.is_empty(), "another environment sees {other:?}");
+}
+
 pub(crate) fn changes(plan: &[(String, Action)]) -> Vec<&(String, Action)> {
     plan.iter().filter(|(_, a)| *a != Action::NoOp).collect()
 }

@@ -27,7 +27,10 @@ use aws_sdk_ec2::types::{Filter, VolumeType};
 use tidegate::provider::{Action, Claim, Desired, Health, Provider, ResourceId};
 use tidegate::value::Value;
 
-use super::aws::{changes, converge, count_kind, network, observe, plan_all, provider, res, Res};
+use super::aws::{
+    changes, converge, count_kind, network, nothing_seen_by_another_environment, observe,
+    observe_cost, plan_all, provider, res, Res,
+};
 use super::support_moto::MotoServer;
 
 const AMI: &str = "ami-1e749f67";
@@ -130,13 +133,6 @@ async fn volumes_in_moto(
         .to_vec()
 }
 
-/// The calls of `op` one observe makes.
-async fn observe_cost(p: &tidegate::provider::aws::AwsProvider, op: &str) -> u64 {
-    let before = p.api_calls().get(op).copied().unwrap_or(0);
-    observe(p).await;
-    p.api_calls().get(op).copied().unwrap_or(0) - before
-}
-
 /// Issue 24: `ebs_volume` grows in place, heals drift, refuses a shrink
 /// at plan, replaces on a new zone, and is pruned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,12 +166,8 @@ async fn ebs_volume_lifecycle() {
     // Observe: DescribeVolumes twice, once for this kind and once for
     // `volume_attachment` (the volumes with an attachment record); no
     // instance, so no root-volume read.
-    assert_eq!(observe_cost(&p, "DescribeVolumes").await, 2);
-    assert!(provider("other", &moto.endpoint)
-        .observe(&[])
-        .await
-        .unwrap()
-        .is_empty());
+    assert_eq!(observe_cost(&p, "DescribeVolumes").await.0, 2);
+    nothing_seen_by_another_environment(&moto.endpoint).await;
 
     // Re-plan: nothing to do.
     assert!(changes(&plan_all(&p, &git).await).is_empty());
@@ -384,12 +376,8 @@ async fn volume_attachment_lifecycle() {
 
     // Observe: DescribeVolumes three times: `ebs_volume`, this kind (the
     // volumes with a record) and the instances' root volumes.
-    assert_eq!(observe_cost(&p, "DescribeVolumes").await, 3);
-    assert!(provider("other", &moto.endpoint)
-        .observe(&[])
-        .await
-        .unwrap()
-        .is_empty());
+    assert_eq!(observe_cost(&p, "DescribeVolumes").await.0, 3);
+    nothing_seen_by_another_environment(&moto.endpoint).await;
 
     // Import lookup by `<volumeId>:<instanceId>`: found, ours.
     let d = Desired {
@@ -538,13 +526,9 @@ async fn dhcp_options_lifecycle() {
 
     // Observe: one DescribeDhcpOptions, and one DescribeVpcs for their
     // VPCs besides the `vpc` kind's own.
-    assert_eq!(observe_cost(&p, "DescribeDhcpOptions").await, 1);
-    assert_eq!(observe_cost(&p, "DescribeVpcs").await, 2);
-    assert!(provider("other", &moto.endpoint)
-        .observe(&[])
-        .await
-        .unwrap()
-        .is_empty());
+    assert_eq!(observe_cost(&p, "DescribeDhcpOptions").await.0, 1);
+    assert_eq!(observe_cost(&p, "DescribeVpcs").await.0, 2);
+    nothing_seen_by_another_environment(&moto.endpoint).await;
 
     // Re-plan: nothing to do.
     assert!(changes(&plan_all(&p, &git).await).is_empty());
@@ -678,13 +662,12 @@ async fn launch_template_lifecycle() {
 
     // Observe: one DescribeLaunchTemplates and one
     // DescribeLaunchTemplateVersions, whatever the number of templates.
-    assert_eq!(observe_cost(&p, "DescribeLaunchTemplates").await, 1);
-    assert_eq!(observe_cost(&p, "DescribeLaunchTemplateVersions").await, 1);
-    assert!(provider("other", &moto.endpoint)
-        .observe(&[])
-        .await
-        .unwrap()
-        .is_empty());
+    assert_eq!(observe_cost(&p, "DescribeLaunchTemplates").await.0, 1);
+    assert_eq!(
+        observe_cost(&p, "DescribeLaunchTemplateVersions").await.0,
+        1
+    );
+    nothing_seen_by_another_environment(&moto.endpoint).await;
 
     // Re-plan: nothing to do.
     assert!(changes(&plan_all(&p, &git).await).is_empty());

@@ -11,23 +11,19 @@
 use std::collections::BTreeMap;
 
 use tidegate::provider::aws::AwsProvider;
-use tidegate::provider::{Action, Health, Live, Provider, ResourceId};
+use tidegate::provider::{Action, Health, Provider};
 use tidegate::value::Value;
 
-use super::aws::{changes, converge, count_kind, network, observe, plan_all, provider, res, Res};
+use super::aws::{
+    changes, converge, count_kind, network, nothing_seen_by_another_environment, observe,
+    observe_cost, plan_all, provider, res, Res,
+};
 use super::support_moto::MotoServer;
 
 use super::aws::id;
 
 fn tags() -> serde_json::Value {
     serde_json::json!({"environment": "dev", "owner": "platform", "product": "shop"})
-}
-
-/// How many calls of `op` one observe costs.
-async fn observe_cost(p: &AwsProvider, op: &str) -> (u64, BTreeMap<ResourceId, Live>) {
-    let before = p.api_calls().get(op).copied().unwrap_or(0);
-    let lives = observe(p).await;
-    (p.api_calls().get(op).copied().unwrap_or(0) - before, lives)
 }
 
 /// The network plus a second VPC (for replacements that move a resource).
@@ -241,11 +237,7 @@ async fn route_lifecycle_beside_inline_routes() {
     let (cost, observed) = observe_cost(&p, "DescribeRouteTables").await;
     assert_eq!(cost, 2);
     assert_eq!(count_kind(&observed, "route"), 1);
-    assert!(provider("other", &moto.endpoint)
-        .observe(&[])
-        .await
-        .unwrap()
-        .is_empty());
+    nothing_seen_by_another_environment(&moto.endpoint).await;
     // No perpetual diff: neither the table nor the route.
     assert!(changes(&plan_all(&p, &git).await).is_empty());
 
@@ -426,11 +418,7 @@ async fn security_group_rule_lifecycle_beside_inline_rules() {
     let (cost, observed) = observe_cost(&p, "DescribeSecurityGroupRules").await;
     assert_eq!(cost, 2);
     assert_eq!(count_kind(&observed, "security_group_rule"), 1);
-    assert!(provider("other", &moto.endpoint)
-        .observe(&[])
-        .await
-        .unwrap()
-        .is_empty());
+    nothing_seen_by_another_environment(&moto.endpoint).await;
     assert!(changes(&plan_all(&p, &git).await).is_empty());
 
     // Drift: the description changed out of band; healed in place.
@@ -596,11 +584,7 @@ async fn network_acl_lifecycle() {
     let (cost, observed) = observe_cost(&p, "DescribeNetworkAcls").await;
     assert_eq!(cost, 1);
     assert_eq!(count_kind(&observed, "network_acl"), 1);
-    assert!(provider("other", &moto.endpoint)
-        .observe(&[])
-        .await
-        .unwrap()
-        .is_empty());
+    nothing_seen_by_another_environment(&moto.endpoint).await;
     assert!(changes(&plan_all(&p, &git).await).is_empty());
 
     // Drift: an entry changed and one added out of band; healed entry by entry.
@@ -790,11 +774,7 @@ async fn vpc_endpoint_lifecycle() {
     let (cost, observed) = observe_cost(&p, "DescribeVpcEndpoints").await;
     assert_eq!(cost, 1);
     assert_eq!(count_kind(&observed, "vpc_endpoint"), 2);
-    assert!(provider("other", &moto.endpoint)
-        .observe(&[])
-        .await
-        .unwrap()
-        .is_empty());
+    nothing_seen_by_another_environment(&moto.endpoint).await;
     assert!(changes(&plan_all(&p, &git).await).is_empty());
 
     // Drift: the route table removed out of band; healed with ModifyVpcEndpoint.
@@ -928,11 +908,7 @@ async fn vpc_peering_lifecycle() {
     let (cost, observed) = observe_cost(&p, "DescribeVpcPeeringConnections").await;
     assert_eq!(cost, 1);
     assert_eq!(count_kind(&observed, "vpc_peering"), 2);
-    assert!(provider("other", &moto.endpoint)
-        .observe(&[])
-        .await
-        .unwrap()
-        .is_empty());
+    nothing_seen_by_another_environment(&moto.endpoint).await;
     assert!(changes(&plan_all(&p, &git).await).is_empty());
 
     // Drift: the autoAccept record removed out of band; healed.
