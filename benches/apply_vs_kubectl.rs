@@ -27,6 +27,24 @@
 //! cargo bench --bench apply_vs_kubectl -- --objects 1000 --runs 3
 //! cargo bench --bench apply_vs_kubectl -- --objects 1000 --runs 3 --kube real
 //! ```
+//!
+//! With `--whole`, both sides are whole commands as a user runs them: the
+//! repository (environment `dev`, default mix 1 Namespace + N-1 ConfigMaps,
+//! `--mix apps` for the mix above) is written to disk as a Git repository
+//! with one commit, and the timed processes are `tidegate apply --env dev
+//! --yes --state-dir DIR` (this profile's binary, run in the repository with
+//! `KUBECONFIG` pointing at a fresh server: process start, load, check,
+//! lock, observe, plan with its dry runs, apply, health, inventory, record,
+//! audit) and `kubectl apply --server-side -f FILE` (a fresh discovery
+//! cache). Each side then runs its command again with nothing to change.
+//! On kube-sim every request is counted (its `/_sim/counters`, discovery
+//! included).
+//!
+//! ```text
+//! cargo build --release -p kube-sim
+//! cargo bench --bench apply_vs_kubectl -- --whole --runs 5
+//! cargo bench --bench apply_vs_kubectl -- --whole --runs 3 --kube real
+//! ```
 
 mod common;
 
