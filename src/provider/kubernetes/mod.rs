@@ -195,9 +195,13 @@ pub struct Kubernetes {
 /// the list and the apply (at most the length of one run: the plan with
 /// `--yes`, then the apply; after a prompt the apply observes again and
 /// lists anew) is found only in the apply's response, by another manager in
-/// its `managedFields` ([`other_managers`]), and the apply fails with the
-/// same refusal as the GET gives. A GET first leaves the same race, only
-/// shorter (between the GET and the apply).
+/// its `managedFields` ([`other_managers`]), and the apply fails naming
+/// that manager, after its non-forced apply merged tidegate's fields and
+/// labels into the object (a field set differently is a conflict error
+/// instead). A dry run finds it the same way and is refused as through a
+/// GET, before anything is written. A GET first leaves the same race, only
+/// shorter (between the GET and the apply); the list trades that for one
+/// call per kind and namespace instead of one per create.
 #[derive(Default)]
 struct Names {
     /// Per `(apiVersion/plural, namespace)`: the creates checked there so
