@@ -27,6 +27,24 @@
 //! cargo bench --bench apply_vs_kubectl -- --objects 1000 --runs 3
 //! cargo bench --bench apply_vs_kubectl -- --objects 1000 --runs 3 --kube real
 //! ```
+//!
+//! With `--whole`, both sides are whole commands as a user runs them: the
+//! repository (environment `dev`, default mix 1 Namespace + N-1 ConfigMaps,
+//! `--mix apps` for the mix above) is written to disk as a Git repository
+//! with one commit, and the timed processes are `tidegate apply --env dev
+//! --yes --state-dir DIR` (this profile's binary, run in the repository with
+//! `KUBECONFIG` pointing at a fresh server: process start, load, check,
+//! lock, observe, plan with its dry runs, apply, health, inventory, record,
+//! audit) and `kubectl apply --server-side -f FILE` (a fresh discovery
+//! cache). Each side then runs its command again with nothing to change.
+//! On kube-sim every request is counted (its `/_sim/counters`, discovery
+//! included).
+//!
+//! ```text
+//! cargo build --release -p kube-sim
+//! cargo bench --bench apply_vs_kubectl -- --whole --runs 5
+//! cargo bench --bench apply_vs_kubectl -- --whole --runs 3 --kube real
+//! ```
 
 mod common;
 
@@ -35,7 +53,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use common::{free_port, kube_sim_binary, median, root, spread, Killed};
+use common::{free_port, kube_sim_binary, median, spread, Killed};
 use tidegate::execute::{self, EnvRun};
 use tidegate::observe::Providers;
 use tidegate::provider::kubernetes::Kubernetes;
@@ -50,9 +68,22 @@ struct Args {
     objects: usize,
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// tidegate's resources in flight at once.
-    #[arg(long, default_value_t = 32)]
-    parallelism: usize,
+    /// tidegate's resources in flight at once (default 32 for the
+    /// executor; with `--whole`, tidegate's own default unless given).
+    #[arg(long)]
+    parallelism: Option<usize>,
+    /// The objects: `apps` (the Namespace, instances of `app`: 8
+    /// ConfigMaps, a Deployment and a Service each, and ConfigMaps
+    /// rounding up) or `configmaps` (the Namespace and N-1 ConfigMaps).
+    /// Default: `apps` for the executor, `configmaps` with `--whole`.
+    #[arg(long)]
+    mix: Option<String>,
+    /// Time the whole `tidegate apply --env dev --yes` process on the
+    /// repository written to disk as a Git repository, vs the whole
+    /// `kubectl apply --server-side -f` process, then both again with
+    /// nothing to change.
+    #[arg(long)]
+    whole: bool,
     /// The API server: `sim` (the kube-sim binary) or `real` (a real
     /// kube-apiserver with RBAC from tests/real-kube; both sides then
     /// authenticate as tidegate's ServiceAccount).
@@ -62,11 +93,15 @@ struct Args {
 
 /// Objects per `app` instance.
 const PER_APP: usize = 10;
+/// The environment of the executor-only mode.
 const ENV: &str = "bench";
+/// The environment of `--whole`, as a user names it on the command line.
+const WHOLE_ENV: &str = "dev";
 
 /// A fresh kube-sim process with one cluster, context `context`; its
-/// kubeconfig is written to `kubeconfig`.
-fn start_sim(kubeconfig: &Path, context: &str) -> Killed {
+/// kubeconfig is written to `kubeconfig`. Also returns its port (for the
+/// request counters of its control API).
+fn start_sim(kubeconfig: &Path, context: &str) -> (Killed, u16) {
     let _ = std::fs::remove_file(kubeconfig);
     let port = free_port();
     let child = Command::new(kube_sim_binary())
@@ -85,13 +120,67 @@ fn start_sim(kubeconfig: &Path, context: &str) -> Killed {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Killed(child)
+    (Killed(child), port)
 }
 
 /// A fresh API server for one side: kube-sim, or a real control plane.
 enum Server {
-    Sim(#[allow(dead_code)] Killed),
+    Sim(#[allow(dead_code)] Killed, u16),
     Real(#[allow(dead_code)] Box<real_kube::ControlPlane>),
+}
+
+impl Server {
+    /// kube-sim's requests so far (every request, discovery and OpenAPI
+    /// included) by verb, and zeroes them; `None` on a real API server.
+    fn take_counters(&self) -> Option<Calls> {
+        let Server::Sim(_, port) = self else {
+            return None;
+        };
+        let body = sim_control(*port, "GET")?;
+        let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let mut calls = Calls::default();
+        for e in json["counters"].as_array()? {
+            let n = e["count"].as_u64().unwrap_or(0);
+            *calls
+                .0
+                .entry(e["verb"].as_str().unwrap_or("?").to_string())
+                .or_default() += n;
+        }
+        sim_control(*port, "DELETE")?;
+        Some(calls)
+    }
+}
+
+/// API requests by verb.
+#[derive(Default)]
+struct Calls(std::collections::BTreeMap<String, u64>);
+
+impl Calls {
+    fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+}
+
+impl std::fmt::Display for Calls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let by: Vec<String> = self.0.iter().map(|(v, n)| format!("{v} {n}")).collect();
+        write!(f, "{} calls: {}", self.total(), by.join(", "))
+    }
+}
+
+/// `METHOD /_sim/counters` on kube-sim's port: the body on 200.
+fn sim_control(port: u16, method: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "{method} /_sim/counters HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
 }
 
 fn start_server(kube: &str, kubeconfig: &Path, context: &str) -> Server {
@@ -105,15 +194,19 @@ fn start_server(kube: &str, kubeconfig: &Path, context: &str) -> Server {
                 .expect("kubeconfig written");
             Server::Real(Box::new(plane))
         }
-        _ => Server::Sim(start_sim(kubeconfig, context)),
+        _ => {
+            let (sim, port) = start_sim(kubeconfig, context);
+            Server::Sim(sim, port)
+        }
     }
 }
 
-/// The generated repository: `base` (Namespace + `extra` ConfigMaps) and
-/// `apps` instances of `app`.
-fn generate(dir: &Path, apps: usize, extra: usize) {
-    let mut env = String::from(
-        "apiVersion: tidegate.dev/v1\nkind: Environment\nmetadata:\n  name: bench\nspec:\n  targets:\n    kubernetes:\n      context: tidegate\n  policy:\n    defaultSeverity: warning\n  modules:\n    - name: base\n      source: modules/base\n",
+/// The generated repository: environment `env` (its Kubernetes target is
+/// kubeconfig context `context`), `base` (Namespace + `extra` ConfigMaps)
+/// and `apps` instances of `app`.
+fn generate(dir: &Path, env_name: &str, context: &str, apps: usize, extra: usize) {
+    let mut env = format!(
+        "apiVersion: tidegate.dev/v1\nkind: Environment\nmetadata:\n  name: {env_name}\nspec:\n  targets:\n    kubernetes:\n      context: {context}\n  policy:\n    defaultSeverity: warning\n  modules:\n    - name: base\n      source: modules/base\n",
     );
     for i in 0..apps {
         env.push_str(&format!(
@@ -138,12 +231,17 @@ fn generate(dir: &Path, apps: usize, extra: usize) {
     }
     app.push_str("    - name: web\n      provider: kubernetes\n      manifest:\n        apiVersion: apps/v1\n        kind: Deployment\n        metadata:\n          name: app${input.index}\n          namespace: ${input.namespace}\n        spec:\n          replicas: 1\n          selector:\n            matchLabels:\n              app: app${input.index}\n          template:\n            metadata:\n              labels:\n                app: app${input.index}\n            spec:\n              containers:\n                - name: web\n                  image: registry.example.com/web@sha256:8074748e826827434bbc9e3e5272c2b8fc34cf74eb9e94ebb489afe6cfcef7aa\n                  args: ['--name', '${input.index}']\n    - name: svc\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: Service\n        metadata:\n          name: app${input.index}\n          namespace: ${input.namespace}\n        spec:\n          selector:\n            app: app${input.index}\n          ports:\n            - port: 80\n");
     let project = tidegate::load::project::document("bench");
-    for (p, t) in [
+    let env_path = format!("environments/{env_name}.yaml");
+    let mut files = vec![
         ("tidegate.yaml", project.as_str()),
-        ("environments/bench.yaml", env.as_str()),
+        (env_path.as_str(), env.as_str()),
         ("modules/base/module.yaml", base.as_str()),
-        ("modules/app/module.yaml", app.as_str()),
-    ] {
+    ];
+    // Without instances the module is not written (the ConfigMaps mix).
+    if apps > 0 {
+        files.push(("modules/app/module.yaml", app.as_str()));
+    }
+    for (p, t) in files {
         let path = dir.join(p);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, t).unwrap();
@@ -151,7 +249,8 @@ fn generate(dir: &Path, apps: usize, extra: usize) {
 }
 
 fn kubectl(kubeconfig: &Path) -> Command {
-    let mut c = Command::new(root().join(".ci/.venv/bin/kubectl"));
+    // `.ci/.venv/bin/kubectl`, else the one on PATH.
+    let mut c = Command::new(real_kube::kubectl_path());
     c.arg("--kubeconfig").arg(kubeconfig);
     c
 }
@@ -264,26 +363,213 @@ impl Bench<'_> {
     }
 }
 
+/// The `--whole` mode: both commands as processes, as a user runs them.
+struct Whole<'a> {
+    dir: &'a Path,
+    /// The generated repository, a Git repository with one commit.
+    repo: &'a Path,
+    manifests: &'a Path,
+    namespace: &'a str,
+    objects: usize,
+    parallelism: Option<usize>,
+    kube: &'a str,
+}
+
+/// One side's figures on one fresh server: the create and the no-change
+/// re-apply, seconds and API calls (kube-sim only).
+struct Sided {
+    create: f64,
+    create_calls: Option<Calls>,
+    again: f64,
+    again_calls: Option<Calls>,
+}
+
+impl Sided {
+    fn line(&self) -> String {
+        let calls = |c: &Option<Calls>| c.as_ref().map(|c| format!(" ({c})")).unwrap_or_default();
+        format!(
+            "create {:.3}s{}, again {:.3}s{}",
+            self.create,
+            calls(&self.create_calls),
+            self.again,
+            calls(&self.again_calls)
+        )
+    }
+}
+
+impl Whole<'_> {
+    /// Runs `command` to the end: wall seconds and its output; panics
+    /// unless it exits 0.
+    fn timed(mut command: Command, what: &str) -> (f64, String) {
+        command
+            .stdin(Stdio::null())
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR");
+        let t0 = Instant::now();
+        let out = command.output().expect("the command starts");
+        let secs = t0.elapsed().as_secs_f64();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{what} failed: {text}");
+        (secs, text)
+    }
+
+    /// `tidegate apply --env dev --yes` (the `tidegate` binary of this
+    /// profile, run in the repository as a user does), twice.
+    fn tidegate(&self, run: usize) -> Sided {
+        let kubeconfig = self.dir.join("kubeconfig-tidegate");
+        let server = start_server(self.kube, &kubeconfig, WHOLE_ENV);
+        server.take_counters();
+        let state = self.dir.join(format!("state-{run}"));
+        let command = || {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_tidegate"));
+            c.args(["apply", "--env", WHOLE_ENV, "--yes", "--state-dir"])
+                .arg(&state)
+                .current_dir(self.repo)
+                .env("KUBECONFIG", &kubeconfig);
+            if let Some(p) = self.parallelism {
+                c.args(["--parallelism", &p.to_string()]);
+            }
+            c
+        };
+        let (create, text) = Self::timed(command(), "tidegate apply");
+        let create_calls = server.take_counters();
+        let created = format!("{} created", self.objects);
+        assert!(text.contains(&created), "no `{created}` in: {text}");
+        assert_eq!(count_objects(&kubeconfig, self.namespace), self.objects);
+        server.take_counters();
+        let (again, text) = Self::timed(command(), "tidegate apply (again)");
+        let again_calls = server.take_counters();
+        let unchanged = format!("{} unchanged", self.objects);
+        assert!(text.contains(&unchanged), "no `{unchanged}` in: {text}");
+        Sided {
+            create,
+            create_calls,
+            again,
+            again_calls,
+        }
+    }
+
+    /// `kubectl apply --server-side -f FILE`, twice.
+    fn kubectl(&self) -> Sided {
+        let kubeconfig = self.dir.join("kubeconfig-kubectl");
+        let server = start_server(self.kube, &kubeconfig, WHOLE_ENV);
+        server.take_counters();
+        let command = || {
+            let mut c = Command::new(real_kube::kubectl_path());
+            c.args(["apply", "--server-side", "-f"])
+                .arg(self.manifests)
+                .env("KUBECONFIG", &kubeconfig)
+                // A cache of its own per run: the first apply discovers the
+                // fresh server as a user's first apply there does.
+                .env("KUBECACHEDIR", self.dir.join("kube-cache"));
+            c
+        };
+        let _ = std::fs::remove_dir_all(self.dir.join("kube-cache"));
+        let (create, text) = Self::timed(command(), "kubectl apply");
+        let create_calls = server.take_counters();
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.ends_with("serverside-applied"))
+                .count(),
+            self.objects,
+            "{text}"
+        );
+        assert_eq!(count_objects(&kubeconfig, self.namespace), self.objects);
+        server.take_counters();
+        let (again, _) = Self::timed(command(), "kubectl apply (again)");
+        let again_calls = server.take_counters();
+        Sided {
+            create,
+            create_calls,
+            again,
+            again_calls,
+        }
+    }
+
+    fn run(&self, runs: usize) {
+        let (mut tg, mut kc) = (Vec::new(), Vec::new());
+        for run in 0..runs {
+            let (t, k) = if run % 2 == 0 {
+                let t = self.tidegate(run);
+                (t, self.kubectl())
+            } else {
+                let k = self.kubectl();
+                (self.tidegate(run), k)
+            };
+            println!(
+                "run {run}: tidegate {}\n       kubectl  {}\n       ratio tidegate/kubectl: create {:.3}, again {:.3}",
+                t.line(),
+                k.line(),
+                t.create / k.create,
+                t.again / k.again
+            );
+            tg.push(t);
+            kc.push(k);
+        }
+        let col = |v: &[Sided], f: fn(&Sided) -> f64| v.iter().map(f).collect::<Vec<f64>>();
+        for (name, f) in [
+            ("create", (|s: &Sided| s.create) as fn(&Sided) -> f64),
+            ("again", |s: &Sided| s.again),
+        ] {
+            let (t, k) = (col(&tg, f), col(&kc, f));
+            let ratios: Vec<f64> = t.iter().zip(&k).map(|(a, b)| a / b).collect();
+            println!(
+                "median over {runs} runs, {name}: tidegate {:.3}s ({}), kubectl {:.3}s ({}), ratio {:.3} ({})",
+                median(&t),
+                spread(&t, 3),
+                median(&k),
+                spread(&k, 3),
+                median(&ratios),
+                spread(&ratios, 3)
+            );
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let Some(args) = common::args_or_skip("apply_vs_kubectl") else {
         return;
     };
     let args = Args::parse_from(args);
-    assert!(
-        args.objects > PER_APP && args.runs > 0,
-        "--objects must be more than {PER_APP} and --runs at least 1"
-    );
-    let apps = (args.objects - 1) / PER_APP;
-    let extra = args.objects - 1 - apps * PER_APP;
+    let mix = args
+        .mix
+        .clone()
+        .unwrap_or_else(|| if args.whole { "configmaps" } else { "apps" }.into());
+    let (apps, extra) = match mix.as_str() {
+        "apps" => {
+            assert!(
+                args.objects > PER_APP,
+                "--objects must be more than {PER_APP} with --mix apps"
+            );
+            let apps = (args.objects - 1) / PER_APP;
+            (apps, args.objects - 1 - apps * PER_APP)
+        }
+        "configmaps" => {
+            assert!(args.objects > 1, "--objects must be at least 2");
+            (0, args.objects - 1)
+        }
+        other => panic!("--mix {other}: expected apps or configmaps"),
+    };
+    assert!(args.runs > 0, "--runs must be at least 1");
+    let (env, context) = if args.whole {
+        (WHOLE_ENV, WHOLE_ENV)
+    } else {
+        (ENV, "tidegate")
+    };
     let tmp = tempfile::TempDir::new().expect("a temporary directory");
     let dir = tmp.path();
-    generate(&dir.join("repo"), apps, extra);
-    let files = tidegate::load::read_dir(&dir.join("repo")).expect("the repository reads");
+    let repo = dir.join("repo");
+    generate(&repo, env, context, apps, extra);
+    let files = tidegate::load::read_dir(&repo).expect("the repository reads");
     let checked = tidegate::pipeline::check(&files).unwrap_or_else(|r| panic!("{r}"));
     let (model, graph) = (checked.model, checked.graph);
 
-    let desired = tidegate::plan::render_desired(&model, ENV, None, &StructuralSecrets, None)
+    let desired = tidegate::plan::render_desired(&model, env, None, &StructuralSecrets, None)
         .expect("the environment renders");
     assert_eq!(desired.len(), args.objects);
     let mut yaml = String::new();
@@ -295,8 +581,61 @@ async fn main() {
     }
     let manifests = dir.join("manifests.yaml");
     std::fs::write(&manifests, yaml).unwrap();
-    let namespace = format!("{ENV}-apply");
+    let namespace = format!("{env}-apply");
+    let what = format!(
+        "{} Kubernetes objects (1 Namespace, {} ConfigMaps, {apps} Deployments, {apps} Services)",
+        args.objects,
+        args.objects - 1 - 2 * apps,
+    );
+    let server = if args.kube == "real" {
+        "real kube-apiserver (RBAC, as tidegate's ServiceAccount)"
+    } else {
+        "kube-sim"
+    };
 
+    if args.whole {
+        for a in [
+            vec!["init", "-q", "-b", "main"],
+            vec!["add", "."],
+            vec!["commit", "-q", "-m", "bench"],
+        ] {
+            let out = Command::new("git")
+                .args([
+                    "-c",
+                    "user.name=bench",
+                    "-c",
+                    "user.email=bench@example.com",
+                ])
+                .args(&a)
+                .current_dir(&repo)
+                .output()
+                .expect("git runs");
+            assert!(
+                out.status.success(),
+                "git {a:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let whole = Whole {
+            dir,
+            repo: &repo,
+            manifests: &manifests,
+            namespace: &namespace,
+            objects: args.objects,
+            parallelism: args.parallelism,
+            kube: &args.kube,
+        };
+        println!(
+            "whole command: `tidegate apply --env {WHOLE_ENV} --yes{}` vs `kubectl apply --server-side -f FILE`, {what}, each onto a fresh {server}, then the same command again (nothing to change)",
+            args.parallelism
+                .map(|p| format!(" --parallelism {p}"))
+                .unwrap_or_default()
+        );
+        whole.run(args.runs);
+        return;
+    }
+
+    let parallelism = args.parallelism.unwrap_or(32);
     let bench = Bench {
         model: &model,
         graph: &graph,
@@ -304,15 +643,11 @@ async fn main() {
         manifests: &manifests,
         namespace: &namespace,
         objects: args.objects,
-        parallelism: args.parallelism,
+        parallelism,
         kube: &args.kube,
     };
     println!(
-        "apply of {} Kubernetes objects (1 Namespace, {} ConfigMaps, {apps} Deployments, {apps} Services) onto a fresh {} per side; tidegate parallelism {}, wait_healthy false; kubectl apply --server-side -f",
-        args.objects,
-        args.objects - 1 - 2 * apps,
-        if args.kube == "real" { "real kube-apiserver (RBAC, as tidegate's ServiceAccount)" } else { "kube-sim" },
-        args.parallelism
+        "apply of {what} onto a fresh {server} per side; tidegate parallelism {parallelism}, wait_healthy false; kubectl apply --server-side -f",
     );
     let (mut tg, mut kc, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..args.runs {

@@ -637,6 +637,98 @@ async fn kubernetes_prune_deletes_only_owned_objects(kube: Kube) {
     assert_eq!(stored.data["data"]["x"], "y");
 }
 
+/// Creates are checked for a namesake with one metadata-only list per kind
+/// and namespace after the first few GETs, and the list changes nothing of
+/// what is refused: a name it shows (an object made outside tidegate) is
+/// refused with the GET's own error, and an object someone else makes
+/// after the list is found in the apply's (or the dry run's) response.
+async fn kubernetes_creates_check_ownership_with_one_list(kube: Kube) {
+    let c = Cluster::start(kube).await;
+    let api = c.configmaps().await;
+    let cm = |name: &str, v: &str| -> DynamicObject {
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "default"}, "data": {"x": v}}))
+        .unwrap()
+    };
+    api.create(&PostParams::default(), &cm("foreign", "y"))
+        .await
+        .unwrap();
+    let p = c.provider("dev", false).await;
+    let ops = |op: &str| p.api_calls().get(op).copied().unwrap_or(0);
+    for i in 0..6 {
+        p.apply(&configmap(&format!("new{i}"), json!({"i": "1"})), None)
+            .await
+            .expect("create");
+    }
+    // Four GETs, then one list for the other creates.
+    assert_eq!(ops("get"), 4, "{:?}", p.api_calls());
+    assert_eq!(ops("list_metadata"), 1, "{:?}", p.api_calls());
+    assert_eq!(ops("apply"), 6, "{:?}", p.api_calls());
+
+    // A name the list showed: the same refusal as through a GET.
+    let err = p
+        .apply(&configmap("foreign", json!({"x": "mine"})), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("v1/ConfigMap default/foreign already exists and is not owned by tidegate"),
+        "{err}"
+    );
+    let err = p
+        .plan(&configmap("foreign", json!({})), None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("is not owned by tidegate"),
+        "{err}"
+    );
+    assert_eq!(ops("list_metadata"), 1, "the list is made once");
+    let stored = api.get("foreign").await.unwrap();
+    assert_eq!(stored.data["data"]["x"], "y");
+
+    // Made by someone else after the list: a dry run shows it and the plan
+    // refuses as through a GET; a real apply merges, then fails naming them.
+    let other = PatchParams::apply("someone-else");
+    for name in ["late", "later"] {
+        api.patch(name, &other, &Patch::Apply(&cm(name, "theirs")))
+            .await
+            .unwrap();
+    }
+    let err = p
+        .plan(&configmap("late", json!({"z": "mine"})), None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("is not owned by tidegate"),
+        "{err}"
+    );
+    let err = p
+        .apply(&configmap("later", json!({"y": "mine"})), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("v1/ConfigMap default/later was created by someone else (someone-else)"),
+        "{err}"
+    );
+    let stored = api.get("later").await.unwrap();
+    assert_eq!(
+        stored.data["data"]["x"], "theirs",
+        "nothing of theirs overwritten"
+    );
+
+    // An observe starts over: GETs first again.
+    p.observe(&["v1/ConfigMap".into()]).await.unwrap();
+    let gets = ops("get");
+    p.apply(&configmap("fresh", json!({})), None)
+        .await
+        .expect("create");
+    assert_eq!(ops("get"), gets + 1, "{:?}", p.api_calls());
+}
+
 fn crd() -> Desired {
     desired(
         "platform",
@@ -1115,4 +1207,5 @@ crate::on_both_kubes!(
     kubernetes_observe_costs_the_same_for_1_or_50_objects,
     kubernetes_unknown_values_and_bad_targets,
     kubernetes_namespace_then_its_objects,
+    kubernetes_creates_check_ownership_with_one_list,
 );

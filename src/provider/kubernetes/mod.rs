@@ -184,7 +184,80 @@ pub struct Kubernetes {
     calls: CallCounter,
     kinds: Mutex<HashMap<Gvk, Resolved>>,
     listed_healthy: ListedHealthy,
+    names: Names,
 }
+
+/// Ownership checks before a create made without a GET per object: see
+/// [`Kubernetes::listed_absent`].
+///
+/// The window this opens: a name the list did not show is created with no
+/// further read, so an object someone else makes under that name between
+/// the list and the apply (at most the length of one run: the plan with
+/// `--yes`, then the apply; after a prompt the apply observes again and
+/// lists anew) is found only in the apply's response, by another manager in
+/// its `managedFields` ([`other_managers`]), and the apply fails naming
+/// that manager, after its non-forced apply merged tidegate's fields and
+/// labels into the object (a field set differently is a conflict error
+/// instead). A dry run finds it the same way and is refused as through a
+/// GET, before anything is written. A GET first leaves the same race, only
+/// shorter (between the GET and the apply); the list trades that for one
+/// call per kind and namespace instead of one per create.
+#[derive(Default)]
+struct Names {
+    /// Per `(apiVersion/plural, namespace)`: the creates checked there so
+    /// far and the one metadata-only list of the names that exist.
+    slots: Mutex<HashMap<(String, Option<String>), NameSlot>>,
+    /// Namespaces a dry run found missing since the last observe: nothing
+    /// can exist in them, and a dry-run apply there can only say so.
+    missing_namespaces: Mutex<BTreeSet<String>>,
+}
+
+#[derive(Default)]
+struct NameSlot {
+    checks: usize,
+    /// `None` inside: the list failed (RBAC may allow GET but not list:
+    /// Secrets outside the managed namespaces), so each create keeps its GET.
+    names: std::sync::Arc<tokio::sync::OnceCell<Option<BTreeSet<String>>>>,
+}
+
+impl Names {
+    /// Forgets everything: called when an observe starts, so no list is
+    /// older than the observation a run plans and applies from.
+    fn clear(&self) {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.missing_namespaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    fn namespace_missing(&self, namespace: Option<&str>) -> bool {
+        namespace.is_some_and(|ns| {
+            self.missing_namespaces
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(ns)
+        })
+    }
+
+    fn set_namespace_missing(&self, namespace: &str, missing: bool) {
+        let mut set = self
+            .missing_namespaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if missing {
+            set.insert(namespace.to_string());
+        } else {
+            set.remove(namespace);
+        }
+    }
+}
+
+/// Creates in one kind and namespace checked with a GET each before the
+/// provider lists the names there once instead: a create or two into a
+/// namespace of many objects stays one small GET each, a mass create is
+/// one list.
+const GETS_BEFORE_LIST: usize = 4;
 
 impl Kubernetes {
     /// Connects to the environment's kubeconfig context (`KUBECONFIG` or
@@ -240,6 +313,7 @@ impl Kubernetes {
             calls,
             kinds: Mutex::new(HashMap::new()),
             listed_healthy: ListedHealthy::default(),
+            names: Names::default(),
         })
     }
 
@@ -357,6 +431,66 @@ impl Kubernetes {
         let mut manifest = with_ownership(&desired.body, &gvk, &self.owner, &desired.id);
         object::with_applied_hash(&mut manifest, &gvk);
         Ok((gvk, manifest))
+    }
+
+    /// True when `target` cannot exist, so the ownership GET before its
+    /// create is not needed: its namespace was found missing, or the one
+    /// metadata-only list (unfiltered: every owner's objects) of its kind in
+    /// its namespace does not hold its name. The list is made on the
+    /// [`GETS_BEFORE_LIST`]+1st create checked there and kept until the next
+    /// observe; until then, and when the list fails, each create is checked
+    /// with a GET ([`Kubernetes::existing_owned`]). A listed name still goes
+    /// through that GET and its `claim`, so an object made outside tidegate
+    /// is refused with the same error. The race this leaves is described at
+    /// [`Names`].
+    async fn listed_absent(&self, r: &Resolved, target: &ObjectRef) -> bool {
+        if self.names.namespace_missing(target.namespace.as_deref()) {
+            return true;
+        }
+        let key = (
+            format!("{}/{}", r.resource.api_version, r.resource.plural),
+            target.namespace.clone(),
+        );
+        let cell = {
+            let mut slots = self.names.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = slots.entry(key).or_default();
+            slot.checks += 1;
+            if slot.checks <= GETS_BEFORE_LIST {
+                return false;
+            }
+            slot.names.clone()
+        };
+        let names = cell
+            .get_or_init(|| self.list_names(r, target.namespace.as_deref()))
+            .await;
+        names.as_ref().is_some_and(|n| !n.contains(&target.name))
+    }
+
+    /// The names of every object of `r` in `namespace` (all namespaces'
+    /// for a cluster-scoped kind), metadata only, page by page; `None` when
+    /// the list fails.
+    async fn list_names(&self, r: &Resolved, namespace: Option<&str>) -> Option<BTreeSet<String>> {
+        let api = self.api(r, namespace);
+        let mut names = BTreeSet::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut params = ListParams::default().limit(self.options.page_size);
+            if let Some(t) = &token {
+                params = params.continue_token(t);
+            }
+            let page = match api.list_metadata(&params).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::debug!(kind = %r.resource.kind, namespace = ?namespace, error = %e, "listing names failed; checking each create with a GET");
+                    return None;
+                }
+            };
+            names.extend(page.items.into_iter().filter_map(|m| m.metadata.name));
+            match page.metadata.continue_ {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Some(names),
+            }
+        }
     }
 
     /// The existing object at `target` when there is one and tidegate owns
@@ -989,6 +1123,7 @@ impl Provider for Kubernetes {
 
     async fn observe_in(&self, scope: &Scope) -> Result<Vec<Live>> {
         self.listed_healthy.clear();
+        self.names.clear();
         let inventory = self.read_inventory().await?;
         let all: BTreeSet<&str> = scope
             .kinds
@@ -1053,17 +1188,33 @@ impl Provider for Kubernetes {
             return Err(self.not_served(&gvk));
         };
         let target = self.object_ref(desired, &manifest, &r)?;
-        if before.is_none() {
+        let listed_absent = before.is_none() && self.listed_absent(&r, &target).await;
+        if before.is_none() && !listed_absent {
             before = self
                 .existing_owned(desired, &gvk, &r, &target)
                 .await?
                 .map(|o| normalise(o, &gvk));
+        }
+        if listed_absent && self.names.namespace_missing(target.namespace.as_deref()) {
+            // A dry-run apply could only answer that the namespace is
+            // missing (it is applied earlier in this run).
+            self.validate_elsewhere(desired, &gvk, &r, &target, &manifest)
+                .await?;
+            return Ok(predicted(None, manifest));
         }
         match self
             .server_side_apply(&r, &target, &manifest, true, imported(live))
             .await
         {
             Ok(obj) => {
+                if listed_absent && !other_managers(&obj).is_empty() {
+                    // Made by someone else since the list: checked as
+                    // without it (an unowned object is refused).
+                    before = self
+                        .existing_owned(desired, &gvk, &r, &target)
+                        .await?
+                        .map(|o| normalise(o, &gvk));
+                }
                 let after = normalise(obj, &gvk);
                 let action = match &before {
                     None => Action::Create,
@@ -1088,6 +1239,9 @@ impl Provider for Kubernetes {
             // The namespace does not exist yet: it is applied earlier in
             // this run. The server still validates the object, elsewhere.
             Err(kube::Error::Api(s)) if before.is_none() && s.code == 404 => {
+                if let Some(ns) = missing_namespace(&s) {
+                    self.names.set_namespace_missing(ns, true);
+                }
                 self.validate_elsewhere(desired, &gvk, &r, &target, &manifest)
                     .await?;
                 Ok(predicted(None, manifest))
@@ -1110,7 +1264,8 @@ impl Provider for Kubernetes {
         let operation = format!("apply {gvk} ({})", desired.id);
         let r = self.resolve_served(&gvk, &operation).await?;
         let target = self.object_ref(desired, &manifest, &r)?;
-        if live.is_none() {
+        let listed_absent = live.is_none() && self.listed_absent(&r, &target).await;
+        if live.is_none() && !listed_absent {
             self.existing_owned(desired, &gvk, &r, &target).await?;
         }
         let obj = match self
@@ -1127,11 +1282,45 @@ impl Provider for Kubernetes {
             }
             Err(e) => return Err(self.apply_error(desired, &gvk, &target, false, e)),
         };
+        if listed_absent {
+            let others = other_managers(&obj);
+            if !others.is_empty() {
+                return Err(invalid(
+                    desired,
+                    &format!(
+                        "{gvk} {target} was created by someone else ({}) after tidegate listed \
+                         the names in its namespace and before this apply, which merged \
+                         tidegate's fields and labels into it (fields set differently by them \
+                         would have been a conflict{}); check the object, then keep it with \
+                         `tidegate import {env} {id} {target}` or delete it",
+                        others.join(", "),
+                        if self.force_conflicts {
+                            ", but force_conflicts is on: those are now tidegate's"
+                        } else {
+                            ""
+                        },
+                        env = self.owner.environment,
+                        id = desired.id,
+                    ),
+                ));
+            }
+        }
+        if gvk.group.is_empty() && gvk.kind == "Namespace" {
+            self.names.set_namespace_missing(&target.name, false);
+        }
         if gvk.is_crd() {
             self.wait_established(desired, &gvk, &r, &target, &obj)
                 .await?;
         }
-        Ok(self.live_of(desired.id.clone(), &desired.kind, &gvk, obj))
+        // The response is the object as the apply left it: when it already
+        // shows healthy (a ConfigMap; a Deployment whose rollout did not
+        // change), a read right after could say no more.
+        let healthy = assess(&gvk.group, &gvk.kind, &obj) == Health::Healthy;
+        let live = self.live_of(desired.id.clone(), &desired.kind, &gvk, obj);
+        if healthy {
+            self.listed_healthy.mark(&live.kind, &live.external_id);
+        }
+        Ok(live)
     }
 
     async fn delete(&self, live: &Live) -> Result<()> {
@@ -1242,6 +1431,30 @@ impl Provider for Kubernetes {
     fn api_retries(&self) -> BTreeMap<String, u64> {
         self.calls.retries()
     }
+}
+
+/// The field managers other than tidegate in an object's
+/// `metadata.managedFields`: none on an object tidegate's apply just
+/// created.
+fn other_managers(obj: &serde_json::Value) -> Vec<String> {
+    let mut out: Vec<String> = obj
+        .pointer("/metadata/managedFields")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.get("manager").and_then(serde_json::Value::as_str))
+        .filter(|m| *m != labels::FIELD_MANAGER)
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The namespace a 404 says is missing (`namespaces "x" not found`).
+fn missing_namespace(s: &Status) -> Option<&str> {
+    let d = s.details.as_ref()?;
+    (d.kind == "namespaces" && !d.name.is_empty()).then_some(d.name.as_str())
 }
 
 /// True when `live` was applied from `manifest` (same applied hash) and
@@ -1381,4 +1594,58 @@ fn to_json(obj: impl serde::Serialize) -> serde_json::Value {
 /// has converged since.
 fn imported(live: Option<&Live>) -> bool {
     live.is_some_and(|l| l.attributes.contains_key(labels::IMPORTED))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_managers_are_every_manager_but_tidegate() {
+        let fresh = serde_json::json!({"metadata": {"managedFields": [
+            {"manager": labels::FIELD_MANAGER, "operation": "Apply"}
+        ]}});
+        assert!(other_managers(&fresh).is_empty());
+        assert!(other_managers(&serde_json::json!({"metadata": {}})).is_empty());
+        let merged = serde_json::json!({"metadata": {"managedFields": [
+            {"manager": "kubectl-client-side-apply", "operation": "Update"},
+            {"manager": labels::FIELD_MANAGER, "operation": "Apply"},
+            {"manager": "kubectl-client-side-apply", "operation": "Update", "subresource": "status"},
+            {"manager": "helm", "operation": "Update"}
+        ]}});
+        assert_eq!(
+            other_managers(&merged),
+            vec!["helm".to_string(), "kubectl-client-side-apply".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_missing_namespace_is_read_from_the_404_details() {
+        // As the API server sends it: `namespaces "app" not found`.
+        let status = |kind: &str, name: &str| -> Status {
+            serde_json::from_value(serde_json::json!({
+                "code": 404, "reason": "NotFound",
+                "details": {"name": name, "kind": kind}
+            }))
+            .unwrap()
+        };
+        assert_eq!(missing_namespace(&status("namespaces", "app")), Some("app"));
+        assert_eq!(missing_namespace(&status("configmaps", "app")), None);
+        assert_eq!(missing_namespace(&status("namespaces", "")), None);
+        assert_eq!(missing_namespace(&Status::default()), None);
+    }
+
+    #[test]
+    fn names_forget_missing_namespaces_when_cleared_or_created() {
+        let names = Names::default();
+        assert!(!names.namespace_missing(Some("app")));
+        names.set_namespace_missing("app", true);
+        assert!(names.namespace_missing(Some("app")));
+        assert!(!names.namespace_missing(None));
+        names.set_namespace_missing("app", false);
+        assert!(!names.namespace_missing(Some("app")));
+        names.set_namespace_missing("app", true);
+        names.clear();
+        assert!(!names.namespace_missing(Some("app")));
+    }
 }

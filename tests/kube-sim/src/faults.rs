@@ -188,6 +188,9 @@ impl Faults {
 /// `watch`, `create`, `update`, `patch`, `apply`, `delete`,
 /// `deletecollection`; resources are `plural` or `plural.group`
 /// (`configmaps`, `deployments.apps`), with `/status` for the subresource.
+/// Every other request (discovery, OpenAPI, `/version`, health) is verb
+/// `discovery` with its first path segment (`api`, `apis`, `openapi`) as
+/// the resource.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counters(pub BTreeMap<String, u64>);
 

@@ -261,6 +261,12 @@ pub async fn handle(sim: Arc<Sim>, req: axum::extract::Request) -> Response {
             resource = format!("{resource}/{s}");
         }
         lock(&sim.counters).bump(cluster_name, v, &resource);
+    } else {
+        // Discovery, OpenAPI, version and health checks are requests too:
+        // counted by their first path segment, so a client's whole
+        // conversation with the server adds up (kubectl discovers first).
+        let first = rest.trim_matches('/').split('/').next().unwrap_or("");
+        lock(&sim.counters).bump(cluster_name, "discovery", first);
     }
     let fault = lock(&sim.faults).take(parts.method.as_str(), rest, &query_str);
     match fault {

@@ -53,6 +53,58 @@ fn api_err(e: kube::Error) -> Box<kube::core::Status> {
     }
 }
 
+/// Discovery requests are counted (verb `discovery`, by first path
+/// segment); a metadata-only list without a selector (what tidegate's
+/// provider lists before creates) holds every object of the namespace with
+/// its labels, and is empty, not an error, for a namespace that does not
+/// exist yet, as on a real API server.
+#[tokio::test]
+async fn discovery_is_counted_and_metadata_lists_hold_labels() {
+    let (sim, dir) = start().await;
+    let c = client(&dir, "dev").await;
+    sim.reset_counters();
+    c.list_core_api_resources("v1").await.unwrap();
+    c.list_api_groups().await.unwrap();
+    let counters = sim.counters();
+    assert_eq!(counters.get_in("dev", "discovery", "api"), 1);
+    assert_eq!(counters.get_in("dev", "discovery", "apis"), 1);
+    assert_eq!(counters.total("discovery"), 2);
+    let nowhere: Api<ConfigMap> = Api::namespaced(c.clone(), "nowhere");
+    let empty = nowhere.list_metadata(&ListParams::default()).await.unwrap();
+    assert!(empty.items.is_empty());
+    let api: Api<ConfigMap> = Api::namespaced(c, "default");
+    for (name, labels) in [("a", json!({"team": "x"})), ("b", json!({}))] {
+        api.patch(
+            name,
+            &PatchParams::apply("someone"),
+            &Patch::Apply(&cm(name, labels, json!({"k": "v"}))),
+        )
+        .await
+        .unwrap();
+    }
+    let meta = api.list_metadata(&ListParams::default()).await.unwrap();
+    let mut seen: Vec<(String, Option<String>)> = meta
+        .items
+        .iter()
+        .map(|m| {
+            let labels = m.metadata.labels.clone().unwrap_or_default();
+            (
+                m.metadata.name.clone().unwrap_or_default(),
+                labels.get("team").cloned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("a".to_string(), Some("x".to_string())),
+            ("b".to_string(), None)
+        ]
+    );
+    assert_eq!(sim.counters().get_in("dev", "list", "configmaps"), 2);
+}
+
 #[tokio::test]
 async fn discovery_finds_builtins_and_crds() {
     let (_sim, dir) = start().await;
