@@ -714,10 +714,27 @@ async fn kubernetes_creates_check_ownership_with_one_list(kube: Kube) {
             .contains("v1/ConfigMap default/later was created by someone else (someone-else)"),
         "{err}"
     );
+    assert!(
+        err.to_string()
+            .contains("tidegate withdrew the fields and marks"),
+        "{err}"
+    );
     let stored = api.get("later").await.unwrap();
     assert_eq!(
-        stored.data["data"]["x"], "theirs",
-        "nothing of theirs overwritten"
+        stored.data["data"],
+        json!({"x": "theirs"}),
+        "nothing of theirs overwritten, nothing of tidegate's left"
+    );
+    let labels = stored.metadata.labels.clone().unwrap_or_default();
+    assert!(
+        !labels.keys().any(|k| k.contains("tidegate")),
+        "no ownership marks left: {labels:?}"
+    );
+    // So the next observe does not take it for tidegate's.
+    let seen = p.observe(&["v1/ConfigMap".into()]).await.unwrap();
+    assert!(
+        !seen.iter().any(|l| l.external_id.ends_with("/later")),
+        "{seen:?}"
     );
 
     // An observe starts over: GETs first again.

@@ -1285,19 +1285,31 @@ impl Provider for Kubernetes {
         if listed_absent {
             let others = other_managers(&obj);
             if !others.is_empty() {
+                // Give back what the apply merged in: an apply of nothing
+                // by tidegate's field manager removes the fields (marks
+                // included) that only tidegate holds, and keeps what they
+                // set. Not after a forced apply: the fields taken from
+                // them would be removed.
+                let withdrawn = !self.force_conflicts
+                    && self
+                        .server_side_apply(&r, &target, &bare(&manifest), false, false)
+                        .await
+                        .is_ok();
                 return Err(invalid(
                     desired,
                     &format!(
                         "{gvk} {target} was created by someone else ({}) after tidegate listed \
-                         the names in its namespace and before this apply, which merged \
-                         tidegate's fields and labels into it (fields set differently by them \
-                         would have been a conflict{}); check the object, then keep it with \
-                         `tidegate import {env} {id} {target}` or delete it",
+                         the names in its namespace and before this apply{}; check the object, \
+                         then keep it with `tidegate import {env} {id} {target}` or delete it",
                         others.join(", "),
-                        if self.force_conflicts {
-                            ", but force_conflicts is on: those are now tidegate's"
+                        if withdrawn {
+                            "; tidegate withdrew the fields and marks the apply had merged into it"
+                        } else if self.force_conflicts {
+                            ", which merged tidegate's fields and marks into it (force_conflicts \
+                             is on: fields they set differently are tidegate's now)"
                         } else {
-                            ""
+                            ", which merged tidegate's fields and marks into it; withdrawing them \
+                             failed"
                         },
                         env = self.owner.environment,
                         id = desired.id,
@@ -1436,6 +1448,25 @@ impl Provider for Kubernetes {
 /// The field managers other than tidegate in an object's
 /// `metadata.managedFields`: none on an object tidegate's apply just
 /// created.
+/// `manifest` reduced to what names the object: applied by tidegate's
+/// field manager, it gives up every field tidegate holds.
+fn bare(manifest: &Value) -> Value {
+    let mut meta = crate::value::Map::new();
+    for key in ["name", "namespace"] {
+        if let Some(v) = manifest.get_path(&format!("metadata.{key}")) {
+            meta.insert(key.into(), v.clone());
+        }
+    }
+    let mut out = crate::value::Map::new();
+    for key in ["apiVersion", "kind"] {
+        if let Some(v) = manifest.get_path(key) {
+            out.insert(key.into(), v.clone());
+        }
+    }
+    out.insert("metadata".into(), Value::Map(meta));
+    Value::Map(out)
+}
+
 fn other_managers(obj: &serde_json::Value) -> Vec<String> {
     let mut out: Vec<String> = obj
         .pointer("/metadata/managedFields")
