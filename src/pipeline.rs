@@ -588,23 +588,46 @@ pub struct CheckCache {
     last: tokio::sync::Mutex<Option<(String, std::sync::Arc<Checked>)>>,
 }
 
+/// Why [`CheckCache::get`] has no checked repository.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The commit does not pass the checks.
+    #[error("{0}")]
+    Invalid(Report),
+    /// The check itself did not finish (it panicked).
+    #[error("checking the commit failed: {0}")]
+    Task(String),
+}
+
 impl CheckCache {
-    /// The checked repository of `commit`, whose files are `files`.
+    /// The checked repository of `commit`, whose files are `files`; a
+    /// commit not checked yet is checked off the async workers (a large
+    /// repository takes a second of CPU).
     pub async fn get(
         &self,
         commit: &str,
-        files: &Files,
-    ) -> std::result::Result<std::sync::Arc<Checked>, Report> {
+        files: &std::sync::Arc<Files>,
+    ) -> std::result::Result<std::sync::Arc<Checked>, CheckError> {
         let mut last = self.last.lock().await;
-        if let Some((c, checked)) = last.as_ref().filter(|(c, _)| c == commit) {
-            tracing::trace!(commit = %c, "checked repository reused");
+        if let Some((_, checked)) = last.as_ref().filter(|(c, _)| c == commit) {
             return Ok(checked.clone());
         }
         // The previous commit's model goes before the new one is built.
         *last = None;
-        let checked = std::sync::Arc::new(check(files)?);
+        let files = files.clone();
+        let checked = tokio::task::spawn_blocking(move || check(&files))
+            .await
+            .map_err(|e| CheckError::Task(e.to_string()))?
+            .map_err(CheckError::Invalid)?;
+        let checked = std::sync::Arc::new(checked);
         *last = Some((commit.to_string(), checked.clone()));
         Ok(checked)
+    }
+
+    /// Keeps `checked` as the check of `commit` (the reconciler's driver
+    /// checks each new commit before it schedules anything at it).
+    pub async fn put(&self, commit: &str, checked: std::sync::Arc<Checked>) {
+        *self.last.lock().await = Some((commit.to_string(), checked));
     }
 }
 

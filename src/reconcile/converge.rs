@@ -125,6 +125,13 @@ impl Executor {
     }
 }
 
+fn check_error(e: pipeline::CheckError) -> ReportError {
+    match e {
+        pipeline::CheckError::Invalid(report) => err(ErrorReason::Load, report),
+        e @ pipeline::CheckError::Task(_) => err(ErrorReason::Internal, e),
+    }
+}
+
 fn err(reason: ErrorReason, e: impl std::fmt::Display) -> ReportError {
     ReportError::new(reason, e.to_string())
 }
@@ -179,7 +186,7 @@ impl Converge for Executor {
             .checks
             .get(&snapshot.commit, &snapshot.files)
             .await
-            .map_err(|r| err(ErrorReason::Load, r))?;
+            .map_err(check_error)?;
         let environment = checked.model.environment(env).ok_or_else(|| {
             let msg = format!("commit {} has no environment {env}", snapshot.commit);
             ReportError::new(ErrorReason::Load, msg)
@@ -254,7 +261,7 @@ impl Converge for Executor {
             .checks
             .get(&snapshot.commit, &snapshot.files)
             .await
-            .map_err(|r| err(ErrorReason::Load, r))?;
+            .map_err(check_error)?;
         let Some(environment) = checked.model.environment(env) else {
             return Ok(None);
         };
