@@ -165,6 +165,11 @@ async fn main() {
     };
     let split = args.iter().any(|a| a == "--split");
     let bulk = args.iter().any(|a| a == "--bulk");
+    // `--repeat=N`: observes per figure in --split (default 5).
+    let repeat: usize = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--repeat=")?.parse().ok())
+        .unwrap_or(5);
     let counts: Vec<usize> = args.iter().skip(1).filter_map(|a| a.parse().ok()).collect();
     let counts = if counts.is_empty() {
         vec![1, 20, 100]
@@ -197,7 +202,15 @@ async fn main() {
             environment: "bench".into(),
         },
         conf,
-        Options::default(),
+        Options {
+            // At 2,000 instances one DescribeInstances page takes moto
+            // longer than the default 30 s attempt timeout.
+            retry: tidegate::provider::aws::RetryPolicy {
+                attempt_timeout: std::time::Duration::from_secs(if split { 600 } else { 30 }),
+                ..Default::default()
+            },
+            ..Options::default()
+        },
     );
 
     let vpc = p
@@ -224,7 +237,7 @@ async fn main() {
         .unwrap();
 
     if split {
-        println!("instances  calls  observe_ms  moto_cpu_ms  moto_round_trips_ms  tidegate_cpu_ms  replayed_observe_ms  replayed_tidegate_cpu_ms  (medians of 5; create_ms/instance)");
+        println!("instances  calls  observe_ms  moto_cpu_ms  moto_round_trips_ms  tidegate_cpu_ms  replayed_observe_ms  replayed_tidegate_cpu_ms  (medians of {repeat}; create_ms/instance)");
     } else {
         println!("instances  observe_calls  observe_ms(median of 5)  create_ms/instance  create_calls/instance");
     }
@@ -255,7 +268,7 @@ async fn main() {
         let create_ms = per(started.elapsed().as_secs_f64() * 1000.0);
         let create_calls = per((total(&p) - calls_before) as f64);
         if split {
-            let m = split_observe(&p, &replay, moto_pid, n).await;
+            let m = split_observe(&p, &replay, moto_pid, n, repeat).await;
             println!(
                 "{n:>9}  {:>5}  {:>10.1}  {:>11.1}  {:>19.1}  {:>15.1}  {:>19.1}  {:>24.1}  ({create_ms:.1})",
                 m[0], m[1], m[2], m[3], m[4], m[5], m[6]
@@ -279,15 +292,21 @@ async fn main() {
     }
 }
 
-/// Five observes through the recording proxy, then five answered from the
-/// recording: medians of calls, wall ms, moto CPU ms, moto round trips ms,
+/// `repeat` observes through the recording proxy, then as many answered
+/// from the recording: medians of calls, wall ms, moto CPU ms, moto round trips ms,
 /// bench-process CPU ms; replayed wall ms and bench-process CPU ms.
-async fn split_observe(p: &AwsProvider, replay: &Replay, moto_pid: u32, n: usize) -> [f64; 7] {
+async fn split_observe(
+    p: &AwsProvider,
+    replay: &Replay,
+    moto_pid: u32,
+    n: usize,
+    repeat: usize,
+) -> [f64; 7] {
     let med = |v: &mut Vec<f64>| common::median(v);
     let (mut calls, mut wall, mut moto, mut trips, mut own) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     replay.replay.store(false, Ordering::Relaxed);
-    for _ in 0..5 {
+    for _ in 0..repeat {
         replay.answers.lock().unwrap().clear();
         replay.upstream_nanos.store(0, Ordering::Relaxed);
         let (c0, m0, o0, t) = (
@@ -308,7 +327,7 @@ async fn split_observe(p: &AwsProvider, replay: &Replay, moto_pid: u32, n: usize
     replay.replay.store(true, Ordering::Relaxed);
     replay.misses.store(0, Ordering::Relaxed);
     let (mut rwall, mut rown) = (Vec::new(), Vec::new());
-    for _ in 0..5 {
+    for _ in 0..repeat {
         let (o0, t) = (own_cpu(), Instant::now());
         let lives = p.observe(&[]).await.unwrap();
         rwall.push(t.elapsed().as_secs_f64() * 1000.0);
