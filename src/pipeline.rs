@@ -485,6 +485,16 @@ async fn planned(
         ..PlanInput::new(model, graph, job.env, providers, decrypted)
     };
     let (mut plan, live, desired) = plan::plan_env_seen(&input).await?;
+    let plan_time = t0.elapsed();
+    // Where a run's time goes (the reconciler logs at info, the one-shot
+    // commands only with RUST_LOG): connect, observe and plan.
+    tracing::info!(
+        environment = %job.owner_name(),
+        commit = job.commit,
+        elapsed_ms = plan_time.as_millis() as u64,
+        changes = plan.counts.changes(),
+        "planned"
+    );
     let scope = if opts.targets.is_empty() {
         None
     } else {
@@ -544,6 +554,14 @@ async fn planned(
     let outcome = execute::run_env(&run).await?;
     let wall = t0.elapsed();
     let record_error = record(job, &outcome).await.err();
+    // The apply with its health waits, then the record.
+    tracing::info!(
+        environment = %job.owner_name(),
+        commit = job.commit,
+        apply_ms = (wall - plan_time).as_millis() as u64,
+        record_ms = (t0.elapsed() - wall).as_millis() as u64,
+        "applied"
+    );
     let ran = Ran::Applied {
         plan,
         outcome,

@@ -44,7 +44,11 @@ pub struct Executor {
     /// Stores by (kubeconfig context, project).
     stores: std::sync::Mutex<StoreCache>,
     trust: Arc<TrustList>,
-    /// The checked repository of the commit converged last.
+    /// The commit checked last (loaded, graphed and validated): every
+    /// environment of a commit converges from the same snapshot, so one
+    /// check serves them all (it was one per converge, 0.3-0.5 s each at
+    /// 4 x 1,000 resources: benches/converge.rs). Shared with the preview
+    /// sweep.
     checks: Arc<pipeline::CheckCache>,
 }
 
@@ -109,6 +113,18 @@ impl Executor {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, store.clone());
         Ok(store)
+    }
+
+    /// `snapshot` loaded and checked, from the cache when it is the commit
+    /// checked last; the check runs off the async workers.
+    async fn checked(
+        &self,
+        snapshot: &Snapshot,
+    ) -> std::result::Result<Arc<pipeline::Checked>, ReportError> {
+        self.checks
+            .get(&snapshot.commit, &snapshot.files)
+            .await
+            .map_err(check_error)
     }
 
     /// `drift-heal` when the environment's record is already at `commit`
@@ -182,11 +198,7 @@ impl Converge for Executor {
         env: &str,
         mode: Mode,
     ) -> std::result::Result<EnvReport, ReportError> {
-        let checked = self
-            .checks
-            .get(&snapshot.commit, &snapshot.files)
-            .await
-            .map_err(check_error)?;
+        let checked = self.checked(snapshot).await?;
         let environment = checked.model.environment(env).ok_or_else(|| {
             let msg = format!("commit {} has no environment {env}", snapshot.commit);
             ReportError::new(ErrorReason::Load, msg)
@@ -250,6 +262,12 @@ impl Converge for Executor {
         Ok(report)
     }
 
+    /// Kept for the converges at the commit (the driver checks each new
+    /// commit before it schedules them).
+    async fn loaded(&self, snapshot: &Snapshot, checked: Arc<pipeline::Checked>) {
+        self.checks.put(&snapshot.commit, checked).await;
+    }
+
     /// The commit of the environment's record (its ConfigMap, or the file
     /// under the state directory).
     async fn last_applied(
@@ -257,11 +275,7 @@ impl Converge for Executor {
         snapshot: &Snapshot,
         env: &str,
     ) -> std::result::Result<Option<String>, ReportError> {
-        let checked = self
-            .checks
-            .get(&snapshot.commit, &snapshot.files)
-            .await
-            .map_err(check_error)?;
+        let checked = self.checked(snapshot).await?;
         let Some(environment) = checked.model.environment(env) else {
             return Ok(None);
         };
@@ -508,5 +522,99 @@ fn release_freed_memory() {
     // this process uses; it takes the arenas' locks itself.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(commit: &str, files: crate::load::Files) -> Snapshot {
+        Snapshot {
+            commit: commit.into(),
+            tree: String::new(),
+            files: Arc::new(files),
+            meta: Default::default(),
+        }
+    }
+
+    /// dev and prod (after dev), one ConfigMap each.
+    fn repo() -> crate::load::Files {
+        use crate::testutil::{env, files, module};
+        let spec = |after: &str| {
+            format!("{after}  targets:\n    kubernetes:\n      context: c\n  modules:\n    - name: web\n      source: modules/web\n")
+        };
+        files(&[
+            ("environments/dev.yaml", &env("dev", &spec(""))),
+            ("environments/prod.yaml", &env("prod", &spec("  after: dev\n"))),
+            (
+                "modules/web/module.yaml",
+                &module(
+                    "web",
+                    "  resources:\n    - name: cm\n      provider: kubernetes\n      manifest:\n        apiVersion: v1\n        kind: ConfigMap\n        metadata:\n          name: cm\n          namespace: default\n        data:\n          A: \"1\"\n",
+                ),
+            ),
+        ])
+    }
+
+    fn executor() -> Executor {
+        Executor::new(
+            Identities::default(),
+            execute::Options::default(),
+            std::env::temp_dir(),
+        )
+    }
+
+    #[tokio::test]
+    async fn one_check_serves_every_converge_of_a_commit() {
+        let ex = executor();
+        let c1 = snapshot("c1", repo());
+        let first = ex.checked(&c1).await.unwrap();
+        let again = ex.checked(&c1).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the same commit is checked once"
+        );
+
+        // Another commit is checked on its own, and replaces the memo.
+        let mut files = repo();
+        files.remove("environments/prod.yaml");
+        let c2 = snapshot("c2", files);
+        let second = ex.checked(&c2).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(second.model.environment("prod").is_none());
+        assert!(first.model.environment("prod").is_some());
+        let back = ex.checked(&c1).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &back), "only the last commit is kept");
+    }
+
+    #[tokio::test]
+    async fn the_drivers_check_is_kept_for_the_converges() {
+        let ex = executor();
+        let c1 = snapshot("c1", repo());
+        let checked = Arc::new(pipeline::check(&c1.files).unwrap());
+        ex.loaded(&c1, checked.clone()).await;
+        let got = ex.checked(&c1).await.unwrap();
+        assert!(Arc::ptr_eq(&checked, &got), "not checked again");
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_does_not_load_is_a_load_error_and_not_kept() {
+        let ex = executor();
+        let mut files = repo();
+        files.insert("environments/bad.yaml".into(), b"kind: [".to_vec());
+        let bad = snapshot("bad", files);
+        let e = ex.checked(&bad).await.err().expect("a load error");
+        assert_eq!(e.reason, ErrorReason::Load);
+        let good = snapshot("good", repo());
+        let checked = ex.checked(&good).await.unwrap();
+        assert!(
+            ex.checked(&bad).await.is_err(),
+            "checked again, refused again"
+        );
+        assert!(
+            !Arc::ptr_eq(&checked, &ex.checked(&good).await.unwrap()),
+            "a failed check leaves nothing behind, not even the commit before"
+        );
     }
 }

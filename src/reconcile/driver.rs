@@ -906,6 +906,10 @@ impl Io {
         let commit = snap.commit.clone();
         match checked {
             Ok(Ok(checked)) => {
+                // The converges at this commit take this check instead of
+                // doing their own.
+                let checked = Arc::new(checked);
+                self.converge.loaded(&snap, checked.clone()).await;
                 tracing::info!(commit = %commit, environments = checked.model.environments.len(), "new commit loaded");
                 for w in &checked.warnings {
                     tracing::warn!(commit = %commit, warning = %w, "loaded with a warning");

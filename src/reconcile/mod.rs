@@ -118,6 +118,17 @@ pub trait Converge: Send + Sync {
         mode: Mode,
     ) -> std::result::Result<EnvReport, ReportError>;
 
+    /// The driver loaded and checked `snapshot` as `checked` before it
+    /// scheduled any environment at it. An implementation that checks
+    /// commits itself may keep it instead of checking again; the default
+    /// drops it.
+    async fn loaded(
+        &self,
+        _snapshot: &Snapshot,
+        _checked: std::sync::Arc<crate::pipeline::Checked>,
+    ) {
+    }
+
     /// The commit last applied to `env`, as recorded where the environment
     /// keeps its state, so that it survives restarts; `None` when nothing
     /// is recorded (or the implementation keeps no records: the driver
