@@ -549,8 +549,12 @@ async fn prod_requires_a_trusted_signature() {
     assert!(!rec.envs_at(&untrusted).contains(&"prod".to_string()));
 
     let signed = signed_bump(&up, 4, Some(&ops));
+    // The recorder sees the converge start; the status shows its result
+    // a moment later.
     until(20, "the trusted commit reaches prod", || {
         rec.envs_at(&signed).contains(&"prod".to_string())
+            && prod_error(&r).0 == signed.as_str()
+            && prod_error(&r).1.is_null()
     })
     .await;
     assert_eq!(rec.envs_at(&signed), ENVS);
