@@ -594,28 +594,9 @@ async fn main() {
     };
 
     if args.whole {
-        for a in [
-            vec!["init", "-q", "-b", "main"],
-            vec!["add", "."],
-            vec!["commit", "-q", "-m", "bench"],
-        ] {
-            let out = Command::new("git")
-                .args([
-                    "-c",
-                    "user.name=bench",
-                    "-c",
-                    "user.email=bench@example.com",
-                ])
-                .args(&a)
-                .current_dir(&repo)
-                .output()
-                .expect("git runs");
-            assert!(
-                out.status.success(),
-                "git {a:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        common::git(&repo, &["init", "-q", "-b", "main"]);
+        common::git(&repo, &["add", "."]);
+        common::git(&repo, &["commit", "-q", "-m", "bench"]);
         let whole = Whole {
             dir,
             repo: &repo,

@@ -43,7 +43,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -377,7 +376,6 @@ fn run_once(args: &Args, envs: &[String]) -> (Phase, Phase) {
     let secret = dir.join("webhook-secret");
     std::fs::write(&secret, SECRET).unwrap();
     let log = dir.join("reconcile.log");
-    let exe = env!("CARGO_BIN_EXE_tidegate");
     let (port, probe_port) = (free_port(), free_port());
     // The reconciler's CPU time starts at zero with it.
     let cpu0 = Cpu {
@@ -387,32 +385,14 @@ fn run_once(args: &Args, envs: &[String]) -> (Phase, Phase) {
     };
     let sim0 = sim_requests(&stand);
     let (t0, wall0) = (Instant::now(), jiff::Timestamp::now());
-    let child = Command::new(exe)
-        .args(["reconcile", "--branch", "main", "--interval", "1h"])
+    let child = common::reconciler(&stand, dir, port, probe_port, args.parallelism)
+        .args(["--branch", "main", "--interval", "1h"])
         .args(["--log-format", "json"])
         .arg("--remote")
         .arg(format!("file://{}", remote.display()))
         .arg("--webhook-secret-file")
         .arg(&secret)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--probe-listen")
-        .arg(format!("127.0.0.1:{probe_port}"))
-        .arg("--cache-dir")
-        .arg(dir.join("git-cache"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args(["--parallelism", &args.parallelism.to_string()])
-        .env("KUBECONFIG", &stand.kubeconfig)
-        .env("AWS_ENDPOINT_URL", &stand.endpoint)
-        .env("AWS_ACCESS_KEY_ID", "bench")
-        .env("AWS_SECRET_ACCESS_KEY", "bench")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("RUST_LOG", "info")
-        .env_remove("AWS_PROFILE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("tidegate reconcile starts");

@@ -20,7 +20,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -100,35 +100,14 @@ fn main() {
     git(&repo, &["commit", "-q", "-m", "bench"]);
     let commit = git(&repo, &["rev-parse", "HEAD"]);
     let stand = Stand::start(dir, "bench");
-    // Cargo builds the package's binaries, in the benchmark's profile,
-    // before it runs a benchmark.
-    let exe = env!("CARGO_BIN_EXE_tidegate");
     // The API listener (status) and the probe listener (`/metrics`).
     let (port, probe_port) = (free_port(), free_port());
     let t0 = Instant::now();
-    let child = Command::new(exe)
-        .args(["reconcile", "--branch", "main", "--interval", "5s"])
+    let child = common::reconciler(&stand, dir, port, probe_port, args.parallelism)
+        .args(["--branch", "main", "--interval", "5s"])
         .arg("--remote")
         .arg(format!("file://{}", repo.display()))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--probe-listen")
-        .arg(format!("127.0.0.1:{probe_port}"))
-        .arg("--cache-dir")
-        .arg(dir.join("git-cache"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args(["--parallelism", &args.parallelism.to_string()])
-        .env("KUBECONFIG", &stand.kubeconfig)
-        .env("AWS_ENDPOINT_URL", &stand.endpoint)
-        .env("AWS_ACCESS_KEY_ID", "bench")
-        .env("AWS_SECRET_ACCESS_KEY", "bench")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("RUST_LOG", "warn")
-        .env_remove("AWS_PROFILE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("tidegate reconcile starts");

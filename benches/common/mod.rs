@@ -314,6 +314,44 @@ pub fn mib(kib: Option<u64>) -> String {
         .unwrap_or_else(|| "unavailable".into())
 }
 
+/// The real `tidegate reconcile` binary (the one cargo builds for the
+/// benchmark) against `stand`, as the benchmarks run it: the API on
+/// `port`, probes and `/metrics` on `probe_port`, the Git cache and state
+/// under `dir`, `parallelism` in flight, the stand-ins' endpoints and
+/// credentials in the environment. The caller adds the source (`--remote`,
+/// `--branch`, `--interval`, ...), `RUST_LOG` and where output goes.
+/// (Cargo builds the package's binaries, in the benchmark's profile,
+/// before it runs a benchmark.)
+pub fn reconciler(
+    stand: &Stand,
+    dir: &Path,
+    port: u16,
+    probe_port: u16,
+    parallelism: usize,
+) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tidegate"));
+    c.arg("reconcile")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--probe-listen")
+        .arg(format!("127.0.0.1:{probe_port}"))
+        .arg("--cache-dir")
+        .arg(dir.join("git-cache"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--parallelism", &parallelism.to_string()])
+        .env("KUBECONFIG", &stand.kubeconfig)
+        .env("AWS_ENDPOINT_URL", &stand.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    c
+}
+
 /// `git args` in `dir` (as user `bench`); its standard output, trimmed.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
