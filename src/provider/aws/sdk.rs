@@ -148,6 +148,19 @@ where
         .await
 }
 
+/// The pages of a Describe that named `ids` in its `...Ids` parameter (the
+/// kinds whose id filter moto lacks): none when EC2 answers that a named
+/// one is gone, where a filter would have matched nothing.
+pub(super) fn none_when_gone<O>(
+    pages: Result<Vec<O>, ApiError>,
+    named: bool,
+) -> Result<Vec<O>, ApiError> {
+    match pages {
+        Err(e) if named && e.is_not_found() => Ok(Vec::new()),
+        other => other,
+    }
+}
+
 /// Tags as a map.
 pub(super) fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
     tags.iter()
@@ -282,6 +295,25 @@ pub(super) fn take_filter(filters: Vec<Filter>, name: &str) -> (Vec<Filter>, Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_named_resource_that_is_gone_is_no_page_and_other_errors_stay() {
+        let err = |code: &str| ApiError {
+            code: Some(code.into()),
+            message: "m".into(),
+            transport: false,
+            unreached: None,
+        };
+        let gone = || Err::<Vec<u8>, _>(err("InvalidNetworkAclID.NotFound"));
+        assert_eq!(none_when_gone(gone(), true).unwrap(), Vec::<u8>::new());
+        assert!(
+            none_when_gone(gone(), false).is_err(),
+            "not named: not ours to hide"
+        );
+        let other = Err::<Vec<u8>, _>(err("UnauthorizedOperation"));
+        assert!(none_when_gone(other, true).is_err());
+        assert_eq!(none_when_gone(Ok(vec![1]), true).unwrap(), vec![1]);
+    }
 
     #[test]
     fn arns_carry_partition_region_account_and_type() {

@@ -34,8 +34,8 @@ use crate::provider::aws::calls::{sdk, ApiError};
 use crate::provider::aws::kind::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::schema::{f, fixed, req, Field, Ty, TAGS};
 use crate::provider::aws::sdk::{
-    arn, attrs, bool_at, describe, int, map, no_sdk_retries, s, str_at, string_at, strings, strs,
-    Ec2,
+    arn, attrs, bool_at, describe, int, map, no_sdk_retries, none_when_gone, s, str_at, string_at,
+    strings, strs, Ec2,
 };
 use crate::provider::aws::values::{in_range, problem};
 use crate::provider::{Desired, Problem, Result};
@@ -391,10 +391,7 @@ impl Ec2Kind for LaunchTemplateKind {
                 .try_collect()
         })
         .await;
-        let pages = match answer {
-            Err(e) if ids.is_some() && e.is_not_found() => return Ok(Vec::new()),
-            other => other?,
-        };
+        let pages = none_when_gone(answer, ids.is_some())?;
         let templates: Vec<LaunchTemplate> = pages
             .into_iter()
             .flat_map(|o| o.launch_templates.unwrap_or_default())

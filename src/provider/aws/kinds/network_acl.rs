@@ -27,8 +27,8 @@ use crate::provider::aws::calls::{sdk, ApiError};
 use crate::provider::aws::kind::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::schema::{f, fixed, req, Field, Ty, TAGS};
 use crate::provider::aws::sdk::{
-    attrs, bool_at, describe, filter, int, map, no_sdk_retries, s, str_at, string_at, strings,
-    strs, take_filter, Ec2,
+    attrs, bool_at, describe, filter, int, map, no_sdk_retries, none_when_gone, s, str_at,
+    string_at, strings, strs, take_filter, Ec2,
 };
 use crate::provider::aws::values::{cidr, problem};
 use crate::provider::{Desired, Problem, Result};
@@ -517,11 +517,7 @@ impl Ec2Kind for NetworkAcl {
                 .try_collect()
         })
         .await;
-        let pages = match pages {
-            // Named by id and gone.
-            Err(e) if ids.is_some() && e.is_not_found() => return Ok(Vec::new()),
-            other => other?,
-        };
+        let pages = none_when_gone(pages, ids.is_some())?;
         Ok(pages
             .into_iter()
             .flat_map(|o| o.network_acls.unwrap_or_default())

@@ -32,7 +32,8 @@ use crate::provider::aws::calls::{sdk, ApiError};
 use crate::provider::aws::kind::{created, Created, Ec2Kind, KindSpec, Seen, Update};
 use crate::provider::aws::schema::{f, fixed, req, Field, Ty, TAGS};
 use crate::provider::aws::sdk::{
-    attrs, bool_at, describe, ec2_tags, filter, map, no_sdk_retries, s, string_at, take_filter, Ec2,
+    attrs, bool_at, describe, ec2_tags, filter, map, no_sdk_retries, none_when_gone, s, string_at,
+    take_filter, Ec2,
 };
 use crate::provider::{Desired, Health, Result};
 use crate::value::{Map, Value};
@@ -136,11 +137,7 @@ impl Ec2Kind for VpcPeering {
                 .try_collect()
         })
         .await;
-        let pages = match pages {
-            // Named by id and gone.
-            Err(e) if ids.is_some() && e.is_not_found() => return Ok(Vec::new()),
-            other => other?,
-        };
+        let pages = none_when_gone(pages, ids.is_some())?;
         Ok(pages
             .into_iter()
             .flat_map(|o| o.vpc_peering_connections.unwrap_or_default())
