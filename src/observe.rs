@@ -224,14 +224,6 @@ impl LiveState {
             .filter(|p| p.body == body.digest())
             .map(|p| &p.action)
     }
-
-    /// Attributes of every live resource, for rendering references.
-    pub fn attributes(&self) -> std::collections::HashMap<ResourceId, crate::value::Map> {
-        self.resources
-            .iter()
-            .map(|(id, o)| (id.clone(), o.live.attributes.clone()))
-            .collect()
-    }
 }
 
 /// Rendering reads live attributes in place.

@@ -515,9 +515,8 @@ async fn outputs(
             return Vec::new();
         }
     };
-    let known = live.attributes();
     let opts = crate::render::RenderOptions {
-        known: &known,
+        known: &live,
         secrets: &crate::render::StructuralSecrets,
         owner: Some(name),
     };
